@@ -1,0 +1,55 @@
+"""Every feature name of the training examples, named once. Other modules import from here.
+
+Examples are written by pipeline/components/shop_example_gen.py (one per user x session x item
+"impression unit", plus one catalog example per item) and read by trainer/preprocessing.py.
+"""
+
+# --- user / context side (raw) ---
+USER_ID = "user_id"                    # bytes; "" in catalog examples
+HISTORY_ITEM_IDS = "history_item_ids"  # bytes[HISTORY_LENGTH]: engaged items strictly before the
+                                       # example's timestamp, most recent first, "" padded
+HISTORY_LENGTH = 10                    # fixed length of HISTORY_ITEM_IDS
+NUM_HISTORY = "num_history"            # int: how many HISTORY_ITEM_IDS are real (not padding)
+QUERY = "query"                        # bytes: latest search text earlier in the session, or ""
+TIMESTAMP = "timestamp"                # int: epoch seconds of the unit's first event
+
+# --- item / candidate side (raw, from the items table) ---
+ITEM_ID = "item_id"
+TITLE = "title"
+DESCRIPTION = "description"
+BRAND = "brand"                        # "" when unknown
+CATEGORY = "category"                  # full path, levels joined with " > "
+TOP_CATEGORY = "top_category"          # first level of CATEGORY (slicing key)
+PRICE = "price"                        # float
+IN_STOCK = "in_stock"                  # int 0/1
+
+# --- labels (outcomes of the impression unit) ---
+CLICKED = "clicked"                    # int 0/1
+ADDED_TO_CART = "added_to_cart"        # int 0/1
+PURCHASED = "purchased"                # int 0/1
+RATING = "rating"                      # float; 0.0 when no rating
+HAS_RATING = "has_rating"              # int 0/1
+
+LABEL_KEYS = (CLICKED, ADDED_TO_CART, PURCHASED, RATING, HAS_RATING)
+
+STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
+INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)
+FLOAT_FEATURES = (PRICE, RATING)
+
+# Split names written by the example generator.
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+CATALOG_SPLIT = "catalog"              # one example per catalog item (events or not); no labels
+
+# --- transformed feature names (outputs of preprocessing_fn) ---
+def vocab_name(key: str) -> str:
+  """Name of the tf.Transform vocabulary file for a raw feature key."""
+  return key
+
+
+def idx(key: str) -> str:
+  """Transformed integer-index feature name for a raw string feature."""
+  return key + "_idx"
+
+
+PRICE_Z = "price_z"                    # z-scored log1p(price)
