@@ -1,0 +1,37 @@
+# shoprec — one-command environment, demo and tests. Every target installs what it needs.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV_STAMP := $(VENV)/.env-stamp
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: env demo test test-fast serve lock clean
+
+env: $(ENV_STAMP)
+
+# Idempotent: rebuilt only when the pins change. uv resolves nothing here: it installs the lock.
+$(ENV_STAMP): requirements/lock.txt requirements/nodeps.txt setup.py
+	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (shoprec needs CPython 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(PY) -m uv pip install -q -p $(PY) -r requirements/lock.txt
+	$(PY) -m uv pip install -q -p $(PY) --no-deps -r requirements/nodeps.txt
+	$(PY) -m uv pip install -q -p $(PY) --no-deps -e .
+	@touch $(ENV_STAMP)
+	@echo "environment ready: $(VENV)"
+
+test: env
+	$(PY) -m pytest -ra
+
+test-fast: env
+	$(PY) -m pytest -ra -m "not slow"
+
+lock:
+	$(PY) -m uv pip compile requirements/requirements.in -c requirements/constraints.txt \
+	  --python $(PY) -o requirements/lock.txt
+
+clean:
+	rm -rf runs serving_models sample_shop
