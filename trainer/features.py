@@ -43,13 +43,13 @@ CATALOG_SPLIT = "catalog"              # one example per catalog item (events or
 
 # --- transformed feature names (outputs of preprocessing_fn) ---
 def vocab_name(key: str) -> str:
-  """Name of the tf.Transform vocabulary file for a raw feature key."""
-  return key
+    """Name of the tf.Transform vocabulary file for a raw feature key."""
+    return key
 
 
 def idx(key: str) -> str:
-  """Transformed integer-index feature name for a raw string feature."""
-  return key + "_idx"
+    """Transformed integer-index feature name for a raw string feature."""
+    return key + "_idx"
 
 
 PRICE_Z = "price_z"                    # z-scored log1p(price)
