@@ -1,0 +1,336 @@
+"""Training examples from a shop's canonical tables: the rules, free of Beam and TFX.
+
+The Beam pipeline (pipeline/example_beam.py) applies these functions per user and per item;
+they are pure so every rule is tested on hand-built rows.
+
+Rules
+-----
+Events are ordered by (timestamp, seq); seq is the row's position in the canonical events
+table, which load_shop sorts stably by timestamp, so ties keep the export's order.
+
+Sessions
+    An event with a session_id belongs to that session (per user). A user's events without
+    one are split into sessions at gaps longer than ``session_gap_minutes`` between
+    consecutive session-less events (a gap of exactly the limit stays in the session).
+Impression unit
+    One unit per (user, session, item) over the user's non-search events (view, click,
+    add_to_cart, purchase; rating: see below). Its timestamp is that of its first event.
+Labels
+    clicked = any click, add_to_cart or purchase of the item in the unit; added_to_cart = any
+    add_to_cart or purchase; purchased = any purchase.
+Ratings
+    A rating attaches to the user's latest unit of that item whose timestamp is at or before
+    the rating's (any session): rating = the value, has_rating = 1; the unit's other labels do
+    not change. When several ratings attach to one unit the latest wins. A rating with no
+    such unit makes (or joins) the unit (rating's session, item) with clicked = 1, taking the
+    rating's time if that is earlier. Ratings without a value (NaN) are ignored.
+History
+    The user's engaged items (click, add_to_cart, purchase, rating events) with timestamp
+    strictly before the unit's timestamp (same-second events are excluded), distinct, most
+    recent engagement first, truncated or padded with "" to features.HISTORY_LENGTH;
+    num_history is the number of real entries. The unit's own item appears when the user
+    engaged with it earlier (repeat interest is signal).
+Query
+    The text of the latest non-empty search event of the same session that comes before the
+    unit's first event in (timestamp, seq) order; "" when there is none.
+Item features
+    title, description, brand, category (the " > " path), top_category (its first level, ""
+    if none), price (NaN read as 0.0), in_stock (0/1) come from the items table. Units whose
+    item is not in the items table are dropped and counted.
+Time split
+    cutoff = the exact (1 - eval_fraction) quantile of unit timestamps: the value at index
+    floor((1 - eval_fraction) * N) of the sorted timestamps. Units at or after the cutoff go
+    to "eval", earlier ones to "train" (ties at the cutoff all go to eval).
+Catalog split
+    One example per item of the items table (with or without events): user side empty
+    (user_id "", history all "", num_history 0, query "", timestamp 0), labels 0.
+"""
+import bisect
+import collections
+import math
+from typing import Dict, Iterable, List, Mapping, Sequence
+
+from trainer import features
+
+SEARCH = "search"
+RATING_EVENT = "rating"
+CLICK_EVENTS = frozenset({"click", "add_to_cart", "purchase"})
+CART_EVENTS = frozenset({"add_to_cart", "purchase"})
+ENGAGEMENT_EVENTS = CLICK_EVENTS | {RATING_EVENT}
+UNIT_EVENTS = frozenset({"view"}) | CLICK_EVENTS
+EVENT_TYPES = UNIT_EVENTS | {RATING_EVENT, SEARCH}
+CATEGORY_SEPARATOR = " > "
+
+ITEM_FEATURES = (features.TITLE, features.DESCRIPTION, features.BRAND, features.CATEGORY,
+                 features.TOP_CATEGORY, features.PRICE, features.IN_STOCK)
+ALL_FEATURES = features.STRING_FEATURES + features.INT_FEATURES + features.FLOAT_FEATURES + (
+    features.HISTORY_ITEM_IDS,)
+
+
+def _order(event: Mapping) -> tuple:
+    return (int(event["timestamp"]), int(event.get("seq", 0)))
+
+
+def sort_events(events: Iterable[Mapping]) -> List[Mapping]:
+    """The events in (timestamp, seq) order (stable for events without seq)."""
+    return sorted(events, key=_order)
+
+
+def assign_sessions(events: Sequence[Mapping], gap_seconds: int) -> List[str]:
+    """Session key of each of one user's time-ordered events (see module docstring)."""
+    if gap_seconds <= 0:
+        raise ValueError(f"session gap must be positive seconds, got {gap_seconds}")
+    keys = []
+    last_ts = None
+    gap_session = -1
+    for event in events:
+        session_id = event.get("session_id") or ""
+        if session_id:
+            keys.append("id:" + session_id)
+            continue
+        ts = int(event["timestamp"])
+        if last_ts is None or ts - last_ts > gap_seconds:
+            gap_session += 1
+        last_ts = ts
+        keys.append(f"gap:{gap_session}")
+    return keys
+
+
+class _Unit:
+    """Mutable state of one impression unit while a user's events are scanned."""
+
+    __slots__ = ("session", "item_id", "first", "clicked", "added_to_cart", "purchased",
+                 "rating", "has_rating", "rating_order")
+
+    def __init__(self, session: str, item_id: str, first: tuple):
+        self.session, self.item_id, self.first = session, item_id, first
+        self.clicked = self.added_to_cart = self.purchased = self.has_rating = 0
+        self.rating = 0.0
+        self.rating_order = None
+
+    def attach_rating(self, value: float, order: tuple) -> None:
+        if self.rating_order is None or order >= self.rating_order:
+            self.rating, self.has_rating, self.rating_order = float(value), 1, order
+
+
+def _check_event(event: Mapping) -> str:
+    event_type = event["event_type"]
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event_type {event_type!r} (expected one of "
+                         f"{sorted(EVENT_TYPES)}) for user {event.get('user_id')!r}")
+    if event_type != SEARCH and not event.get("item_id"):
+        raise ValueError(f"{event_type} event of user {event.get('user_id')!r} at "
+                         f"{event['timestamp']} has no item_id")
+    return event_type
+
+
+def _build_unit_states(events: Sequence[Mapping], sessions: Sequence[str]) -> List[_Unit]:
+    units: Dict[tuple, _Unit] = {}
+    by_item: Dict[str, List[_Unit]] = collections.defaultdict(list)
+    ratings = []
+    for event, session in zip(events, sessions):
+        event_type = _check_event(event)
+        if event_type == SEARCH:
+            continue
+        if event_type == RATING_EVENT:
+            ratings.append((event, session))
+            continue
+        key = (session, event["item_id"])
+        unit = units.get(key)
+        if unit is None:
+            unit = units[key] = _Unit(session, event["item_id"], _order(event))
+            by_item[unit.item_id].append(unit)
+        unit.clicked |= event_type in CLICK_EVENTS
+        unit.added_to_cart |= event_type in CART_EVENTS
+        unit.purchased |= event_type == "purchase"
+    for event, session in ratings:
+        value = event.get("value")
+        if value is None or math.isnan(float(value)):
+            continue
+        order = _order(event)
+        earlier = [u for u in by_item[event["item_id"]] if u.first[0] <= order[0]]
+        if earlier:
+            max(earlier, key=lambda u: u.first).attach_rating(value, order)
+            continue
+        key = (session, event["item_id"])
+        unit = units.get(key)
+        if unit is None:
+            unit = units[key] = _Unit(session, event["item_id"], order)
+            by_item[unit.item_id].append(unit)
+        unit.first = min(unit.first, order)
+        unit.clicked = 1
+        unit.attach_rating(value, order)
+    return sorted(units.values(), key=lambda u: u.first)
+
+
+def history_before(engagements: Sequence[Mapping], timestamp: int,
+                   length: int = features.HISTORY_LENGTH) -> List[str]:
+    """Distinct engaged item ids strictly before `timestamp`, most recent first (unpadded).
+
+    `engagements` must be in (timestamp, seq) order.
+    """
+    end = bisect.bisect_left(engagements, timestamp, key=lambda e: int(e["timestamp"]))
+    seen, history = set(), []
+    for position in range(end - 1, -1, -1):
+        item_id = engagements[position]["item_id"]
+        if item_id not in seen:
+            seen.add(item_id)
+            history.append(item_id)
+            if len(history) == length:
+                break
+    return history
+
+
+def pad_history(history: Sequence[str], length: int = features.HISTORY_LENGTH) -> List[str]:
+    """History truncated or padded with "" to exactly `length` entries."""
+    return list(history[:length]) + [""] * max(0, length - len(history))
+
+
+def _latest_query(searches: Sequence[tuple], session: str, before: tuple) -> str:
+    query = ""
+    for order, search_session, text in searches:
+        if order >= before:
+            break
+        if search_session == session and text:
+            query = text
+    return query
+
+
+def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: int) -> List[dict]:
+    """Impression units of one user: user side, item_id, timestamp and labels of each."""
+    ordered = sort_events(events)
+    sessions = assign_sessions(ordered, session_gap_seconds)
+    engagements = [e for e in ordered if e["event_type"] in ENGAGEMENT_EVENTS]
+    searches = [(_order(e), s, e.get("query") or "")
+                for e, s in zip(ordered, sessions) if e["event_type"] == SEARCH]
+    out = []
+    for unit in _build_unit_states(ordered, sessions):
+        history = history_before(engagements, unit.first[0])
+        out.append({
+            features.USER_ID: user_id,
+            features.HISTORY_ITEM_IDS: pad_history(history),
+            features.NUM_HISTORY: len(history),
+            features.QUERY: _latest_query(searches, unit.session, unit.first),
+            features.TIMESTAMP: unit.first[0],
+            features.ITEM_ID: unit.item_id,
+            features.CLICKED: int(unit.clicked),
+            features.ADDED_TO_CART: int(unit.added_to_cart),
+            features.PURCHASED: int(unit.purchased),
+            features.RATING: unit.rating,
+            features.HAS_RATING: unit.has_rating,
+        })
+    return out
+
+
+def item_features(item: Mapping) -> dict:
+    """Item-side features of one row of the canonical items table."""
+    category = item.get("categories") or ""
+    price = item.get("price")
+    price = 0.0 if price is None or math.isnan(float(price)) else float(price)
+    return {
+        features.ITEM_ID: item["item_id"],
+        features.TITLE: item.get("title") or "",
+        features.DESCRIPTION: item.get("description") or "",
+        features.BRAND: item.get("brand") or "",
+        features.CATEGORY: category,
+        features.TOP_CATEGORY: category.split(CATEGORY_SEPARATOR)[0].strip() if category else "",
+        features.PRICE: price,
+        features.IN_STOCK: int(bool(item.get("in_stock"))),
+    }
+
+
+def join_item(unit: Mapping, item: Mapping) -> dict:
+    """A full example: the unit with the item features of its item."""
+    example = dict(unit)
+    example.update({key: item[key] for key in ITEM_FEATURES})
+    return example
+
+
+def catalog_example(item: Mapping) -> dict:
+    """Catalog example of one item (output of item_features): empty user side, labels 0."""
+    example = {
+        features.USER_ID: "",
+        features.HISTORY_ITEM_IDS: pad_history([]),
+        features.NUM_HISTORY: 0,
+        features.QUERY: "",
+        features.TIMESTAMP: 0,
+        features.ITEM_ID: item[features.ITEM_ID],
+        features.CLICKED: 0,
+        features.ADDED_TO_CART: 0,
+        features.PURCHASED: 0,
+        features.RATING: 0.0,
+        features.HAS_RATING: 0,
+    }
+    return join_item(example, item)
+
+
+def check_eval_fraction(eval_fraction: float) -> float:
+    """eval_fraction as a float in (0, 1), else ValueError."""
+    if not isinstance(eval_fraction, (int, float)) or not 0.0 < float(eval_fraction) < 1.0:
+        raise ValueError(f"eval_fraction must be a number in (0, 1), got {eval_fraction!r}")
+    return float(eval_fraction)
+
+
+def cutoff_from_counts(counts: Mapping[int, int], eval_fraction: float):
+    """Exact (1 - eval_fraction) quantile from {timestamp: count}; None when empty."""
+    eval_fraction = check_eval_fraction(eval_fraction)
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    index = min(total - 1, int(math.floor((1.0 - eval_fraction) * total + 1e-9)))
+    seen = 0
+    for timestamp in sorted(counts):
+        seen += counts[timestamp]
+        if seen > index:
+            return int(timestamp)
+    raise AssertionError("unreachable")
+
+
+def eval_cutoff(timestamps: Iterable[int], eval_fraction: float):
+    """Exact (1 - eval_fraction) quantile of unit timestamps (see module docstring)."""
+    return cutoff_from_counts(collections.Counter(int(t) for t in timestamps), eval_fraction)
+
+
+def split_of(timestamp: int, cutoff: int) -> str:
+    """features.EVAL_SPLIT at or after the cutoff, else features.TRAIN_SPLIT."""
+    return features.EVAL_SPLIT if timestamp >= cutoff else features.TRAIN_SPLIT
+
+
+def to_tf_example(example: Mapping):
+    """tf.train.Example with every feature of trainer/features.py, fixed shapes."""
+    import tensorflow as tf
+
+    missing = [key for key in ALL_FEATURES if key not in example]
+    if missing:
+        raise ValueError(f"example of item {example.get(features.ITEM_ID)!r} lacks {missing}")
+    history = example[features.HISTORY_ITEM_IDS]
+    if len(history) != features.HISTORY_LENGTH:
+        raise ValueError(f"{features.HISTORY_ITEM_IDS} must have exactly "
+                         f"{features.HISTORY_LENGTH} entries, got {len(history)}")
+    feature = {features.HISTORY_ITEM_IDS: tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[h.encode("utf-8") for h in history]))}
+    for key in features.STRING_FEATURES:
+        feature[key] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[str(example[key]).encode("utf-8")]))
+    for key in features.INT_FEATURES:
+        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example[key])]))
+    for key in features.FLOAT_FEATURES:
+        feature[key] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(example[key])]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def decode_example(serialized: bytes) -> dict:
+    """Inverse of to_tf_example (for tests and inspection)."""
+    import tensorflow as tf
+
+    parsed = tf.train.Example.FromString(serialized).features.feature
+    out = {features.HISTORY_ITEM_IDS: [
+        v.decode("utf-8") for v in parsed[features.HISTORY_ITEM_IDS].bytes_list.value]}
+    for key in features.STRING_FEATURES:
+        out[key] = parsed[key].bytes_list.value[0].decode("utf-8")
+    for key in features.INT_FEATURES:
+        out[key] = int(parsed[key].int64_list.value[0])
+    for key in features.FLOAT_FEATURES:
+        out[key] = float(parsed[key].float_list.value[0])
+    return out
