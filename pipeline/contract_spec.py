@@ -1,0 +1,61 @@
+"""The shop data contract's tables and columns, named once (see docs/data.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TABLE_NAMES = ("items", "users", "events")
+
+# items
+ITEM_ID = "item_id"
+TITLE = "title"
+DESCRIPTION = "description"
+BRAND = "brand"
+CATEGORIES = "categories"
+PRICE = "price"
+IN_STOCK = "in_stock"
+CREATED_AT = "created_at"
+# users
+USER_ID = "user_id"
+# events (also USER_ID, ITEM_ID)
+EVENT_TYPE = "event_type"
+VALUE = "value"
+QUERY = "query"
+SESSION_ID = "session_id"
+TIMESTAMP = "timestamp"
+
+CATEGORY_SEPARATOR = " > "
+VIEW, CLICK, ADD_TO_CART, PURCHASE, RATING, SEARCH = (
+    "view", "click", "add_to_cart", "purchase", "rating", "search")
+EVENT_TYPES = (VIEW, CLICK, ADD_TO_CART, PURCHASE, RATING, SEARCH)
+ENGAGEMENT_TYPES = (CLICK, ADD_TO_CART, PURCHASE, RATING)   # "view" is an impression
+QUANTITY_TYPES = (ADD_TO_CART, PURCHASE)                     # value = quantity, default 1
+RATING_RANGE = (1.0, 5.0)
+SESSION_GAP_SECONDS = 30 * 60   # empty session_id: a user's events split at gaps longer than this
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Columns of one table: which must be present, which may be, and the canonical order."""
+
+    name: str
+    required_file: bool
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    free_columns: bool = False      # users: any other column is a free attribute
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """Every column this table may have (besides free attributes)."""
+        return self.required + self.optional
+
+
+ITEMS = TableSpec("items", True, (ITEM_ID, TITLE, PRICE),
+                  (DESCRIPTION, BRAND, CATEGORIES, IN_STOCK, CREATED_AT))
+USERS = TableSpec("users", False, (USER_ID,), (), free_columns=True)
+EVENTS = TableSpec("events", True, (USER_ID, ITEM_ID, EVENT_TYPE, TIMESTAMP),
+                   (VALUE, QUERY, SESSION_ID))
+TABLES = {spec.name: spec for spec in (ITEMS, USERS, EVENTS)}
+
+# Canonical column order of the frames load_shop returns.
+ITEM_COLUMNS = (ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORIES, PRICE, IN_STOCK, CREATED_AT)
+EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, QUERY, SESSION_ID, TIMESTAMP)
