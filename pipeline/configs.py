@@ -1,0 +1,126 @@
+"""The one source of truth for pipeline configuration: names, paths, step counts, thresholds.
+
+Runners (`tfx_pipeline.py`) build a `PipelineConfig` (defaults below, overridden by flags or a
+JSON file) and pass it to `pipeline.pipeline.create_pipeline`; nothing else hard-codes these.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+PIPELINE_NAME = "shoprec"
+RETRIEVAL_MODEL_NAME = "retrieval"
+RANKING_MODEL_NAME = "ranking"
+
+# TFX image for Kubeflow; our Dockerfile builds FROM it (keep in sync with requirements/).
+TFX_IMAGE = "gcr.io/tfx-oss-public/tfx:1.16.0"
+
+BEAM_MODES = ("in_memory", "multi_processing", "multi_threading")
+RUNNERS = ("local", "kubeflow_v2")
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Everything a pipeline run depends on. Paths may be local or remote (gs://, s3://)."""
+
+    data_dir: str = "sample_shop"
+    pipeline_name: str = PIPELINE_NAME
+    pipeline_root: str = os.path.join("runs", "pipeline_root")
+    metadata_path: str = os.path.join("runs", "metadata.db")
+    serving_dir: str = "serving_models"
+    seed: int = 42
+
+    # Example generation (pipeline/components/shop_example_gen.py).
+    on_bad_rows: str = "fail"            # fail | quarantine
+    eval_fraction: float = 0.1           # last 10 % of time is the eval split
+    session_gap_minutes: int = 30
+
+    # Beam: DirectRunner in_memory is ~3x faster than multi_processing on 2 cores for small
+    # data (DESIGN §5). For Flink/Dataflow pass `extra_beam_args` (e.g. --runner=DataflowRunner).
+    beam_mode: str = "in_memory"
+    beam_workers: int = 0                # 0 = one per core (multi_processing only)
+    extra_beam_args: tuple[str, ...] = ()
+
+    # Trainers (custom_config is passed through to trainer/config.py, which validates it).
+    retrieval_train_steps: int = 600
+    retrieval_eval_steps: int = 50
+    ranking_train_steps: int = 600
+    ranking_eval_steps: int = 50
+    retrieval_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ranking_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # Evaluator thresholds (blessing). Retrieval: recall@K over the full catalog on eval
+    # clicks; ranking: AUC per head. Change thresholds compare against the latest blessed model.
+    retrieval_top_k: int = 100
+    min_retrieval_recall: float = 0.05
+    max_retrieval_recall_drop: float = 0.02
+    min_click_auc: float = 0.55
+    min_purchase_auc: float = 0.55
+    max_auc_drop: float = 0.02
+
+    enable_cache: bool = False
+
+    def validate(self) -> "PipelineConfig":
+        """Raise ValueError naming the field when a value is out of range."""
+        problems = []
+        if self.on_bad_rows not in ("fail", "quarantine"):
+            problems.append(f"on_bad_rows={self.on_bad_rows!r}: use 'fail' or 'quarantine'")
+        if not 0.0 < self.eval_fraction < 1.0:
+            problems.append(f"eval_fraction={self.eval_fraction}: must be in (0, 1)")
+        if self.beam_mode not in BEAM_MODES:
+            problems.append(f"beam_mode={self.beam_mode!r}: one of {', '.join(BEAM_MODES)}")
+        for name in ("retrieval_train_steps", "ranking_train_steps",
+                     "retrieval_eval_steps", "ranking_eval_steps", "retrieval_top_k",
+                     "session_gap_minutes"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)}: must be >= 1")
+        for name in ("min_retrieval_recall", "max_retrieval_recall_drop", "min_click_auc",
+                     "min_purchase_auc", "max_auc_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name}={getattr(self, name)}: must be in [0, 1]")
+        if problems:
+            raise ValueError("invalid pipeline config:\n  " + "\n  ".join(problems))
+        return self
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Beam args for every Beam-based component (DirectRunner unless extra args say else)."""
+        args = [f"--direct_running_mode={self.beam_mode}"]
+        workers = self.beam_workers if self.beam_mode == "multi_processing" else 1
+        args.append(f"--direct_num_workers={workers}")
+        return args + list(self.extra_beam_args)
+
+    def retrieval_custom_config(self) -> dict[str, Any]:
+        return {"seed": self.seed, "top_k": self.retrieval_top_k, **self.retrieval_config}
+
+    def ranking_custom_config(self) -> dict[str, Any]:
+        return {"seed": self.seed, **self.ranking_config}
+
+    def kubeflow_name(self) -> str:
+        """KFP v2 pipeline names must match [a-z0-9][a-z0-9-]* (DESIGN §5)."""
+        name = re.sub(r"[^a-z0-9-]+", "-", self.pipeline_name.lower()).strip("-")
+        return name or PIPELINE_NAME
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def load_config(path: str | None = None, **overrides: Any) -> PipelineConfig:
+    """Defaults, then a JSON file's keys, then keyword overrides; unknown keys are errors."""
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                values.update(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown pipeline config keys {unknown}; known: {sorted(known)}")
+    if "extra_beam_args" in values:
+        values["extra_beam_args"] = tuple(values["extra_beam_args"])
+    return PipelineConfig(**values).validate()

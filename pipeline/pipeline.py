@@ -1,0 +1,117 @@
+"""`create_pipeline`: the shoprec TFX pipeline, wired in reading order.
+
+Runners (tfx_pipeline.py: LocalDagRunner, KubeflowV2DagRunner) only build a runner and call
+this; every number and path comes from `pipeline.configs.PipelineConfig`.
+"""
+import os
+
+from tfx import v1 as tfx
+
+from pipeline import eval_configs
+from pipeline.components.anomalies_gate import AnomaliesGate
+from pipeline.components.shop_example_gen import ShopExampleGen
+from pipeline.configs import RANKING_MODEL_NAME, RETRIEVAL_MODEL_NAME, PipelineConfig
+from trainer import features
+
+PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
+RETRIEVAL_RUN_FN = "trainer.retrieval.run_fn"
+RANKING_RUN_FN = "trainer.ranking.run_fn"
+
+
+def _latest_blessed(kind: str):
+    """Resolver for the latest model of one trainer that its own evaluator blessed."""
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                              producer_component_id=f"{kind}_trainer", output_key="model"),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=f"{kind}_evaluator", output_key="blessing"),
+    ).with_id(f"latest_blessed_{kind}_resolver")
+
+
+def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custom_config):
+    return tfx.components.Trainer(
+        run_fn=run_fn,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT], num_steps=train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT], num_steps=eval_steps),
+        custom_config=custom_config,
+    ).with_id(f"{kind}_trainer")
+
+
+def _evaluate_and_push(kind, example_gen, trainer, eval_config, serving_dir):
+    resolver = _latest_blessed(kind)
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=resolver.outputs["model"],
+        eval_config=eval_config,
+        example_splits=[features.EVAL_SPLIT],
+    ).with_id(f"{kind}_evaluator")
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(serving_dir, kind))),
+    ).with_id(f"{kind}_pusher")
+    return [resolver, evaluator, pusher]
+
+
+def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    """Builds the pipeline for `cfg` (validated). `metadata_connection_config` None = runner's."""
+    cfg.validate()
+    # Reads the shop's items/users/events, validates them against the data contract, and
+    # joins each impression with item features and the user's history as of that moment
+    # (Beam); writes train/eval (time split) and catalog splits.
+    example_gen = ShopExampleGen(
+        data_dir=cfg.data_dir, on_bad_rows=cfg.on_bad_rows, eval_fraction=cfg.eval_fraction,
+        session_gap_minutes=cfg.session_gap_minutes)
+    # Per-split feature statistics (catalog examples have no user side, so they are left out).
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
+    # Schema inferred from the statistics, with [B, 1]-shaped dense features.
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    # Checks every split against the schema ...
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    # ... and stops the run with a readable report when it found anomalies.
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    # tf.Transform: vocabularies (ids, brands, categories), price scaling, text kept raw.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=[features.TRAIN_SPLIT],
+            transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]))
+    transform.add_upstream_node(anomalies_gate)
+    # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.
+    retrieval_trainer = _trainer(
+        RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform, schema_gen,
+        cfg.retrieval_train_steps, cfg.retrieval_eval_steps, cfg.retrieval_custom_config())
+    # TFRS multi-task ranking (click, purchase).
+    ranking_trainer = _trainer(
+        RANKING_MODEL_NAME, RANKING_RUN_FN, transform, schema_gen,
+        cfg.ranking_train_steps, cfg.ranking_eval_steps, cfg.ranking_custom_config())
+    ranking_trainer.add_upstream_node(retrieval_trainer)
+    # For each model: latest blessed baseline -> TFMA evaluation with thresholds -> push
+    # blessed models to <serving_dir>/<model_name>/<version>/.
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                  transform, retrieval_trainer, ranking_trainer]
+    components += _evaluate_and_push(
+        RETRIEVAL_MODEL_NAME, example_gen, retrieval_trainer,
+        eval_configs.retrieval_eval_config(cfg), cfg.serving_dir)
+    components += _evaluate_and_push(
+        RANKING_MODEL_NAME, example_gen, ranking_trainer,
+        eval_configs.ranking_eval_config(cfg), cfg.serving_dir)
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name,
+        pipeline_root=cfg.pipeline_root,
+        components=components,
+        enable_cache=cfg.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=cfg.beam_pipeline_args())

@@ -1,0 +1,116 @@
+"""Runs or compiles the shoprec TFX pipeline.
+
+  python tfx_pipeline.py --runner local --data sample_shop
+  python tfx_pipeline.py --runner kubeflow_v2 --output shoprec_kfp.json \
+      --pipeline-root gs://bucket/root --serving-dir gs://bucket/serving_models
+
+All settings live in pipeline/configs.py; flags and `--config FILE.json` override them.
+"""
+import os
+
+# TFRS needs Keras 2 (tf-keras); this must happen before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from pipeline import configs  # noqa: E402
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runner", choices=configs.RUNNERS, default="local")
+    p.add_argument("--config", help="JSON file with PipelineConfig keys (see pipeline/configs.py)")
+    p.add_argument("--data", dest="data_dir", help="shop folder (items/events/users files)")
+    p.add_argument("--pipeline-root", dest="pipeline_root")
+    p.add_argument("--metadata-path", dest="metadata_path", help="MLMD sqlite file (local runner)")
+    p.add_argument("--serving-dir", dest="serving_dir", help="Pusher destination base folder")
+    p.add_argument("--beam-mode", dest="beam_mode", choices=configs.BEAM_MODES)
+    p.add_argument("--on-bad-rows", dest="on_bad_rows", choices=("fail", "quarantine"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override any config key, e.g. --set retrieval_train_steps=200 "
+                        "--set 'retrieval_config={\"learning_rate\": 0.05}'")
+    p.add_argument("--output", help="kubeflow_v2: where to write the pipeline spec JSON")
+    p.add_argument("--image", default=configs.TFX_IMAGE,
+                   help="kubeflow_v2: container image holding shoprec (see Dockerfile)")
+    p.add_argument("--report", help="local: write per-component wall times as JSON here")
+    return p.parse_args(argv)
+
+
+def _overrides(args) -> dict:
+    values = {k: getattr(args, k) for k in ("data_dir", "pipeline_root", "metadata_path",
+                                            "serving_dir", "beam_mode", "on_bad_rows", "seed")}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw  # plain strings need no quotes
+    return values
+
+
+def run_local(cfg: configs.PipelineConfig, report_path=None) -> dict:
+    """Runs the pipeline with LocalDagRunner; returns per-component wall times (seconds)."""
+    from tfx import v1 as tfx
+    from pipeline.pipeline import create_pipeline
+    from pipeline.run_report import component_wall_times, print_wall_times
+
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.metadata_path)), exist_ok=True)
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path)
+    started = time.time()
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg, metadata))
+    total = time.time() - started
+    times = component_wall_times(cfg.metadata_path, cfg.pipeline_name, since=started)
+    print_wall_times(times, total)
+    report = {"config": json.loads(cfg.to_json()), "total_seconds": round(total, 1),
+              "component_seconds": times}
+    if report_path:
+        with open(report_path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def compile_kubeflow_v2(cfg: configs.PipelineConfig, output: str, image: str) -> str:
+    """Writes the KFP v2 pipeline spec JSON; returns its path."""
+    from tfx import v1 as tfx
+    from pipeline.pipeline import create_pipeline
+
+    cfg.pipeline_name = cfg.kubeflow_name()
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(output)),
+        output_filename=os.path.basename(output))
+    runner.run(create_pipeline(cfg), write_out=True)
+    return output
+
+
+def main(argv=None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = configs.load_config(args.config, **_overrides(args))
+    except (ValueError, TypeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.runner == "local":
+        if not os.path.isdir(cfg.data_dir):
+            print(f"error: --data {cfg.data_dir!r} is not a folder; create a sample shop with "
+                  "`python -m pipeline.sample_data --out sample_shop`", file=sys.stderr)
+            return 2
+        run_local(cfg, args.report)
+    else:
+        if not args.output:
+            print("error: --runner kubeflow_v2 needs --output FILE.json", file=sys.stderr)
+            return 2
+        print("wrote", compile_kubeflow_v2(cfg, args.output, args.image))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
