@@ -8,7 +8,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: env demo test test-fast serve lock clean
+.PHONY: env demo test test-fast lock clean
 
 env: $(ENV_STAMP)
 
@@ -35,3 +35,12 @@ lock:
 
 clean:
 	rm -rf runs serving_models sample_shop
+
+SAMPLE_SHOP ?= sample_shop
+SAMPLE_SEED ?= 7
+
+# The main job on the bundled (generated) sample shop: data -> TFX pipeline -> recommendations.
+demo: env
+	$(PY) -m pipeline.sample_data --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)
+	$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json
+	$(PY) -m serving.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3
