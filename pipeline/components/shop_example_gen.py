@@ -1,0 +1,186 @@
+"""ShopExampleGen: a TFX component turning a shop folder into train / eval / catalog examples.
+
+The executor validates the folder with the data contract (`load_shop`, policy `on_bad_rows`;
+a contract failure stops the run with the DataContractError message), writes the canonical
+events and items as Parquet to the executor's temporary dir, and runs the Beam pipeline of
+pipeline/example_beam.py on the pipeline's own `beam_pipeline_args` (in_memory,
+multi_processing, Flink, Dataflow ...). Example rules: pipeline/examples.py.
+
+Outputs
+    examples: standard Examples, splits "train", "eval", "catalog" as
+        ``Split-<name>/data_tfrecord-*.gz`` (gzipped TFRecords of tf.train.Example), with
+        split_names, payload_format FORMAT_TF_EXAMPLE and file_format tfrecords_gzip set, so
+        StatisticsGen, Transform and Evaluator read it like ExampleGen output.
+    report: ShopDataReport holding summary.json (rows read/kept/quarantined per table, units
+        per split and label rates, cutoff timestamp) and, under policy "quarantine",
+        quarantine.jsonl and quarantine_summary.json.
+
+This component has no inputs, so with pipeline caching on it is reused even when the files
+in data_dir change; run with enable_cache=False (the project default) when data changes.
+"""
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List
+
+from apache_beam.io.filesystems import FileSystems
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from pipeline import example_beam, examples
+from trainer import features
+
+POLICIES = ("fail", "quarantine")
+SUMMARY_FILE = "summary.json"
+DATA_DIR, ON_BAD_ROWS = "data_dir", "on_bad_rows"
+EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
+EXAMPLES, REPORT = "examples", "report"
+
+
+class ShopDataReport(types.Artifact):
+    """Data contract and example-generation report of one run (summary.json, quarantine)."""
+
+    TYPE_NAME = "ShopDataReport"
+
+
+def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
+                     session_gap_minutes: Any) -> None:
+    """Raise ValueError naming the parameter when one is unusable."""
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ValueError(f"{DATA_DIR} must be a non-empty path, got {data_dir!r}")
+    if on_bad_rows not in POLICIES:
+        raise ValueError(f"{ON_BAD_ROWS} must be one of {', '.join(POLICIES)}, "
+                         f"got {on_bad_rows!r}")
+    examples.check_eval_fraction(eval_fraction)
+    if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
+            or session_gap_minutes < 1:
+        raise ValueError(f"{SESSION_GAP_MINUTES} must be an int >= 1, "
+                         f"got {session_gap_minutes!r}")
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri
+
+
+def _write_json(uri: str, payload: dict) -> None:
+    with FileSystems.create(uri) as out:
+        out.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str):
+    """load_shop, with its quarantine files landing in report_uri (local or remote)."""
+    from pipeline.data_contract import load_shop
+
+    if on_bad_rows != "quarantine":
+        return load_shop(data_dir, on_bad_rows)
+    if not _is_remote(report_uri):
+        return load_shop(data_dir, on_bad_rows, report_dir=report_uri)
+    local = tempfile.mkdtemp(prefix="shop_report_")
+    try:
+        shop = load_shop(data_dir, on_bad_rows, report_dir=local)
+        for name in os.listdir(local):
+            with open(os.path.join(local, name), "rb") as src, \
+                    FileSystems.create(os.path.join(report_uri, name)) as dst:
+                dst.write(src.read())
+        return shop
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
+                           eval_fraction: float, session_gap_minutes: int, examples_uri: str,
+                           report_uri: str, work_dir: str) -> dict:
+    """Validate the shop, run the Beam example pipeline, write and return the summary."""
+    check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
+    shop = _load_shop(data_dir, on_bad_rows, report_uri)
+    events_path, items_path = example_beam.write_canonical_tables(
+        shop.events, shop.items, work_dir)
+    table_report = shop.report.summary()
+    del shop                                  # the Beam pipeline reads the Parquet copies
+    counts_path = os.path.join(work_dir, "example_counts.json")
+    with beam_pipeline as p:
+        example_beam.build_pipeline(p, events_path, items_path, examples_uri, counts_path,
+                                    eval_fraction, session_gap_minutes)
+    summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction,
+               SESSION_GAP_MINUTES: session_gap_minutes, **table_report,
+               **example_beam.read_summary(counts_path)}
+    cutoff = summary["cutoff_timestamp"]
+    summary["cutoff_utc"] = None if cutoff is None else dt.datetime.fromtimestamp(
+        cutoff, dt.timezone.utc).isoformat()
+    _write_json(os.path.join(report_uri, SUMMARY_FILE), summary)
+    splits = summary["splits"]
+    if not splits[features.TRAIN_SPLIT]["examples"]:
+        units = splits[features.EVAL_SPLIT]["examples"]
+        raise ValueError(
+            f"the train split is empty: all {units} impression units are at or after the "
+            f"cutoff {summary['cutoff_utc']} (eval_fraction={eval_fraction}); the shop needs "
+            f"view/click/cart/purchase/rating events at more distinct times "
+            f"(report: {os.path.join(report_uri, SUMMARY_FILE)})")
+    return summary
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs generate_shop_examples on the pipeline's Beam settings; sets artifact properties."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples_artifact = artifact_utils.get_single_instance(output_dict[EXAMPLES])
+        report = artifact_utils.get_single_instance(output_dict[REPORT])
+        work_dir = os.path.join(self._get_tmp_dir(), "canonical")
+        summary = generate_shop_examples(
+            self._make_beam_pipeline(), exec_properties[DATA_DIR],
+            exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
+            int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
+            work_dir)
+        examples_artifact.split_names = artifact_utils.encode_split_names(
+            list(example_beam.SPLITS))
+        examples_utils.set_payload_format(examples_artifact,
+                                          example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(examples_artifact, "tfrecords_gzip")
+        for split in example_beam.SPLITS:
+            report.set_int_custom_property(f"{split}_examples",
+                                           summary["splits"][split]["examples"])
+        report.set_int_custom_property("cutoff_timestamp", summary["cutoff_timestamp"])
+        report.set_int_custom_property("rows_quarantined", sum(
+            t["rows_quarantined"] for t in summary["tables"].values()))
+
+
+class ShopExampleGenSpec(types.ComponentSpec):
+    """Parameters and outputs of ShopExampleGen."""
+
+    PARAMETERS = {
+        DATA_DIR: ExecutionParameter(type=str),
+        ON_BAD_ROWS: ExecutionParameter(type=str),
+        EVAL_FRACTION: ExecutionParameter(type=float),
+        SESSION_GAP_MINUTES: ExecutionParameter(type=int),
+    }
+    INPUTS = {}
+    OUTPUTS = {
+        EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
+        REPORT: ChannelParameter(type=ShopDataReport),
+    }
+
+
+class ShopExampleGen(base_beam_component.BaseBeamComponent):
+    """Shop folder (data contract) -> Examples (train / eval / catalog) + ShopDataReport."""
+
+    SPEC_CLASS = ShopExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
+                 session_gap_minutes: int = 30):
+        """data_dir: shop folder (items, events, optional users; see docs/data.md)."""
+        check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
+        super().__init__(spec=ShopExampleGenSpec(
+            data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
+            session_gap_minutes=session_gap_minutes,
+            examples=types.Channel(type=standard_artifacts.Examples),
+            report=types.Channel(type=ShopDataReport)))
