@@ -62,7 +62,7 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None) -> ShopTable
     events, event_issues, cascade = check_events(raws["events"], known, kept,
                                                  raws["items"].name)
     if on_bad_rows == "quarantine":
-        for i in np.flatnonzero(cascade & ~_bad_rows(event_issues, raws["events"])):
+        for i in np.flatnonzero(cascade):
             item = events[spec.ITEM_ID].iat[i]
             event_issues.entries.append((int(i), spec.ITEM_ID, "quarantined_item",
                                          f"item {item!r} was quarantined"))

@@ -16,6 +16,7 @@ import pandas as pd
 
 # Latest accepted timestamp: 2200-01-01T00:00:00Z. Later values are treated as mistakes.
 MAX_EPOCH_SECONDS = 7_258_118_400
+MILLIS_HINT_FROM = 946_684_800   # 2000-01-01: a too-large value that /1000 lands after this
 ISO_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}"                        # date
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"  # optional time, seconds, fraction
@@ -67,7 +68,7 @@ def _kind_of_type(t: type) -> str:
         return "int"
     if issubclass(t, (float, np.floating)):
         return "float"
-    if t is type(None):
+    if t is type(None) or t is type(pd.NA) or t is type(pd.NaT):
         return "none"
     if issubclass(t, (dt.date, np.datetime64)):
         return "datetime"
@@ -284,7 +285,9 @@ def _parse_timestamp_text(raw: np.ndarray, is_str: np.ndarray, values: np.ndarra
                         "after year 2200; check the value"))
     issues.append(Issue(_rows(n, idx[iso_idx[in_range][np.isnan(seconds)]]), "bad_timestamp",
                         "not a valid date/time"))
-    other = ~(epoch | iso | empty)
+    nan_text = text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
+    issues.append(Issue(_rows(n, idx[nan_text]), "bad_timestamp", "NaN is not a timestamp"))
+    other = ~(epoch | iso | empty | nan_text)
     issues.append(Issue(_rows(n, idx[other]), "bad_timestamp",
                         "unparsable; use ISO-8601 (2024-05-01T12:30:00Z) or epoch seconds"))
 
@@ -303,7 +306,7 @@ def _epoch_checks(values: pd.Series, absent: np.ndarray, issues: list[Issue],
     checked = ~np.isnan(v) if skip is None else (~np.isnan(v) & ~skip)
     negative = checked & (v < 0)
     late = checked & (v >= MAX_EPOCH_SECONDS)
-    millis = late & (v / 1000.0 < MAX_EPOCH_SECONDS)
+    millis = late & (v / 1000.0 < MAX_EPOCH_SECONDS) & (v / 1000.0 >= MILLIS_HINT_FROM)
     parsed = Parsed(pd.Series(v, index=values.index), absent, [i for i in issues if i.mask.any()])
     parsed.add(negative, "bad_timestamp", "negative epoch seconds")
     parsed.add(millis, "bad_timestamp", "after year 2200; looks like epoch milliseconds, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+_PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
 
 
 class TableReadError(Exception):
@@ -145,7 +147,8 @@ def _read_csv(path: Path) -> RawTable:
                     bad.append(BadRecord(start, f"has {len(row)} fields but the header has "
                                          f"{width}", ",".join(row)))
         except csv.Error as err:
-            raise TableReadError(path.name, f"malformed CSV: {err}", end + 1) from err
+            raise TableReadError(path.name, f"malformed CSV in the record starting here: {err} "
+                                 "(unbalanced double quote?)", end + 1) from err
     if header is None:
         raise TableReadError(path.name, "no header row (the file is empty)")
     frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else \
@@ -200,9 +203,12 @@ def _read_parquet(path: Path) -> RawTable:
         table = pq.read_table(path)
     except (pa.ArrowException, ValueError) as err:
         raise TableReadError(path.name, f"unreadable Parquet file: {err}") from err
+    # pandas bookkeeping (a saved non-default index) is not shop data
+    table = table.drop([n for n in table.column_names if _PANDAS_INDEX.match(n)])
     columns = [name.strip() for name in table.column_names]
     _check_header(path, columns, None)
-    frame = table.to_pandas(integer_object_nulls=True, date_as_object=False)
+    frame = table.to_pandas(ignore_metadata=True, integer_object_nulls=True,
+                            date_as_object=False)
     frame.columns = columns
     for name in columns:
         if isinstance(frame[name].dtype, pd.CategoricalDtype):
