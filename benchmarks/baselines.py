@@ -1,0 +1,150 @@
+"""Non-neural baselines: most popular, next-item transitions, EASE^R.
+
+Each ``fit_*`` follows the registry contract ``fit(task, seed, **options) -> scorer``.
+"""
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from benchmarks.registry import Fitted
+
+# Added to every score, times normalised popularity: orders items a model cannot tell apart
+# (e.g. no transition observed) by popularity instead of by index. Far below any real score gap.
+POPULARITY_TIE_BREAK = 1e-6
+
+
+def item_counts(sequences, n_items):
+    """How often each item occurs in the sequences."""
+    flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=n_items).astype(np.float64)
+
+
+def history_matrix(histories, n_items):
+    """Binary user x item CSR matrix (float32) of the histories."""
+    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(h) for h in histories])
+    indices = (np.concatenate(histories).astype(np.int64) if len(histories)
+               else np.zeros(0, dtype=np.int64))
+    x = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                      shape=(len(histories), n_items))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x
+
+
+def _tie_break(task):
+    counts = item_counts(task.train, task.n_items)
+    return (POPULARITY_TIE_BREAK * counts / max(counts.max(), 1.0)).astype(np.float32)
+
+
+def fit_popular(task, seed):
+    """Every user gets the same ranking: item frequency in the train sequences."""
+    counts = item_counts(task.train, task.n_items).astype(np.float32)
+
+    def scorer(histories):
+        return np.broadcast_to(counts, (len(histories), task.n_items)).copy()
+    return scorer
+
+
+def transition_matrix(sequences, n_items, normalize=True):
+    """Sparse T[i, j] = how often j directly follows i; rows sum to 1 if ``normalize``."""
+    src = np.concatenate([s[:-1] for s in sequences if len(s) > 1] or [np.zeros(0, int)])
+    dst = np.concatenate([s[1:] for s in sequences if len(s) > 1] or [np.zeros(0, int)])
+    t = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)),
+                      shape=(n_items, n_items))
+    t.sum_duplicates()
+    if normalize:
+        rows = np.asarray(t.sum(axis=1)).ravel()
+        t = sp.diags(1.0 / np.maximum(rows, 1.0)).astype(np.float32) @ t
+    return t.tocsr()
+
+
+def _transition_scorer(task, window, decay, normalize):
+    t = transition_matrix(task.train, task.n_items, normalize)
+    tie = _tie_break(task)
+
+    def scorer(histories):
+        # Weighted one-hot of the last `window` items (most recent weight 1), times T.
+        rows, cols, vals = [], [], []
+        for u, hist in enumerate(histories):
+            recent = np.asarray(hist[-window:])[::-1]
+            rows.extend([u] * len(recent))
+            cols.extend(recent.tolist())
+            vals.extend((decay ** np.arange(len(recent))).tolist())
+        w = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
+                          shape=(len(histories), task.n_items))
+        return np.asarray((w @ t).todense(), dtype=np.float32) + tie
+    return scorer
+
+
+def fit_transitions(task, seed, normalize=True):
+    """Items that most often directly followed the user's last item in train sequences."""
+    return _transition_scorer(task, 1, 1.0, normalize)
+
+
+def fit_transitions3(task, seed, window=3, decay=0.5, normalize=True):
+    """Transitions from the last ``window`` items, weighted ``decay ** age`` (last item: 1)."""
+    return _transition_scorer(task, window, decay, normalize)
+
+
+def ease_weights(gram, lam):
+    """EASE^R item-item weights B from the Gram matrix X^T X (Steck, WWW 2019).
+
+    P = (G + lam I)^-1; B_ij = -P_ij / P_jj; diag(B) = 0. Float32 Cholesky inverse.
+    """
+    g = np.array(gram, dtype=np.float32, copy=True)
+    g[np.diag_indices_from(g)] += lam
+    chol, info = scipy.linalg.lapack.spotrf(g, lower=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); increase lambda")
+    p, info = scipy.linalg.lapack.spotri(chol, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
+    _symmetrize_lower(p)         # spotri fills the lower triangle only
+    p /= -np.diag(p).copy()[None, :]
+    p[np.diag_indices_from(p)] = 0.0
+    return p
+
+
+def _symmetrize_lower(a, block=1024):
+    """Copy the lower triangle of square ``a`` onto its upper one, in place, in row blocks."""
+    n = a.shape[0]
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        diag = a[r0:r1, r0:r1]
+        a[r0:r1, r0:r1] = np.tril(diag) + np.tril(diag, -1).T
+        a[r0:r1, r1:] = a[r1:, r0:r1].T
+
+
+def _ease_scorer(b, active, n_items):
+    def scorer(histories):
+        x = history_matrix(histories, n_items)[:, active]
+        scores = np.zeros((len(histories), n_items), dtype=np.float32)
+        scores[:, active] = x @ b
+        return scores
+    return scorer
+
+
+def fit_ease(task, seed, lambdas=(100.0, 250.0, 500.0, 1000.0), select="ndcg@10"):
+    """EASE^R on the binary train user x item matrix; lambda chosen on validation ``select``.
+
+    Only items occurring in train get weights (others score 0; exact, since their Gram rows
+    are zero). Unfiltered validation metric decides.
+    """
+    x = history_matrix(task.train, task.n_items)
+    active = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
+    xa = x[:, active]
+    gram = (xa.T @ xa).toarray()
+    best, tried = None, {}
+    lambdas = list(lambdas)
+    for lam in (task.progress(lambdas) if task.progress else lambdas):
+        b = ease_weights(gram, float(lam))
+        metric = task.validate(_ease_scorer(b, active, task.n_items))["unfiltered"][select]
+        tried[str(lam)] = metric
+        if best is None or metric > best[0]:
+            best = (metric, float(lam), b)
+        del b
+    metric, lam, b = best
+    return Fitted(_ease_scorer(b, active, task.n_items),
+                  {"lambda": lam, f"validation_{select}_by_lambda": tried,
+                   "active_items": int(len(active))})

@@ -1,0 +1,192 @@
+"""Quality on real data: next-item recommendation on Amazon Beauty 2014 5-core.
+
+    python -m benchmarks.beauty --data ../shared/data/amazon_beauty_2014_5core \
+        [--max-users N] [--seed S] [--models popular,transitions,ease,sasrec] \
+        [--set ease.lambdas=[200,400]] [--out benchmarks/results] [--merge]
+
+Protocol: ``benchmarks/protocol.py``; models: ``benchmarks/registry.py``. Writes
+``beauty.md``/``.json``/``.png`` (``beauty_u<N>.*`` for a user subsample) into ``--out``.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # before anything imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from benchmarks import beauty_data, protocol, registry, report  # noqa: E402
+
+DEFAULT_MODELS = "popular,transitions,transitions3,ease,sasrec"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_overrides(pairs):
+    """["ease.lambdas=[100,200]", ...] -> {"ease": {"lambdas": [100, 200]}} (JSON values)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        model, dot, option = key.partition(".")
+        if not (sep and dot and model and option):
+            raise ValueError(f"--set {pair!r}: expected MODEL.OPTION=VALUE, e.g. "
+                             f"ease.lambdas=[200,400]")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value          # bare strings: sasrec.strategy=mirrored
+        out.setdefault(model, {})[option] = parsed
+    return out
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _environment():
+    env = {"python": platform.python_version(), "numpy": np.__version__,
+           "platform": platform.platform(), "cpus": os.cpu_count()}
+    if "tensorflow" in sys.modules:
+        env["tensorflow"] = sys.modules["tensorflow"].__version__
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True,
+                                           capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        env["git_commit"] = None
+    return env
+
+
+def _progress(desc):
+    return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=1024):
+    """Load, split, fit and evaluate ``models``; returns the results dict (see report.py)."""
+    overrides = overrides or {}
+    unknown = set(overrides) - set(models)
+    if unknown:
+        raise ValueError(f"--set for model(s) not run: {', '.join(sorted(unknown))}")
+    for name, values in overrides.items():
+        registry.options(registry.get(name), values)     # unknown options fail before work
+    stages = {}
+    start = time.time()
+    data = beauty_data.load_beauty(data_dir, max_users, seed)
+    stages["load"] = time.time() - start
+    start = time.time()
+    split = protocol.leave_one_out(data.sequences, data.n_items)
+    stages["split"] = time.time() - start
+    task = registry.FitTask(split.train, data.items, data.n_items, split.validation,
+                            batch_size=batch_size)
+    results = {
+        "dataset": {
+            "name": "amazon_beauty_2014_5core", "path": os.path.abspath(data_dir),
+            "users": len(data.user_ids), "items": data.n_items,
+            "interactions": data.n_interactions, "evaluated_users": len(split.test),
+            "max_users": max_users,
+            "sha256": {name: _sha256(os.path.join(data_dir, name))
+                       for name in (beauty_data.SEQUENCES_FILE, beauty_data.ITEMS_FILE)},
+        },
+        "seed": seed,
+        "protocol": "leave-one-out; train = all but last two; validation = second to last; "
+                    "test = last (history incl. validation item); full ranking; ties by item "
+                    "index; filtered = history items removed",
+        "models": {}, "stage_seconds": stages,
+    }
+    for name in tqdm(models, desc="models", dynamic_ncols=True):
+        task.progress = _progress(f"{name}: fit")
+        start = time.time()
+        fitted, options = registry.fit(name, task, seed, overrides.get(name))
+        fit_seconds = time.time() - start
+        start = time.time()
+        scores = {split_name: protocol.evaluate(fitted.scorer, eval_set, data.n_items,
+                                                batch_size, progress=_progress(
+                                                    f"{name}: {split_name}"))
+                  for split_name, eval_set in (("validation", split.validation),
+                                               ("test", split.test))}
+        eval_seconds = time.time() - start
+        stages[f"{name}.fit"], stages[f"{name}.eval"] = fit_seconds, eval_seconds
+        results["models"][name] = {"options": options, "info": fitted.info,
+                                   "fit_seconds": fit_seconds, "eval_seconds": eval_seconds,
+                                   **scores}
+        test = scores["test"]
+        tqdm.write(f"{name}: test R@10 {test['unfiltered']['recall@10']:.4f} "
+                   f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
+                   f"{test['filtered']['recall@10']:.4f} N@10 "
+                   f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
+    results["environment"] = _environment()
+    results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    return results
+
+
+def merge(previous, current):
+    """Models of ``previous`` not re-run in ``current`` are kept; same data and seed only."""
+    for key in ("seed",):
+        if previous.get(key) != current.get(key):
+            raise ValueError(f"--merge: {key} differs ({previous.get(key)} vs "
+                             f"{current.get(key)}); use another --out or drop --merge")
+    for key in ("users", "items", "interactions", "max_users", "sha256"):
+        if previous["dataset"].get(key) != current["dataset"].get(key):
+            raise ValueError(f"--merge: dataset {key} differs; use another --out or drop "
+                             f"--merge")
+    models = {k: v for k, v in previous["models"].items() if k not in current["models"]}
+    models.update(current["models"])
+    stages = {k: v for k, v in previous["stage_seconds"].items()
+              if k.split(".")[0] not in current["models"] and "." in k}
+    stages.update(current["stage_seconds"])
+    return {**current, "models": models, "stage_seconds": stages}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True,
+                        help="the amazon_beauty_2014_5core folder (research-only data; "
+                             "never copy it into the repository)")
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="seeded random subset of users (development)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default=DEFAULT_MODELS,
+                        help=f"comma-separated, from: {', '.join(registry.names())}")
+    parser.add_argument("--set", action="append", default=[], metavar="MODEL.OPTION=VALUE",
+                        help="override a model option (JSON value); repeatable")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="users per evaluation batch (bounds memory)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep models of an existing result file that are not re-run")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        unknown = [m for m in models if m not in registry.names()]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(registry.names())}")
+        results = run(args.data, models, args.seed, args.max_users,
+                      parse_overrides(args.set), args.batch_size)
+    except (beauty_data.BeautyDataError, ValueError, KeyError) as err:
+        sys.exit(f"error: {err}")
+    results["command"] = " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:]))
+    stem = "beauty" if args.max_users is None else f"beauty_u{args.max_users}"
+    json_path = os.path.join(args.out, f"{stem}.json")
+    if args.merge and os.path.exists(json_path):
+        with open(json_path, encoding="utf-8") as f:
+            try:
+                results = merge(json.load(f), results)
+            except ValueError as err:
+                sys.exit(f"error: {err}")
+    for path in report.write(results, args.out, stem):
+        print("wrote", path)
+    print(report.markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
