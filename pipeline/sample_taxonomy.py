@@ -284,6 +284,14 @@ BENEFITS = {
                "Made from recycled materials."),
 }
 
+# Product types written without "a"/"an" in descriptions (besides plurals).
+MASS_NOUNS = ("Micellar Water", "Eau de Parfum", "Eau de Toilette", "Body Mist", "Foundation",
+              "Setting Powder", "Mascara", "Modelling Clay", "Ground Coffee", "Green Tea",
+              "Black Tea", "Herbal Tea", "Spaghetti", "Penne", "Basmati Rice", "Quinoa",
+              "Olive Oil", "Pasta Sauce", "Hot Sauce", "Dark Chocolate", "Trail Mix",
+              "Dry Dog Food", "Wet Dog Food", "Dry Cat Food", "Wet Cat Food", "Cat Litter",
+              "Diaper Cream", "Epic Fantasy", "Historical Romance")
+
 CLOSERS = ("Ships in recyclable packaging.", "Backed by a 30-day return policy.",
            "A customer favourite.", "")
 

@@ -1,11 +1,8 @@
 """Titles, descriptions and search queries of the sample shop, written from item attributes."""
-import re
-
-from pipeline.sample_taxonomy import ATTRIBUTES, BENEFITS, CLOSERS
+from pipeline.sample_taxonomy import ATTRIBUTES, BENEFITS, CLOSERS, MASS_NOUNS
 
 # Attributes written after the product type, in parentheses ("... Novel (Paperback)").
 SUFFIX_ATTRIBUTES = ("book_format", "age")
-_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 def soft_lower(text: str) -> str:
@@ -18,8 +15,11 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] if text else text
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
+def _counted(kind: str, ptype: str) -> str:
+    """The kind with "a"/"an" in front, or bare for plurals and mass nouns ("olive oil")."""
+    if (ptype.endswith("s") and not ptype.endswith("ss")) or ptype in MASS_NOUNS:
+        return kind
+    return ("an " if kind[:1].lower() in "aeiou" else "a ") + kind
 
 
 def title_of(brand: str, ptype: str, values: dict, extra: str = "", name: str = "") -> str:
@@ -50,12 +50,12 @@ def description_of(top: str, brand: str, ptype: str, values: dict, extra: str, n
     adjs = " ".join(soft_lower(v) for k, v in values.items() if k not in SUFFIX_ATTRIBUTES)
     kind = f"{adjs} {soft_lower(ptype)}".strip()
     if name:
-        openings = (f"{name} is {_article(kind)} {kind} published by {brand}.",
-                    f"From {brand}, {name} is {_article(kind)} {kind} readers return to.")
+        openings = (f"{name} is {_counted(kind, ptype)} published by {brand}.",
+                    f"From {brand}, {name} is {_counted(kind, ptype)} readers return to.")
     else:
-        openings = (f"{_article(kind).capitalize()} {kind} from {brand}.",
-                    f"{brand} presents {_article(kind)} {kind}.",
-                    f"Meet the {brand} {ptype}, {_article(kind)} {kind} made for every day.")
+        openings = (_sentence(f"{_counted(kind, ptype)} from {brand}."),
+                    f"{brand} presents {_counted(kind, ptype)}.",
+                    f"Meet the {brand} {ptype}: {_counted(kind, ptype)} made for every day.")
     sentences = [openings[opening_pick % len(openings)]]
     attr_sentences = [_sentence(ATTRIBUTES[k][1].format(v=soft_lower(v)))
                       for k, v in values.items()]
@@ -77,8 +77,3 @@ def description_of(top: str, brand: str, ptype: str, values: dict, extra: str, n
 def query_of(words: list) -> str:
     """Search text as a shopper types it: lower case, single spaces."""
     return " ".join(w.lower() for w in words if w)
-
-
-def tokens(text: str) -> set:
-    """Lower-case alphanumeric word set, used to compare queries and titles."""
-    return set(_TOKEN.findall(text.lower()))
