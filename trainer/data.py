@@ -1,0 +1,95 @@
+"""Reading the transformed examples written by the Transform component."""
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from trainer import features as F
+
+_SPLIT_DIR = re.compile(r"Split-" + F.TRAIN_SPLIT + r"(?=/|$)")
+
+
+def num_buckets(tft_output, key: str) -> int:
+    """Embedding-table size of a vocabulary feature: V known + padding 0 + one OOV bucket."""
+    return tft_output.vocabulary_size_by_name(F.vocab_name(key)) + 2
+
+
+def catalog_patterns(train_files: Sequence[str]) -> List[str]:
+    """`.../Split-train/*` -> `.../Split-catalog/*`; raises if the catalog split is absent."""
+    patterns = []
+    for pattern in train_files:
+        if not _SPLIT_DIR.search(pattern):
+            raise ValueError(
+                f"cannot derive the catalog split from train file pattern {pattern!r}: "
+                f"expected a 'Split-{F.TRAIN_SPLIT}' directory in it (TFX Transform output)")
+        catalog = _SPLIT_DIR.sub("Split-" + F.CATALOG_SPLIT, pattern)
+        if not tf.io.gfile.glob(catalog):
+            raise ValueError(
+                f"the '{F.CATALOG_SPLIT}' split is missing: no files match {catalog!r}. "
+                f"Let ExampleGen emit a '{F.CATALOG_SPLIT}' split and Transform transform it "
+                "(splits_config transform=[train, eval, catalog]).")
+        patterns.append(catalog)
+    return patterns
+
+
+def _files(patterns: Iterable[str]) -> List[str]:
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise ValueError(f"no files match {list(patterns)}")
+    return files
+
+
+def _compression(path: str) -> str:
+    """'GZIP' for gzipped TFRecords (what TFX writes), '' for plain ones."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
+
+
+def make_dataset(patterns: Sequence[str], feature_spec: Dict, batch_size: int, *,
+                 predicate: Optional[Callable[[Dict[str, tf.Tensor]], tf.Tensor]] = None,
+                 shuffle_buffer: int = 0, seed: Optional[int] = None,
+                 repeat: bool = False) -> tf.data.Dataset:
+    """Batches of parsed examples (dict of tensors), optionally filtered, shuffled, repeated."""
+    files = _files(patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
+    ds = ds.batch(1024).map(lambda s: tf.io.parse_example(s, feature_spec),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    if predicate is not None or shuffle_buffer:
+        ds = ds.unbatch()
+        if predicate is not None:
+            ds = ds.filter(predicate)
+        if shuffle_buffer:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    elif batch_size != 1024:
+        ds = ds.unbatch().batch(batch_size)
+    if repeat:
+        ds = ds.repeat()
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def is_positive(label_key: str) -> Callable[[Dict[str, tf.Tensor]], tf.Tensor]:
+    """Predicate for `make_dataset`: the example's `label_key` is > 0."""
+    return lambda example: tf.reshape(example[label_key], []) > 0
+
+
+def load_columns(patterns: Sequence[str], feature_spec: Dict, keys: Sequence[str],
+                 predicate=None) -> Dict[str, np.ndarray]:
+    """All examples' `keys` as numpy arrays (for evaluation on small/medium splits)."""
+    spec = {k: feature_spec[k] for k in set(keys) | _predicate_keys(feature_spec, predicate)}
+    ds = make_dataset(patterns, spec, 1024, predicate=predicate)
+    parts = {k: [] for k in keys}
+    for batch in ds:
+        for k in keys:
+            parts[k].append(batch[k].numpy())
+    return {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[k].shape),
+                                                     spec[k].dtype.as_numpy_dtype))
+            for k, v in parts.items()}
+
+
+def _predicate_keys(feature_spec, predicate) -> set:
+    # Predicates built by `is_positive` read one label; keep every label parsed to be safe.
+    return set(F.LABEL_KEYS) & set(feature_spec) if predicate is not None else set()

@@ -1,0 +1,81 @@
+"""Keras layers shared by the retrieval and ranking models (tf-keras, TF_USE_LEGACY_KERAS=1)."""
+from typing import Sequence
+
+import tensorflow as tf
+
+_NEG_INF = -1e9
+
+
+class HistoryEncoder(tf.keras.layers.Layer):
+    """Order-aware summary of an item history: [B, L] int indices (0 = padding) -> [B, D].
+
+    Each position is its item embedding plus a learned position embedding (position 0 = most
+    recent); an attention-pooling layer weights the real positions. An empty history gives 0.
+    """
+
+    def __init__(self, item_embedding: tf.keras.layers.Embedding, history_length: int,
+                 dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.item_embedding = item_embedding
+        self.history_length = history_length
+        self.position_embedding = tf.keras.layers.Embedding(history_length, dim,
+                                                            name="position_embedding")
+        self.attention_hidden = tf.keras.layers.Dense(dim, activation="tanh",
+                                                      name="attention_hidden")
+        self.attention_logit = tf.keras.layers.Dense(1, name="attention_logit")
+
+    def call(self, history):
+        mask = tf.not_equal(history, 0)                                   # [B, L]
+        positions = self.position_embedding(tf.range(self.history_length))  # [L, D]
+        x = self.item_embedding(history) + positions[tf.newaxis]          # [B, L, D]
+        logits = tf.squeeze(self.attention_logit(self.attention_hidden(x)), -1)
+        logits = tf.where(mask, logits, _NEG_INF)
+        weights = tf.nn.softmax(logits, axis=-1) * tf.cast(mask, x.dtype)  # 0 if all masked
+        return tf.einsum("bl,bld->bd", weights, x)
+
+
+class HashedBagOfWords(tf.keras.layers.Layer):
+    """Mean embedding of the hashed lower-cased word tokens of a text: [B] string -> [B, D].
+
+    Empty text gives 0. Core TensorFlow string ops only, so exported models need nothing else.
+    """
+
+    def __init__(self, num_buckets: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_buckets = num_buckets
+        self.embedding = tf.keras.layers.Embedding(num_buckets, dim, name="token_embedding")
+
+    def call(self, text):
+        text = tf.strings.lower(tf.reshape(text, [-1]), encoding="utf-8")
+        text = tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
+        tokens = tf.strings.split(text)                                   # ragged [B, None]
+        ids = tf.strings.to_hash_bucket_fast(tokens, self.num_buckets)
+        vectors = tf.ragged.map_flat_values(self.embedding, ids)          # [B, None, D]
+        total = tf.reduce_sum(vectors, axis=1)
+        count = tf.cast(tf.maximum(ids.row_lengths(), 1), total.dtype)
+        return total / count[:, tf.newaxis]
+
+
+def mlp(hidden_units: Sequence[int], output_dim: int = 0, name: str = "mlp",
+        output_activation=None) -> tf.keras.Sequential:
+    """ReLU dense layers, then an optional linear (or `output_activation`) output layer."""
+    layers = [tf.keras.layers.Dense(u, activation="relu") for u in hidden_units]
+    if output_dim:
+        layers.append(tf.keras.layers.Dense(output_dim, activation=output_activation))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def as_column(x, dtype=tf.float32):
+    """[B] -> [B, 1] in `dtype` (dense numeric features next to embeddings)."""
+    return tf.reshape(tf.cast(x, dtype), [-1, 1])
+
+
+def global_batch_mean(loss_sum: tf.Tensor, local_batch_size) -> tf.Tensor:
+    """Sum of per-example losses on this replica -> its share of the global-batch mean.
+
+    Gradients are summed over replicas, so dividing by the global batch (local batch x
+    replicas) gives the mean loss under any tf.distribute strategy and batch size.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    return loss_sum / (tf.cast(local_batch_size, loss_sum.dtype) * replicas)

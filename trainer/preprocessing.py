@@ -1,0 +1,78 @@
+"""tf.Transform `preprocessing_fn` of the shoprec pipeline (Transform component).
+
+Index convention of every vocabulary feature (`features.idx(key)`): 0 = "" (missing /
+padding), 1..V = the vocabulary (analysed on the train split), V+1 = out of vocabulary.
+`trainer.data.num_buckets` gives V + 2.
+"""
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import features as F
+
+# Vocabulary features besides the item ids; their vocabularies are named by the raw key.
+_VOCAB_KEYS = (F.USER_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
+# Raw strings kept for text encoders, for returning ids and for evaluation.
+_PASSTHROUGH_STRINGS = (F.ITEM_ID, F.TITLE, F.DESCRIPTION, F.BRAND, F.CATEGORY, F.QUERY)
+
+
+def _to_dense(x, default, width=1):
+    """A raw feature ([B,1] or [B,n] dense, or sparse) as a dense [B, width] tensor."""
+    if isinstance(x, tf.RaggedTensor):
+        x = x.to_tensor(default_value=default)
+    elif isinstance(x, tf.sparse.SparseTensor):
+        x = tf.sparse.to_dense(x, default_value=default)
+    x = x[:, :width]
+    return tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]], constant_values=default)
+
+
+def _scalar(x, default):
+    """A raw single-valued feature as [B]."""
+    return tf.reshape(_to_dense(x, default), [-1])
+
+
+def _vocabulary(values, name):
+    """Vocabulary of the non-empty strings of `values` (any shape), saved as `name`."""
+    non_empty = tf.sparse.from_dense(tf.reshape(values, [-1, 1]))  # drops ""
+    return tft.vocabulary(non_empty, vocab_filename=name)
+
+
+def _indices(values, vocab):
+    """Index convention of the module docstring: "" -> 0, known -> 1..V, OOV -> V+1."""
+    looked_up = tft.apply_vocabulary(values, vocab, num_oov_buckets=1) + 1
+    return tf.where(tf.equal(values, ""), tf.zeros_like(looked_up), looked_up)
+
+
+def preprocessing_fn(inputs):
+    """Raw features (SchemaGen shapes: [B,1], history [B,HISTORY_LENGTH]) -> model features.
+
+    Outputs: `*_idx` int64 indices ([B], history [B,HISTORY_LENGTH]), `price_z` float32 [B]
+    (z-scored log1p price), `in_stock` int64 [B], raw strings [B] (item_id, title,
+    description, brand, category, query) and history_item_ids [B,HISTORY_LENGTH], labels [B].
+    """
+    out = {}
+    item_id = _scalar(inputs[F.ITEM_ID], "")
+    history = _to_dense(inputs[F.HISTORY_ITEM_IDS], "", F.HISTORY_LENGTH)
+    history = tf.reshape(history, [-1, F.HISTORY_LENGTH])  # static width for the schema
+
+    # Items seen as targets or in histories share one vocabulary.
+    item_vocab = _vocabulary(
+        tf.concat([tf.reshape(item_id, [-1, 1]), history], axis=1), F.vocab_name(F.ITEM_ID))
+    out[F.idx(F.ITEM_ID)] = _indices(item_id, item_vocab)
+    out[F.idx(F.HISTORY_ITEM_IDS)] = _indices(history, item_vocab)
+    out[F.HISTORY_ITEM_IDS] = history
+
+    for key in _VOCAB_KEYS:
+        values = _scalar(inputs[key], "")
+        out[F.idx(key)] = _indices(values, _vocabulary(values, F.vocab_name(key)))
+
+    price = tf.cast(_scalar(inputs[F.PRICE], 0.0), tf.float32)
+    out[F.PRICE_Z] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(price, 0.0)))
+    out[F.IN_STOCK] = tf.cast(_scalar(inputs[F.IN_STOCK], 0), tf.int64)
+    out[F.NUM_HISTORY] = tf.cast(_scalar(inputs[F.NUM_HISTORY], 0), tf.int64)
+
+    for key in _PASSTHROUGH_STRINGS:
+        out[key] = _scalar(inputs[key], "")
+    for key in F.LABEL_KEYS:
+        default = 0.0 if key in F.FLOAT_FEATURES else 0
+        out[key] = _scalar(inputs[key], default)
+    return out

@@ -1,0 +1,177 @@
+"""Serving signatures of the exported SavedModels (raw features or serialized tf.Examples in).
+
+Every signature runs the tf.Transform graph itself, so clients send raw data as in the data
+contract (trainer/features.py). The Transform graph needs every raw feature: features a
+signature does not take are filled with defaults ("" / 0) of the request's batch size.
+Exports load with plain `tensorflow` (no TFRS, tf-keras, TFT or TFX at serving time).
+"""
+from typing import Dict, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from trainer import features as F
+from trainer.config import RANKING_HEADS
+
+_HISTORY = tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS)
+_EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
+
+
+def _spec(key, dtype=tf.string):
+    return tf.TensorSpec([None], dtype, name=key)
+
+
+def _default(dtype: tf.DType):
+    return "" if dtype == tf.string else np.zeros((), dtype.as_numpy_dtype).item()
+
+
+def lenient_parse_spec(raw_spec: Mapping) -> Dict:
+    """`raw_spec` with a default for every fixed-length feature (labels may be absent)."""
+    spec = {}
+    for key, feature in raw_spec.items():
+        if isinstance(feature, tf.io.FixedLenFeature) and feature.default_value is None:
+            default = np.full(feature.shape, _default(feature.dtype),
+                              object if feature.dtype == tf.string else None)
+            feature = tf.io.FixedLenFeature(feature.shape, feature.dtype, default.tolist())
+        spec[key] = feature
+    return spec
+
+
+def _fit_width(x: tf.Tensor, width: int, default) -> tf.Tensor:
+    """[B, n] -> [B, width]: truncated, or padded on the right with `default`."""
+    x = x[:, :width]
+    return tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]], constant_values=default)
+
+
+def fill_raw_features(raw_spec: Mapping, given: Mapping[str, tf.Tensor]) -> Dict:
+    """Raw-feature dict for the Transform layer: `given` ([B] or [B, n]) shaped like
+    `raw_spec`, every other feature filled with its default for batch size B."""
+    batch = tf.shape(next(iter(given.values())))[0]
+    out = {}
+    for key, feature in raw_spec.items():
+        default = _default(feature.dtype)
+        value = given.get(key)
+        if value is None:
+            value = tf.fill([batch, 0], tf.constant(default, feature.dtype))
+        value = tf.cast(tf.reshape(value, [batch, -1]), feature.dtype)
+        if isinstance(feature, tf.io.FixedLenFeature):
+            width = int(np.prod(feature.shape))
+            value = _fit_width(value, width, default)
+            out[key] = tf.reshape(value, [-1] + list(feature.shape))
+        elif isinstance(feature, tf.io.VarLenFeature):
+            if feature.dtype == tf.string:  # "" marks padding in string lists
+                out[key] = tf.sparse.from_dense(value)
+            else:
+                out[key] = tf.RaggedTensor.from_tensor(value).to_sparse()
+        else:
+            raise ValueError(f"raw feature {key!r}: unsupported feature spec {feature}; the "
+                             "schema should give fixed-shape (infer_feature_shape) features")
+    return out
+
+
+def top_category_of(category: tf.Tensor) -> tf.Tensor:
+    """First level of a " > "-joined category path (as the example generator writes it)."""
+    return tf.strings.regex_replace(category, " > .*$", "")
+
+
+def _transformer(tft_layer, raw_spec):
+    return lambda given: tft_layer(fill_raw_features(raw_spec, given))
+
+
+def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray,
+                     catalog_embeddings: np.ndarray, k: int) -> None:
+    """Saves the retrieval SavedModel with signatures `query_embedding`,
+    `candidate_embedding`, `top_k` (= `serving_default`) and `eval_hit_at_k`; the top-K
+    index holds the whole catalog (ids [N] bytes, embeddings [N, D])."""
+    k = min(k, len(catalog_ids))
+    module = tf.Module()
+    module.query_tower = model.query_tower
+    module.candidate_tower = model.candidate_tower
+    module.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    module.index.index(tf.constant(catalog_embeddings), tf.constant(catalog_ids))
+    module.tft_layer = tft_output.transform_features_layer()
+    raw_spec = tft_output.raw_feature_spec()
+    transform = _transformer(module.tft_layer, raw_spec)
+    parse_spec = lenient_parse_spec(raw_spec)
+
+    def query_features(user_id, history_item_ids, query):
+        return transform({F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids,
+                          F.QUERY: query})
+
+    @tf.function(input_signature=[_spec(F.USER_ID), _HISTORY, _spec(F.QUERY)])
+    def query_embedding(user_id, history_item_ids, query):
+        features = query_features(user_id, history_item_ids, query)
+        return {"embedding": module.query_tower(features, training=False)}
+
+    @tf.function(input_signature=[
+        _spec(F.ITEM_ID), _spec(F.TITLE), _spec(F.DESCRIPTION), _spec(F.BRAND),
+        _spec(F.CATEGORY), _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
+    def candidate_embedding(item_id, title, description, brand, category, price, in_stock):
+        features = transform({
+            F.ITEM_ID: item_id, F.TITLE: title, F.DESCRIPTION: description, F.BRAND: brand,
+            F.CATEGORY: category, F.TOP_CATEGORY: top_category_of(category), F.PRICE: price,
+            F.IN_STOCK: in_stock})
+        return {"embedding": module.candidate_tower(features, training=False)}
+
+    @tf.function(input_signature=[_spec(F.USER_ID), _HISTORY, _spec(F.QUERY)])
+    def top_k(user_id, history_item_ids, query):
+        features = query_features(user_id, history_item_ids, query)
+        scores, ids = module.index(module.query_tower(features, training=False), k=k)
+        return {"item_ids": ids, "scores": scores}
+
+    @tf.function(input_signature=[_EXAMPLES])
+    def eval_hit_at_k(examples):
+        features = module.tft_layer(tf.io.parse_example(examples, parse_spec))
+        _, ids = module.index(module.query_tower(features, training=False), k=k)
+        hit = tf.reduce_any(tf.equal(ids, features[F.ITEM_ID][:, tf.newaxis]), axis=1)
+        return {"hit_at_k": tf.cast(hit, tf.float32)}
+
+    module.query_embedding = query_embedding
+    module.candidate_embedding = candidate_embedding
+    module.top_k = top_k
+    module.eval_hit_at_k = eval_hit_at_k
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": top_k.get_concrete_function(),
+        "top_k": top_k.get_concrete_function(),
+        "query_embedding": query_embedding.get_concrete_function(),
+        "candidate_embedding": candidate_embedding.get_concrete_function(),
+        "eval_hit_at_k": eval_hit_at_k.get_concrete_function(),
+    })
+
+
+def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float]
+                   ) -> None:
+    """Saves the ranking SavedModel: `serving_default(examples)` -> per-head probabilities
+    [B] (TFMA), `score(raw features)` -> per-head probabilities and their weighted sum."""
+    module = tf.Module()
+    module.model = model
+    module.tft_layer = tft_output.transform_features_layer()
+    raw_spec = tft_output.raw_feature_spec()
+    transform = _transformer(module.tft_layer, raw_spec)
+    parse_spec = lenient_parse_spec(raw_spec)
+
+    @tf.function(input_signature=[_EXAMPLES])
+    def serving_default(examples):
+        features = module.tft_layer(tf.io.parse_example(examples, parse_spec))
+        return dict(module.model(features, training=False))
+
+    @tf.function(input_signature=[
+        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
+        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
+    def score(user_id, history_item_ids, item_id, brand, category, price, in_stock):
+        features = transform({
+            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.ITEM_ID: item_id,
+            F.BRAND: brand, F.CATEGORY: category, F.TOP_CATEGORY: top_category_of(category),
+            F.PRICE: price, F.IN_STOCK: in_stock})
+        outputs = dict(module.model(features, training=False))
+        outputs["score"] = tf.add_n([score_weights[head] * outputs[head]
+                                     for head in RANKING_HEADS])
+        return outputs
+
+    module.serving_default = serving_default
+    module.score = score
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": serving_default.get_concrete_function(),
+        "score": score.get_concrete_function(),
+    })

@@ -1,0 +1,75 @@
+"""The Keras training loop both trainers share, and the run report they write."""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from absl import logging
+import tensorflow as tf
+
+METRICS_FILE = "metrics.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+class BatchLossRecorder(tf.keras.callbacks.Callback):
+    """Keeps the loss of every training batch (tfrs.Model reports per-batch, not running, loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses: List[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
+        train_steps: Optional[int]) -> List[float]:
+    """Trains `model`; exactly `train_steps` batches when given (TFX TrainArgs.num_steps, the
+    dataset must then repeat), else `epochs` passes. Returns the per-batch losses."""
+    if not any(True for _ in dataset.take(1)):
+        raise ValueError("the training split has no usable examples (check the train split and "
+                         "its labels: retrieval trains on clicked == 1 units)")
+    recorder = BatchLossRecorder()
+    if train_steps:
+        model.fit(dataset, epochs=1, steps_per_epoch=int(train_steps), callbacks=[recorder],
+                  verbose=2)
+    else:
+        model.fit(dataset, epochs=epochs, callbacks=[recorder], verbose=2)
+    return recorder.losses
+
+
+def write_report(model_run_dir: str, metrics: Dict[str, Any], losses: List[float],
+                 title: str) -> None:
+    """Writes `metrics.json` and `loss_curve.png` into `model_run_dir` and logs the metrics."""
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    logging.info("%s metrics: %s", title, json.dumps(metrics, sort_keys=True))
+    _plot_losses(os.path.join(model_run_dir, LOSS_CURVE_FILE), losses, title)
+
+
+def _plot_losses(path: str, losses: List[float], title: str) -> None:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, losses, alpha=0.35, label="batch loss")
+    window = max(1, len(losses) // 20)
+    if window > 1:
+        cumulative = [0.0]
+        for loss in losses:
+            cumulative.append(cumulative[-1] + loss)
+        smooth = [(cumulative[i + 1] - cumulative[max(0, i + 1 - window)]) / min(i + 1, window)
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, label=f"moving mean ({window} steps)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    local = path if "://" not in path else "/tmp/" + os.path.basename(path)
+    fig.savefig(local, dpi=100)
+    plt.close(fig)
+    if local != path:
+        tf.io.gfile.copy(local, path, overwrite=True)
