@@ -58,9 +58,12 @@ def _overrides(args) -> dict:
 
 def run_local(cfg: configs.PipelineConfig, report_path=None) -> dict:
     """Runs the pipeline with LocalDagRunner; returns per-component wall times (seconds)."""
+    from absl import logging
     from tfx import v1 as tfx
     from pipeline.pipeline import create_pipeline
     from pipeline.run_report import component_wall_times, print_wall_times
+
+    logging.set_verbosity(logging.INFO)  # TFX/Beam progress: "Component X is running." ...
 
     os.makedirs(os.path.dirname(os.path.abspath(cfg.metadata_path)), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path)

@@ -1,0 +1,136 @@
+"""End to end: the whole TFX pipeline on a tiny sample shop, twice (good, then degraded)."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tfx_pipeline
+from pipeline.configs import load_config
+from pipeline.sample_data import generate_shop
+
+pytestmark = pytest.mark.slow
+
+NODES = ("ShopExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
+         "Transform", "retrieval_trainer", "ranking_trainer", "latest_blessed_retrieval_resolver",
+         "retrieval_evaluator", "retrieval_pusher", "latest_blessed_ranking_resolver",
+         "ranking_evaluator", "ranking_pusher")
+
+
+def _versions(serving_dir, model):
+    base = os.path.join(serving_dir, model)
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+def _blessed(pipeline_root, evaluator_id):
+    """{execution dir: blessed?} from the evaluator's BLESSED / NOT_BLESSED marker files."""
+    out = {}
+    for run in glob.glob(os.path.join(pipeline_root, evaluator_id, "blessing", "*")):
+        out[run] = os.path.exists(os.path.join(run, "BLESSED"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    shop = tmp / "shop"
+    generate_shop(str(shop), seed=3, scale=0.05)
+    common = dict(data_dir=str(shop), pipeline_root=str(tmp / "root"),
+                  metadata_path=str(tmp / "metadata.db"), serving_dir=str(tmp / "serving"),
+                  retrieval_train_steps=150, retrieval_eval_steps=5,
+                  ranking_train_steps=100, ranking_eval_steps=5,
+                  min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0)
+    good = load_config(**common)
+    first = tfx_pipeline.run_local(good)
+    first_versions = {m: _versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
+    degraded = load_config(retrieval_config={"degrade": True},
+                           ranking_config={"degrade": True}, **common)
+    second = tfx_pipeline.run_local(degraded)
+    return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}
+
+
+def test_every_component_completes(runs):
+    times = runs["first"]["component_seconds"]
+    assert set(NODES) <= set(times), sorted(set(NODES) - set(times))
+
+
+def test_both_models_pushed_once_blessed(runs):
+    for model in ("retrieval", "ranking"):
+        versions = runs["first_versions"][model]
+        assert len(versions) == 1, (model, versions)
+        assert os.path.exists(os.path.join(runs["cfg"].serving_dir, model, versions[0],
+                                           "saved_model.pb"))
+
+
+def test_degraded_candidate_is_not_blessed_and_not_pushed(runs):
+    cfg = runs["cfg"]
+    for model in ("retrieval", "ranking"):
+        blessings = _blessed(cfg.pipeline_root, f"{model}_evaluator")
+        assert sorted(blessings.values()) == [False, True], (model, blessings)
+        assert _versions(cfg.serving_dir, model) == runs["first_versions"][model]
+
+
+PROBE = textwrap.dedent("""
+    import collections, glob, json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    root, serving = sys.argv[1], sys.argv[2]
+    version = sorted(os.listdir(os.path.join(serving, "retrieval")))[-1]
+    model = tf.saved_model.load(os.path.join(serving, "retrieval", version))
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("user_id", "item_id", "query")}
+    spec["history_item_ids"] = tf.io.FixedLenFeature([10], tf.string)
+    spec["clicked"] = tf.io.FixedLenFeature([], tf.int64)
+    def read(split):
+        files = glob.glob(os.path.join(root, "ShopExampleGen", "examples", "*",
+                                       "Split-" + split, "*.gz"))
+        ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
+        return [tf.io.parse_example(b, spec) for b in ds]
+    counts = collections.Counter()
+    for b in read("train"):
+        counts.update(b["item_id"].numpy()[b["clicked"].numpy() == 1].tolist())
+    popular = {i for i, _ in counts.most_common(100)}
+    hits = pop_hits = n = 0
+    for b in read("eval"):
+        keep = b["clicked"].numpy() == 1
+        if not keep.any():
+            continue
+        out = model.signatures["top_k"](
+            user_id=tf.boolean_mask(b["user_id"], keep),
+            history_item_ids=tf.boolean_mask(b["history_item_ids"], keep),
+            query=tf.boolean_mask(b["query"], keep))
+        top = out["item_ids"].numpy()
+        truth = b["item_id"].numpy()[keep]
+        hits += sum(t in row for t, row in zip(truth, top))
+        pop_hits += sum(t in popular for t in truth)
+        n += len(truth)
+    extra = [m for m in ("tensorflow_recommenders", "tf_keras", "tfx", "keras_hub")
+             if m in sys.modules]
+    print(json.dumps({"n": n, "model": hits / n, "popularity": pop_hits / n, "extra": extra}))
+""")
+
+
+def test_pushed_retrieval_beats_popularity_with_tensorflow_only(runs):
+    cfg = runs["cfg"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", PROBE, cfg.pipeline_root, cfg.serving_dir],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n"] > 50, result
+    assert result["extra"] == [], result
+    assert result["model"] > result["popularity"] * 1.2, result
+
+
+def test_kubeflow_v2_spec_parses(tmp_path):
+    cfg = load_config(data_dir="gs://bucket/shop", pipeline_root=str(tmp_path / "kfp_root"),
+                      serving_dir="gs://bucket/serving_models", pipeline_name="ShopRec Demo")
+    path = tfx_pipeline.compile_kubeflow_v2(cfg, str(tmp_path / "spec.json"), "img:1")
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    pipeline_spec = spec.get("pipelineSpec", spec)
+    assert pipeline_spec["pipelineInfo"]["name"] == "shoprec-demo"
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    assert {"ShopExampleGen", "Transform", "retrieval_trainer", "ranking_pusher"} <= set(tasks)
