@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # Latest accepted timestamp: 2200-01-01T00:00:00Z. Later values are treated as mistakes.
 MAX_EPOCH_SECONDS = 7_258_118_400
@@ -22,8 +24,11 @@ ISO_PATTERN = re.compile(
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"  # optional time, seconds, fraction
     r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)?)?$")         # optional UTC designator or offset
 EPOCH_PATTERN = re.compile(r"^[+-]?\d+(?:\.\d*)?$")
+# kinds of raw values (see kinds())
+STR, INT, FLOAT, BOOL, NONE, DATETIME, LIST, OTHER = range(8)
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
+NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 
 
 @dataclass
@@ -58,46 +63,49 @@ class Parsed:
             self.issues.append(Issue(mask, code, message))
 
 
-def _kind_of_type(t: type) -> str:
-    """Coarse kind of a Python value's type: str/int/float/bool/none/datetime/list/other."""
+def _kind_of_type(t: type) -> int:
+    """Kind code of a Python value's type: STR, INT, FLOAT, BOOL, NONE, DATETIME, LIST or OTHER."""
     if issubclass(t, str):
-        return "str"
+        return STR
     if issubclass(t, (bool, np.bool_)):
-        return "bool"
+        return BOOL
     if issubclass(t, (int, np.integer)):
-        return "int"
+        return INT
     if issubclass(t, (float, np.floating)):
-        return "float"
+        return FLOAT
     if t is type(None) or t is type(pd.NA) or t is type(pd.NaT):
-        return "none"
+        return NONE
     if issubclass(t, (dt.date, np.datetime64)):
-        return "datetime"
+        return DATETIME
     if issubclass(t, (list, tuple, np.ndarray)):
-        return "list"
-    return "other"
+        return LIST
+    return OTHER
 
 
 def kinds(s: pd.Series) -> np.ndarray:
-    """Kind (see _kind_of_type) of every value of s, as an object array of length N."""
+    """Kind code (STR, INT, ...; see _kind_of_type) of every value of s: int8 array, length N."""
+    n = len(s)
     if s.dtype == object:
+        if pd.api.types.infer_dtype(s, skipna=False) == "string":   # C loop; CSV columns
+            return np.full(n, STR, dtype=np.int8)
         types = s.map(type)
         table = {t: _kind_of_type(t) for t in types.unique()}
-        return types.map(table).to_numpy()
+        return types.map(table).to_numpy(dtype=np.int8)
     if pd.api.types.is_bool_dtype(s.dtype):
-        return np.full(len(s), "bool", dtype=object)
+        return np.full(n, BOOL, dtype=np.int8)
     if pd.api.types.is_integer_dtype(s.dtype):
-        return np.full(len(s), "int", dtype=object)
+        return np.full(n, INT, dtype=np.int8)
     if pd.api.types.is_float_dtype(s.dtype):
-        return np.full(len(s), "float", dtype=object)
+        return np.full(n, FLOAT, dtype=np.int8)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return np.where(s.isna().to_numpy(), "none", "datetime").astype(object)
-    return np.full(len(s), "other", dtype=object)
+        return np.where(s.isna().to_numpy(), NONE, DATETIME).astype(np.int8)
+    return np.full(n, OTHER, dtype=np.int8)
 
 
 def _is_nan(s: pd.Series, kind: np.ndarray) -> np.ndarray:
     """Float NaN values (typed nulls from Parquet/pandas, or JSON NaN)."""
     out = np.zeros(len(s), dtype=bool)
-    floats = kind == "float"
+    floats = kind == FLOAT
     if floats.any():
         out[floats] = pd.isna(s.to_numpy()[floats])
     return out
@@ -105,9 +113,9 @@ def _is_nan(s: pd.Series, kind: np.ndarray) -> np.ndarray:
 
 def _type_names(kind: np.ndarray) -> str:
     """Readable list of value kinds, for wrong-type messages."""
-    names = {"int": "integer", "float": "number", "bool": "boolean", "list": "list",
-             "datetime": "date/time", "other": "object"}
-    return "/".join(sorted({names.get(k, k) for k in kind}))
+    names = {INT: "integer", FLOAT: "number", BOOL: "boolean", LIST: "list",
+             DATETIME: "date/time", OTHER: "object", STR: "text", NONE: "null"}
+    return "/".join(sorted({names[int(k)] for k in np.unique(kind)}))
 
 
 def parse_text(s: pd.Series, join_lists: bool = False) -> Parsed:
@@ -116,18 +124,18 @@ def parse_text(s: pd.Series, join_lists: bool = False) -> Parsed:
     With join_lists, a list of strings is a category path and is joined with " > ".
     """
     kind = kinds(s)
-    is_str = kind == "str"
-    if is_str.all():
-        values = s.astype(object).str.strip()
-        return Parsed(values, (values == "").to_numpy())
+    is_str = kind == STR
     raw = s.to_numpy(dtype=object)
+    if is_str.all():
+        values = strip_all(raw)
+        return Parsed(pd.Series(values, index=s.index), values == "")
     values = np.full(len(s), "", dtype=object)
-    values[is_str] = [v.strip() for v in raw[is_str]]
-    ints = kind == "int"
+    values[is_str] = strip_all(raw[is_str])
+    ints = kind == INT
     values[ints] = [str(int(v)) for v in raw[ints]]
-    wrong = ~(is_str | ints | (kind == "none") | _is_nan(s, kind))
+    wrong = ~(is_str | ints | (kind == NONE) | _is_nan(s, kind))
     if join_lists:
-        for i in np.flatnonzero(kind == "list"):
+        for i in np.flatnonzero(kind == LIST):
             joined = _join_levels(raw[i])
             if joined is not None:
                 values[i] = joined
@@ -135,6 +143,21 @@ def parse_text(s: pd.Series, join_lists: bool = False) -> Parsed:
     parsed = Parsed(pd.Series(values, index=s.index), (values == "") & ~wrong)
     parsed.add(wrong, "wrong_type", f"expected text, got {_type_names(kind[wrong])}")
     return parsed
+
+
+def strip_all(values: np.ndarray) -> np.ndarray:
+    """Object array of str -> the same strings without surrounding whitespace."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.strip() for v in values]
+    return out
+
+
+def matches(values: np.ndarray, pattern: str) -> np.ndarray:
+    """Bool mask: which strings of an object array match a regular expression (RE2, vectorised)."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    hits = pc.match_substring_regex(pa.array(values, type=pa.string()), pattern)
+    return hits.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _join_levels(levels) -> str | None:
@@ -146,12 +169,11 @@ def _join_levels(levels) -> str | None:
 
 def normalise_categories(values: pd.Series) -> pd.Series:
     """Category paths rewritten as "Level1 > Level2 > ..." (levels stripped, empty ones dropped)."""
-    needs = values.str.contains(">", regex=False) & (values != "")
-    out = values.copy()
-    if needs.any():
-        out[needs] = [" > ".join(p for p in (part.strip() for part in v.split(">")) if p)
-                      for v in values[needs]]
-    return out
+    out = values.to_numpy(dtype=object).copy()
+    needs = np.fromiter((">" in v for v in out), dtype=bool, count=len(out))
+    out[needs] = [" > ".join(p for p in (part.strip() for part in v.split(">")) if p)
+                  for v in out[needs]]
+    return pd.Series(out, index=values.index)
 
 
 def parse_number(s: pd.Series) -> Parsed:
@@ -165,17 +187,18 @@ def parse_number(s: pd.Series) -> Parsed:
         return parsed
     raw = s.to_numpy(dtype=object)
     values = np.full(len(s), np.nan)
-    absent = (kind == "none") | _is_nan(s, kind)
-    numeric = (kind == "int") | ((kind == "float") & ~absent)
+    absent = (kind == NONE) | _is_nan(s, kind)
+    numeric = (kind == INT) | ((kind == FLOAT) & ~absent)
     values[numeric] = raw[numeric].astype(np.float64)
-    is_str = kind == "str"
-    text = pd.Series(raw[is_str], dtype=object).str.strip()
-    empty = (text == "").to_numpy()
+    is_str = kind == STR
+    text = strip_all(raw[is_str])
+    empty = text == ""
     str_idx = np.flatnonzero(is_str)
     absent[str_idx[empty]] = True
-    converted = pd.to_numeric(text[~empty], errors="coerce").to_numpy(dtype=np.float64)
-    lowered = text[~empty].str.lower().to_numpy(dtype=object)
-    nan_words = np.isin(lowered, ["nan", "-nan", "+nan"])
+    converted = pd.to_numeric(pd.Series(text[~empty], dtype=object),
+                              errors="coerce").to_numpy(dtype=np.float64)
+    nan_words = np.isnan(converted)
+    nan_words[nan_words] = [v.lower() in NAN_WORDS for v in text[~empty][nan_words]]
     unparsable = np.isnan(converted) & ~nan_words
     values[str_idx[~empty]] = converted
     parsed = Parsed(pd.Series(values, index=s.index), absent)
@@ -205,19 +228,19 @@ def parse_bool(s: pd.Series) -> Parsed:
     kind = kinds(s)
     raw = s.to_numpy(dtype=object)
     values = np.full(len(s), np.nan)
-    absent = (kind == "none") | _is_nan(s, kind)
-    bools = kind == "bool"
+    absent = (kind == NONE) | _is_nan(s, kind)
+    bools = kind == BOOL
     values[bools] = raw[bools].astype(bool).astype(np.float64)
-    nums = ((kind == "int") | (kind == "float")) & ~absent
+    nums = ((kind == INT) | (kind == FLOAT)) & ~absent
     num_values = raw[nums].astype(np.float64)
     ok_num = (num_values == 0) | (num_values == 1)
     values[np.flatnonzero(nums)[ok_num]] = num_values[ok_num]
-    is_str = kind == "str"
-    text = pd.Series(raw[is_str], dtype=object).str.strip().str.lower()
+    is_str = kind == STR
+    words = {**{w: 1.0 for w in TRUE_WORDS}, **{w: 0.0 for w in FALSE_WORDS}}
+    text = [v.strip().lower() for v in raw[is_str]]
     str_idx = np.flatnonzero(is_str)
-    absent[str_idx[(text == "").to_numpy()]] = True
-    values[str_idx[text.isin(TRUE_WORDS).to_numpy()]] = 1.0
-    values[str_idx[text.isin(FALSE_WORDS).to_numpy()]] = 0.0
+    absent[str_idx[np.array([t == "" for t in text], dtype=bool)]] = True
+    values[str_idx] = [words.get(t, np.nan) for t in text]
     parsed = Parsed(pd.Series(values, index=s.index), absent)
     parsed.add(np.isnan(values) & ~absent, "bad_boolean",
                "expected a boolean: true/false, 1/0 or yes/no")
@@ -235,19 +258,19 @@ def parse_timestamp(s: pd.Series) -> Parsed:
     kind = kinds(s)
     raw = s.to_numpy(dtype=object)
     values = np.full(len(s), np.nan)
-    absent = kind == "none"
+    absent = kind == NONE
     early: list[Issue] = []
-    numeric = (kind == "int") | (kind == "float")
+    numeric = (kind == INT) | (kind == FLOAT)
     if pd.api.types.is_float_dtype(s.dtype):
         absent = absent | _is_nan(s, kind)   # a typed null, not a NaN the user wrote
         numeric &= ~absent
     values[numeric] = raw[numeric].astype(np.float64)
     nan_given = numeric & np.isnan(values)
-    dates = kind == "datetime"
+    dates = kind == DATETIME
     if dates.any():
         stamps = pd.to_datetime(pd.Series(raw[dates]), utc=True, errors="coerce")
         values[dates] = _ns_to_seconds(stamps).to_numpy()
-    is_str = kind == "str"
+    is_str = kind == STR
     if is_str.any():
         _parse_timestamp_text(raw, is_str, values, absent, early)
     wrong = ~(numeric | is_str | dates | absent)
@@ -257,6 +280,9 @@ def parse_timestamp(s: pd.Series) -> Parsed:
     flagged = np.zeros(len(s), dtype=bool)
     for issue in early:
         flagged |= issue.mask
+    lost = ~absent & ~flagged & np.isnan(values)       # safety net: nothing passes as NaN
+    early.append(Issue(lost, "bad_timestamp", "unparsable timestamp"))
+    flagged |= lost
     values[flagged] = np.nan
     return _epoch_checks(pd.Series(values, index=s.index), absent, early, skip=flagged)
 
@@ -265,17 +291,18 @@ def _parse_timestamp_text(raw: np.ndarray, is_str: np.ndarray, values: np.ndarra
                           absent: np.ndarray, issues: list[Issue]) -> None:
     """Fill values/absent/issues for the text rows (epoch digits or ISO-8601)."""
     idx = np.flatnonzero(is_str)
-    text = pd.Series(raw[is_str], dtype=object).str.strip()
-    empty = (text == "").to_numpy()
+    text = strip_all(raw[is_str])
+    empty = text == ""
     absent[idx[empty]] = True
-    epoch = text.str.match(EPOCH_PATTERN.pattern).to_numpy() & ~empty
-    values[idx[epoch]] = text[epoch].astype(np.float64).to_numpy()
-    iso = text.str.match(ISO_PATTERN.pattern).to_numpy() & ~empty
-    years = text[iso].str[:4].astype(np.int64).to_numpy()
+    epoch = matches(text, EPOCH_PATTERN.pattern)
+    values[idx[epoch]] = pd.to_numeric(pd.Series(text[epoch], dtype=object),
+                                       errors="coerce").to_numpy()
+    iso = matches(text, ISO_PATTERN.pattern)
+    years = np.array([int(v[:4]) for v in text[iso]], dtype=np.int64)
     in_range = (years >= 1970) & (years < 2200)
     iso_idx = np.flatnonzero(iso)
-    stamps = pd.to_datetime(text[iso_idx[in_range]].str.replace(",", ".", regex=False),
-                            utc=True, errors="coerce")
+    stamps = pd.to_datetime(pd.Series([v.replace(",", ".") for v in text[iso_idx[in_range]]],
+                                      dtype=object), utc=True, errors="coerce")
     seconds = _ns_to_seconds(stamps).to_numpy()
     values[idx[iso_idx[in_range]]] = seconds
     n = len(raw)
@@ -285,10 +312,11 @@ def _parse_timestamp_text(raw: np.ndarray, is_str: np.ndarray, values: np.ndarra
                         "after year 2200; check the value"))
     issues.append(Issue(_rows(n, idx[iso_idx[in_range][np.isnan(seconds)]]), "bad_timestamp",
                         "not a valid date/time"))
-    nan_text = text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
+    other = ~(epoch | iso | empty)
+    nan_text = other.copy()
+    nan_text[other] = [v.lower() in NAN_WORDS for v in text[other]]
     issues.append(Issue(_rows(n, idx[nan_text]), "bad_timestamp", "NaN is not a timestamp"))
-    other = ~(epoch | iso | empty | nan_text)
-    issues.append(Issue(_rows(n, idx[other]), "bad_timestamp",
+    issues.append(Issue(_rows(n, idx[other & ~nan_text]), "bad_timestamp",
                         "unparsable; use ISO-8601 (2024-05-01T12:30:00Z) or epoch seconds"))
 
 
@@ -320,19 +348,19 @@ def _epoch_checks(values: pd.Series, absent: np.ndarray, issues: list[Issue],
 def attribute_text(s: pd.Series) -> pd.Series:
     """Free user attributes as str: None/NaN -> "", booleans -> true/false, lists -> JSON."""
     kind = kinds(s)
-    if (kind == "str").all():
-        return s.astype(object).str.strip()
+    if (kind == STR).all():
+        return pd.Series(strip_all(s.to_numpy(dtype=object)), index=s.index)
     out = []
     for value, k in zip(s.to_numpy(dtype=object), kind):
-        if k == "str":
+        if k == STR:
             out.append(value.strip())
-        elif k == "none" or (k == "float" and np.isnan(value)):
+        elif k == NONE or (k == FLOAT and np.isnan(value)):
             out.append("")
-        elif k == "bool":
+        elif k == BOOL:
             out.append("true" if value else "false")
-        elif k == "list":
+        elif k == LIST:
             out.append(json.dumps([_plain(v) for v in value]))
-        elif k == "other" and isinstance(value, dict):
+        elif k == OTHER and isinstance(value, dict):
             out.append(json.dumps(value, sort_keys=True, default=str))
         else:
             out.append(str(value))

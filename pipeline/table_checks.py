@@ -139,11 +139,14 @@ def check_events(raw: RawTable, known_items: pd.Index, kept_items: pd.Index,
     user_id = _required_text(raw, issues, spec.USER_ID)
     etype = parse_text(_column(raw, spec.EVENT_TYPE))
     issues.add_parsed(spec.EVENT_TYPE, etype)
-    etype.values = etype.values.str.lower()
     issues.add(etype.absent, spec.EVENT_TYPE, "missing_value", "required value is missing",
                quote=False)
     types = etype.values.to_numpy(dtype=object)
-    valid_type = np.isin(types, spec.EVENT_TYPES)
+    valid_type = etype.values.isin(spec.EVENT_TYPES).to_numpy()
+    if not valid_type.all():                       # accept any letter case: "Purchase"
+        types[~valid_type] = [t.lower() for t in types[~valid_type]]
+        valid_type = pd.Series(types).isin(spec.EVENT_TYPES).to_numpy()
+        etype.values = pd.Series(types, index=etype.values.index)
     issues.add(~valid_type & ~etype.absent & ~etype.bad, spec.EVENT_TYPE, "bad_event_type",
                f"must be one of {', '.join(spec.EVENT_TYPES)}")
     search = types == spec.SEARCH
