@@ -198,13 +198,39 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
+def shop_prices(items):
+    """Prices for the shop export, which requires one: unknown prices are imputed with the
+    median price of items with the same category path (else of all items)."""
+    price = items.price.copy()
+    known = ~np.isnan(price)
+    paths = np.asarray([" > ".join(c) for c in items.categories], dtype=object)
+    medians = {}
+    for path in set(paths[~known]):
+        same = known & (paths == path)
+        medians[path] = float(np.median(price[same])) if same.any() else None
+    fallback = float(np.median(price[known])) if known.any() else 0.0
+    for i in np.flatnonzero(~known):
+        price[i] = medians[paths[i]] if medians[paths[i]] is not None else fallback
+    return price, int((~known).sum())
+
+
+def shop_title(items, i):
+    """The title, or (the shop export requires one) "brand leaf-category", else the ASIN."""
+    if items.title[i].strip():
+        return items.title[i]
+    fallback = " ".join(p for p in (items.brand[i], (items.categories[i] or [""])[-1]) if p)
+    return fallback or items.asin[i]
+
+
 def to_shop(data, out_dir):
     """Write ``items.csv`` and ``events.csv`` (the shop data contract) into ``out_dir``.
 
     Mapping: item_id = ASIN; description "" (the data has none); categories joined with " > ";
+    unknown prices imputed and empty titles filled (see ``shop_prices``, ``shop_title``);
     in_stock 1 (unknown); created_at a fixed date before every event. Each review becomes one
-    ``purchase`` event with value = item price ("" if unknown), no query, its own session, and
-    a synthetic timestamp from the user's sequence position (see ``event_timestamps``).
+    ``purchase`` event (value = quantity 1, no query, its own session) with a synthetic
+    timestamp from the user's sequence position (see ``event_timestamps``): the data has no
+    real timestamps. Returns counts, incl. how many prices were imputed and titles filled.
     """
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if _inside(out_dir, repo):
@@ -212,23 +238,26 @@ def to_shop(data, out_dir):
                               f"research-only; write the shop export outside the repository")
     os.makedirs(out_dir, exist_ok=True)
     items = data.items
+    prices, imputed = shop_prices(items)
+    filled = 0
     with open(os.path.join(out_dir, "items.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(SHOP_ITEM_COLUMNS)
         for i in range(len(items)):
-            price = "" if math.isnan(items.price[i]) else f"{items.price[i]:.2f}"
-            writer.writerow([items.asin[i], items.title[i], "", items.brand[i],
-                             " > ".join(items.categories[i]), price, 1, CATALOG_CREATED_AT])
+            title = shop_title(items, i)
+            filled += title != items.title[i]
+            writer.writerow([items.asin[i], title, "", items.brand[i],
+                             " > ".join(items.categories[i]), f"{prices[i]:.2f}", 1,
+                             CATALOG_CREATED_AT])
     with open(os.path.join(out_dir, "events.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(SHOP_EVENT_COLUMNS)
         for u, (user, seq) in enumerate(zip(data.user_ids, data.sequences)):
             for pos, (item, ts) in enumerate(zip(seq, event_timestamps(len(seq), u))):
-                price = items.price[item]
-                writer.writerow([user, items.asin[item], "purchase",
-                                 "" if math.isnan(price) else f"{price:.2f}", "",
-                                 f"{user}-{pos}", _iso(ts)])
-    return out_dir
+                writer.writerow([user, items.asin[item], "purchase", 1, "", f"{user}-{pos}",
+                                 _iso(ts)])
+    return {"items": len(items), "events": data.n_interactions, "users": len(data.user_ids),
+            "imputed_prices": imputed, "filled_titles": int(filled)}
 
 
 def main(argv=None):
@@ -241,11 +270,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         data = load_beauty(args.data, args.max_users, args.seed)
-        to_shop(data, args.to_shop)
+        counts = to_shop(data, args.to_shop)
     except BeautyDataError as err:
         sys.exit(f"error: {err}")
-    print(f"wrote {len(data.items)} items and {data.n_interactions} purchase events of "
-          f"{len(data.user_ids)} users to {args.to_shop}")
+    print(f"wrote {counts['items']} items ({counts['imputed_prices']} prices imputed, "
+          f"{counts['filled_titles']} empty titles filled) and {counts['events']} purchase "
+          f"events of {counts['users']} users to {args.to_shop}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""Baselines: exact pieces on toy inputs, and each one beats random on planted data."""
+import numpy as np
+import pytest
+
+from benchmarks import baselines, protocol, registry
+from tests.benchmarks import planted
+
+
+@pytest.fixture(scope="module")
+def planted_data():
+    task, split = planted.planted_task()
+    rand = protocol.evaluate(planted.random_scorer(), split.test, planted.N_ITEMS)
+    return task, split, rand["unfiltered"]["ndcg@10"]
+
+
+@pytest.mark.parametrize("name", ["popular", "transitions", "transitions3", "ease"])
+def test_baseline_beats_random_on_planted_data(planted_data, name):
+    task, split, random_ndcg = planted_data
+    fitted, _ = registry.fit(name, task, seed=0)
+    result = protocol.evaluate(fitted.scorer, split.test, planted.N_ITEMS)
+    assert result["unfiltered"]["ndcg@10"] > 2 * random_ndcg
+    assert result["filtered"]["ndcg@10"] > 2 * random_ndcg
+
+
+def test_transitions_beat_popularity_on_planted_chains(planted_data):
+    task, split, _ = planted_data
+    ndcg = {name: protocol.evaluate(registry.fit(name, task, 0)[0].scorer, split.test,
+                                    planted.N_ITEMS)["unfiltered"]["ndcg@10"]
+            for name in ("popular", "transitions")}
+    assert ndcg["transitions"] > ndcg["popular"]
+
+
+def test_popular_scores_are_train_counts():
+    task = registry.FitTask([np.array([0, 1, 1]), np.array([2, 1])], None, 4,
+                            protocol.EvalSet([], np.zeros(0)))
+    scores = baselines.fit_popular(task, 0)([np.array([0]), np.array([3])])
+    assert scores.tolist() == [[1, 3, 1, 0], [1, 3, 1, 0]]
+
+
+def test_transition_matrix_counts_and_normalises():
+    seqs = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 2])]
+    counts = baselines.transition_matrix(seqs, 3, normalize=False).toarray()
+    assert counts.tolist() == [[0, 2, 1], [0, 0, 1], [0, 0, 0]]
+    probs = baselines.transition_matrix(seqs, 3).toarray()
+    np.testing.assert_allclose(probs[0], [0, 2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_transitions3_weights_recent_items_by_decay():
+    # 0 -> 5 and 1 -> 6 and 2 -> 7, each once; history [...0, 1, 2] with decay 0.5.
+    task = registry.FitTask([np.array([0, 5]), np.array([1, 6]), np.array([2, 7])], None, 8,
+                            protocol.EvalSet([], np.zeros(0)))
+    scores = baselines.fit_transitions3(task, 0, window=3, decay=0.5)([np.array([4, 0, 1, 2])])
+    np.testing.assert_allclose(scores[0, [7, 6, 5]], [1.0, 0.5, 0.25], atol=1e-5)
+    assert np.argsort(-scores[0])[:3].tolist() == [7, 6, 5]
+
+
+def test_history_matrix_is_binary():
+    x = baselines.history_matrix([np.array([1, 1, 2]), np.array([], dtype=np.int32)], 4)
+    assert x.toarray().tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
+
+
+def test_ease_weights_match_closed_form():
+    rng = np.random.default_rng(1)
+    x = (rng.random((60, 300)) < 0.05).astype(np.float64)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + 10.0 * np.eye(len(gram)))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    got = baselines.ease_weights(gram, 10.0)
+    assert np.allclose(got, expected, atol=1e-4)
+    assert np.all(np.diag(got) == 0)
+
+
+def test_symmetrize_lower_across_blocks():
+    a = np.tril(np.arange(49, dtype=np.float32).reshape(7, 7)) + np.triu(np.full((7, 7), -1.0), 1)
+    baselines._symmetrize_lower(a, block=3)
+    assert np.array_equal(a, a.T)
+    assert np.array_equal(np.tril(a), np.tril(np.arange(49).reshape(7, 7)))
+
+
+def test_ease_selects_lambda_on_validation(planted_data):
+    task, _, _ = planted_data
+    fitted = baselines.fit_ease(task, 0, lambdas=(1.0, 1000.0))
+    by_lambda = fitted.info["validation_ndcg@10_by_lambda"]
+    assert set(by_lambda) == {"1.0", "1000.0"}
+    assert fitted.info["lambda"] == float(max(by_lambda, key=by_lambda.get))

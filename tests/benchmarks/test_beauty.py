@@ -1,0 +1,107 @@
+"""The benchmark entry point: a synthetic folder end to end, and a smoke run on the real data."""
+import json
+import os
+
+import pytest
+
+from benchmarks import beauty, registry
+from tests.benchmarks import planted
+
+REAL_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
+                         "amazon_beauty_2014_5core")
+
+
+@pytest.fixture
+def planted_folder(tmp_path):
+    """The planted sequences in the Beauty folder layout (1-based ids)."""
+    folder = tmp_path / "beauty"
+    folder.mkdir()
+    with open(folder / "items.tsv", "w") as f:
+        f.write("item_id\tasin\ttitle\tbrand\tcategories\tprice\n")
+        for i in range(1, planted.N_ITEMS + 1):
+            f.write(f"{i}\tA{i:04d}\tItem {i}\tBrand {i % 7}\tBeauty|Group {(i - 1) // 10}\t"
+                    f"{i}.5\n")
+    with open(folder / "sequential_data.txt", "w") as f:
+        for u, seq in enumerate(planted.planted_sequences(200), start=1):
+            f.write(" ".join([str(u)] + [str(i + 1) for i in seq]) + "\n")
+    return str(folder)
+
+
+def test_cli_runs_models_and_writes_results(planted_folder, tmp_path, capsys):
+    out = str(tmp_path / "results")
+    beauty.main(["--data", planted_folder, "--models", "popular,transitions", "--seed", "3",
+                 "--out", out, "--max-users", "150"])
+    results = json.load(open(os.path.join(out, "beauty_u150.json")))
+    assert results["seed"] == 3 and results["dataset"]["users"] == 150
+    assert results["dataset"]["items"] == planted.N_ITEMS
+    assert set(results["models"]) == {"popular", "transitions"}
+    pop, trans = (results["models"][m]["test"]["unfiltered"]["ndcg@10"]
+                  for m in ("popular", "transitions"))
+    assert trans > pop
+    assert {"load", "split", "popular.fit", "transitions.eval"} <= set(results["stage_seconds"])
+    assert os.path.exists(os.path.join(out, "beauty_u150.png"))
+    assert "| transitions | measured |" in capsys.readouterr().out
+
+    # --merge keeps the earlier models and adds the new one; options are recorded.
+    beauty.main(["--data", planted_folder, "--models", "ease", "--seed", "3", "--out", out,
+                 "--max-users", "150", "--merge", "--set", "ease.lambdas=[5, 50]"])
+    merged = json.load(open(os.path.join(out, "beauty_u150.json")))
+    assert set(merged["models"]) == {"popular", "transitions", "ease"}
+    assert merged["models"]["ease"]["options"]["lambdas"] == [5, 50]
+    assert merged["models"]["ease"]["info"]["lambda"] in (5.0, 50.0)
+    with pytest.raises(SystemExit, match="--merge: seed differs"):
+        beauty.main(["--data", planted_folder, "--models", "popular", "--seed", "4",
+                     "--out", out, "--max-users", "150", "--merge"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "popular,nope"], "unknown model"),
+    (["--models", "popular", "--set", "ease.lambdas=[1]"], "--set for model"),
+    (["--models", "ease", "--set", "ease.lamdas=[1]"], "no option 'lamdas'"),
+    (["--models", "ease", "--set", "lambdas=1"], "expected MODEL.OPTION=VALUE"),
+])
+def test_cli_rejects_bad_arguments(planted_folder, tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        beauty.main(["--data", planted_folder, "--out", str(tmp_path)] + argv)
+
+
+def test_cli_names_missing_data_folder(tmp_path):
+    with pytest.raises(SystemExit, match="not a directory"):
+        beauty.main(["--data", str(tmp_path / "missing"), "--models", "popular",
+                     "--out", str(tmp_path)])
+
+
+def test_registered_model_is_one_function(planted_folder):
+    def fit_last_item_first(task, seed, boost=1.0):
+        import numpy as np
+
+        def scorer(histories):
+            scores = np.zeros((len(histories), task.n_items))
+            for u, h in enumerate(histories):
+                scores[u, (h[-1] + 1) % task.n_items] = boost
+            return scores
+        return scorer
+
+    registry.register("next_id", fit_last_item_first)
+    try:
+        results = beauty.run(planted_folder, ["next_id"], seed=0,
+                             overrides={"next_id": {"boost": 2.0}})
+    finally:
+        registry._MODELS.pop("next_id")
+    assert results["models"]["next_id"]["options"] == {"boost": 2.0}
+    assert results["models"]["next_id"]["test"]["unfiltered"]["recall@5"] > 0.3
+
+
+@pytest.mark.slow
+def test_smoke_on_real_beauty_data(tmp_path):
+    if not os.path.isdir(REAL_DATA):
+        pytest.skip(f"real Amazon Beauty data not found at {os.path.abspath(REAL_DATA)} "
+                    f"(research-only data, not in the repository)")
+    out = str(tmp_path / "results")
+    beauty.main(["--data", REAL_DATA, "--max-users", "2000", "--seed", "0", "--out", out,
+                 "--models", "popular,transitions,ease", "--set", "ease.lambdas=[250]"])
+    results = json.load(open(os.path.join(out, "beauty_u2000.json")))
+    test = {m: r["test"]["unfiltered"]["ndcg@10"] for m, r in results["models"].items()}
+    assert results["dataset"]["items"] == 12101 and results["dataset"]["users"] == 2000
+    assert test["ease"] > test["popular"]
+    assert test["transitions"] > test["popular"]
