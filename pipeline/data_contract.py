@@ -31,7 +31,13 @@ POLICIES = ("fail", "quarantine")
 
 @dataclass
 class ShopTables:
-    """Validated canonical tables of one shop (see the module docstring for their columns)."""
+    """Validated canonical tables of one shop.
+
+    items: item_id, title, description, brand, categories (str), price (float64), in_stock
+    (bool), created_at (int64 epoch s, 0 = unknown). users: user_id + attribute columns (str).
+    events: user_id, item_id ("" for search), event_type, value (float64, NaN if absent), query,
+    session_id (str), timestamp (int64 epoch s), stably sorted by timestamp. RangeIndex.
+    """
 
     items: pd.DataFrame
     users: pd.DataFrame

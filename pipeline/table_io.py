@@ -77,11 +77,11 @@ def find_table_file(data_dir: Path, table: str) -> Path | None:
 
     Raises TableReadError if the table exists in more than one format.
     """
-    found = [data_dir / f"{table}{ext}" for ext in FORMATS if (data_dir / f"{table}{ext}").is_file()]
+    found = [path for path in (data_dir / f"{table}{ext}" for ext in FORMATS) if path.is_file()]
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise TableReadError(f"{table}.*", f"table '{table}' is given in several formats ({names}); "
-                             "keep exactly one file per table")
+        raise TableReadError(f"{table}.*", f"table '{table}' is given in several formats "
+                             f"({names}); keep exactly one file per table")
     return found[0] if found else None
 
 
@@ -101,7 +101,8 @@ def read_table(path: Path) -> RawTable:
     try:
         return reader(path)
     except UnicodeDecodeError as err:
-        raise TableReadError(path.name, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+        raise TableReadError(path.name,
+                             f"not UTF-8 text ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise TableReadError(path.name, f"cannot read file: {err}") from err
 
@@ -184,7 +185,8 @@ def _read_jsonl(path: Path) -> RawTable:
             lines.append(number)
     columns = [name.strip() for name in first_seen]
     if not columns:
-        why = f"; line {bad[0].line}: {bad[0].message}" if bad else " (the file is empty)"
+        why = (f"; line {bad[0].line}: {bad[0].message}" if bad else
+               " (every object is empty {})" if records else " (the file is empty)")
         raise TableReadError(path.name, f"no JSON object records{why}")
     _check_header(path, columns, None)
     data = {name.strip(): pd.Series([r.get(name) for r in records], dtype=object)

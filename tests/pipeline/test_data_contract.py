@@ -323,8 +323,37 @@ def test_cli_fails_with_problems(tmp_path, capsys):
     assert "items.csv:6: field 'title': title must not be empty" in err
 
 
+@pytest.mark.slow
 def test_cli_runs_as_module(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipeline.data_contract", str(make_shop(tmp_path))],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "pipeline.data_contract", str(make_shop(tmp_path))]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "events (events.csv): 6 read, 6 kept, 0 quarantined" in done.stdout
+
+
+# --- the examples in docs/data.md are valid ---------------------------------------------------
+
+def _doc_blocks(language):
+    """Fenced code blocks of docs/data.md in a given language, in order."""
+    text = (REPO / "docs" / "data.md").read_text(encoding="utf-8")
+    parts = text.split(f"```{language}\n")[1:]
+    return [part.split("```", 1)[0] for part in parts]
+
+
+def test_docs_examples_load(tmp_path, monkeypatch):
+    items, events, users = _doc_blocks("csv")
+    csv_shop = load_shop(make_shop(tmp_path / "csv", items, events, users))
+    assert csv_shop.report.tables["events"].rows_kept == 6
+    assert csv_shop.items["description"].iat[0] == "Long-lasting, matte.\nShade: ruby"
+    jsonl = tmp_path / "jsonl"
+    jsonl.mkdir()
+    items_jsonl, events_jsonl = _doc_blocks("json")
+    (jsonl / "items.jsonl").write_text(items_jsonl)
+    (jsonl / "events.jsonl").write_text(events_jsonl)
+    json_shop = load_shop(jsonl)
+    pd.testing.assert_frame_equal(json_shop.items, csv_shop.items)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shop").mkdir()
+    exec(_doc_blocks("python")[0], {})
+    parquet_shop = load_shop(tmp_path / "shop")
+    assert parquet_shop.items["created_at"].tolist() == [1705309200, 1705309200]
