@@ -84,9 +84,9 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None) -> ShopTable
     report.problems.sort(key=lambda p: (spec.TABLE_NAMES.index(p.table), p.line or 0))
     if on_bad_rows == "fail" and report.problems:
         raise DataContractError(report.problems)
-    _require_rows(report, frames)
-    if report_dir is not None:
+    if report_dir is not None:        # written even if nothing usable is left: it says why
         report.write(Path(report_dir))
+    _require_rows(report, frames)
     users = frames.get("users", pd.DataFrame({spec.USER_ID: pd.Series(dtype=object)}))
     events = frames["events"].sort_values(spec.TIMESTAMP, kind="mergesort")
     return ShopTables(frames["items"].reset_index(drop=True), users.reset_index(drop=True),

@@ -298,10 +298,13 @@ def test_fail_policy_reports_item_problems_not_their_cascade(tmp_path):
 
 def test_quarantine_that_leaves_no_items_fails(tmp_path):
     items = "item_id,title,price\nA1,,1\n"
-    found = problems_of(make_shop(tmp_path, items=items, events="user_id,item_id,event_type,"
-                                  "timestamp\nu1,A1,view,1\n"), on_bad_rows="quarantine")
+    root = make_shop(tmp_path / "shop", items=items,
+                     events="user_id,item_id,event_type,timestamp\nu1,A1,view,1\n")
+    found = problems_of(root, on_bad_rows="quarantine", report_dir=tmp_path / "r")
     assert found[:2] == ["items.csv: no usable rows left after quarantine",
                          "events.csv: no usable rows left after quarantine"]
+    summary = json.loads((tmp_path / "r" / "quarantine_summary.json").read_text())
+    assert summary["tables"]["items"]["reasons"] == {"empty_title": 1}
 
 
 # --- command line -----------------------------------------------------------------------------
