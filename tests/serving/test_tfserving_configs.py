@@ -1,0 +1,99 @@
+"""serving/tfserving/: the files the stock TF Serving image runs with parse as the protos
+TF Serving reads, and docker-compose wires them to the Pusher's output."""
+import os
+
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import wrappers_pb2
+
+from serving.model_config import load_model_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TFSERVING = os.path.join(os.path.dirname(os.path.dirname(HERE)), "serving", "tfserving")
+F = descriptor_pb2.FieldDescriptorProto
+
+
+def _messages():
+    """BatchingParameters and MonitoringConfig (TF Serving protos the pip package lacks),
+    with the field names and types of session_bundle_config.proto / monitoring_config.proto."""
+    pool = descriptor_pool.DescriptorPool()
+    for dependency in (wrappers_pb2.DESCRIPTOR,):
+        pool.AddSerializedFile(dependency.serialized_pb)
+    fd = descriptor_pb2.FileDescriptorProto(name="tfserving_test.proto", package="t",
+                                            syntax="proto3",
+                                            dependency=["google/protobuf/wrappers.proto"])
+
+    def message(name, fields):
+        m = fd.message_type.add(name=name)
+        for number, (field, kind, type_name, label) in enumerate(fields, 1):
+            m.field.add(name=field, number=number, type=kind, type_name=type_name, label=label)
+
+    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    int64 = (F.TYPE_MESSAGE, ".google.protobuf.Int64Value", opt)
+    message("BatchingParameters", [
+        ("max_batch_size",) + int64, ("batch_timeout_micros",) + int64,
+        ("max_enqueued_batches",) + int64, ("num_batch_threads",) + int64,
+        ("thread_pool_name", F.TYPE_MESSAGE, ".google.protobuf.StringValue", opt),
+        ("allowed_batch_sizes", F.TYPE_INT64, None, rep),
+        ("pad_variable_length_inputs", F.TYPE_BOOL, None, opt)])
+    message("PrometheusConfig", [("enable", F.TYPE_BOOL, None, opt),
+                                 ("path", F.TYPE_STRING, None, opt)])
+    message("MonitoringConfig", [("prometheus_config", F.TYPE_MESSAGE, ".t.PrometheusConfig",
+                                  opt)])
+    pool.Add(fd)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"t.{name}"))
+            for name in ("BatchingParameters", "MonitoringConfig")}
+
+
+def read(name):
+    with open(os.path.join(TFSERVING, name)) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(read("docker-compose.yml"))
+
+
+def test_models_config_serves_retrieval_and_ranking_from_pusher_output():
+    models = load_model_config(os.path.join(TFSERVING, "models.config"),
+                               base_path_mapping={"/models": "serving_models"})
+    assert [(m.name, m.base_path, m.policy, m.num_versions) for m in models] == [
+        ("retrieval", "serving_models/retrieval", "latest", 1),
+        ("ranking", "serving_models/ranking", "latest", 1)]
+
+
+def test_batching_config_is_sized_for_cpu():
+    params = text_format.Parse(read("batching.config"), _messages()["BatchingParameters"]())
+    assert params.num_batch_threads.value >= 1
+    assert 0 <= params.batch_timeout_micros.value <= 10_000  # the CPU guide's range
+    assert 1 <= params.max_batch_size.value <= 1024
+    assert params.max_enqueued_batches.value >= params.num_batch_threads.value
+
+
+def test_monitoring_config_enables_prometheus():
+    config = text_format.Parse(read("monitoring.config"), _messages()["MonitoringConfig"]())
+    assert config.prometheus_config.enable
+    assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
+
+
+def test_compose_runs_stock_tfserving_with_the_repo_configs(compose):
+    tfs = compose["services"]["tfserving"]
+    assert tfs["image"].startswith("tensorflow/serving:2.16")
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in tfs["command"])
+    assert flags["enable_batching"] == "true"
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in tfs["volumes"])
+    by_target = {target: source for source, target in mounts.items()}
+    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
+        source = by_target[flags[flag]]  # every config flag points at a mounted repo file
+        assert os.path.isfile(os.path.join(TFSERVING, source))
+    assert by_target["/models"] == "../../serving_models"
+    assert {"8500:8500", "8501:8501"} <= set(tfs["ports"])
+
+
+def test_compose_api_service_uses_dockerfile_api_target(compose):
+    api = compose["services"]["api"]
+    assert api["build"] == {"context": "../..", "dockerfile": "Dockerfile", "target": "api"}
+    assert api["environment"]["SHOPREC_TFSERVING_GRPC"] == "tfserving:8500"
+    assert api["environment"]["SHOPREC_TFSERVING_REST"] == "http://tfserving:8501"
