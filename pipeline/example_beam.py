@@ -4,8 +4,9 @@ Reads the canonical events and items (Parquet written by `write_canonical_tables
 events by user, builds impression units (rules in pipeline/examples.py), joins item features
 (items as a side input), splits by the time cutoff and writes gzipped TFRecords of
 tf.train.Examples laid out like TFX's ExampleGen: ``<uri>/Split-<name>/data_tfrecord-*.gz``.
-Counts for the report are written by the pipeline itself (``summary_path``, one JSON line), so
-they work on every runner.
+The cutoff and the per-split counts for the report are written by the pipeline itself
+(``summary_path``, one JSON line), so they work on every runner. Events cross the shuffle as
+tuples and examples are serialized right after they are built: dicts are costly to encode.
 """
 import json
 import os
@@ -21,7 +22,7 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_
 ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price", "in_stock")
 FILE_PREFIX = "data_tfrecord"
 SPLITS = (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT)
-_UNKNOWN_ITEM = "unknown_item"
+_EVENT_FIELDS = ("item_id", "event_type", "value", "query", "session_id", "timestamp", "seq")
 _RATE_LABELS = (features.CLICKED, features.ADDED_TO_CART, features.PURCHASED,
                 features.HAS_RATING)
 
@@ -41,10 +42,10 @@ def _write_parquet(frame, path: str) -> None:
         out.write(buffer.getvalue().to_pybytes())
 
 
-def write_canonical_tables(events, items, work_dir: str):
-    """Write the canonical events (plus `seq`, their row order) and items as Parquet.
+def check_canonical_tables(events, items) -> None:
+    """Raise ValueError unless events and items have the columns and references we rely on.
 
-    Returns (events_path, items_path). Works for local and remote (gs://, s3://) dirs.
+    load_shop guarantees both; the checks keep the Beam pipeline free of per-row guards.
     """
     for name, frame, columns in (("events", events, EVENT_COLUMNS),
                                  ("items", items, ITEM_COLUMNS)):
@@ -52,6 +53,26 @@ def write_canonical_tables(events, items, work_dir: str):
         if missing:
             raise ValueError(f"canonical {name} table lacks columns {missing}; "
                              f"it has {list(frame.columns)}")
+    if (events["user_id"] == "").any():
+        rows = list(events.index[events["user_id"] == ""][:5])
+        raise ValueError(f"canonical events have an empty user_id (rows {rows})")
+    item_side = events["event_type"] != examples.SEARCH
+    unknown = item_side & ~events["item_id"].isin(items["item_id"])
+    if unknown.any():
+        sample = sorted(set(events.loc[unknown, "item_id"]))[:5]
+        raise ValueError(f"{int(unknown.sum())} canonical events refer to items missing from "
+                         f"the items table, e.g. {sample}")
+    if items["item_id"].duplicated().any():
+        sample = sorted(set(items.loc[items["item_id"].duplicated(), "item_id"]))[:5]
+        raise ValueError(f"canonical items have duplicate item_id values, e.g. {sample}")
+
+
+def write_canonical_tables(events, items, work_dir: str):
+    """Check, then write the canonical events (plus `seq`, their row order) and items as Parquet.
+
+    Returns (events_path, items_path). Works for local and remote (gs://, s3://) dirs.
+    """
+    check_canonical_tables(events, items)
     events = events.loc[:, list(EVENT_COLUMNS)].reset_index(drop=True)
     events["seq"] = range(len(events))
     events = events.astype({"value": "float64", "timestamp": "int64", "seq": "int64"})
@@ -90,31 +111,6 @@ class _CutoffFn(beam.CombineFn):
         return examples.cutoff_from_counts(counts, self._eval_fraction)
 
 
-class _JoinItem(beam.DoFn):
-    """Adds item features; units of items missing from the catalog go to _UNKNOWN_ITEM."""
-
-    def process(self, unit, items):
-        item = items.get(unit[features.ITEM_ID])
-        if item is None:
-            yield beam.pvalue.TaggedOutput(_UNKNOWN_ITEM, unit[features.ITEM_ID])
-        else:
-            yield examples.join_item(unit, item)
-
-
-class _SplitByTime(beam.DoFn):
-    def process(self, example, cutoff):
-        yield beam.pvalue.TaggedOutput(
-            examples.split_of(example[features.TIMESTAMP], cutoff), example)
-
-
-def _serialize(example) -> bytes:
-    return examples.to_tf_example(example).SerializeToString()
-
-
-def _label_counts(example):
-    return (1,) + tuple(int(example[key]) for key in _RATE_LABELS)
-
-
 class _SumColumns(beam.CombineFn):
     """Column sums of equal-length int tuples."""
 
@@ -134,8 +130,27 @@ class _SumColumns(beam.CombineFn):
         return sums
 
 
-def _summary(_, cutoff, split_counts, catalog_count, unknown_count, unknown_sample,
-             dropped_events, read_events):
+def _event_tuple(event):
+    """(user_id, compact event): tuples cross the shuffle much cheaper than dicts."""
+    return event["user_id"], tuple(event[c] for c in _EVENT_FIELDS)
+
+
+def _user_examples(user_id, event_tuples, items=None, gap_seconds=None):
+    """Serialized examples of one user as (timestamp, label counts, bytes)."""
+    events = [dict(zip(_EVENT_FIELDS, values)) for values in event_tuples]
+    for unit in examples.build_units(user_id, events, gap_seconds):
+        example = examples.join_item(unit, items[unit[features.ITEM_ID]])
+        labels = (1,) + tuple(int(example[key]) for key in _RATE_LABELS)
+        yield (example[features.TIMESTAMP], labels,
+               examples.to_tf_example(example).SerializeToString())
+
+
+class _SplitByTime(beam.DoFn):
+    def process(self, row, cutoff):
+        yield beam.pvalue.TaggedOutput(examples.split_of(row[0], cutoff), row)
+
+
+def _summary(_, cutoff, split_counts):
     splits = {}
     for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
         counts = dict(split_counts).get(split) or (0,) * (1 + len(_RATE_LABELS))
@@ -143,21 +158,17 @@ def _summary(_, cutoff, split_counts, catalog_count, unknown_count, unknown_samp
         splits[split] = {"examples": n}
         splits[split].update({f"{key}_rate": (counts[i + 1] / n if n else 0.0)
                               for i, key in enumerate(_RATE_LABELS)})
-    splits[features.CATALOG_SPLIT] = {"examples": catalog_count}
-    return json.dumps({
-        "events_read": read_events,
-        "events_without_user": dropped_events,
-        "units_dropped_unknown_item": unknown_count,
-        "unknown_item_ids_sample": sorted(unknown_sample),
-        "cutoff_timestamp": cutoff,
-        "splits": splits,
-    }, sort_keys=True)
+    return json.dumps({"cutoff_timestamp": cutoff, "splits": splits}, sort_keys=True)
 
 
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                    examples_uri: str, summary_path: str, eval_fraction: float,
                    session_gap_minutes: int) -> None:
-    """Add the example-generation steps to `pipeline` (run it afterwards)."""
+    """Add the example-generation steps to `pipeline` (run it afterwards).
+
+    Inputs are the Parquet files of write_canonical_tables. The summary (cutoff, examples and
+    label rates of train and eval) is written to summary_path as one JSON line.
+    """
     examples.check_eval_fraction(eval_fraction)
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
             or session_gap_minutes < 1:
@@ -165,60 +176,45 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
     gap_seconds = 60 * session_gap_minutes
     as_single = beam.pvalue.AsSingleton
 
-    events = pipeline | "ReadEvents" >> beam.io.ReadFromParquet(events_path)
     items = (pipeline
              | "ReadItems" >> beam.io.ReadFromParquet(items_path)
              | "ItemFeatures" >> beam.Map(examples.item_features))
-    with_user = events | "HasUser" >> beam.Filter(lambda e: bool(e["user_id"]))
-    units = (with_user
-             | "KeyByUser" >> beam.Map(lambda e: (e["user_id"], e))
-             | "GroupByUser" >> beam.GroupByKey()
-             | "BuildUnits" >> beam.FlatMapTuple(
-                 lambda user, evs: examples.build_units(user, evs, gap_seconds)))
-    joined = units | "JoinItems" >> beam.ParDo(
-        _JoinItem(), beam.pvalue.AsDict(
-            items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i)))
-    ).with_outputs(_UNKNOWN_ITEM, main="examples")
-    labelled = joined.examples
-    cutoff = (labelled
-              | "Timestamps" >> beam.Map(lambda e: e[features.TIMESTAMP])
+    rows = (pipeline
+            | "ReadEvents" >> beam.io.ReadFromParquet(events_path)
+            | "KeyByUser" >> beam.Map(_event_tuple)
+            | "GroupByUser" >> beam.GroupByKey()
+            | "UserExamples" >> beam.FlatMapTuple(
+                _user_examples,
+                items=beam.pvalue.AsDict(
+                    items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
+                gap_seconds=gap_seconds))
+    cutoff = (rows
+              | "Timestamps" >> beam.Map(lambda row: row[0])
               | "Cutoff" >> beam.CombineGlobally(_CutoffFn(eval_fraction)))
-    by_split = labelled | "SplitByTime" >> beam.ParDo(
+    by_split = rows | "SplitByTime" >> beam.ParDo(
         _SplitByTime(), as_single(cutoff)).with_outputs(
             features.TRAIN_SPLIT, features.EVAL_SPLIT)
-    outputs = {features.TRAIN_SPLIT: by_split[features.TRAIN_SPLIT],
-               features.EVAL_SPLIT: by_split[features.EVAL_SPLIT],
-               features.CATALOG_SPLIT: items | "Catalog" >> beam.Map(examples.catalog_example)}
-    for split, collection in outputs.items():
-        _ = (collection
-             | f"Serialize[{split}]" >> beam.Map(_serialize)
-             | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                 os.path.join(split_uri(examples_uri, split), FILE_PREFIX),
-                 file_name_suffix=".gz"))
+    serialized = {
+        features.CATALOG_SPLIT: items | "Catalog" >> beam.Map(
+            lambda i: examples.to_tf_example(examples.catalog_example(i)).SerializeToString())}
+    label_counts = []
+    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+        serialized[split] = by_split[split] | f"Bytes[{split}]" >> beam.Map(lambda r: r[2])
+        label_counts.append(by_split[split] | f"Labels[{split}]" >> beam.Map(
+            lambda r, s=split: (s, r[1])))
+    for split, records in serialized.items():
+        _ = records | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+            os.path.join(split_uri(examples_uri, split), FILE_PREFIX), file_name_suffix=".gz")
 
-    split_counts = [
-        outputs[split]
-        | f"Labels[{split}]" >> beam.Map(lambda e, s=split: (s, _label_counts(e)))
-        for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT)]
-    count = beam.combiners.Count.Globally
     _ = (pipeline
          | "SummarySeed" >> beam.Create([None])
          | "Summary" >> beam.Map(
              _summary,
              cutoff=as_single(cutoff),
              split_counts=as_single(
-                 split_counts | "AllLabels" >> beam.Flatten()
+                 label_counts | "AllLabels" >> beam.Flatten()
                  | "SumLabels" >> beam.CombinePerKey(_SumColumns(1 + len(_RATE_LABELS)))
-                 | "LabelList" >> beam.combiners.ToList()),
-             catalog_count=as_single(outputs[features.CATALOG_SPLIT] | "CountCatalog" >> count()),
-             unknown_count=as_single(joined[_UNKNOWN_ITEM] | "CountUnknown" >> count()),
-             unknown_sample=as_single(
-                 joined[_UNKNOWN_ITEM] | "DistinctUnknown" >> beam.Distinct()
-                 | "SampleUnknown" >> beam.combiners.Sample.FixedSizeGlobally(20)),
-             dropped_events=as_single(
-                 events | "NoUser" >> beam.Filter(lambda e: not e["user_id"])
-                 | "CountNoUser" >> count()),
-             read_events=as_single(events | "CountEvents" >> count()))
+                 | "LabelList" >> beam.combiners.ToList()))
          | "WriteSummary" >> beam.io.WriteToText(
              summary_path, num_shards=1, shard_name_template=""))
 

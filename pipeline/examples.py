@@ -35,8 +35,8 @@ Query
     unit's first event in (timestamp, seq) order; "" when there is none.
 Item features
     title, description, brand, category (the " > " path), top_category (its first level, ""
-    if none), price (NaN read as 0.0), in_stock (0/1) come from the items table. Units whose
-    item is not in the items table are dropped and counted.
+    if none), price (NaN read as 0.0), in_stock (0/1) come from the items table (every
+    non-search event must refer to an item of the table; the data contract ensures it).
 Time split
     cutoff = the exact (1 - eval_fraction) quantile of unit timestamps: the value at index
     floor((1 - eval_fraction) * N) of the sorted timestamps. Units at or after the cutoff go
@@ -298,7 +298,7 @@ def split_of(timestamp: int, cutoff: int) -> str:
 
 def to_tf_example(example: Mapping):
     """tf.train.Example with every feature of trainer/features.py, fixed shapes."""
-    import tensorflow as tf
+    from tensorflow.core.example import example_pb2   # the proto alone: ~3x faster than tf.train
 
     missing = [key for key in ALL_FEATURES if key not in example]
     if missing:
@@ -307,24 +307,24 @@ def to_tf_example(example: Mapping):
     if len(history) != features.HISTORY_LENGTH:
         raise ValueError(f"{features.HISTORY_ITEM_IDS} must have exactly "
                          f"{features.HISTORY_LENGTH} entries, got {len(history)}")
-    feature = {features.HISTORY_ITEM_IDS: tf.train.Feature(
-        bytes_list=tf.train.BytesList(value=[h.encode("utf-8") for h in history]))}
+    out = example_pb2.Example()
+    feature = out.features.feature
+    feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(
+        [h.encode("utf-8") for h in history])
     for key in features.STRING_FEATURES:
-        feature[key] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[str(example[key]).encode("utf-8")]))
+        feature[key].bytes_list.value.append(str(example[key]).encode("utf-8"))
     for key in features.INT_FEATURES:
-        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example[key])]))
+        feature[key].int64_list.value.append(int(example[key]))
     for key in features.FLOAT_FEATURES:
-        feature[key] = tf.train.Feature(
-            float_list=tf.train.FloatList(value=[float(example[key])]))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+        feature[key].float_list.value.append(float(example[key]))
+    return out
 
 
 def decode_example(serialized: bytes) -> dict:
     """Inverse of to_tf_example (for tests and inspection)."""
-    import tensorflow as tf
+    from tensorflow.core.example import example_pb2
 
-    parsed = tf.train.Example.FromString(serialized).features.feature
+    parsed = example_pb2.Example.FromString(serialized).features.feature
     out = {features.HISTORY_ITEM_IDS: [
         v.decode("utf-8") for v in parsed[features.HISTORY_ITEM_IDS].bytes_list.value]}
     for key in features.STRING_FEATURES:

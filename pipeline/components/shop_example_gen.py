@@ -101,7 +101,7 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     shop = _load_shop(data_dir, on_bad_rows, report_uri)
     events_path, items_path = example_beam.write_canonical_tables(
         shop.events, shop.items, work_dir)
-    table_report = shop.report.summary()
+    table_report, catalog_size = shop.report.summary(), len(shop.items)
     del shop                                  # the Beam pipeline reads the Parquet copies
     counts_path = os.path.join(work_dir, "example_counts.json")
     with beam_pipeline as p:
@@ -110,6 +110,7 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction,
                SESSION_GAP_MINUTES: session_gap_minutes, **table_report,
                **example_beam.read_summary(counts_path)}
+    summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
     cutoff = summary["cutoff_timestamp"]
     summary["cutoff_utc"] = None if cutoff is None else dt.datetime.fromtimestamp(
         cutoff, dt.timezone.utc).isoformat()

@@ -34,10 +34,8 @@ def tiny_frames():
         ("u2", "c", "view", NAN, "", "", 5000),          # > 30 min later: new session
         ("u2", "c", "purchase", 2.0, "", "", 5010),
         ("u1", "a", "rating", 5.0, "", "", 6000),
-        ("u1", "ghost", "view", NAN, "", "s2", 6100),    # not in the catalog: dropped
         ("u3", "a", "view", NAN, "", "", 7000),
         ("u3", "c", "view", NAN, "", "", 7100),
-        ("", "a", "view", NAN, "", "", 7200),            # no user: dropped and counted
     ]
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "query",
                                          "session_id", "timestamp"])
@@ -57,11 +55,10 @@ def expected_units(events, items, eval_fraction):
     item_rows = {i["item_id"]: examples.item_features(i) for i in items.to_dict("records")}
     records = events.assign(seq=range(len(events))).to_dict("records")
     joined = []
-    for user in sorted({r["user_id"] for r in records if r["user_id"]}):
+    for user in sorted({r["user_id"] for r in records}):
         for unit in examples.build_units(user, [r for r in records if r["user_id"] == user],
                                          30 * 60):
-            if unit[features.ITEM_ID] in item_rows:
-                joined.append(examples.join_item(unit, item_rows[unit[features.ITEM_ID]]))
+            joined.append(examples.join_item(unit, item_rows[unit[features.ITEM_ID]]))
     cutoff = examples.eval_cutoff([u[features.TIMESTAMP] for u in joined], eval_fraction)
     return joined, cutoff
 
@@ -102,21 +99,19 @@ def test_catalog_has_every_item_including_cold(generated):
     assert sorted(e[features.ITEM_ID] for e in catalog) == sorted(items["item_id"])
     cold = next(e for e in catalog if e[features.ITEM_ID] == "cold")
     assert cold[features.USER_ID] == "" and cold[features.CLICKED] == 0
-    assert summary["splits"]["catalog"]["examples"] == len(items)
+    assert cold[features.TITLE] == "Never seen"
 
 
 def test_summary_counts(generated):
-    uri, summary, events, _ = generated
-    assert summary["events_read"] == len(events)
-    assert summary["events_without_user"] == 1
-    assert summary["units_dropped_unknown_item"] == 1
-    assert summary["unknown_item_ids_sample"] == ["ghost"]
+    uri, summary, _, _ = generated
     splits = summary["splits"]
-    assert splits["train"]["examples"] == len(read_split(uri, "train"))
-    assert splits["eval"]["examples"] == len(read_split(uri, "eval"))
-    evaluation = read_split(uri, "eval")
-    clicked = sum(e[features.CLICKED] for e in evaluation) / len(evaluation)
-    assert splits["eval"]["clicked_rate"] == pytest.approx(clicked)
+    train, evaluation = read_split(uri, "train"), read_split(uri, "eval")
+    assert splits["train"]["examples"] == len(train)
+    assert splits["eval"]["examples"] == len(evaluation)
+    for split, rows in (("train", train), ("eval", evaluation)):
+        for label in (features.CLICKED, features.PURCHASED, features.HAS_RATING):
+            rate = sum(e[label] for e in rows) / len(rows)
+            assert splits[split][f"{label}_rate"] == pytest.approx(rate)
 
 
 def test_rating_and_query_survive_the_pipeline(generated):
@@ -134,6 +129,17 @@ def test_bad_parameters_and_tables_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="lacks columns \\['in_stock'\\]"):
         example_beam.write_canonical_tables(events, items.drop(columns="in_stock"),
                                             str(tmp_path))
+    ghost = events.copy()
+    ghost.loc[3, "item_id"] = "ghost"
+    with pytest.raises(ValueError, match="1 canonical events refer to items missing .*ghost"):
+        example_beam.write_canonical_tables(ghost, items, str(tmp_path))
+    anonymous = events.copy()
+    anonymous.loc[2, "user_id"] = ""
+    with pytest.raises(ValueError, match="empty user_id \\(rows \\[2\\]\\)"):
+        example_beam.write_canonical_tables(anonymous, items, str(tmp_path))
+    twice = pd.concat([items, items.iloc[:1]])
+    with pytest.raises(ValueError, match="duplicate item_id .*'a'"):
+        example_beam.write_canonical_tables(events, twice, str(tmp_path))
     with pytest.raises(ValueError, match="session_gap_minutes"):
         example_beam.build_pipeline(beam.Pipeline(), "e", "i", "u", "s", 0.1, 0)
     with pytest.raises(ValueError, match="eval_fraction"):
