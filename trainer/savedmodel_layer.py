@@ -11,6 +11,8 @@ Protocol of the wrapped object (TF Hub "reusable SavedModel"): `variables`,
 `__call__(inputs, training)`; objects without variables (e.g. the tokenizer) are called as
 `obj(inputs)`.
 """
+import os
+
 import tensorflow as tf
 import tf_keras
 
@@ -27,8 +29,13 @@ class SavedModelLayer(tf_keras.layers.Layer):
 
     def __init__(self, handle, trainable=False, output_key=None, **kwargs):
         super().__init__(trainable=trainable, **kwargs)
+        if isinstance(handle, os.PathLike):
+            handle = os.fspath(handle)
         self._handle = handle if isinstance(handle, str) else None
-        self._obj = tf.saved_model.load(handle) if isinstance(handle, str) else handle
+        if isinstance(handle, str):
+            import tensorflow_text  # noqa: F401  (registers ops our tokenizer exports use)
+            handle = tf.saved_model.load(handle)
+        self._obj = handle
         if not callable(self._obj):
             raise TypeError(f"{handle!r} is not callable: a reusable SavedModel needs a "
                             "__call__ tf.function")
