@@ -3,6 +3,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from trainer import autograph_setup  # noqa: F401  (fast first `fit`; see the module)
+
 _NEG_INF = -1e9
 
 
@@ -79,3 +81,4 @@ def global_batch_mean(loss_sum: tf.Tensor, local_batch_size) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
     return loss_sum / (tf.cast(local_batch_size, loss_sum.dtype) * replicas)
+

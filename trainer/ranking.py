@@ -150,8 +150,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps)
 
     metrics = evaluate(model, fn_args.eval_files, spec)
-    metrics.update(train_steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
-                   config=config.to_dict())
+    metrics.update(training=training.loss_summary(losses), config=config.to_dict())
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
                               config.score_weight)

@@ -16,7 +16,8 @@ from trainer import retrieval_eval
 from trainer import signatures
 from trainer import training
 from trainer.config import RetrievalConfig
-from trainer.layers import HashedBagOfWords, HistoryEncoder, as_column, global_batch_mean, mlp
+from trainer.layers import (HashedBagOfWords, HistoryEncoder, as_column,
+                            global_batch_mean, mlp)
 
 # Vocabulary features the model embeds (sizes from the Transform output).
 VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
@@ -142,8 +143,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     metrics = retrieval_eval.evaluate(
         model.query_tower, catalog_ids, catalog_embeddings, fn_args.eval_files,
         fn_args.train_files, spec, config.eval_ks)
-    metrics.update(train_steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
-                   config=config.to_dict())
+    metrics.update(training=training.loss_summary(losses), config=config.to_dict())
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")
 
     signatures.export_retrieval(fn_args.serving_model_dir, model, tft_output, catalog_ids,

@@ -37,6 +37,13 @@ def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
     return recorder.losses
 
 
+def loss_summary(losses: List[float]) -> Dict[str, float]:
+    """Steps run and the mean loss of the first and of the last few steps."""
+    window = max(1, min(10, len(losses) // 5))
+    return {"steps": len(losses), "loss_first": sum(losses[:window]) / window,
+            "loss_last": sum(losses[-window:]) / window}
+
+
 def write_report(model_run_dir: str, metrics: Dict[str, Any], losses: List[float],
                  title: str) -> None:
     """Writes `metrics.json` and `loss_curve.png` into `model_run_dir` and logs the metrics."""

@@ -1,0 +1,63 @@
+"""trainer.config: custom_config dicts -> validated dataclasses (no TensorFlow needed)."""
+import pytest
+
+from trainer.config import RANKING_HEADS, RankingConfig, RetrievalConfig
+
+
+def test_defaults_from_empty_or_none():
+    assert RetrievalConfig.from_custom_config(None) == RetrievalConfig()
+    config = RetrievalConfig.from_custom_config({})
+    assert config.top_k == 100 and config.seed == 42 and config.eval_ks == (10, 50, 100)
+    assert RankingConfig.from_custom_config(None).loss_weight == {"click": 1.0, "purchase": 1.0}
+
+
+def test_values_are_coerced_from_json_types():
+    config = RetrievalConfig.from_custom_config(
+        {"learning_rate": 1, "hidden_units": [32, 16], "eval_ks": [5], "use_text": False})
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert config.hidden_units == (32, 16) and config.eval_ks == (5,)
+    assert config.use_text is False
+
+
+def test_unknown_key_names_the_key_and_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown custom_config key\(s\) \['embeding_dim'\].*"
+                                         r"embedding_dim"):
+        RetrievalConfig.from_custom_config({"embeding_dim": 8})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", "64", "must be an integer"),
+    ("batch_size", 0, "batch_size must be >= 1"),
+    ("use_history", 1, "must be true/false"),
+    ("temperature", 0, "temperature must be > 0"),
+    ("learning_rate", -0.1, "learning_rate must be >= 0"),
+    ("hidden_units", 8, "must be a list"),
+])
+def test_bad_values_are_rejected(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        RetrievalConfig.from_custom_config({key: value})
+
+
+def test_towers_need_at_least_one_part():
+    with pytest.raises(ValueError, match="query tower"):
+        RetrievalConfig.from_custom_config(
+            {"use_user_id": False, "use_history": False, "use_text": False})
+    with pytest.raises(ValueError, match="candidate tower"):
+        RetrievalConfig.from_custom_config(
+            {"use_item_id": False, "use_item_features": False, "use_text": False})
+
+
+def test_degrade_means_learning_rate_zero():
+    assert RetrievalConfig.from_custom_config({"degrade": True}).effective_learning_rate == 0
+    assert RankingConfig().effective_learning_rate == RankingConfig().learning_rate > 0
+
+
+def test_ranking_weights_must_cover_exactly_the_heads():
+    config = RankingConfig.from_custom_config({"score_weights": {"click": 0.2, "purchase": 3}})
+    assert config.score_weight == {"click": 0.2, "purchase": 3.0}
+    assert config.to_dict()["score_weights"] == {"click": 0.2, "purchase": 3.0}
+    with pytest.raises(ValueError, match="exactly the heads"):
+        RankingConfig.from_custom_config({"loss_weights": {"click": 1.0}})
+    with pytest.raises(ValueError, match=">= 0"):
+        RankingConfig.from_custom_config({"loss_weights": {"click": 1.0, "purchase": -1}})
+    assert set(RANKING_HEADS) == {"click", "purchase"}
