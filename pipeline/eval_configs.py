@@ -1,7 +1,7 @@
 """TFMA EvalConfigs for the two Evaluators: what is measured, sliced and required for blessing.
 
-Thresholds apply to the overall slice only (`per_slice_thresholds`), so a thin category slice
-cannot veto a model by noise; per-category numbers are still computed and reported.
+Thresholds apply to the overall slice only (MetricConfig.per_slice_thresholds), so a thin
+category slice cannot veto a model by noise; per-category numbers are still computed and reported.
 Change thresholds compare the candidate with the latest blessed model of the same kind.
 """
 import tensorflow_model_analysis as tfma
@@ -20,14 +20,19 @@ RANKING_EVAL_SIGNATURE = "serving_default"
 RANKING_HEADS = {"click": features.CLICKED, "purchase": features.PURCHASED}
 
 
-def _overall_threshold(metric: str, lower_bound: float, max_drop: float):
+def _gated(class_name: str, lower_bound: float, max_drop: float) -> tfma.MetricConfig:
+    """A metric that must reach `lower_bound` and lose at most `max_drop` vs the baseline.
+
+    The thresholds sit on the MetricConfig (not MetricsSpec.per_slice_thresholds, whose keys
+    are for in-graph metrics and never match, which TFMA reports as "Metric not found").
+    """
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -max_drop}))
-    return {metric: tfma.PerSliceMetricThresholds(thresholds=[
-        tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=threshold)])}
+    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=[
+        tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=threshold)])
 
 
 def _options():
@@ -51,9 +56,8 @@ def retrieval_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
         metrics_specs=[tfma.MetricsSpec(
             metrics=[tfma.MetricConfig(class_name="ExampleCount"),
                      tfma.MetricConfig(class_name="WeightedExampleCount"),
-                     tfma.MetricConfig(class_name="MeanPrediction")],
-            per_slice_thresholds=_overall_threshold(
-                "mean_prediction", cfg.min_retrieval_recall, cfg.max_retrieval_recall_drop))],
+                     _gated("MeanPrediction", cfg.min_retrieval_recall,
+                            cfg.max_retrieval_recall_drop)])],
         options=_options())
 
 
@@ -65,11 +69,10 @@ def ranking_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
         specs.append(tfma.MetricsSpec(
             output_names=[head],
             metrics=[tfma.MetricConfig(class_name="ExampleCount"),
-                     tfma.MetricConfig(class_name="AUC"),
+                     _gated("AUC", lower[head], cfg.max_auc_drop),
                      tfma.MetricConfig(class_name="MeanLabel"),
                      tfma.MetricConfig(class_name="MeanPrediction"),
-                     tfma.MetricConfig(class_name="Calibration")],
-            per_slice_thresholds=_overall_threshold("auc", lower[head], cfg.max_auc_drop)))
+                     tfma.MetricConfig(class_name="Calibration")]))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=RANKING_EVAL_SIGNATURE, label_keys=dict(RANKING_HEADS),
