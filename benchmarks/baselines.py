@@ -90,9 +90,10 @@ def fit_transitions3(task, seed, window=3, decay=0.5, normalize=True):
 def ease_weights(gram, lam):
     """EASE^R item-item weights B from the Gram matrix X^T X (Steck, WWW 2019).
 
-    P = (G + lam I)^-1; B_ij = -P_ij / P_jj; diag(B) = 0. Float32 Cholesky inverse.
+    P = (G + lam I)^-1; B_ij = -P_ij / P_jj; diag(B) = 0. Float32 Cholesky inverse, in place
+    on one Fortran-ordered copy of the Gram matrix; returns a C-ordered array.
     """
-    g = np.array(gram, dtype=np.float32, copy=True)
+    g = np.array(gram, dtype=np.float32, order="F")
     g[np.diag_indices_from(g)] += lam
     chol, info = scipy.linalg.lapack.spotrf(g, lower=1, overwrite_a=1)
     if info != 0:
@@ -100,20 +101,23 @@ def ease_weights(gram, lam):
     p, info = scipy.linalg.lapack.spotri(chol, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
-    _symmetrize_lower(p)         # spotri fills the lower triangle only
-    p /= -np.diag(p).copy()[None, :]
-    p[np.diag_indices_from(p)] = 0.0
-    return p
+    # spotri fills the lower triangle of a Fortran array: its transpose is a C-ordered view
+    # with the upper triangle filled (P is symmetric, so P^T = P).
+    b = np.ascontiguousarray(p.T)
+    mirror_upper_to_lower(b)
+    b /= -np.diag(b).copy()[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
 
 
-def _symmetrize_lower(a, block=1024):
-    """Copy the lower triangle of square ``a`` onto its upper one, in place, in row blocks."""
+def mirror_upper_to_lower(a, block=1024):
+    """Copy the upper triangle of square C-ordered ``a`` onto its lower one, in place."""
     n = a.shape[0]
     for r0 in range(0, n, block):
         r1 = min(n, r0 + block)
         diag = a[r0:r1, r0:r1]
-        a[r0:r1, r0:r1] = np.tril(diag) + np.tril(diag, -1).T
-        a[r0:r1, r1:] = a[r1:, r0:r1].T
+        a[r0:r1, r0:r1] = np.triu(diag) + np.triu(diag, 1).T
+        a[r0:r1, :r0] = a[:r0, r0:r1].T
 
 
 def _ease_scorer(b, active, n_items):
@@ -125,26 +129,29 @@ def _ease_scorer(b, active, n_items):
     return scorer
 
 
-def fit_ease(task, seed, lambdas=(100.0, 250.0, 500.0, 1000.0), select="ndcg@10"):
-    """EASE^R on the binary train user x item matrix; lambda chosen on validation ``select``.
+def fit_ease(task, seed, lambdas=(250.0, 500.0, 1000.0), select="ndcg@10",
+             variant="unfiltered"):
+    """EASE^R on the binary train user x item matrix; lambda chosen on the validation
+    ``select`` metric of ``variant`` (both variants' curves are recorded).
 
     Only items occurring in train get weights (others score 0; exact, since their Gram rows
-    are zero). Unfiltered validation metric decides.
+    are zero).
     """
     x = history_matrix(task.train, task.n_items)
     active = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
     xa = x[:, active]
     gram = (xa.T @ xa).toarray()
-    best, tried = None, {}
+    best, curves = None, {v: {} for v in ("unfiltered", "filtered")}
     lambdas = list(lambdas)
     for lam in (task.progress(lambdas) if task.progress else lambdas):
         b = ease_weights(gram, float(lam))
-        metric = task.validate(_ease_scorer(b, active, task.n_items))["unfiltered"][select]
-        tried[str(lam)] = metric
-        if best is None or metric > best[0]:
-            best = (metric, float(lam), b)
+        metrics = task.validate(_ease_scorer(b, active, task.n_items))
+        for v in curves:
+            curves[v][str(lam)] = metrics[v][select]
+        if best is None or metrics[variant][select] > best[0]:
+            best = (metrics[variant][select], float(lam), b)
         del b
-    metric, lam, b = best
+    _, lam, b = best
     return Fitted(_ease_scorer(b, active, task.n_items),
-                  {"lambda": lam, f"validation_{select}_by_lambda": tried,
+                  {"lambda": lam, f"validation_{select}_by_lambda": curves,
                    "active_items": int(len(active))})

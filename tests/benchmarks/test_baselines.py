@@ -67,20 +67,23 @@ def test_ease_weights_match_closed_form():
     expected = -p / np.diag(p)[None, :]
     np.fill_diagonal(expected, 0.0)
     got = baselines.ease_weights(gram, 10.0)
+    assert got.flags.c_contiguous
     assert np.allclose(got, expected, atol=1e-4)
     assert np.all(np.diag(got) == 0)
 
 
-def test_symmetrize_lower_across_blocks():
-    a = np.tril(np.arange(49, dtype=np.float32).reshape(7, 7)) + np.triu(np.full((7, 7), -1.0), 1)
-    baselines._symmetrize_lower(a, block=3)
+def test_mirror_upper_to_lower_across_blocks():
+    upper = np.triu(np.arange(49, dtype=np.float32).reshape(7, 7))
+    a = upper + np.tril(np.full((7, 7), -1.0, dtype=np.float32), -1)
+    baselines.mirror_upper_to_lower(a, block=3)
     assert np.array_equal(a, a.T)
-    assert np.array_equal(np.tril(a), np.tril(np.arange(49).reshape(7, 7)))
+    assert np.array_equal(np.triu(a), upper)
 
 
 def test_ease_selects_lambda_on_validation(planted_data):
     task, _, _ = planted_data
-    fitted = baselines.fit_ease(task, 0, lambdas=(1.0, 1000.0))
-    by_lambda = fitted.info["validation_ndcg@10_by_lambda"]
-    assert set(by_lambda) == {"1.0", "1000.0"}
-    assert fitted.info["lambda"] == float(max(by_lambda, key=by_lambda.get))
+    for variant in ("unfiltered", "filtered"):
+        fitted = baselines.fit_ease(task, 0, lambdas=(1.0, 1000.0), variant=variant)
+        curve = fitted.info["validation_ndcg@10_by_lambda"][variant]
+        assert set(curve) == {"1.0", "1000.0"}
+        assert fitted.info["lambda"] == float(max(curve, key=curve.get))
