@@ -23,7 +23,9 @@ Ratings
     the rating's (any session): rating = the value, has_rating = 1; the unit's other labels do
     not change. When several ratings attach to one unit the latest wins. A rating with no
     such unit makes (or joins) the unit (rating's session, item) with clicked = 1, taking the
-    rating's time if that is earlier. Ratings without a value (NaN) are ignored.
+    rating's time if that is earlier. Ratings without a value (NaN) are ignored. Ratings
+    often come days after a purchase, so the latest units (the eval split) have fewer of them
+    than earlier ones: compare has_rating rates only between equally old units.
 History
     The user's engaged items (click, add_to_cart, purchase, rating events) with timestamp
     strictly before the unit's timestamp (same-second events are excluded), distinct, most

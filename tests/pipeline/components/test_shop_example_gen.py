@@ -125,7 +125,6 @@ def test_all_units_at_one_time_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_local_dag_runner_run(tmp_path):
-    from ml_metadata.proto import metadata_store_pb2  # noqa: F401  (tfx dependency)
     from tfx import v1 as tfx
     from tfx.orchestration import metadata
     from tfx.types import artifact_utils, standard_artifacts
