@@ -7,6 +7,9 @@ ENV_STAMP := $(VENV)/.env-stamp
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
+# Some machines set PYTHONDONTWRITEBYTECODE; without .pyc caching every TF/TFX process spends
+# ~40 s recompiling the stack. Cache bytecode (in .venv and __pycache__, both git-ignored).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: env demo test test-fast lock clean
 
