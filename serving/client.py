@@ -1,6 +1,6 @@
 """Clients for TF Serving (or the development stand-in): gRPC and REST, same methods.
 
-    client = GrpcPredictClient("localhost:8500")          # or RestPredictClient("http://localhost:8501")
+    client = GrpcPredictClient("localhost:8500")  # or RestPredictClient("http://localhost:8501")
     out = client.predict("ranking", {"query": ["red lipstick"], "x": np.zeros((1, 3), np.float32)})
     client.metadata("ranking").signatures["serving_default"].inputs
     client.status("ranking")  # [VersionStatus(version=3, state="AVAILABLE", ...)]
@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving.errors import (CODE_NAMES, DeadlineExceeded, InvalidArgument, NotFound,  # noqa: F401
+from serving.errors import (CODE_NAMES, DeadlineExceeded, InvalidArgument, NotFound,
                             ServingError, Unavailable, error_for_code, error_for_http)
 from serving.model_metadata import (ModelMetadata, SignatureSpec, VersionStatus,
                                     signatures_from_dict, signatures_from_proto)

@@ -45,6 +45,7 @@ class ModelServer:
                  base_path_mapping: dict[str, str] | None = None,
                  rest_api_num_threads: int = 16):
         self.registry = ModelRegistry(configs)
+        self._applied_configs = list(configs)
         self._host, self._port, self._rest_port = host, port, rest_api_port
         self._poll_s = file_system_poll_wait_seconds
         self._config_file = model_config_file
@@ -56,21 +57,26 @@ class ModelServer:
         self.grpc_port = self.rest_port = None
 
     def start(self) -> "ModelServer":
+        """Load the models, open the ports, start polling; on failure undo and raise."""
         self.registry.poll()  # initial load, before any port is open
+        try:
+            self._grpc, self.grpc_port = create_grpc_server(
+                self.registry, self._port, self._host, reload_config=self.reload_config)
+            log.info("Running gRPC ModelServer at %s:%d ...", self._host, self.grpc_port)
+            if self._rest_port:  # 0 disables the REST API, as in TF Serving
+                self._rest = RestServer(self.registry, self._rest_port, self._host,
+                                        self._rest_threads).start()
+                self.rest_port = self._rest.port
+                log.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.rest_port)
+        except Exception:
+            self.stop(grace_s=0)
+            raise
         if self._poll_s > 0:
             self._pollers.append(
                 Poller(self.registry.poll, self._poll_s, "version-poller").start())
         if self._config_file and self._config_poll_s > 0:
             self._pollers.append(Poller(self._reload_config_file, self._config_poll_s,
                                         "config-poller").start())
-        self._grpc, self.grpc_port = create_grpc_server(
-            self.registry, self._port, self._host, reload_config=self.reload_config)
-        log.info("Running gRPC ModelServer at %s:%d ...", self._host, self.grpc_port)
-        if self._rest_port:  # 0 disables the REST API, as in TF Serving
-            self._rest = RestServer(self.registry, self._rest_port, self._host,
-                                    self._rest_threads).start()
-            self.rest_port = self._rest.port
-            log.info("Exporting HTTP/REST API at:%s:%d ...", self._host, self.rest_port)
         return self
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -90,6 +96,7 @@ class ModelServer:
             configs = configs_from_proto(proto, "ReloadConfigRequest", self._mapping)
         except ConfigError as e:
             raise InvalidArgument(str(e)) from None
+        self._applied_configs = configs
         self.registry.update_config(configs)
         self.registry.poll()
 
@@ -99,6 +106,10 @@ class ModelServer:
         except ConfigError as e:
             log.error("Keeping the current models; the model config is invalid: %s", e)
             return
+        if configs == self._applied_configs:
+            return
+        log.info("Model config changed: now serving %s", ", ".join(c.name for c in configs))
+        self._applied_configs = configs
         self.registry.update_config(configs)
         self.registry.poll()
 

@@ -162,3 +162,111 @@ def test_error_carries_server_message(client):
     with pytest.raises(ServingError) as e:
         client.status("no_such_model")
     assert str(e.value).startswith("NOT_FOUND: ") and e.value.http_status == 404
+
+
+class FlakyModelService:
+    """A gRPC ModelService answering ``codes`` (then OK) to successive GetModelStatus."""
+
+    def __init__(self, codes):
+        from concurrent import futures
+
+        import grpc
+        from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc)
+
+        self.calls, codes = 0, list(codes)
+        outer = self
+
+        class Servicer(model_service_pb2_grpc.ModelServiceServicer):
+            def GetModelStatus(self, request, context):
+                outer.calls += 1
+                if codes:
+                    context.abort(codes.pop(0), "try again")
+                response = get_model_status_pb2.GetModelStatusResponse()
+                response.model_version_status.add(version=1, state=30)
+                return response
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(Servicer(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+
+class FlakyHttp:
+    """An HTTP server answering ``statuses`` (then a status JSON) to successive GETs."""
+
+    def __init__(self, statuses):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls, statuses = 0, list(statuses)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.calls += 1
+                status = statuses.pop(0) if statuses else 200
+                body = json.dumps({"error": "busy"} if status != 200 else {
+                    "model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                              "status": {"error_code": "OK",
+                                                         "error_message": ""}}]}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_grpc_retries_only_unavailable():
+    import grpc
+
+    flaky = FlakyModelService([grpc.StatusCode.UNAVAILABLE] * 2)
+    with GrpcPredictClient(f"127.0.0.1:{flaky.port}", retries=2, backoff=0.01) as c:
+        assert c.status("m")[0].state == "AVAILABLE" and flaky.calls == 3
+    flaky = FlakyModelService([grpc.StatusCode.UNAVAILABLE] * 2)
+    with GrpcPredictClient(f"127.0.0.1:{flaky.port}", retries=1, backoff=0.01) as c:
+        with pytest.raises(Unavailable, match="try again"):
+            c.status("m")
+        assert flaky.calls == 2
+    flaky = FlakyModelService([grpc.StatusCode.NOT_FOUND])
+    with GrpcPredictClient(f"127.0.0.1:{flaky.port}", retries=3, backoff=0.01) as c:
+        with pytest.raises(NotFound):
+            c.status("m")
+        assert flaky.calls == 1
+    flaky.server.stop(0)
+
+
+def test_rest_retries_only_503_and_connection_errors():
+    flaky = FlakyHttp([503, 503])
+    with RestPredictClient(f"http://127.0.0.1:{flaky.port}", retries=2, backoff=0.01) as c:
+        assert c.status("m")[0].version == 1 and flaky.calls == 3
+    flaky = FlakyHttp([503, 503])
+    with RestPredictClient(f"http://127.0.0.1:{flaky.port}", retries=1, backoff=0.01) as c:
+        with pytest.raises(Unavailable, match="busy"):
+            c.status("m")
+        assert flaky.calls == 2
+    flaky = FlakyHttp([404])
+    with RestPredictClient(f"http://127.0.0.1:{flaky.port}", retries=3, backoff=0.01) as c:
+        with pytest.raises(NotFound, match="busy"):
+            c.status("m")
+        assert flaky.calls == 1
+    flaky.server.shutdown()
+
+
+def test_backoff_is_exponential_and_bounded(monkeypatch):
+    import serving.client as client_module
+
+    sleeps = []
+    monkeypatch.setattr(client_module.time, "sleep", sleeps.append)
+    monkeypatch.setattr(client_module.random, "uniform", lambda a, b: 1.0)
+    c = RestPredictClient("http://127.0.0.1:1", retries=5, backoff=0.1, max_backoff=0.5)
+    for attempt in range(5):
+        c._sleep_before_retry(attempt)
+    assert sleeps == [0.1, 0.2, 0.4, 0.5, 0.5]
+    c.close()

@@ -93,7 +93,8 @@ def test_metadata_response(predict_stub):
     assert response.model_spec.version.value == 1
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
-    assert signatures.signature_def["embed"].outputs["embedding"].dtype == tf.float32.as_datatype_enum
+    embedding = signatures.signature_def["embed"].outputs["embedding"]
+    assert embedding.dtype == tf.float32.as_datatype_enum
 
 
 def test_metadata_field_is_validated(predict_stub):
