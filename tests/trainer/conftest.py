@@ -1,0 +1,44 @@
+"""Shared, expensive fixtures of the trainer tests: the synthetic shop after tf.Transform and
+one trained retrieval and one trained ranking run on it (each built once per session)."""
+import os
+import types
+
+import pytest
+
+from tests.trainer import shop_runs, synthetic_shop
+from tests.trainer.transform_run import run_transform
+
+RETRIEVAL_CONFIG = {"embedding_dim": 32, "hidden_units": [64], "batch_size": 64, "epochs": 8,
+                    "learning_rate": 0.01, "top_k": 20, "eval_ks": [10, 20], "seed": 3}
+RANKING_CONFIG = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 64, "epochs": 6,
+                  "learning_rate": 0.01, "seed": 3,
+                  "score_weights": {"click": 0.25, "purchase": 2.0}}
+
+
+@pytest.fixture(scope="session")
+def transformed_shop(tmp_path_factory):
+    """Raw splits, Transform output and the generated rows of the synthetic shop."""
+    root = str(tmp_path_factory.mktemp("shop"))
+    raw = os.path.join(root, "raw")
+    rows = synthetic_shop.write(raw)
+    graph_dir, examples_dir = run_transform(raw, root, synthetic_shop.raw_feature_spec())
+    return types.SimpleNamespace(root=root, raw=raw, rows=rows, transform_graph=graph_dir,
+                                 examples=examples_dir)
+
+
+@pytest.fixture(scope="session")
+def retrieval_run(transformed_shop, tmp_path_factory):
+    """The retrieval run_fn trained once on the synthetic shop (RETRIEVAL_CONFIG)."""
+    from trainer import retrieval  # pylint: disable=import-outside-toplevel
+    out = str(tmp_path_factory.mktemp("retrieval"))
+    return shop_runs.run(retrieval.run_fn,
+                         shop_runs.fn_args(transformed_shop, out, RETRIEVAL_CONFIG))
+
+
+@pytest.fixture(scope="session")
+def ranking_run(transformed_shop, tmp_path_factory):
+    """The ranking run_fn trained once on the synthetic shop (RANKING_CONFIG)."""
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    out = str(tmp_path_factory.mktemp("ranking"))
+    return shop_runs.run(ranking.run_fn,
+                         shop_runs.fn_args(transformed_shop, out, RANKING_CONFIG))
