@@ -1,6 +1,7 @@
 # shoprec images. Cannot be built on the development machines (no Docker engine); kept minimal.
 #
 #   docker build --target pipeline -t shoprec-pipeline .   # Kubeflow / Vertex pipeline steps
+#   docker build --target api -t shoprec-api .             # recommendation API (serving/tfserving/docker-compose.yml)
 #
 # Target `pipeline`: the TFX 1.16 image plus our pinned extras and the shoprec package, so the
 # KFP v2 spec written by `tfx_pipeline.py --runner kubeflow_v2 --image <this image>` can resolve
@@ -22,3 +23,19 @@ COPY trainer/ trainer/
 COPY serving/ serving/
 COPY benchmarks/ benchmarks/
 RUN python -m pip install --no-cache-dir --no-deps .
+
+# Target `api`: the recommendation/search API in front of the stock tensorflow/serving image.
+# It talks to TF Serving over gRPC (SHOPREC_TFSERVING_GRPC) and needs no TFX, TFRS or Keras.
+FROM python:3.11-slim AS api
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /shoprec
+COPY requirements/ requirements/
+RUN python -m pip install --no-cache-dir \
+      $(grep -E '^(tensorflow|tensorflow-serving-api|grpcio|protobuf|numpy|pandas|pyarrow|fastapi|uvicorn|httpx|prometheus-client|redis|starlette|pydantic|pydantic-core)==' requirements/lock.txt)
+COPY setup.py ./
+COPY pipeline/ pipeline/
+COPY trainer/__init__.py trainer/features.py trainer/
+COPY serving/ serving/
+RUN python -m pip install --no-cache-dir --no-deps .
+EXPOSE 8000
+CMD ["python", "-m", "serving.api", "--shop", "/data/shop", "--tfserving-grpc", "tfserving:8500", "--host", "0.0.0.0", "--port", "8000"]
