@@ -82,9 +82,17 @@ def fit_transitions(task, seed, normalize=True):
     return _transition_scorer(task, 1, 1.0, normalize)
 
 
-def fit_transitions3(task, seed, window=3, decay=0.5, normalize=True):
-    """Transitions from the last ``window`` items, weighted ``decay ** age`` (last item: 1)."""
-    return _transition_scorer(task, window, decay, normalize)
+def fit_transitions3(task, seed, window=3, decays=(0.1, 0.2, 0.3, 0.5), normalize=False,
+                     select="ndcg@10"):
+    """Transitions from the last ``window`` items, weighted ``decay ** age`` (last item: 1);
+    ``decay`` chosen on the unfiltered validation ``select`` metric."""
+    best, curve = None, {}
+    for decay in decays:
+        scorer = _transition_scorer(task, window, decay, normalize)
+        curve[str(decay)] = task.validate(scorer)["unfiltered"][select]
+        if best is None or curve[str(decay)] > best[0]:
+            best = (curve[str(decay)], float(decay), scorer)
+    return Fitted(best[2], {"decay": best[1], f"validation_{select}_by_decay": curve})
 
 
 def ease_weights(gram, lam):

@@ -48,10 +48,19 @@ def test_transition_matrix_counts_and_normalises():
 def test_transitions3_weights_recent_items_by_decay():
     # 0 -> 5 and 1 -> 6 and 2 -> 7, each once; history [...0, 1, 2] with decay 0.5.
     task = registry.FitTask([np.array([0, 5]), np.array([1, 6]), np.array([2, 7])], None, 8,
-                            protocol.EvalSet([], np.zeros(0)))
-    scores = baselines.fit_transitions3(task, 0, window=3, decay=0.5)([np.array([4, 0, 1, 2])])
+                            protocol.EvalSet([np.array([0])], np.array([5])))
+    fitted = baselines.fit_transitions3(task, 0, window=3, decays=(0.5,), normalize=True)
+    assert fitted.info["decay"] == 0.5
+    scores = fitted.scorer([np.array([4, 0, 1, 2])])
     np.testing.assert_allclose(scores[0, [7, 6, 5]], [1.0, 0.5, 0.25], atol=1e-5)
     assert np.argsort(-scores[0])[:3].tolist() == [7, 6, 5]
+
+
+def test_transitions3_selects_decay_on_validation(planted_data):
+    task, _, _ = planted_data
+    fitted = baselines.fit_transitions3(task, 0, decays=(0.1, 0.9))
+    curve = fitted.info["validation_ndcg@10_by_decay"]
+    assert fitted.info["decay"] == float(max(curve, key=curve.get))
 
 
 def test_history_matrix_is_binary():
