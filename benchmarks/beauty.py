@@ -174,7 +174,11 @@ def main(argv=None):
                       parse_overrides(args.set), args.batch_size)
     except (beauty_data.BeautyDataError, ValueError, KeyError) as err:
         sys.exit(f"error: {err}")
-    results["command"] = " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:]))
+    run_info = {"command": " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:])),
+                "created": results["created"],
+                "git_commit": results["environment"]["git_commit"]}
+    for model in results["models"].values():
+        model["run"] = run_info        # so merged files say which run measured each model
     stem = "beauty" if args.max_users is None else f"beauty_u{args.max_users}"
     json_path = os.path.join(args.out, f"{stem}.json")
     if args.merge and os.path.exists(json_path):

@@ -49,6 +49,9 @@ def test_cli_runs_models_and_writes_results(planted_folder, tmp_path, capsys):
     assert set(merged["models"]) == {"popular", "transitions", "ease"}
     assert merged["models"]["ease"]["options"]["lambdas"] == [5, 50]
     assert merged["models"]["ease"]["info"]["lambda"] in (5.0, 50.0)
+    assert "popular,transitions" in merged["models"]["popular"]["run"]["command"]
+    assert "--merge" in merged["models"]["ease"]["run"]["command"]
+    assert {"popular.fit", "ease.fit", "load"} <= set(merged["stage_seconds"])
     with pytest.raises(SystemExit, match="--merge: seed differs"):
         beauty.main(["--data", planted_folder, "--models", "popular", "--seed", "4",
                      "--out", out, "--max-users", "150", "--merge"])
