@@ -1,0 +1,1 @@
+"""shoprec's recommendation API: ``python -m serving.api`` or ``create_app(settings)``."""

@@ -1,0 +1,190 @@
+"""The recommendation API (FastAPI): ``create_app(settings)``. Endpoints in docs/api.md.
+
+Errors are JSON ``{"error": "<what is wrong, naming the field>"}``; validation errors
+(422) add ``"detail": [{"loc": [...], "msg": ..., "type": ...}]``. A client mistake is
+always 4xx; 503 means the model server or event store cannot answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from serving.api.metrics import ApiMetrics
+from serving.api.recommender import NotReady, Recommendations, UnknownItem
+from serving.api.services import Services
+from serving.api.settings import Settings
+from serving.client import ServingError
+from serving.event_store import EventStoreError, now_seconds
+from serving.event_validation import EventValidationError, FieldProblem, validate_events
+
+
+def _error(status: int, message: str, detail: list | None = None) -> JSONResponse:
+    body = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+def _field_name(loc) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header"):
+        return f"{parts[0]} parameter '{'.'.join(parts[1:])}'"
+    return f"field '{'.'.join(parts)}'"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API over the shop in ``settings.shop_dir`` and the models at
+    ``settings.tfserving_grpc``; services start in the lifespan (bounded wait)."""
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services = await run_in_threadpool(lambda: Services(settings, metrics).start())
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.close)
+
+    app = FastAPI(title="shoprec API", version="1", lifespan=lifespan,
+                  description="Recommendations, search and similar items for a shop.")
+    app.state.settings, app.state.metrics = settings, metrics
+    _install_error_handlers(app)
+    _install_latency_middleware(app, metrics)
+
+    def services() -> Services:
+        return app.state.services
+
+    def answer(endpoint: str, result: Recommendations, **extra) -> dict:
+        svc = services()
+        metrics.answers.labels(endpoint, result.strategy).inc()
+        for stage in result.degraded:
+            metrics.degraded.labels(stage).inc()
+        items = [{**svc.catalog.describe(r.row), "score": round(r.score, 6),
+                  "reason": {k: v for k, v in vars(r.reason).items() if v is not None}}
+                 for r in result.items]
+        return {**extra, "strategy": result.strategy, "items": items,
+                "degraded": result.degraded, "model_versions": svc.watcher.versions}
+
+    k_param = Query(settings.default_k, ge=1, le=settings.max_k,
+                    description=f"number of items (1..{settings.max_k})")
+
+    @app.get("/v1/recommend")
+    def recommend(user_id: str = Query(..., min_length=1, max_length=256), k: int = k_param):
+        result = services().recommender.recommend(user_id, k)
+        return answer("recommend", result, user_id=user_id, k=k,
+                      context={"history": result.history, "query": result.query})
+
+    @app.get("/v1/search")
+    def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
+               user_id: str | None = Query(None, min_length=1, max_length=256),
+               k: int = k_param):
+        if not q.strip():
+            raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
+                                           "msg": "must contain a non-space character",
+                                           "input": q}])
+        result = services().recommender.search(q.strip(), user_id, k)
+        return answer("search", result, q=q.strip(), user_id=user_id, k=k)
+
+    @app.get("/v1/items/{item_id:path}/similar")
+    def similar(item_id: str = Path(..., min_length=1), k: int = k_param):
+        result = services().recommender.similar(item_id, k)
+        return answer("similar", result, item_id=item_id, k=k)
+
+    @app.post("/v1/events")
+    async def post_events(request: Request):
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
+                               "fewer events per request")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(400, f"body: not valid JSON ({e})")
+        svc = services()
+        received = now_seconds()
+        events = await run_in_threadpool(validate_events, payload, svc.catalog.index,
+                                         received, settings.max_events_per_request)
+        stored = await run_in_threadpool(svc.add_events, events, received)
+        return {"accepted": stored}
+
+    @app.get("/healthz")
+    def healthz():
+        svc = services()
+        body = {"models": svc.watcher.versions, "catalog_items": len(svc.catalog),
+                "embeddings_version": svc.catalog.embeddings_version}
+        try:
+            svc.store.ping()
+        except EventStoreError as e:
+            return JSONResponse({**body, "status": "unavailable", "error": str(e)}, 503)
+        if not svc.watcher.ready:
+            return JSONResponse({**body, "status": "starting",
+                                 "error": svc.watcher.last_error or "loading models"}, 503)
+        return {**body, "status": "ok"}
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "")} for e in exc.errors()]
+        message = "; ".join(f"{_field_name(d['loc'])}: {d['msg']}" for d in detail)
+        return _error(422, message, detail)
+
+    @app.exception_handler(EventValidationError)
+    async def invalid_events(request: Request, exc: EventValidationError):
+        problems: list[FieldProblem] = exc.problems
+        message = "; ".join(f"{_field_name(p.loc)}: {p.message}" for p in problems[:10])
+        if len(problems) > 10:
+            message += f"; ... and {len(problems) - 10} more"
+        return _error(422, message, [p.as_dict() for p in problems])
+
+    @app.exception_handler(UnknownItem)
+    async def unknown_item(request: Request, exc: UnknownItem):
+        return _error(404, f"path parameter 'item_id': no item {exc.args[0]!r} in the catalog")
+
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Request, exc: NotReady):
+        return _error(503, str(exc))
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError):
+        return _error(503, f"model server: {exc}")
+
+    @app.exception_handler(EventStoreError)
+    async def store_error(request: Request, exc: EventStoreError):
+        return _error(503, f"event store: {exc}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+
+def _install_latency_middleware(app: FastAPI, metrics: ApiMetrics) -> None:
+    @app.middleware("http")
+    async def observe_latency(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        endpoint = "unmatched"
+        for route in app.router.routes:
+            if route.matches(request.scope)[0] == Match.FULL:
+                endpoint = getattr(route, "path", endpoint)
+                break
+        metrics.request_latency.labels(endpoint, request.method,
+                                       str(response.status_code)).observe(
+            time.perf_counter() - started)
+        return response

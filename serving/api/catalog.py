@@ -1,0 +1,138 @@
+"""The catalog the API recommends from: item features, candidate embeddings, popularity.
+
+Rows are positions in the shop's items table. Embeddings come from the retrieval model's
+``candidate_embedding`` signature (see model_backend) and are kept L2-normalised, so
+similarities are cosines. Popularity = engagement counts, updated as events arrive.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+
+from pipeline import contract_spec as spec
+from trainer import features as F
+
+
+def top_category(path: str) -> str:
+    """First level of a " > " category path ("" if none)."""
+    return path.split(spec.CATEGORY_SEPARATOR, 1)[0].strip()
+
+
+class Catalog:
+    """Item columns as arrays + id lookup + embeddings + popularity (thread-safe updates)."""
+
+    def __init__(self, items: pd.DataFrame):
+        if len(items) == 0:
+            raise ValueError("the catalog is empty")
+        self.ids = items[spec.ITEM_ID].to_numpy(dtype=object)
+        self.index = pd.Index(self.ids)
+        self._row = {item_id: i for i, item_id in enumerate(self.ids)}
+        self.titles = items[spec.TITLE].to_numpy(dtype=object)
+        self.descriptions = items[spec.DESCRIPTION].to_numpy(dtype=object)
+        self.brands = items[spec.BRAND].to_numpy(dtype=object)
+        self.categories = items[spec.CATEGORIES].to_numpy(dtype=object)
+        self.top_categories = np.array([top_category(c) for c in self.categories],
+                                       dtype=object)
+        self.prices = items[spec.PRICE].fillna(0.0).to_numpy(dtype=np.float64)
+        self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
+        self.popularity = np.zeros(len(self.ids), dtype=np.float64)
+        self._popular_order: np.ndarray | None = None
+        self._embeddings: np.ndarray | None = None
+        self.embeddings_version: int | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row(self, item_id: str) -> int | None:
+        """Row of an item id, None if unknown."""
+        return self._row.get(item_id)
+
+    def rows(self, item_ids) -> np.ndarray:
+        """Rows of the known ids, in order (unknown ids are skipped)."""
+        found = (self._row.get(i) for i in item_ids)
+        return np.fromiter((r for r in found if r is not None), dtype=np.int64)
+
+    # ---- model inputs ----
+    def candidate_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Inputs of the retrieval model's candidate_embedding signature."""
+        return {F.ITEM_ID: _text(self.ids[rows]), F.TITLE: _text(self.titles[rows]),
+                F.DESCRIPTION: _text(self.descriptions[rows]), F.BRAND: _text(self.brands[rows]),
+                F.CATEGORY: _text(self.categories[rows]),
+                F.PRICE: self.prices[rows].astype(np.float32),
+                F.IN_STOCK: self.in_stock[rows].astype(np.int64)}
+
+    def ranking_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Item-side inputs of the ranking model's score signature."""
+        return {F.ITEM_ID: _text(self.ids[rows]), F.BRAND: _text(self.brands[rows]),
+                F.CATEGORY: _text(self.categories[rows]),
+                F.PRICE: self.prices[rows].astype(np.float32),
+                F.IN_STOCK: self.in_stock[rows].astype(np.int64)}
+
+    # ---- embeddings ----
+    def set_embeddings(self, embeddings: np.ndarray, version: int | None) -> None:
+        """Install [N, D] candidate embeddings (normalised here) computed by model `version`."""
+        if embeddings.shape[0] != len(self):
+            raise ValueError(f"expected {len(self)} embeddings, got {embeddings.shape[0]}")
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        normalised = (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
+        with self._lock:
+            self._embeddings, self.embeddings_version = normalised, version
+
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """[N, D] unit-length candidate embeddings, None until computed."""
+        return self._embeddings
+
+    def neighbours(self, row: int, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
+        """The k rows most similar (cosine) to `row` among `allowed` (bool [N]), best first."""
+        emb = self._embeddings
+        sims = emb @ emb[row]
+        sims = np.where(allowed, sims, -np.inf)
+        sims[row] = -np.inf
+        k = min(k, int(np.isfinite(sims).sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(int(r), float(sims[r])) for r in top]
+
+    # ---- popularity ----
+    def set_popularity(self, counts: dict[str, int]) -> None:
+        """Replace engagement counts (ids not in the catalog are ignored)."""
+        popularity = np.zeros(len(self), dtype=np.float64)
+        for item_id, n in counts.items():
+            r = self._row.get(item_id)
+            if r is not None:
+                popularity[r] = n
+        with self._lock:
+            self.popularity, self._popular_order = popularity, None
+
+    def add_engagements(self, item_ids) -> None:
+        """Count new engagement events."""
+        rows = self.rows(item_ids)
+        with self._lock:
+            np.add.at(self.popularity, rows, 1.0)
+            self._popular_order = None
+
+    def popular(self, n: int, allowed: np.ndarray) -> np.ndarray:
+        """Up to n allowed rows by descending popularity (ties: catalog order)."""
+        with self._lock:
+            order = self._popular_order
+            if order is None:
+                order = np.lexsort((np.arange(len(self)), -self.popularity))
+                self._popular_order = order
+        return order[allowed[order]][:max(n, 0)]
+
+    def describe(self, row: int) -> dict:
+        """Public fields of one item."""
+        return {"item_id": self.ids[row], "title": self.titles[row], "brand": self.brands[row],
+                "category": self.categories[row], "price": float(self.prices[row]),
+                "in_stock": bool(self.in_stock[row])}
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Object array of str (what the gRPC client sends as DT_STRING)."""
+    return np.asarray(values, dtype=object)

@@ -1,0 +1,161 @@
+"""The retrieval and ranking models as the API uses them, through TF Serving's gRPC API.
+
+``ModelBackend`` turns recommender requests into Predict calls on the exported signatures
+(trainer/signatures.py): retrieval ``top_k`` / ``candidate_embedding``, ranking ``score``.
+``ModelWatcher`` polls which versions TF Serving serves and recomputes the catalog's
+candidate embeddings whenever the retrieval version changes (TF Serving swaps versions
+on its own; the cached embeddings must follow).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from pipeline.examples import pad_history
+from serving.api.catalog import Catalog
+from serving.client import GrpcPredictClient, ServingError
+from trainer import features as F
+
+log = logging.getLogger("serving.api.models")
+
+TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
+
+
+def _strings(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _history(history: list[str], batch: int) -> np.ndarray:
+    """[batch, HISTORY_LENGTH] object array: the padded history repeated."""
+    padded = pad_history(history)
+    out = np.empty((batch, len(padded)), dtype=object)
+    out[:] = padded
+    return out
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class ModelBackend:
+    """Predict calls for the recommender; errors are ``serving.client.ServingError``."""
+
+    def __init__(self, client: GrpcPredictClient, retrieval_model: str = "retrieval",
+                 ranking_model: str = "ranking"):
+        self.client = client
+        self.retrieval_model, self.ranking_model = retrieval_model, ranking_model
+
+    @classmethod
+    def connect(cls, address: str, deadline_s: float, retries: int,
+                retrieval_model: str = "retrieval",
+                ranking_model: str = "ranking") -> "ModelBackend":
+        client = GrpcPredictClient(address, deadline_s=deadline_s, retries=retries,
+                                   backoff=0.05, max_backoff=0.5)
+        return cls(client, retrieval_model, ranking_model)
+
+    def top_k(self, user_id: str, history: list[str], query: str) -> tuple[list[str], np.ndarray]:
+        """Retrieval over the full catalog: (item ids, scores), best first."""
+        out = self.client.predict(self.retrieval_model, {
+            F.USER_ID: _strings([user_id]), F.HISTORY_ITEM_IDS: _history(history, 1),
+            F.QUERY: _strings([query])}, signature=TOP_K)
+        return _decode(out["item_ids"][0]), np.asarray(out["scores"][0], dtype=np.float64)
+
+    def score(self, user_id: str, history: list[str],
+              item_inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Ranking score of each item for this user context ([n] float)."""
+        n = len(item_inputs[F.ITEM_ID])
+        inputs = {F.USER_ID: _strings([user_id] * n), F.HISTORY_ITEM_IDS: _history(history, n),
+                  **item_inputs}
+        out = self.client.predict(self.ranking_model, inputs, signature=SCORE,
+                                  output_filter=["score"])
+        return np.asarray(out["score"], dtype=np.float64)
+
+    def candidate_embeddings(self, catalog: Catalog, batch_size: int) -> np.ndarray:
+        """[N, D] candidate embeddings of the whole catalog, in batches."""
+        parts = []
+        for start in range(0, len(catalog), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(catalog)))
+            out = self.client.predict(self.retrieval_model, catalog.candidate_inputs(rows),
+                                      signature=CANDIDATE_EMBEDDING, output_filter=["embedding"])
+            parts.append(np.asarray(out["embedding"], dtype=np.float32))
+        return np.concatenate(parts)
+
+    def served_versions(self) -> dict[str, int]:
+        """model name -> version TF Serving serves now (for unpinned requests)."""
+        return {name: self.client.metadata(name).version
+                for name in (self.retrieval_model, self.ranking_model)}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ModelWatcher:
+    """Keeps ``versions`` current and the catalog embeddings from the served retrieval model."""
+
+    def __init__(self, backend: ModelBackend, catalog: Catalog, poll_s: float,
+                 batch_size: int, on_versions: Callable[[dict], None] | None = None):
+        self.backend, self.catalog = backend, catalog
+        self.poll_s, self.batch_size = poll_s, batch_size
+        self.on_versions = on_versions
+        self.versions: dict[str, int] = {}
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once both models answered and the catalog embeddings are loaded."""
+        return bool(self.versions) and self.catalog.embeddings is not None
+
+    def refresh(self) -> bool:
+        """One poll: read versions, recompute embeddings if needed. Returns ``ready``."""
+        try:
+            versions = self.backend.served_versions()
+            retrieval = versions[self.backend.retrieval_model]
+            if self.catalog.embeddings is None or self.catalog.embeddings_version != retrieval:
+                started = time.perf_counter()
+                embeddings = self.backend.candidate_embeddings(self.catalog, self.batch_size)
+                self.catalog.set_embeddings(embeddings, retrieval)
+                log.info("catalog embeddings from %s version %s: %d items in %.1f s",
+                         self.backend.retrieval_model, retrieval, len(self.catalog),
+                         time.perf_counter() - started)
+            if versions != self.versions:
+                log.info("models served: %s", versions)
+            self.versions = versions
+            self.last_error = None
+            if self.on_versions:
+                self.on_versions(versions)
+        except ServingError as e:
+            self.last_error = str(e)
+            log.warning("model server not usable yet: %s", e)
+        return self.ready
+
+    def wait_ready(self, timeout_s: float, interval_s: float = 0.5) -> bool:
+        """Refresh until ready or timeout_s passed (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.refresh():
+            if time.monotonic() + interval_s > deadline or self._stop.is_set():
+                return False
+            self._stop.wait(interval_s)
+        return True
+
+    def start(self) -> "ModelWatcher":
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        # poll quickly until the model server has answered once, then every poll_s
+        while not self._stop.wait(self.poll_s if self.ready else min(self.poll_s, 1.0)):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,226 @@
+"""Multi-stage recommendation, search and similar items, free of HTTP.
+
+recommend(user): context from the event store (history = distinct engaged items, most
+recent first; purchases; the current session's search) -> retrieval ``top_k`` over the
+full catalog -> filter (purchased, out of stock) -> ranking ``score`` -> diversify (at
+most ``max_category_share`` of k per top category) -> a reason per item. Users without
+engagements get the search-driven list when they searched in their current session, else
+the most popular items. Short lists are filled with popular items. When a model call
+fails the answer degrades (retrieval -> popular, ranking -> retrieval order) and says so.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from serving.api.catalog import Catalog
+from serving.api.model_backend import ModelBackend
+from serving.api.search_text import TextIndex, words
+from serving.api.settings import Settings
+from serving.client import ServingError
+from serving.event_store import EventStore, UserContext
+
+ENGAGEMENT_VERBS = {"click": "clicked “{}”", "add_to_cart": "added “{}” to your cart",
+                    "purchase": "bought “{}”", "rating": "rated “{}”"}
+
+
+class UnknownItem(LookupError):
+    """The item id is not in the catalog."""
+
+
+class NotReady(RuntimeError):
+    """Catalog embeddings are not loaded yet (model server not reached so far)."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    type: str           # similar_to_history | interest | matches_search | popular | similar_item
+    text: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Recommended:
+    row: int
+    score: float
+    reason: Reason
+
+
+@dataclass
+class Recommendations:
+    items: list[Recommended]
+    strategy: str                 # personalized | search | popular | similar
+    degraded: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)
+    query: str = ""
+
+
+class Recommender:
+    """The API's logic over a catalog, an event store and the two models."""
+
+    def __init__(self, catalog: Catalog, store: EventStore, models: ModelBackend,
+                 settings: Settings, observe: Callable[[str, float], None] | None = None):
+        self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
+        self.text_index = TextIndex(catalog)
+        self._observe = observe or (lambda stage, seconds: None)
+
+    @contextmanager
+    def _stage(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._observe(name, time.perf_counter() - started)
+
+    def _allowed(self, purchased: set[str] | None = None) -> np.ndarray:
+        allowed = self.catalog.in_stock.copy() if self.settings.filter_out_of_stock \
+            else np.ones(len(self.catalog), dtype=bool)
+        if purchased and self.settings.filter_purchased:
+            allowed[self.catalog.rows(purchased)] = False
+        return allowed
+
+    # ---- recommend ----
+    def recommend(self, user_id: str, k: int) -> Recommendations:
+        with self._stage("context"):
+            ctx = self.store.user_context(user_id)
+        allowed = self._allowed(ctx.purchased)
+        result = Recommendations([], "popular", history=ctx.history, query=ctx.query)
+        if ctx.known or ctx.query:
+            rows, scores = self._retrieve(user_id, ctx, allowed, result)
+            if len(rows) and ctx.known:
+                result.strategy = "personalized"
+                rows, scores = self._rank(user_id, ctx, rows, scores, result)
+                with self._stage("diversify"):
+                    keep = diversify(self.catalog.top_categories[rows], k,
+                                     self.settings.max_category_share)
+                rows, scores = rows[keep], scores[keep]
+            elif len(rows):
+                result.strategy = "search"
+            with self._stage("reasons"):
+                result.items = self._explain(rows[:k], scores[:k], ctx, result.strategy)
+        self._fill_popular(result, allowed, k)
+        return result
+
+    def _retrieve(self, user_id, ctx: UserContext, allowed, result):
+        try:
+            with self._stage("retrieval"):
+                ids, scores = self.models.top_k(user_id, ctx.history, ctx.query)
+        except ServingError:
+            result.degraded.append("retrieval")
+            return np.zeros(0, np.int64), np.zeros(0)
+        with self._stage("filter"):
+            found = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
+                     if r is not None and allowed[r]]
+        rows = np.array([r for r, _ in found], dtype=np.int64)
+        return rows, np.array([s for _, s in found], dtype=np.float64)
+
+    def _rank(self, user_id, ctx: UserContext, rows, scores, result):
+        try:
+            with self._stage("ranking"):
+                ranked = self.models.score(user_id, ctx.history,
+                                           self.catalog.ranking_inputs(rows))
+        except ServingError:
+            result.degraded.append("ranking")
+            return rows, scores
+        order = np.argsort(-ranked, kind="stable")
+        return rows[order], ranked[order]
+
+    def _explain(self, rows, scores, ctx: UserContext, strategy: str) -> list[Recommended]:
+        reasons = [None] * len(rows)
+        emb = self.catalog.embeddings
+        history_rows = self.catalog.rows(ctx.history)
+        if strategy == "personalized" and emb is not None and len(history_rows) and len(rows):
+            sims = emb[rows] @ emb[history_rows].T
+            best = sims.argmax(axis=1)
+            for i, j in enumerate(best):
+                if sims[i, j] >= self.settings.reason_min_similarity:
+                    item = self.catalog.ids[history_rows[j]]
+                    verb = ENGAGEMENT_VERBS.get(ctx.last_engagement.get(item), "viewed “{}”")
+                    title = self.catalog.titles[history_rows[j]]
+                    reasons[i] = Reason("similar_to_history",
+                                        "Because you " + verb.format(title), item)
+        interests = set(self.catalog.top_categories[history_rows])
+        query_words = set(words(ctx.query))
+        out = []
+        for i, (row, score) in enumerate(zip(rows, scores)):
+            reason = reasons[i]
+            top = self.catalog.top_categories[row]
+            if reason is None and query_words & self.text_index.words_of(row):
+                reason = Reason("matches_search", f"Matches your search “{ctx.query}”")
+            if reason is None and top in interests:
+                reason = Reason("interest", f"Matches your interest in {top}")
+            if reason is None:
+                reason = Reason("for_you", "Picked for you from your recent activity")
+            out.append(Recommended(int(row), float(score), reason))
+        return out
+
+    def _fill_popular(self, result: Recommendations, allowed: np.ndarray, k: int) -> None:
+        """Append popular allowed items (not already listed) until there are k."""
+        missing = k - len(result.items)
+        if missing <= 0:
+            return
+        allowed = allowed.copy()
+        allowed[[r.row for r in result.items]] = False
+        for row in self.catalog.popular(missing, allowed):
+            top = self.catalog.top_categories[row] or "the shop"
+            result.items.append(Recommended(int(row), float(self.catalog.popularity[row]),
+                                            Reason("popular", f"Popular in {top}")))
+
+    # ---- search ----
+    def search(self, query: str, user_id: str | None, k: int) -> Recommendations:
+        """Items for a search text, personalised by the user's context when given."""
+        with self._stage("context"):
+            ctx = self.store.user_context(user_id) if user_id else UserContext([], {})
+        allowed = self._allowed()
+        result = Recommendations([], "search", history=ctx.history, query=query)
+        query_words = set(words(query))
+        try:
+            with self._stage("retrieval"):
+                ids, scores = self.models.top_k(user_id or "", ctx.history, query)
+            found = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
+                     if r is not None and allowed[r]][:k]
+        except ServingError:
+            result.degraded.append("retrieval")
+            found = self.text_index.search(query_words, allowed, k)
+        for row, score in found:
+            matched = sorted(query_words & self.text_index.words_of(row))
+            reason = Reason("matches_search", "Matches " + ", ".join(f"“{w}”" for w in matched)) \
+                if matched else Reason("related_to_search", f"Related to “{query}”")
+            result.items.append(Recommended(int(row), float(score), reason))
+        return result
+
+    # ---- similar items ----
+    def similar(self, item_id: str, k: int) -> Recommendations:
+        """Nearest catalog neighbours of an item's candidate embedding (cosine)."""
+        row = self.catalog.row(item_id)
+        if row is None:
+            raise UnknownItem(item_id)
+        if self.catalog.embeddings is None:
+            raise NotReady("catalog embeddings are not loaded yet: the model server has "
+                           "not answered so far")
+        with self._stage("neighbours"):
+            found = self.catalog.neighbours(row, k, self._allowed())
+        title = self.catalog.titles[row]
+        items = [Recommended(r, s, Reason("similar_item", f"Similar to “{title}”", item_id))
+                 for r, s in found]
+        return Recommendations(items, "similar")
+
+
+def diversify(categories: np.ndarray, k: int, max_share: float) -> np.ndarray:
+    """Positions to keep, in order: greedy in the given (score) order, at most
+    ceil(max_share * k) per category among the first k; the others follow, in order."""
+    cap = max(1, math.ceil(max_share * k))
+    counts: dict[str, int] = {}
+    first, rest = [], []
+    for i, category in enumerate(categories):
+        if len(first) < k and counts.get(category, 0) < cap:
+            counts[category] = counts.get(category, 0) + 1
+            first.append(i)
+        else:
+            rest.append(i)
+    return np.array(first + rest, dtype=np.int64)

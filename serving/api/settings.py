@@ -1,0 +1,98 @@
+"""Configuration of the recommendation API: one frozen dataclass, checked when built.
+
+Values come from arguments (``python -m serving.api``), else ``SHOPREC_*`` environment
+variables (``Settings.from_env``), else the defaults below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+ENV_PREFIX = "SHOPREC_"
+
+
+class SettingsError(ValueError):
+    """A setting has an unusable value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API needs to start; see docs/api.md for the meaning of each field."""
+
+    shop_dir: str
+    tfserving_grpc: str = "localhost:8500"
+    event_store: str = "sqlite:///var/shoprec/events.sqlite3"
+    on_bad_rows: str = "quarantine"          # policy for the shop export at startup
+    retrieval_model: str = "retrieval"
+    ranking_model: str = "ranking"
+    default_k: int = 10
+    max_k: int = 50
+    max_category_share: float = 0.5         # diversity: at most this share of k per top category
+    filter_purchased: bool = True
+    filter_out_of_stock: bool = True
+    reason_min_similarity: float = 0.5      # cosine needed to say "similar to <history item>"
+    tfserving_deadline_s: float = 2.0
+    tfserving_retries: int = 2
+    embedding_batch_size: int = 512
+    model_poll_s: float = 10.0              # how often model versions are checked
+    startup_wait_s: float = 60.0            # wait this long for TF Serving before serving
+    max_events_per_request: int = 1000
+    max_body_bytes: int = 1_000_000
+    max_query_chars: int = 500
+
+    def __post_init__(self):
+        def need(ok: bool, name: str, what: str):
+            if not ok:
+                raise SettingsError(f"setting {name}={getattr(self, name)!r}: {what}")
+
+        need(bool(self.shop_dir), "shop_dir", "the shop folder is required (--shop)")
+        host, _, port = self.tfserving_grpc.rpartition(":")
+        need(bool(host) and port.isdigit(), "tfserving_grpc", "expected HOST:PORT")
+        need(self.on_bad_rows in ("fail", "quarantine"), "on_bad_rows",
+             "expected fail or quarantine")
+        need(1 <= self.max_k <= 100, "max_k", "must be between 1 and 100 (retrieval K)")
+        need(1 <= self.default_k <= self.max_k, "default_k", "must be between 1 and max_k")
+        need(0 < self.max_category_share <= 1, "max_category_share", "must be in (0, 1]")
+        need(-1 <= self.reason_min_similarity <= 1, "reason_min_similarity",
+             "must be a cosine in [-1, 1]")
+        for name in ("tfserving_deadline_s", "model_poll_s"):
+            need(getattr(self, name) > 0, name, "must be > 0")
+        need(self.startup_wait_s >= 0, "startup_wait_s", "must be >= 0")
+        need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
+        for name in ("embedding_batch_size", "max_events_per_request", "max_body_bytes",
+                     "max_query_chars"):
+            need(getattr(self, name) >= 1, name, "must be >= 1")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Defaults < ``SHOPREC_<FIELD>`` environment variables < ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "shop_dir" not in values:
+            raise SettingsError("setting shop_dir: the shop folder is required "
+                                "(--shop or SHOPREC_SHOP_DIR)")
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind) -> object:
+    """Environment text -> the field's type."""
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError("expected true/false")
+            return lowered in ("1", "true", "yes")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {e}") from None
+    return raw
