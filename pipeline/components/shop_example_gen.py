@@ -48,7 +48,8 @@ EXAMPLES, REPORT = "examples", "report"
 class ShopDataReport(types.Artifact):
     """Data contract and example-generation report of one run (summary.json, quarantine)."""
 
-    TYPE_NAME = "ShopDataReport"
+    # "<namespace>.<Name>": the form KFP v2 requires of custom artifact type names.
+    TYPE_NAME = "shoprec.ShopDataReport"
 
 
 def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
