@@ -103,9 +103,9 @@ def api_model_server(api_serving_dir):
 def make_settings(shop: Path, grpc_port: int, event_db: Path, **overrides):
     from serving.api.settings import Settings
 
+    values = {"startup_wait_s": 30, "tfserving_deadline_s": 10, **overrides}
     return Settings(shop_dir=str(shop), tfserving_grpc=f"127.0.0.1:{grpc_port}",
-                    event_store=f"sqlite:///{event_db}", startup_wait_s=30,
-                    tfserving_deadline_s=10, **overrides)
+                    event_store=f"sqlite:///{event_db}", **values)
 
 
 @pytest.fixture(scope="module")
