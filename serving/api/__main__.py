@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
@@ -48,6 +49,9 @@ def main(argv=None) -> int:
             startup_wait_s=args.startup_wait_s)
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(settings.shop_dir):
+        print(f"error: shop folder {settings.shop_dir!r} does not exist", file=sys.stderr)
         return 2
     from serving.api.app import create_app   # imports TensorFlow protos: after arg checks
 

@@ -31,7 +31,7 @@ class Settings:
     max_category_share: float = 0.5         # diversity: at most this share of k per top category
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
-    reason_min_similarity: float = 0.5      # cosine needed to say "similar to <history item>"
+    reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"
     tfserving_deadline_s: float = 2.0
     tfserving_retries: int = 2
     embedding_batch_size: int = 512
