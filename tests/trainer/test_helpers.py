@@ -33,7 +33,8 @@ def test_recalls_with_and_without_history_filter():
     scores = lambda rows: np.tile(np.array([3.0, 2.0, 1.0, 0.0]), (len(rows), 1))
     targets = np.array([1, 2, 0, -1])               # the last target is not in the catalog
     history = np.array([[0, -1], [-1, -1], [0, 1], [-1, -1]])
-    out = retrieval_eval._recalls(scores, targets, history, ks=(1, 2))  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    out = retrieval_eval._recalls(scores, targets, history, ks=(1, 2))
     assert out["recall@1"] == 1 / 4                 # only query 2 (target 0) hits at 1
     assert out["recall@2"] == 2 / 4
     # Filtered: q0 ranks [1, 2, 3] -> hit@1; q1 unchanged -> miss@2 (rank 3);
