@@ -13,10 +13,11 @@ refused rather than guessed at.
 from __future__ import annotations
 
 import hashlib
+import queue
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,7 +190,11 @@ def _statements(script: str) -> list[str]:
 
 
 class SqliteEventStore(EventStore):
-    """Events in one SQLite file in WAL mode: readers never wait for the writer."""
+    """Events in one SQLite file in WAL mode: readers never wait for the writer.
+
+    Connections are pooled (reused by whichever thread needs one), so their number stays
+    at the peak of concurrent calls however often worker threads come and go.
+    """
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 5000):
         self.path = str(path)
@@ -198,94 +203,104 @@ class SqliteEventStore(EventStore):
                                   "to in-memory databases)")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._busy_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        conn = self._conn()
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise EventStoreError(f"{self.path}: could not switch to WAL (journal_mode={mode})")
-        self.schema_version = migrate(conn)
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._closed = False
+        with self._conn() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise EventStoreError(f"{self.path}: could not switch to WAL "
+                                      f"(journal_mode={mode})")
+            self.schema_version = migrate(conn)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False, timeout=self._busy_ms / 1000)
-            except sqlite3.Error as e:
-                raise EventStoreError(f"cannot open event store {self.path}: {e}") from None
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self._busy_ms / 1000)
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
             conn.execute("PRAGMA synchronous = NORMAL")   # durable at checkpoints; WAL-safe
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        except sqlite3.Error as e:
+            raise EventStoreError(f"cannot open event store {self.path}: {e}") from None
         return conn
 
-    def add(self, events: pd.DataFrame, received_at: int | None = None) -> int:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+    @contextmanager
+    def _conn(self):
+        if self._closed:
+            raise EventStoreError(f"event store {self.path} is closed")
         try:
-            conn.executemany(
-                "INSERT INTO events (user_id, item_id, event_type, value, query, session_id, "
-                "timestamp, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                event_rows(events, received_at))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            self._pool.put(conn)
+
+    def _query(self, sql: str, params=()) -> list:
+        with self._conn() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def add(self, events: pd.DataFrame, received_at: int | None = None) -> int:
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO events (user_id, item_id, event_type, value, query, "
+                    "session_id, timestamp, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    event_rows(events, received_at))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return len(events)
 
     def recent_engagements(self, user_id, limit):
-        return self._conn().execute(
+        return self._query(
             "SELECT item_id, event_type, timestamp FROM events WHERE user_id = ? AND "
             f"event_type IN {_IN_ENGAGED} ORDER BY timestamp DESC, id DESC LIMIT ?",
-            (user_id, *_ENGAGED, limit)).fetchall()
+            (user_id, *_ENGAGED, limit))
 
     def purchased_items(self, user_id):
-        rows = self._conn().execute(
-            "SELECT DISTINCT item_id FROM events WHERE user_id = ? AND event_type = ?",
-            (user_id, PURCHASE))
+        rows = self._query("SELECT DISTINCT item_id FROM events WHERE user_id = ? AND "
+                           "event_type = ?", (user_id, PURCHASE))
         return {r[0] for r in rows}
 
     def last_search(self, user_id):
-        return self._conn().execute(
-            "SELECT query, timestamp FROM events WHERE user_id = ? AND event_type = ? "
-            "ORDER BY timestamp DESC, id DESC LIMIT 1", (user_id, spec.SEARCH)).fetchone()
+        rows = self._query("SELECT query, timestamp FROM events WHERE user_id = ? AND "
+                           "event_type = ? ORDER BY timestamp DESC, id DESC LIMIT 1",
+                           (user_id, spec.SEARCH))
+        return tuple(rows[0]) if rows else None
 
     def last_timestamp(self, user_id):
-        return self._conn().execute("SELECT MAX(timestamp) FROM events WHERE user_id = ?",
-                                    (user_id,)).fetchone()[0]
+        return self._query("SELECT MAX(timestamp) FROM events WHERE user_id = ?",
+                           (user_id,))[0][0]
 
     def engagement_counts(self):
-        rows = self._conn().execute(
-            f"SELECT item_id, COUNT(*) FROM events WHERE event_type IN {_IN_ENGAGED} "
-            "GROUP BY item_id", _ENGAGED)
-        return dict(rows.fetchall())
+        return dict(self._query(f"SELECT item_id, COUNT(*) FROM events WHERE event_type IN "
+                                f"{_IN_ENGAGED} GROUP BY item_id", _ENGAGED))
 
     def get_meta(self, key):
-        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def set_meta(self, key, value):
-        self._conn().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             (key, value))
+        self._query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def count(self):
-        return self._conn().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self._query("SELECT COUNT(*) FROM events")[0][0]
 
     def ping(self):
         try:
-            self._conn().execute("SELECT 1").fetchone()
+            self._query("SELECT 1")
         except sqlite3.Error as e:
             raise EventStoreError(f"event store {self.path}: {e}") from None
 
     def close(self):
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._closed = True
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                break
 
 
 def open_event_store(url: str) -> EventStore:

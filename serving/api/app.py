@@ -10,6 +10,7 @@ import json
 import time
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -49,6 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         services = await run_in_threadpool(lambda: Services(settings, metrics).start())
         app.state.services = services
+        # admission control: requests beyond this wait here instead of thrashing the CPU
+        app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent_requests)
         try:
             yield
         finally:
@@ -58,10 +61,15 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Recommendations, search and similar items for a shop.")
     app.state.settings, app.state.metrics = settings, metrics
     _install_error_handlers(app)
-    _install_latency_middleware(app, metrics)
+    app.add_middleware(LatencyMiddleware, metrics=metrics, router=app.router)
 
     def services() -> Services:
         return app.state.services
+
+    async def limited(function, *args):
+        """Run blocking recommender work in a worker thread, at most
+        ``max_concurrent_requests`` at a time."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=app.state.limiter)
 
     def answer(endpoint: str, result: Recommendations, **extra) -> dict:
         svc = services()
@@ -78,25 +86,26 @@ def create_app(settings: Settings) -> FastAPI:
                     description=f"number of items (1..{settings.max_k})")
 
     @app.get("/v1/recommend")
-    def recommend(user_id: str = Query(..., min_length=1, max_length=256), k: int = k_param):
-        result = services().recommender.recommend(user_id, k)
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=256),
+                        k: int = k_param):
+        result = await limited(services().recommender.recommend, user_id, k)
         return answer("recommend", result, user_id=user_id, k=k,
                       context={"history": result.history, "query": result.query})
 
     @app.get("/v1/search")
-    def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
-               user_id: str | None = Query(None, min_length=1, max_length=256),
-               k: int = k_param):
+    async def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
+                     user_id: str | None = Query(None, min_length=1, max_length=256),
+                     k: int = k_param):
         if not q.strip():
             raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
                                            "msg": "must contain a non-space character",
                                            "input": q}])
-        result = services().recommender.search(q.strip(), user_id, k)
+        result = await limited(services().recommender.search, q.strip(), user_id, k)
         return answer("search", result, q=q.strip(), user_id=user_id, k=k)
 
     @app.get("/v1/items/{item_id:path}/similar")
-    def similar(item_id: str = Path(..., min_length=1), k: int = k_param):
-        result = services().recommender.similar(item_id, k)
+    async def similar(item_id: str = Path(..., min_length=1), k: int = k_param):
+        result = await limited(services().recommender.similar, item_id, k)
         return answer("similar", result, item_id=item_id, k=k)
 
     @app.post("/v1/events")
@@ -111,9 +120,9 @@ def create_app(settings: Settings) -> FastAPI:
             return _error(400, f"body: not valid JSON ({e})")
         svc = services()
         received = now_seconds()
-        events = await run_in_threadpool(validate_events, payload, svc.catalog.index,
-                                         received, settings.max_events_per_request)
-        stored = await run_in_threadpool(svc.add_events, events, received)
+        events = await limited(validate_events, payload, svc.catalog.index, received,
+                               settings.max_events_per_request)
+        stored = await limited(svc.add_events, events, received)
         return {"accepted": stored}
 
     @app.get("/healthz")
@@ -174,17 +183,33 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, str(exc.detail))
 
 
-def _install_latency_middleware(app: FastAPI, metrics: ApiMetrics) -> None:
-    @app.middleware("http")
-    async def observe_latency(request: Request, call_next):
+class LatencyMiddleware:
+    """ASGI middleware: request latency per route template, method and status."""
+
+    def __init__(self, app, metrics: ApiMetrics, router):
+        self.app, self.metrics, self.router = app, metrics, router
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = "unmatched"
-        for route in app.router.routes:
-            if route.matches(request.scope)[0] == Match.FULL:
-                endpoint = getattr(route, "path", endpoint)
-                break
-        metrics.request_latency.labels(endpoint, request.method,
-                                       str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.request_latency.labels(
+                self._endpoint(scope), scope["method"], str(status[0])).observe(
+                time.perf_counter() - started)
+
+    def _endpoint(self, scope) -> str:
+        for route in self.router.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return getattr(route, "path", "unmatched")
+        return "unmatched"

@@ -37,6 +37,7 @@ class Settings:
     embedding_batch_size: int = 512
     model_poll_s: float = 10.0              # how often model versions are checked
     startup_wait_s: float = 60.0            # wait this long for TF Serving before serving
+    max_concurrent_requests: int = 8        # requests computed at once; the rest queue
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = 500
@@ -60,8 +61,8 @@ class Settings:
             need(getattr(self, name) > 0, name, "must be > 0")
         need(self.startup_wait_s >= 0, "startup_wait_s", "must be >= 0")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
-        for name in ("embedding_batch_size", "max_events_per_request", "max_body_bytes",
-                     "max_query_chars"):
+        for name in ("embedding_batch_size", "max_concurrent_requests",
+                     "max_events_per_request", "max_body_bytes", "max_query_chars"):
             need(getattr(self, name) >= 1, name, "must be >= 1")
 
     @classmethod

@@ -215,3 +215,15 @@ def test_wal_readers_are_not_blocked_by_an_open_write(tmp_path):
 def test_bad_store_urls_are_explained(url, message):
     with pytest.raises(EventStoreError, match=message):
         open_event_store(url)
+
+
+def test_sqlite_connections_are_reused_across_short_lived_threads(tmp_path):
+    store = SqliteEventStore(tmp_path / "events.sqlite3")
+    for _ in range(20):
+        thread = threading.Thread(target=store.user_context, args=("u",))
+        thread.start()
+        thread.join()
+    assert store._pool.qsize() == 1, "worker threads come and go; connections stay"
+    store.close()
+    with pytest.raises(EventStoreError, match="closed"):
+        store.user_context("u")
