@@ -43,6 +43,7 @@ class LocalStack:
         self.rest_port = rest_port or portpicker.pick_unused_port()
         self.api_port = api_port or portpicker.pick_unused_port()
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="shoprec-stack-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.event_store = event_store or f"sqlite:///{self.log_dir / 'events.sqlite3'}"
         self.startup_timeout_s = startup_timeout_s
         self.processes: dict[str, subprocess.Popen] = {}

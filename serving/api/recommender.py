@@ -189,8 +189,11 @@ class Recommender:
             found = self.text_index.search(query_words, allowed, k)
         for row, score in found:
             matched = sorted(query_words & self.text_index.words_of(row))
-            reason = Reason("matches_search", "Matches " + ", ".join(f"“{w}”" for w in matched)) \
-                if matched else Reason("related_to_search", f"Related to “{query}”")
+            if matched:
+                reason = Reason("matches_search",
+                                "Matches " + ", ".join(f"“{w}”" for w in matched))
+            else:
+                reason = Reason("related_to_search", f"Related to “{query}”")
             result.items.append(Recommended(int(row), float(score), reason))
         return result
 

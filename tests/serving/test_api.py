@@ -81,7 +81,8 @@ def test_search_ranks_matching_items_first_with_reasons(api_client):
     body = api_client.get("/v1/search", params={"q": "Lipstick", "k": 5}).json()
     assert body["strategy"] == "search" and body["q"] == "Lipstick"
     assert all(i.startswith("beauty") for i in _ids_of(body))
-    assert body["items"][0]["reason"] == {"type": "matches_search", "text": "Matches “lipstick”"}
+    assert body["items"][0]["reason"] == {"type": "matches_search",
+                                          "text": "Matches “lipstick”"}
 
 
 def test_search_skips_out_of_stock_items(api_client):
