@@ -81,7 +81,8 @@ def _require_file(folder, name):
     if not os.path.isfile(path):
         raise BeautyDataError(
             f"{path}: file not found. --data must be the amazon_beauty_2014_5core folder "
-            f"(with {SEQUENCES_FILE} and {ITEMS_FILE}), e.g. ../shared/data/amazon_beauty_2014_5core")
+            f"(with {SEQUENCES_FILE} and {ITEMS_FILE}), "
+            f"e.g. ../shared/data/amazon_beauty_2014_5core")
     return path
 
 
