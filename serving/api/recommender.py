@@ -39,7 +39,8 @@ class NotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class Reason:
-    type: str           # similar_to_history | interest | matches_search | popular | similar_item
+    type: str   # similar_to_history, matches_search, related_to_search, interest, for_you,
+                # popular, similar_item
     text: str
     item_id: str | None = None
 
@@ -154,6 +155,8 @@ class Recommender:
                 reason = Reason("matches_search", f"Matches your search “{ctx.query}”")
             if reason is None and top in interests:
                 reason = Reason("interest", f"Matches your interest in {top}")
+            if reason is None and strategy == "search":
+                reason = Reason("related_to_search", f"Related to your search “{ctx.query}”")
             if reason is None:
                 reason = Reason("for_you", "Picked for you from your recent activity")
             out.append(Recommended(int(row), float(score), reason))

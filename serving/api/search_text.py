@@ -3,12 +3,14 @@ that answers when the retrieval model cannot (model server down)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections import defaultdict
 
 import numpy as np
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOP_WORDS = frozenset({"a", "an", "and", "for", "in", "of", "on", "or", "the", "to", "with"})
+BUILD_WAIT_S = 30.0      # a fallback search waits this long for the index at most
 
 
 def words(text: str) -> list[str]:
@@ -17,27 +19,37 @@ def words(text: str) -> list[str]:
 
 
 class TextIndex:
-    """Inverted index over title, brand and category of every catalog item."""
+    """Words of title, brand and category per item; the inverted index for the lexical
+    fallback is built in a background thread (seconds for 100k items), off the startup
+    path, since it is only needed when the model server is down."""
 
-    def __init__(self, catalog):
+    def __init__(self, catalog, background: bool = True):
         self.catalog = catalog
-        self._words: list[frozenset[str]] = []
-        postings: dict[str, list[int]] = defaultdict(list)
-        for row, parts in enumerate(zip(catalog.titles, catalog.brands, catalog.categories)):
-            item_words = frozenset(words(" ".join(parts)))
-            self._words.append(item_words)
-            for word in item_words:
-                postings[word].append(row)
-        self._postings = {w: np.array(rows, dtype=np.int64) for w, rows in postings.items()}
+        self._postings: dict[str, np.ndarray] = {}
+        self._built = threading.Event()
+        if background:
+            threading.Thread(target=self._build, name="text-index", daemon=True).start()
+        else:
+            self._build()
 
     def words_of(self, row: int) -> frozenset[str]:
-        return self._words[row]
+        """The item's words (title, brand, category), without stop words."""
+        c = self.catalog
+        return frozenset(words(f"{c.titles[row]} {c.brands[row]} {c.categories[row]}"))
+
+    def _build(self) -> None:
+        postings: dict[str, list[int]] = defaultdict(list)
+        for row in range(len(self.catalog)):
+            for word in self.words_of(row):
+                postings[word].append(row)
+        self._postings = {w: np.array(rows, dtype=np.int64) for w, rows in postings.items()}
+        self._built.set()
 
     def search(self, query_words: set[str], allowed: np.ndarray,
                k: int) -> list[tuple[int, float]]:
         """Up to k allowed rows matching the most query words (ties: more popular first);
         score = share of the query words matched."""
-        if not query_words:
+        if not query_words or not self._built.wait(BUILD_WAIT_S):
             return []
         hits = np.zeros(len(self.catalog), dtype=np.float64)
         for word in query_words:
