@@ -26,7 +26,7 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks import beauty_data, protocol, registry, report  # noqa: E402
 
-DEFAULT_MODELS = "popular,transitions,transitions3,ease,sasrec"
+DEFAULT_MODELS = "popular,transitions,transitions3,ease,ease_filtered,sasrec"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

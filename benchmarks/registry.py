@@ -23,6 +23,7 @@ BUILTIN = {
     "transitions": "benchmarks.baselines:fit_transitions",
     "transitions3": "benchmarks.baselines:fit_transitions3",
     "ease": "benchmarks.baselines:fit_ease",
+    "ease_filtered": "benchmarks.baselines:fit_ease_filtered",
     "sasrec": "benchmarks.sasrec:fit_sasrec",
 }
 _MODELS = dict(BUILTIN)

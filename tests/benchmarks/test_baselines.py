@@ -13,7 +13,8 @@ def planted_data():
     return task, split, rand["unfiltered"]["ndcg@10"]
 
 
-@pytest.mark.parametrize("name", ["popular", "transitions", "transitions3", "ease"])
+@pytest.mark.parametrize("name", ["popular", "transitions", "transitions3", "ease",
+                                  "ease_filtered"])
 def test_baseline_beats_random_on_planted_data(planted_data, name):
     task, split, random_ndcg = planted_data
     fitted, _ = registry.fit(name, task, seed=0)
