@@ -2,12 +2,16 @@
 
 Import the fixtures into a test module (``from tests.serving.api_setup import *``).
 The shop has four top categories of ten items; item ids say their category (``toy3``).
+Also ``redis_url``: a throwaway redis-server (skips when not installed).
 Users: ``reader`` engaged with books (and bought ``book0``), ``searcher`` only searched for
 toys, ``fan*`` users made ``beauty0`` and ``beauty1`` the most popular items.
 """
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import portpicker
@@ -103,9 +107,9 @@ def api_model_server(api_serving_dir):
 def make_settings(shop: Path, grpc_port: int, event_db: Path, **overrides):
     from serving.api.settings import Settings
 
-    values = {"startup_wait_s": 30, "tfserving_deadline_s": 10, **overrides}
-    return Settings(shop_dir=str(shop), tfserving_grpc=f"127.0.0.1:{grpc_port}",
-                    event_store=f"sqlite:///{event_db}", **values)
+    values = {"startup_wait_s": 30, "tfserving_deadline_s": 10,
+              "event_store": f"sqlite:///{event_db}", **overrides}
+    return Settings(shop_dir=str(shop), tfserving_grpc=f"127.0.0.1:{grpc_port}", **values)
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +123,32 @@ def api_client(api_shop, api_model_server, tmp_path_factory):
                              tmp_path_factory.mktemp("api_db") / "events.sqlite3")
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A throwaway redis-server on a free port (skips when the binary is absent)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = portpicker.pick_unused_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from tests.serving.api_setup import (api_client, api_model_server, api_serving_dir,  # noqa: F401
-                                     api_shop)
+                                     api_shop, redis_url)
 
 
 def _ids(response) -> list[str]:
@@ -245,3 +245,27 @@ def test_metrics_expose_latency_histograms_and_model_versions(api_client):
     assert value("shoprec_api_events_ingested_total", event_type="click") >= 1
     assert value("shoprec_api_recommendations_total", endpoint="recommend",
                  strategy="personalized") >= 1
+
+
+def test_with_the_redis_store_events_change_recommendations(api_shop, api_model_server,
+                                                            redis_url, tmp_path):
+    import redis
+    from fastapi.testclient import TestClient
+
+    from serving.api.app import create_app
+    from tests.serving.api_setup import make_settings
+
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = make_settings(api_shop, api_model_server.grpc_port, tmp_path / "unused",
+                             event_store=redis_url)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        assert _recommend(client, "reader").json()["context"]["history"] == [
+            "book0", "book3", "book2", "book1"], "shop events imported into Redis"
+        assert _recommend(client, "r-new").json()["strategy"] == "popular"
+        client.post("/v1/events", json=[{"user_id": "r-new", "item_id": f"food{i}",
+                                         "event_type": "click"} for i in (1, 2)])
+        body = _recommend(client, "r-new").json()
+        assert body["strategy"] == "personalized"
+        assert body["context"]["history"] == ["food2", "food1"]
+        assert _ids_of(body)[0].startswith("food")

@@ -2,20 +2,18 @@
 WAL; the same behaviour from Redis when a redis-server binary is available."""
 from __future__ import annotations
 
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 
 import numpy as np
 import pandas as pd
-import portpicker
 import pytest
 
 from pipeline import contract_spec as spec
 from serving.event_store import (MIGRATIONS, EventStoreError, SqliteEventStore, migrate,
                                  open_event_store)
+from tests.serving.api_setup import redis_url  # noqa: F401
 from trainer import features
 
 
@@ -30,35 +28,6 @@ def events(*rows) -> pd.DataFrame:
                         spec.VALUE: value, spec.QUERY: query, spec.SESSION_ID: "",
                         spec.TIMESTAMP: ts})
     return pd.DataFrame(records, columns=list(spec.EVENT_COLUMNS))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    """A throwaway redis-server on a free port (skips when the binary is absent)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = portpicker.pick_unused_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
