@@ -48,7 +48,8 @@ def pick_users(events, count: int, seed: int):
 
 def recommend(serving_dir: str, user_ids, histories, k: int):
     """[(item_id, score)] per user from the retrieval model's top-K over the full catalog."""
-    import tensorflow as tf  # plain TensorFlow: the pushed models need nothing else
+    import tensorflow as tf  # plain TensorFlow (+ tensorflow_text ops): nothing else needed
+    import tensorflow_text  # noqa: F401  registers the tokeniser ops of the BERT text tower
 
     retrieval = tf.saved_model.load(latest_version_dir(os.path.join(serving_dir, "retrieval")))
     padded = [pad_history(histories[u]) for u in user_ids]

@@ -77,6 +77,7 @@ PROBE = textwrap.dedent("""
     import collections, glob, json, os, sys
     import numpy as np
     import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokeniser ops a BERT tower exports
     root, serving = sys.argv[1], sys.argv[2]
     version = sorted(os.listdir(os.path.join(serving, "retrieval")))[-1]
     model = tf.saved_model.load(os.path.join(serving, "retrieval", version))
@@ -106,13 +107,15 @@ PROBE = textwrap.dedent("""
         hits += sum(t in row for t, row in zip(truth, top))
         pop_hits += sum(t in popular for t in truth)
         n += len(truth)
-    extra = [m for m in ("tensorflow_recommenders", "tf_keras", "tfx", "keras_hub")
+    extra = [m for m in ("tensorflow_recommenders", "tf_keras", "tfx", "keras_hub",
+                         "tensorflow_transform")
              if m in sys.modules]
     print(json.dumps({"n": n, "model": hits / n, "popularity": pop_hits / n, "extra": extra}))
 """)
 
 
 def test_pushed_retrieval_beats_popularity_with_tensorflow_only(runs):
+    """Loads the pushed model with tensorflow (+ tensorflow_text ops) alone."""
     cfg = runs["cfg"]
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     out = subprocess.run([sys.executable, "-c", PROBE, cfg.pipeline_root, cfg.serving_dir],
