@@ -110,10 +110,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/events")
     async def post_events(request: Request):
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
-                               "fewer events per request")
+        too_large = _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
+                                "fewer events per request")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return too_large
+        body = bytearray()
+        async for chunk in request.stream():     # bounded even without Content-Length
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                return too_large
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -160,6 +160,9 @@ def test_events_body_errors(api_client):
     assert bad_json.status_code == 400 and bad_json.json()["error"].startswith("body:")
     too_many = [{"user_id": "u", "item_id": "toy1", "event_type": "view"}] * 1001
     _assert_field_error(api_client.post("/v1/events", json=too_many), 422, "body")
+    huge = api_client.post("/v1/events", content=b"[" + b" " * 1_000_001 + b"]",
+                           headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"].startswith("body: larger than")
 
 
 def test_an_invalid_batch_stores_nothing(api_client):
