@@ -11,7 +11,7 @@ export PYTHONHASHSEED := 0
 # ~40 s recompiling the stack. Cache bytecode (in .venv and __pycache__, both git-ignored).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: env demo test test-fast lock clean
+.PHONY: env demo test test-fast lock clean serve serve-demo bench-serving
 
 env: $(ENV_STAMP)
 
@@ -47,3 +47,14 @@ demo: env
 	$(PY) -m pipeline.sample_data --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)
 	$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json
 	$(PY) -m serving.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3
+	$(PY) -m serving.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+
+# TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models.
+serve: env
+	$(PY) -m serving.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000
+
+serve-demo: env
+	$(PY) -m serving.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+
+bench-serving: env
+	$(PY) -m benchmarks.serving

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  TF Serving links these ops; BERT towers tokenise in-graph
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.errors import InvalidArgument, ServingError, CODE_NAMES
