@@ -18,6 +18,7 @@ with `--export-seq-len`, `DIR/text_encoder/` (tokenizer + encoder export of the 
 """
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from trainer import text_encoder as spec
 BACKBONE_DIR = "backbone"
 EXPORT_DIR = "text_encoder"
 REPORT_FILE = "domain_pretraining.json"
+log = logging.getLogger(__name__)
 
 
 def read_texts(path):
@@ -93,8 +95,8 @@ def pretrain(texts, out_dir, steps, seed=0, seq_len=32, batch_size=32, learning_
     """Continue MLM training; write the adapted backbone preset and the report (a dict)."""
     if steps < 0 or (head_steps is not None and head_steps < 0):
         raise ValueError(f"steps and head_steps must be >= 0, got {steps}, {head_steps}")
-    from trainer.text_export import _check_keras3_process, export, load_backbone
-    _check_keras3_process()
+    from trainer.text_export import require_keras3_process, export, load_backbone
+    require_keras3_process()
     start = time.time()
     import keras
     import keras_hub
@@ -123,12 +125,16 @@ def pretrain(texts, out_dir, steps, seed=0, seq_len=32, batch_size=32, learning_
     model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     loss_random_head = heldout_loss(model, heldout)
+    log.info("held-out MLM loss with the random head %.4f; %d head-only steps next",
+             loss_random_head, head_steps)
 
     backbone.trainable = False                        # 1) fit the new head only
     if head_steps > 0:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss_fn)
         model.fit(dataset, steps_per_epoch=head_steps, epochs=1, verbose=0)
     loss_before = heldout_loss(model, heldout)
+    log.info("held-out MLM loss before adaptation %.4f; %d full steps next", loss_before,
+             steps)
 
     backbone.trainable = True                         # 2) adapt the whole model
     if steps > 0:
@@ -136,6 +142,7 @@ def pretrain(texts, out_dir, steps, seed=0, seq_len=32, batch_size=32, learning_
                       loss=loss_fn)
         model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     loss_after = heldout_loss(model, heldout)
+    log.info("held-out MLM loss after adaptation %.4f", loss_after)
 
     os.makedirs(out_dir, exist_ok=True)
     backbone_dir = os.path.join(out_dir, BACKBONE_DIR)
@@ -181,6 +188,7 @@ def main(argv=None):
                         help="also export tokenizer + encoder of the adapted model to "
                              "OUT/text_encoder with this sequence length")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = pretrain(read_texts(args.texts), args.out, args.steps, args.seed, args.seq_len,
                       args.batch_size, args.learning_rate, args.head_steps,
                       args.heldout_fraction, args.mask_rate, args.backbone,

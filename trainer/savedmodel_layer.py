@@ -51,7 +51,8 @@ class SavedModelLayer(tf_keras.layers.Layer):
             for loss_fn in getattr(self._obj, "regularization_losses", []):
                 self.add_loss(loss_fn)
 
-    def call(self, inputs, training=None):
+    @tf.autograph.experimental.do_not_convert     # plain Python control flow on Python
+    def call(self, inputs, training=None):        # values: nothing for AutoGraph to do
         """inputs: what the wrapped object takes; returns its outputs (or one of them)."""
         if self._takes_training:
             if training is None:

@@ -29,7 +29,8 @@ from importlib import metadata
 from trainer import text_encoder as spec
 
 
-def _check_keras3_process():
+def require_keras3_process():
+    """Raise if this process was set up for tf-keras (Keras 2) instead of Keras 3."""
     if os.environ.get("TF_USE_LEGACY_KERAS", "0").lower() in ("1", "true", "yes"):
         raise RuntimeError(
             "trainer.text_export needs Keras 3 (keras-hub) but TF_USE_LEGACY_KERAS is set in "
@@ -43,7 +44,7 @@ def load_backbone(preset=None):
     Applies the exact-GELU correction: keras-hub's BertBackbone hard-codes the tanh
     approximation; MiniLM was trained with exact (erf) GELU (docs/DESIGN.md §2).
     """
-    _check_keras3_process()
+    require_keras3_process()
     import keras
     import keras_hub
     preset = preset or spec.package_model_dir()
@@ -63,25 +64,23 @@ def _vars(variables):
     return [v.value for v in variables]
 
 
-class _Stage:
-    """Builds one reusable SavedModel object: variables + `__call__(inputs, training)`."""
+def reusable_object(fn, variables, trainable_variables, input_spec):
+    """A reusable SavedModel object: variables + `__call__(inputs, training)` traced for
+    training False and True over `input_spec`."""
+    import tensorflow as tf
+    obj = tf.__internal__.tracking.AutoTrackable()
+    obj.variables = _vars(variables)
+    obj.trainable_variables = _vars(trainable_variables)
+    obj.regularization_losses = []
 
-    @staticmethod
-    def make(fn, variables, trainable_variables, input_spec):
-        import tensorflow as tf
-        obj = tf.__internal__.tracking.AutoTrackable()
-        obj.variables = _vars(variables)
-        obj.trainable_variables = _vars(trainable_variables)
-        obj.regularization_losses = []
+    @tf.function
+    def call(inputs, training=False):
+        return fn(inputs, training)
 
-        @tf.function
-        def call(inputs, training=False):
-            return fn(inputs, training)
-
-        for training in (False, True):
-            call.get_concrete_function(input_spec, training=training)
-        obj.__call__ = call
-        return obj
+    for training in (False, True):
+        call.get_concrete_function(input_spec, training=training)
+    obj.__call__ = call
+    return obj
 
 
 def build_encoder_module(backbone):
@@ -127,13 +126,14 @@ def build_encoder_module(backbone):
         return [v for layer in layers for v in getattr(layer, attr)]
 
     every_layer = embedding_layers + list(backbone.transformer_layers)
-    root = _Stage.make(full, all_vars(every_layer, "variables"),
-                       all_vars(every_layer, "trainable_variables"), token_spec)
-    root.embeddings = _Stage.make(embed, all_vars(embedding_layers, "variables"),
-                                  all_vars(embedding_layers, "trainable_variables"),
-                                  token_spec)
+    root = reusable_object(full, all_vars(every_layer, "variables"),
+                           all_vars(every_layer, "trainable_variables"), token_spec)
+    root.embeddings = reusable_object(embed, all_vars(embedding_layers, "variables"),
+                                      all_vars(embedding_layers, "trainable_variables"),
+                                      token_spec)
     root.transformer_layers = [
-        _Stage.make(layer_fn(layer), layer.variables, layer.trainable_variables, stage_spec)
+        reusable_object(layer_fn(layer), layer.variables, layer.trainable_variables,
+                        stage_spec)
         for layer in backbone.transformer_layers]
     root.pool = tf.function(pool, input_signature=[stage_spec])
     return root
@@ -141,7 +141,7 @@ def build_encoder_module(backbone):
 
 def export(out_dir, seq_len, backbone_preset=None, seed=0):
     """Write tokenizer/, encoder/ and text_encoder.json under `out_dir`; returns the metadata."""
-    _check_keras3_process()
+    require_keras3_process()
     start = time.time()
     import keras
     import tensorflow as tf
