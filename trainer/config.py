@@ -97,7 +97,10 @@ class RankingConfig(_Config):
 
     embedding_dim: int = 32
     hidden_units: Tuple[int, ...] = (128, 64)
-    use_text: bool = False           # ranking has no text features yet
+    use_text: bool = True            # query words matched in the item text (QueryMatch)
+    # L2 on the embedding tables (ids memorise impressions without it: measured on the sample
+    # shop, eval click AUC 0.68 without, 0.72-0.74 with 3e-5..3e-4).
+    embedding_l2: float = 3e-4
     # Per-head weight of the training loss and of the exported `score`.
     loss_weights: Tuple[Tuple[str, float], ...] = (("click", 1.0), ("purchase", 1.0))
     score_weights: Tuple[Tuple[str, float], ...] = (("click", 1.0), ("purchase", 1.0))
@@ -117,6 +120,8 @@ class RankingConfig(_Config):
 
     def validate(self) -> None:
         super().validate()
+        if self.embedding_l2 < 0:
+            raise ValueError(f"RankingConfig.embedding_l2 must be >= 0, got {self.embedding_l2}")
         for key in ("loss_weights", "score_weights"):
             weights = dict(getattr(self, key))
             if set(weights) != set(RANKING_HEADS):

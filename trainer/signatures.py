@@ -143,7 +143,9 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
 def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float]
                    ) -> None:
     """Saves the ranking SavedModel: `serving_default(examples)` -> per-head probabilities
-    [B] (TFMA), `score(raw features)` -> per-head probabilities and their weighted sum."""
+    [B] (TFMA); `score(raw item + user features)` -> per-head probabilities and their
+    weighted sum `score` (no search context); `score_with_query` = `score` for units after a
+    search (adds the query and the item title, whose word match drives clicks)."""
     module = tf.Module()
     module.model = model
     module.tft_layer = tft_output.transform_features_layer()
@@ -156,22 +158,37 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
         features = module.tft_layer(tf.io.parse_example(examples, parse_spec))
         return dict(module.model(features, training=False))
 
-    @tf.function(input_signature=[
-        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
-        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
-    def score(user_id, history_item_ids, item_id, brand, category, price, in_stock):
-        features = transform({
-            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.ITEM_ID: item_id,
-            F.BRAND: brand, F.CATEGORY: category, F.TOP_CATEGORY: top_category_of(category),
-            F.PRICE: price, F.IN_STOCK: in_stock})
-        outputs = dict(module.model(features, training=False))
+    def scored(raw):
+        raw[F.TOP_CATEGORY] = top_category_of(raw[F.CATEGORY])
+        outputs = dict(module.model(transform(raw), training=False))
         outputs["score"] = tf.add_n([score_weights[head] * outputs[head]
                                      for head in RANKING_HEADS])
         return outputs
 
+    @tf.function(input_signature=[
+        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
+        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
+    def score(user_id, history_item_ids, item_id, brand, category, price, in_stock):
+        return scored({
+            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.ITEM_ID: item_id,
+            F.BRAND: brand, F.CATEGORY: category, F.PRICE: price, F.IN_STOCK: in_stock})
+
+    @tf.function(input_signature=[
+        _spec(F.USER_ID), _HISTORY, _spec(F.QUERY), _spec(F.ITEM_ID), _spec(F.TITLE),
+        _spec(F.BRAND), _spec(F.CATEGORY), _spec(F.PRICE, tf.float32),
+        _spec(F.IN_STOCK, tf.int64)])
+    def score_with_query(user_id, history_item_ids, query, item_id, title, brand, category,
+                         price, in_stock):
+        return scored({
+            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.QUERY: query,
+            F.ITEM_ID: item_id, F.TITLE: title, F.BRAND: brand, F.CATEGORY: category,
+            F.PRICE: price, F.IN_STOCK: in_stock})
+
     module.serving_default = serving_default
     module.score = score
+    module.score_with_query = score_with_query
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": serving_default.get_concrete_function(),
         "score": score.get_concrete_function(),
+        "score_with_query": score_with_query.get_concrete_function(),
     })

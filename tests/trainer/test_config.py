@@ -61,3 +61,11 @@ def test_ranking_weights_must_cover_exactly_the_heads():
     with pytest.raises(ValueError, match=">= 0"):
         RankingConfig.from_custom_config({"loss_weights": {"click": 1.0, "purchase": -1}})
     assert set(RANKING_HEADS) == {"click", "purchase"}
+
+
+def test_ranking_defaults_use_query_match_and_embedding_l2():
+    config = RankingConfig()
+    assert config.use_text and config.embedding_l2 == pytest.approx(3e-4)
+    assert RankingConfig.from_custom_config({"embedding_l2": 0}).embedding_l2 == 0.0
+    with pytest.raises(ValueError, match="embedding_l2 must be >= 0"):
+        RankingConfig.from_custom_config({"embedding_l2": -1e-4})

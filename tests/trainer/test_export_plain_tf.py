@@ -56,6 +56,11 @@ calls = {
         item_id=strings("hair_00", "new"), brand=strings("", ""),
         category=strings("Hair > Care > Shampoo", ""), price=tf.constant([5.0, 1.0]),
         in_stock=tf.constant([1, 1], tf.int64)),
+    "ranking/score_with_query": ranking.signatures["score_with_query"](
+        user_id=strings("user_001"), history_item_ids=tf.constant([["hair_00"]]),
+        query=strings("shampoo"), item_id=strings("hair_00"), title=strings("silky shampoo"),
+        brand=strings(""), category=strings("Hair > Care > Shampoo"),
+        price=tf.constant([5.0]), in_stock=tf.constant([1], tf.int64)),
 }
 result = {name: {key: [value.shape.as_list(), value.dtype.name] for key, value in out.items()}
           for name, out in calls.items()}
@@ -86,3 +91,4 @@ def test_exports_serve_with_tensorflow_only(retrieval_run, ranking_run, tmp_path
                                                  "purchase": [[2], "float32"]}
     assert result["ranking/score"] == {"click": [[2], "float32"], "purchase": [[2], "float32"],
                                        "score": [[2], "float32"]}
+    assert result["ranking/score_with_query"]["score"] == [[1], "float32"]

@@ -65,6 +65,8 @@ def _batch(n=8):
         F.IN_STOCK: tf.constant(rng.integers(0, 2, n)),
         F.QUERY: tf.constant(["serum"] * (n // 2) + [""] * (n - n // 2)),
         F.TITLE: tf.constant([f"item {i}" for i in range(n)]),
+        F.BRAND: tf.constant(["Acme"] * n),
+        F.CATEGORY: tf.constant(["Skin > Serum"] * n),
         F.CLICKED: tf.constant(rng.integers(0, 2, n)),
         F.PURCHASED: tf.constant(rng.integers(0, 2, n)),
     }

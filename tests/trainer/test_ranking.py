@@ -38,7 +38,7 @@ def test_loss_decreases_and_heads_learn(ranking_run, transformed_shop):
 
 
 def test_serving_default_scores_raw_examples(loaded, ranking_run, transformed_shop):
-    assert set(loaded.signatures) == {"serving_default", "score"}
+    assert set(loaded.signatures) == {"serving_default", "score", "score_with_query"}
     examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
     assert set(out) == {"click", "purchase"}
@@ -52,15 +52,18 @@ def test_serving_default_scores_raw_examples(loaded, ranking_run, transformed_sh
 
 
 def test_score_signature_matches_serving_default_and_weights(loaded, transformed_shop):
-    rows = transformed_shop.rows[F.EVAL_SPLIT][:16]
+    # `score` has no search context: compare on units without a query.
+    keep = [i for i, r in enumerate(transformed_shop.rows[F.EVAL_SPLIT]) if not r[F.QUERY]][:16]
+    rows = [transformed_shop.rows[F.EVAL_SPLIT][i] for i in keep]
     column = lambda key, dtype=tf.string: tf.constant([r[key] for r in rows], dtype)
     out = loaded.signatures["score"](
         user_id=column(F.USER_ID), history_item_ids=column(F.HISTORY_ITEM_IDS),
         item_id=column(F.ITEM_ID), brand=column(F.BRAND), category=column(F.CATEGORY),
         price=column(F.PRICE, tf.float32), in_stock=column(F.IN_STOCK, tf.int64))
     assert set(out) == {"click", "purchase", "score"}
-    examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)[:16]
-    expected = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)
+    expected = loaded.signatures["serving_default"](
+        examples=tf.constant([examples[i] for i in keep]))
     for head in ("click", "purchase"):
         np.testing.assert_allclose(out[head].numpy(), expected[head].numpy(), atol=1e-5)
     weights = RANKING_CONFIG["score_weights"]
@@ -68,6 +71,26 @@ def test_score_signature_matches_serving_default_and_weights(loaded, transformed
         out["score"].numpy(),
         weights["click"] * out["click"].numpy() + weights["purchase"] * out["purchase"].numpy(),
         atol=1e-5)
+
+
+def test_score_with_query_adds_the_search_context(loaded, transformed_shop):
+    rows = [r for r in transformed_shop.rows[F.EVAL_SPLIT] if r[F.QUERY]][:16]
+    column = lambda key, dtype=tf.string: tf.constant([r[key] for r in rows], dtype)
+    item = dict(user_id=column(F.USER_ID), history_item_ids=column(F.HISTORY_ITEM_IDS),
+                item_id=column(F.ITEM_ID), brand=column(F.BRAND), category=column(F.CATEGORY),
+                price=column(F.PRICE, tf.float32), in_stock=column(F.IN_STOCK, tf.int64))
+    with_query = loaded.signatures["score_with_query"](
+        query=column(F.QUERY), title=column(F.TITLE), **item)
+    examples = [e for e, r in zip(shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT),
+                                  transformed_shop.rows[F.EVAL_SPLIT]) if r[F.QUERY]][:16]
+    expected = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    for head in ("click", "purchase"):   # the same model input as the Evaluator's
+        np.testing.assert_allclose(with_query[head].numpy(), expected[head].numpy(), atol=1e-5)
+    no_query = loaded.signatures["score_with_query"](
+        query=tf.constant([""] * len(rows)), title=column(F.TITLE), **item)
+    plain = loaded.signatures["score"](**item)
+    np.testing.assert_allclose(no_query["score"].numpy(), plain["score"].numpy(), atol=1e-5)
+    assert not np.allclose(with_query["click"].numpy(), plain["click"].numpy())
 
 
 def test_unknown_user_and_item_are_scored(loaded):
