@@ -69,8 +69,12 @@ def _progress(desc):
     return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=1024):
-    """Load, split, fit and evaluate ``models``; returns the results dict (see report.py)."""
+def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=1024,
+        on_model=None):
+    """Load, split, fit and evaluate ``models``; returns the results dict (see report.py).
+
+    ``on_model(results)`` is called after each model with the results so far (to save them).
+    """
     overrides = overrides or {}
     unknown = set(overrides) - set(models)
     if unknown:
@@ -122,9 +126,11 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
                    f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
                    f"{test['filtered']['recall@10']:.4f} N@10 "
                    f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
-    results["environment"] = _environment()
-    results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds")
+        results["environment"] = _environment()
+        results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds")
+        if on_model:
+            on_model(results)
     return results
 
 
@@ -165,31 +171,44 @@ def main(argv=None):
                         help="keep models of an existing result file that are not re-run")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    stem = "beauty" if args.max_users is None else f"beauty_u{args.max_users}"
+    command = " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:]))
     try:
         unknown = [m for m in models if m not in registry.names()]
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: "
                              f"{', '.join(registry.names())}")
-        results = run(args.data, models, args.seed, args.max_users,
-                      parse_overrides(args.set), args.batch_size)
+        previous = _previous_results(args, stem)
+        final = {}
+
+        def save(results):
+            for model in results["models"].values():
+                # So merged files say which run measured each model.
+                model.setdefault("run", {"command": command, "created": results["created"],
+                                         "git_commit": results["environment"]["git_commit"]})
+            final["results"] = merge(previous, results) if previous else results
+            report.write(final["results"], args.out, stem)
+
+        run(args.data, models, args.seed, args.max_users, parse_overrides(args.set),
+            args.batch_size, on_model=save)
     except (beauty_data.BeautyDataError, ValueError, KeyError) as err:
         sys.exit(f"error: {err}")
-    run_info = {"command": " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:])),
-                "created": results["created"],
-                "git_commit": results["environment"]["git_commit"]}
-    for model in results["models"].values():
-        model["run"] = run_info        # so merged files say which run measured each model
-    stem = "beauty" if args.max_users is None else f"beauty_u{args.max_users}"
-    json_path = os.path.join(args.out, f"{stem}.json")
-    if args.merge and os.path.exists(json_path):
-        with open(json_path, encoding="utf-8") as f:
-            try:
-                results = merge(json.load(f), results)
-            except ValueError as err:
-                sys.exit(f"error: {err}")
-    for path in report.write(results, args.out, stem):
-        print("wrote", path)
-    print(report.markdown_table(results))
+    for ext in ("md", "json", "png"):
+        print("wrote", os.path.join(args.out, f"{stem}.{ext}"))
+    print(report.markdown_table(final["results"]))
+
+
+def _previous_results(args, stem):
+    """With --merge, the existing results file (checked for the same seed and subsample)."""
+    path = os.path.join(args.out, f"{stem}.json")
+    if not (args.merge and os.path.exists(path)):
+        return None
+    with open(path, encoding="utf-8") as f:
+        previous = json.load(f)
+    if previous.get("seed") != args.seed:
+        raise ValueError(f"--merge: seed differs ({previous.get('seed')} in {path} vs "
+                         f"{args.seed}); use another --out or drop --merge")
+    return previous
 
 
 if __name__ == "__main__":

@@ -107,13 +107,17 @@ def metrics_from_ranks(ranks, ks=KS):
     return out
 
 
-def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None):
+def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None,
+             variants=VARIANTS):
     """Score ``eval_set`` in batches with ``scorer(histories) -> [B, n_items]``.
 
-    Returns {"unfiltered": {...}, "filtered": {...}} of mean metrics, and "users".
-    ``progress``: optional callable wrapping the batch iterator (e.g. tqdm).
+    Returns {"unfiltered": {...}, "filtered": {...}} of mean metrics (those of ``variants``),
+    and "users". ``progress``: optional callable wrapping the batch iterator (e.g. tqdm).
     """
-    ranks = {v: [] for v in VARIANTS}
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; use {VARIANTS}")
+    ranks = {v: [] for v in variants}
     starts = range(0, len(eval_set), batch_size)
     for start in (progress(starts) if progress else starts):
         hist = eval_set.histories[start:start + batch_size]
@@ -122,8 +126,9 @@ def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None):
         if scores.shape != (len(hist), n_items):
             raise ValueError(f"scorer returned shape {scores.shape}, expected "
                              f"{(len(hist), n_items)}")
-        ranks["unfiltered"].append(target_ranks(scores, tgt))
-        ranks["filtered"].append(target_ranks(scores, tgt, hist))
+        for variant in variants:
+            ranks[variant].append(target_ranks(scores, tgt,
+                                               hist if variant == "filtered" else None))
     result = {v: metrics_from_ranks(np.concatenate(r) if r else np.zeros(0), ks)
               for v, r in ranks.items()}
     result["users"] = len(eval_set)

@@ -40,9 +40,10 @@ class FitTask:
     batch_size: int = 1024         # evaluation batch size
     progress: typing.Any = None    # optional iterator wrapper (tqdm) for long loops
 
-    def validate(self, scorer):
+    def validate(self, scorer, variants=protocol.VARIANTS):
         """Validation metrics of a scorer ({"unfiltered": {...}, "filtered": {...}})."""
-        return protocol.evaluate(scorer, self.validation, self.n_items, self.batch_size)
+        return protocol.evaluate(scorer, self.validation, self.n_items, self.batch_size,
+                                 variants=variants)
 
 
 @dataclasses.dataclass

@@ -8,7 +8,9 @@ Vasilev, RecSys 2023), early-stopped on validation NDCG@10 (unfiltered), best we
 Device-agnostic: pass a ``tf.distribute.Strategy`` (or a name, see ``make_strategy``); nothing
 assumes a CPU. Set ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported (tf-keras).
 """
+import json
 import math
+import os
 import time
 
 import numpy as np
@@ -133,10 +135,14 @@ def make_scorer(model, max_len, batch_size=1024):
 
 def fit_sasrec(task, seed, max_len=50, hidden=64, layers=2, heads=1, dropout=0.5,
                learning_rate=1e-3, batch_size=128, max_epochs=200, patience=5,
-               select="ndcg@10", strategy="default", deterministic=False):
+               select="ndcg@10", strategy="default", deterministic=False,
+               checkpoint_dir=None):
     """Train on ``task.train``; keep the epoch with the best unfiltered validation ``select``.
 
     ``deterministic`` turns on TensorFlow op determinism (process-wide, slower).
+    ``checkpoint_dir``: save the training state after every epoch and resume from it (same
+    options and data only; a resumed run's shuffling differs from an uninterrupted one).
+    Checkpoints hold weights learned from the data: keep them outside the repository.
     """
     tf.keras.utils.set_random_seed(seed)
     if deterministic:
@@ -151,28 +157,84 @@ def fit_sasrec(task, seed, max_len=50, hidden=64, layers=2, heads=1, dropout=0.5
         model = SASRec(task.n_items, max_len, hidden, layers, heads, dropout)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
         model(tf.zeros((1, max_len), tf.int32))
+        model.optimizer.build(model.trainable_variables)
     scorer = make_scorer(model, max_len, task.batch_size)
-    best = {"metric": -1.0, "epoch": 0, "weights": None}
-    curve, since_best = [], 0
-    epochs = range(1, max_epochs + 1)
+    fingerprint = {"seed": seed, "n_items": task.n_items, "examples": int(len(inputs)),
+                   "targets": int((targets > 0).sum()), "max_len": max_len, "hidden": hidden,
+                   "layers": layers, "heads": heads, "dropout": dropout,
+                   "learning_rate": learning_rate, "batch_size": batch_size, "select": select}
+    state = TrainingState(checkpoint_dir, model, fingerprint)
+    epochs = range(len(state.curve) + 1, max_epochs + 1)
     bar = task.progress(epochs) if task.progress else epochs
-    for epoch in bar:
+    for epoch in ([] if state.stopped(patience) else bar):
         start = time.time()
         loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
-        metric = task.validate(scorer)["unfiltered"][select]
-        curve.append({"epoch": epoch, "loss": float(loss), select: metric,
-                      "seconds": round(time.time() - start, 1)})
+        metric = task.validate(scorer, ("unfiltered",))["unfiltered"][select]
+        state.record(epoch, float(loss), metric, time.time() - start)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}", **{select: f"{metric:.4f}"},
-                            best=best["epoch"])
-        if metric > best["metric"]:
-            best = {"metric": metric, "epoch": epoch, "weights": model.get_weights()}
-            since_best = 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    model.set_weights(best["weights"])
-    return Fitted(scorer, {"best_epoch": best["epoch"], f"validation_{select}": best["metric"],
-                           "epochs_trained": len(curve), "curve": curve,
+                            best=state.best_epoch)
+        if state.stopped(patience):
+            break
+    model.set_weights(state.best_weights)
+    return Fitted(scorer, {"best_epoch": state.best_epoch,
+                           f"validation_{select}": state.best_metric,
+                           "epochs_trained": len(state.curve), "curve": state.curve,
+                           "resumed_at_epoch": state.resumed_at,
                            "replicas": strategy.num_replicas_in_sync})
+
+
+class TrainingState:
+    """Learning curve and best weights so far; saved to / resumed from ``directory``."""
+
+    def __init__(self, directory, model, fingerprint):
+        self.directory, self.model, self.fingerprint = directory, model, fingerprint
+        self.curve, self.best_metric, self.best_epoch = [], -1.0, 0
+        self.best_weights, self.resumed_at = model.get_weights(), None
+        if directory is None:
+            return
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if os.path.commonpath([os.path.realpath(directory), repo]) == repo:
+            raise ValueError(f"checkpoint_dir {directory} is inside the repository: "
+                             f"checkpoints are derived from research-only data")
+        os.makedirs(directory, exist_ok=True)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=1)
+        path = os.path.join(directory, "state.json")
+        if os.path.exists(path):
+            self._resume(path)
+
+    def _resume(self, path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["fingerprint"] != self.fingerprint:
+            raise ValueError(f"{path}: saved for other options or data "
+                             f"({saved['fingerprint']}); use another checkpoint_dir")
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        with np.load(os.path.join(self.directory, "best_weights.npz")) as best:
+            self.best_weights = [best[f"w{i}"] for i in range(len(best.files))]
+        self.curve, self.best_metric = saved["curve"], saved["best_metric"]
+        self.best_epoch, self.resumed_at = saved["best_epoch"], len(saved["curve"]) + 1
+
+    def record(self, epoch, loss, metric, seconds):
+        select = self.fingerprint["select"]
+        self.curve.append({"epoch": epoch, "loss": loss, select: metric,
+                           "seconds": round(seconds, 1)})
+        if metric > self.best_metric:
+            self.best_metric, self.best_epoch = metric, epoch
+            self.best_weights = self.model.get_weights()
+            if self.directory:
+                tmp = os.path.join(self.directory, "best_weights.tmp.npz")
+                np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+                os.replace(tmp, os.path.join(self.directory, "best_weights.npz"))
+        if self.directory:
+            self.manager.save(checkpoint_number=epoch)
+            tmp = os.path.join(self.directory, "state.json.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"fingerprint": self.fingerprint, "curve": self.curve,
+                           "best_metric": self.best_metric, "best_epoch": self.best_epoch}, f)
+            os.replace(tmp, os.path.join(self.directory, "state.json"))
+
+    def stopped(self, patience):
+        """True once ``patience`` epochs passed without a better validation metric."""
+        return bool(self.curve) and len(self.curve) - self.best_epoch >= patience

@@ -108,3 +108,18 @@ def test_smoke_on_real_beauty_data(tmp_path):
     assert results["dataset"]["items"] == 12101 and results["dataset"]["users"] == 2000
     assert test["ease"] > test["popular"]
     assert test["transitions"] > test["popular"]
+
+
+def test_results_are_saved_after_each_model(planted_folder, tmp_path):
+    def fit_broken(task, seed):
+        raise RuntimeError("killed mid-run")
+
+    registry.register("broken", fit_broken)
+    out = str(tmp_path / "results")
+    try:
+        with pytest.raises(RuntimeError, match="killed mid-run"):
+            beauty.main(["--data", planted_folder, "--models", "popular,broken", "--out", out])
+    finally:
+        registry._MODELS.pop("broken")
+    saved = json.load(open(os.path.join(out, "beauty.json")))
+    assert list(saved["models"]) == ["popular"]

@@ -77,6 +77,16 @@ def test_evaluate_in_batches_matches_single_batch_and_both_variants():
         protocol.target_ranks(table, targets))
 
 
+def test_evaluate_one_variant_only():
+    eval_set = protocol.EvalSet([np.array([0])], np.array([1]))
+    result = protocol.evaluate(lambda h: np.array([[1.0, 0.5, 0.0]]), eval_set, 3,
+                               variants=("unfiltered",))
+    assert set(result) == {"unfiltered", "users"}
+    assert result["unfiltered"]["recall@5"] == 1.0
+    with pytest.raises(ValueError, match="unknown variant"):
+        protocol.evaluate(lambda h: np.zeros((1, 3)), eval_set, 3, variants=("both",))
+
+
 def test_evaluate_rejects_wrong_scorer_shape():
     eval_set = protocol.EvalSet([np.array([0])], np.array([1]))
     with pytest.raises(ValueError, match="expected"):
