@@ -4,7 +4,12 @@ Every key has a default; unknown keys, wrong types and out-of-range values raise
 `ValueError` that names the key and says what is accepted. Seeds live here.
 """
 import dataclasses
+import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+# Text encoder modes of the retrieval towers (trainer/text_tower.py, docs/DESIGN.md §4).
+TEXT_MODES = ("none", "frozen", "top_layers", "full")
+MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
 
 # Ranking heads: head name -> label key in trainer/features.py. A new head (e.g. rating) is
 # one more entry here plus its weights below.
@@ -29,7 +34,7 @@ class _Config:
     use_history: bool = True
     use_item_id: bool = True
     use_item_features: bool = True   # brand, category, top_category, price, in_stock
-    use_text: bool = True            # query text (query side), title (item side)
+    use_text: bool = True            # item text (retrieval: also see RetrievalConfig)
     degrade: bool = False            # train nothing (learning rate 0): a deliberately bad model
 
     @property
@@ -69,12 +74,33 @@ class _Config:
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig(_Config):
-    """Two-tower retrieval trainer (trainer.retrieval.run_fn)."""
+    """Two-tower retrieval trainer (trainer.retrieval.run_fn).
+
+    Text parts: `use_text` = item text (title, brand, category path) in the candidate tower,
+    `use_query_text` = the search text in the query tower, `use_history_text` = the text
+    embeddings of the history items (BERT modes only). `text_mode` picks the encoder: "none"
+    (hashed bag of words, no pretrained model), "frozen" (MiniLM embeddings cached once per
+    run), "top_layers" (only the top `text_top_layers` layers train), "full" (all train).
+    `text_match` appends the text embeddings to the tower outputs so the score also holds a
+    learned multiple of the text cosine (search text, else the pooled history texts, against
+    the item text): outputs are then [B, embedding_dim + 384].
+    """
 
     temperature: float = 0.1         # softmax temperature over cosine similarities
     top_k: int = 100                 # K of the exported top_k / eval_hit_at_k signatures
-    eval_ks: Tuple[int, ...] = (10, 50, 100)  # recall@K reported in metrics.json
-    remove_accidental_hits: bool = True
+    eval_ks: Tuple[int, ...] = (10, 50, 100)  # recall@K and NDCG@K reported in metrics.json
+    remove_accidental_hits: bool = True   # same item id elsewhere in the batch is no negative
+    logq_correction: bool = True     # subtract log(click share) of each in-batch candidate
+    id_dropout: float = 0.1          # training: share of user ids, item ids, histories dropped
+    use_query_text: bool = True
+    use_history_text: bool = True
+    text_match: bool = True          # score += w * cosine(query text, item text), w learned
+    text_mode: str = "frozen"
+    text_top_layers: int = 2         # trained layers in "top_layers" mode
+    text_seq_len: int = 32           # wordpieces per text, [CLS] and [SEP] included
+    text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)
+    text_encoder_cache_dir: str = ""  # local dir of exported encoders; "" = default_cache_dir()
+    text_backbone: str = ""          # keras-hub preset dir of adapted weights; "" = pretrained
 
     def validate(self) -> None:
         super().validate()
@@ -83,12 +109,55 @@ class RetrievalConfig(_Config):
         if self.top_k < 1 or any(k < 1 for k in self.eval_ks) or not self.eval_ks:
             raise ValueError("RetrievalConfig.top_k and eval_ks must be positive, got "
                              f"top_k={self.top_k}, eval_ks={self.eval_ks}")
-        if not (self.use_user_id or self.use_history or self.use_text):
+        if not (self.use_user_id or self.use_history or self.use_query_text):
             raise ValueError("RetrievalConfig: the query tower needs at least one of "
-                             "use_user_id, use_history, use_text")
+                             "use_user_id, use_history, use_query_text")
         if not (self.use_item_id or self.use_item_features or self.use_text):
             raise ValueError("RetrievalConfig: the candidate tower needs at least one of "
                              "use_item_id, use_item_features, use_text")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"RetrievalConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.text_mode not in TEXT_MODES:
+            raise ValueError(f"RetrievalConfig.text_mode must be one of {list(TEXT_MODES)}, "
+                             f"got {self.text_mode!r}")
+        if not 1 <= self.text_top_layers <= MINILM_LAYERS:
+            raise ValueError(f"RetrievalConfig.text_top_layers must be in [1, {MINILM_LAYERS}], "
+                             f"got {self.text_top_layers}")
+        if not 2 <= self.text_seq_len <= 512:
+            raise ValueError("RetrievalConfig.text_seq_len must be in [2, 512] ([CLS] and "
+                             f"[SEP] included), got {self.text_seq_len}")
+        if self.text_learning_rate < 0:
+            raise ValueError("RetrievalConfig.text_learning_rate must be >= 0, got "
+                             f"{self.text_learning_rate}")
+        if "://" in self.text_encoder_cache_dir:
+            raise ValueError("RetrievalConfig.text_encoder_cache_dir must be a local directory "
+                             "(exports are renamed into place under a file lock), got "
+                             f"{self.text_encoder_cache_dir!r}")
+
+    @property
+    def uses_bert(self) -> bool:
+        """True when some text part runs through the pretrained encoder."""
+        return self.text_mode != "none" and (
+            self.use_text or self.use_query_text or (self.use_history and self.use_history_text))
+
+    @property
+    def uses_text_match(self) -> bool:
+        """The text-match term needs item text and a query-side text (search or history)."""
+        return (self.text_match and self.uses_bert and self.use_text
+                and (self.use_query_text or (self.use_history and self.use_history_text)))
+
+    @property
+    def effective_text_learning_rate(self) -> float:
+        return 0.0 if self.degrade else self.text_learning_rate
+
+    def encoder_cache_dir(self) -> str:
+        """`text_encoder_cache_dir`, or $SHOPREC_CACHE_DIR/text_encoder, or
+        ~/.cache/shoprec/text_encoder."""
+        if self.text_encoder_cache_dir:
+            return self.text_encoder_cache_dir
+        root = os.environ.get("SHOPREC_CACHE_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "shoprec")
+        return os.path.join(root, "text_encoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +203,10 @@ class RankingConfig(_Config):
 def _coerce(cls_name: str, key: str, value: Any, default: Any) -> Any:
     """Converts a JSON-ish value to the type of the field's default, or raises."""
     where = f"{cls_name}.{key}"
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true/false, got {value!r}")

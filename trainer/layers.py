@@ -1,6 +1,7 @@
 """Keras layers shared by the retrieval and ranking models (tf-keras, TF_USE_LEGACY_KERAS=1)."""
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import autograph_setup  # noqa: F401  (fast first `fit`; see the module)
@@ -12,28 +13,62 @@ class HistoryEncoder(tf.keras.layers.Layer):
     """Order-aware summary of an item history: [B, L] int indices (0 = padding) -> [B, D].
 
     Each position is its item embedding plus a learned position embedding (position 0 = most
-    recent); an attention-pooling layer weights the real positions. An empty history gives 0.
+    recent) plus, when given, the item's projected text embedding; an attention-pooling layer
+    weights the real positions. An empty history gives 0. With `history_text` [B, L, H] the
+    call returns (summary [B, D], text summary [B, H]): the history texts pooled with the
+    same attention weights.
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, history_length: int,
-                 dim: int, **kwargs):
+                 dim: int, text_projection: Optional[tf.keras.layers.Layer] = None, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = item_embedding
         self.history_length = history_length
+        self.text_projection = text_projection
         self.position_embedding = tf.keras.layers.Embedding(history_length, dim,
                                                             name="position_embedding")
         self.attention_hidden = tf.keras.layers.Dense(dim, activation="tanh",
                                                       name="attention_hidden")
         self.attention_logit = tf.keras.layers.Dense(1, name="attention_logit")
 
-    def call(self, history):
+    def call(self, history, history_text=None):
         mask = tf.not_equal(history, 0)                                   # [B, L]
         positions = self.position_embedding(tf.range(self.history_length))  # [L, D]
         x = self.item_embedding(history) + positions[tf.newaxis]          # [B, L, D]
+        if history_text is not None:
+            if self.text_projection is None:
+                raise ValueError("HistoryEncoder got history_text but has no text_projection")
+            x = x + self.text_projection(history_text)                    # [B, L, D]
         logits = tf.squeeze(self.attention_logit(self.attention_hidden(x)), -1)
         logits = tf.where(mask, logits, _NEG_INF)
         weights = tf.nn.softmax(logits, axis=-1) * tf.cast(mask, x.dtype)  # 0 if all masked
-        return tf.einsum("bl,bld->bd", weights, x)
+        summary = tf.einsum("bl,bld->bd", weights, x)
+        if history_text is None:
+            return summary
+        return summary, tf.einsum("bl,blh->bh", weights, tf.cast(history_text, x.dtype))
+
+
+class TextMatch(tf.keras.layers.Layer):
+    """Appends a weighted pretrained-text vector to a tower output, so the dot product of a
+    query and a candidate gains `w * text_q . text_c` (w = softplus of one learned scalar,
+    1 at init). One instance is shared by both towers.
+
+    call(embedding [B, D], text [B, H]) -> [B, D + H].
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.logit = self.add_weight(
+            name="weight_logit", shape=(), trainable=True,
+            initializer=tf.keras.initializers.Constant(float(np.log(np.e - 1.0))))
+
+    @property
+    def weight(self) -> tf.Tensor:
+        return tf.nn.softplus(self.logit)
+
+    def call(self, embedding, text):
+        return tf.concat([embedding, tf.sqrt(self.weight) * tf.cast(text, embedding.dtype)],
+                         axis=1)
 
 
 class HashedBagOfWords(tf.keras.layers.Layer):

@@ -1,11 +1,19 @@
 """TFRS two-tower retrieval model and its TFX Trainer `run_fn`.
 
+Query tower: user id, order-aware history (item ids and their MiniLM text), search text.
+Candidate tower: item id, brand / category / price / stock, MiniLM text of "title | brand |
+category path". Every part and the text mode are switchable (trainer/config.py); the text
+features come from trainer/text_tower.py. Loss: in-batch softmax over (query, clicked item)
+pairs with popularity (logQ) correction and removal of accidental hits.
+
 Pipeline wiring: `Trainer(run_fn="trainer.retrieval.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RetrievalConfig keys>)`.
 """
-from typing import Dict, Optional
+import time
+from typing import Dict, Optional, Sequence
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
@@ -14,51 +22,120 @@ from trainer import data
 from trainer import features as F
 from trainer import retrieval_eval
 from trainer import signatures
+from trainer import text_tower
 from trainer import training
 from trainer.config import RetrievalConfig
-from trainer.layers import (HashedBagOfWords, HistoryEncoder, as_column,
+from trainer.layers import (HashedBagOfWords, HistoryEncoder, TextMatch, as_column,
                             global_batch_mean, mlp)
 
 # Vocabulary features the model embeds (sizes from the Transform output).
 VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
 
 
+def unknown_as_empty(ids: tf.Tensor, num_buckets: int) -> tf.Tensor:
+    """Vocabulary indices with the out-of-vocabulary bucket (num_buckets - 1, a new user or
+    item) mapped to 0, the "unknown" row that `id_dropout` trains."""
+    return tf.where(tf.equal(ids, num_buckets - 1), tf.zeros_like(ids), ids)
+
+
+def drop_ids(features: Dict[str, tf.Tensor], rate: float, seed: int) -> Dict[str, tf.Tensor]:
+    """Training: each example's user id, item id and history (ids and texts) are replaced
+    by "unknown" / empty, independently, with probability `rate`."""
+    out = dict(features)
+    for i, key in enumerate((F.USER_ID, F.ITEM_ID, F.HISTORY_ITEM_IDS)):
+        ids = features[F.idx(key)]
+        batch = tf.shape(ids)[:1]
+        keep = tf.random.uniform(batch, seed=seed + i) >= rate                 # [B]
+        mask = tf.reshape(keep, tf.concat([batch, tf.ones([tf.rank(ids) - 1], tf.int32)], 0))
+        out[F.idx(key)] = tf.where(mask, ids, tf.zeros_like(ids))
+        if key == F.HISTORY_ITEM_IDS and text_tower.HISTORY_TEXT in features:
+            out[text_tower.HISTORY_TEXT] = features[text_tower.HISTORY_TEXT] * tf.cast(
+                keep, tf.float32)[:, tf.newaxis, tf.newaxis]
+    return out
+
+
+def _output(dense, parts, training):
+    """L2-normalised MLP(concat(parts)): [B, D]."""
+    return tf.math.l2_normalize(dense(tf.concat(parts, axis=1), training=training), axis=1)
+
+
 class QueryTower(tf.keras.Model):
-    """Query embedding [B, D], L2-normalised, from user_id_idx [B], history_item_ids_idx
-    [B, HISTORY_LENGTH] and query text [B] (each part switchable in the config)."""
+    """Query embedding from user_id_idx [B], history_item_ids_idx [B, L] and their text
+    embeddings [B, L, H], and the search query (text embedding [B, H] in BERT modes, raw text
+    [B] in "none" mode); each part switchable in the config. [B, D] L2-normalised, or
+    [B, D + H] with the text match (search text if any, else pooled history texts)."""
 
     def __init__(self, config: RetrievalConfig, num_users: int,
-                 item_embedding: tf.keras.layers.Embedding, text: HashedBagOfWords):
+                 item_embedding: tf.keras.layers.Embedding,
+                 bag_of_words: Optional[HashedBagOfWords],
+                 text_projection: Optional[tf.keras.layers.Dense],
+                 history_text_projection: Optional[tf.keras.layers.Dense],
+                 text_match: Optional[TextMatch]):
         super().__init__(name="query_tower")
-        dim = config.embedding_dim
+        dim, bert = config.embedding_dim, config.text_mode != "none"
         self.user_embedding = (tf.keras.layers.Embedding(num_users, dim, name="user_embedding")
                                if config.use_user_id else None)
+        self.use_history_text = bert and config.use_history and config.use_history_text
         self.history_encoder = (
-            HistoryEncoder(item_embedding, F.HISTORY_LENGTH, dim, name="history")
+            HistoryEncoder(item_embedding, F.HISTORY_LENGTH, dim,
+                           history_text_projection if self.use_history_text else None,
+                           name="history")
             if config.use_history else None)
-        self.text = text if config.use_text else None
+        self.bag_of_words = bag_of_words if config.use_query_text and not bert else None
+        self.text_projection = text_projection if config.use_query_text and bert else None
+        self.text_match = text_match
         self.dense = mlp(config.hidden_units, dim, name="query_dense")
 
     def call(self, features, training=False):
-        parts = []
+        parts, history_text, query_text = [], None, None
         if self.user_embedding is not None:
-            parts.append(self.user_embedding(features[F.idx(F.USER_ID)]))
+            parts.append(self.user_embedding(unknown_as_empty(
+                features[F.idx(F.USER_ID)], self.user_embedding.input_dim)))
         if self.history_encoder is not None:
-            parts.append(self.history_encoder(features[F.idx(F.HISTORY_ITEM_IDS)]))
-        if self.text is not None:
-            parts.append(self.text(features[F.QUERY]))
-        x = self.dense(tf.concat(parts, axis=1), training=training)
-        return tf.math.l2_normalize(x, axis=1)
+            history = features[F.idx(F.HISTORY_ITEM_IDS)]
+            if self.use_history_text:
+                summary, history_text = self.history_encoder(
+                    history, features[text_tower.HISTORY_TEXT])
+            else:
+                summary = self.history_encoder(history)
+            parts.append(summary)
+        if self.bag_of_words is not None:
+            parts.append(self.bag_of_words(features[F.QUERY]))
+        if self.text_projection is not None:
+            query_text = features[text_tower.QUERY_TEXT]
+            parts.append(self.text_projection(query_text))
+        x = _output(self.dense, parts, training)
+        if self.text_match is None:
+            return x
+        return self.text_match(x, _query_side_text(query_text, history_text))
+
+
+def _query_side_text(query_text, history_text):
+    """The search text [B, H] where there is one (non-zero), else the pooled history texts,
+    L2-normalised; zeros when neither exists."""
+    if history_text is not None:
+        history_text = tf.math.l2_normalize(history_text, axis=1)
+    if query_text is None:
+        return history_text
+    if history_text is None:
+        return query_text
+    has_query = tf.reduce_any(tf.not_equal(query_text, 0.0), axis=1, keepdims=True)
+    return tf.where(has_query, query_text, history_text)
 
 
 class CandidateTower(tf.keras.Model):
-    """Item embedding [B, D], L2-normalised, from item_id_idx, brand/category/top_category
-    indices, price_z, in_stock and title text (all [B]); cold items rely on the features."""
+    """Item embedding from item_id_idx, brand/category/top_category indices, price_z,
+    in_stock (all [B]) and the item text (embedding [B, H] in BERT modes, raw title [B] in
+    "none" mode); cold items rely on the features and the text. [B, D] L2-normalised, or
+    [B, D + H] with the text match."""
 
     def __init__(self, config: RetrievalConfig, buckets: Dict[str, int],
-                 item_embedding: tf.keras.layers.Embedding, text: HashedBagOfWords):
+                 item_embedding: tf.keras.layers.Embedding,
+                 bag_of_words: Optional[HashedBagOfWords],
+                 text_projection: Optional[tf.keras.layers.Dense],
+                 text_match: Optional[TextMatch]):
         super().__init__(name="candidate_tower")
-        dim = config.embedding_dim
+        dim, bert = config.embedding_dim, config.text_mode != "none"
         self.item_embedding = item_embedding if config.use_item_id else None
         self.feature_embeddings = {}
         if config.use_item_features:
@@ -66,36 +143,73 @@ class CandidateTower(tf.keras.Model):
                 key: tf.keras.layers.Embedding(buckets[key], dim, name=key + "_embedding")
                 for key in (F.BRAND, F.CATEGORY, F.TOP_CATEGORY)}
         self.use_item_features = config.use_item_features
-        self.text = text if config.use_text else None
+        self.bag_of_words = bag_of_words if config.use_text and not bert else None
+        self.text_projection = text_projection if config.use_text and bert else None
+        self.text_match = text_match
         self.dense = mlp(config.hidden_units, dim, name="candidate_dense")
 
     def call(self, features, training=False):
         parts = []
         if self.item_embedding is not None:
-            parts.append(self.item_embedding(features[F.idx(F.ITEM_ID)]))
+            parts.append(self.item_embedding(unknown_as_empty(
+                features[F.idx(F.ITEM_ID)], self.item_embedding.input_dim)))
         for key, embedding in sorted(self.feature_embeddings.items()):
             parts.append(embedding(features[F.idx(key)]))
         if self.use_item_features:
             parts += [as_column(features[F.PRICE_Z]), as_column(features[F.IN_STOCK])]
-        if self.text is not None:
-            parts.append(self.text(features[F.TITLE]))
-        x = self.dense(tf.concat(parts, axis=1), training=training)
-        return tf.math.l2_normalize(x, axis=1)
+        if self.bag_of_words is not None:
+            parts.append(self.bag_of_words(features[F.TITLE]))
+        if self.text_projection is not None:
+            parts.append(self.text_projection(features[text_tower.ITEM_TEXT]))
+        x = _output(self.dense, parts, training)
+        if self.text_match is None:
+            return x
+        return self.text_match(x, features[text_tower.ITEM_TEXT])
 
 
 class RetrievalModel(tfrs.Model):
-    """Two towers trained with in-batch softmax over (query, clicked item) pairs."""
+    """Two towers trained with in-batch softmax over (query, clicked item) pairs.
 
-    def __init__(self, config: RetrievalConfig, buckets: Dict[str, int]):
+    `text`: the run's TextResources (BERT modes); `item_probability` [item buckets]: the click
+    share of each item in the train split, for the logQ correction.
+    """
+
+    def __init__(self, config: RetrievalConfig, buckets: Dict[str, int],
+                 text: Optional[text_tower.TextResources] = None,
+                 item_probability: Optional[np.ndarray] = None):
         super().__init__()
         dim = config.embedding_dim
+        if config.uses_bert and text is None:
+            raise ValueError(f"text_mode {config.text_mode!r} needs the run's TextResources "
+                             "(text_tower.TextResources); use text_mode 'none' without them")
+        if config.logq_correction and item_probability is None:
+            raise ValueError("logq_correction needs item_probability (train click shares)")
         # One item-id table for history items (query side) and candidates.
         item_embedding = tf.keras.layers.Embedding(buckets[F.ITEM_ID], dim,
                                                    name="item_embedding")
-        text = HashedBagOfWords(config.text_buckets, dim, name="text")
-        self.query_tower = QueryTower(config, buckets[F.USER_ID], item_embedding, text)
-        self.candidate_tower = CandidateTower(config, buckets, item_embedding, text)
+        bag_of_words = projection = history_projection = text_match = None
+        self.text = None
+        if config.text_mode == "none":
+            bag_of_words = HashedBagOfWords(config.text_buckets, dim, name="text")
+        elif config.uses_bert:
+            self.text = text_tower.TrainingText(config, text.tables, text.paths)
+            # Item and search texts share one projection into the towers.
+            projection = tf.keras.layers.Dense(dim, use_bias=False, name="text_projection")
+            # History texts stay pretrained; share the projection only when items do too.
+            history_projection = (projection if config.text_mode == "frozen" else
+                                  tf.keras.layers.Dense(dim, use_bias=False,
+                                                        name="history_text_projection"))
+            if config.uses_text_match:
+                text_match = TextMatch(name="text_match")
+        self.query_tower = QueryTower(config, buckets[F.USER_ID], item_embedding, bag_of_words,
+                                      projection, history_projection, text_match)
+        self.candidate_tower = CandidateTower(config, buckets, item_embedding, bag_of_words,
+                                              projection, text_match)
         self.remove_accidental_hits = config.remove_accidental_hits
+        self.id_dropout, self.seed = config.id_dropout, config.seed
+        self.item_probability = (tf.constant(item_probability, tf.float32)
+                                 if config.logq_correction else None)
+        self.text_optimizer = None
         # Summed softmax cross-entropy (distribution-safe), averaged in compute_loss.
         self.task = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
@@ -104,22 +218,79 @@ class RetrievalModel(tfrs.Model):
             remove_accidental_hits=config.remove_accidental_hits)
 
     def compute_loss(self, features, training=False):
+        item_ids = features[F.idx(F.ITEM_ID)]
+        if self.text is not None:
+            features = dict(features, **self.text(features, training=training))
+        if training and self.id_dropout > 0:        # cold users and cold items learn too
+            features = drop_ids(features, self.id_dropout, self.seed)
         queries = self.query_tower(features, training=training)
         candidates = self.candidate_tower(features, training=training)
-        ids = features[F.idx(F.ITEM_ID)] if self.remove_accidental_hits else None
-        loss_sum = self.task(queries, candidates, candidate_ids=ids, compute_metrics=False,
+        ids = item_ids if self.remove_accidental_hits else None
+        probability = (tf.gather(self.item_probability, item_ids)
+                       if self.item_probability is not None else None)
+        loss_sum = self.task(queries, candidates, candidate_sampling_probability=probability,
+                             candidate_ids=ids, compute_metrics=False,
                              compute_batch_metrics=False)
         return global_batch_mean(loss_sum, tf.shape(queries)[0])
 
+    def train_step(self, inputs):
+        """tfrs.Model.train_step, with the encoder weights on their own optimizer (a small
+        learning rate) when they train."""
+        encoder_weights = self.text.encoder_weights if self.text is not None else []
+        if not encoder_weights or self.text_optimizer is None:
+            return super().train_step(inputs)
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
+            total_loss = loss + regularization_loss
+        encoder_refs = {w.ref() for w in encoder_weights}
+        others = [v for v in self.trainable_variables if v.ref() not in encoder_refs]
+        gradients = tape.gradient(total_loss, others + list(encoder_weights))
+        self.optimizer.apply_gradients(zip(gradients[:len(others)], others))
+        self.text_optimizer.apply_gradients(zip(gradients[len(others):], encoder_weights))
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization_loss,
+                       total_loss=total_loss)
+        return metrics
+
 
 def build_model(config: RetrievalConfig, buckets: Dict[str, int],
-                strategy: Optional[tf.distribute.Strategy] = None) -> RetrievalModel:
-    """Builds and compiles the model under `strategy` (default: the current strategy)."""
+                strategy: Optional[tf.distribute.Strategy] = None,
+                text: Optional[text_tower.TextResources] = None,
+                item_probability: Optional[np.ndarray] = None) -> RetrievalModel:
+    """Builds and compiles the model under `strategy` (default: the current strategy).
+    Without `item_probability` the logQ correction assumes uniform click shares."""
     strategy = strategy or tf.distribute.get_strategy()
+    if config.logq_correction and item_probability is None:
+        item_probability = np.full([buckets[F.ITEM_ID]], 1.0 / buckets[F.ITEM_ID], np.float32)
     with strategy.scope():
-        model = RetrievalModel(config, buckets)
+        model = RetrievalModel(config, buckets, text, item_probability)
+        if config.text_mode in ("top_layers", "full"):
+            model.text_optimizer = tf.keras.optimizers.Adam(config.effective_text_learning_rate)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
     return model
+
+
+def item_click_probability(train_patterns: Sequence[str], spec: Dict,
+                           num_items: int) -> np.ndarray:
+    """Share of the train split's clicks that went to each item index: [num_items] float32."""
+    clicked = data.load_columns(train_patterns, spec, [F.idx(F.ITEM_ID)],
+                                predicate=data.is_positive(F.CLICKED))[F.idx(F.ITEM_ID)]
+    counts = np.bincount(clicked.astype(np.int64), minlength=num_items)[:num_items]
+    return (counts / max(counts.sum(), 1)).astype(np.float32)
+
+
+class TowerWithText:
+    """A tower called on transformed features, text features added first (eval, export)."""
+
+    def __init__(self, tower: tf.keras.Model, add_text=None):
+        self.tower = tower
+        self.add_text = add_text
+
+    def __call__(self, features, training=False):
+        if self.add_text is not None:
+            features = self.add_text(features)
+        return self.tower(features, training=training)
 
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
@@ -132,19 +303,41 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
     logging.info("retrieval: config %s, vocabulary buckets %s", config, buckets)
 
-    model = build_model(config, buckets, strategy)
+    text = (text_tower.TextResources.prepare(config, catalog_files, fn_args.train_files, spec)
+            if config.uses_bert else None)
+    probability = (item_click_probability(fn_args.train_files, spec, buckets[F.ITEM_ID])
+                   if config.logq_correction else None)
+    model = build_model(config, buckets, strategy, text, probability)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, predicate=data.is_positive(F.CLICKED),
         shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps))
-    losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps)
+    if text is not None:
+        train_ds = train_ds.map(text.lookup.add_rows, num_parallel_calls=tf.data.AUTOTUNE)
+    timer = training.StepTimer()
+    losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps, [timer])
 
-    catalog_ids, catalog_embeddings = retrieval_eval.embed_catalog(
-        model.candidate_tower, catalog_files, spec)
+    started = time.time()
+    embedder = (text_tower.build_embedder(config, text.catalog, text.tables, text.paths,
+                                          model.text) if text is not None else None)
+    query_fn = TowerWithText(model.query_tower, embedder and embedder.query_features)
+    candidate_fn = TowerWithText(model.candidate_tower, embedder and embedder.candidate_features)
+    catalog_ids, catalog_embeddings = retrieval_eval.embed_catalog(candidate_fn, catalog_files,
+                                                                   spec)
     metrics = retrieval_eval.evaluate(
-        model.query_tower, catalog_ids, catalog_embeddings, fn_args.eval_files,
+        query_fn, catalog_ids, catalog_embeddings, fn_args.eval_files,
         fn_args.train_files, spec, config.eval_ks)
-    metrics.update(training=training.loss_summary(losses), config=config.to_dict())
+    metrics["eval_seconds"] = round(time.time() - started, 1)
+    metrics.update(training=dict(training.loss_summary(losses),
+                                 **timer.summary(config.batch_size)),
+                   config=config.to_dict())
+    if text is not None:
+        metrics["text"] = text.summary()
+        match = model.candidate_tower.text_match
+        if match is not None:
+            metrics["text"]["match_weight"] = round(float(match.weight), 4)
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")
 
+    started = time.time()
     signatures.export_retrieval(fn_args.serving_model_dir, model, tft_output, catalog_ids,
-                                catalog_embeddings, config.top_k)
+                                catalog_embeddings, config.top_k, text=embedder)
+    logging.info("retrieval: exported in %.1f s", time.time() - started)

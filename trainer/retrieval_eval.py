@@ -1,4 +1,4 @@
-"""Offline retrieval evaluation: recall@K over the full catalog, model vs. popularity.
+"""Offline retrieval evaluation: recall@K and NDCG@K over the full catalog, model vs. popularity.
 
 Queries are the eval split's clicked units; a query is a hit at K when its clicked item is
 among the K best-scored catalog items. "history_filtered" variants drop the items of the
@@ -15,7 +15,7 @@ from trainer import features as F
 _CHUNK = 512  # queries scored at once against the whole catalog
 
 
-def embed_catalog(candidate_tower: tf.keras.Model, catalog_patterns: Sequence[str],
+def embed_catalog(candidate_tower: Callable, catalog_patterns: Sequence[str],
                   spec: Dict) -> Tuple[np.ndarray, np.ndarray]:
     """Catalog item ids [N] (bytes, first occurrence kept) and their embeddings [N, D]."""
     ids, embeddings = [], []
@@ -28,10 +28,12 @@ def embed_catalog(candidate_tower: tf.keras.Model, catalog_patterns: Sequence[st
     return ids[keep], embeddings[keep]
 
 
-def evaluate(query_tower: tf.keras.Model, catalog_ids: np.ndarray,
+def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
              catalog_embeddings: np.ndarray, eval_patterns: Sequence[str],
              train_patterns: Sequence[str], spec: Dict, ks: Sequence[int]) -> Dict:
-    """Recall@K (and history-filtered recall@K) of the model and of train-click popularity."""
+    """Recall@K and NDCG@K (also history-filtered) of the model and of train-click
+    popularity. The towers are called as `tower(batch, training=False)` on transformed
+    batches."""
     queries, targets, histories = [], [], []
     for batch in data.make_dataset(eval_patterns, spec, 1024,
                                    predicate=data.is_positive(F.CLICKED)):
@@ -70,13 +72,16 @@ def evaluate(query_tower: tf.keras.Model, catalog_ids: np.ndarray,
 
 def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarray,
              history_pos: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
-    """recall@k for each k, unfiltered and with each query's history items removed."""
+    """recall@k and NDCG@k (one relevant item: 1 / log2(rank + 1) when ranked within k) for
+    each k, unfiltered and with each query's history items removed."""
     hits = {(k, filtered): 0 for k in ks for filtered in (False, True)}
+    gains = {key: 0.0 for key in hits}
     for start in range(0, len(target_pos), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(target_pos)))
         scores = np.array(score_fn(rows), np.float32)
         k_max = min(max(ks), scores.shape[1])
         targets = target_pos[rows]
+        discount = 1.0 / np.log2(np.arange(k_max) + 2.0)                   # [k_max]
         for filtered in (False, True):
             if filtered:
                 r, c = np.nonzero(history_pos[rows] >= 0)
@@ -87,6 +92,11 @@ def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarra
             found = (top == targets[:, None]) & kept[:, None]                # [b, k_max]
             for k in ks:
                 hits[(k, filtered)] += int(found[:, :k].any(axis=1).sum())
+                gains[(k, filtered)] += float((found[:, :k] * discount[:k]).sum())
     total = max(len(target_pos), 1)
-    return {f"recall@{k}" + ("_history_filtered" if filtered else ""): hits[(k, filtered)] / total
-            for (k, filtered) in sorted(hits)}
+    out = {}
+    for (k, filtered) in sorted(hits):
+        suffix = "_history_filtered" if filtered else ""
+        out[f"recall@{k}{suffix}"] = hits[(k, filtered)] / total
+        out[f"ndcg@{k}{suffix}"] = gains[(k, filtered)] / total
+    return out

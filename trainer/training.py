@@ -1,7 +1,8 @@
 """The Keras training loop both trainers share, and the run report they write."""
 import json
 import os
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -21,19 +22,45 @@ class BatchLossRecorder(tf.keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
+class StepTimer(tf.keras.callbacks.Callback):
+    """Wall-clock times of the training steps; the first step (tracing) is reported apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = 0.0
+        self.ends: List[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def summary(self, batch_size: int) -> Dict[str, float]:
+        """Seconds in total and for the first step; steps/s and examples/s after the first."""
+        out = {"train_seconds": (self.ends[-1] - self.start) if self.ends else 0.0,
+               "first_step_seconds": (self.ends[0] - self.start) if self.ends else 0.0}
+        if len(self.ends) > 1:
+            rate = (len(self.ends) - 1) / max(self.ends[-1] - self.ends[0], 1e-9)
+            out.update(steps_per_second=rate, examples_per_second=rate * batch_size)
+        return {k: round(v, 3) for k, v in out.items()}
+
+
 def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
-        train_steps: Optional[int]) -> List[float]:
+        train_steps: Optional[int], callbacks: Sequence[tf.keras.callbacks.Callback] = ()
+        ) -> List[float]:
     """Trains `model`; exactly `train_steps` batches when given (TFX TrainArgs.num_steps, the
     dataset must then repeat), else `epochs` passes. Returns the per-batch losses."""
     if not any(True for _ in dataset.take(1)):
         raise ValueError("the training split has no usable examples (check the train split and "
                          "its labels: retrieval trains on clicked == 1 units)")
     recorder = BatchLossRecorder()
+    callbacks = [recorder] + list(callbacks)
     if train_steps:
-        model.fit(dataset, epochs=1, steps_per_epoch=int(train_steps), callbacks=[recorder],
+        model.fit(dataset, epochs=1, steps_per_epoch=int(train_steps), callbacks=callbacks,
                   verbose=2)
     else:
-        model.fit(dataset, epochs=epochs, callbacks=[recorder], verbose=2)
+        model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=2)
     return recorder.losses
 
 

@@ -8,8 +8,11 @@ import pytest
 from tests.trainer import shop_runs, synthetic_shop
 from tests.trainer.transform_run import run_transform
 
+# The cheap model without the pretrained text encoder ("none"): the BERT text modes have their
+# own end-to-end run (tests/trainer/test_retrieval_text.py).
 RETRIEVAL_CONFIG = {"embedding_dim": 32, "hidden_units": [64], "batch_size": 64, "epochs": 8,
-                    "learning_rate": 0.01, "top_k": 20, "eval_ks": [10, 20], "seed": 3}
+                    "learning_rate": 0.01, "top_k": 20, "eval_ks": [10, 20], "seed": 3,
+                    "text_mode": "none"}
 RANKING_CONFIG = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 64, "epochs": 6,
                   "learning_rate": 0.01, "seed": 3,
                   "score_weights": {"click": 0.25, "purchase": 2.0}}

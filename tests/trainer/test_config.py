@@ -26,6 +26,12 @@ def test_unknown_key_names_the_key_and_the_known_ones():
 
 
 @pytest.mark.parametrize("key, value, message", [
+    ("text_mode", "partial", r"text_mode must be one of \['none', 'frozen', 'top_layers'"),
+    ("text_mode", 1, "must be a string"),
+    ("text_top_layers", 7, r"text_top_layers must be in \[1, 6\]"),
+    ("text_seq_len", 1, "text_seq_len must be in"),
+    ("text_learning_rate", -1e-5, "text_learning_rate must be >= 0"),
+    ("text_encoder_cache_dir", "gs://bucket/cache", "must be a local directory"),
     ("batch_size", "64", "must be an integer"),
     ("batch_size", 0, "batch_size must be >= 1"),
     ("use_history", 1, "must be true/false"),
@@ -41,7 +47,7 @@ def test_bad_values_are_rejected(key, value, message):
 def test_towers_need_at_least_one_part():
     with pytest.raises(ValueError, match="query tower"):
         RetrievalConfig.from_custom_config(
-            {"use_user_id": False, "use_history": False, "use_text": False})
+            {"use_user_id": False, "use_history": False, "use_query_text": False})
     with pytest.raises(ValueError, match="candidate tower"):
         RetrievalConfig.from_custom_config(
             {"use_item_id": False, "use_item_features": False, "use_text": False})
@@ -69,3 +75,17 @@ def test_ranking_defaults_use_query_match_and_embedding_l2():
     assert RankingConfig.from_custom_config({"embedding_l2": 0}).embedding_l2 == 0.0
     with pytest.raises(ValueError, match="embedding_l2 must be >= 0"):
         RankingConfig.from_custom_config({"embedding_l2": -1e-4})
+
+
+def test_text_defaults_use_the_frozen_bert_tower(monkeypatch, tmp_path):
+    config = RetrievalConfig()
+    assert config.text_mode == "frozen" and config.uses_bert
+    assert config.use_query_text and config.use_history_text and config.logq_correction
+    assert not RetrievalConfig(text_mode="none").uses_bert
+    assert not RetrievalConfig(use_text=False, use_query_text=False,
+                               use_history_text=False).uses_bert
+    monkeypatch.setenv("SHOPREC_CACHE_DIR", str(tmp_path))
+    assert config.encoder_cache_dir() == str(tmp_path / "text_encoder")
+    assert RetrievalConfig(text_encoder_cache_dir="/x").encoder_cache_dir() == "/x"
+    assert RetrievalConfig(text_learning_rate=1e-4,
+                           degrade=True).effective_text_learning_rate == 0

@@ -78,7 +78,8 @@ BUCKETS = {F.USER_ID: 6, F.ITEM_ID: 10, F.BRAND: 4, F.CATEGORY: 4, F.TOP_CATEGOR
 @pytest.mark.parametrize("kind", ["retrieval", "ranking"])
 def test_models_train_under_a_distribution_strategy(kind):
     from trainer import ranking, retrieval  # pylint: disable=import-outside-toplevel
-    module, config = ((retrieval, RetrievalConfig(embedding_dim=8, hidden_units=(8,)))
+    module, config = ((retrieval, RetrievalConfig(embedding_dim=8, hidden_units=(8,),
+                                                  text_mode="none"))
                       if kind == "retrieval" else
                       (ranking, RankingConfig(embedding_dim=8, hidden_units=(8,))))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -93,10 +94,11 @@ def test_models_train_under_a_distribution_strategy(kind):
 
 @pytest.mark.parametrize("parts", [
     {"use_user_id": False}, {"use_history": False}, {"use_text": False},
-    {"use_item_id": False}, {"use_item_features": False}])
+    {"use_query_text": False}, {"use_item_id": False}, {"use_item_features": False}])
 def test_retrieval_tower_parts_switch_off(parts):
     from trainer import retrieval  # pylint: disable=import-outside-toplevel
-    config = RetrievalConfig.from_custom_config(dict(embedding_dim=8, hidden_units=[], **parts))
+    config = RetrievalConfig.from_custom_config(dict(embedding_dim=8, hidden_units=[],
+                                                     text_mode="none", **parts))
     model = retrieval.build_model(config, BUCKETS)
     queries = model.query_tower(_batch()).numpy()
     candidates = model.candidate_tower(_batch()).numpy()
@@ -105,6 +107,7 @@ def test_retrieval_tower_parts_switch_off(parts):
     names = " ".join(v.name for v in model.trainable_variables)
     assert ("user_embedding" in names) == config.use_user_id
     assert ("brand_embedding" in names) == config.use_item_features
+    assert ("token_embedding" in names) == (config.use_text or config.use_query_text)
 
 
 def test_ranking_outputs_probabilities_per_head():
@@ -115,3 +118,34 @@ def test_ranking_outputs_probabilities_per_head():
     for value in out.values():
         assert value.shape == (5,) and np.all((value.numpy() > 0) & (value.numpy() < 1))
     assert np.isfinite(float(model.compute_loss(_batch(5))))
+
+
+def test_history_encoder_pools_texts_with_its_weights():
+    encoder, _ = _encoder(dim=4)
+    encoder.text_projection = tf.keras.layers.Dense(4, use_bias=False)
+    history = _history([3, 5], [])
+    texts = tf.random.stateless_normal([2, L, 6], seed=[1, 2])
+    summary, text = encoder(history, texts)
+    assert summary.shape == (2, 4) and text.shape == (2, 6)
+    np.testing.assert_array_equal(text.numpy()[1], np.zeros(6))       # empty history
+    assert not np.allclose(summary.numpy()[0], encoder(history).numpy()[0])  # texts count
+    real = texts.numpy()[0, :2]                                        # the 2 real positions
+    coefficients, *_ = np.linalg.lstsq(real.T, text.numpy()[0], rcond=None)
+    assert coefficients.sum() == pytest.approx(1.0, abs=1e-4)          # attention weights
+    assert np.all(coefficients > 0)
+    plain, _ = _encoder(dim=4)
+    with pytest.raises(ValueError, match="no text_projection"):
+        plain(history, texts)
+
+
+def test_text_match_adds_a_weighted_text_cosine():
+    from trainer.layers import TextMatch  # pylint: disable=import-outside-toplevel
+    match = TextMatch()
+    assert float(match.weight) == pytest.approx(1.0)
+    q = match(tf.constant([[1.0, 0.0]]), tf.constant([[0.6, 0.8, 0.0]]))
+    c = match(tf.constant([[0.0, 1.0]]), tf.constant([[0.6, 0.8, 0.0]]))
+    assert q.shape == (1, 5)
+    match.logit.assign(np.log(np.exp(3.0) - 1.0))                      # weight 3
+    q = match(tf.constant([[1.0, 0.0]]), tf.constant([[0.6, 0.8, 0.0]]))
+    assert float(tf.reduce_sum(q * c)) == pytest.approx(np.sqrt(3.0), rel=1e-5)
+    assert match.trainable_weights == [match.logit]
