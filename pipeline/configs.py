@@ -14,6 +14,7 @@ from typing import Any
 PIPELINE_NAME = "shoprec"
 RETRIEVAL_MODEL_NAME = "retrieval"
 RANKING_MODEL_NAME = "ranking"
+DEFAULT_RETRIEVAL_CONFIG = {"text_mode": "frozen"}
 
 # TFX image for Kubeflow; our Dockerfile builds FROM it (keep in sync with requirements/).
 TFX_IMAGE = "gcr.io/tfx-oss-public/tfx:1.16.0"
@@ -93,7 +94,11 @@ class PipelineConfig:
         return args + list(self.extra_beam_args)
 
     def retrieval_custom_config(self) -> dict[str, Any]:
-        return {"seed": self.seed, "top_k": self.retrieval_top_k, **self.retrieval_config}
+        # The pipeline's retrieval model uses the frozen MiniLM text tower unless
+        # retrieval_config says otherwise (trainer/config.py keeps "none" as the library
+        # default so unit tests and ablations opt in explicitly).
+        return {"seed": self.seed, "top_k": self.retrieval_top_k,
+                **DEFAULT_RETRIEVAL_CONFIG, **self.retrieval_config}
 
     def ranking_custom_config(self) -> dict[str, Any]:
         return {"seed": self.seed, **self.ranking_config}

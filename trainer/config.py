@@ -95,7 +95,7 @@ class RetrievalConfig(_Config):
     use_query_text: bool = True
     use_history_text: bool = True
     text_match: bool = True          # score += w * cosine(query text, item text), w learned
-    text_mode: str = "frozen"
+    text_mode: str = "none"          # the pipeline default is "frozen" (docs/DESIGN.md §4)
     text_top_layers: int = 2         # trained layers in "top_layers" mode
     text_seq_len: int = 32           # wordpieces per text, [CLS] and [SEP] included
     text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)

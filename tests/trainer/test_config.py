@@ -77,13 +77,14 @@ def test_ranking_defaults_use_query_match_and_embedding_l2():
         RankingConfig.from_custom_config({"embedding_l2": -1e-4})
 
 
-def test_text_defaults_use_the_frozen_bert_tower(monkeypatch, tmp_path):
-    config = RetrievalConfig()
-    assert config.text_mode == "frozen" and config.uses_bert
+def test_text_settings(monkeypatch, tmp_path):
+    config = RetrievalConfig(text_mode="frozen")
+    assert config.uses_bert and config.uses_text_match
     assert config.use_query_text and config.use_history_text and config.logq_correction
     assert not RetrievalConfig(text_mode="none").uses_bert
-    assert not RetrievalConfig(use_text=False, use_query_text=False,
+    assert not RetrievalConfig(text_mode="frozen", use_text=False, use_query_text=False,
                                use_history_text=False).uses_bert
+    assert not RetrievalConfig(text_mode="frozen", use_text=False).uses_text_match
     monkeypatch.setenv("SHOPREC_CACHE_DIR", str(tmp_path))
     assert config.encoder_cache_dir() == str(tmp_path / "text_encoder")
     assert RetrievalConfig(text_encoder_cache_dir="/x").encoder_cache_dir() == "/x"

@@ -1,0 +1,104 @@
+"""A shop folder -> the pipeline's raw examples and their tf.Transform output, without TFX.
+
+Units follow the pipeline's rules through the same functions ShopExampleGen's Beam pipeline
+applies (pipeline/examples.py); Transform runs trainer.preprocessing with tf.Transform on
+Beam (in memory). The layout matches the TFX components' outputs, so trainer run_fns read it:
+
+    <out>/raw/Split-{train,eval,catalog}/*.gz          (ShopExampleGen)
+    <out>/transform_graph/                             (Transform: transform_graph)
+    <out>/transformed/Split-{train,eval,catalog}/*.gz  (Transform: transformed_examples)
+"""
+import collections
+import os
+import tempfile
+from typing import Dict, Iterable, Mapping
+
+from pipeline import examples
+from pipeline.data_contract import load_shop
+from trainer import features as F
+
+SPLITS = (F.TRAIN_SPLIT, F.EVAL_SPLIT, F.CATALOG_SPLIT)
+
+
+def raw_feature_spec() -> Dict:
+    """The raw feature spec SchemaGen(infer_feature_shape=True) infers for these examples."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in F.STRING_FEATURES}
+    spec.update({key: tf.io.FixedLenFeature([1], tf.int64) for key in F.INT_FEATURES})
+    spec.update({key: tf.io.FixedLenFeature([1], tf.float32) for key in F.FLOAT_FEATURES})
+    spec[F.HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([F.HISTORY_LENGTH], tf.string)
+    return spec
+
+
+def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] = (),
+                   eval_fraction: float = 0.1, session_gap_minutes: int = 30) -> Dict:
+    """Validates the shop, builds its units and writes the three raw splits under `raw_dir`.
+    `extra_items` (rows of the items table) join the catalog without events: cold items.
+    Returns {split: [example dicts]} and "items": {item_id: item features}."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    shop = load_shop(shop_dir)
+    items = {row["item_id"]: examples.item_features(row)
+             for row in shop.items.to_dict("records") + list(extra_items)}
+    by_user = collections.defaultdict(list)
+    for seq, event in enumerate(shop.events.reset_index(drop=True).to_dict("records")):
+        event["seq"] = seq
+        by_user[event["user_id"]].append(event)
+    rows = [examples.join_item(unit, items[unit[F.ITEM_ID]])
+            for user_id, user_events in sorted(by_user.items())
+            for unit in examples.build_units(user_id, user_events, 60 * session_gap_minutes)]
+    cutoff = examples.eval_cutoff([row[F.TIMESTAMP] for row in rows], eval_fraction)
+    splits = {F.TRAIN_SPLIT: [], F.EVAL_SPLIT: []}
+    for row in rows:
+        splits[examples.split_of(row[F.TIMESTAMP], cutoff)].append(row)
+    splits[F.CATALOG_SPLIT] = [examples.catalog_example(item) for item in items.values()]
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for split in SPLITS:
+        directory = os.path.join(raw_dir, f"Split-{split}")
+        os.makedirs(directory, exist_ok=True)
+        with tf.io.TFRecordWriter(os.path.join(directory, "data_tfrecord-00000.gz"),
+                                  options) as writer:
+            for row in splits[split]:
+                writer.write(examples.to_tf_example(row).SerializeToString())
+    splits["items"] = items
+    return splits
+
+
+def transform(raw_dir: str, out_dir: str):
+    """Analyses Split-train with trainer.preprocessing, transforms every split. Returns
+    (transform_graph_dir, transformed_examples_dir)."""
+    # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+    from tfx_bsl.public import tfxio
+    from trainer.preprocessing import preprocessing_fn
+
+    graph_dir = os.path.join(out_dir, "transform_graph")
+    examples_dir = os.path.join(out_dir, "transformed")
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
+    sources = {split: tfxio.TFExampleRecord(
+        file_pattern=os.path.join(raw_dir, f"Split-{split}", "*"), schema=schema)
+        for split in SPLITS}
+    options = beam.options.pipeline_options.PipelineOptions(
+        ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    with beam.Pipeline(options=options) as pipeline, tft_beam.Context(
+            temp_dir=tempfile.mkdtemp(dir=out_dir), force_tf_compat_v1=False):
+        train = sources[F.TRAIN_SPLIT]
+        transform_fn = ((pipeline | "ReadAnalyze" >> train.BeamSource(),
+                         train.TensorAdapterConfig())
+                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
+        for split, source in sources.items():
+            data = pipeline | f"Read{split}" >> source.BeamSource()
+            transformed = (((data, source.TensorAdapterConfig()), transform_fn)
+                           | f"Transform{split}" >> tft_beam.TransformDataset(
+                               output_record_batches=True))
+            _ = (transformed
+                 | f"Encode{split}" >> tft_beam.EncodeTransformedDataset()
+                 | f"Write{split}" >> beam.io.WriteToTFRecord(
+                     os.path.join(examples_dir, f"Split-{split}", "transformed_examples"),
+                     file_name_suffix=".gz"))
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                               os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    return graph_dir, examples_dir

@@ -1,0 +1,35 @@
+"""pipeline.configs: defaults, overrides and validation of the pipeline config."""
+import json
+
+import pytest
+
+from pipeline.configs import load_config
+from trainer.config import RetrievalConfig
+
+
+def test_pipeline_retrieval_defaults_to_the_frozen_bert_tower():
+    custom = load_config().retrieval_custom_config()
+    assert custom["text_mode"] == "frozen"
+    assert RetrievalConfig.from_custom_config(custom).uses_bert
+
+
+def test_retrieval_config_overrides_the_text_mode_and_keeps_seed():
+    cfg = load_config(seed=11, retrieval_config={"text_mode": "none", "embedding_dim": 16})
+    custom = cfg.retrieval_custom_config()
+    assert custom["text_mode"] == "none" and custom["embedding_dim"] == 16
+    assert custom["seed"] == 11
+    assert not RetrievalConfig.from_custom_config(custom).uses_bert
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown pipeline config keys \['retreival_config'\]"):
+        load_config(retreival_config={})
+    with pytest.raises(ValueError, match="eval_fraction=1.5"):
+        load_config(eval_fraction=1.5)
+    bad = tmp_path / "cfg.json"
+    bad.write_text('{"seed": 1,\n "beam_mode": }')
+    with pytest.raises(ValueError, match=r"cfg.json:2: not valid JSON"):
+        load_config(str(bad))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"ranking_train_steps": 7}))
+    assert load_config(str(good), ranking_train_steps=9).ranking_train_steps == 9
