@@ -1,11 +1,15 @@
-"""TFRS multi-task ranking model (p(click), p(purchase)) and its TFX Trainer `run_fn`.
+"""TFRS multi-task ranking model (p(click), p(purchase), rating) and its TFX Trainer `run_fn`.
 
 Pipeline wiring: `Trainer(run_fn="trainer.ranking.run_fn", examples=<transformed>,
-transform_graph=..., custom_config=<RankingConfig keys>)`. Heads are listed in
-`trainer.config.RANKING_HEADS`; adding one (rating, later) needs its label there, its loss
-in `_head_loss` and its weights in the config. The feature interaction (`self.interaction`,
-an MLP) is the slot for a DCN. The embedding tables carry an L2 penalty (`embedding_l2`):
-without it the ids memorise training impressions and eval AUC drops to chance.
+transform_graph=..., custom_config=<RankingConfig keys>)`. Features (ids, history summary,
+item features, query-word match, the frozen MiniLM item-text embedding and the cosines of the
+candidate's text with the user's history texts) go through DCN-v2 cross layers
+(`tfrs.layers.dcn.Cross`), then deep ReLU layers, then one head per output
+(`trainer.config.RANKING_OUTPUTS`): sigmoid click and purchase heads (cross-entropy on every
+unit) and a linear rating head (squared error only on units with `has_rating`, masked
+elsewhere; its bias starts at the train mean rating). Loss weights per head come from the
+config. The embedding tables carry an L2 penalty (`embedding_l2`): without it the ids memorise
+training impressions and eval AUC drops to chance.
 """
 from typing import Dict, Optional
 
@@ -19,24 +23,60 @@ from trainer import data
 from trainer import features as F
 from trainer import signatures
 from trainer import training
-from trainer.config import RANKING_HEADS, RankingConfig
+from trainer.config import (RANKING_HEADS, RANKING_OUTPUTS, RATING_HEAD, RATING_LABEL,
+                            RATING_MASK, RankingConfig)
 from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
 from trainer.query_match import QueryMatch
 
 VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
 
+# Text features of a batch. Training batches carry cache rows (added in the input pipeline by
+# `text_rows`); evaluation and serving add the embeddings themselves (`RankingText`).
+ITEM_TEXT_ROW = "ranking_item_text_row"          # [B] int32, -1 = no cached text
+HISTORY_TEXT_ROW = "ranking_history_text_row"    # [B, HISTORY_LENGTH] int32
+ITEM_TEXT = "ranking_item_text_embedding"        # [B, H]
+HISTORY_TEXT = "ranking_history_text_embedding"  # [B, HISTORY_LENGTH, H]
+
+
+def gather_rows(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Rows of `table` [N, H] for int `rows` of any shape S -> [*S, H]; row -1 gives zeros."""
+    out = tf.cast(tf.gather(table, tf.maximum(rows, 0)), tf.float32)
+    return out * tf.cast(rows >= 0, tf.float32)[..., tf.newaxis]
+
+
+def text_affinity(history_text: tf.Tensor, item_text: tf.Tensor) -> tf.Tensor:
+    """Cosines of the candidate's text with the user's history texts: [B, 2] = (cosine with
+    the mean history text, max cosine over history items); 0 without history or text.
+
+    The text embeddings are L2-normalised (zero rows = missing), so dot products are cosines.
+    This is the text-match part of the retrieval score, from the same cached embeddings.
+    """
+    present = tf.cast(tf.reduce_any(tf.not_equal(history_text, 0.0), axis=-1), tf.float32)
+    cosines = tf.einsum("blh,bh->bl", history_text, item_text)            # [B, L]
+    mean = tf.math.l2_normalize(tf.reduce_sum(history_text, axis=1), axis=-1)
+    mean_cosine = tf.reduce_sum(mean * item_text, axis=-1)
+    best = tf.reduce_max(tf.where(present > 0, cosines, -2.0), axis=1)
+    best = tf.where(tf.reduce_any(present > 0, axis=1), best, 0.0)
+    return tf.stack([mean_cosine, best], axis=1)
+
 
 class RankingModel(tfrs.Model):
-    """Per (user, item) unit: features -> shared MLP -> one sigmoid head per task.
+    """Per (user, item) unit: features -> cross layers -> deep layers -> one head per output.
 
-    Inputs are transformed features ([B] each, history [B, HISTORY_LENGTH]); `call` returns
-    {head: probability [B]}.
+    Inputs are transformed features ([B] each, history [B, HISTORY_LENGTH]) plus, with
+    `use_text_embedding`, either the text rows (training) or the text embeddings; `call`
+    returns {output: [B]} (click and purchase probabilities, rating in stars).
+    `text_table` [N, H]: the cached item-text embeddings the rows index.
     """
 
-    def __init__(self, config: RankingConfig, buckets: Dict[str, int]):
+    def __init__(self, config: RankingConfig, buckets: Dict[str, int],
+                 text_table: Optional[np.ndarray] = None, rating_mean: float = 0.0):
         super().__init__()
         dim = config.embedding_dim
         self.config = config
+        if config.use_text_embedding and text_table is None:
+            raise ValueError("use_text_embedding needs the cached item-text embeddings "
+                             "(text_table); set use_text_embedding false to run without them")
         self.item_embedding = tf.keras.layers.Embedding(buckets[F.ITEM_ID], dim,
                                                         name="item_embedding")
         self.user_embedding = (tf.keras.layers.Embedding(buckets[F.USER_ID], dim,
@@ -51,14 +91,37 @@ class RankingModel(tfrs.Model):
                 key: tf.keras.layers.Embedding(buckets[key], dim, name=key + "_embedding")
                 for key in (F.BRAND, F.CATEGORY, F.TOP_CATEGORY)}
         self.query_match = QueryMatch(name="query_match") if config.use_text else None
-        self.interaction = mlp(config.hidden_units, name="interaction")
+        self.text_table = self.text_projection = None
+        if config.use_text_embedding:
+            self.text_table = tf.Variable(np.asarray(text_table, np.float32), trainable=False,
+                                          name="item_text_table")
+            self.text_projection = tf.keras.layers.Dense(
+                config.text_projection_dim, use_bias=False, name="text_projection")
+        self.cross_layers = [
+            tfrs.layers.dcn.Cross(projection_dim=config.cross_projection_dim or None,
+                                  kernel_initializer="glorot_uniform", name=f"cross_{i}")
+            for i in range(config.num_cross_layers)]
+        self.deep = mlp(config.hidden_units, name="deep")
         self.heads = {head: tf.keras.layers.Dense(1, activation="sigmoid", name=head)
                       for head in RANKING_HEADS}
+        self.heads[RATING_HEAD] = tf.keras.layers.Dense(
+            1, name=RATING_HEAD,
+            bias_initializer=tf.keras.initializers.Constant(float(rating_mean)))
         self.tasks = {head: tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.SUM),
             metrics=[tf.keras.metrics.AUC(name=head + "_auc")]) for head in RANKING_HEADS}
+        self.tasks[RATING_HEAD] = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.MeanSquaredError(reduction=tf.keras.losses.Reduction.SUM),
+            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
         self.loss_weight = config.loss_weight
         self.embedding_l2 = config.embedding_l2
+
+    def _texts(self, features):
+        """(item text [B, H], history texts [B, L, H]) from the embeddings or the cache rows."""
+        if ITEM_TEXT in features:
+            return features[ITEM_TEXT], features[HISTORY_TEXT]
+        return (gather_rows(self.text_table, features[ITEM_TEXT_ROW]),
+                gather_rows(self.text_table, features[HISTORY_TEXT_ROW]))
 
     def _feature_vector(self, features):
         item = self.item_embedding(features[F.idx(F.ITEM_ID)])
@@ -79,17 +142,25 @@ class RankingModel(tfrs.Model):
             item_text = tf.strings.join(
                 [features[F.TITLE], features[F.BRAND], features[F.CATEGORY]], separator=" ")
             parts.append(self.query_match(features[F.QUERY], item_text))
+        if self.text_table is not None:
+            item_text, history_text = self._texts(features)
+            parts.append(self.text_projection(item_text))
+            parts.append(text_affinity(history_text, item_text))
         return tf.concat(parts, axis=1)
 
     def call(self, features, training=False):
-        x = self.interaction(self._feature_vector(features), training=training)
+        x0 = self._feature_vector(features)
+        x = x0
+        for cross in self.cross_layers:
+            x = cross(x0, x)
+        x = self.deep(x, training=training)
         return {head: tf.reshape(layer(x), [-1]) for head, layer in self.heads.items()}
 
     def compute_loss(self, features, training=False):
         predictions = self(features, training=training)
         losses = [self.loss_weight[head] * self._head_loss(head, features, predictions[head],
                                                            training)
-                  for head in RANKING_HEADS]
+                  for head in RANKING_OUTPUTS if self.loss_weight[head] > 0]
         batch_size = tf.shape(features[F.idx(F.ITEM_ID)])[0]
         loss = global_batch_mean(tf.add_n(losses), batch_size)
         if self.embedding_l2:
@@ -105,17 +176,79 @@ class RankingModel(tfrs.Model):
                          if t is not None])
 
     def _head_loss(self, head, features, prediction, training):
+        if head == RATING_HEAD:
+            # Squared error summed over rated units only; divided by the whole batch later,
+            # like the other heads (rated units are rare: the weight sets its share).
+            return self.tasks[head](labels=as_column(features[RATING_LABEL]),
+                                    predictions=prediction[:, tf.newaxis],
+                                    sample_weight=as_column(features[RATING_MASK]),
+                                    training=training)
         labels = as_column(features[RANKING_HEADS[head]])
         return self.tasks[head](labels=labels, predictions=prediction[:, tf.newaxis],
                                 training=training)
 
 
+class RankingText(tf.Module):
+    """Adds ITEM_TEXT and HISTORY_TEXT to transformed features (evaluation, serving).
+
+    Known items (the catalog at training time) get their cached text embedding by item id, so
+    a request without the title scores like the training data; other candidates are encoded
+    live from "title | brand | category" (tensorflow_text ops). History items are looked up
+    by id (unknown ones: zeros). `embedder` is trainer.text_tower's frozen TextEmbedder.
+    """
+
+    def __init__(self, embedder, name: str = "ranking_text"):
+        super().__init__(name=name)
+        self.embedder = embedder
+
+    def __call__(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        from trainer import text_cache  # pylint: disable=import-outside-toplevel
+        lookup, table = self.embedder.lookup, self.embedder.table
+        rows = lookup.item_rows(tf.reshape(features[F.ITEM_ID], [-1]))
+        texts = text_cache.item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY])
+        live = self.embedder.encode(tf.where(rows >= 0, tf.constant(""), texts))
+        item = tf.where((rows >= 0)[:, tf.newaxis], gather_rows(table, rows), live)
+        history = gather_rows(self.embedder.history_table,
+                              lookup.item_rows(features[F.HISTORY_ITEM_IDS]))
+        return dict(features, **{ITEM_TEXT: item, HISTORY_TEXT: history})
+
+
+class TextResources:
+    """The frozen MiniLM item-text cache of a ranking run (trainer/text_cache.py): catalog
+    item texts encoded once; `add_rows` maps a transformed batch to cache rows (input
+    pipeline), `text` adds the embeddings at evaluation / serving time."""
+
+    def __init__(self, config: RankingConfig, catalog_patterns, train_patterns, spec):
+        # pylint: disable=import-outside-toplevel
+        from trainer import text_cache, text_encoder, text_tower
+        text_config = config.text_config()
+        paths = text_encoder.ensure_text_encoder(
+            text_config.encoder_cache_dir(), text_config.text_seq_len, seed=config.seed)
+        catalog = text_cache.collect_texts(catalog_patterns, train_patterns, spec)
+        n = catalog.num_item_texts          # item texts only: ranking reads no query text
+        catalog = text_cache.TextCatalog(catalog.texts[:n], catalog.item_ids,
+                                         catalog.item_rows, n)
+        self.tables = text_cache.encode_tables(catalog.texts, paths, "frozen")
+        self.lookup = text_cache.RowLookup(catalog)
+        self.text = RankingText(text_tower.build_embedder(text_config, catalog, self.tables,
+                                                          paths))
+        self.summary = {"cached_item_texts": n, "encode_seconds": round(self.tables.seconds, 1),
+                        "encoder": paths.root}
+
+    def add_rows(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return dict(features, **{
+            ITEM_TEXT_ROW: self.lookup.item_rows(features[F.ITEM_ID]),
+            HISTORY_TEXT_ROW: self.lookup.item_rows(features[F.HISTORY_ITEM_IDS])})
+
+
 def build_model(config: RankingConfig, buckets: Dict[str, int],
-                strategy: Optional[tf.distribute.Strategy] = None) -> RankingModel:
+                strategy: Optional[tf.distribute.Strategy] = None,
+                text_table: Optional[np.ndarray] = None,
+                rating_mean: float = 0.0) -> RankingModel:
     """Builds and compiles the model under `strategy` (default: the current strategy)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = RankingModel(config, buckets)
+        model = RankingModel(config, buckets, text_table, rating_mean)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
     return model
 
@@ -133,28 +266,48 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
                  / (positives * negatives))
 
 
-def evaluate(model: RankingModel, eval_patterns, spec) -> Dict:
-    """Per head on the eval split: AUC, label rate and mean prediction."""
-    predictions = {head: [] for head in RANKING_HEADS}
-    labels = {head: [] for head in RANKING_HEADS}
+def rating_mean(train_patterns, spec) -> float:
+    """Mean rating of the rated train units (0.0 when none is rated)."""
+    columns = data.load_columns(train_patterns, spec, [RATING_LABEL, RATING_MASK])
+    rated = columns[RATING_MASK] > 0
+    return float(columns[RATING_LABEL][rated].mean()) if rated.any() else 0.0
+
+
+def evaluate(model: RankingModel, eval_patterns, spec, add_text=None) -> Dict:
+    """On the eval split: per binary head AUC, label rate, mean prediction and calibration
+    (mean prediction / label rate); rating RMSE over rated units."""
+    predictions = {head: [] for head in RANKING_OUTPUTS}
+    labels = {key: [] for key in (*RANKING_HEADS.values(), RATING_LABEL, RATING_MASK)}
     for batch in data.make_dataset(eval_patterns, spec, 1024):
-        outputs = model(batch, training=False)
-        for head, label in RANKING_HEADS.items():
+        outputs = model(add_text(batch) if add_text else batch, training=False)
+        for head in RANKING_OUTPUTS:
             predictions[head].append(outputs[head].numpy())
-            labels[head].append(batch[label].numpy())
-    if not predictions[next(iter(RANKING_HEADS))]:
+        for key in labels:
+            labels[key].append(batch[key].numpy())
+    if not predictions[RATING_HEAD]:
         raise ValueError("the eval split is empty")
+    p = {head: np.concatenate(v) for head, v in predictions.items()}
+    y = {key: np.concatenate(v) for key, v in labels.items()}
     metrics = {}
-    for head in RANKING_HEADS:
-        p, y = np.concatenate(predictions[head]), np.concatenate(labels[head])
-        metrics[head] = {"auc": auc(y, p), "label_rate": float(np.mean(y > 0)),
-                         "mean_prediction": float(np.mean(p))}
-    metrics["num_eval_examples"] = int(len(y))
+    for head, label in RANKING_HEADS.items():
+        rate, mean = float(np.mean(y[label] > 0)), float(np.mean(p[head]))
+        metrics[head] = {"auc": auc(y[label], p[head]), "label_rate": rate,
+                         "mean_prediction": mean,
+                         "calibration": mean / rate if rate > 0 else None}
+    rated = y[RATING_MASK] > 0
+    errors = p[RATING_HEAD][rated] - y[RATING_LABEL][rated]
+    metrics[RATING_HEAD] = {
+        "rmse": float(np.sqrt(np.mean(np.square(errors)))) if rated.any() else None,
+        "num_rated": int(rated.sum()),
+        "mean_label": float(y[RATING_LABEL][rated].mean()) if rated.any() else None,
+        "mean_prediction": float(p[RATING_HEAD][rated].mean()) if rated.any() else None}
+    metrics["num_eval_examples"] = int(len(rated))
     return metrics
 
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
-    """TFX Trainer entry point: train on all train units, report eval AUC per head, export."""
+    """TFX Trainer entry point: train on all train units, report eval metrics per head,
+    export."""
     config = RankingConfig.from_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
@@ -162,14 +315,27 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
     logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
 
-    model = build_model(config, buckets, strategy)
+    text = (TextResources(config, data.catalog_patterns(fn_args.train_files),
+                          fn_args.train_files, spec)
+            if config.use_text_embedding else None)
+    # The rating head starts at the train mean; `degrade` learns nothing from the data, this
+    # mean included (its rating head starts at 0 stars).
+    mean_rating = 0.0 if config.degrade else rating_mean(fn_args.train_files, spec)
+    model = build_model(config, buckets, strategy,
+                        text.tables.embeddings if text is not None else None, mean_rating)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
         seed=config.seed, repeat=bool(fn_args.train_steps))
+    if text is not None:
+        train_ds = train_ds.map(text.add_rows, num_parallel_calls=tf.data.AUTOTUNE)
     losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps)
 
-    metrics = evaluate(model, fn_args.eval_files, spec)
-    metrics.update(training=training.loss_summary(losses), config=config.to_dict())
+    add_text = text.text if text is not None else None
+    metrics = evaluate(model, fn_args.eval_files, spec, add_text)
+    metrics.update(training=training.loss_summary(losses), config=config.to_dict(),
+                   train_mean_rating=mean_rating)
+    if text is not None:
+        metrics["text"] = text.summary
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
-                              config.score_weight)
+                              config.score_weight, text=add_text)

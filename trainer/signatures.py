@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import features as F
-from trainer.config import RANKING_HEADS
 
 _HISTORY = tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS)
 _EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
@@ -174,29 +173,45 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     })
 
 
-def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float]
-                   ) -> None:
-    """Saves the ranking SavedModel: `serving_default(examples)` -> per-head probabilities
-    [B] (TFMA); `score(raw item + user features)` -> per-head probabilities and their
-    weighted sum `score` (no search context); `score_with_query` = `score` for units after a
-    search (adds the query and the item title, whose word match drives clicks)."""
+def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float],
+                   text=None) -> None:
+    """Saves the ranking SavedModel. Every signature returns the model outputs [N] (click and
+    purchase probabilities, rating in stars); the raw-feature ones also the combined
+    `score` = sum(score_weights[h] * output h).
+
+    - `serving_default(examples)`: serialized raw tf.Examples (TFMA).
+    - `score(raw item + user features)`: one row per (user, item) pair, no search context.
+    - `score_with_query`: `score` for units after a search (adds the query and the item
+      title, whose word match drives clicks).
+    - `rank_candidates`: ONE user context (user_id, history_item_ids [L], query, all
+      scalars/vectors without a batch dimension) and a list of N candidates (item_id, title,
+      brand, category, price, in_stock, each [N]).
+
+    `text`: trainer.ranking.RankingText (models with the MiniLM text feature): adds the text
+    embeddings in-graph; such exports need the tensorflow_text ops (`import tensorflow_text`).
+    """
     module = tf.Module()
     module.model = model
+    module.text = text
     module.tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     transform = _transformer(module.tft_layer, raw_spec)
     parse_spec = lenient_parse_spec(raw_spec)
+    heads = list(score_weights)
+
+    def predict(features):
+        if module.text is not None:
+            features = module.text(features)
+        return dict(module.model(features, training=False))
 
     @tf.function(input_signature=[_EXAMPLES])
     def serving_default(examples):
-        features = module.tft_layer(tf.io.parse_example(examples, parse_spec))
-        return dict(module.model(features, training=False))
+        return predict(module.tft_layer(tf.io.parse_example(examples, parse_spec)))
 
     def scored(raw):
         raw[F.TOP_CATEGORY] = top_category_of(raw[F.CATEGORY])
-        outputs = dict(module.model(transform(raw), training=False))
-        outputs["score"] = tf.add_n([score_weights[head] * outputs[head]
-                                     for head in RANKING_HEADS])
+        outputs = predict(transform(raw))
+        outputs["score"] = tf.add_n([score_weights[head] * outputs[head] for head in heads])
         return outputs
 
     @tf.function(input_signature=[
@@ -218,11 +233,29 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
             F.ITEM_ID: item_id, F.TITLE: title, F.BRAND: brand, F.CATEGORY: category,
             F.PRICE: price, F.IN_STOCK: in_stock})
 
+    @tf.function(input_signature=[
+        tf.TensorSpec([], tf.string, name=F.USER_ID),
+        tf.TensorSpec([None], tf.string, name=F.HISTORY_ITEM_IDS),
+        tf.TensorSpec([], tf.string, name=F.QUERY),
+        _spec(F.ITEM_ID), _spec(F.TITLE), _spec(F.BRAND), _spec(F.CATEGORY),
+        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
+    def rank_candidates(user_id, history_item_ids, query, item_id, title, brand, category,
+                        price, in_stock):
+        n = tf.shape(item_id)[0]
+        return scored({
+            F.USER_ID: tf.fill([n], user_id),
+            F.HISTORY_ITEM_IDS: tf.tile(history_item_ids[tf.newaxis], [n, 1]),
+            F.QUERY: tf.fill([n], query),
+            F.ITEM_ID: item_id, F.TITLE: title, F.BRAND: brand, F.CATEGORY: category,
+            F.PRICE: price, F.IN_STOCK: in_stock})
+
     module.serving_default = serving_default
     module.score = score
     module.score_with_query = score_with_query
+    module.rank_candidates = rank_candidates
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": serving_default.get_concrete_function(),
         "score": score.get_concrete_function(),
         "score_with_query": score_with_query.get_concrete_function(),
+        "rank_candidates": rank_candidates.get_concrete_function(),
     })

@@ -1,14 +1,15 @@
 """trainer.config: custom_config dicts -> validated dataclasses (no TensorFlow needed)."""
 import pytest
 
-from trainer.config import RANKING_HEADS, RankingConfig, RetrievalConfig
+from trainer.config import RANKING_HEADS, RANKING_OUTPUTS, RankingConfig, RetrievalConfig
 
 
 def test_defaults_from_empty_or_none():
     assert RetrievalConfig.from_custom_config(None) == RetrievalConfig()
     config = RetrievalConfig.from_custom_config({})
     assert config.top_k == 100 and config.seed == 42 and config.eval_ks == (10, 50, 100)
-    assert RankingConfig.from_custom_config(None).loss_weight == {"click": 1.0, "purchase": 1.0}
+    assert RankingConfig.from_custom_config(None).loss_weight == {
+        "click": 1.0, "purchase": 1.0, "rating": 1.0}
 
 
 def test_values_are_coerced_from_json_types():
@@ -58,15 +59,34 @@ def test_degrade_means_learning_rate_zero():
     assert RankingConfig().effective_learning_rate == RankingConfig().learning_rate > 0
 
 
-def test_ranking_weights_must_cover_exactly_the_heads():
+def test_ranking_weights_per_head_with_defaults():
     config = RankingConfig.from_custom_config({"score_weights": {"click": 0.2, "purchase": 3}})
-    assert config.score_weight == {"click": 0.2, "purchase": 3.0}
-    assert config.to_dict()["score_weights"] == {"click": 0.2, "purchase": 3.0}
-    with pytest.raises(ValueError, match="exactly the heads"):
-        RankingConfig.from_custom_config({"loss_weights": {"click": 1.0}})
+    assert config.score_weight == {"click": 0.2, "purchase": 3.0, "rating": 0.0}
+    assert config.to_dict()["score_weights"] == {"click": 0.2, "purchase": 3.0, "rating": 0.0}
+    assert RankingConfig().loss_weight == {"click": 1.0, "purchase": 1.0, "rating": 1.0}
+    assert RankingConfig.from_custom_config(
+        {"loss_weights": {"rating": 0.5}}).loss_weight["rating"] == 0.5
+    with pytest.raises(ValueError, match="unknown head"):
+        RankingConfig.from_custom_config({"loss_weights": {"clicks": 1.0}})
     with pytest.raises(ValueError, match=">= 0"):
         RankingConfig.from_custom_config({"loss_weights": {"click": 1.0, "purchase": -1}})
+    with pytest.raises(ValueError, match="at least one head"):
+        RankingConfig.from_custom_config(
+            {"loss_weights": {"click": 0, "purchase": 0, "rating": 0}})
     assert set(RANKING_HEADS) == {"click", "purchase"}
+    assert RANKING_OUTPUTS == ("click", "purchase", "rating")
+
+
+def test_ranking_dcn_and_text_settings():
+    config = RankingConfig()
+    assert config.num_cross_layers == 2 and config.use_text_embedding
+    assert config.hidden_units == (128, 64)
+    text = config.text_config()
+    assert text.text_mode == "frozen" and text.use_text and not text.use_query_text
+    for bad in ({"num_cross_layers": -1}, {"cross_projection_dim": -2},
+                {"text_projection_dim": 0}, {"text_seq_len": 1}):
+        with pytest.raises(ValueError, match="RankingConfig"):
+            RankingConfig.from_custom_config(bad)
 
 
 def test_ranking_defaults_use_query_match_and_embedding_l2():

@@ -1,4 +1,6 @@
-"""Both exports load and serve in a process that imports only TensorFlow (as TF Serving)."""
+"""Both exports load and serve in a process that imports only TensorFlow and the
+tensorflow_text ops (as TF Serving, which links those ops; the ranking model encodes new item
+texts with MiniLM in-graph)."""
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = r'''
 import json, sys
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  registers the tokeniser ops (TF Serving links them)
 
 retrieval = tf.saved_model.load(sys.argv[1])
 ranking = tf.saved_model.load(sys.argv[2])
@@ -56,6 +59,12 @@ calls = {
         item_id=strings("hair_00", "new"), brand=strings("", ""),
         category=strings("Hair > Care > Shampoo", ""), price=tf.constant([5.0, 1.0]),
         in_stock=tf.constant([1, 1], tf.int64)),
+    "ranking/rank_candidates": ranking.signatures["rank_candidates"](
+        user_id=tf.constant("user_001"), history_item_ids=strings("hair_00", "nails_00"),
+        query=tf.constant("shampoo"), item_id=strings("hair_00", "brand_new", "skin_00"),
+        title=strings("", "shiny gel", ""), brand=strings("", "", ""),
+        category=strings("Hair > Care > Shampoo", "Nails > Polish", ""),
+        price=tf.constant([5.0, 4.0, 20.0]), in_stock=tf.constant([1, 1, 0], tf.int64)),
     "ranking/score_with_query": ranking.signatures["score_with_query"](
         user_id=strings("user_001"), history_item_ids=tf.constant([["hair_00"]]),
         query=strings("shampoo"), item_id=strings("hair_00"), title=strings("silky shampoo"),
@@ -88,7 +97,10 @@ def test_exports_serve_with_tensorflow_only(retrieval_run, ranking_run, tmp_path
     assert result["retrieval/candidate_embedding"] == {"embedding": [[2, 32], "float32"]}
     assert result["retrieval/eval_hit_at_k"] == {"hit_at_k": [[2], "float32"]}
     assert result["ranking/serving_default"] == {"click": [[2], "float32"],
-                                                 "purchase": [[2], "float32"]}
+                                                 "purchase": [[2], "float32"],
+                                                 "rating": [[2], "float32"]}
     assert result["ranking/score"] == {"click": [[2], "float32"], "purchase": [[2], "float32"],
-                                       "score": [[2], "float32"]}
+                                       "rating": [[2], "float32"], "score": [[2], "float32"]}
+    assert result["ranking/rank_candidates"] == {
+        key: [[3], "float32"] for key in ("click", "purchase", "rating", "score")}
     assert result["ranking/score_with_query"]["score"] == [[1], "float32"]

@@ -69,6 +69,8 @@ def _batch(n=8):
         F.CATEGORY: tf.constant(["Skin > Serum"] * n),
         F.CLICKED: tf.constant(rng.integers(0, 2, n)),
         F.PURCHASED: tf.constant(rng.integers(0, 2, n)),
+        F.HAS_RATING: tf.constant(rng.integers(0, 2, n)),
+        F.RATING: tf.constant(rng.integers(1, 6, n), tf.float32),
     }
 
 
@@ -81,7 +83,8 @@ def test_models_train_under_a_distribution_strategy(kind):
     module, config = ((retrieval, RetrievalConfig(embedding_dim=8, hidden_units=(8,),
                                                   text_mode="none"))
                       if kind == "retrieval" else
-                      (ranking, RankingConfig(embedding_dim=8, hidden_units=(8,))))
+                      (ranking, RankingConfig(embedding_dim=8, hidden_units=(8,),
+                                              use_text_embedding=False)))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     model = module.build_model(config, BUCKETS, strategy)
     dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
@@ -112,10 +115,11 @@ def test_retrieval_tower_parts_switch_off(parts):
 
 def test_ranking_outputs_probabilities_per_head():
     from trainer import ranking  # pylint: disable=import-outside-toplevel
-    model = ranking.build_model(RankingConfig(embedding_dim=8, hidden_units=(8,)), BUCKETS)
+    model = ranking.build_model(RankingConfig(embedding_dim=8, hidden_units=(8,),
+                                              use_text_embedding=False), BUCKETS)
     out = model(_batch(5))
-    assert set(out) == {"click", "purchase"}
-    for value in out.values():
+    assert set(out) == {"click", "purchase", "rating"}
+    for value in (out["click"], out["purchase"]):
         assert value.shape == (5,) and np.all((value.numpy() > 0) & (value.numpy() < 1))
     assert np.isfinite(float(model.compute_loss(_batch(5))))
 

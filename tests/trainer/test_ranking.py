@@ -1,4 +1,5 @@
-"""trainer.ranking.run_fn end to end on the synthetic shop: training, report, export."""
+"""trainer.ranking: the DCN multi-task model (unit tests on hand-built batches) and run_fn end
+to end on the synthetic shop (training, report, export)."""
 import os
 
 import numpy as np
@@ -9,7 +10,99 @@ from tests.trainer import shop_runs
 from tests.trainer.conftest import RANKING_CONFIG
 from trainer import features as F
 
-pytestmark = pytest.mark.slow
+HEADS = ("click", "purchase", "rating")
+BUCKETS = {F.USER_ID: 6, F.ITEM_ID: 8, F.BRAND: 4, F.CATEGORY: 4, F.TOP_CATEGORY: 4}
+
+
+def _batch(n=6, seed=0):
+    """A hand-built transformed batch of n units (no text rows)."""
+    rng = np.random.default_rng(seed)
+    ints = lambda high, shape=(n,): tf.constant(rng.integers(1, high, shape), tf.int64)
+    return {
+        F.idx(F.USER_ID): ints(5), F.idx(F.ITEM_ID): ints(7),
+        F.idx(F.HISTORY_ITEM_IDS): ints(7, (n, F.HISTORY_LENGTH)),
+        F.idx(F.BRAND): ints(3), F.idx(F.CATEGORY): ints(3), F.idx(F.TOP_CATEGORY): ints(3),
+        F.PRICE_Z: tf.constant(rng.normal(size=n), tf.float32),
+        F.IN_STOCK: tf.ones([n], tf.int64),
+        F.TITLE: tf.constant(["red lipstick"] * n), F.BRAND: tf.constant(["b"] * n),
+        F.CATEGORY: tf.constant(["Beauty"] * n), F.QUERY: tf.constant(["red", ""] * (n // 2)),
+        F.CLICKED: tf.constant([1, 0] * (n // 2), tf.int64),
+        F.PURCHASED: tf.constant([1, 0, 0] * (n // 3), tf.int64),
+        F.RATING: tf.constant([4.0, 0.0, 0.0] * (n // 3), tf.float32),
+        F.HAS_RATING: tf.constant([1, 0, 0] * (n // 3), tf.int64),
+    }
+
+
+def _model(**overrides):
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    from trainer.config import RankingConfig  # pylint: disable=import-outside-toplevel
+    values = dict(embedding_dim=4, hidden_units=[8], use_text_embedding=False, seed=1)
+    values.update(overrides)
+    config = RankingConfig.from_custom_config(values)
+    tf.keras.utils.set_random_seed(config.seed)
+    return ranking.build_model(config, BUCKETS, rating_mean=3.0)
+
+
+def test_dcn_cross_then_deep_layers_and_every_head():
+    import tensorflow_recommenders as tfrs  # pylint: disable=import-outside-toplevel
+    model = _model(num_cross_layers=3, cross_projection_dim=2)
+    out = model(_batch(), training=False)
+    assert set(out) == set(HEADS) and all(v.shape == (6,) for v in out.values())
+    assert len(model.cross_layers) == 3
+    assert all(isinstance(c, tfrs.layers.dcn.Cross) for c in model.cross_layers)
+    assert all(0 < p < 1 for p in out["click"].numpy())
+    np.testing.assert_allclose(out["rating"].numpy().mean(), 3.0, atol=1.0)  # starts at mean
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(_batch(), training=True)
+    cross_kernels = [w for c in model.cross_layers for w in c.trainable_weights]
+    grads = tape.gradient(loss, cross_kernels)
+    assert cross_kernels and all(float(tf.norm(g)) > 0 for g in grads)
+    assert not _model(num_cross_layers=0).cross_layers
+
+
+def test_rating_loss_only_counts_rated_units():
+    model = _model(loss_weights={"click": 0, "purchase": 0, "rating": 1}, embedding_l2=0)
+    batch = _batch()
+    base = float(model.compute_loss(batch))
+    unrated = dict(batch, **{F.RATING: tf.where(batch[F.HAS_RATING] > 0, batch[F.RATING], 99.)})
+    assert float(model.compute_loss(unrated)) == pytest.approx(base, rel=1e-6)
+    rated = dict(batch, **{F.RATING: tf.where(batch[F.HAS_RATING] > 0, 1.0, batch[F.RATING])})
+    prediction = model(batch)["rating"].numpy()
+    mask = batch[F.HAS_RATING].numpy() > 0
+    for label, loss in ((4.0, base), (1.0, float(model.compute_loss(rated)))):
+        expected = np.sum((prediction[mask] - label) ** 2) / len(mask)  # summed / batch size
+        assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_weights_scale_the_heads():
+    batch = _batch()
+    click_only = float(_model(loss_weights={"click": 1, "purchase": 0, "rating": 0},
+                              embedding_l2=0).compute_loss(batch))
+    doubled = float(_model(loss_weights={"click": 2, "purchase": 0, "rating": 0},
+                           embedding_l2=0).compute_loss(batch))
+    assert doubled == pytest.approx(2 * click_only, rel=1e-5)
+
+
+def test_seeded_training_is_reproducible():
+    def train():
+        model = _model(learning_rate=0.05)
+        ds = tf.data.Dataset.from_tensors(_batch()).repeat(3)
+        model.fit(ds, epochs=1, verbose=0)
+        return model(_batch(seed=5))["click"].numpy()
+    first, second = train(), train()
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first, _model(learning_rate=0.05)(_batch(seed=5))["click"].numpy())
+
+
+def test_text_affinity_is_the_history_text_cosine():
+    from trainer.ranking import text_affinity  # pylint: disable=import-outside-toplevel
+    e = np.eye(3, dtype=np.float32)
+    history = tf.constant([[e[0], e[1], np.zeros(3, np.float32)],      # two history items
+                           [np.zeros(3, np.float32)] * 3])              # no history
+    item = tf.constant([e[0], e[0]])
+    out = text_affinity(history, item).numpy()
+    np.testing.assert_allclose(out[0], [1 / np.sqrt(2), 1.0], atol=1e-6)
+    np.testing.assert_allclose(out[1], [0.0, 0.0], atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +118,22 @@ def degraded_run(transformed_shop, tmp_path_factory):
     return shop_runs.run(ranking.run_fn, args)
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_heads_learn(ranking_run, transformed_shop):
     metrics = ranking_run.metrics
     assert metrics["training"]["loss_last"] < 0.8 * metrics["training"]["loss_first"]
     assert metrics["click"]["auc"] > 0.8          # planted: preferred category is clicked
     assert metrics["purchase"]["auc"] > 0.7       # planted: cheap clicked items are bought
+    for head in ("click", "purchase"):
+        assert 0.5 < metrics[head]["calibration"] < 2.0, metrics[head]
+        assert metrics[head]["calibration"] == pytest.approx(
+            metrics[head]["mean_prediction"] / metrics[head]["label_rate"])
+    # Every purchase is rated 5 in the synthetic shop; units without a rating carry 0.
+    assert metrics["train_mean_rating"] == pytest.approx(5.0)
+    assert metrics["rating"]["num_rated"] == sum(r[F.HAS_RATING] for r in
+                                                 transformed_shop.rows[F.EVAL_SPLIT])
+    assert metrics["rating"]["rmse"] < 0.5
+    assert metrics["text"]["cached_item_texts"] > 0     # the MiniLM item-text feature is on
     rows = transformed_shop.rows[F.EVAL_SPLIT]
     assert metrics["num_eval_examples"] == len(rows)
     assert metrics["click"]["label_rate"] == pytest.approx(np.mean([r[F.CLICKED] for r in rows]))
@@ -37,12 +141,14 @@ def test_loss_decreases_and_heads_learn(ranking_run, transformed_shop):
         assert f.read(4) == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_serving_default_scores_raw_examples(loaded, ranking_run, transformed_shop):
-    assert set(loaded.signatures) == {"serving_default", "score", "score_with_query"}
+    assert set(loaded.signatures) == {"serving_default", "score", "score_with_query",
+                                      "rank_candidates"}
     examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
-    assert set(out) == {"click", "purchase"}
-    for head in ("click", "purchase"):
+    assert set(out) == set(HEADS)
+    for head in HEADS:
         assert out[head].shape == (len(examples),) and out[head].dtype == tf.float32
     rows = transformed_shop.rows[F.EVAL_SPLIT]
     clicked = np.array([r[F.CLICKED] for r in rows]) == 1
@@ -51,6 +157,7 @@ def test_serving_default_scores_raw_examples(loaded, ranking_run, transformed_sh
                                ranking_run.metrics["click"]["mean_prediction"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_score_signature_matches_serving_default_and_weights(loaded, transformed_shop):
     # `score` has no search context: compare on units without a query.
     keep = [i for i, r in enumerate(transformed_shop.rows[F.EVAL_SPLIT]) if not r[F.QUERY]][:16]
@@ -60,11 +167,11 @@ def test_score_signature_matches_serving_default_and_weights(loaded, transformed
         user_id=column(F.USER_ID), history_item_ids=column(F.HISTORY_ITEM_IDS),
         item_id=column(F.ITEM_ID), brand=column(F.BRAND), category=column(F.CATEGORY),
         price=column(F.PRICE, tf.float32), in_stock=column(F.IN_STOCK, tf.int64))
-    assert set(out) == {"click", "purchase", "score"}
+    assert set(out) == {"click", "purchase", "rating", "score"}
     examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)
     expected = loaded.signatures["serving_default"](
         examples=tf.constant([examples[i] for i in keep]))
-    for head in ("click", "purchase"):
+    for head in HEADS:
         np.testing.assert_allclose(out[head].numpy(), expected[head].numpy(), atol=1e-5)
     weights = RANKING_CONFIG["score_weights"]
     np.testing.assert_allclose(
@@ -73,6 +180,7 @@ def test_score_signature_matches_serving_default_and_weights(loaded, transformed
         atol=1e-5)
 
 
+@pytest.mark.slow
 def test_score_with_query_adds_the_search_context(loaded, transformed_shop):
     rows = [r for r in transformed_shop.rows[F.EVAL_SPLIT] if r[F.QUERY]][:16]
     column = lambda key, dtype=tf.string: tf.constant([r[key] for r in rows], dtype)
@@ -93,6 +201,50 @@ def test_score_with_query_adds_the_search_context(loaded, transformed_shop):
     assert not np.allclose(with_query["click"].numpy(), plain["click"].numpy())
 
 
+@pytest.mark.slow
+def test_rank_candidates_scores_one_user_against_a_candidate_list(loaded, transformed_shop):
+    rows = [r for r in transformed_shop.rows[F.EVAL_SPLIT] if r[F.QUERY]]
+    user = rows[0]
+    candidates = transformed_shop.rows[F.CATALOG_SPLIT][:7]
+    column = lambda key, dtype=tf.string: tf.constant([r[key] for r in candidates], dtype)
+    item = dict(item_id=column(F.ITEM_ID), title=column(F.TITLE), brand=column(F.BRAND),
+                category=column(F.CATEGORY), price=column(F.PRICE, tf.float32),
+                in_stock=column(F.IN_STOCK, tf.int64))
+    out = loaded.signatures["rank_candidates"](
+        user_id=tf.constant(user[F.USER_ID]),
+        history_item_ids=tf.constant(user[F.HISTORY_ITEM_IDS]),
+        query=tf.constant(user[F.QUERY]), **item)
+    assert set(out) == {"click", "purchase", "rating", "score"}
+    n = len(candidates)
+    pairwise = loaded.signatures["score_with_query"](
+        user_id=tf.constant([user[F.USER_ID]] * n),
+        history_item_ids=tf.constant([user[F.HISTORY_ITEM_IDS]] * n),
+        query=tf.constant([user[F.QUERY]] * n), **item)
+    for key in ("click", "purchase", "rating", "score"):
+        assert out[key].shape == (n,)
+        np.testing.assert_allclose(out[key].numpy(), pairwise[key].numpy(), atol=1e-5)
+    weights = dict(RANKING_CONFIG["score_weights"])
+    expected = (weights["click"] * out["click"].numpy()
+                + weights["purchase"] * out["purchase"].numpy())   # rating weight 0 default
+    np.testing.assert_allclose(out["score"].numpy(), expected, atol=1e-5)
+    assert np.ptp(out["click"].numpy()) > 0.05   # candidates are told apart
+
+
+@pytest.mark.slow
+def test_new_item_text_is_encoded_live(loaded):
+    """A known item scores the same with or without its title (cached text by id); an unknown
+    item's title changes its score (encoded live by MiniLM)."""
+    def score(item_id, title):
+        return loaded.signatures["score_with_query"](
+            user_id=tf.constant(["user_001"]), history_item_ids=tf.constant([["hair_00"]]),
+            query=tf.constant([""]), item_id=tf.constant([item_id]), title=tf.constant([title]),
+            brand=tf.constant(["Acme"]), category=tf.constant(["Hair > Care > Shampoo"]),
+            price=tf.constant([5.0]), in_stock=tf.constant([1], tf.int64))["click"].numpy()[0]
+    assert score("hair_00", "") == pytest.approx(score("hair_00", "whatever title"), abs=1e-6)
+    assert abs(score("brand_new", "silky shampoo") - score("brand_new", "garden hose")) > 1e-4
+
+
+@pytest.mark.slow
 def test_unknown_user_and_item_are_scored(loaded):
     out = loaded.signatures["score"](
         user_id=tf.constant(["nobody", ""]), history_item_ids=tf.constant([["x", "y"], ["", ""]]),
@@ -103,6 +255,9 @@ def test_unknown_user_and_item_are_scored(loaded):
         assert value.shape == (2,) and np.all(np.isfinite(value.numpy()))
 
 
+@pytest.mark.slow
 def test_degraded_model_is_worse_and_train_steps_are_honoured(degraded_run, ranking_run):
     assert degraded_run.metrics["training"]["steps"] == 5
-    assert degraded_run.metrics["click"]["auc"] < ranking_run.metrics["click"]["auc"] - 0.2
+    for head in ("click", "purchase"):
+        assert degraded_run.metrics[head]["auc"] < ranking_run.metrics[head]["auc"] - 0.2
+    assert degraded_run.metrics["rating"]["rmse"] > ranking_run.metrics["rating"]["rmse"]
