@@ -51,6 +51,9 @@ class PipelineConfig:
     ranking_train_steps: int = 600
     ranking_eval_steps: int = 50
     retrieval_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # > 0: a DomainPretraining component continues masked-LM training of MiniLM on the
+    # catalog text for this many steps before retrieval training (BERT text modes only).
+    domain_pretraining_steps: int = 0
     ranking_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # Evaluator thresholds (blessing). Retrieval: recall@K over the full catalog on eval
@@ -78,6 +81,13 @@ class PipelineConfig:
                      "session_gap_minutes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.domain_pretraining_steps < 0:
+            problems.append(f"domain_pretraining_steps={self.domain_pretraining_steps}: "
+                            "must be >= 0 (0 = off)")
+        if (self.domain_pretraining_steps > 0
+                and self.retrieval_custom_config().get("text_mode") == "none"):
+            problems.append("domain_pretraining_steps > 0 needs a BERT text mode, but "
+                            "retrieval_config.text_mode is 'none'")
         for name in ("min_retrieval_recall", "max_retrieval_recall_drop", "min_click_auc",
                      "min_purchase_auc", "max_auc_drop"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 
 from pipeline import eval_configs
 from pipeline.components.anomalies_gate import AnomaliesGate
+from pipeline.components.domain_pretraining import DomainPretraining
 from pipeline.components.shop_example_gen import ShopExampleGen
 from pipeline.configs import RANKING_MODEL_NAME, RETRIEVAL_MODEL_NAME, PipelineConfig
 from trainer import features
@@ -30,7 +31,8 @@ def _latest_blessed(kind: str):
     ).with_id(f"latest_blessed_{kind}_resolver")
 
 
-def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custom_config):
+def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custom_config,
+             base_model=None):
     return tfx.components.Trainer(
         run_fn=run_fn,
         examples=transform.outputs["transformed_examples"],
@@ -39,6 +41,7 @@ def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custo
         train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT], num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT], num_steps=eval_steps),
         custom_config=custom_config,
+        base_model=base_model,
     ).with_id(f"{kind}_trainer")
 
 
@@ -89,10 +92,18 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
             analyze=[features.TRAIN_SPLIT],
             transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]))
     transform.add_upstream_node(anomalies_gate)
+    # Optional: masked-LM adaptation of MiniLM on the catalog text (off unless
+    # domain_pretraining_steps > 0); the retrieval trainer then encodes with those weights.
+    domain_pretraining = (DomainPretraining(
+        examples=example_gen.outputs["examples"], steps=cfg.domain_pretraining_steps,
+        seed=cfg.seed) if cfg.domain_pretraining_steps > 0 else None)
+    if domain_pretraining is not None:
+        domain_pretraining.add_upstream_node(anomalies_gate)
     # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.
     retrieval_trainer = _trainer(
         RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform, schema_gen,
-        cfg.retrieval_train_steps, cfg.retrieval_eval_steps, cfg.retrieval_custom_config())
+        cfg.retrieval_train_steps, cfg.retrieval_eval_steps, cfg.retrieval_custom_config(),
+        base_model=domain_pretraining.outputs["model"] if domain_pretraining else None)
     # TFRS multi-task ranking (click, purchase).
     ranking_trainer = _trainer(
         RANKING_MODEL_NAME, RANKING_RUN_FN, transform, schema_gen,
@@ -101,7 +112,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     # For each model: latest blessed baseline -> TFMA evaluation with thresholds -> push
     # blessed models to <serving_dir>/<model_name>/<version>/.
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, retrieval_trainer, ranking_trainer]
+                  transform, *([domain_pretraining] if domain_pretraining else []),
+                  retrieval_trainer, ranking_trainer]
     components += _evaluate_and_push(
         RETRIEVAL_MODEL_NAME, example_gen, retrieval_trainer,
         eval_configs.retrieval_eval_config(cfg), cfg.serving_dir)

@@ -9,6 +9,8 @@ pairs with popularity (logQ) correction and removal of accidental hits.
 Pipeline wiring: `Trainer(run_fn="trainer.retrieval.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RetrievalConfig keys>)`.
 """
+import dataclasses
+import os
 import time
 from typing import Dict, Optional, Sequence
 
@@ -293,9 +295,23 @@ class TowerWithText:
         return self.tower(features, training=training)
 
 
+def with_base_model(config: RetrievalConfig, base_model: Optional[str]) -> RetrievalConfig:
+    """The Trainer's `base_model` (a DomainPretraining output: `<dir>/backbone` is a keras-hub
+    preset of adapted MiniLM weights) becomes the text backbone, unless the config names one."""
+    if not base_model or not config.uses_bert or config.text_backbone:
+        return config
+    backbone = os.path.join(base_model, "backbone")
+    if not tf.io.gfile.exists(os.path.join(backbone, "config.json")):
+        raise ValueError(f"retrieval: base_model {base_model!r} holds no keras-hub preset at "
+                         f"{backbone!r} (expected a DomainPretraining output)")
+    logging.info("retrieval: text backbone from base_model %s", backbone)
+    return dataclasses.replace(config, text_backbone=backbone)
+
+
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """TFX Trainer entry point: train, evaluate recall@K over the full catalog, export."""
-    config = RetrievalConfig.from_custom_config(fn_args.custom_config)
+    config = with_base_model(RetrievalConfig.from_custom_config(fn_args.custom_config),
+                             getattr(fn_args, "base_model", None))
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = tft_output.transformed_feature_spec()
