@@ -1,23 +1,48 @@
 """TFMA EvalConfigs for the two Evaluators: what is measured, sliced and required for blessing.
 
 Thresholds apply to the overall slice only (MetricConfig.per_slice_thresholds), so a thin
-category slice cannot veto a model by noise; per-category numbers are still computed and reported.
+slice cannot veto a model by noise; per-slice numbers are still computed and reported.
 Change thresholds compare the candidate with the latest blessed model of the same kind.
+
+Ranking slices: overall, top category, user activity (cold / warm / heavy: distinct items the
+user engaged with before the unit, 0 / 1-9 / >= 10) and item novelty (new = created at most 30
+days before the unit, else established); the slice features are written by
+pipeline/examples.py.
 """
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
+from pipeline import examples
 from pipeline.configs import PipelineConfig
 from trainer import features
+from trainer.config import RANKING_HEADS as _BINARY_HEADS
+from trainer.config import RATING_HEAD, RATING_LABEL, RATING_MASK
 
 OVERALL = tfma.SlicingSpec()
 SLICES = [OVERALL, tfma.SlicingSpec(feature_keys=[features.TOP_CATEGORY])]
+RANKING_SLICES = SLICES + [tfma.SlicingSpec(feature_keys=[examples.USER_ACTIVITY]),
+                           tfma.SlicingSpec(feature_keys=[examples.ITEM_NOVELTY])]
 
 # Signature/output names exported by trainer/ (see trainer/signatures.py).
 RETRIEVAL_EVAL_SIGNATURE = "eval_hit_at_k"
 RETRIEVAL_HIT_KEY = "hit_at_k"
 RANKING_EVAL_SIGNATURE = "serving_default"
-RANKING_HEADS = {"click": features.CLICKED, "purchase": features.PURCHASED}
+RANKING_HEADS = dict(_BINARY_HEADS)                 # binary heads: output -> label key
+RANKING_LABELS = dict(RANKING_HEADS, **{RATING_HEAD: RATING_LABEL})
+RMSE = "RootMeanSquaredError"                       # tf_keras metric, weighted by has_rating
+
+# Ranking blessing besides AUC (pipeline.configs holds the AUC thresholds): calibration of the
+# click and purchase heads (mean prediction / mean label) within [MIN, MAX] (off by more than 3x
+# either way = broken; the tiny test shop has 6 eval purchases); rating RMSE over
+# rated eval units <= MAX_RATING_RMSE (stars) and at most MAX_RATING_RMSE_RISE above the
+# blessed baseline's.
+MIN_CALIBRATION, MAX_CALIBRATION = 1 / 3, 3.0
+MAX_RATING_RMSE = 1.5
+MAX_RATING_RMSE_RISE = 0.1
+
+
+def _overall(threshold: tfma.MetricThreshold) -> list:
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=threshold)]
 
 
 def _gated(class_name: str, lower_bound: float, max_drop: float) -> tfma.MetricConfig:
@@ -31,8 +56,24 @@ def _gated(class_name: str, lower_bound: float, max_drop: float) -> tfma.MetricC
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -max_drop}))
-    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=[
-        tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=threshold)])
+    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=_overall(threshold))
+
+
+def _gated_error(class_name: str, upper_bound: float, max_rise: float) -> tfma.MetricConfig:
+    """An error that must stay <= `upper_bound` and rise at most `max_rise` vs the baseline."""
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(upper_bound={"value": upper_bound}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": max_rise}))
+    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=_overall(threshold))
+
+
+def _banded(class_name: str, lower: float, upper: float) -> tfma.MetricConfig:
+    """A value that must lie in [lower, upper] (no change threshold)."""
+    threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+        lower_bound={"value": lower}, upper_bound={"value": upper}))
+    return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=_overall(threshold))
 
 
 def _options():
@@ -62,21 +103,32 @@ def retrieval_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
 
 
 def ranking_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
-    """AUC, calibration and counts per head (click, purchase), sliced by top category."""
+    """Per binary head (click, purchase): AUC (value + change thresholds), calibration = mean
+    prediction / mean label (value band), mean label and prediction, counts. Rating: RMSE over
+    rated units only (example weight has_rating; value + change thresholds). Thresholds on
+    the overall slice; every metric is also computed per slice (RANKING_SLICES)."""
     lower = {"click": cfg.min_click_auc, "purchase": cfg.min_purchase_auc}
+    unweighted = tfma.ExampleWeightOptions(unweighted=True)
     specs = []
     for head in RANKING_HEADS:
         specs.append(tfma.MetricsSpec(
-            output_names=[head],
+            output_names=[head], example_weights=unweighted,
             metrics=[tfma.MetricConfig(class_name="ExampleCount"),
                      _gated("AUC", lower[head], cfg.max_auc_drop),
                      tfma.MetricConfig(class_name="MeanLabel"),
                      tfma.MetricConfig(class_name="MeanPrediction"),
-                     tfma.MetricConfig(class_name="Calibration")]))
+                     _banded("Calibration", MIN_CALIBRATION, MAX_CALIBRATION)]))
+    specs.append(tfma.MetricsSpec(
+        output_names=[RATING_HEAD], example_weights=tfma.ExampleWeightOptions(weighted=True),
+        metrics=[tfma.MetricConfig(class_name="WeightedExampleCount"),
+                 _gated_error(RMSE, MAX_RATING_RMSE, MAX_RATING_RMSE_RISE),
+                 tfma.MetricConfig(class_name="MeanLabel"),
+                 tfma.MetricConfig(class_name="MeanPrediction")]))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
-            signature_name=RANKING_EVAL_SIGNATURE, label_keys=dict(RANKING_HEADS),
-            prediction_keys={h: h for h in RANKING_HEADS})],
-        slicing_specs=SLICES,
+            signature_name=RANKING_EVAL_SIGNATURE, label_keys=RANKING_LABELS,
+            prediction_keys={h: h for h in RANKING_LABELS},
+            example_weight_keys={RATING_HEAD: RATING_MASK})],
+        slicing_specs=RANKING_SLICES,
         metrics_specs=specs,
         options=_options())

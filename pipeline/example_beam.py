@@ -20,6 +20,7 @@ from trainer import features
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_id",
                  "timestamp")
 ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price", "in_stock")
+OPTIONAL_ITEM_COLUMNS = {examples.CREATED_AT: 0}   # missing -> this value (0 = unknown)
 FILE_PREFIX = "data_tfrecord"
 SPLITS = (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT)
 _EVENT_FIELDS = ("item_id", "event_type", "value", "query", "session_id", "timestamp", "seq")
@@ -76,8 +77,13 @@ def write_canonical_tables(events, items, work_dir: str):
     events = events.loc[:, list(EVENT_COLUMNS)].reset_index(drop=True)
     events["seq"] = range(len(events))
     events = events.astype({"value": "float64", "timestamp": "int64", "seq": "int64"})
-    items = items.loc[:, list(ITEM_COLUMNS)].reset_index(drop=True)
-    items = items.astype({"price": "float64", "in_stock": "bool"})
+    for column, default in OPTIONAL_ITEM_COLUMNS.items():
+        if column not in items.columns:
+            items = items.assign(**{column: default})
+    items = items.loc[:, list(ITEM_COLUMNS) + list(OPTIONAL_ITEM_COLUMNS)].reset_index(drop=True)
+    items[examples.CREATED_AT] = items[examples.CREATED_AT].fillna(0)
+    items = items.astype({"price": "float64", "in_stock": "bool",
+                          examples.CREATED_AT: "int64"})
     if not FileSystems.exists(work_dir):
         FileSystems.mkdirs(work_dir)
     events_path = os.path.join(work_dir, "events.parquet")

@@ -46,6 +46,12 @@ Time split
 Catalog split
     One example per item of the items table (with or without events): user side empty
     (user_id "", history all "", num_history 0, query "", timestamp 0), labels 0.
+Slice features (for TFMA slicing; no model reads them)
+    user_activity: from the number of distinct items the user engaged with strictly before
+    the unit (the history above, not truncated): "cold" = 0, "warm" = 1-9, "heavy" = 10 or
+    more (a full history window). item_novelty: "new" when the item's created_at is known
+    (> 0) and at most 30 days before the unit's timestamp, else "established". Catalog
+    examples have "" for both.
 """
 import bisect
 import collections
@@ -65,8 +71,32 @@ CATEGORY_SEPARATOR = " > "
 
 ITEM_FEATURES = (features.TITLE, features.DESCRIPTION, features.BRAND, features.CATEGORY,
                  features.TOP_CATEGORY, features.PRICE, features.IN_STOCK)
+
+# Slice features (string values, see the module docstring); evaluation slices on them.
+USER_ACTIVITY = "user_activity"
+ITEM_NOVELTY = "item_novelty"
+SLICE_FEATURES = (USER_ACTIVITY, ITEM_NOVELTY)
+COLD, WARM, HEAVY = "cold", "warm", "heavy"
+HEAVY_MIN_ITEMS = 10                  # distinct engaged items before the unit for "heavy"
+NEW, ESTABLISHED = "new", "established"
+NEW_ITEM_SECONDS = 30 * 86400         # an item is "new" for 30 days after its created_at
+CREATED_AT = "created_at"             # items-table column kept by item_features (epoch s)
+
 ALL_FEATURES = features.STRING_FEATURES + features.INT_FEATURES + features.FLOAT_FEATURES + (
-    features.HISTORY_ITEM_IDS,)
+    features.HISTORY_ITEM_IDS,) + SLICE_FEATURES
+
+
+def user_activity(num_prior_items: int) -> str:
+    """Activity bucket from the number of distinct items engaged with before the unit."""
+    if num_prior_items <= 0:
+        return COLD
+    return HEAVY if num_prior_items >= HEAVY_MIN_ITEMS else WARM
+
+
+def item_novelty(created_at: int, timestamp: int) -> str:
+    """"new" when the item was created (known, > 0) at most 30 days before `timestamp`."""
+    created_at = int(created_at or 0)
+    return NEW if 0 < created_at and timestamp - created_at <= NEW_ITEM_SECONDS else ESTABLISHED
 
 
 def _order(event: Mapping) -> tuple:
@@ -205,9 +235,16 @@ def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: in
     engagements = [e for e in ordered if e["event_type"] in ENGAGEMENT_EVENTS]
     searches = [(_order(e), s, e.get("query") or "")
                 for e, s in zip(ordered, sessions) if e["event_type"] == SEARCH]
+    # distinct[i] = distinct items among engagements[:i] (activity buckets, not truncated)
+    distinct, seen = [0], set()
+    for event in engagements:
+        seen.add(event["item_id"])
+        distinct.append(len(seen))
     out = []
     for unit in _build_unit_states(ordered, sessions):
         history = history_before(engagements, unit.first[0])
+        prior = bisect.bisect_left(engagements, unit.first[0],
+                                   key=lambda e: int(e["timestamp"]))
         out.append({
             features.USER_ID: user_id,
             features.HISTORY_ITEM_IDS: pad_history(history),
@@ -220,6 +257,7 @@ def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: in
             features.PURCHASED: int(unit.purchased),
             features.RATING: unit.rating,
             features.HAS_RATING: unit.has_rating,
+            USER_ACTIVITY: user_activity(distinct[prior]),
         })
     return out
 
@@ -238,13 +276,26 @@ def item_features(item: Mapping) -> dict:
         features.TOP_CATEGORY: category.split(CATEGORY_SEPARATOR)[0].strip() if category else "",
         features.PRICE: price,
         features.IN_STOCK: int(bool(item.get("in_stock"))),
+        CREATED_AT: _epoch_seconds(item.get(CREATED_AT)),
     }
 
 
+def _epoch_seconds(value) -> int:
+    """created_at as int epoch seconds; missing / NaN -> 0 (unknown)."""
+    if value is None:
+        return 0
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if math.isnan(value) else int(value)
+
+
 def join_item(unit: Mapping, item: Mapping) -> dict:
-    """A full example: the unit with the item features of its item."""
+    """A full example: the unit with the item features of its item (and its novelty)."""
     example = dict(unit)
     example.update({key: item[key] for key in ITEM_FEATURES})
+    example[ITEM_NOVELTY] = item_novelty(item.get(CREATED_AT, 0), unit[features.TIMESTAMP])
     return example
 
 
@@ -262,8 +313,11 @@ def catalog_example(item: Mapping) -> dict:
         features.PURCHASED: 0,
         features.RATING: 0.0,
         features.HAS_RATING: 0,
+        USER_ACTIVITY: "",
     }
-    return join_item(example, item)
+    example = join_item(example, item)
+    example[ITEM_NOVELTY] = ""
+    return example
 
 
 def check_eval_fraction(eval_fraction: float) -> float:
@@ -313,7 +367,7 @@ def to_tf_example(example: Mapping):
     feature = out.features.feature
     feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(
         [h.encode("utf-8") for h in history])
-    for key in features.STRING_FEATURES:
+    for key in features.STRING_FEATURES + SLICE_FEATURES:
         feature[key].bytes_list.value.append(str(example[key]).encode("utf-8"))
     for key in features.INT_FEATURES:
         feature[key].int64_list.value.append(int(example[key]))
@@ -329,7 +383,7 @@ def decode_example(serialized: bytes) -> dict:
     parsed = example_pb2.Example.FromString(serialized).features.feature
     out = {features.HISTORY_ITEM_IDS: [
         v.decode("utf-8") for v in parsed[features.HISTORY_ITEM_IDS].bytes_list.value]}
-    for key in features.STRING_FEATURES:
+    for key in features.STRING_FEATURES + SLICE_FEATURES:
         out[key] = parsed[key].bytes_list.value[0].decode("utf-8")
     for key in features.INT_FEATURES:
         out[key] = int(parsed[key].int64_list.value[0])

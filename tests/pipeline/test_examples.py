@@ -203,3 +203,36 @@ def test_tf_example_round_trip_has_every_feature_with_fixed_shapes():
     del example[features.PRICE]
     with pytest.raises(ValueError, match="lacks"):
         examples.to_tf_example(example)
+
+
+def test_user_activity_counts_distinct_prior_engaged_items_untruncated():
+    events = [ev(10 * i, "click", f"h{i % 12}") for i in range(15)]   # 12 distinct items
+    events += [ev(1000, "view", "x"), ev(-5, "view", "early")]
+    units = units_by(events, gap=10 ** 6)
+    assert units[("early", -5)][examples.USER_ACTIVITY] == examples.COLD      # nothing before
+    assert units[("h1", 10)][examples.USER_ACTIVITY] == examples.WARM        # h0 before
+    # 9 distinct items before ts 90 -> warm; 10 before ts 100 -> heavy (history window full)
+    assert units[("h9", 90)][examples.USER_ACTIVITY] == examples.WARM
+    assert units[("h10", 100)][examples.USER_ACTIVITY] == examples.HEAVY
+    assert units[("x", 1000)][examples.USER_ACTIVITY] == examples.HEAVY
+    assert units[("x", 1000)][features.NUM_HISTORY] == features.HISTORY_LENGTH  # truncated
+    assert [examples.user_activity(n) for n in (0, 1, 9, 10, 500)] == [
+        "cold", "warm", "warm", "heavy", "heavy"]
+
+
+def test_item_novelty_from_created_at():
+    day = 86400
+    item = examples.item_features({"item_id": "i1", "categories": "A", "price": 1.0,
+                                   "in_stock": True, "created_at": 100 * day})
+    unit = units_by([ev(0, "click", "h"), ev(120 * day, "view", "i1")], gap=10 ** 9)
+    late = units_by([ev(131 * day, "view", "i1")])
+    assert examples.join_item(unit[("i1", 120 * day)], item)[examples.ITEM_NOVELTY] == "new"
+    assert examples.join_item(late[("i1", 131 * day)], item)[examples.ITEM_NOVELTY] == \
+        "established"
+    assert examples.item_novelty(0, 5) == "established"              # created_at unknown
+    assert examples.item_novelty(30 * day, 60 * day) == "new"        # exactly 30 days
+    no_date = examples.item_features({"item_id": "i2", "price": 1.0, "in_stock": True,
+                                      "created_at": float("nan")})
+    assert no_date[examples.CREATED_AT] == 0
+    assert examples.catalog_example(item)[examples.ITEM_NOVELTY] == ""
+    assert examples.catalog_example(item)[examples.USER_ACTIVITY] == ""

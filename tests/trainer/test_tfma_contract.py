@@ -40,15 +40,25 @@ def test_tfma_reproduces_trainer_metrics(retrieval_run, ranking_run, transformed
     assert got[""]["mean_prediction"] == pytest.approx(
         retrieval_run.metrics["model"]["recall@20"], abs=1e-6)
 
-    ranking_config = tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default",
-                                    label_keys={"click": F.CLICKED, "purchase": F.PURCHASED},
-                                    prediction_keys={"click": "click", "purchase": "purchase"})],
-        metrics_specs=[tfma.MetricsSpec(output_names=[head], metrics=[
-            tfma.MetricConfig(class_name="AUC", config='"num_thresholds": 100000')])
-            for head in ("click", "purchase")],
-        slicing_specs=[tfma.SlicingSpec()], options=options)
+    # The pipeline's own ranking EvalConfig (pipeline/eval_configs.py): AUC and calibration
+    # per binary head, RMSE of the rating head over rated units only.
+    from pipeline import eval_configs  # pylint: disable=import-outside-toplevel
+    from pipeline.configs import PipelineConfig  # pylint: disable=import-outside-toplevel
+    ranking_config = eval_configs.ranking_eval_config(PipelineConfig())
+    del ranking_config.slicing_specs[1:]          # the synthetic shop has no slice features
+    for spec in ranking_config.metrics_specs:     # no baseline here: value thresholds only
+        for metric in spec.metrics:
+            for threshold in metric.per_slice_thresholds:
+                threshold.threshold.ClearField("change_threshold")
     got = _analyse(tfma, ranking_run.export, ranking_config, transformed_shop,
                    str(tmp_path / "ranking"))
+    assert set(got) == {"click", "purchase", "rating"}
     for head in ("click", "purchase"):
         assert got[head]["auc"] == pytest.approx(ranking_run.metrics[head]["auc"], abs=2e-3)
+        assert got[head]["calibration"] == pytest.approx(
+            ranking_run.metrics[head]["calibration"], rel=1e-3)
+        assert got[head]["example_count"] == ranking_run.metrics["num_eval_examples"]
+    rating = ranking_run.metrics["rating"]
+    assert got["rating"]["root_mean_squared_error"] == pytest.approx(rating["rmse"], rel=1e-3)
+    assert got["rating"]["weighted_example_count"] == rating["num_rated"]
+    assert got["rating"]["mean_label"] == pytest.approx(rating["mean_label"], rel=1e-4)
