@@ -1,11 +1,10 @@
 """Benchmark results as a markdown table, JSON and a PNG bar chart."""
-import json
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+
+from benchmarks.outputs import write_outputs  # noqa: E402
 
 # TIGER paper (Rajput et al., NeurIPS 2023), Table 1, Amazon Beauty, full ranking.
 PUBLISHED = {
@@ -99,12 +98,4 @@ def bar_chart(results, path, split="test"):
 
 def write(results, out_dir, stem="beauty"):
     """Write ``stem``.md, .json and .png into ``out_dir``; returns the three paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{stem}.{ext}") for ext in ("md", "json", "png")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        f.write(markdown(results))
-    with open(paths[1], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, default=str)
-        f.write("\n")
-    bar_chart(results, paths[2])
-    return paths
+    return write_outputs(results, out_dir, stem, markdown(results), bar_chart)

@@ -63,8 +63,11 @@ def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] =
     return splits
 
 
-def transform(raw_dir: str, out_dir: str):
-    """Analyses Split-train with trainer.preprocessing, transforms every split. Returns
+def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
+    """Runs trainer.preprocessing_fn with tf.Transform on Beam, laid out like the TFX
+    Transform component's outputs: analyses `raw_dir/Split-train`, writes the graph to
+    `out_dir/transform_graph` and each of `splits` to `out_dir/transformed/Split-<split>/`.
+    `raw_spec`: the raw feature spec (default: the pipeline's raw examples). Returns
     (transform_graph_dir, transformed_examples_dir)."""
     # pylint: disable=import-outside-toplevel
     import apache_beam as beam
@@ -76,10 +79,10 @@ def transform(raw_dir: str, out_dir: str):
 
     graph_dir = os.path.join(out_dir, "transform_graph")
     examples_dir = os.path.join(out_dir, "transformed")
-    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
+    schema = schema_utils.schema_from_feature_spec(raw_spec or raw_feature_spec())
     sources = {split: tfxio.TFExampleRecord(
         file_pattern=os.path.join(raw_dir, f"Split-{split}", "*"), schema=schema)
-        for split in SPLITS}
+        for split in splits}
     options = beam.options.pipeline_options.PipelineOptions(
         ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
     with beam.Pipeline(options=options) as pipeline, tft_beam.Context(

@@ -1,6 +1,8 @@
 """Report of benchmarks/text_tower.py: markdown table, JSON and a PNG chart."""
 import json
 import os
+
+from benchmarks.outputs import write_outputs
 import platform
 import subprocess
 from importlib import metadata
@@ -122,12 +124,5 @@ def chart(results, path):
 
 
 def write(results, out_dir, stem="text_tower"):
-    """Writes <stem>.md, .json and .png into out_dir; returns their paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{stem}.{ext}") for ext in ("md", "json", "png")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        f.write(markdown(results))
-    with open(paths[1], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
-    chart(results, paths[2])
-    return paths
+    """Write ``stem``.md, .json and .png into ``out_dir``; returns the three paths."""
+    return write_outputs(results, out_dir, stem, markdown(results), chart)

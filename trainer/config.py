@@ -95,7 +95,7 @@ class RetrievalConfig(_Config):
     eval_ks: Tuple[int, ...] = (10, 50, 100)  # recall@K and NDCG@K reported in metrics.json
     remove_accidental_hits: bool = True   # same item id elsewhere in the batch is no negative
     logq_correction: bool = True     # subtract log(click share) of each in-batch candidate
-    id_dropout: float = 0.1          # training: share of user ids, item ids, histories dropped
+    id_dropout: float = 0.2          # training: share of user ids, item ids, histories dropped
     use_query_text: bool = True
     use_history_text: bool = True
     text_match: bool = True          # score += w * cosine(query text, item text), w learned

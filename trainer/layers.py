@@ -49,26 +49,40 @@ class HistoryEncoder(tf.keras.layers.Layer):
 
 
 class TextMatch(tf.keras.layers.Layer):
-    """Appends a weighted pretrained-text vector to a tower output, so the dot product of a
-    query and a candidate gains `w * text_q . text_c` (w = softplus of one learned scalar,
-    1 at init). One instance is shared by both towers.
+    """Appends the pretrained-text vector to a tower output, so the dot product of a query
+    and a candidate gains `w * text_q . text_c`. Two learned weights (softplus of a logit
+    each): `search_weight` where the query side holds a search text, `history_weight` where
+    it holds the pooled history texts. Searches state their intent explicitly and are a
+    minority of training examples, so sharing one weight let the history examples set it
+    (measured: anonymous searches then ranked desk lamps above matching lipsticks).
+    One instance is shared by both towers; only the query side carries the weight.
 
-    call(embedding [B, D], text [B, H]) -> [B, D + H].
+    Query side: call(embedding [B, D], text [B, H], is_search [B, 1] bool) -> [B, D + H].
+    Candidate side: call(embedding, text) -> [B, D + H] (text unscaled).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, search_weight: float = 2.0, history_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.logit = self.add_weight(
-            name="weight_logit", shape=(), trainable=True,
-            initializer=tf.keras.initializers.Constant(float(np.log(np.e - 1.0))))
+        logit = lambda w: tf.keras.initializers.Constant(float(np.log(np.expm1(w))))
+        self.search_logit = self.add_weight(name="search_weight_logit", shape=(),
+                                            trainable=True, initializer=logit(search_weight))
+        self.history_logit = self.add_weight(name="history_weight_logit", shape=(),
+                                             trainable=True, initializer=logit(history_weight))
 
     @property
-    def weight(self) -> tf.Tensor:
-        return tf.nn.softplus(self.logit)
+    def search_weight(self) -> tf.Tensor:
+        return tf.nn.softplus(self.search_logit)
 
-    def call(self, embedding, text):
-        return tf.concat([embedding, tf.sqrt(self.weight) * tf.cast(text, embedding.dtype)],
-                         axis=1)
+    @property
+    def history_weight(self) -> tf.Tensor:
+        return tf.nn.softplus(self.history_logit)
+
+    def call(self, embedding, text, is_search=None):
+        text = tf.cast(text, embedding.dtype)
+        if is_search is not None:
+            weight = tf.where(is_search, self.search_weight, self.history_weight)
+            text = tf.cast(weight, embedding.dtype) * text
+        return tf.concat([embedding, text], axis=1)
 
 
 class HashedBagOfWords(tf.keras.layers.Layer):

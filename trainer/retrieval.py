@@ -109,20 +109,20 @@ class QueryTower(tf.keras.Model):
         x = _output(self.dense, parts, training)
         if self.text_match is None:
             return x
-        return self.text_match(x, _query_side_text(query_text, history_text))
+        return self.text_match(x, *_query_side_text(query_text, history_text))
 
 
 def _query_side_text(query_text, history_text):
-    """The search text [B, H] where there is one (non-zero), else the pooled history texts,
-    L2-normalised; zeros when neither exists."""
+    """(text [B, H], is_search [B, 1]): the search text where there is one (non-zero), else
+    the pooled history texts, L2-normalised; zeros when neither exists."""
     if history_text is not None:
         history_text = tf.math.l2_normalize(history_text, axis=1)
     if query_text is None:
-        return history_text
-    if history_text is None:
-        return query_text
+        return history_text, tf.zeros_like(history_text[:, :1], tf.bool)
     has_query = tf.reduce_any(tf.not_equal(query_text, 0.0), axis=1, keepdims=True)
-    return tf.where(has_query, query_text, history_text)
+    if history_text is None:
+        return query_text, has_query
+    return tf.where(has_query, query_text, history_text), has_query
 
 
 class CandidateTower(tf.keras.Model):
@@ -350,7 +350,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         metrics["text"] = text.summary()
         match = model.candidate_tower.text_match
         if match is not None:
-            metrics["text"]["match_weight"] = round(float(match.weight), 4)
+            metrics["text"]["match_weight_search"] = round(float(match.search_weight), 4)
+            metrics["text"]["match_weight_history"] = round(float(match.history_weight), 4)
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")
 
     started = time.time()

@@ -5,8 +5,8 @@ import types
 
 import pytest
 
+from benchmarks.shop_examples import transform as run_transform
 from tests.trainer import shop_runs, synthetic_shop
-from tests.trainer.transform_run import run_transform
 
 # The cheap model without the pretrained text encoder ("none"): the BERT text modes have their
 # own end-to-end run (tests/trainer/test_retrieval_text.py).

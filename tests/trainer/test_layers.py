@@ -142,14 +142,20 @@ def test_history_encoder_pools_texts_with_its_weights():
         plain(history, texts)
 
 
-def test_text_match_adds_a_weighted_text_cosine():
+def test_text_match_adds_a_weighted_text_cosine_per_query_kind():
     from trainer.layers import TextMatch  # pylint: disable=import-outside-toplevel
-    match = TextMatch()
-    assert float(match.weight) == pytest.approx(1.0)
-    q = match(tf.constant([[1.0, 0.0]]), tf.constant([[0.6, 0.8, 0.0]]))
+    match = TextMatch(search_weight=2.0, history_weight=1.0)
+    assert float(match.search_weight) == pytest.approx(2.0)
+    assert float(match.history_weight) == pytest.approx(1.0)
+    text = tf.constant([[0.6, 0.8, 0.0], [0.6, 0.8, 0.0]])
+    q = match(tf.constant([[1.0, 0.0], [1.0, 0.0]]), text,
+              is_search=tf.constant([[True], [False]]))
     c = match(tf.constant([[0.0, 1.0]]), tf.constant([[0.6, 0.8, 0.0]]))
-    assert q.shape == (1, 5)
-    match.logit.assign(np.log(np.exp(3.0) - 1.0))                      # weight 3
-    q = match(tf.constant([[1.0, 0.0]]), tf.constant([[0.6, 0.8, 0.0]]))
-    assert float(tf.reduce_sum(q * c)) == pytest.approx(np.sqrt(3.0), rel=1e-5)
-    assert match.trainable_weights == [match.logit]
+    assert q.shape == (2, 5) and c.shape == (1, 5)
+    np.testing.assert_allclose(tf.reduce_sum(q * c, axis=1).numpy(), [2.0, 1.0], rtol=1e-5)
+    match.history_logit.assign(np.log(np.exp(3.0) - 1.0))               # history weight 3
+    q = match(tf.constant([[1.0, 0.0]]), tf.constant([[0.6, 0.8, 0.0]]),
+              is_search=tf.constant([[False]]))
+    assert float(tf.reduce_sum(q * c)) == pytest.approx(3.0, rel=1e-5)
+    assert {w.name.split("/")[-1].split(":")[0] for w in match.trainable_weights} == {
+        "search_weight_logit", "history_weight_logit"}
