@@ -17,6 +17,20 @@ def _overall(result):
             for output, by_key in metrics.items()}
 
 
+def _ranking_config():
+    """The pipeline's ranking EvalConfig with value thresholds only (no baseline here) and
+    the overall slice only (the synthetic shop has no slice features)."""
+    from pipeline import eval_configs  # pylint: disable=import-outside-toplevel
+    from pipeline.configs import PipelineConfig  # pylint: disable=import-outside-toplevel
+    config = eval_configs.ranking_eval_config(PipelineConfig())
+    del config.slicing_specs[1:]
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            for threshold in metric.per_slice_thresholds:
+                threshold.threshold.ClearField("change_threshold")
+    return config
+
+
 def _analyse(tfma, export, eval_config, shop, out):
     model = tfma.default_eval_shared_model(eval_saved_model_path=export,
                                            eval_config=eval_config)
@@ -42,16 +56,10 @@ def test_tfma_reproduces_trainer_metrics(retrieval_run, ranking_run, transformed
 
     # The pipeline's own ranking EvalConfig (pipeline/eval_configs.py): AUC and calibration
     # per binary head, RMSE of the rating head over rated units only.
-    from pipeline import eval_configs  # pylint: disable=import-outside-toplevel
-    from pipeline.configs import PipelineConfig  # pylint: disable=import-outside-toplevel
-    ranking_config = eval_configs.ranking_eval_config(PipelineConfig())
-    del ranking_config.slicing_specs[1:]          # the synthetic shop has no slice features
-    for spec in ranking_config.metrics_specs:     # no baseline here: value thresholds only
-        for metric in spec.metrics:
-            for threshold in metric.per_slice_thresholds:
-                threshold.threshold.ClearField("change_threshold")
+    ranking_config = _ranking_config()
     got = _analyse(tfma, ranking_run.export, ranking_config, transformed_shop,
                    str(tmp_path / "ranking"))
+    assert tfma.load_validation_result(str(tmp_path / "ranking")).validation_ok
     assert set(got) == {"click", "purchase", "rating"}
     for head in ("click", "purchase"):
         assert got[head]["auc"] == pytest.approx(ranking_run.metrics[head]["auc"], abs=2e-3)
@@ -62,3 +70,21 @@ def test_tfma_reproduces_trainer_metrics(retrieval_run, ranking_run, transformed
     assert got["rating"]["root_mean_squared_error"] == pytest.approx(rating["rmse"], rel=1e-3)
     assert got["rating"]["weighted_example_count"] == rating["num_rated"]
     assert got["rating"]["mean_label"] == pytest.approx(rating["mean_label"], rel=1e-4)
+
+
+def test_ranking_value_thresholds_veto_a_degraded_model(transformed_shop, tmp_path):
+    """An untrained ranking model fails the rating RMSE and purchase calibration thresholds
+    (its click calibration passes by chance here: clicks are ~45 % of the synthetic units)."""
+    import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+    from tests.trainer import shop_runs  # pylint: disable=import-outside-toplevel
+    from tests.trainer.conftest import RANKING_CONFIG  # pylint: disable=C0415
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    degraded = shop_runs.run(ranking.run_fn, shop_runs.fn_args(
+        transformed_shop, str(tmp_path / "run"),
+        dict(RANKING_CONFIG, degrade=True, use_text_embedding=False), train_steps=2))
+    _analyse(tfma, degraded.export, _ranking_config(), transformed_shop, str(tmp_path / "eval"))
+    result = tfma.load_validation_result(str(tmp_path / "eval"))
+    assert not result.validation_ok
+    failed = {(f.metric_key.output_name, f.metric_key.name)
+              for per_slice in result.metric_validations_per_slice for f in per_slice.failures}
+    assert {("rating", "root_mean_squared_error"), ("purchase", "calibration")} <= failed, failed
