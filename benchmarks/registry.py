@@ -25,6 +25,8 @@ BUILTIN = {
     "ease": "benchmarks.baselines:fit_ease",
     "ease_filtered": "benchmarks.baselines:fit_ease_filtered",
     "sasrec": "benchmarks.sasrec:fit_sasrec",
+    "zero_shot_text": "benchmarks.beauty_ours:fit_zero_shot_text",
+    "ours": "benchmarks.beauty_ours:fit_ours",
 }
 _MODELS = dict(BUILTIN)
 

@@ -1,0 +1,301 @@
+"""The project's own retrieval model ("ours") and a zero-shot MiniLM text baseline on the
+Beauty leave-one-out task.
+
+``fit_ours`` runs the project's training code end to end on the leave-one-out train part:
+
+1. raw examples in the pipeline's format (``pipeline/examples.py``): one clicked/purchased
+   example per training target with the items before it as its history (most recent first,
+   ``features.HISTORY_LENGTH`` at most, the user's order), the whole catalog (ASIN, title,
+   brand, category path, price) as the catalog split, and the validation targets as the eval
+   split (the trainer's own report only; never the test targets);
+2. ``trainer.preprocessing`` with tf.Transform (``benchmarks.shop_examples.transform``);
+3. ``trainer.retrieval.run_fn`` with a TFX ``FnArgs`` (``text_mode`` "frozen", the pipeline's
+   defaults otherwise, seeded);
+4. evaluation **from the exported SavedModel** only: ``tf.saved_model.load``, candidate
+   embeddings of every catalog item from its ``candidate_embedding`` signature, one query
+   embedding per history from ``query_embedding`` (raw ASIN strings in), score = dot product.
+
+With several candidate configurations (``candidates``) each is trained and the one with the
+best validation NDCG@10 (unfiltered) is kept; the test split is never seen here.
+
+The scorer receives histories only (the protocol's model interface), so the query side uses
+the history, not a user-id embedding (``use_user_id`` false): a user is their history.
+
+Everything written (examples, Transform output, exports) is derived from the research-only
+Amazon data: it goes to a temporary folder outside the repository (``work_dir``).
+"""
+import os
+import tempfile
+import time
+import types
+
+import numpy as np
+
+from benchmarks import beauty_data
+from benchmarks.registry import Fitted
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Trainer config of "ours" on top of the retrieval trainer's defaults: the pipeline's text
+# mode (frozen MiniLM); no user-id embedding (see the module docstring).
+BASE_CONFIG = {"text_mode": "frozen", "use_user_id": False}
+
+
+def _inside_repo(path):
+    path, repo = os.path.realpath(path), os.path.realpath(REPO)
+    return os.path.commonpath([path, repo]) == repo
+
+
+def catalog_rows(items):
+    """Item feature dicts (pipeline.examples.item_features) of every catalog item, in item
+    index order, as the shop export maps them (ASIN ids, imputed prices, filled titles)."""
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
+    prices, _ = beauty_data.shop_prices(items)
+    return [examples.item_features({
+        "item_id": items.asin[i], "title": beauty_data.shop_title(items, i),
+        "description": "", "brand": items.brand[i],
+        "categories": " > ".join(items.categories[i]), "price": float(prices[i]),
+        "in_stock": True}) for i in range(len(items))]
+
+
+def history_ids(asins, history, length=None):
+    """A history (item indices, oldest first) -> ASINs, most recent first, padded with "" to
+    ``features.HISTORY_LENGTH`` (the pipeline's history feature; items never repeat here)."""
+    from trainer import features as F  # pylint: disable=import-outside-toplevel
+    length = length or F.HISTORY_LENGTH
+    recent = [asins[i] for i in np.asarray(history)[::-1][:length]]
+    return recent + [""] * (length - len(recent))
+
+
+def _unit(user, history, item, rows, asins, timestamp):
+    from trainer import features as F  # pylint: disable=import-outside-toplevel
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
+    unit = {F.USER_ID: user, F.HISTORY_ITEM_IDS: history_ids(asins, history),
+            F.NUM_HISTORY: min(len(history), F.HISTORY_LENGTH), F.QUERY: "",
+            F.TIMESTAMP: int(timestamp), F.ITEM_ID: asins[item], F.CLICKED: 1,
+            F.ADDED_TO_CART: 1, F.PURCHASED: 1, F.RATING: 0.0, F.HAS_RATING: 0}
+    if hasattr(examples, "user_activity"):        # slice feature of newer example formats
+        unit[examples.USER_ACTIVITY] = examples.user_activity(len(history))
+    return examples.join_item(unit, rows[item])
+
+
+def write_raw_examples(task, raw_dir, min_history=0):
+    """The leave-one-out train part as the pipeline's raw splits under ``raw_dir``
+    (``Split-{train,eval,catalog}/data_tfrecord-00000.gz``).
+
+    train: one example per position t >= ``min_history`` of each user's train sequence
+    (target s[t], history s[:t]); eval: each validation target with its history; catalog:
+    every item. Returns the example counts.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
+    from trainer import features as F  # pylint: disable=import-outside-toplevel
+    rows = catalog_rows(task.items)
+    asins = list(task.items.asin)
+    splits = {F.TRAIN_SPLIT: [], F.EVAL_SPLIT: [], F.CATALOG_SPLIT: []}
+    for u, seq in enumerate(task.train):
+        times = beauty_data.event_timestamps(len(seq) + 2, u)
+        for t in range(min_history, len(seq)):
+            splits[F.TRAIN_SPLIT].append(_unit(f"u{u}", seq[:t], seq[t], rows, asins, times[t]))
+    for v, (hist, target) in enumerate(zip(task.validation.histories,
+                                           task.validation.targets)):
+        splits[F.EVAL_SPLIT].append(_unit(f"v{v}", hist, int(target), rows, asins,
+                                          beauty_data.EXPORT_END_DAY.timestamp()))
+    splits[F.CATALOG_SPLIT] = [examples.catalog_example(row) for row in rows]
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for split, examples_ in splits.items():
+        directory = os.path.join(raw_dir, f"Split-{split}")
+        os.makedirs(directory, exist_ok=True)
+        with tf.io.TFRecordWriter(os.path.join(directory, "data_tfrecord-00000.gz"),
+                                  options) as writer:
+            for row in examples_:
+                writer.write(examples.to_tf_example(row).SerializeToString())
+    return {split: len(rows_) for split, rows_ in splits.items()}
+
+
+def prepare(task, work_dir, min_history=0):
+    """Raw examples + tf.Transform output under ``work_dir``; a namespace the trainer test
+    helpers accept (``transform_graph``, ``examples``, ``raw``) plus counts and seconds."""
+    from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
+    seconds = {}
+    start = time.time()
+    raw = os.path.join(work_dir, "raw")
+    counts = write_raw_examples(task, raw, min_history)
+    seconds["examples"] = time.time() - start
+    start = time.time()
+    graph_dir, examples_dir = shop_examples.transform(raw, work_dir)
+    seconds["transform"] = time.time() - start
+    return types.SimpleNamespace(raw=raw, transform_graph=graph_dir, examples=examples_dir,
+                                 counts=counts, seconds=seconds)
+
+
+def train(prepared, out_dir, config, train_steps=None):
+    """trainer.retrieval.run_fn with the FnArgs the TFX Trainer builds; returns the export
+    dir and the trainer's metrics.json."""
+    # pylint: disable=import-outside-toplevel
+    from tests.trainer import shop_runs
+    from trainer import retrieval
+    args = shop_runs.fn_args(prepared, out_dir, dict(config), train_steps)
+    return shop_runs.run(retrieval.run_fn, args)
+
+
+class ExportedScorer:
+    """Scores from an exported retrieval SavedModel: ``candidate_embedding`` of every catalog
+    item once, ``query_embedding`` per history batch, score = dot product."""
+
+    def __init__(self, export_dir, items, batch_size=1024):
+        # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
+        self.tf = tf
+        self.asins = list(items.asin)
+        self.batch_size = batch_size
+        self.model = tf.saved_model.load(export_dir)
+        query = self.model.signatures["query_embedding"]
+        candidate = self.model.signatures["candidate_embedding"]
+        self._query = query
+        rows = catalog_rows(items)
+        parts = []
+        for begin in range(0, len(rows), batch_size):
+            batch = rows[begin:begin + batch_size]
+            col = lambda key, dtype=tf.string: tf.constant([r[key] for r in batch], dtype)
+            parts.append(candidate(
+                item_id=col("item_id"), title=col("title"), description=col("description"),
+                brand=col("brand"), category=col("category"), price=col("price", tf.float32),
+                in_stock=col("in_stock", tf.int64))["embedding"].numpy())
+        self.candidates = np.concatenate(parts).astype(np.float32)     # [n_items, D]
+
+    def queries(self, histories):
+        tf = self.tf
+        out = []
+        for begin in range(0, len(histories), self.batch_size):
+            batch = histories[begin:begin + self.batch_size]
+            ids = tf.constant([history_ids(self.asins, h) for h in batch], tf.string)
+            empty = tf.constant([""] * len(batch), tf.string)
+            out.append(self._query(user_id=empty, history_item_ids=ids,
+                                   query=empty)["embedding"].numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def __call__(self, histories):
+        return self.queries(histories) @ self.candidates.T
+
+
+def fit_ours(task, seed, candidates=({}, {"temperature": 0.05}), train_steps=None,
+             config=None, work_dir="", min_history=0, deterministic=True,
+             select="ndcg@10"):
+    """The project's retrieval model (see the module docstring).
+
+    ``config``: RetrievalConfig keys over ``BASE_CONFIG`` (seed = the benchmark seed);
+    ``candidates``: config variants (each may also set "train_steps"), selected on the
+    validation ``select`` metric (unfiltered); ``train_steps``: None = the config's epochs;
+    ``work_dir``: where examples, Transform output and exports go ("" = a new temp dir,
+    never inside the repository); ``min_history``: skip training targets with fewer
+    preceding items; ``deterministic``: TF op determinism (reproducible runs).
+    """
+    # pylint: disable-next=import-outside-toplevel
+    from tensorflow.python.framework import config as tf_config
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    if deterministic:
+        tf_config.enable_op_determinism()
+    try:
+        return _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history,
+                         select)
+    finally:               # a process-wide switch: leave it as it was (tests share a process)
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
+
+
+def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history, select):
+    work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_ours_")
+    if _inside_repo(work_dir):
+        raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
+                         "from research-only data: use a folder outside it")
+    os.makedirs(work_dir, exist_ok=True)
+    seconds = {}
+    prepared = prepare(task, work_dir, min_history)
+    seconds.update(prepared.seconds)
+    runs, best = [], None
+    for c, candidate in enumerate(candidates):
+        candidate = dict(candidate)
+        steps = candidate.pop("train_steps", train_steps)
+        cfg = dict(BASE_CONFIG, seed=seed, **(config or {}))
+        cfg.update(candidate)
+        start = time.time()
+        run = train(prepared, os.path.join(work_dir, f"run{c}"), cfg, steps)
+        train_seconds = time.time() - start
+        start = time.time()
+        scorer = ExportedScorer(run.export, task.items, task.batch_size)
+        load_seconds = time.time() - start
+        start = time.time()
+        metrics = task.validate(scorer)
+        validate_seconds = time.time() - start
+        record = {"config": cfg, "train_steps": steps,
+                  "validation": {v: metrics[v] for v in ("unfiltered", "filtered")},
+                  "trainer": {k: run.metrics.get(k) for k in ("training", "text",
+                                                              "eval_seconds")},
+                  "seconds": {"train_and_export": round(train_seconds, 1),
+                              "load_and_embed_catalog": round(load_seconds, 1),
+                              "validate": round(validate_seconds, 1)},
+                  "export": run.export}
+        runs.append(record)
+        score = metrics["unfiltered"][select]
+        if best is None or score > best[0]:
+            best = (score, c, scorer)
+    for key in ("train_and_export", "load_and_embed_catalog", "validate"):
+        seconds[key] = round(sum(r["seconds"][key] for r in runs), 1)
+    info = {"selected": best[1], "runs": runs, "examples": prepared.counts,
+            "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "work_dir": work_dir}
+    return Fitted(best[2], info)
+
+
+def text_embeddings(texts, seq_len=32):
+    """Frozen MiniLM embeddings (L2-normalised) of ``texts``: float32 [N, 384]."""
+    from trainer import text_encoder  # pylint: disable=import-outside-toplevel
+    from trainer.config import RetrievalConfig  # pylint: disable=import-outside-toplevel
+    cache = RetrievalConfig(text_seq_len=seq_len).encoder_cache_dir()
+    paths = text_encoder.ensure_text_encoder(cache, seq_len)
+    return text_encoder.encode_texts(texts, paths)
+
+
+def fit_zero_shot_text(task, seed, text="title", windows=(1, 3, 10),
+                       decays=(0.3, 0.5, 0.8), select="ndcg@10"):
+    """Zero-shot MiniLM: score(item) = cosine(sum_k decay**k * e(history[-1-k]), e(item))
+    over the last ``window`` history items, e = frozen MiniLM embedding of the item's
+    ``text`` ("title", or "item" = "title | brand | category path" as the trainer reads
+    it). ``window`` and ``decay`` are chosen on the validation ``select`` metric
+    (unfiltered)."""
+    items = task.items
+    if text == "title":
+        texts = [beauty_data.shop_title(items, i) for i in range(len(items))]
+    elif text == "item":
+        texts = [" | ".join(p for p in (beauty_data.shop_title(items, i), items.brand[i],
+                                         " > ".join(items.categories[i])) if p)
+                 for i in range(len(items))]
+    else:
+        raise ValueError(f"text must be 'title' or 'item', got {text!r}")
+    start = time.time()
+    emb = text_embeddings(texts)
+    encode_seconds = time.time() - start
+
+    def make(window, decay):
+        def scorer(histories):
+            q = np.zeros((len(histories), emb.shape[1]), np.float32)
+            for u, hist in enumerate(histories):
+                recent = np.asarray(hist[-window:])[::-1]
+                q[u] = (decay ** np.arange(len(recent)))[:, None].T @ emb[recent]
+            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+            return q @ emb.T
+        return scorer
+
+    best, curve = None, {}
+    for window in windows:
+        for decay in (decays if window > 1 else (1.0,)):
+            score = task.validate(make(window, decay), variants=("unfiltered",))[
+                "unfiltered"][select]
+            curve[f"window={window},decay={decay}"] = score
+            if best is None or score > best[0]:
+                best = (score, window, decay)
+    return Fitted(make(best[1], best[2]), {
+        "window": best[1], "decay": best[2], f"validation_{select}": curve,
+        "encode_seconds": round(encode_seconds, 1)})
