@@ -1,4 +1,5 @@
 """End to end: the whole TFX pipeline on a tiny sample shop, twice (good, then degraded)."""
+import collections
 import glob
 import json
 import os
@@ -30,6 +31,30 @@ def _blessed(pipeline_root, evaluator_id):
     out = {}
     for run in glob.glob(os.path.join(pipeline_root, evaluator_id, "blessing", "*")):
         out[run] = os.path.exists(os.path.join(run, "BLESSED"))
+    return out
+
+
+def _evaluations(pipeline_root, evaluator_id):
+    """The evaluator's TFMA output dirs, oldest execution first."""
+    runs = glob.glob(os.path.join(pipeline_root, evaluator_id, "evaluation", "*"))
+    return sorted(runs, key=lambda path: int(os.path.basename(path)))
+
+
+def _candidate_metrics(path):
+    """{(slice, output, metric): value} of the evaluated (candidate) model; slice = tuple of
+    (column, value) pairs, () for overall. Baseline values and diffs are left out."""
+    import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+    out = {}
+    for record in tfma.load_metrics(path):
+        slice_key = []
+        for key in record.slice_key.single_slice_keys:
+            value = getattr(key, key.WhichOneof("kind"))
+            slice_key.append((key.column, value.decode() if isinstance(value, bytes) else value))
+        for entry in record.metric_keys_and_values:
+            if entry.key.is_diff or entry.key.model_name == "baseline":
+                continue
+            out[(tuple(slice_key), entry.key.output_name, entry.key.name)] = (
+                entry.value.double_value.value)
     return out
 
 
@@ -65,12 +90,53 @@ def test_both_models_pushed_once_blessed(runs):
                                            "saved_model.pb"))
 
 
-def test_degraded_candidate_is_not_blessed_and_not_pushed(runs):
+@pytest.mark.parametrize("model", ["retrieval", "ranking"])
+def test_degraded_candidate_is_not_blessed_and_not_pushed(runs, model):
     cfg = runs["cfg"]
-    for model in ("retrieval", "ranking"):
-        blessings = _blessed(cfg.pipeline_root, f"{model}_evaluator")
-        assert sorted(blessings.values()) == [False, True], (model, blessings)
-        assert _versions(cfg.serving_dir, model) == runs["first_versions"][model]
+    blessings = _blessed(cfg.pipeline_root, f"{model}_evaluator")
+    assert sorted(blessings.values()) == [False, True], (model, blessings)
+    assert _versions(cfg.serving_dir, model) == runs["first_versions"][model]
+
+
+def test_ranking_evaluator_has_every_head_slice_and_threshold(runs):
+    import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+    from tensorflow_model_analysis.writers import eval_config_writer  # pylint: disable=C0415
+    cfg = runs["cfg"]
+    first, second = _evaluations(cfg.pipeline_root, "ranking_evaluator")
+    metrics = _candidate_metrics(first)
+    overall = {(output, name) for (slice_key, output, name) in metrics if slice_key == ()}
+    for head in ("click", "purchase"):
+        assert {(head, "auc"), (head, "calibration"), (head, "mean_label"),
+                (head, "mean_prediction"), (head, "example_count")} <= overall, overall
+    assert {("rating", "root_mean_squared_error"), ("rating", "weighted_example_count")} <= overall
+    values = collections.defaultdict(set)
+    for slice_key, _, _ in metrics:
+        for column, value in slice_key:
+            values[column].add(value)
+    assert {"top_category", "user_activity", "item_novelty"} <= set(values), dict(values)
+    assert values["user_activity"] <= {"cold", "warm", "heavy"}
+    assert len(values["user_activity"]) >= 2 and len(values["top_category"]) >= 2
+    assert values["item_novelty"] <= {"new", "established"} and "established" in values[
+        "item_novelty"]
+    # Thresholds on the overall slice: AUC and calibration per binary head, rating RMSE.
+    config = eval_config_writer.load_eval_run(first)[0]
+    gated = {(spec.output_names[0], metric.class_name) for spec in config.metrics_specs
+             for metric in spec.metrics if metric.per_slice_thresholds}
+    assert gated == {("click", "AUC"), ("click", "Calibration"), ("purchase", "AUC"),
+                     ("purchase", "Calibration"), ("rating", "RootMeanSquaredError")}
+    # The good model passes them; the degraded one fails on AUC (change vs the blessed model).
+    assert tfma.load_validation_result(first).validation_ok
+    bad = tfma.load_validation_result(second)
+    assert not bad.validation_ok
+    failed = {(f.metric_key.output_name, f.metric_key.name)
+              for per_slice in bad.metric_validations_per_slice for f in per_slice.failures}
+    assert {("click", "auc"), ("purchase", "auc")} & failed, failed
+    with open(os.path.join(os.path.dirname(cfg.pipeline_root), "ranking_metrics.json"), "w",
+              encoding="utf-8") as f:      # numbers for the record (docs/DESIGN.md)
+        json.dump({"good": {f"{o}/{n}": v for (s, o, n), v in metrics.items() if s == ()},
+                   "degraded": {f"{o}/{n}": v for (s, o, n), v in
+                                _candidate_metrics(second).items() if s == ()},
+                   "failed": sorted(map(list, failed))}, f, indent=1)
 
 
 PROBE = textwrap.dedent("""
