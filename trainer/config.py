@@ -146,8 +146,11 @@ class RetrievalConfig(_Config):
 
     @property
     def uses_text_match(self) -> bool:
-        """The text-match term needs item text and a query-side text (search or history)."""
-        return (self.text_match and self.uses_bert and self.use_text
+        """The text-match term needs item text and a query-side text (search or history).
+        Off for `degrade`: the pretrained cosine alone is a fair zero-shot retriever, so an
+        untrained model with it would not be the deliberately bad candidate blessing tests
+        need."""
+        return (self.text_match and not self.degrade and self.uses_bert and self.use_text
                 and (self.use_query_text or (self.use_history and self.use_history_text)))
 
     @property

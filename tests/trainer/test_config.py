@@ -105,6 +105,7 @@ def test_text_settings(monkeypatch, tmp_path):
     assert not RetrievalConfig(text_mode="frozen", use_text=False, use_query_text=False,
                                use_history_text=False).uses_bert
     assert not RetrievalConfig(text_mode="frozen", use_text=False).uses_text_match
+    assert not RetrievalConfig(text_mode="frozen", degrade=True).uses_text_match
     monkeypatch.setenv("SHOPREC_CACHE_DIR", str(tmp_path))
     assert config.encoder_cache_dir() == str(tmp_path / "text_encoder")
     assert RetrievalConfig(text_encoder_cache_dir="/x").encoder_cache_dir() == "/x"
