@@ -133,10 +133,11 @@ def train(prepared, out_dir, config, train_steps=None):
     """trainer.retrieval.run_fn with the FnArgs the TFX Trainer builds; returns the export
     dir and the trainer's metrics.json."""
     # pylint: disable=import-outside-toplevel
-    from tests.trainer import shop_runs
+    from benchmarks import shop_examples
     from trainer import retrieval
-    args = shop_runs.fn_args(prepared, out_dir, dict(config), train_steps)
-    return shop_runs.run(retrieval.run_fn, args)
+    args = shop_examples.trainer_fn_args(prepared.examples, prepared.transform_graph, out_dir,
+                                         dict(config), train_steps)
+    return shop_examples.run_trainer(retrieval.run_fn, args)
 
 
 class ExportedScorer:

@@ -9,8 +9,10 @@ Beam (in memory). The layout matches the TFX components' outputs, so trainer run
     <out>/transformed/Split-{train,eval,catalog}/*.gz  (Transform: transformed_examples)
 """
 import collections
+import json
 import os
 import tempfile
+import types
 from typing import Dict, Iterable, Mapping
 
 from pipeline import examples
@@ -105,3 +107,25 @@ def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
                                os.path.join(graph_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
     return graph_dir, examples_dir
+
+
+def trainer_fn_args(examples_dir, transform_graph, out_dir, custom_config, train_steps=None):
+    """The TFX FnArgs the Trainer component builds for our run_fns, over transformed
+    `examples_dir/Split-*` and a Transform graph; outputs go under `out_dir`."""
+    # pylint: disable-next=import-outside-toplevel
+    from tfx.components.trainer.fn_args_utils import FnArgs
+    split = lambda name: [os.path.join(examples_dir, f"Split-{name}", "*")]
+    return FnArgs(
+        working_dir=out_dir, train_files=split(F.TRAIN_SPLIT), eval_files=split(F.EVAL_SPLIT),
+        train_steps=train_steps, eval_steps=None, transform_graph_path=transform_graph,
+        transform_output=transform_graph,
+        serving_model_dir=os.path.join(out_dir, "serving_model_dir"),
+        model_run_dir=os.path.join(out_dir, "model_run"), custom_config=custom_config)
+
+
+def run_trainer(run_fn, args):
+    """Calls `run_fn(args)`; returns args, the written metrics.json and the export dir."""
+    run_fn(args)
+    with open(os.path.join(args.model_run_dir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    return types.SimpleNamespace(args=args, metrics=metrics, export=args.serving_model_dir)
