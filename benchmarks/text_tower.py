@@ -18,7 +18,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from benchmarks import text_tower_report as report
 
@@ -62,16 +62,11 @@ def run_mode(work_dir, mode, steps, config, out_dir) -> Dict:
     """One retrieval run_fn in this process; returns its metrics plus resource use."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     # pylint: disable=import-outside-toplevel
-    from tfx.components.trainer.fn_args_utils import FnArgs
+    from benchmarks.shop_examples import trainer_fn_args
     from trainer import retrieval
-    split = lambda name: [os.path.join(work_dir, "transformed", f"Split-{name}", "*")]
-    graph = os.path.join(work_dir, "transform_graph")
-    args = FnArgs(working_dir=out_dir, train_files=split("train"), eval_files=split("eval"),
-                  train_steps=steps, eval_steps=None, transform_graph_path=graph,
-                  transform_output=graph,
-                  serving_model_dir=os.path.join(out_dir, "serving_model_dir"),
-                  model_run_dir=os.path.join(out_dir, "model_run"),
-                  custom_config=dict(config, text_mode=mode))
+    args = trainer_fn_args(os.path.join(work_dir, "transformed"),
+                           os.path.join(work_dir, "transform_graph"), out_dir,
+                           dict(config, text_mode=mode), steps)
     start, load = time.time(), os.getloadavg()[0]
     retrieval.run_fn(args)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -103,6 +98,19 @@ def _mode_subprocess(args, mode, steps, config) -> Dict:
         return json.load(f)
 
 
+def _finished(work_dir, mode, steps, config) -> Optional[Dict]:
+    """A mode's earlier result in `work_dir` if it ran `steps` steps with `config`."""
+    path = os.path.join(work_dir, "runs", mode, "result.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    ran = result.get("config", {})
+    same = all(ran.get(key) == (list(value) if isinstance(value, tuple) else value)
+               for key, value in dict(config, text_mode=mode).items())
+    return result if same and result.get("training", {}).get("steps") == steps else None
+
+
 def _parse_steps(text):
     steps = dict(DEFAULT_STEPS)
     for item in filter(None, (text or "").split(",")):
@@ -126,6 +134,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--top-layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--resume", action="store_true",
+                   help="reuse a mode's result from --work when it ran the same steps and "
+                        "config (e.g. after an interrupted run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="any other RetrievalConfig key, e.g. --set text_seq_len=24")
     p.add_argument("--run-one", choices=MODES, help=argparse.SUPPRESS)
@@ -156,8 +167,10 @@ def main(argv=None) -> int:
                "commit": report.git_commit(_ROOT), "seed": args.seed, "config": config,
                "data": data, "environment": report.environment(), "modes": {}}
     for mode in modes:
-        print(f"[text_tower] {mode}: {steps[mode]} steps ...", file=sys.stderr, flush=True)
-        results["modes"][mode] = dict(_mode_subprocess(args, mode, steps[mode], config),
+        done = _finished(args.work, mode, steps[mode], config) if args.resume else None
+        print(f"[text_tower] {mode}: {steps[mode]} steps"
+              + (" (reused)" if done else " ..."), file=sys.stderr, flush=True)
+        results["modes"][mode] = dict(done or _mode_subprocess(args, mode, steps[mode], config),
                                       steps_budget=steps[mode])
     results["total_seconds"] = round(time.time() - started, 1)
     paths = report.write(results, args.out)

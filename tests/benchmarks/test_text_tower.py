@@ -46,3 +46,16 @@ def test_report_writes_table_json_and_png(tmp_path):
     assert rows[3].startswith("| popularity (train clicks) |") and "0.0400" in rows[3]
     assert json.load(open(js, encoding="utf-8"))["modes"]["none"]["model"]["recall@10"] == 0.3
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_reuses_only_a_result_with_the_same_steps_and_config(tmp_path):
+    run_dir = tmp_path / "runs" / "frozen"
+    run_dir.mkdir(parents=True)
+    result = dict(_run("frozen", 0.4, 3.0), config={"text_mode": "frozen", "batch_size": 256,
+                                                    "seed": 42, "text_top_layers": 2})
+    (run_dir / "result.json").write_text(json.dumps(result))
+    config = {"batch_size": 256, "seed": 42, "text_top_layers": 2}
+    assert text_tower._finished(str(tmp_path), "frozen", 10, config)["model"]["recall@10"] == 0.4
+    assert text_tower._finished(str(tmp_path), "frozen", 11, config) is None
+    assert text_tower._finished(str(tmp_path), "frozen", 10, dict(config, seed=1)) is None
+    assert text_tower._finished(str(tmp_path), "full", 10, config) is None
