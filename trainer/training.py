@@ -22,6 +22,28 @@ class BatchLossRecorder(tf.keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
+class ProgressLogger(tf.keras.callbacks.Callback):
+    """Logs "step i/N, loss, steps/s" about 20 times per run (every 50 steps when the total is
+    unknown), so a long Trainer shows progress in the TFX/absl log."""
+
+    def __init__(self, total_steps: Optional[int], times: int = 20):
+        super().__init__()
+        self.total = total_steps
+        self.every = max(1, total_steps // times) if total_steps else 50
+        self.step, self.start = 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.start is None:
+            self.start = time.time()                   # after the first (tracing) step
+            return
+        if self.step % self.every == 0 or self.step == self.total:
+            rate = (self.step - 1) / max(time.time() - self.start, 1e-9)
+            logging.info("train step %d/%s loss %.4f (%.2f steps/s)", self.step,
+                         self.total or "?", float((logs or {}).get("loss", float("nan"))),
+                         rate)
+
+
 class StepTimer(tf.keras.callbacks.Callback):
     """Wall-clock times of the training steps; the first step (tracing) is reported apart."""
 
@@ -55,7 +77,8 @@ def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
         raise ValueError("the training split has no usable examples (check the train split and "
                          "its labels: retrieval trains on clicked == 1 units)")
     recorder = BatchLossRecorder()
-    callbacks = [recorder] + list(callbacks)
+    callbacks = [recorder, ProgressLogger(int(train_steps) if train_steps else None)
+                 ] + list(callbacks)
     if train_steps:
         model.fit(dataset, epochs=1, steps_per_epoch=int(train_steps), callbacks=callbacks,
                   verbose=2)

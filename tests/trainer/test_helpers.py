@@ -86,3 +86,21 @@ def test_lenient_parse_spec_accepts_examples_without_labels():
 def test_top_category_is_the_first_level():
     got = signatures.top_category_of(tf.constant(["Skin > Face > Serum", "Nails", ""]))
     assert got.numpy().tolist() == [b"Skin", b"Nails", b""]
+
+
+def test_fit_logs_progress_and_runs_exactly_the_train_steps():
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+    from trainer import training  # pylint: disable=import-outside-toplevel
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensors(([[1.0]], [[2.0]])).repeat()
+    messages = []
+    handler = lambda msg, *args: messages.append(msg % args)
+    original, absl_logging.info = absl_logging.info, handler
+    try:
+        losses = training.fit(model, data, epochs=1, train_steps=40)
+    finally:
+        absl_logging.info = original
+    assert len(losses) == 40
+    progress = [m for m in messages if m.startswith("train step ")]
+    assert [m.split()[2] for m in progress] == [f"{i}/40" for i in range(2, 41, 2)]
