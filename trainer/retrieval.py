@@ -300,7 +300,8 @@ def with_base_model(config: RetrievalConfig, base_model: Optional[str]) -> Retri
     preset of adapted MiniLM weights) becomes the text backbone, unless the config names one."""
     if not base_model or not config.uses_bert or config.text_backbone:
         return config
-    backbone = os.path.join(base_model, "backbone")
+    from trainer.domain_pretraining import BACKBONE_DIR  # pylint: disable=import-outside-toplevel
+    backbone = os.path.join(base_model, BACKBONE_DIR)
     if not tf.io.gfile.exists(os.path.join(backbone, "config.json")):
         raise ValueError(f"retrieval: base_model {base_model!r} holds no keras-hub preset at "
                          f"{backbone!r} (expected a DomainPretraining output)")

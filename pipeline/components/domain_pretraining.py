@@ -25,9 +25,7 @@ from tfx.types import standard_artifact_utils as artifact_utils
 from tfx.utils import path_utils
 
 from trainer import features as F
-
-REPORT_FILE = "domain_pretraining.json"     # trainer.domain_pretraining.REPORT_FILE
-BACKBONE_DIR = "backbone"                   # trainer.domain_pretraining.BACKBONE_DIR
+from trainer.domain_pretraining import BACKBONE_DIR, REPORT_FILE  # noqa: F401  (re-exported)
 
 
 def catalog_texts(split_uri: str) -> list[str]:
