@@ -373,6 +373,9 @@ def to_tf_example(example: Mapping):
         feature[key].int64_list.value.append(int(example[key]))
     for key in features.FLOAT_FEATURES:
         feature[key].float_list.value.append(float(example[key]))
+    for key in features.OPTIONAL_FLOAT_FEATURES:
+        if key in example:
+            feature[key].float_list.value.append(float(example[key]))
     return out
 
 
@@ -389,4 +392,7 @@ def decode_example(serialized: bytes) -> dict:
         out[key] = int(parsed[key].int64_list.value[0])
     for key in features.FLOAT_FEATURES:
         out[key] = float(parsed[key].float_list.value[0])
+    for key in features.OPTIONAL_FLOAT_FEATURES:
+        if key in parsed:
+            out[key] = float(parsed[key].float_list.value[0])
     return out

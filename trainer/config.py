@@ -190,6 +190,11 @@ class RankingConfig(_Config):
     text_projection_dim: int = 16
     text_seq_len: int = 32
     text_encoder_cache_dir: str = ""
+    # The candidate's retrieval score (raw feature `retrieval_score`) as a feature. Off in the
+    # shop pipeline, whose impression units carry no retrieval score (docs/DESIGN.md §6); on
+    # for two-stage data that has one (the Beauty re-ranking benchmark). The exported
+    # raw-feature signatures then take `retrieval_score` too.
+    use_retrieval_score: bool = False
     # L2 on the embedding tables (ids memorise impressions without it: measured on the sample
     # shop, eval click AUC 0.68 without, 0.72-0.74 with 3e-5..3e-4).
     embedding_l2: float = 3e-4

@@ -47,7 +47,8 @@ def preprocessing_fn(inputs):
 
     Outputs: `*_idx` int64 indices ([B], history [B,HISTORY_LENGTH]), `price_z` float32 [B]
     (z-scored log1p price), `in_stock` int64 [B], raw strings [B] (item_id, title,
-    description, brand, category, query) and history_item_ids [B,HISTORY_LENGTH], labels [B].
+    description, brand, category, query) and history_item_ids [B,HISTORY_LENGTH], labels [B],
+    and float32 [B] `retrieval_score` when the raw schema has it.
     """
     out = {}
     item_id = _scalar(inputs[F.ITEM_ID], "")
@@ -75,4 +76,8 @@ def preprocessing_fn(inputs):
     for key in F.LABEL_KEYS:
         default = 0.0 if key in F.FLOAT_FEATURES else 0
         out[key] = _scalar(inputs[key], default)
+    # Optional features pass through only when the raw schema has them (two-stage data).
+    for key in F.OPTIONAL_FLOAT_FEATURES:
+        if key in inputs:
+            out[key] = tf.cast(_scalar(inputs[key], 0.0), tf.float32)
     return out

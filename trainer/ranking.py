@@ -2,8 +2,9 @@
 
 Pipeline wiring: `Trainer(run_fn="trainer.ranking.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RankingConfig keys>)`. Features (ids, history summary,
-item features, query-word match, the frozen MiniLM item-text embedding and the cosines of the
-candidate's text with the user's history texts) go through DCN-v2 cross layers
+item features, query-word match, the frozen MiniLM item-text embedding, the cosines of the
+candidate's text with the user's history texts and, with `use_retrieval_score`, the
+candidate's retrieval score) go through DCN-v2 cross layers
 (`tfrs.layers.dcn.Cross`), then deep ReLU layers, then one head per output
 (`trainer.config.RANKING_OUTPUTS`): sigmoid click and purchase heads (cross-entropy on every
 unit) and a linear rating head (squared error only on units with `has_rating`, masked
@@ -102,8 +103,15 @@ class RankingModel(tfrs.Model):
                                   kernel_initializer="glorot_uniform", name=f"cross_{i}")
             for i in range(config.num_cross_layers)]
         self.deep = mlp(config.hidden_units, name="deep")
-        self.heads = {head: tf.keras.layers.Dense(1, activation="sigmoid", name=head)
-                      for head in RANKING_HEADS}
+        # Binary heads output logits (sigmoid in `call`, after the wide retrieval term).
+        self.heads = {head: tf.keras.layers.Dense(1, name=head) for head in RANKING_HEADS}
+        # With the retrieval score: a "wide" term w_h * score added to each binary head's
+        # logit (w_h starts at 1), so the model starts from the retrieval order and the deep
+        # part learns corrections to it; the score is also in the cross features.
+        self.retrieval_weights = (
+            {head: self.add_weight(name=f"{head}_retrieval_weight", shape=(),
+                                   initializer=tf.keras.initializers.Constant(1.0))
+             for head in RANKING_HEADS} if config.use_retrieval_score else None)
         self.heads[RATING_HEAD] = tf.keras.layers.Dense(
             1, name=RATING_HEAD,
             bias_initializer=tf.keras.initializers.Constant(float(rating_mean)))
@@ -146,6 +154,8 @@ class RankingModel(tfrs.Model):
             item_text, history_text = self._texts(features)
             parts.append(self.text_projection(item_text))
             parts.append(text_affinity(history_text, item_text))
+        if self.config.use_retrieval_score:
+            parts.append(as_column(features[F.RETRIEVAL_SCORE]))
         return tf.concat(parts, axis=1)
 
     def call(self, features, training=False):
@@ -154,7 +164,16 @@ class RankingModel(tfrs.Model):
         for cross in self.cross_layers:
             x = cross(x0, x)
         x = self.deep(x, training=training)
-        return {head: tf.reshape(layer(x), [-1]) for head, layer in self.heads.items()}
+        out = {}
+        for head, layer in self.heads.items():
+            value = tf.reshape(layer(x), [-1])
+            if head in RANKING_HEADS:
+                if self.retrieval_weights is not None:
+                    value += self.retrieval_weights[head] * tf.reshape(
+                        tf.cast(features[F.RETRIEVAL_SCORE], tf.float32), [-1])
+                value = tf.sigmoid(value)
+            out[head] = value
+        return out
 
     def compute_loss(self, features, training=False):
         predictions = self(features, training=training)
@@ -312,6 +331,10 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = tft_output.transformed_feature_spec()
+    if config.use_retrieval_score and F.RETRIEVAL_SCORE not in spec:
+        raise ValueError(f"ranking: use_retrieval_score needs the raw feature "
+                         f"{F.RETRIEVAL_SCORE!r} (float) in the examples; the Transform "
+                         f"output has none (features: {sorted(spec)})")
     buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
     logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
 

@@ -187,6 +187,9 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
       scalars/vectors without a batch dimension) and a list of N candidates (item_id, title,
       brand, category, price, in_stock, each [N]).
 
+    Models trained with `use_retrieval_score` take `retrieval_score` [N] (float) in the three
+    raw-feature signatures too.
+
     `text`: trainer.ranking.RankingText (models with the MiniLM text feature): adds the text
     embeddings in-graph; such exports need the tensorflow_text ops (`import tensorflow_text`).
     """
@@ -214,40 +217,43 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
         outputs["score"] = tf.add_n([score_weights[head] * outputs[head] for head in heads])
         return outputs
 
-    @tf.function(input_signature=[
-        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
-        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
-    def score(user_id, history_item_ids, item_id, brand, category, price, in_stock):
-        return scored({
-            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.ITEM_ID: item_id,
-            F.BRAND: brand, F.CATEGORY: category, F.PRICE: price, F.IN_STOCK: in_stock})
+    # Candidate-side inputs of the raw-feature signatures, [N] each; models trained with
+    # use_retrieval_score also take the candidates' retrieval scores.
+    extra = ([_spec(F.RETRIEVAL_SCORE, tf.float32)]
+             if getattr(model, "config", None) is not None
+             and getattr(model.config, "use_retrieval_score", False) else [])
 
-    @tf.function(input_signature=[
-        _spec(F.USER_ID), _HISTORY, _spec(F.QUERY), _spec(F.ITEM_ID), _spec(F.TITLE),
-        _spec(F.BRAND), _spec(F.CATEGORY), _spec(F.PRICE, tf.float32),
-        _spec(F.IN_STOCK, tf.int64)])
-    def score_with_query(user_id, history_item_ids, query, item_id, title, brand, category,
-                         price, in_stock):
-        return scored({
-            F.USER_ID: user_id, F.HISTORY_ITEM_IDS: history_item_ids, F.QUERY: query,
-            F.ITEM_ID: item_id, F.TITLE: title, F.BRAND: brand, F.CATEGORY: category,
-            F.PRICE: price, F.IN_STOCK: in_stock})
+    def signature(specs, to_raw):
+        """A tf.function over `specs` (named TensorSpecs; the signature's input names) that
+        scores `to_raw({name: tensor})`."""
+        names = [spec.name for spec in specs]
 
-    @tf.function(input_signature=[
+        @tf.function(input_signature=specs)
+        def run(*args):
+            return scored(to_raw(dict(zip(names, args))))
+        return run
+
+    item_specs = [_spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
+                  _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)]
+    # One row per (user, item) pair, without search context.
+    score = signature([_spec(F.USER_ID), _HISTORY] + item_specs + extra, dict)
+    # Units after a search: the query and the item title (its word match drives clicks).
+    score_with_query = signature(
+        [_spec(F.USER_ID), _HISTORY, _spec(F.QUERY), _spec(F.TITLE)] + item_specs + extra, dict)
+
+    def one_user(given):
+        """The user context (scalars, history [L]) repeated for each of the N candidates."""
+        n = tf.shape(given[F.ITEM_ID])[0]
+        return dict(given, **{
+            F.USER_ID: tf.fill([n], given[F.USER_ID]),
+            F.HISTORY_ITEM_IDS: tf.tile(given[F.HISTORY_ITEM_IDS][tf.newaxis], [n, 1]),
+            F.QUERY: tf.fill([n], given[F.QUERY])})
+
+    rank_candidates = signature([
         tf.TensorSpec([], tf.string, name=F.USER_ID),
         tf.TensorSpec([None], tf.string, name=F.HISTORY_ITEM_IDS),
-        tf.TensorSpec([], tf.string, name=F.QUERY),
-        _spec(F.ITEM_ID), _spec(F.TITLE), _spec(F.BRAND), _spec(F.CATEGORY),
-        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
-    def rank_candidates(user_id, history_item_ids, query, item_id, title, brand, category,
-                        price, in_stock):
-        n = tf.shape(item_id)[0]
-        return scored({
-            F.USER_ID: tf.fill([n], user_id),
-            F.HISTORY_ITEM_IDS: tf.tile(history_item_ids[tf.newaxis], [n, 1]),
-            F.QUERY: tf.fill([n], query),
-            F.ITEM_ID: item_id, F.TITLE: title, F.BRAND: brand, F.CATEGORY: category,
-            F.PRICE: price, F.IN_STOCK: in_stock})
+        tf.TensorSpec([], tf.string, name=F.QUERY), _spec(F.TITLE)] + item_specs + extra,
+        one_user)
 
     module.serving_default = serving_default
     module.score = score

@@ -1,6 +1,7 @@
 """preprocessing_fn through tf.Transform on Beam, on a handful of hand-made raw examples."""
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
@@ -103,3 +104,16 @@ def test_strings_and_labels_pass_through(transformed):
     spec = output.transformed_feature_spec()
     assert spec[F.idx(F.HISTORY_ITEM_IDS)].shape == [F.HISTORY_LENGTH]
     assert spec[F.idx(F.ITEM_ID)].shape == [] and spec[F.PRICE_Z].shape == []
+
+
+def test_retrieval_score_passes_through_only_when_the_schema_has_it(transformed, tmp_path):
+    train, _, _ = transformed
+    assert all(F.RETRIEVAL_SCORE not in row for row in train)   # the shop pipeline's schema
+    spec = dict(synthetic_shop.raw_feature_spec(),
+                **{F.RETRIEVAL_SCORE: tf.io.FixedLenFeature([1], tf.float32)})
+    rows = [dict(row, **{F.RETRIEVAL_SCORE: [score]}) for row, score in zip(TRAIN, (0.5, -1.25,
+                                                                                   3.0, 0.0))]
+    with tft_beam.Context(temp_dir=str(tmp_path), force_tf_compat_v1=False):
+        (out, _), _ = ((rows, tft.DatasetMetadata.from_feature_spec(spec))
+                       | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
+    assert [float(row[F.RETRIEVAL_SCORE]) for row in out] == [0.5, -1.25, 3.0, 0.0]

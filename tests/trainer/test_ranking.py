@@ -261,3 +261,45 @@ def test_degraded_model_is_worse_and_train_steps_are_honoured(degraded_run, rank
     for head in ("click", "purchase"):
         assert degraded_run.metrics[head]["auc"] < ranking_run.metrics[head]["auc"] - 0.2
     assert degraded_run.metrics["rating"]["rmse"] > ranking_run.metrics["rating"]["rmse"]
+
+
+def test_retrieval_score_is_a_feature_when_configured():
+    batch = dict(_batch(), **{F.RETRIEVAL_SCORE: tf.constant([2.0, -1.0] * 3)})
+    flipped = dict(batch, **{F.RETRIEVAL_SCORE: -batch[F.RETRIEVAL_SCORE]})
+    model = _model(use_retrieval_score=True)
+    assert not np.allclose(model(batch)["click"].numpy(), model(flipped)["click"].numpy())
+    plain = _model()                               # off: the score is not read at all
+    np.testing.assert_array_equal(plain(batch)["click"].numpy(),
+                                  plain(flipped)["click"].numpy())
+    with pytest.raises(KeyError):
+        model(_batch())                            # on, but the batch has no score
+
+
+def test_ranker_learns_from_the_retrieval_score():
+    # Clicks follow the retrieval score alone; ids and features are noise.
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(3)
+    batches = []
+    for seed in range(40):
+        batch = _batch(n=30, seed=seed)
+        score = rng.normal(size=30).astype(np.float32)
+        clicked = (score + 0.3 * rng.normal(size=30) > 0).astype(np.int64)
+        batches.append(dict(batch, **{F.RETRIEVAL_SCORE: tf.constant(score),
+                                      F.CLICKED: tf.constant(clicked)}))
+    model = _model(use_retrieval_score=True, learning_rate=0.02,
+                   loss_weights={"click": 1, "purchase": 0, "rating": 0})
+    model.fit(tf.data.Dataset.from_tensor_slices(
+        {k: tf.stack([b[k] for b in batches[:30]]) for k in batches[0]}).repeat(4),
+        epochs=1, verbose=0)
+    held = batches[30:]
+    labels = np.concatenate([b[F.CLICKED].numpy() for b in held])
+    scores = np.concatenate([model(b)["click"].numpy() for b in held])
+    assert ranking.auc(labels, scores) > 0.85
+
+
+def test_run_fn_needs_the_retrieval_score_feature(transformed_shop, tmp_path):
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    args = shop_runs.fn_args(transformed_shop, str(tmp_path), dict(
+        RANKING_CONFIG, use_retrieval_score=True), train_steps=1)
+    with pytest.raises(ValueError, match="retrieval_score"):
+        ranking.run_fn(args)
