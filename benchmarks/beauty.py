@@ -110,22 +110,30 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
         start = time.time()
         fitted, options = registry.fit(name, task, seed, overrides.get(name))
         fit_seconds = time.time() - start
-        start = time.time()
-        scores = {split_name: protocol.evaluate(fitted.scorer, eval_set, data.n_items,
-                                                batch_size, progress=_progress(
-                                                    f"{name}: {split_name}"))
-                  for split_name, eval_set in (("validation", split.validation),
-                                               ("test", split.test))}
-        eval_seconds = time.time() - start
-        stages[f"{name}.fit"], stages[f"{name}.eval"] = fit_seconds, eval_seconds
-        results["models"][name] = {"options": options, "info": fitted.info,
-                                   "fit_seconds": fit_seconds, "eval_seconds": eval_seconds,
-                                   **scores}
-        test = scores["test"]
-        tqdm.write(f"{name}: test R@10 {test['unfiltered']['recall@10']:.4f} "
-                   f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
-                   f"{test['filtered']['recall@10']:.4f} N@10 "
-                   f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
+        # Companions share the fit (its seconds are on the model's row).
+        rows = [(name, fitted.scorer, fitted.info, fit_seconds)] + [
+            (f"{name}_{key}", scorer, {"companion_of": name}, 0.0)
+            for key, scorer in fitted.companions.items()]
+        for row_name, scorer, info, fit_seconds in rows:
+            start = time.time()
+            # A model that trained on the validation targets gets no validation row.
+            splits = ((("validation", split.validation),) if not fitted.trained_on_validation
+                      else ()) + (("test", split.test),)
+            scores = {"validation": None}
+            scores.update({split_name: protocol.evaluate(
+                scorer, eval_set, data.n_items, batch_size,
+                progress=_progress(f"{row_name}: {split_name}"))
+                for split_name, eval_set in splits})
+            eval_seconds = time.time() - start
+            stages[f"{row_name}.fit"], stages[f"{row_name}.eval"] = fit_seconds, eval_seconds
+            results["models"][row_name] = {
+                "options": options, "info": info, "fit_seconds": fit_seconds,
+                "eval_seconds": eval_seconds, **scores}
+            test = scores["test"]
+            tqdm.write(f"{row_name}: test R@10 {test['unfiltered']['recall@10']:.4f} "
+                       f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
+                       f"{test['filtered']['recall@10']:.4f} N@10 "
+                       f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
         results["environment"] = _environment()
         results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds")

@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = {"text_mode": "frozen", "use_user_id": False}
 
 
-def _inside_repo(path):
+def inside_repo(path):
     path, repo = os.path.realpath(path), os.path.realpath(REPO)
     return os.path.commonpath([path, repo]) == repo
 
@@ -67,7 +67,9 @@ def history_ids(asins, history, length=None):
     return recent + [""] * (length - len(recent))
 
 
-def _unit(user, history, item, rows, asins, timestamp):
+def unit_example(user, history, item, rows, asins, timestamp):
+    """A clicked + purchased raw example (pipeline format) of ``item`` for ``user`` after
+    ``history`` (item indices, oldest first); ``rows``: catalog_rows."""
     from trainer import features as F  # pylint: disable=import-outside-toplevel
     from pipeline import examples  # pylint: disable=import-outside-toplevel
     unit = {F.USER_ID: user, F.HISTORY_ITEM_IDS: history_ids(asins, history),
@@ -87,7 +89,6 @@ def write_raw_examples(task, raw_dir, min_history=0):
     (target s[t], history s[:t]); eval: each validation target with its history; catalog:
     every item. Returns the example counts.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from pipeline import examples  # pylint: disable=import-outside-toplevel
     from trainer import features as F  # pylint: disable=import-outside-toplevel
     rows = catalog_rows(task.items)
@@ -96,12 +97,20 @@ def write_raw_examples(task, raw_dir, min_history=0):
     for u, seq in enumerate(task.train):
         times = beauty_data.event_timestamps(len(seq) + 2, u)
         for t in range(min_history, len(seq)):
-            splits[F.TRAIN_SPLIT].append(_unit(f"u{u}", seq[:t], seq[t], rows, asins, times[t]))
+            splits[F.TRAIN_SPLIT].append(unit_example(f"u{u}", seq[:t], seq[t], rows, asins, times[t]))
     for v, (hist, target) in enumerate(zip(task.validation.histories,
                                            task.validation.targets)):
-        splits[F.EVAL_SPLIT].append(_unit(f"v{v}", hist, int(target), rows, asins,
+        splits[F.EVAL_SPLIT].append(unit_example(f"v{v}", hist, int(target), rows, asins,
                                           beauty_data.EXPORT_END_DAY.timestamp()))
     splits[F.CATALOG_SPLIT] = [examples.catalog_example(row) for row in rows]
+    return write_splits(raw_dir, splits)
+
+
+def write_splits(raw_dir, splits):
+    """{split: [example dicts]} -> ``raw_dir/Split-<split>/data_tfrecord-00000.gz`` (the
+    pipeline's raw layout); returns the example counts."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     for split, examples_ in splits.items():
         directory = os.path.join(raw_dir, f"Split-{split}")
@@ -208,7 +217,7 @@ def fit_ours(task, seed, candidates=({}, {"temperature": 0.05}), train_steps=Non
 
 def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history, select):
     work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_ours_")
-    if _inside_repo(work_dir):
+    if inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
                          "from research-only data: use a folder outside it")
     os.makedirs(work_dir, exist_ok=True)

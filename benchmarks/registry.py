@@ -27,6 +27,7 @@ BUILTIN = {
     "sasrec": "benchmarks.sasrec:fit_sasrec",
     "zero_shot_text": "benchmarks.beauty_ours:fit_zero_shot_text",
     "ours": "benchmarks.beauty_ours:fit_ours",
+    "ours_ranked": "benchmarks.beauty_rerank:fit_ours_ranked",
 }
 _MODELS = dict(BUILTIN)
 
@@ -54,6 +55,11 @@ class Fitted:
 
     scorer: typing.Callable
     info: dict = dataclasses.field(default_factory=dict)
+    # Other scorers the fit produced, measured alongside as rows "<name>_<key>" (e.g. the
+    # first stage of a two-stage model, so both orders of the same model are compared).
+    companions: dict = dataclasses.field(default_factory=dict)
+    # True when the validation targets were training data (stacking): no validation row.
+    trained_on_validation: bool = False
 
 
 def register(name, target):

@@ -25,6 +25,8 @@ def markdown_table(results, split="test", published=True):
             + [f"{SHORT[m]} filt." for m in METRICS] + ["fit s", "eval s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, model in results["models"].items():
+        if model.get(split) is None:        # e.g. no validation row: trained on it
+            continue
         row = [name, "measured"]
         for variant in ("unfiltered", "filtered"):
             row += [_fmt(model[split][variant][m]) for m in METRICS]
