@@ -139,6 +139,7 @@ class RerankedScorer:
         self.score_fn = tf.saved_model.load(ranking_export).signatures["score"]
         rows = beauty_ours.catalog_rows(items)
         self.asins = np.asarray(items.asin, dtype=object)
+        self.asin_list = list(items.asin)
         self.columns = {key: np.asarray([r[key] for r in rows], dtype=dtype)
                         for key, dtype in (("brand", object), ("category", object),
                                            ("price", np.float32), ("in_stock", np.int64))}
@@ -148,7 +149,7 @@ class RerankedScorer:
         tf = self.tf
         users, n = candidates.shape
         flat = candidates.reshape(-1)
-        history = np.repeat(np.asarray([beauty_ours.history_ids(list(self.asins), h)
+        history = np.repeat(np.asarray([beauty_ours.history_ids(self.asin_list, h)
                                         for h in histories], dtype=object), n, axis=0)
         out = self.score_fn(
             user_id=tf.constant([""] * len(flat)), history_item_ids=tf.constant(history),
