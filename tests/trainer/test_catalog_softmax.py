@@ -133,3 +133,15 @@ def test_clicked_items_missing_from_the_catalog_are_an_error():
         catalog_softmax.check_labels(catalog, np.array([1, 5, 8]))
     with pytest.raises(ValueError, match="must be in"):
         catalog_softmax.from_columns({F.idx(F.ITEM_ID): np.array([0, 1])}, NUM_ITEMS)
+
+
+def test_catalog_mode_trains_under_a_distribution_strategy():
+    config = RetrievalConfig(embedding_dim=8, hidden_units=(8,), text_mode="none",
+                             negatives="catalog", use_user_id=False, use_query_text=False)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    model = retrieval.build_model(config, BUCKETS, strategy, catalog=_catalog())
+    data = tf.data.Dataset.from_tensors(_batch([[1], [3, 1], []], [2, 4, 7])).repeat()
+    history = model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(strategy.extended.variable_created_in_scope(v)
+               for v in model.trainable_variables)
