@@ -65,6 +65,9 @@ def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] =
     return splits
 
 
+BEAM_BATCH_SIZE = 1000      # records per Arrow batch in `transform` (fixed: reproducible sums)
+
+
 def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
     """Runs trainer.preprocessing_fn with tf.Transform on Beam, laid out like the TFX
     Transform component's outputs: analyses `raw_dir/Split-train`, writes the graph to
@@ -87,15 +90,19 @@ def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
         for split in splits}
     options = beam.options.pipeline_options.PipelineOptions(
         ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    # Fixed batch sizes: Beam's BatchElements otherwise tunes them from timings, the
+    # analysers' float sums (the price z-score's mean and variance) change with the batch
+    # boundaries, and two runs differed in the last bits of some price_z values.
     with beam.Pipeline(options=options) as pipeline, tft_beam.Context(
-            temp_dir=tempfile.mkdtemp(dir=out_dir), force_tf_compat_v1=False):
+            temp_dir=tempfile.mkdtemp(dir=out_dir), force_tf_compat_v1=False,
+            desired_batch_size=BEAM_BATCH_SIZE):
         train = sources[F.TRAIN_SPLIT]
-        transform_fn = ((pipeline | "ReadAnalyze" >> train.BeamSource(),
+        transform_fn = ((pipeline | "ReadAnalyze" >> train.BeamSource(BEAM_BATCH_SIZE),
                          train.TensorAdapterConfig())
                         | tft_beam.AnalyzeDataset(preprocessing_fn))
         _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
         for split, source in sources.items():
-            data = pipeline | f"Read{split}" >> source.BeamSource()
+            data = pipeline | f"Read{split}" >> source.BeamSource(BEAM_BATCH_SIZE)
             transformed = (((data, source.TensorAdapterConfig()), transform_fn)
                            | f"Transform{split}" >> tft_beam.TransformDataset(
                                output_record_batches=True))

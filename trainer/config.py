@@ -7,6 +7,9 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+# Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
+# or every catalog item at every step (trainer/catalog_softmax.py).
+NEGATIVES = ("in_batch", "catalog")
 # Text encoder modes of the retrieval towers (trainer/text_tower.py, docs/DESIGN.md §4).
 TEXT_MODES = ("none", "frozen", "top_layers", "full")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
@@ -91,10 +94,11 @@ class RetrievalConfig(_Config):
     """
 
     temperature: float = 0.1         # softmax temperature over cosine similarities
+    negatives: str = "in_batch"      # "in_batch" | "catalog" (full softmax over the catalog)
     top_k: int = 100                 # K of the exported top_k / eval_hit_at_k signatures
     eval_ks: Tuple[int, ...] = (10, 50, 100)  # recall@K and NDCG@K reported in metrics.json
-    remove_accidental_hits: bool = True   # same item id elsewhere in the batch is no negative
-    logq_correction: bool = True     # subtract log(click share) of each in-batch candidate
+    remove_accidental_hits: bool = True   # in_batch: same item id elsewhere is no negative
+    logq_correction: bool = True     # in_batch: subtract log(click share) of each candidate
     id_dropout: float = 0.2          # training: share of user ids, item ids, histories dropped
     use_query_text: bool = True
     use_history_text: bool = True
@@ -119,6 +123,13 @@ class RetrievalConfig(_Config):
         if not (self.use_item_id or self.use_item_features or self.use_text):
             raise ValueError("RetrievalConfig: the candidate tower needs at least one of "
                              "use_item_id, use_item_features, use_text")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"RetrievalConfig.negatives must be one of {list(NEGATIVES)}, "
+                             f"got {self.negatives!r}")
+        if self.negatives == "catalog" and self.text_mode in ("top_layers", "full"):
+            raise ValueError("RetrievalConfig.negatives 'catalog' runs the candidate tower on "
+                             "every catalog item each step: it needs text_mode 'none' or "
+                             f"'frozen', got {self.text_mode!r}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"RetrievalConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.text_mode not in TEXT_MODES:
@@ -137,6 +148,11 @@ class RetrievalConfig(_Config):
             raise ValueError("RetrievalConfig.text_encoder_cache_dir must be a local directory "
                              "(exports are renamed into place under a file lock), got "
                              f"{self.text_encoder_cache_dir!r}")
+
+    @property
+    def uses_logq(self) -> bool:
+        """logQ correction applies to the sampled (in-batch) negatives only."""
+        return self.logq_correction and self.negatives == "in_batch"
 
     @property
     def uses_bert(self) -> bool:

@@ -3,8 +3,9 @@
 Query tower: user id, order-aware history (item ids and their MiniLM text), search text.
 Candidate tower: item id, brand / category / price / stock, MiniLM text of "title | brand |
 category path". Every part and the text mode are switchable (trainer/config.py); the text
-features come from trainer/text_tower.py. Loss: in-batch softmax over (query, clicked item)
-pairs with popularity (logQ) correction and removal of accidental hits.
+features come from trainer/text_tower.py. Loss (`negatives`): in-batch softmax over (query,
+clicked item) pairs with popularity (logQ) correction and removal of accidental hits, or a full
+softmax over every catalog item (trainer/catalog_softmax.py).
 
 Pipeline wiring: `Trainer(run_fn="trainer.retrieval.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RetrievalConfig keys>)`.
@@ -20,6 +21,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
+from trainer import catalog_softmax
 from trainer import data
 from trainer import features as F
 from trainer import retrieval_eval
@@ -170,22 +172,32 @@ class CandidateTower(tf.keras.Model):
 
 
 class RetrievalModel(tfrs.Model):
-    """Two towers trained with in-batch softmax over (query, clicked item) pairs.
+    """Two towers trained with a softmax over (query, clicked item) pairs: in-batch negatives,
+    or every catalog item (`negatives` "catalog").
 
     `text`: the run's TextResources (BERT modes); `item_probability` [item buckets]: the click
-    share of each item in the train split, for the logQ correction.
+    share of each item in the train split, for the logQ correction (in-batch only);
+    `catalog`: the catalog split's tower inputs (catalog_softmax.Catalog, "catalog" only).
     """
 
     def __init__(self, config: RetrievalConfig, buckets: Dict[str, int],
                  text: Optional[text_tower.TextResources] = None,
-                 item_probability: Optional[np.ndarray] = None):
+                 item_probability: Optional[np.ndarray] = None,
+                 catalog: Optional[catalog_softmax.Catalog] = None):
         super().__init__()
         dim = config.embedding_dim
         if config.uses_bert and text is None:
             raise ValueError(f"text_mode {config.text_mode!r} needs the run's TextResources "
                              "(text_tower.TextResources); use text_mode 'none' without them")
-        if config.logq_correction and item_probability is None:
+        if config.uses_logq and item_probability is None:
             raise ValueError("logq_correction needs item_probability (train click shares)")
+        if config.negatives == "catalog" and catalog is None:
+            raise ValueError("negatives 'catalog' needs the catalog's tower inputs "
+                             "(catalog_softmax.load)")
+        if (config.negatives == "catalog" and config.uses_bert and config.use_text
+                and catalog.text_rows is None):
+            raise ValueError("negatives 'catalog' with item text needs the catalog's text rows "
+                             "(catalog_softmax.load(..., lookup=text.lookup))")
         # One item-id table for history items (query side) and candidates.
         item_embedding = tf.keras.layers.Embedding(buckets[F.ITEM_ID], dim,
                                                    name="item_embedding")
@@ -210,7 +222,10 @@ class RetrievalModel(tfrs.Model):
         self.remove_accidental_hits = config.remove_accidental_hits
         self.id_dropout, self.seed = config.id_dropout, config.seed
         self.item_probability = (tf.constant(item_probability, tf.float32)
-                                 if config.logq_correction else None)
+                                 if config.uses_logq else None)
+        self.catalog = (catalog_softmax.CatalogSoftmax(catalog, config.temperature)
+                        if config.negatives == "catalog" else None)
+        self.catalog_text = self.text is not None and config.use_text
         self.text_optimizer = None
         # Summed softmax cross-entropy (distribution-safe), averaged in compute_loss.
         self.task = tfrs.tasks.Retrieval(
@@ -226,6 +241,13 @@ class RetrievalModel(tfrs.Model):
         if training and self.id_dropout > 0:        # cold users and cold items learn too
             features = drop_ids(features, self.id_dropout, self.seed)
         queries = self.query_tower(features, training=training)
+        if self.catalog is not None:
+            catalog = self.catalog.tower_features(
+                self.text.embeddings if self.catalog_text else None,
+                self.id_dropout if training else 0.0, self.seed + 3)
+            candidates = self.candidate_tower(catalog, training=training)
+            loss_sum = self.catalog.loss_sum(queries, candidates, item_ids)
+            return global_batch_mean(loss_sum, tf.shape(queries)[0])
         candidates = self.candidate_tower(features, training=training)
         ids = item_ids if self.remove_accidental_hits else None
         probability = (tf.gather(self.item_probability, item_ids)
@@ -259,25 +281,31 @@ class RetrievalModel(tfrs.Model):
 def build_model(config: RetrievalConfig, buckets: Dict[str, int],
                 strategy: Optional[tf.distribute.Strategy] = None,
                 text: Optional[text_tower.TextResources] = None,
-                item_probability: Optional[np.ndarray] = None) -> RetrievalModel:
+                item_probability: Optional[np.ndarray] = None,
+                catalog: Optional[catalog_softmax.Catalog] = None) -> RetrievalModel:
     """Builds and compiles the model under `strategy` (default: the current strategy).
     Without `item_probability` the logQ correction assumes uniform click shares."""
     strategy = strategy or tf.distribute.get_strategy()
-    if config.logq_correction and item_probability is None:
+    if config.uses_logq and item_probability is None:
         item_probability = np.full([buckets[F.ITEM_ID]], 1.0 / buckets[F.ITEM_ID], np.float32)
     with strategy.scope():
-        model = RetrievalModel(config, buckets, text, item_probability)
+        model = RetrievalModel(config, buckets, text, item_probability, catalog)
         if config.text_mode in ("top_layers", "full"):
             model.text_optimizer = tf.keras.optimizers.Adam(config.effective_text_learning_rate)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
     return model
 
 
+def clicked_items(train_patterns: Sequence[str], spec: Dict) -> np.ndarray:
+    """Item index of every clicked train example: [n] int."""
+    return data.load_columns(train_patterns, spec, [F.idx(F.ITEM_ID)],
+                             predicate=data.is_positive(F.CLICKED))[F.idx(F.ITEM_ID)]
+
+
 def item_click_probability(train_patterns: Sequence[str], spec: Dict,
                            num_items: int) -> np.ndarray:
     """Share of the train split's clicks that went to each item index: [num_items] float32."""
-    clicked = data.load_columns(train_patterns, spec, [F.idx(F.ITEM_ID)],
-                                predicate=data.is_positive(F.CLICKED))[F.idx(F.ITEM_ID)]
+    clicked = clicked_items(train_patterns, spec)
     counts = np.bincount(clicked.astype(np.int64), minlength=num_items)[:num_items]
     return (counts / max(counts.sum(), 1)).astype(np.float32)
 
@@ -323,8 +351,14 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     text = (text_tower.TextResources.prepare(config, catalog_files, fn_args.train_files, spec)
             if config.uses_bert else None)
     probability = (item_click_probability(fn_args.train_files, spec, buckets[F.ITEM_ID])
-                   if config.logq_correction else None)
-    model = build_model(config, buckets, strategy, text, probability)
+                   if config.uses_logq else None)
+    catalog = None
+    if config.negatives == "catalog":
+        catalog = catalog_softmax.load(catalog_files, spec, buckets[F.ITEM_ID],
+                                       text.lookup if text is not None else None)
+        catalog_softmax.check_labels(catalog, clicked_items(fn_args.train_files, spec))
+        logging.info("retrieval: full softmax over %d catalog items", catalog.size)
+    model = build_model(config, buckets, strategy, text, probability, catalog)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, predicate=data.is_positive(F.CLICKED),
         shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps))
