@@ -24,6 +24,7 @@ the history, not a user-id embedding (``use_user_id`` false): a user is their hi
 Everything written (examples, Transform output, exports) is derived from the research-only
 Amazon data: it goes to a temporary folder outside the repository (``work_dir``).
 """
+import contextlib
 import os
 import tempfile
 import time
@@ -205,15 +206,23 @@ def fit_ours(task, seed, candidates=({},), train_steps=None,
     never inside the repository); ``min_history``: skip training targets with fewer
     preceding items; ``deterministic``: TF op determinism (reproducible runs).
     """
+    with op_determinism(deterministic):
+        return _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history,
+                         select)
+
+
+@contextlib.contextmanager
+def op_determinism(enabled=True):
+    """TF op determinism inside the block (when ``enabled``), restored afterwards: it is a
+    process-wide switch and tests share a process."""
     # pylint: disable-next=import-outside-toplevel
     from tensorflow.python.framework import config as tf_config
     was_deterministic = tf_config.is_op_determinism_enabled()
-    if deterministic:
+    if enabled:
         tf_config.enable_op_determinism()
     try:
-        return _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history,
-                         select)
-    finally:               # a process-wide switch: leave it as it was (tests share a process)
+        yield
+    finally:
         if not was_deterministic:
             tf_config.disable_op_determinism()
 

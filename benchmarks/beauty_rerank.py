@@ -189,13 +189,24 @@ def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_con
 def fit_ours_ranked(task, seed, top_n=100, negatives=20, holdout_fraction=0.1,
                     ranking_config=None, ranking_candidates=({},), train_steps=None,
                     retrieval_export="", retrieval_candidates=({},), retrieval_config=None,
-                    work_dir="", select="ndcg@10"):
+                    work_dir="", select="ndcg@10", deterministic=True):
     """Retrieval (``fit_ours``, or the SavedModel at ``retrieval_export``) + the ranking
     trainer on its candidates (module docstring). ``ranking_config``: RankingConfig keys over
     ``BASE_RANKING_CONFIG`` (seed = the benchmark seed); ``ranking_candidates``: variants
     of it, each trained, the best held-out ``select`` (unfiltered, re-ranked) kept;
     ``train_steps``: None = the config's epochs; ``retrieval_candidates`` /
-    ``retrieval_config``: as ``fit_ours``' ``candidates`` / ``config``."""
+    ``retrieval_config``: as ``fit_ours``' ``candidates`` / ``config``; ``deterministic``:
+    TF op determinism (reproducible runs)."""
+    with beauty_ours.op_determinism(deterministic):
+        return _fit_ours_ranked(task, seed, top_n, negatives, holdout_fraction,
+                                ranking_config, ranking_candidates, train_steps,
+                                retrieval_export, retrieval_candidates, retrieval_config,
+                                work_dir, select)
+
+
+def _fit_ours_ranked(task, seed, top_n, negatives, holdout_fraction, ranking_config,
+                     ranking_candidates, train_steps, retrieval_export, retrieval_candidates,
+                     retrieval_config, work_dir, select):
     # pylint: disable=import-outside-toplevel
     from benchmarks import protocol, shop_examples
     from trainer import features as F
