@@ -101,11 +101,12 @@ def write_raw_examples(task, raw_dir, min_history=0):
     for u, seq in enumerate(task.train):
         times = beauty_data.event_timestamps(len(seq) + 2, u)
         for t in range(min_history, len(seq)):
-            splits[F.TRAIN_SPLIT].append(unit_example(f"u{u}", seq[:t], seq[t], rows, asins, times[t]))
+            splits[F.TRAIN_SPLIT].append(unit_example(f"u{u}", seq[:t], seq[t], rows, asins,
+                                                      times[t]))
     for v, (hist, target) in enumerate(zip(task.validation.histories,
                                            task.validation.targets)):
         splits[F.EVAL_SPLIT].append(unit_example(f"v{v}", hist, int(target), rows, asins,
-                                          beauty_data.EXPORT_END_DAY.timestamp()))
+                                                 beauty_data.EXPORT_END_DAY.timestamp()))
     splits[F.CATALOG_SPLIT] = [examples.catalog_example(row) for row in rows]
     return write_splits(raw_dir, splits)
 

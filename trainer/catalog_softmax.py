@@ -107,8 +107,8 @@ class CatalogSoftmax(tf.Module):
         if text_embeddings is not None:
             if self._text_rows is None:
                 raise ValueError("catalog text embeddings need the catalog's text rows")
-            out[text_tower.ITEM_TEXT] = text_tower._gather(  # pylint: disable=protected-access
-                text_embeddings, self._text_rows)
+            out[text_tower.ITEM_TEXT] = text_cache.gather_rows(text_embeddings,
+                                                               self._text_rows)
         if id_dropout > 0:
             ids = out[F.idx(F.ITEM_ID)]
             keep = tf.random.uniform(tf.shape(ids), seed=seed) >= id_dropout

@@ -28,6 +28,7 @@ from trainer.config import (RANKING_HEADS, RANKING_OUTPUTS, RATING_HEAD, RATING_
                             RATING_MASK, RankingConfig)
 from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
 from trainer.query_match import QueryMatch
+from trainer.text_cache import gather_rows
 
 VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
 
@@ -37,12 +38,6 @@ ITEM_TEXT_ROW = "ranking_item_text_row"          # [B] int32, -1 = no cached tex
 HISTORY_TEXT_ROW = "ranking_history_text_row"    # [B, HISTORY_LENGTH] int32
 ITEM_TEXT = "ranking_item_text_embedding"        # [B, H]
 HISTORY_TEXT = "ranking_history_text_embedding"  # [B, HISTORY_LENGTH, H]
-
-
-def gather_rows(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-    """Rows of `table` [N, H] for int `rows` of any shape S -> [*S, H]; row -1 gives zeros."""
-    out = tf.cast(tf.gather(table, tf.maximum(rows, 0)), tf.float32)
-    return out * tf.cast(rows >= 0, tf.float32)[..., tf.newaxis]
 
 
 def text_affinity(history_text: tf.Tensor, item_text: tf.Tensor) -> tf.Tensor:

@@ -37,6 +37,12 @@ def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor) -> tf.Ten
     return tf.strings.regex_replace(text, r"^ \| | \| $", "")
 
 
+
+def gather_rows(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Rows of `table` [N, H] for int `rows` of any shape S -> [*S, H]; row -1 gives zeros."""
+    out = tf.cast(tf.gather(table, tf.maximum(rows, 0)), tf.float32)
+    return out * tf.cast(rows >= 0, tf.float32)[..., tf.newaxis]
+
 @dataclasses.dataclass
 class TextCatalog:
     """The cached texts: unique item texts first, then train queries that are no item text."""

@@ -28,12 +28,6 @@ QUERY_TEXT = "query_text_embedding"
 HISTORY_TEXT = "history_text_embedding"
 
 
-def _gather(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-    """Rows of `table` [N, H] for int `rows` of any shape S -> [*S, H]; row -1 gives zeros."""
-    out = tf.cast(tf.gather(table, tf.maximum(rows, 0)), tf.float32)
-    return out * tf.cast(rows >= 0, tf.float32)[..., tf.newaxis]
-
-
 class TrainingText(tf.keras.layers.Layer):
     """Text embeddings of a training batch from its cache rows (text_cache.ROW_KEYS).
 
@@ -84,7 +78,7 @@ class TrainingText(tf.keras.layers.Layer):
     def _encode_rows(self, rows: tf.Tensor, training) -> tf.Tensor:
         """Embeddings [n, H] of cache rows [n] (-1 -> zeros)."""
         if self.trainable_text is None:
-            return _gather(self.embeddings, rows)
+            return text_cache.gather_rows(self.embeddings, rows)
         unique, position = tf.unique(rows)
         safe = tf.maximum(unique, 0)
         mask = tf.gather(self.padding_mask, safe)
@@ -109,7 +103,8 @@ class TrainingText(tf.keras.layers.Layer):
             encoded = self._encode_rows(tf.concat(rows, axis=0), training)
             out.update(zip(keys, tf.split(encoded, len(rows), axis=0)))
         if self.use_history_text:
-            out[HISTORY_TEXT] = _gather(self.embeddings, features[text_cache.HISTORY_TEXT_ROW])
+            out[HISTORY_TEXT] = text_cache.gather_rows(
+                self.embeddings, features[text_cache.HISTORY_TEXT_ROW])
         return out
 
 
@@ -143,7 +138,7 @@ class TextEmbedder(tf.Module):
         """Strings [B] -> embeddings [B, H]; "" -> zeros; uncached texts encoded once each."""
         texts = tf.reshape(texts, [-1])
         rows = self.lookup.text_rows(texts)
-        cached = _gather(self.table, rows)
+        cached = text_cache.gather_rows(self.table, rows)
         missing = tf.logical_and(rows < 0, tf.not_equal(texts, ""))
         unique, position = tf.unique(tf.boolean_mask(texts, missing))
         live = tf.cond(tf.size(unique) > 0, lambda: self._live(unique),
@@ -157,8 +152,8 @@ class TextEmbedder(tf.Module):
         if self.use_query_text:
             out[QUERY_TEXT] = self.encode(features[F.QUERY])
         if self.use_history_text:
-            out[HISTORY_TEXT] = _gather(self.history_table,
-                                        self.lookup.item_rows(features[F.HISTORY_ITEM_IDS]))
+            out[HISTORY_TEXT] = text_cache.gather_rows(
+                self.history_table, self.lookup.item_rows(features[F.HISTORY_ITEM_IDS]))
         return out
 
     def candidate_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
