@@ -59,7 +59,10 @@ def transition_matrix(sequences, n_items, normalize=True):
     return t.tocsr()
 
 
-def _transition_scorer(task, window, decay, normalize):
+def transition_scorer(task, window, decay, normalize):
+    """Scores of every item: sum over the last ``window`` history items of ``decay ** age``
+    (last item: age 0) times the transition weight item -> candidate in the train sequences
+    (``transition_matrix``), plus the popularity tie-break."""
     t = transition_matrix(task.train, task.n_items, normalize)
     tie = _tie_break(task)
 
@@ -79,7 +82,7 @@ def _transition_scorer(task, window, decay, normalize):
 
 def fit_transitions(task, seed, normalize=True):
     """Items that most often directly followed the user's last item in train sequences."""
-    return _transition_scorer(task, 1, 1.0, normalize)
+    return transition_scorer(task, 1, 1.0, normalize)
 
 
 def fit_transitions3(task, seed, window=3, decays=(0.1, 0.2, 0.3, 0.5), normalize=False,
@@ -88,7 +91,7 @@ def fit_transitions3(task, seed, window=3, decays=(0.1, 0.2, 0.3, 0.5), normaliz
     ``decay`` chosen on the unfiltered validation ``select`` metric."""
     best, curve = None, {}
     for decay in decays:
-        scorer = _transition_scorer(task, window, decay, normalize)
+        scorer = transition_scorer(task, window, decay, normalize)
         curve[str(decay)] = task.validate(scorer)["unfiltered"][select]
         if best is None or curve[str(decay)] > best[0]:
             best = (curve[str(decay)], float(decay), scorer)

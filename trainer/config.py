@@ -7,6 +7,8 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+from trainer.features import OPTIONAL_FLOAT_FEATURES
+
 # Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
 # or every catalog item at every step (trainer/catalog_softmax.py).
 NEGATIVES = ("in_batch", "catalog")
@@ -60,7 +62,8 @@ class _Config:
                 f"known keys: {sorted(fields)}")
         values = {}
         for name, value in given.items():
-            values[name] = _coerce(cls.__name__, name, value, fields[name].default)
+            values[name] = _coerce(cls.__name__, name, value, fields[name].default,
+                                   strings=fields[name].type == Tuple[str, ...])
         config = cls(**values)
         config.validate()
         return config
@@ -206,11 +209,13 @@ class RankingConfig(_Config):
     text_projection_dim: int = 16
     text_seq_len: int = 32
     text_encoder_cache_dir: str = ""
-    # The candidate's retrieval score (raw feature `retrieval_score`) as a feature. Off in the
-    # shop pipeline, whose impression units carry no retrieval score (docs/DESIGN.md §6); on
-    # for two-stage data that has one (the Beauty re-ranking benchmark). The exported
-    # raw-feature signatures then take `retrieval_score` too.
-    use_retrieval_score: bool = False
+    # Scores of earlier stages / other models as features (names from
+    # trainer.features.OPTIONAL_FLOAT_FEATURES, e.g. "retrieval_score", "transition_score"):
+    # each goes into the cross features and into a wide term w * score on every binary head's
+    # logit. None in the shop pipeline, whose impression units carry no such scores
+    # (docs/DESIGN.md §6); two-stage data has them (the Beauty re-ranking benchmark). The
+    # exported raw-feature signatures then take these inputs too.
+    score_features: Tuple[str, ...] = ()
     # L2 on the embedding tables (ids memorise impressions without it: measured on the sample
     # shop, eval click AUC 0.68 without, 0.72-0.74 with 3e-5..3e-4).
     embedding_l2: float = 3e-4
@@ -261,6 +266,10 @@ class RankingConfig(_Config):
                 raise ValueError(f"RankingConfig.{key} must be >= 0, got {weights}")
         if not any(self.loss_weight.values()):
             raise ValueError("RankingConfig.loss_weights: at least one head must be > 0")
+        unknown = [f for f in self.score_features if f not in OPTIONAL_FLOAT_FEATURES]
+        if unknown or len(set(self.score_features)) != len(self.score_features):
+            raise ValueError(f"RankingConfig.score_features must be distinct names from "
+                             f"{list(OPTIONAL_FLOAT_FEATURES)}, got {list(self.score_features)}")
 
     def text_config(self) -> "RetrievalConfig":
         """The text settings in the form trainer.text_tower's embedder takes (item text and
@@ -271,8 +280,9 @@ class RankingConfig(_Config):
             text_encoder_cache_dir=self.text_encoder_cache_dir, seed=self.seed)
 
 
-def _coerce(cls_name: str, key: str, value: Any, default: Any) -> Any:
-    """Converts a JSON-ish value to the type of the field's default, or raises."""
+def _coerce(cls_name: str, key: str, value: Any, default: Any, strings: bool = False) -> Any:
+    """Converts a JSON-ish value to the type of the field's default, or raises. `strings`:
+    the field is a tuple of strings (its default may be empty)."""
     where = f"{cls_name}.{key}"
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -297,7 +307,8 @@ def _coerce(cls_name: str, key: str, value: Any, default: Any) -> Any:
         return tuple(sorted(
             (str(k), _coerce(cls_name, f"{key}[{k}]", v, 0.0)) for k, v in value.items()))
     if isinstance(default, tuple):
+        kind, element = ("strings", "") if strings else ("integers", 0)
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list of integers, got {value!r}")
-        return tuple(_coerce(cls_name, f"{key}[{i}]", v, 0) for i, v in enumerate(value))
+            raise ValueError(f"{where} must be a list of {kind}, got {value!r}")
+        return tuple(_coerce(cls_name, f"{key}[{i}]", v, element) for i, v in enumerate(value))
     raise TypeError(f"{where}: unsupported config field type {type(default)}")

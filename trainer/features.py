@@ -33,11 +33,13 @@ HAS_RATING = "has_rating"              # int 0/1
 LABEL_KEYS = (CLICKED, ADDED_TO_CART, PURCHASED, RATING, HAS_RATING)
 
 # --- optional candidate context (raw; absent from the shop pipeline's examples) ---
-RETRIEVAL_SCORE = "retrieval_score"    # float: the retrieval model's score of the candidate
-                                       # for this user (two-stage data, e.g. the Beauty
-                                       # re-ranking benchmark); read by ranking models with
-                                       # use_retrieval_score
-OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE,)
+# Scores of the candidate for this user from earlier stages or other models (two-stage data,
+# e.g. the Beauty re-ranking benchmark); read by ranking models that name them in
+# RankingConfig.score_features.
+RETRIEVAL_SCORE = "retrieval_score"    # float: the retrieval model's score
+TRANSITION_SCORE = "transition_score"  # float: how often the candidate followed the user's
+                                       # most recent items (item-to-item transitions)
+OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE)
 
 STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)

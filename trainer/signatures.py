@@ -187,8 +187,8 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
       scalars/vectors without a batch dimension) and a list of N candidates (item_id, title,
       brand, category, price, in_stock, each [N]).
 
-    Models trained with `use_retrieval_score` take `retrieval_score` [N] (float) in the three
-    raw-feature signatures too.
+    Models trained with `score_features` (e.g. `retrieval_score`) take each of them [N]
+    (float) in the three raw-feature signatures too.
 
     `text`: trainer.ranking.RankingText (models with the MiniLM text feature): adds the text
     embeddings in-graph; such exports need the tensorflow_text ops (`import tensorflow_text`).
@@ -218,10 +218,9 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
         return outputs
 
     # Candidate-side inputs of the raw-feature signatures, [N] each; models trained with
-    # use_retrieval_score also take the candidates' retrieval scores.
-    extra = ([_spec(F.RETRIEVAL_SCORE, tf.float32)]
-             if getattr(model, "config", None) is not None
-             and getattr(model.config, "use_retrieval_score", False) else [])
+    # score_features also take the candidates' scores from earlier stages.
+    extra = [_spec(key, tf.float32)
+             for key in getattr(getattr(model, "config", None), "score_features", ())]
 
     def signature(specs, to_raw):
         """A tf.function over `specs` (named TensorSpecs; the signature's input names) that

@@ -25,56 +25,109 @@ def _fixed_scorer(scores):
     return lambda histories: np.stack([scores[int(h[0])] for h in histories])
 
 
-def test_training_rows_positive_plus_sampled_retrieved_negatives():
+def test_union_candidates_appends_the_best_new_items_of_the_second_ranking():
+    top = np.array([[3, 1, 2], [0, 1, 2]])
+    ranking = np.array([[1, 5, 3, 4, 0, 2], [0, 1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(beauty_rerank.union_candidates(top, ranking, 2),
+                                  [[3, 1, 2, 5, 4], [0, 1, 2, 3, 4]])
+    assert beauty_rerank.union_candidates(top, ranking, 0) is top
+    with pytest.raises(ValueError, match="are needed"):
+        beauty_rerank.union_candidates(top, ranking[:, :4], 2)
+
+
+def _candidates(retrieval, transitions, top_n, extra):
+    return beauty_rerank.Candidates(_fixed_scorer(retrieval), _fixed_scorer(transitions),
+                                    top_n, extra)
+
+
+def test_candidates_carry_relative_retrieval_and_log_transition_scores():
+    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2]])
+    transitions = np.array([[0.0, 0.0, 3.0, 0.0, 0.0, 1.0]])
+    scores, top, features = _candidates(retrieval, transitions, 2, 2)([np.array([0])])
+    np.testing.assert_array_equal(scores, retrieval)
+    np.testing.assert_array_equal(top, [[1, 3, 2, 5]])       # retrieval top 2, then transitions
+    np.testing.assert_allclose(features["retrieval_score"], [[0.0, -0.2, -0.8, -0.7]],
+                               atol=1e-6)                     # gap to retrieval's best
+    np.testing.assert_allclose(features["transition_score"],
+                               [np.log1p([0.0, 0.0, 3.0, 1.0])], atol=1e-6)
+    with pytest.raises(ValueError, match="transition_candidates"):
+        _candidates(retrieval, transitions, 2, -1)
+
+
+def test_training_rows_positive_plus_sampled_candidate_negatives():
     rng = np.random.default_rng(0)
-    scores = rng.random((3, 50))
+    scores = rng.random((4, 50))
+    transitions = np.zeros((4, 50))
     scores[0, 7] = 5.0                # user 0: target 7 retrieved (best)
-    scores[1, 9] = -5.0               # user 1: target 9 not in the top 10
+    scores[1, 9] = -5.0               # user 1: target 9 neither retrieved nor a transition
     scores[2, 4] = 0.995              # user 2: target 4 retrieved
-    histories = [np.array([0]), np.array([1]), np.array([2])]
-    targets = np.array([7, 9, 4])
-    rows, hits = beauty_rerank.training_rows(histories, targets, _fixed_scorer(scores), 10, 4,
+    scores[3, 8] = -5.0               # user 3: target 8 not retrieved, but the top transition
+    transitions[3, 8] = 2.0
+    histories = [np.array([0]), np.array([1]), np.array([2]), np.array([3])]
+    targets = np.array([7, 9, 4, 8])
+    candidates = _candidates(scores, transitions, 10, 2)
+    rows, hits = beauty_rerank.training_rows(histories, targets, candidates, 4,
                                              np.random.default_rng(1), batch_size=2)
-    assert hits == 2
-    assert {r[0] for r in rows} == {0, 2}                       # no rows for user 1
-    for user, target in ((0, 7), (2, 4)):
+    assert hits == 3
+    assert {r[0] for r in rows} == {0, 2, 3}                    # no rows for user 1
+    for user, target in ((0, 7), (2, 4), (3, 8)):
         mine = [r for r in rows if r[0] == user]
-        top = set(beauty_rerank.top_candidates(scores[user:user + 1], 10)[0])
+        _, top, _ = candidates([histories[user]])
         assert [r[2] for r in mine] == [1, 0, 0, 0, 0]
         best = scores[user].max()
         assert mine[0][1] == target
-        assert mine[0][3] == pytest.approx(scores[user, target] - best)   # gap to the best
         negatives = [r[1] for r in mine[1:]]
         assert len(set(negatives)) == 4 and target not in negatives
-        assert set(negatives) <= top                             # only retrieved items
-        assert all(r[3] == pytest.approx(scores[user, r[1]] - best) for r in mine)
-    again, _ = beauty_rerank.training_rows(histories, targets, _fixed_scorer(scores), 10, 4,
+        assert set(negatives) <= set(top[0])                    # only candidates
+        for _, item, _, features in mine:
+            assert features["retrieval_score"] == pytest.approx(scores[user, item] - best)
+            assert features["transition_score"] == pytest.approx(
+                np.log1p(transitions[user, item]))
+    again, _ = beauty_rerank.training_rows(histories, targets, candidates, 4,
                                            np.random.default_rng(1))
     assert again == rows                                         # seeded sampling
 
 
-def test_reranked_order_puts_the_ranked_top_n_first():
+def test_earlier_stage_moves_each_train_sequence_one_step_back():
+    from benchmarks.registry import FitTask  # pylint: disable=import-outside-toplevel
+    train = [np.array([4, 2, 7]), np.array([1]), np.array([3, 5])]
+    task = FitTask(train, items=None, n_items=8,
+                   validation=protocol.EvalSet([np.array([4, 2, 7])], np.array([6])),
+                   batch_size=7)
+    earlier = beauty_rerank.earlier_stage(task)
+    assert [list(s) for s in earlier.train] == [[4, 2], [1], [3]]
+    assert [list(h) for h in earlier.validation.histories] == [[4, 2], [3]]
+    np.testing.assert_array_equal(earlier.validation.targets, [7, 5])
+    assert earlier.batch_size == 7 and earlier.n_items == 8
+    assert [list(s) for s in task.train] == [[4, 2, 7], [1], [3, 5]]     # task untouched
+
+
+def test_reranked_order_puts_the_ranked_candidates_first():
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    transitions = np.array([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
     scorer = object.__new__(beauty_rerank.RerankedScorer)
-    scorer.retrieval, scorer.top_n, scorer.users_per_call = _fixed_scorer(scores), 3, 1
+    scorer.candidates = _candidates(scores, transitions, 3, 1)
+    scorer.users_per_call = 1
     seen = {}
 
-    def reverse(histories, candidates, retrieval_scores):
-        seen["candidates"], seen["scores"] = candidates.copy(), retrieval_scores.copy()
-        return np.array([[0.1, 0.2, 0.3]])                       # ranker reverses the top 3
+    def reverse(histories, candidates, features):
+        seen["candidates"], seen["features"] = candidates.copy(), features
+        return np.array([[0.1, 0.2, 0.3, 0.4]])                  # ranker reverses them
     scorer.rank_scores = reverse
     out = scorer([np.array([0])])
-    np.testing.assert_array_equal(seen["candidates"], [[0, 1, 2]])
-    np.testing.assert_allclose(seen["scores"], [[0.0, -0.1, -0.2]], atol=1e-6)  # vs the best
-    assert list(np.argsort(-out[0], kind="stable")) == [2, 1, 0, 3, 4, 5]
+    np.testing.assert_array_equal(seen["candidates"], [[0, 1, 2, 4]])
+    np.testing.assert_allclose(seen["features"]["retrieval_score"], [[0.0, -0.1, -0.2, -0.4]],
+                               atol=1e-6)                        # vs the best
+    assert list(np.argsort(-out[0], kind="stable")) == [4, 2, 1, 0, 3, 5]
     ranks = protocol.target_ranks(out, np.array([3]))
-    assert ranks[0] == 3                                         # the rest keeps its order
+    assert ranks[0] == 4                                         # the rest keeps its order
 
 
 @pytest.mark.slow
 def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):  # noqa: F811
-    """Retrieval (Transform + trainer.retrieval) -> ranker rows -> Transform with the
-    retrieval score -> trainer.ranking -> exported `score` signature re-ranks the top-N."""
+    """Retrieval (Transform + trainer.retrieval) + transitions -> ranker rows -> Transform
+    with the score features -> trainer.ranking -> exported `score` signature re-ranks the
+    candidates."""
     out = str(tmp_path / "results")
     beauty.main(["--data", planted_folder, "--out", out, "--models", "popular,ours_ranked",
                  "--set", f"ours_ranked.work_dir={json.dumps(str(tmp_path / 'work'))}",
@@ -92,11 +145,10 @@ def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):
     assert first_stage["info"] == {"companion_of": "ours_ranked"}
     info = ranked["info"]
     run = info["ranker_runs"][info["selected"]]
-    assert run["config"]["use_retrieval_score"] is True
+    assert run["config"]["score_features"] == ["retrieval_score", "transition_score"]
     assert info["ranker_rows"]["train"] > 0 and info["ranker_rows"]["eval"] > 0
     assert run["ranker"]["click"]["auc"] > 0.6                    # held-out ranker rows
     assert info["holdout_validation_retrieval"]["users"] == info["holdout_users"]
     popular = results["models"]["popular"]["test"]["unfiltered"]["ndcg@10"]
     assert ranked["test"]["unfiltered"]["ndcg@10"] > popular
-    # Re-ranking only moves the retrieved top-N: recall at N is unchanged.
     assert ranked["test"]["filtered"]["recall@10"] > 0

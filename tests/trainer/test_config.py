@@ -97,6 +97,19 @@ def test_ranking_defaults_use_query_match_and_embedding_l2():
         RankingConfig.from_custom_config({"embedding_l2": -1e-4})
 
 
+def test_ranking_score_features_are_known_distinct_names():
+    assert RankingConfig().score_features == ()
+    config = RankingConfig.from_custom_config(
+        {"score_features": ["retrieval_score", "transition_score"]})
+    assert config.score_features == ("retrieval_score", "transition_score")
+    for bad, message in ((["retrieval"], "must be distinct names from"),
+                         (["retrieval_score", "retrieval_score"], "must be distinct names"),
+                         ("retrieval_score", "must be a list of strings"),
+                         ([1], r"score_features\[0\] must be a string")):
+        with pytest.raises(ValueError, match=message):
+            RankingConfig.from_custom_config({"score_features": bad})
+
+
 def test_text_settings(monkeypatch, tmp_path):
     config = RetrievalConfig(text_mode="frozen")
     assert config.uses_bert and config.uses_text_match

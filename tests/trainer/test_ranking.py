@@ -263,16 +263,20 @@ def test_degraded_model_is_worse_and_train_steps_are_honoured(degraded_run, rank
     assert degraded_run.metrics["rating"]["rmse"] > ranking_run.metrics["rating"]["rmse"]
 
 
-def test_retrieval_score_is_a_feature_when_configured():
-    batch = dict(_batch(), **{F.RETRIEVAL_SCORE: tf.constant([2.0, -1.0] * 3)})
-    flipped = dict(batch, **{F.RETRIEVAL_SCORE: -batch[F.RETRIEVAL_SCORE]})
-    model = _model(use_retrieval_score=True)
+@pytest.mark.parametrize("key", F.OPTIONAL_FLOAT_FEATURES)
+def test_score_feature_is_read_only_when_configured(key):
+    other = [k for k in F.OPTIONAL_FLOAT_FEATURES if k != key]
+    batch = dict(_batch(), **{k: tf.constant([2.0, -1.0] * 3) for k in F.OPTIONAL_FLOAT_FEATURES})
+    flipped = dict(batch, **{key: -batch[key]})
+    model = _model(score_features=(key,))
     assert not np.allclose(model(batch)["click"].numpy(), model(flipped)["click"].numpy())
-    plain = _model()                               # off: the score is not read at all
-    np.testing.assert_array_equal(plain(batch)["click"].numpy(),
-                                  plain(flipped)["click"].numpy())
+    for off in (_model(), _model(score_features=other)):   # not named: not read at all
+        np.testing.assert_array_equal(off(batch)["click"].numpy(), off(flipped)["click"].numpy())
     with pytest.raises(KeyError):
-        model(_batch())                            # on, but the batch has no score
+        model(_batch())                            # named, but the batch has no such score
+    both = _model(score_features=F.OPTIONAL_FLOAT_FEATURES)
+    assert sorted(w.name.split(":")[0] for w in both.wide_weights.values()) == sorted(
+        f"{head}_{k}_weight" for head in ("click", "purchase") for k in F.OPTIONAL_FLOAT_FEATURES)
 
 
 def test_ranker_learns_from_the_retrieval_score():
@@ -286,7 +290,7 @@ def test_ranker_learns_from_the_retrieval_score():
         clicked = (score + 0.3 * rng.normal(size=30) > 0).astype(np.int64)
         batches.append(dict(batch, **{F.RETRIEVAL_SCORE: tf.constant(score),
                                       F.CLICKED: tf.constant(clicked)}))
-    model = _model(use_retrieval_score=True, learning_rate=0.02,
+    model = _model(score_features=(F.RETRIEVAL_SCORE,), learning_rate=0.02,
                    loss_weights={"click": 1, "purchase": 0, "rating": 0})
     model.fit(tf.data.Dataset.from_tensor_slices(
         {k: tf.stack([b[k] for b in batches[:30]]) for k in batches[0]}).repeat(4),
@@ -300,6 +304,6 @@ def test_ranker_learns_from_the_retrieval_score():
 def test_run_fn_needs_the_retrieval_score_feature(transformed_shop, tmp_path):
     from trainer import ranking  # pylint: disable=import-outside-toplevel
     args = shop_runs.fn_args(transformed_shop, str(tmp_path), dict(
-        RANKING_CONFIG, use_retrieval_score=True), train_steps=1)
+        RANKING_CONFIG, score_features=(F.RETRIEVAL_SCORE,)), train_steps=1)
     with pytest.raises(ValueError, match="retrieval_score"):
         ranking.run_fn(args)
