@@ -2,15 +2,17 @@
 ("ours", ``beauty_ours.fit_ours``) proposes its top ``top_n`` items, item-to-item transitions
 from the train sequences add their best ``transition_candidates`` others, and the project's
 ranking model (``trainer.ranking.run_fn``: DCN-v2 + text features + the retrieval and
-transition scores as ``score_features``) re-orders them.
+transition scores and the user's brand affinity as ``external_features``) re-orders them.
 
 Candidates (``Candidates``): per user, the retrieval top ``top_n`` (ties by item index),
 then the items the transitions model (``baselines.transition_scorer``: the last
 ``transition_window`` history items, weight ``transition_decay ** age``, fitted on the train
-sequences only, like every baseline) ranks best among the rest. Each candidate carries two
-score features: ``retrieval_score`` (the retrieval score minus that of the user's best
-candidate, ``relative_scores``) and ``transition_score`` (log1p of the transitions score).
-Transitions carry the sequential signal the retrieval towers lack (order-aware pooling, but
+sequences only, like every baseline) ranks best among the rest. Each candidate carries four
+external features: ``retrieval_score`` (the retrieval score minus that of the user's best
+candidate, ``relative_scores``), ``transition_score`` (log1p of the transitions score),
+``history_brand_share`` and ``last_item_same_brand`` (``brand_affinity``: the history
+encoder sees item ids, not their brands, and Beauty buyers stay with brands). Transitions
+carry the sequential signal the retrieval towers lack (order-aware pooling, but
 no next-item objective): alone they beat retrieval on Beauty (test N@10 .0459 vs .0349), and
 on held-out validation users a logistic regression on the two scores alone re-ranks the
 retrieval top 100 from N@10 .0458 to .0629.
@@ -26,16 +28,17 @@ candidates the user did not choose):
   give one positive row (the target, clicked = purchased = 1) and ``negatives`` rows sampled
   uniformly without replacement from the other candidates (0 labels); users whose target is
   not a candidate give no row (nothing to re-rank at serving time either). Every row carries
-  the candidate's score features;
+  the candidate's external features;
 - a seeded ``holdout_fraction`` of the users is kept out of ranker training: their rows are
   the trainer's eval split (AUC), and their NDCG@10 before / after re-ranking is the
-  selection signal recorded in ``info`` (the only honest validation number: the validation
+  selection signal (among ``ranking_candidates`` and, with ``ensemble``, the mean score of
+  all of them) recorded in ``info`` (the only honest validation number: the validation
   targets of the other users are ranker training data, so ``beauty.run`` does not report a
   validation row for this model).
 
 Scoring (validation never, test): retrieval scores of every item from the exported
 retrieval SavedModel; the candidates are re-scored by the exported ranking SavedModel's
-``score`` signature (raw features + the score features) and placed above every other item
+``score`` signature (raw features + the external features) and placed above every other item
 in the re-ranked order; the rest keep the retrieval order. The scorer of the retrieval
 order alone is returned as the companion "retrieval" so both orders of the same retrieval
 model are measured on the test set.
@@ -57,7 +60,8 @@ from benchmarks.registry import Fitted
 # (no query-word match), and the scorer sees histories only (no user-id embedding); click and
 # purchase are the same event here, so one head trains and scores.
 BASE_RANKING_CONFIG = {
-    "score_features": ["retrieval_score", "transition_score"], "use_user_id": False, "use_text": False,
+    "external_features": ["retrieval_score", "transition_score", "history_brand_share",
+                          "last_item_same_brand"], "use_user_id": False, "use_text": False,
     "loss_weights": {"click": 1.0, "purchase": 0.0, "rating": 0.0},
     "score_weights": {"click": 1.0, "purchase": 0.0, "rating": 0.0},
 }
@@ -89,15 +93,39 @@ def union_candidates(top, ranking, extra):
     return np.concatenate([top, np.take_along_axis(head, order, axis=1)], axis=1)
 
 
+def brand_codes(brands):
+    """Integer code of each item's brand, -1 for none (an empty brand matches nothing)."""
+    names = np.asarray(brands, dtype=object).astype(str)
+    codes = np.unique(names, return_inverse=True)[1].astype(np.int64)
+    return np.where(names == "", -1, codes)
+
+
+def brand_affinity(histories, candidates, brands):
+    """(share of each history's items with the candidate's brand, 1.0 if the most recent
+    history item has it): float32 [U, C] each; ``brands``: ``brand_codes``."""
+    share = np.zeros(candidates.shape, np.float32)
+    last = np.zeros(candidates.shape, np.float32)
+    for u, history in enumerate(histories):
+        if not len(history):
+            continue
+        mine, theirs = brands[candidates[u]], brands[np.asarray(history)]
+        known = mine >= 0
+        share[u] = (mine[:, None] == theirs[None, :]).sum(axis=1) * known / len(history)
+        last[u] = known & (mine == theirs[-1])
+    return share, last
+
+
 class Candidates:
     """What the ranker sees per history: ``(retrieval scores [U, n_items], candidates
-    [U, C], score features {name: float32 [U, C]})`` (module docstring)."""
+    [U, C], external features {name: float32 [U, C]})`` (module docstring); ``brands``:
+    ``brand_codes`` of every item."""
 
-    def __init__(self, retrieval, transitions, top_n, extra):
+    def __init__(self, retrieval, transitions, top_n, extra, brands):
         if extra < 0:
             raise ValueError(f"transition_candidates must be >= 0, got {extra}")
         self.retrieval, self.transitions, self.top_n, self.extra = (
             retrieval, transitions, top_n, extra)
+        self.brands = np.asarray(brands)
 
     def __call__(self, histories):
         # pylint: disable=import-outside-toplevel
@@ -109,10 +137,12 @@ class Candidates:
             top = union_candidates(
                 top, top_candidates(transition, self.top_n + self.extra), self.extra)
         relative = relative_scores(scores, top)
+        share, last = brand_affinity(histories, top, self.brands)
         features = {
             F.RETRIEVAL_SCORE: np.take_along_axis(relative, top, axis=1),
             F.TRANSITION_SCORE: np.log1p(np.maximum(
-                np.take_along_axis(transition, top, axis=1), 0.0))}
+                np.take_along_axis(transition, top, axis=1), 0.0)),
+            F.HISTORY_BRAND_SHARE: share, F.LAST_ITEM_SAME_BRAND: last}
         return scores, top, {k: v.astype(np.float32) for k, v in features.items()}
 
 
@@ -127,7 +157,7 @@ def relative_scores(scores, top):
 
 def training_rows(histories, targets, candidates, negatives, rng, batch_size=1024):
     """Ranker rows of the module docstring from ``candidates`` (a ``Candidates``): list of
-    (user index, item index, label, {score feature: value}) and the number of users whose
+    (user index, item index, label, {external feature: value}) and the number of users whose
     target was a candidate."""
     rows, hits = [], 0
     for begin in range(0, len(targets), batch_size):
@@ -172,7 +202,7 @@ def write_ranker_examples(task, contexts, rows_by_split, raw_dir):
 
 
 def raw_spec():
-    """The pipeline's raw feature spec plus the float score features."""
+    """The pipeline's raw feature spec plus the float external features."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
     from trainer import features as F  # pylint: disable=import-outside-toplevel
@@ -182,17 +212,17 @@ def raw_spec():
 
 class RerankedScorer:
     """Retrieval scores of every item, the candidates re-scored by the exported ranking
-    model (its combined ``score``, given the ranker's ``score_features``) and moved above the
-    rest (module docstring)."""
+    models (the mean of their combined ``score``s) and moved above the rest (module
+    docstring). ``rankers``: (export dir, the external features its config names) each."""
 
-    def __init__(self, candidates, ranking_export, items, score_features, users_per_call=64):
+    def __init__(self, candidates, rankers, items, users_per_call=64):
         # pylint: disable=import-outside-toplevel
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
         self.tf = tf
         self.candidates, self.users_per_call = candidates, users_per_call
-        self.score_features = tuple(score_features)
-        self.score_fn = tf.saved_model.load(ranking_export).signatures["score"]
+        self.rankers = [(tf.saved_model.load(export).signatures["score"], tuple(features))
+                        for export, features in rankers]
         rows = beauty_ours.catalog_rows(items)
         self.asins = np.asarray(items.asin, dtype=object)
         self.asin_list = list(items.asin)
@@ -201,22 +231,25 @@ class RerankedScorer:
                                            ("price", np.float32), ("in_stock", np.int64))}
 
     def rank_scores(self, histories, candidates, features):
-        """The ranker's combined score of ``candidates`` [U, N] for each history, given their
-        score features {name: [U, N]}: [U, N]."""
+        """The rankers' mean combined score of ``candidates`` [U, N] for each history, given
+        their external features {name: [U, N]}: [U, N]."""
         tf = self.tf
         users, n = candidates.shape
         flat = candidates.reshape(-1)
         history = np.repeat(np.asarray([beauty_ours.history_ids(self.asin_list, h)
                                         for h in histories], dtype=object), n, axis=0)
-        out = self.score_fn(
+        inputs = dict(
             user_id=tf.constant([""] * len(flat)), history_item_ids=tf.constant(history),
             item_id=tf.constant(self.asins[flat].tolist()),
             brand=tf.constant(self.columns["brand"][flat].tolist()),
             category=tf.constant(self.columns["category"][flat].tolist()),
             price=tf.constant(self.columns["price"][flat]),
-            in_stock=tf.constant(self.columns["in_stock"][flat]),
-            **{k: tf.constant(features[k].reshape(-1), tf.float32) for k in self.score_features})
-        return out["score"].numpy().reshape(users, n)
+            in_stock=tf.constant(self.columns["in_stock"][flat]))
+        total = np.zeros(len(flat), np.float64)
+        for score_fn, names in self.rankers:
+            total += score_fn(**inputs, **{k: tf.constant(features[k].reshape(-1), tf.float32)
+                                           for k in names})["score"].numpy()
+        return (total / len(self.rankers)).reshape(users, n)
 
     def __call__(self, histories):
         scores, top, features = self.candidates(histories)
@@ -227,25 +260,6 @@ class RerankedScorer:
                                       {k: v[part] for k, v in features.items()})
             np.put_along_axis(out[part], top[part], ranked.astype(np.float64), axis=1)
         return out
-
-
-def earlier_stage(task):
-    """The leave-one-out task one step earlier: every train sequence without its last item,
-    whose last item becomes the "validation" target (history: the items before it). Users
-    with fewer than 2 train items have no target there (their items stay in train)."""
-    from benchmarks import protocol  # pylint: disable=import-outside-toplevel
-    from benchmarks.registry import FitTask  # pylint: disable=import-outside-toplevel
-    train, histories, targets = [], [], []
-    for seq in task.train:
-        if len(seq) < 2:
-            train.append(seq)
-            continue
-        train.append(seq[:-1])
-        histories.append(seq[:-1])
-        targets.append(int(seq[-1]))
-    return FitTask(train, task.items, task.n_items,
-                   protocol.EvalSet(histories, np.asarray(targets, np.int64)),
-                   batch_size=task.batch_size, progress=task.progress)
 
 
 def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_config,
@@ -262,21 +276,19 @@ def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_con
 
 def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_window=3,
                     transition_decay=0.1, negatives=20, holdout_fraction=0.1,
-                    earlier_stage=False, ranking_config=None, ranking_candidates=({},),
-                    train_steps=None, retrieval_export="", earlier_retrieval_export="",
-                    retrieval_candidates=({},), retrieval_config=None, work_dir="",
-                    select="ndcg@10", deterministic=True):
+                    ranking_config=None, ranking_candidates=({},), train_steps=None,
+                    retrieval_export="", retrieval_candidates=({},), retrieval_config=None,
+                    ensemble=True, work_dir="", select="ndcg@10", deterministic=True):
     """Retrieval (``fit_ours``, or the SavedModel at ``retrieval_export``) + transitions +
     the ranking trainer on their candidates (module docstring). ``top_n``: retrieval
     candidates; ``transition_candidates``: further candidates from the transitions ranking
     (0: retrieval's only; the transition score stays a feature); ``transition_window`` /
     ``transition_decay``: the transitions model (the decay transitions3 selects on
-    validation); ``earlier_stage``: also train the ranker on the stage one step earlier
-    (``earlier_stage``; a second retrieval model fitted on it, or the SavedModel at
-    ``earlier_retrieval_export``); ``ranking_config``: RankingConfig keys over
+    validation); ``ranking_config``: RankingConfig keys over
     ``BASE_RANKING_CONFIG`` (seed =
     the benchmark seed); ``ranking_candidates``: variants of it, each trained, the best
-    held-out ``select`` (unfiltered, re-ranked) kept; ``train_steps``: None = the config's
+    held-out ``select`` (unfiltered, re-ranked) kept, or with ``ensemble`` the mean of all of
+    them if that scores better; ``train_steps``: None = the config's
     epochs; ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates``
     / ``config``; ``deterministic``: TF op determinism (reproducible runs)."""
     options = types.SimpleNamespace(**{k: v for k, v in locals().items()
@@ -308,19 +320,9 @@ def _fit_ours_ranked(task, seed, o):
                                            os.path.join(work_dir, "retrieval"))
     seconds["retrieval"] = time.time() - start
 
-    def candidates_of(stage_task, stage_retrieval):
-        return Candidates(stage_retrieval, baselines.transition_scorer(
-            stage_task, o.transition_window, o.transition_decay, normalize=False), o.top_n,
-            o.transition_candidates)
-    candidates = candidates_of(task, retrieval)
-    earlier = None
-    if o.earlier_stage:
-        start = time.time()
-        earlier = earlier_stage(task)
-        earlier_retrieval, earlier_info = _retrieval(
-            earlier, seed, o.earlier_retrieval_export, o.retrieval_candidates,
-            o.retrieval_config, os.path.join(work_dir, "earlier_retrieval"))
-        seconds["earlier_retrieval"] = time.time() - start
+    candidates = Candidates(retrieval, baselines.transition_scorer(
+        task, o.transition_window, o.transition_decay, normalize=False), o.top_n,
+        o.transition_candidates, brand_codes(task.items.brand))
 
     start = time.time()
     rng = np.random.default_rng(seed)
@@ -332,16 +334,6 @@ def _fit_ours_ranked(task, seed, o):
     by_split = {F.TRAIN_SPLIT: [r for r in rows if not holdout[r[0]]],
                 F.EVAL_SPLIT: [r for r in rows if holdout[r[0]]]}
     contexts = [(f"v{u}", h) for u, h in enumerate(task.validation.histories)]
-    hits = {"validation": hits}
-    if earlier is not None:
-        # Every user's earlier-stage rows train the ranker: their targets are train items,
-        # so the held-out users' validation targets stay unseen.
-        early_rows, hits["earlier"] = training_rows(
-            earlier.validation.histories, earlier.validation.targets,
-            candidates_of(earlier, earlier_retrieval), o.negatives, rng, task.batch_size)
-        offset = len(contexts)
-        by_split[F.TRAIN_SPLIT] += [(row[0] + offset,) + tuple(row[1:]) for row in early_rows]
-        contexts += [(f"e{u}", h) for u, h in enumerate(earlier.validation.histories)]
     raw = os.path.join(work_dir, "ranker_raw")
     counts = write_ranker_examples(task, contexts, by_split, raw)
     seconds["ranker_examples"] = time.time() - start
@@ -357,7 +349,7 @@ def _fit_ours_ranked(task, seed, o):
     start = time.time()
     retrieval_holdout = protocol.evaluate(retrieval, held_set, task.n_items, task.batch_size)
     seconds["holdout_validate"] = time.time() - start
-    runs, best = [], None
+    runs, rankers, best = [], [], None
     for c, candidate in enumerate(o.ranking_candidates):
         start = time.time()
         config = dict(BASE_RANKING_CONFIG, seed=seed, **(o.ranking_config or {}))
@@ -368,9 +360,9 @@ def _fit_ours_ranked(task, seed, o):
         run = shop_examples.run_trainer(ranking.run_fn, args)
         seconds["ranker_train_and_export"] = (seconds.get("ranker_train_and_export", 0)
                                               + time.time() - start)
+        rankers.append((run.export, config["external_features"]))
         start = time.time()
-        reranked = RerankedScorer(candidates, run.export, task.items,
-                                  config["score_features"])
+        reranked = RerankedScorer(candidates, rankers[-1:], task.items)
         metrics = protocol.evaluate(reranked, held_set, task.n_items, task.batch_size)
         seconds["holdout_validate"] += time.time() - start
         runs.append({"config": config, "holdout_validation": metrics,
@@ -378,16 +370,21 @@ def _fit_ours_ranked(task, seed, o):
                                                                  "num_eval_examples")}})
         if best is None or metrics["unfiltered"][o.select] > best[0]:
             best = (metrics["unfiltered"][o.select], c, reranked)
+    ensemble = None
+    if o.ensemble and len(rankers) > 1:
+        # The mean score of every ranker run, a candidate like each single run.
+        start = time.time()
+        reranked = RerankedScorer(candidates, rankers, task.items)
+        ensemble = protocol.evaluate(reranked, held_set, task.n_items, task.batch_size)
+        seconds["holdout_validate"] += time.time() - start
+        if ensemble["unfiltered"][o.select] > best[0]:
+            best = (ensemble["unfiltered"][o.select], "ensemble", reranked)
     info = {
-        "retrieval": retrieval_info,
-        "earlier_retrieval": earlier_info if earlier is not None else None,
-        "ranker_rows": counts,
-        "users_with_target_candidate": hits,
-        "users": {"validation": n_users,
-                  "earlier": len(earlier.validation) if earlier is not None else 0},
+        "retrieval": retrieval_info, "ranker_rows": counts,
+        "validation_users_with_target_candidate": hits, "validation_users": n_users,
         "holdout_users": int(holdout.sum()),
         "holdout_validation_retrieval": retrieval_holdout, "selected": best[1],
-        "ranker_runs": runs,
+        "ranker_runs": runs, "holdout_validation_ensemble": ensemble,
         "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "work_dir": work_dir,
     }

@@ -209,13 +209,14 @@ class RankingConfig(_Config):
     text_projection_dim: int = 16
     text_seq_len: int = 32
     text_encoder_cache_dir: str = ""
-    # Scores of earlier stages / other models as features (names from
-    # trainer.features.OPTIONAL_FLOAT_FEATURES, e.g. "retrieval_score", "transition_score"):
-    # each goes into the cross features and into a wide term w * score on every binary head's
-    # logit. None in the shop pipeline, whose impression units carry no such scores
-    # (docs/DESIGN.md §6); two-stage data has them (the Beauty re-ranking benchmark). The
-    # exported raw-feature signatures then take these inputs too.
-    score_features: Tuple[str, ...] = ()
+    # Features computed outside the model (names from trainer.features.
+    # OPTIONAL_FLOAT_FEATURES: earlier stages' scores such as "retrieval_score", user-candidate
+    # statistics such as "history_brand_share"): each goes into the cross features and into a
+    # wide term w * value on every binary head's logit. None in the shop pipeline, whose
+    # impression units carry no such values (docs/DESIGN.md §6); two-stage data has them (the
+    # Beauty re-ranking benchmark). The exported raw-feature signatures then take these
+    # inputs too.
+    external_features: Tuple[str, ...] = ()
     # L2 on the embedding tables (ids memorise impressions without it: measured on the sample
     # shop, eval click AUC 0.68 without, 0.72-0.74 with 3e-5..3e-4).
     embedding_l2: float = 3e-4
@@ -266,10 +267,10 @@ class RankingConfig(_Config):
                 raise ValueError(f"RankingConfig.{key} must be >= 0, got {weights}")
         if not any(self.loss_weight.values()):
             raise ValueError("RankingConfig.loss_weights: at least one head must be > 0")
-        unknown = [f for f in self.score_features if f not in OPTIONAL_FLOAT_FEATURES]
-        if unknown or len(set(self.score_features)) != len(self.score_features):
-            raise ValueError(f"RankingConfig.score_features must be distinct names from "
-                             f"{list(OPTIONAL_FLOAT_FEATURES)}, got {list(self.score_features)}")
+        unknown = [f for f in self.external_features if f not in OPTIONAL_FLOAT_FEATURES]
+        if unknown or len(set(self.external_features)) != len(self.external_features):
+            raise ValueError(f"RankingConfig.external_features must be distinct names from "
+                             f"{list(OPTIONAL_FLOAT_FEATURES)}, got {list(self.external_features)}")
 
     def text_config(self) -> "RetrievalConfig":
         """The text settings in the form trainer.text_tower's embedder takes (item text and

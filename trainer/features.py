@@ -33,13 +33,19 @@ HAS_RATING = "has_rating"              # int 0/1
 LABEL_KEYS = (CLICKED, ADDED_TO_CART, PURCHASED, RATING, HAS_RATING)
 
 # --- optional candidate context (raw; absent from the shop pipeline's examples) ---
-# Scores of the candidate for this user from earlier stages or other models (two-stage data,
-# e.g. the Beauty re-ranking benchmark); read by ranking models that name them in
-# RankingConfig.score_features.
+# Features of the candidate for this user computed outside the model: scores from earlier
+# stages or other models, and user-candidate statistics (two-stage data, e.g. the Beauty
+# re-ranking benchmark); read by ranking models that name them in
+# RankingConfig.external_features.
 RETRIEVAL_SCORE = "retrieval_score"    # float: the retrieval model's score
 TRANSITION_SCORE = "transition_score"  # float: how often the candidate followed the user's
                                        # most recent items (item-to-item transitions)
-OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE)
+HISTORY_BRAND_SHARE = "history_brand_share"    # float: share of the history items of the
+                                               # candidate's brand
+LAST_ITEM_SAME_BRAND = "last_item_same_brand"  # float 0/1: the most recent history item has
+                                               # the candidate's brand
+OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE, HISTORY_BRAND_SHARE,
+                           LAST_ITEM_SAME_BRAND)
 
 STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)

@@ -3,8 +3,8 @@
 Pipeline wiring: `Trainer(run_fn="trainer.ranking.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RankingConfig keys>)`. Features (ids, history summary,
 item features, query-word match, the frozen MiniLM item-text embedding, the cosines of the
-candidate's text with the user's history texts and, with `score_features`, the candidate's
-scores from earlier stages, e.g. its retrieval score) go through DCN-v2 cross layers
+candidate's text with the user's history texts and, with `external_features`, values computed
+outside the model such as the candidate's retrieval score) go through DCN-v2 cross layers
 (`tfrs.layers.dcn.Cross`), then deep ReLU layers, then one head per output
 (`trainer.config.RANKING_OUTPUTS`): sigmoid click and purchase heads (cross-entropy on every
 unit) and a linear rating head (squared error only on units with `has_rating`, masked
@@ -100,15 +100,15 @@ class RankingModel(tfrs.Model):
         self.deep = mlp(config.hidden_units, name="deep")
         # Binary heads output logits (sigmoid in `call`, after the wide score terms).
         self.heads = {head: tf.keras.layers.Dense(1, name=head) for head in RANKING_HEADS}
-        # Scores of earlier stages (config.score_features): a "wide" term w_hf * score_f added
-        # to each binary head h's logit (w starts at 1), so the model starts from those
-        # scores' order and the deep part learns corrections to it; the scores are also in
-        # the cross features.
+        # Features computed outside the model (config.external_features, e.g. earlier stages'
+        # scores): a "wide" term w_hf * value_f added to each binary head h's logit (w starts
+        # at 1), so the model starts from those scores' order and the deep part learns
+        # corrections to it; the values are also in the cross features.
         # Keyed "head/feature" (tracked dicts need string keys to be saved).
         self.wide_weights = {
             f"{head}/{key}": self.add_weight(name=f"{head}_{key}_weight", shape=(),
                                          initializer=tf.keras.initializers.Constant(1.0))
-            for head in RANKING_HEADS for key in config.score_features}
+            for head in RANKING_HEADS for key in config.external_features}
         self.heads[RATING_HEAD] = tf.keras.layers.Dense(
             1, name=RATING_HEAD,
             bias_initializer=tf.keras.initializers.Constant(float(rating_mean)))
@@ -151,7 +151,7 @@ class RankingModel(tfrs.Model):
             item_text, history_text = self._texts(features)
             parts.append(self.text_projection(item_text))
             parts.append(text_affinity(history_text, item_text))
-        parts += [as_column(features[key]) for key in self.config.score_features]
+        parts += [as_column(features[key]) for key in self.config.external_features]
         return tf.concat(parts, axis=1)
 
     def call(self, features, training=False):
@@ -164,7 +164,7 @@ class RankingModel(tfrs.Model):
         for head, layer in self.heads.items():
             value = tf.reshape(layer(x), [-1])
             if head in RANKING_HEADS:
-                for key in self.config.score_features:
+                for key in self.config.external_features:
                     value += self.wide_weights[f"{head}/{key}"] * tf.reshape(
                         tf.cast(features[key], tf.float32), [-1])
                 value = tf.sigmoid(value)
@@ -327,11 +327,11 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = tft_output.transformed_feature_spec()
-    missing = [key for key in config.score_features if key not in spec]
+    missing = [key for key in config.external_features if key not in spec]
     if missing:
-        raise ValueError(f"ranking: score_features {missing} need these raw float features in "
-                         f"the examples; the Transform output has none (features: "
-                         f"{sorted(spec)})")
+        raise ValueError(f"ranking: external_features {missing} need these raw float "
+                         f"features in the examples; the Transform output has none "
+                         f"(features: {sorted(spec)})")
     buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
     logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
 

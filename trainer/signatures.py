@@ -187,7 +187,7 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
       scalars/vectors without a batch dimension) and a list of N candidates (item_id, title,
       brand, category, price, in_stock, each [N]).
 
-    Models trained with `score_features` (e.g. `retrieval_score`) take each of them [N]
+    Models trained with `external_features` (e.g. `retrieval_score`) take each of them [N]
     (float) in the three raw-feature signatures too.
 
     `text`: trainer.ranking.RankingText (models with the MiniLM text feature): adds the text
@@ -218,9 +218,9 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
         return outputs
 
     # Candidate-side inputs of the raw-feature signatures, [N] each; models trained with
-    # score_features also take the candidates' scores from earlier stages.
+    # external_features also take those values of the candidates.
     extra = [_spec(key, tf.float32)
-             for key in getattr(getattr(model, "config", None), "score_features", ())]
+             for key in getattr(getattr(model, "config", None), "external_features", ())]
 
     def signature(specs, to_raw):
         """A tf.function over `specs` (named TensorSpecs; the signature's input names) that

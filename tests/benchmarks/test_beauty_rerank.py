@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import beauty, beauty_rerank, protocol
+from trainer import features as F
 from tests.benchmarks import planted
 from tests.benchmarks.test_beauty import planted_folder  # noqa: F401  (fixture)
 
@@ -35,21 +36,36 @@ def test_union_candidates_appends_the_best_new_items_of_the_second_ranking():
         beauty_rerank.union_candidates(top, ranking[:, :4], 2)
 
 
-def _candidates(retrieval, transitions, top_n, extra):
+def _candidates(retrieval, transitions, top_n, extra, brands=None):
+    brands = np.full(retrieval.shape[1], -1) if brands is None else brands
     return beauty_rerank.Candidates(_fixed_scorer(retrieval), _fixed_scorer(transitions),
-                                    top_n, extra)
+                                    top_n, extra, brands)
+
+
+def test_brand_codes_and_affinity():
+    codes = beauty_rerank.brand_codes(["b", "", "a", "b", ""])
+    assert codes[1] == codes[4] == -1 and codes[0] == codes[3] != codes[2] >= 0
+    histories = [np.array([0, 2, 3]), np.array([1]), np.array([], np.int64)]
+    candidates = np.array([[3, 2, 4], [4, 0, 1], [0, 1, 2]])
+    share, last = beauty_rerank.brand_affinity(histories, candidates, codes)
+    np.testing.assert_allclose(share, [[2 / 3, 1 / 3, 0], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(last, [[1, 0, 0], [0, 0, 0], [0, 0, 0]])   # no brand: 0
 
 
 def test_candidates_carry_relative_retrieval_and_log_transition_scores():
     retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2]])
     transitions = np.array([[0.0, 0.0, 3.0, 0.0, 0.0, 1.0]])
-    scores, top, features = _candidates(retrieval, transitions, 2, 2)([np.array([0])])
+    brands = np.array([0, 1, 1, -1, 0, 1])
+    scores, top, features = _candidates(retrieval, transitions, 2, 2, brands)(
+        [np.array([0, 4, 2])])
     np.testing.assert_array_equal(scores, retrieval)
     np.testing.assert_array_equal(top, [[1, 3, 2, 5]])       # retrieval top 2, then transitions
     np.testing.assert_allclose(features["retrieval_score"], [[0.0, -0.2, -0.8, -0.7]],
                                atol=1e-6)                     # gap to retrieval's best
     np.testing.assert_allclose(features["transition_score"],
                                [np.log1p([0.0, 0.0, 3.0, 1.0])], atol=1e-6)
+    np.testing.assert_allclose(features["history_brand_share"], [[1 / 3, 0, 1 / 3, 1 / 3]])
+    np.testing.assert_array_equal(features["last_item_same_brand"], [[1, 0, 1, 1]])
     with pytest.raises(ValueError, match="transition_candidates"):
         _candidates(retrieval, transitions, 2, -1)
 
@@ -86,20 +102,6 @@ def test_training_rows_positive_plus_sampled_candidate_negatives():
     again, _ = beauty_rerank.training_rows(histories, targets, candidates, 4,
                                            np.random.default_rng(1))
     assert again == rows                                         # seeded sampling
-
-
-def test_earlier_stage_moves_each_train_sequence_one_step_back():
-    from benchmarks.registry import FitTask  # pylint: disable=import-outside-toplevel
-    train = [np.array([4, 2, 7]), np.array([1]), np.array([3, 5])]
-    task = FitTask(train, items=None, n_items=8,
-                   validation=protocol.EvalSet([np.array([4, 2, 7])], np.array([6])),
-                   batch_size=7)
-    earlier = beauty_rerank.earlier_stage(task)
-    assert [list(s) for s in earlier.train] == [[4, 2], [1], [3]]
-    assert [list(h) for h in earlier.validation.histories] == [[4, 2], [3]]
-    np.testing.assert_array_equal(earlier.validation.targets, [7, 5])
-    assert earlier.batch_size == 7 and earlier.n_items == 8
-    assert [list(s) for s in task.train] == [[4, 2, 7], [1], [3, 5]]     # task untouched
 
 
 def test_reranked_order_puts_the_ranked_candidates_first():
@@ -145,7 +147,7 @@ def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):
     assert first_stage["info"] == {"companion_of": "ours_ranked"}
     info = ranked["info"]
     run = info["ranker_runs"][info["selected"]]
-    assert run["config"]["score_features"] == ["retrieval_score", "transition_score"]
+    assert run["config"]["external_features"] == list(F.OPTIONAL_FLOAT_FEATURES)
     assert info["ranker_rows"]["train"] > 0 and info["ranker_rows"]["eval"] > 0
     assert run["ranker"]["click"]["auc"] > 0.6                    # held-out ranker rows
     assert info["holdout_validation_retrieval"]["users"] == info["holdout_users"]

@@ -97,17 +97,17 @@ def test_ranking_defaults_use_query_match_and_embedding_l2():
         RankingConfig.from_custom_config({"embedding_l2": -1e-4})
 
 
-def test_ranking_score_features_are_known_distinct_names():
-    assert RankingConfig().score_features == ()
+def test_ranking_external_features_are_known_distinct_names():
+    assert RankingConfig().external_features == ()
     config = RankingConfig.from_custom_config(
-        {"score_features": ["retrieval_score", "transition_score"]})
-    assert config.score_features == ("retrieval_score", "transition_score")
+        {"external_features": ["retrieval_score", "transition_score"]})
+    assert config.external_features == ("retrieval_score", "transition_score")
     for bad, message in ((["retrieval"], "must be distinct names from"),
                          (["retrieval_score", "retrieval_score"], "must be distinct names"),
                          ("retrieval_score", "must be a list of strings"),
-                         ([1], r"score_features\[0\] must be a string")):
+                         ([1], r"external_features\[0\] must be a string")):
         with pytest.raises(ValueError, match=message):
-            RankingConfig.from_custom_config({"score_features": bad})
+            RankingConfig.from_custom_config({"external_features": bad})
 
 
 def test_text_settings(monkeypatch, tmp_path):

@@ -268,13 +268,13 @@ def test_score_feature_is_read_only_when_configured(key):
     other = [k for k in F.OPTIONAL_FLOAT_FEATURES if k != key]
     batch = dict(_batch(), **{k: tf.constant([2.0, -1.0] * 3) for k in F.OPTIONAL_FLOAT_FEATURES})
     flipped = dict(batch, **{key: -batch[key]})
-    model = _model(score_features=(key,))
+    model = _model(external_features=(key,))
     assert not np.allclose(model(batch)["click"].numpy(), model(flipped)["click"].numpy())
-    for off in (_model(), _model(score_features=other)):   # not named: not read at all
+    for off in (_model(), _model(external_features=other)):   # not named: not read at all
         np.testing.assert_array_equal(off(batch)["click"].numpy(), off(flipped)["click"].numpy())
     with pytest.raises(KeyError):
         model(_batch())                            # named, but the batch has no such score
-    both = _model(score_features=F.OPTIONAL_FLOAT_FEATURES)
+    both = _model(external_features=F.OPTIONAL_FLOAT_FEATURES)
     assert sorted(w.name.split(":")[0] for w in both.wide_weights.values()) == sorted(
         f"{head}_{k}_weight" for head in ("click", "purchase") for k in F.OPTIONAL_FLOAT_FEATURES)
 
@@ -290,7 +290,7 @@ def test_ranker_learns_from_the_retrieval_score():
         clicked = (score + 0.3 * rng.normal(size=30) > 0).astype(np.int64)
         batches.append(dict(batch, **{F.RETRIEVAL_SCORE: tf.constant(score),
                                       F.CLICKED: tf.constant(clicked)}))
-    model = _model(score_features=(F.RETRIEVAL_SCORE,), learning_rate=0.02,
+    model = _model(external_features=(F.RETRIEVAL_SCORE,), learning_rate=0.02,
                    loss_weights={"click": 1, "purchase": 0, "rating": 0})
     model.fit(tf.data.Dataset.from_tensor_slices(
         {k: tf.stack([b[k] for b in batches[:30]]) for k in batches[0]}).repeat(4),
@@ -304,6 +304,6 @@ def test_ranker_learns_from_the_retrieval_score():
 def test_run_fn_needs_the_retrieval_score_feature(transformed_shop, tmp_path):
     from trainer import ranking  # pylint: disable=import-outside-toplevel
     args = shop_runs.fn_args(transformed_shop, str(tmp_path), dict(
-        RANKING_CONFIG, score_features=(F.RETRIEVAL_SCORE,)), train_steps=1)
+        RANKING_CONFIG, external_features=(F.RETRIEVAL_SCORE,)), train_steps=1)
     with pytest.raises(ValueError, match="retrieval_score"):
         ranking.run_fn(args)
