@@ -139,17 +139,26 @@ def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):
                  "--set", "ours_ranked.retrieval_config={\"epochs\": 20, "
                  "\"text_mode\": \"none\"}",
                  "--set", "ours_ranked.ranking_config={\"epochs\": 10, "
-                 "\"use_text_embedding\": false}"])
+                 "\"use_text_embedding\": false}",
+                 "--set", "ours_ranked.ranking_candidates=[{}, {\"seed\": 1}]"])
     results = json.load(open(os.path.join(out, "beauty.json")))
     ranked = results["models"]["ours_ranked"]
     first_stage = results["models"]["ours_ranked_retrieval"]
     assert ranked["validation"] is None and first_stage["validation"] is None
     assert first_stage["info"] == {"companion_of": "ours_ranked"}
     info = ranked["info"]
-    run = info["ranker_runs"][info["selected"]]
-    assert run["config"]["external_features"] == list(F.OPTIONAL_FLOAT_FEATURES)
+    runs = info["ranker_runs"]
+    assert [run["config"]["seed"] for run in runs] == [0, 1]
+    for run in runs:
+        assert run["config"]["external_features"] == list(F.OPTIONAL_FLOAT_FEATURES)
+        assert run["ranker"]["click"]["auc"] > 0.6                # held-out ranker rows
     assert info["ranker_rows"]["train"] > 0 and info["ranker_rows"]["eval"] > 0
-    assert run["ranker"]["click"]["auc"] > 0.6                    # held-out ranker rows
+    # The mean of both runs was a candidate too; the best held-out NDCG@10 was kept.
+    scores = [run["holdout_validation"]["unfiltered"]["ndcg@10"] for run in runs]
+    ensemble = info["holdout_validation_ensemble"]["unfiltered"]["ndcg@10"]
+    assert info["selected"] in (0, 1, "ensemble")
+    chosen = ensemble if info["selected"] == "ensemble" else scores[info["selected"]]
+    assert chosen == max(scores + [ensemble])
     assert info["holdout_validation_retrieval"]["users"] == info["holdout_users"]
     popular = results["models"]["popular"]["test"]["unfiltered"]["ndcg@10"]
     assert ranked["test"]["unfiltered"]["ndcg@10"] > popular
