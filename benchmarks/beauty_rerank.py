@@ -276,7 +276,8 @@ def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_con
 
 def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_window=3,
                     transition_decay=0.1, negatives=20, holdout_fraction=0.1,
-                    ranking_config=None, ranking_candidates=({},), train_steps=None,
+                    ranking_config=None, ranking_candidates=({},), ranker_seeds=3,
+                    train_steps=None,
                     retrieval_export="", retrieval_candidates=({},), retrieval_config=None,
                     ensemble=True, work_dir="", select="ndcg@10", deterministic=True):
     """Retrieval (``fit_ours``, or the SavedModel at ``retrieval_export``) + transitions +
@@ -288,7 +289,8 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
     ``BASE_RANKING_CONFIG`` (seed =
     the benchmark seed); ``ranking_candidates``: variants of it, each trained, the best
     held-out ``select`` (unfiltered, re-ranked) kept, or with ``ensemble`` the mean of all of
-    them if that scores better; ``train_steps``: None = the config's
+    them if that scores better; ``ranker_seeds``: each variant is trained with seeds seed,
+    seed + 1, ... (one run each); ``train_steps``: None = the config's
     epochs; ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates``
     / ``config``; ``deterministic``: TF op determinism (reproducible runs)."""
     options = types.SimpleNamespace(**{k: v for k, v in locals().items()
@@ -304,8 +306,9 @@ def _fit_ours_ranked(task, seed, o):
     from trainer import ranking
     if not 0 < o.holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {o.holdout_fraction}")
-    if o.negatives < 1:
-        raise ValueError(f"negatives must be >= 1, got {o.negatives}")
+    if o.negatives < 1 or o.ranker_seeds < 1:
+        raise ValueError(f"negatives and ranker_seeds must be >= 1, got {o.negatives}, "
+                         f"{o.ranker_seeds}")
     if o.transition_window < 1 or not 0 < o.transition_decay <= 1:
         raise ValueError("transition_window must be >= 1 and transition_decay in (0, 1], got "
                          f"{o.transition_window}, {o.transition_decay}")
@@ -350,10 +353,11 @@ def _fit_ours_ranked(task, seed, o):
     retrieval_holdout = protocol.evaluate(retrieval, held_set, task.n_items, task.batch_size)
     seconds["holdout_validate"] = time.time() - start
     runs, rankers, best = [], [], None
-    for c, candidate in enumerate(o.ranking_candidates):
+    variants = [{**BASE_RANKING_CONFIG, "seed": seed + s, **(o.ranking_config or {}),
+                 **candidate} for candidate in o.ranking_candidates
+                for s in range(o.ranker_seeds)]
+    for c, config in enumerate(variants):
         start = time.time()
-        config = dict(BASE_RANKING_CONFIG, seed=seed, **(o.ranking_config or {}))
-        config.update(candidate)
         args = shop_examples.trainer_fn_args(examples_dir, graph_dir,
                                              os.path.join(work_dir, f"ranker_run{c}"), config,
                                              o.train_steps)

@@ -140,7 +140,7 @@ def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):
                  "\"text_mode\": \"none\"}",
                  "--set", "ours_ranked.ranking_config={\"epochs\": 10, "
                  "\"use_text_embedding\": false}",
-                 "--set", "ours_ranked.ranking_candidates=[{}, {\"seed\": 1}]"])
+                 "--set", "ours_ranked.ranker_seeds=2"])
     results = json.load(open(os.path.join(out, "beauty.json")))
     ranked = results["models"]["ours_ranked"]
     first_stage = results["models"]["ours_ranked_retrieval"]
