@@ -136,10 +136,9 @@ class Candidates:
         if self.extra:
             top = union_candidates(
                 top, top_candidates(transition, self.top_n + self.extra), self.extra)
-        relative = relative_scores(scores, top)
         share, last = brand_affinity(histories, top, self.brands)
         features = {
-            F.RETRIEVAL_SCORE: np.take_along_axis(relative, top, axis=1),
+            F.RETRIEVAL_SCORE: relative_scores(scores, top),
             F.TRANSITION_SCORE: np.log1p(np.maximum(
                 np.take_along_axis(transition, top, axis=1), 0.0)),
             F.HISTORY_BRAND_SHARE: share, F.LAST_ITEM_SAME_BRAND: last}
@@ -147,12 +146,14 @@ class Candidates:
 
 
 def relative_scores(scores, top):
-    """The ranker's ``retrieval_score`` feature: each item's retrieval score minus the user's
-    best candidate score (``top[:, 0]``), so 0 = retrieval's first choice. Absolute score
+    """The ranker's ``retrieval_score`` feature, [U, C] for the candidates ``top``: each
+    candidate's retrieval score minus the user's best candidate score (``top[:, 0]``), so 0 =
+    retrieval's first choice. Absolute score
     levels differ between users (they depend on the history); the gap to the best candidate
     is what says how sure retrieval is (held-out candidate rows, 2,000-user subsample: AUC
     0.70 vs 0.66 for the raw score)."""
-    return scores - np.take_along_axis(scores, top[:, :1], axis=1)
+    picked = np.take_along_axis(scores, top, axis=1)
+    return picked - picked[:, :1]
 
 
 def training_rows(histories, targets, candidates, negatives, rng, batch_size=1024):
@@ -176,9 +177,9 @@ def training_rows(histories, targets, candidates, negatives, rng, batch_size=102
     return rows, hits
 
 
-def write_ranker_examples(task, contexts, rows_by_split, raw_dir):
-    """Raw splits for the ranking trainer: train / eval rows (pipeline format + the score
-    features) and the catalog. ``contexts``: a row's user index -> (user id, history)."""
+def write_ranker_examples(task, rows_by_split, raw_dir):
+    """Raw splits for the ranking trainer: train / eval rows (pipeline format + the external
+    features; a row's user index is a validation user) and the catalog."""
     # pylint: disable=import-outside-toplevel
     from trainer import features as F
     from pipeline import examples
@@ -189,8 +190,8 @@ def write_ranker_examples(task, contexts, rows_by_split, raw_dir):
     for split, rows in rows_by_split.items():
         out = []
         for u, item, label, scores in rows:
-            user, history = contexts[u]
-            unit = beauty_ours.unit_example(user, history, item, items, asins, when)
+            unit = beauty_ours.unit_example(f"v{u}", task.validation.histories[u], item,
+                                            items, asins, when)
             unit.update({F.CLICKED: label, F.ADDED_TO_CART: label, F.PURCHASED: label},
                         **scores)
             out.append(unit)
@@ -210,19 +211,24 @@ def raw_spec():
                 **{k: tf.io.FixedLenFeature([1], tf.float32) for k in F.OPTIONAL_FLOAT_FEATURES})
 
 
+def load_ranker(export, features):
+    """(the exported ranking model's ``score`` signature, the external features it takes)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    return tf.saved_model.load(export).signatures["score"], tuple(features)
+
+
 class RerankedScorer:
     """Retrieval scores of every item, the candidates re-scored by the exported ranking
     models (the mean of their combined ``score``s) and moved above the rest (module
-    docstring). ``rankers``: (export dir, the external features its config names) each."""
+    docstring). ``rankers``: ``load_ranker`` results."""
 
     def __init__(self, candidates, rankers, items, users_per_call=64):
         # pylint: disable=import-outside-toplevel
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
         self.tf = tf
         self.candidates, self.users_per_call = candidates, users_per_call
-        self.rankers = [(tf.saved_model.load(export).signatures["score"], tuple(features))
-                        for export, features in rankers]
+        self.rankers = list(rankers)
         rows = beauty_ours.catalog_rows(items)
         self.asins = np.asarray(items.asin, dtype=object)
         self.asin_list = list(items.asin)
@@ -277,22 +283,21 @@ def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_con
 def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_window=3,
                     transition_decay=0.1, negatives=20, holdout_fraction=0.1,
                     ranking_config=None, ranking_candidates=({},), ranker_seeds=3,
-                    train_steps=None,
-                    retrieval_export="", retrieval_candidates=({},), retrieval_config=None,
-                    ensemble=True, work_dir="", select="ndcg@10", deterministic=True):
+                    train_steps=None, retrieval_export="", retrieval_candidates=({},),
+                    retrieval_config=None, ensemble=True, work_dir="", select="ndcg@10",
+                    deterministic=True):
     """Retrieval (``fit_ours``, or the SavedModel at ``retrieval_export``) + transitions +
     the ranking trainer on their candidates (module docstring). ``top_n``: retrieval
     candidates; ``transition_candidates``: further candidates from the transitions ranking
     (0: retrieval's only; the transition score stays a feature); ``transition_window`` /
     ``transition_decay``: the transitions model (the decay transitions3 selects on
-    validation); ``ranking_config``: RankingConfig keys over
-    ``BASE_RANKING_CONFIG`` (seed =
+    validation); ``ranking_config``: RankingConfig keys over ``BASE_RANKING_CONFIG`` (seed =
     the benchmark seed); ``ranking_candidates``: variants of it, each trained, the best
     held-out ``select`` (unfiltered, re-ranked) kept, or with ``ensemble`` the mean of all of
     them if that scores better; ``ranker_seeds``: each variant is trained with seeds seed,
-    seed + 1, ... (one run each); ``train_steps``: None = the config's
-    epochs; ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates``
-    / ``config``; ``deterministic``: TF op determinism (reproducible runs)."""
+    seed + 1, ... (one run each); ``train_steps``: None = the config's epochs;
+    ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates`` /
+    ``config``; ``deterministic``: TF op determinism (reproducible runs)."""
     options = types.SimpleNamespace(**{k: v for k, v in locals().items()
                                        if k not in ("task", "seed")})
     with beauty_ours.op_determinism(deterministic):
@@ -336,9 +341,8 @@ def _fit_ours_ranked(task, seed, o):
                                o.negatives, rng, task.batch_size)
     by_split = {F.TRAIN_SPLIT: [r for r in rows if not holdout[r[0]]],
                 F.EVAL_SPLIT: [r for r in rows if holdout[r[0]]]}
-    contexts = [(f"v{u}", h) for u, h in enumerate(task.validation.histories)]
     raw = os.path.join(work_dir, "ranker_raw")
-    counts = write_ranker_examples(task, contexts, by_split, raw)
+    counts = write_ranker_examples(task, by_split, raw)
     seconds["ranker_examples"] = time.time() - start
     start = time.time()
     transform_dir = os.path.join(work_dir, "ranker")
@@ -364,7 +368,7 @@ def _fit_ours_ranked(task, seed, o):
         run = shop_examples.run_trainer(ranking.run_fn, args)
         seconds["ranker_train_and_export"] = (seconds.get("ranker_train_and_export", 0)
                                               + time.time() - start)
-        rankers.append((run.export, config["external_features"]))
+        rankers.append(load_ranker(run.export, config["external_features"]))
         start = time.time()
         reranked = RerankedScorer(candidates, rankers[-1:], task.items)
         metrics = protocol.evaluate(reranked, held_set, task.n_items, task.batch_size)
