@@ -80,6 +80,34 @@ def transition_scorer(task, window, decay, normalize):
     return scorer
 
 
+def cooccurrence_matrix(sequences, n_items, window):
+    """Sparse symmetric C[i, j] = how often i and j occur within ``window`` positions of each
+    other (either order) in the sequences."""
+    src, dst = [], []
+    for seq in sequences:
+        for gap in range(1, min(window, len(seq) - 1) + 1):
+            src += [seq[:-gap], seq[gap:]]
+            dst += [seq[gap:], seq[:-gap]]
+    src = np.concatenate(src) if src else np.zeros(0, int)
+    dst = np.concatenate(dst) if dst else np.zeros(0, int)
+    c = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)),
+                      shape=(n_items, n_items))
+    c.sum_duplicates()
+    return c
+
+
+def cooccurrence_scorer(task, window):
+    """Scores of every item: sum over the history items of ``cooccurrence_matrix`` counts in
+    the train sequences (order-free, unlike transitions), plus the popularity tie-break."""
+    c = cooccurrence_matrix(task.train, task.n_items, window)
+    tie = _tie_break(task)
+
+    def scorer(histories):
+        return np.asarray((history_matrix(histories, task.n_items) @ c).todense(),
+                          dtype=np.float32) + tie
+    return scorer
+
+
 def fit_transitions(task, seed, normalize=True):
     """Items that most often directly followed the user's last item in train sequences."""
     return transition_scorer(task, 1, 1.0, normalize)

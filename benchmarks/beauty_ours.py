@@ -281,6 +281,31 @@ def text_embeddings(texts, seq_len=32):
     return text_encoder.encode_texts(texts, paths)
 
 
+def item_texts(items, text="title"):
+    """Each item's text for the MiniLM encoder: "title", or "item" = "title | brand |
+    category path" (as the trainer reads it)."""
+    if text == "title":
+        return [beauty_data.shop_title(items, i) for i in range(len(items))]
+    if text == "item":
+        return [" | ".join(p for p in (beauty_data.shop_title(items, i), items.brand[i],
+                                       " > ".join(items.categories[i])) if p)
+                for i in range(len(items))]
+    raise ValueError(f"text must be 'title' or 'item', got {text!r}")
+
+
+def history_text_scorer(emb, window, decay):
+    """Scores of every item: cosine(sum_k decay**k * emb[history[-1-k]] over the last
+    ``window`` history items, emb[item]); ``emb``: L2-normalised item embeddings [N, H]."""
+    def scorer(histories):
+        q = np.zeros((len(histories), emb.shape[1]), np.float32)
+        for u, hist in enumerate(histories):
+            recent = np.asarray(hist[-window:])[::-1]
+            q[u] = (decay ** np.arange(len(recent)))[:, None].T @ emb[recent]
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        return q @ emb.T
+    return scorer
+
+
 def fit_zero_shot_text(task, seed, text="title", windows=(1, 3, 10),
                        decays=(0.3, 0.5, 0.8), select="ndcg@10"):
     """Zero-shot MiniLM: score(item) = cosine(sum_k decay**k * e(history[-1-k]), e(item))
@@ -288,37 +313,18 @@ def fit_zero_shot_text(task, seed, text="title", windows=(1, 3, 10),
     ``text`` ("title", or "item" = "title | brand | category path" as the trainer reads
     it). ``window`` and ``decay`` are chosen on the validation ``select`` metric
     (unfiltered)."""
-    items = task.items
-    if text == "title":
-        texts = [beauty_data.shop_title(items, i) for i in range(len(items))]
-    elif text == "item":
-        texts = [" | ".join(p for p in (beauty_data.shop_title(items, i), items.brand[i],
-                                         " > ".join(items.categories[i])) if p)
-                 for i in range(len(items))]
-    else:
-        raise ValueError(f"text must be 'title' or 'item', got {text!r}")
     start = time.time()
-    emb = text_embeddings(texts)
+    emb = text_embeddings(item_texts(task.items, text))
     encode_seconds = time.time() - start
-
-    def make(window, decay):
-        def scorer(histories):
-            q = np.zeros((len(histories), emb.shape[1]), np.float32)
-            for u, hist in enumerate(histories):
-                recent = np.asarray(hist[-window:])[::-1]
-                q[u] = (decay ** np.arange(len(recent)))[:, None].T @ emb[recent]
-            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            return q @ emb.T
-        return scorer
-
     best, curve = None, {}
     for window in windows:
         for decay in (decays if window > 1 else (1.0,)):
-            score = task.validate(make(window, decay), variants=("unfiltered",))[
+            score = task.validate(history_text_scorer(emb, window, decay),
+                                  variants=("unfiltered",))[
                 "unfiltered"][select]
             curve[f"window={window},decay={decay}"] = score
             if best is None or score > best[0]:
                 best = (score, window, decay)
-    return Fitted(make(best[1], best[2]), {
+    return Fitted(history_text_scorer(emb, best[1], best[2]), {
         "window": best[1], "decay": best[2], f"validation_{select}": curve,
         "encode_seconds": round(encode_seconds, 1)})

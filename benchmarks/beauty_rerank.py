@@ -46,10 +46,12 @@ model are measured on the test set.
 Everything written derives from the research-only Amazon data and goes to ``work_dir``
 (outside the repository).
 """
+import dataclasses
 import os
 import tempfile
 import time
 import types
+from typing import Callable
 
 import numpy as np
 
@@ -58,7 +60,8 @@ from benchmarks.registry import Fitted
 
 # Ranking trainer config on top of RankingConfig's defaults. Beauty has no search queries
 # (no query-word match), and the scorer sees histories only (no user-id embedding); click and
-# purchase are the same event here, so one head trains and scores.
+# purchase are the same event here, so one head trains and scores. With text
+# (``text_window``), "text_score" joins the external features.
 BASE_RANKING_CONFIG = {
     "external_features": ["retrieval_score", "transition_score", "history_brand_share",
                           "last_item_same_brand"], "use_user_id": False, "use_text": False,
@@ -115,34 +118,67 @@ def brand_affinity(histories, candidates, brands):
     return share, last
 
 
+def without_history(scores, histories):
+    """``scores`` with each history's items set to -inf (they rank last): a copy."""
+    out = np.array(scores, np.float64)
+    for u, history in enumerate(histories):
+        out[u, np.asarray(history, np.int64)] = -np.inf
+    return out
+
+
+@dataclasses.dataclass
+class Source:
+    """A candidate source after retrieval: ``scorer(histories)`` scores every item; its best
+    ``count`` items not yet candidates join them, and ``feature`` of its scores of every
+    candidate is the external feature ``name``."""
+
+    name: str
+    scorer: Callable
+    count: int
+    feature: Callable = np.asarray
+
+    def __post_init__(self):
+        if self.count < 0:
+            raise ValueError(f"{self.name}: the number of candidates must be >= 0, got "
+                             f"{self.count}")
+
+
+def log_count(scores):
+    """The feature of count-like scores (transitions, co-occurrence): log1p, >= 0."""
+    return np.log1p(np.maximum(scores, 0.0))
+
+
 class Candidates:
     """What the ranker sees per history: ``(retrieval scores [U, n_items], candidates
-    [U, C], external features {name: float32 [U, C]})`` (module docstring); ``brands``:
-    ``brand_codes`` of every item."""
+    [U, C], external features {name: float32 [U, C]})`` (module docstring). The retrieval
+    top ``top_n``, then each ``Source``'s best new items in turn; ``brands``: ``brand_codes``
+    of every item; ``exclude_history``: the user's history items are never candidates (they
+    rank after every other item when selecting; their scores are unchanged)."""
 
-    def __init__(self, retrieval, transitions, top_n, extra, brands):
-        if extra < 0:
-            raise ValueError(f"transition_candidates must be >= 0, got {extra}")
-        self.retrieval, self.transitions, self.top_n, self.extra = (
-            retrieval, transitions, top_n, extra)
+    def __init__(self, retrieval, sources, top_n, brands, exclude_history=False):
+        self.retrieval, self.sources, self.top_n = retrieval, list(sources), top_n
         self.brands = np.asarray(brands)
+        self.exclude_history = exclude_history
 
     def __call__(self, histories):
         # pylint: disable=import-outside-toplevel
         from trainer import features as F
         scores = np.asarray(self.retrieval(histories), np.float64)
-        transition = np.asarray(self.transitions(histories), np.float64)
-        top = top_candidates(scores, self.top_n)
-        if self.extra:
-            top = union_candidates(
-                top, top_candidates(transition, self.top_n + self.extra), self.extra)
+        others = [np.asarray(source.scorer(histories), np.float64) for source in self.sources]
+        select = ((lambda s: without_history(s, histories)) if self.exclude_history
+                  else (lambda s: s))
+        top = top_candidates(select(scores), self.top_n)
+        for source, ranking in zip(self.sources, others):
+            if source.count:
+                top = union_candidates(
+                    top, top_candidates(select(ranking), top.shape[1] + source.count),
+                    source.count)
         share, last = brand_affinity(histories, top, self.brands)
-        features = {
-            F.RETRIEVAL_SCORE: relative_scores(scores, top),
-            F.TRANSITION_SCORE: np.log1p(np.maximum(
-                np.take_along_axis(transition, top, axis=1), 0.0)),
-            F.HISTORY_BRAND_SHARE: share, F.LAST_ITEM_SAME_BRAND: last}
-        return scores, top, {k: v.astype(np.float32) for k, v in features.items()}
+        features = {F.RETRIEVAL_SCORE: relative_scores(scores, top),
+                    F.HISTORY_BRAND_SHARE: share, F.LAST_ITEM_SAME_BRAND: last}
+        for source, ranking in zip(self.sources, others):
+            features[source.name] = source.feature(np.take_along_axis(ranking, top, axis=1))
+        return scores, top, {k: np.asarray(v, np.float32) for k, v in features.items()}
 
 
 def relative_scores(scores, top):
@@ -177,9 +213,9 @@ def training_rows(histories, targets, candidates, negatives, rng, batch_size=102
     return rows, hits
 
 
-def write_ranker_examples(task, rows_by_split, raw_dir):
+def write_ranker_examples(task, rows_by_split, raw_dir, names):
     """Raw splits for the ranking trainer: train / eval rows (pipeline format + the external
-    features; a row's user index is a validation user) and the catalog."""
+    features ``names``; a row's user index is a validation user) and the catalog."""
     # pylint: disable=import-outside-toplevel
     from trainer import features as F
     from pipeline import examples
@@ -197,18 +233,17 @@ def write_ranker_examples(task, rows_by_split, raw_dir):
             out.append(unit)
         splits[split] = out
     splits[F.CATALOG_SPLIT] = [
-        dict(examples.catalog_example(row), **{k: 0.0 for k in F.OPTIONAL_FLOAT_FEATURES})
+        dict(examples.catalog_example(row), **{k: 0.0 for k in names})
         for row in items]
     return beauty_ours.write_splits(raw_dir, splits)
 
 
-def raw_spec():
-    """The pipeline's raw feature spec plus the float external features."""
+def raw_spec(names):
+    """The pipeline's raw feature spec plus the float external features ``names``."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
-    from trainer import features as F  # pylint: disable=import-outside-toplevel
     return dict(shop_examples.raw_feature_spec(),
-                **{k: tf.io.FixedLenFeature([1], tf.float32) for k in F.OPTIONAL_FLOAT_FEATURES})
+                **{k: tf.io.FixedLenFeature([1], tf.float32) for k in names})
 
 
 def load_ranker(export, features):
@@ -284,8 +319,10 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
                     transition_decay=0.1, negatives=20, holdout_fraction=0.1,
                     ranking_config=None, ranking_candidates=({},), ranker_seeds=3,
                     train_steps=None, retrieval_export="", retrieval_candidates=({},),
-                    retrieval_config=None, ensemble=True, work_dir="", select="ndcg@10",
-                    deterministic=True):
+                    retrieval_config=None, ensemble=True, exclude_history=True,
+                    text_candidates=50, text_window=10, text_decay=0.5,
+                    cooccurrence_candidates=50, cooccurrence_window=3, work_dir="",
+                    select="ndcg@10", deterministic=True):
     """Retrieval (``fit_ours``, or the SavedModel at ``retrieval_export``) + transitions +
     the ranking trainer on their candidates (module docstring). ``top_n``: retrieval
     candidates; ``transition_candidates``: further candidates from the transitions ranking
@@ -297,7 +334,14 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
     them if that scores better; ``ranker_seeds``: each variant is trained with seeds seed,
     seed + 1, ... (one run each); ``train_steps``: None = the config's epochs;
     ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates`` /
-    ``config``; ``deterministic``: TF op determinism (reproducible runs)."""
+    ``config``; ``exclude_history``: the user's history items are never candidates
+    (``Candidates``); ``text_window`` / ``text_decay``: the text similarity of the candidates
+    (``beauty_ours.history_text_scorer`` over frozen MiniLM title embeddings; its score is
+    the ``text_score`` feature; 0 = no text), whose best ``text_candidates`` new items join
+    the candidates; ``cooccurrence_window``: the co-occurrence model
+    (``baselines.cooccurrence_scorer``, fitted on the train sequences; its log count is the
+    ``cooccurrence_score`` feature; 0 = none), whose best ``cooccurrence_candidates`` new items
+    join the candidates last; ``deterministic``: TF op determinism (reproducible runs)."""
     options = types.SimpleNamespace(**{k: v for k, v in locals().items()
                                        if k not in ("task", "seed")})
     with beauty_ours.op_determinism(deterministic):
@@ -317,6 +361,17 @@ def _fit_ours_ranked(task, seed, o):
     if o.transition_window < 1 or not 0 < o.transition_decay <= 1:
         raise ValueError("transition_window must be >= 1 and transition_decay in (0, 1], got "
                          f"{o.transition_window}, {o.transition_decay}")
+    if o.text_window < 0 or not 0 < o.text_decay <= 1:
+        raise ValueError("text_window must be >= 0 and text_decay in (0, 1], got "
+                         f"{o.text_window}, {o.text_decay}")
+    for kind in ("text", "cooccurrence"):
+        if getattr(o, f"{kind}_candidates") and not getattr(o, f"{kind}_window") > 0:
+            raise ValueError(f"{kind}_candidates needs {kind}_window > 0")
+    wanted = o.top_n + o.transition_candidates + o.text_candidates + o.cooccurrence_candidates
+    if o.top_n < 1 or wanted > task.n_items:
+        raise ValueError(f"top_n ({o.top_n}, >= 1) + transition, text and co-occurrence "
+                         f"candidates = {wanted} must not exceed the catalog's {task.n_items} "
+                         "items")
     work_dir = o.work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_rerank_")
     if beauty_ours.inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
@@ -328,9 +383,22 @@ def _fit_ours_ranked(task, seed, o):
                                            os.path.join(work_dir, "retrieval"))
     seconds["retrieval"] = time.time() - start
 
-    candidates = Candidates(retrieval, baselines.transition_scorer(
-        task, o.transition_window, o.transition_decay, normalize=False), o.top_n,
-        o.transition_candidates, brand_codes(task.items.brand))
+    sources = [Source(F.TRANSITION_SCORE, baselines.transition_scorer(
+        task, o.transition_window, o.transition_decay, normalize=False),
+        o.transition_candidates, log_count)]
+    if o.text_window:
+        start = time.time()
+        sources.append(Source(F.TEXT_SCORE, beauty_ours.history_text_scorer(
+            beauty_ours.text_embeddings(beauty_ours.item_texts(task.items, "title")),
+            o.text_window, o.text_decay), o.text_candidates))
+        seconds["text_embeddings"] = time.time() - start
+    if o.cooccurrence_window:
+        sources.append(Source(F.COOCCURRENCE_SCORE, baselines.cooccurrence_scorer(
+            task, o.cooccurrence_window), o.cooccurrence_candidates, log_count))
+    candidates = Candidates(retrieval, sources, o.top_n, brand_codes(task.items.brand),
+                            o.exclude_history)
+    names = BASE_RANKING_CONFIG["external_features"] + [
+        x.name for x in sources if x.name not in BASE_RANKING_CONFIG["external_features"]]
 
     start = time.time()
     rng = np.random.default_rng(seed)
@@ -342,12 +410,12 @@ def _fit_ours_ranked(task, seed, o):
     by_split = {F.TRAIN_SPLIT: [r for r in rows if not holdout[r[0]]],
                 F.EVAL_SPLIT: [r for r in rows if holdout[r[0]]]}
     raw = os.path.join(work_dir, "ranker_raw")
-    counts = write_ranker_examples(task, by_split, raw)
+    counts = write_ranker_examples(task, by_split, raw, names)
     seconds["ranker_examples"] = time.time() - start
     start = time.time()
     transform_dir = os.path.join(work_dir, "ranker")
     os.makedirs(transform_dir, exist_ok=True)
-    graph_dir, examples_dir = shop_examples.transform(raw, transform_dir, raw_spec=raw_spec())
+    graph_dir, examples_dir = shop_examples.transform(raw, transform_dir, raw_spec=raw_spec(names))
     seconds["ranker_transform"] = time.time() - start
 
     held = np.flatnonzero(holdout)
@@ -357,7 +425,8 @@ def _fit_ours_ranked(task, seed, o):
     retrieval_holdout = protocol.evaluate(retrieval, held_set, task.n_items, task.batch_size)
     seconds["holdout_validate"] = time.time() - start
     runs, rankers, best = [], [], None
-    variants = [{**BASE_RANKING_CONFIG, "seed": seed + s, **(o.ranking_config or {}),
+    variants = [{**BASE_RANKING_CONFIG, "external_features": names, "seed": seed + s,
+                 **(o.ranking_config or {}),
                  **candidate} for candidate in o.ranking_candidates
                 for s in range(o.ranker_seeds)]
     for c, config in enumerate(variants):

@@ -44,8 +44,12 @@ HISTORY_BRAND_SHARE = "history_brand_share"    # float: share of the history ite
                                                # candidate's brand
 LAST_ITEM_SAME_BRAND = "last_item_same_brand"  # float 0/1: the most recent history item has
                                                # the candidate's brand
+TEXT_SCORE = "text_score"              # float: cosine of the candidate's text embedding with
+                                       # the user's recent history texts
+COOCCURRENCE_SCORE = "cooccurrence_score"  # float: how often the candidate occurred near the
+                                           # user's history items (either order)
 OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE, HISTORY_BRAND_SHARE,
-                           LAST_ITEM_SAME_BRAND)
+                           LAST_ITEM_SAME_BRAND, TEXT_SCORE, COOCCURRENCE_SCORE)
 
 STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)

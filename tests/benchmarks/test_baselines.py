@@ -46,6 +46,16 @@ def test_transition_matrix_counts_and_normalises():
     np.testing.assert_allclose(probs[0], [0, 2 / 3, 1 / 3], rtol=1e-6)
 
 
+def test_cooccurrence_counts_both_orders_within_the_window():
+    seqs = [np.array([0, 1, 2, 3]), np.array([2, 0])]
+    near = baselines.cooccurrence_matrix(seqs, 4, window=2).toarray()
+    assert near.tolist() == [[0, 1, 2, 0], [1, 0, 1, 1], [2, 1, 0, 1], [0, 1, 1, 0]]
+    assert baselines.cooccurrence_matrix(seqs, 4, window=1)[0, 2] == 1   # only [2, 0]
+    task = registry.FitTask(seqs, None, 4, protocol.EvalSet([], np.zeros(0)))
+    scores = baselines.cooccurrence_scorer(task, 2)([np.array([0, 3])])
+    np.testing.assert_allclose(scores[0], near[0] + near[3], atol=1e-5)   # + tie-break
+
+
 def test_transitions3_weights_recent_items_by_decay():
     # 0 -> 5 and 1 -> 6 and 2 -> 7, each once; history [...0, 1, 2] with decay 0.5.
     task = registry.FitTask([np.array([0, 5]), np.array([1, 6]), np.array([2, 7])], None, 8,

@@ -1,12 +1,13 @@
 """Two-stage "ours_ranked" (benchmarks/beauty_rerank.py): candidate selection, ranker rows,
 the re-ranked order, and an end-to-end run on the planted folder."""
+import functools
 import json
 import os
 
 import numpy as np
 import pytest
 
-from benchmarks import beauty, beauty_rerank, protocol
+from benchmarks import beauty, beauty_rerank, protocol, registry
 from trainer import features as F
 from tests.benchmarks import planted
 from tests.benchmarks.test_beauty import planted_folder  # noqa: F401  (fixture)
@@ -36,10 +37,12 @@ def test_union_candidates_appends_the_best_new_items_of_the_second_ranking():
         beauty_rerank.union_candidates(top, ranking[:, :4], 2)
 
 
-def _candidates(retrieval, transitions, top_n, extra, brands=None):
+def _candidates(retrieval, transitions, top_n, extra, brands=None, more=(), **options):
     brands = np.full(retrieval.shape[1], -1) if brands is None else brands
-    return beauty_rerank.Candidates(_fixed_scorer(retrieval), _fixed_scorer(transitions),
-                                    top_n, extra, brands)
+    sources = [beauty_rerank.Source("transition_score", _fixed_scorer(transitions), extra,
+                                    beauty_rerank.log_count), *more]
+    return beauty_rerank.Candidates(_fixed_scorer(retrieval), sources, top_n, brands,
+                                    **options)
 
 
 def test_brand_codes_and_affinity():
@@ -66,8 +69,45 @@ def test_candidates_carry_relative_retrieval_and_log_transition_scores():
                                [np.log1p([0.0, 0.0, 3.0, 1.0])], atol=1e-6)
     np.testing.assert_allclose(features["history_brand_share"], [[1 / 3, 0, 1 / 3, 1 / 3]])
     np.testing.assert_array_equal(features["last_item_same_brand"], [[1, 0, 1, 1]])
-    with pytest.raises(ValueError, match="transition_candidates"):
+    with pytest.raises(ValueError, match="transition_score: the number of candidates"):
         _candidates(retrieval, transitions, 2, -1)
+
+
+def test_candidates_can_exclude_the_history_items():
+    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2]])
+    transitions = np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 1.0]])
+    history = [np.array([0, 2])]
+    _, kept, _ = _candidates(retrieval, transitions, 2, 2)(history)
+    np.testing.assert_array_equal(kept, [[1, 3, 2, 5]])      # history item 2 is one
+    scores, top, features = _candidates(retrieval, transitions, 2, 2,
+                                        exclude_history=True)(history)
+    np.testing.assert_array_equal(scores, retrieval)          # the scores stay as they were
+    np.testing.assert_array_equal(top, [[1, 3, 5, 4]])        # retrieval top 2, transitions
+    np.testing.assert_allclose(features["retrieval_score"], [[0.0, -0.2, -0.7, -0.6]],
+                               atol=1e-6)                     # gap to the best candidate
+    masked = beauty_rerank.without_history(retrieval, history)
+    assert np.isneginf(masked[0, [0, 2]]).all() and retrieval[0, 0] == 0.5
+
+
+def test_further_sources_follow_in_turn_and_carry_their_scores():
+    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2, 0.0]])
+    transitions = np.array([[0.0, 0.0, 3.0, 0.0, 0.0, 1.0, 0.0]])
+    text = np.array([[0.9, 0.1, 0.8, 0.2, 0.6, 0.7, 0.0]])
+    counts = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0]])
+    more = [beauty_rerank.Source("text_score", _fixed_scorer(text), 2),
+            beauty_rerank.Source("cooccurrence_score", _fixed_scorer(counts), 1,
+                                 beauty_rerank.log_count)]
+    _, top, features = _candidates(retrieval, transitions, 2, 1, more=more)([np.array([0])])
+    np.testing.assert_array_equal(top, [[1, 3, 2, 0, 5, 6]])  # retrieval, transitions, text,
+    np.testing.assert_allclose(features["text_score"],        # co-occurrence
+                               [[0.1, 0.2, 0.8, 0.9, 0.7, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(features["cooccurrence_score"],
+                               [[0, 0, 0, 0, 0, np.log1p(7.0)]], atol=1e-6)
+    _, _, plain = _candidates(retrieval, transitions, 2, 1)([np.array([0])])
+    assert "text_score" not in plain                          # no such source, no feature
+    _, none, scored = _candidates(retrieval, transitions, 2, 1, more=[
+        beauty_rerank.Source("text_score", _fixed_scorer(text), 0)])([np.array([0])])
+    assert none.shape == (1, 3) and "text_score" in scored    # 0 items: a feature only
 
 
 def test_training_rows_positive_plus_sampled_candidate_negatives():
@@ -125,15 +165,32 @@ def test_reranked_order_puts_the_ranked_candidates_first():
     assert ranks[0] == 4                                         # the rest keeps its order
 
 
+def test_fit_ours_ranked_checks_candidate_counts_before_training(tmp_path):
+    task = registry.FitTask([np.array([0, 1, 2])], None, 30, protocol.EvalSet([], np.zeros(0)))
+    fit = functools.partial(beauty_rerank.fit_ours_ranked, task, 0, work_dir=str(tmp_path),
+                            top_n=10, transition_candidates=5, text_candidates=5,
+                            cooccurrence_candidates=5)
+    with pytest.raises(ValueError, match="= 35 must not exceed the catalog's 30 items"):
+        fit(cooccurrence_candidates=15)
+    with pytest.raises(ValueError, match="text_candidates needs text_window > 0"):
+        fit(text_window=0)
+    with pytest.raises(ValueError, match="cooccurrence_candidates needs cooccurrence_window"):
+        fit(cooccurrence_window=0)
+    assert not os.listdir(tmp_path)                              # nothing trained
+
+
 @pytest.mark.slow
 def test_ours_ranked_end_to_end_on_the_planted_folder(planted_folder, tmp_path):  # noqa: F811
-    """Retrieval (Transform + trainer.retrieval) + transitions -> ranker rows -> Transform
-    with the score features -> trainer.ranking -> exported `score` signature re-ranks the
-    candidates."""
+    """Retrieval (Transform + trainer.retrieval) + transitions, text and co-occurrence
+    candidates -> ranker rows -> Transform with the score features -> trainer.ranking ->
+    exported `score` signature re-ranks the candidates."""
     out = str(tmp_path / "results")
     beauty.main(["--data", planted_folder, "--out", out, "--models", "popular,ours_ranked",
                  "--set", f"ours_ranked.work_dir={json.dumps(str(tmp_path / 'work'))}",
                  "--set", "ours_ranked.top_n=20", "--set", "ours_ranked.negatives=5",
+                 "--set", "ours_ranked.transition_candidates=10",
+                 "--set", "ours_ranked.text_candidates=10",
+                 "--set", "ours_ranked.cooccurrence_candidates=10",
                  # No MiniLM here (the Beauty smoke test of `ours` covers it): this test is
                  # about the two-stage plumbing, and the text exports dominate its time.
                  "--set", "ours_ranked.retrieval_config={\"epochs\": 20, "
