@@ -1,21 +1,30 @@
 """Two-stage "ours_ranked" on the Beauty leave-one-out task: the project's retrieval model
-("ours", ``beauty_ours.fit_ours``) proposes its top ``top_n`` items, item-to-item transitions
-from the train sequences add their best ``transition_candidates`` others, and the project's
-ranking model (``trainer.ranking.run_fn``: DCN-v2 + text features + the retrieval and
-transition scores and the user's brand affinity as ``external_features``) re-orders them.
+("ours", ``beauty_ours.fit_ours``) proposes its top ``top_n`` items, item-to-item
+transitions, MiniLM title similarity and co-occurrence add their best others, and the
+project's ranking model (``trainer.ranking.run_fn``: DCN-v2 + text features + those scores
+and the user's brand affinity as ``external_features``) re-orders them.
 
 Candidates (``Candidates``): per user, the retrieval top ``top_n`` (ties by item index),
-then the items the transitions model (``baselines.transition_scorer``: the last
-``transition_window`` history items, weight ``transition_decay ** age``, fitted on the train
-sequences only, like every baseline) ranks best among the rest. Each candidate carries four
-external features: ``retrieval_score`` (the retrieval score minus that of the user's best
-candidate, ``relative_scores``), ``transition_score`` (log1p of the transitions score),
-``history_brand_share`` and ``last_item_same_brand`` (``brand_affinity``: the history
-encoder sees item ids, not their brands, and Beauty buyers stay with brands). Transitions
-carry the sequential signal the retrieval towers lack (order-aware pooling, but
+then, in turn, the best items not yet candidates of each further ``Source``, all fitted on
+the train sequences only, like every baseline:
+
+- ``transition_candidates`` from the transitions model (``baselines.transition_scorer``:
+  the last ``transition_window`` history items, weight ``transition_decay ** age``);
+- ``text_candidates`` from MiniLM title similarity (``beauty_ours.history_text_scorer``);
+- ``cooccurrence_candidates`` from order-free co-occurrence (``baselines.
+  cooccurrence_scorer``).
+
+With ``exclude_history`` the user's own items are never candidates (Beauty has no repeated
+items). Each candidate carries the external features ``retrieval_score`` (the retrieval
+score minus that of the user's best candidate, ``relative_scores``), each source's score
+(``transition_score`` and ``cooccurrence_score``: log1p of the counts; ``text_score``: the
+cosine), ``history_brand_share`` and ``last_item_same_brand`` (``brand_affinity``: the
+history encoder sees item ids, not their brands, and Beauty buyers stay with brands).
+Transitions carry the sequential signal the retrieval towers lack (order-aware pooling, but
 no next-item objective): alone they beat retrieval on Beauty (test N@10 .0459 vs .0349), and
 on held-out validation users a logistic regression on the two scores alone re-ranks the
-retrieval top 100 from N@10 .0458 to .0629.
+retrieval top 100 from N@10 .0458 to .0629. The text and co-occurrence sources raise the
+share of validation targets among the candidates from 31 % to 38 %.
 
 Training rows for the ranker (Beauty has only positives, so the negatives are retrieval
 candidates the user did not choose):
