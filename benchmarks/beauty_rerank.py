@@ -326,7 +326,7 @@ def _retrieval(task, seed, retrieval_export, retrieval_candidates, retrieval_con
 
 def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_window=3,
                     transition_decay=0.1, negatives=20, holdout_fraction=0.1,
-                    ranking_config=None, ranking_candidates=({},), ranker_seeds=3,
+                    ranking_config=None, ranking_candidates=({},), ranker_seeds=5,
                     train_steps=None, retrieval_export="", retrieval_candidates=({},),
                     retrieval_config=None, ensemble=True, exclude_history=True,
                     text_candidates=50, text_window=10, text_decay=0.5,
