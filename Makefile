@@ -44,17 +44,17 @@ SAMPLE_SEED ?= 7
 
 # The main job on the bundled (generated) sample shop: data -> TFX pipeline -> recommendations.
 demo: env
-	$(PY) -m pipeline.sample_data --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)
+	$(PY) -m pipeline.sample_shop --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)
 	$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json
-	$(PY) -m serving.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3
-	$(PY) -m serving.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+	$(PY) -m serving.demo.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3
+	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
 
 # TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models.
 serve: env
-	$(PY) -m serving.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000
+	$(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000
 
 serve-demo: env
-	$(PY) -m serving.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
 
 bench-serving: env
 	$(PY) -m benchmarks.serving

@@ -1,12 +1,13 @@
 """shoprec: search and recommendation for online shops on TFX, TFRS and pretrained BERT."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="shoprec",
     version="0.1.0",
     description="Search and recommendation for online shops: TFX pipeline, TFRS two-tower "
     "retrieval with a BERT text tower, multi-task ranking, TensorFlow Serving.",
-    packages=["pipeline", "pipeline.components", "trainer", "serving", "benchmarks"],
+    packages=find_packages(include=["pipeline*", "trainer*", "serving*", "benchmarks*"]),
+    package_data={"serving": ["tfserving/*"]},
     python_requires=">=3.11,<3.12",
     # The pinned environment lives in requirements/lock.txt (+ requirements/nodeps.txt);
     # `make env` installs it. These are the direct imports, unpinned, for reference.

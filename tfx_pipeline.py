@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     if args.runner == "local":
         if not os.path.isdir(cfg.data_dir):
             print(f"error: --data {cfg.data_dir!r} is not a folder; create a sample shop with "
-                  "`python -m pipeline.sample_data --out sample_shop`", file=sys.stderr)
+                  "`python -m pipeline.sample_shop --out sample_shop`", file=sys.stderr)
             return 2
         run_local(cfg, args.report)
     else:

@@ -8,7 +8,7 @@ Beauty leave-one-out task.
    ``features.HISTORY_LENGTH`` at most, the user's order), the whole catalog (ASIN, title,
    brand, category path, price) as the catalog split, and the validation targets as the eval
    split (the trainer's own report only; never the test targets);
-2. ``trainer.preprocessing`` with tf.Transform (``benchmarks.shop_examples.transform``);
+2. ``trainer.preprocessing`` with tf.Transform (``pipeline.in_process.transform``);
 3. ``trainer.retrieval.run_fn`` with a TFX ``FnArgs`` (``text_mode`` "frozen", the pipeline's
    defaults otherwise, seeded);
 4. evaluation **from the exported SavedModel** only: ``tf.saved_model.load``, candidate
@@ -130,7 +130,7 @@ def write_splits(raw_dir, splits):
 def prepare(task, work_dir, min_history=0):
     """Raw examples + tf.Transform output under ``work_dir``; a namespace the trainer test
     helpers accept (``transform_graph``, ``examples``, ``raw``) plus counts and seconds."""
-    from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
+    from pipeline import in_process as shop_examples  # pylint: disable=import-outside-toplevel
     seconds = {}
     start = time.time()
     raw = os.path.join(work_dir, "raw")
@@ -147,7 +147,7 @@ def train(prepared, out_dir, config, train_steps=None):
     """trainer.retrieval.run_fn with the FnArgs the TFX Trainer builds; returns the export
     dir and the trainer's metrics.json."""
     # pylint: disable=import-outside-toplevel
-    from benchmarks import shop_examples
+    from pipeline import in_process as shop_examples
     from trainer import retrieval
     args = shop_examples.trainer_fn_args(prepared.examples, prepared.transform_graph, out_dir,
                                          dict(config), train_steps)
@@ -274,7 +274,7 @@ def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history
 
 def text_embeddings(texts, seq_len=32):
     """Frozen MiniLM embeddings (L2-normalised) of ``texts``: float32 [N, 384]."""
-    from trainer import text_encoder  # pylint: disable=import-outside-toplevel
+    from trainer.text import encoder as text_encoder  # pylint: disable=import-outside-toplevel
     from trainer.config import RetrievalConfig  # pylint: disable=import-outside-toplevel
     cache = RetrievalConfig(text_seq_len=seq_len).encoder_cache_dir()
     paths = text_encoder.ensure_text_encoder(cache, seq_len)

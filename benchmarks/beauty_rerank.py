@@ -250,7 +250,7 @@ def write_ranker_examples(task, rows_by_split, raw_dir, names):
 def raw_spec(names):
     """The pipeline's raw feature spec plus the float external features ``names``."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
+    from pipeline import in_process as shop_examples  # pylint: disable=import-outside-toplevel
     return dict(shop_examples.raw_feature_spec(),
                 **{k: tf.io.FixedLenFeature([1], tf.float32) for k in names})
 
@@ -359,7 +359,8 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
 
 def _fit_ours_ranked(task, seed, o):
     # pylint: disable=import-outside-toplevel
-    from benchmarks import baselines, protocol, shop_examples
+    from benchmarks import baselines, protocol
+    from pipeline import in_process as shop_examples
     from trainer import features as F
     from trainer import ranking
     if not 0 < o.holdout_fraction < 1:

@@ -5,7 +5,7 @@
 
 For each catalog size: a synthetic shop (items in 20 top categories, users clicking in
 their two favourite ones), synthetic retrieval/ranking SavedModels with the production
-signatures (``serving/synthetic_models.py``: brute-force top-100 over the whole catalog,
+signatures (``serving/demo/synthetic_models.py``: brute-force top-100 over the whole catalog,
 64-d embeddings), then the local stack (stand-in model server + API, subprocesses on free
 ports). Each target runs at each concurrency for a bounded time (closed loop: every
 worker sends its next request when the last one returns): ``recommend`` (GET
@@ -74,8 +74,8 @@ def write_synthetic_shop(folder: Path, n_items: int, seed: int) -> dict[str, lis
 
 def build(size: int, workdir: Path, seed: int) -> tuple[Path, Path, dict]:
     """Shop folder, serving dir with synthetic models, user histories."""
-    from pipeline.data_contract import load_shop
-    from serving.synthetic_models import write_models
+    from pipeline.contract.load import load_shop
+    from serving.demo.synthetic_models import write_models
 
     shop_dir, serving_dir = workdir / f"shop_{size}", workdir / f"models_{size}"
     histories = write_synthetic_shop(shop_dir, size, seed)   # deterministic: same seed, same shop
@@ -146,7 +146,7 @@ def stage_means(api_url: str) -> dict[str, tuple[float, float]]:
 
 def targets(stack, histories: dict, size: int):
     """target name -> factory of a per-worker call(rng)."""
-    from serving.client import GrpcPredictClient
+    from serving.client.clients import GrpcPredictClient
     from trainer import features as F
 
     grpc = GrpcPredictClient(f"127.0.0.1:{stack.grpc_port}", deadline_s=30, retries=0)
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
         p.error("concurrency must be 1..256 and sizes >= 100")
     if not 0 < args.duration_s <= 120 or not 0 <= args.warmup_s <= 60:
         p.error("--duration-s must be in (0, 120] and --warmup-s in [0, 60]")
-    from serving.local_stack import LocalStack
+    from serving.demo.local_stack import LocalStack
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="shoprec-bench-"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
         "machine": f"{os.cpu_count()} CPU cores", "duration_s": args.duration_s,
         "warmup_s": args.warmup_s, "seed": args.seed,
         "load_before": [round(x, 2) for x in os.getloadavg()],
-        "model_server": "development stand-in (serving.model_server), not TF Serving",
+        "model_server": "development stand-in (serving.standin.model_server), not TF Serving",
         "setup": {}}, "results": []}
     for size in sizes:
         started = time.perf_counter()

@@ -3,9 +3,9 @@
     python -m benchmarks.text_tower --data sample_shop
     python -m benchmarks.text_tower --modes frozen,top_layers --steps top_layers=100
 
-Without --data a sample shop is generated (pipeline.sample_data, seed 7, as `make demo`).
+Without --data a sample shop is generated (pipeline.sample_shop.generate, seed 7, as `make demo`).
 The shop's examples and their Transform output are built once into --work
-(benchmarks/shop_examples.py). Each mode then runs trainer.retrieval.run_fn in its own process
+(pipeline/in_process.py). Each mode then runs trainer.retrieval.run_fn in its own process
 (pipeline default config, `text_mode` = the mode, a bounded step count) and reports train
 steps/s and examples/s after the first step, the first step, text-cache and evaluation times,
 peak RSS, CPU time, recall@K / NDCG@K on the eval split (model and train popularity).
@@ -37,11 +37,11 @@ def prepare_data(data_dir, work_dir, seed=7) -> Dict:
             done = json.load(f)
         if done["shop"] == shop_dir:
             return done
-    from benchmarks import shop_examples  # pylint: disable=import-outside-toplevel
+    from pipeline import in_process as shop_examples  # pylint: disable=import-outside-toplevel
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
     if data_dir is None:
-        from pipeline.sample_data import generate_shop  # pylint: disable=import-outside-toplevel
+        from pipeline.sample_shop.generate import generate_shop  # pylint: disable=import-outside-toplevel
         generate_shop(shop_dir, seed=seed)
     rows = shop_examples.write_examples(shop_dir, os.path.join(work_dir, "raw"))
     shop_examples.transform(os.path.join(work_dir, "raw"), work_dir)
@@ -62,7 +62,7 @@ def run_mode(work_dir, mode, steps, config, out_dir) -> Dict:
     """One retrieval run_fn in this process; returns its metrics plus resource use."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     # pylint: disable=import-outside-toplevel
-    from benchmarks.shop_examples import trainer_fn_args
+    from pipeline.in_process import trainer_fn_args
     from trainer import retrieval
     args = trainer_fn_args(os.path.join(work_dir, "transformed"),
                            os.path.join(work_dir, "transform_graph"), out_dir,

@@ -1,6 +1,6 @@
 """Training examples from a shop's canonical tables: the rules, free of Beam and TFX.
 
-The Beam pipeline (pipeline/example_beam.py) applies these functions per user and per item;
+The Beam pipeline (pipeline/components/example_beam.py) applies these functions per user and per item;
 they are pure so every rule is tested on hand-built rows.
 
 Rules

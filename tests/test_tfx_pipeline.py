@@ -11,7 +11,7 @@ import pytest
 
 import tfx_pipeline
 from pipeline.configs import load_config
-from pipeline.sample_data import generate_shop
+from pipeline.sample_shop.generate import generate_shop
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from trainer import data
 from trainer import features as F
-from trainer import text_cache
-from trainer import text_tower
+from trainer.text import cache as text_cache
+from trainer.text import tower as text_tower
 
 # Transformed features the candidate tower may read (trainer/retrieval.py CandidateTower).
 TOWER_KEYS = (F.idx(F.ITEM_ID), F.idx(F.BRAND), F.idx(F.CATEGORY), F.idx(F.TOP_CATEGORY),

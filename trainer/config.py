@@ -12,7 +12,7 @@ from trainer.features import OPTIONAL_FLOAT_FEATURES
 # Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
 # or every catalog item at every step (trainer/catalog_softmax.py).
 NEGATIVES = ("in_batch", "catalog")
-# Text encoder modes of the retrieval towers (trainer/text_tower.py, docs/DESIGN.md §4).
+# Text encoder modes of the retrieval towers (trainer/text/tower.py, docs/DESIGN.md §4).
 TEXT_MODES = ("none", "frozen", "top_layers", "full")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
 
@@ -273,7 +273,7 @@ class RankingConfig(_Config):
                              f"{list(OPTIONAL_FLOAT_FEATURES)}, got {list(self.external_features)}")
 
     def text_config(self) -> "RetrievalConfig":
-        """The text settings in the form trainer.text_tower's embedder takes (item text and
+        """The text settings in the form trainer.text.tower's embedder takes (item text and
         history texts, no query text, frozen encoder)."""
         return RetrievalConfig(
             text_mode="frozen", use_text=True, use_query_text=False, use_history=True,

@@ -28,7 +28,7 @@ from trainer.config import (RANKING_HEADS, RANKING_OUTPUTS, RATING_HEAD, RATING_
                             RATING_MASK, RankingConfig)
 from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
 from trainer.query_match import QueryMatch
-from trainer.text_cache import gather_rows
+from trainer.text.cache import gather_rows
 
 VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
 
@@ -209,7 +209,7 @@ class RankingText(tf.Module):
     Known items (the catalog at training time) get their cached text embedding by item id, so
     a request without the title scores like the training data; other candidates are encoded
     live from "title | brand | category" (tensorflow_text ops). History items are looked up
-    by id (unknown ones: zeros). `embedder` is trainer.text_tower's frozen TextEmbedder.
+    by id (unknown ones: zeros). `embedder` is trainer.text.tower's frozen TextEmbedder.
     """
 
     def __init__(self, embedder, name: str = "ranking_text"):
@@ -217,7 +217,7 @@ class RankingText(tf.Module):
         self.embedder = embedder
 
     def __call__(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        from trainer import text_cache  # pylint: disable=import-outside-toplevel
+        from trainer.text import cache as text_cache  # pylint: disable=import-outside-toplevel
         lookup, table = self.embedder.lookup, self.embedder.table
         rows = lookup.item_rows(tf.reshape(features[F.ITEM_ID], [-1]))
         texts = text_cache.item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY])
@@ -229,13 +229,15 @@ class RankingText(tf.Module):
 
 
 class TextResources:
-    """The frozen MiniLM item-text cache of a ranking run (trainer/text_cache.py): catalog
+    """The frozen MiniLM item-text cache of a ranking run (trainer/text/cache.py): catalog
     item texts encoded once; `add_rows` maps a transformed batch to cache rows (input
     pipeline), `text` adds the embeddings at evaluation / serving time."""
 
     def __init__(self, config: RankingConfig, catalog_patterns, train_patterns, spec):
         # pylint: disable=import-outside-toplevel
-        from trainer import text_cache, text_encoder, text_tower
+        from trainer.text import cache as text_cache
+        from trainer.text import encoder as text_encoder
+        from trainer.text import tower as text_tower
         text_config = config.text_config()
         paths = text_encoder.ensure_text_encoder(
             text_config.encoder_cache_dir(), text_config.text_seq_len, seed=config.seed)

@@ -3,7 +3,7 @@
 Query tower: user id, order-aware history (item ids and their MiniLM text), search text.
 Candidate tower: item id, brand / category / price / stock, MiniLM text of "title | brand |
 category path". Every part and the text mode are switchable (trainer/config.py); the text
-features come from trainer/text_tower.py. Loss (`negatives`): in-batch softmax over (query,
+features come from trainer/text/tower.py. Loss (`negatives`): in-batch softmax over (query,
 clicked item) pairs with popularity (logQ) correction and removal of accidental hits, or a full
 softmax over every catalog item (trainer/catalog_softmax.py).
 
@@ -26,7 +26,7 @@ from trainer import data
 from trainer import features as F
 from trainer import retrieval_eval
 from trainer import signatures
-from trainer import text_tower
+from trainer.text import tower as text_tower
 from trainer import training
 from trainer.config import RetrievalConfig
 from trainer.layers import (HashedBagOfWords, HistoryEncoder, TextMatch, as_column,
@@ -328,7 +328,7 @@ def with_base_model(config: RetrievalConfig, base_model: Optional[str]) -> Retri
     preset of adapted MiniLM weights) becomes the text backbone, unless the config names one."""
     if not base_model or not config.uses_bert or config.text_backbone:
         return config
-    from trainer.domain_pretraining import BACKBONE_DIR  # pylint: disable=import-outside-toplevel
+    from trainer.text.domain_pretraining import BACKBONE_DIR  # pylint: disable=import-outside-toplevel
     backbone = os.path.join(base_model, BACKBONE_DIR)
     if not tf.io.gfile.exists(os.path.join(backbone, "config.json")):
         raise ValueError(f"retrieval: base_model {base_model!r} holds no keras-hub preset at "

@@ -101,7 +101,7 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     `candidate_embedding`, `top_k` (= `serving_default`) and `eval_hit_at_k`; the top-K
     index holds the whole catalog (ids [N] bytes, embeddings [N, D]).
 
-    `text`: the model's trainer.text_tower.TextEmbedder (BERT text modes), which turns the
+    `text`: the model's trainer.text.tower.TextEmbedder (BERT text modes), which turns the
     raw strings into text embeddings in-graph. Such exports use tensorflow_text ops: load
     them after `import tensorflow_text` (TF Serving links those ops).
     """

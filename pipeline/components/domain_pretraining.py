@@ -1,8 +1,8 @@
 """DomainPretraining: optional masked-LM adaptation of MiniLM on the shop's catalog text.
 
 Reads the catalog split of ShopExampleGen's examples, builds each item's encoder text exactly
-as the retrieval model does (`trainer.text_cache.item_text`: title | brand | category path),
-and runs `python -m trainer.domain_pretraining` in a Keras-3 child process (keras-hub's
+as the retrieval model does (`trainer.text.cache.item_text`: title | brand | category path),
+and runs `python -m trainer.text.domain_pretraining` in a Keras-3 child process (keras-hub's
 `BertMaskedLM`; the TFRS trainers run on tf-keras). The output Model artifact holds, under
 `Format-Serving/` (the path TFX hands a Trainer as `fn_args.base_model`):
 
@@ -25,14 +25,14 @@ from tfx.types import standard_artifact_utils as artifact_utils
 from tfx.utils import path_utils
 
 from trainer import features as F
-from trainer.domain_pretraining import BACKBONE_DIR, REPORT_FILE  # noqa: F401  (re-exported)
+from trainer.text.domain_pretraining import BACKBONE_DIR, REPORT_FILE  # noqa: F401  (re-exported)
 
 
 def catalog_texts(split_uri: str) -> list[str]:
     """Unique non-empty encoder texts of the catalog examples under `split_uri`, in file
     order (gzipped tf.Example TFRecords, as ShopExampleGen writes them)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from trainer.text_cache import item_text  # pylint: disable=import-outside-toplevel
+    from trainer.text.cache import item_text  # pylint: disable=import-outside-toplevel
     files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
     if not files:
         raise ValueError(f"DomainPretraining: no catalog example files under {split_uri}")
@@ -49,7 +49,7 @@ def catalog_texts(split_uri: str) -> list[str]:
 
 def run_pretraining(texts: list[str], out_dir: str, steps: int, seed: int, seq_len: int,
                     batch_size: int, learning_rate: float) -> dict:
-    """Runs trainer.domain_pretraining in a child process without TF_USE_LEGACY_KERAS (it
+    """Runs trainer.text.domain_pretraining in a child process without TF_USE_LEGACY_KERAS (it
     needs Keras 3); returns its report. The child's log is forwarded on failure."""
     if len(texts) < 2:
         raise ValueError(f"DomainPretraining: the catalog has {len(texts)} distinct item "
@@ -60,14 +60,14 @@ def run_pretraining(texts: list[str], out_dir: str, steps: int, seed: int, seq_l
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(t.replace("\n", " ") for t in texts) + "\n")
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-        cmd = [sys.executable, "-m", "trainer.domain_pretraining", "--texts", path,
+        cmd = [sys.executable, "-m", "trainer.text.domain_pretraining", "--texts", path,
                "--out", out_dir, "--steps", str(steps), "--seed", str(seed),
                "--seq-len", str(seq_len), "--batch-size", str(batch_size),
                "--learning-rate", str(learning_rate)]
         logging.info("DomainPretraining: %d catalog texts, %s", len(texts), " ".join(cmd))
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"trainer.domain_pretraining failed (exit {proc.returncode}):\n"
+        raise RuntimeError(f"trainer.text.domain_pretraining failed (exit {proc.returncode}):\n"
                            + proc.stderr[-4000:])
     with open(os.path.join(out_dir, REPORT_FILE), encoding="utf-8") as f:
         return json.load(f)

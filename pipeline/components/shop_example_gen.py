@@ -3,7 +3,7 @@
 The executor validates the folder with the data contract (`load_shop`, policy `on_bad_rows`;
 a contract failure stops the run with the DataContractError message), writes the canonical
 events and items as Parquet to the executor's temporary dir, and runs the Beam pipeline of
-pipeline/example_beam.py on the pipeline's own `beam_pipeline_args` (in_memory,
+pipeline/components/example_beam.py on the pipeline's own `beam_pipeline_args` (in_memory,
 multi_processing, Flink, Dataflow ...). Example rules: pipeline/examples.py.
 
 Outputs
@@ -35,7 +35,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from pipeline import example_beam, examples
+from pipeline import examples
+from pipeline.components import example_beam
 from trainer import features
 
 POLICIES = ("fail", "quarantine")
@@ -78,7 +79,7 @@ def _write_json(uri: str, payload: dict) -> None:
 
 def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str):
     """load_shop, with its quarantine files landing in report_uri (local or remote)."""
-    from pipeline.data_contract import load_shop
+    from pipeline.contract.load import load_shop
 
     if on_bad_rows != "quarantine":
         return load_shop(data_dir, on_bad_rows)

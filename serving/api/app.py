@@ -22,9 +22,9 @@ from serving.api.metrics import ApiMetrics
 from serving.api.recommender import NotReady, Recommendations, UnknownItem
 from serving.api.services import Services
 from serving.api.settings import Settings
-from serving.client import ServingError
-from serving.event_store import EventStoreError, now_seconds
-from serving.event_validation import EventValidationError, FieldProblem, validate_events
+from serving.client.clients import ServingError
+from serving.events.store import EventStoreError, now_seconds
+from serving.events.validation import EventValidationError, FieldProblem, validate_events
 
 
 def _error(status: int, message: str, detail: list | None = None) -> JSONResponse:

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pandas as pd
 
-from pipeline import contract_spec as spec
+from pipeline.contract import spec
 from trainer import features as F
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.examples import pad_history
 from serving.api.catalog import Catalog
-from serving.client import GrpcPredictClient, ServingError
+from serving.client.clients import GrpcPredictClient, ServingError
 from trainer import features as F
 
 log = logging.getLogger("serving.api.models")
@@ -44,7 +44,7 @@ def _decode(values: np.ndarray) -> list[str]:
 
 
 class ModelBackend:
-    """Predict calls for the recommender; errors are ``serving.client.ServingError``."""
+    """Predict calls for the recommender; errors are ``serving.client.clients.ServingError``."""
 
     def __init__(self, client: GrpcPredictClient, retrieval_model: str = "retrieval",
                  ranking_model: str = "ranking"):

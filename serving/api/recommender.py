@@ -22,8 +22,8 @@ from serving.api.catalog import Catalog
 from serving.api.model_backend import ModelBackend
 from serving.api.search_text import TextIndex, words
 from serving.api.settings import Settings
-from serving.client import ServingError
-from serving.event_store import EventStore, UserContext
+from serving.client.clients import ServingError
+from serving.events.store import EventStore, UserContext
 
 ENGAGEMENT_VERBS = {"click": "clicked “{}”", "add_to_cart": "added “{}” to your cart",
                     "purchase": "bought “{}”", "rating": "rated “{}”"}

@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 import time
 
-from pipeline import contract_spec as spec
-from pipeline.data_contract import load_shop
+from pipeline.contract import spec
+from pipeline.contract.load import load_shop
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.api.catalog import Catalog
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.settings import Settings
-from serving.event_store import EventStore, open_event_store
+from serving.events.store import EventStore, open_event_store
 
 log = logging.getLogger("serving.api")
 

@@ -125,7 +125,7 @@ def test_to_shop_writes_the_contract_columns(tmp_path):
 
 
 def test_to_shop_output_passes_the_shop_data_contract(tmp_path):
-    contract = pytest.importorskip("pipeline.data_contract")
+    contract = pytest.importorskip("pipeline.contract.load")
     data = beauty_data.load_beauty(write_folder(tmp_path / "beauty"))
     beauty_data.to_shop(data, str(tmp_path / "shop"))
     tables = contract.load_shop(tmp_path / "shop")

@@ -26,8 +26,8 @@ def tiny_config(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def standin_server(tiny_config):
     """The stand-in serving ``tiny_config`` on free 127.0.0.1 ports (gRPC and REST)."""
-    from serving.model_config import load_model_config
-    from serving.model_server import ModelServer
+    from serving.standin.model_config import load_model_config
+    from serving.standin.model_server import ModelServer
 
     server = ModelServer(load_model_config(tiny_config), port=portpicker.pick_unused_port(),
                          rest_api_port=portpicker.pick_unused_port(), host="127.0.0.1",
@@ -59,7 +59,7 @@ def rest_url(request) -> str:
 @pytest.fixture(params=["grpc", "rest"])
 def client(request):
     """A GrpcPredictClient or RestPredictClient against the server under test."""
-    from serving.client import GrpcPredictClient, RestPredictClient
+    from serving.client.clients import GrpcPredictClient, RestPredictClient
 
     if request.param == "grpc":
         c = GrpcPredictClient(request.getfixturevalue("grpc_address"), deadline_s=30)

@@ -7,7 +7,7 @@ import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf import wrappers_pb2
 
-from serving.model_config import load_model_config
+from serving.standin.model_config import load_model_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TFSERVING = os.path.join(os.path.dirname(os.path.dirname(HERE)), "serving", "tfserving")

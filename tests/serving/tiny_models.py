@@ -106,4 +106,4 @@ if __name__ == "__main__":
           " --allow_version_labels_for_unavailable_models=true\n"
           "then: SHOPREC_TFSERVING_GRPC=localhost:8500 "
           "SHOPREC_TFSERVING_REST=http://localhost:8501 "
-          ".venv/bin/python -m pytest tests/serving/test_client.py")
+          ".venv/bin/python -m pytest tests/serving/client/test_clients.py")

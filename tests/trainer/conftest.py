@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from benchmarks.shop_examples import transform as run_transform
+from pipeline.in_process import transform as run_transform
 from tests.trainer import shop_runs, synthetic_shop
 
 # The cheap model without the pretrained text encoder ("none"): the BERT text modes have their

@@ -1,10 +1,10 @@
-"""A small generated sample shop (pipeline.sample_data) with planted cold items, as the
-pipeline's raw examples and their Transform output (benchmarks/shop_examples.py)."""
+"""A small generated sample shop (pipeline.sample_shop.generate) with planted cold items, as the
+pipeline's raw examples and their Transform output (pipeline/in_process.py)."""
 import os
 import types
 
-from benchmarks import shop_examples
-from pipeline.sample_data import generate_shop
+from pipeline import in_process as shop_examples
+from pipeline.sample_shop.generate import generate_shop
 from trainer import features as F
 
 # Cold items: in the catalog with real text, never in any event (id, title, brand, category).

@@ -1,8 +1,8 @@
 """Helpers of the trainer end-to-end tests: TFX FnArgs for our run_fns, raw examples."""
 import os
 
-from benchmarks.shop_examples import run_trainer as run
-from benchmarks.shop_examples import trainer_fn_args
+from pipeline.in_process import run_trainer as run
+from pipeline.in_process import trainer_fn_args
 from trainer import features as F
 
 __all__ = ["fn_args", "run", "raw_examples"]

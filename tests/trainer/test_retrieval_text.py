@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.trainer import sample_shop, shop_runs
-from tests.trainer.text_fixtures import SEQ_LEN, encoder_cache
+from tests.trainer.text.encoder_fixture import SEQ_LEN, encoder_cache
 from trainer import features as F
 
 pytestmark = pytest.mark.slow

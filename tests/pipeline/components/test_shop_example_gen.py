@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import examples
 from pipeline.components import shop_example_gen as seg
-from pipeline.data_contract import DataContractError
+from pipeline.contract.load import DataContractError
 from trainer import features
 
 T0 = 1_700_000_000

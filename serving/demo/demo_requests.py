@@ -1,0 +1,115 @@
+"""Demo: start the model server and the API, send example requests, print them, stop both.
+
+    python -m serving.demo.demo_requests --serving-dir serving_models --shop sample_shop
+
+Picks a shopper with history and one without from the shop, then asks for: their
+recommendations, a search, items similar to one they engaged with, posts clicks on items
+of another category and asks again (the answer changes at once), and shows the metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import httpx
+
+from pipeline.contract.load import DataContractError, load_shop
+from pipeline.examples import ENGAGEMENT_EVENTS
+from serving.demo.local_stack import LocalStack, StackError
+
+
+def pick_examples(shop_dir: str) -> dict:
+    """A user with the most engagements, an item they engaged with, a search text, and
+    three in-stock items of a top category the user has not engaged with."""
+    shop = load_shop(shop_dir, on_bad_rows="quarantine")
+    events, items = shop.events, shop.items
+    engaged = events[events["event_type"].isin(sorted(ENGAGEMENT_EVENTS))]
+    user = engaged["user_id"].value_counts().sort_index(kind="stable").idxmax()
+    mine = engaged[engaged["user_id"] == user]["item_id"]
+    top = items["categories"].str.split(" > ").str[0]
+    seen = set(top[items["item_id"].isin(mine)])
+    other = items[~top.isin(seen) & items["in_stock"]]
+    other = other[top[other.index] == top[other.index].iloc[0]] if len(other) else other
+    searches = events[events["event_type"] == "search"]["query"]
+    return {"user": user, "item": mine.iloc[-1], "new_items": other["item_id"].head(3).tolist(),
+            "query": searches.iloc[0] if len(searches) else items["title"].iloc[0]}
+
+
+def show(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
+    """Send one request and print it with a compact answer."""
+    response = client.request(method, path, **kwargs)
+    params = kwargs.get("params")
+    shown = path + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    print(f"\n{method} {shown} -> {response.status_code}")
+    body = response.json()
+    if "items" in body:
+        extra = {k: body[k] for k in ("strategy", "context", "degraded") if body.get(k)}
+        print("  " + json.dumps(extra))
+        for n, item in enumerate(body["items"], 1):
+            print(f"  {n:2d}. {item['title'][:60]:<60} {item['category'][:32]:<32} "
+                  f"{item['score']:8.4f}  {item['reason']['text'][:70]}")
+    else:
+        print("  " + json.dumps(body)[:400])
+    return body
+
+
+def run(stack: LocalStack, examples: dict, k: int) -> None:
+    print("services:", *(f"  {name:15} {url}" for name, url in stack.urls.items()), sep="\n")
+    with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
+        show(client, "GET", "/healthz")
+        show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
+        show(client, "GET", "/v1/recommend", params={"user_id": "demo-new-shopper", "k": k})
+        show(client, "GET", "/v1/search", params={"q": examples["query"], "k": k})
+        show(client, "GET", f"/v1/items/{examples['item']}/similar", params={"k": k})
+        clicks = [{"user_id": examples["user"], "item_id": item, "event_type": event_type}
+                  for item in examples["new_items"] for event_type in ("view", "click")]
+        show(client, "POST", "/v1/events", json=clicks)
+        show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
+        show(client, "POST", "/v1/events", json={"user_id": examples["user"],
+                                                 "event_type": "clik", "item_id": "?"})
+        metrics = client.get("/metrics").text.splitlines()
+        print("\nGET /metrics (excerpt)")
+        for line in metrics:
+            if line.startswith(("shoprec_api_model_version", "shoprec_api_stage_duration_"
+                                "seconds_sum", "shoprec_api_request_duration_seconds_count")):
+                print("  " + line)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serving.demo.demo_requests", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serving-dir", default="serving_models",
+                   help="folder with retrieval/<version> and ranking/<version>")
+    p.add_argument("--shop", default="sample_shop", help="the shop the models were trained on")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--startup-timeout-s", type=float, default=300.0)
+    args = p.parse_args(argv)
+    if not 1 <= args.k <= 50:
+        p.error("-k must be between 1 and 50")
+    for model in ("retrieval", "ranking"):
+        if not os.path.isdir(os.path.join(args.serving_dir, model)):
+            p.error(f"no {model} model in {args.serving_dir!r} (run `make demo` first)")
+    try:
+        examples = pick_examples(args.shop)
+    except (DataContractError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stack = LocalStack(args.serving_dir, args.shop, startup_timeout_s=args.startup_timeout_s)
+    print(f"starting the model server and the API (logs in {stack.log_dir}) ...", flush=True)
+    try:
+        stack.start()
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        run(stack, examples, args.k)
+    finally:
+        codes = stack.stop()
+        print(f"\nstopped: {', '.join(f'{n} exit {c}' for n, c in codes.items())}")
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

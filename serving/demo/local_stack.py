@@ -1,0 +1,180 @@
+"""The serving stack on one machine: model server (the TF Serving stand-in) + API.
+
+Both run as subprocesses, the model server with the production ``models.config``
+(``/models`` mapped to the serving dir), the API pointed at its gRPC port. ``start()``
+waits (bounded) until ``/healthz`` is OK; ``stop()`` sends SIGTERM (API first), waits,
+and kills only what did not exit. In the foreground (what ``make serve`` runs):
+
+    python -m serving.demo.local_stack --serving-dir serving_models --shop sample_shop \\
+        --grpc-port 8500 --rest-port 8501 --api-port 8000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import portpicker
+
+MODELS_CONFIG = Path(__file__).parent.parent / "tfserving" / "models.config"
+
+
+class StackError(RuntimeError):
+    """A service did not start; the message holds the end of its log."""
+
+
+class LocalStack:
+    """Model server + API subprocesses on 127.0.0.1 (ports 0 = pick free ones)."""
+
+    def __init__(self, serving_dir: str, shop: str, grpc_port: int = 0, rest_port: int = 0,
+                 api_port: int = 0, event_store: str | None = None, host: str = "127.0.0.1",
+                 log_dir: str | None = None, startup_timeout_s: float = 300.0,
+                 python: str = sys.executable):
+        self.serving_dir, self.shop = os.path.abspath(serving_dir), os.path.abspath(shop)
+        self.host, self.python = host, python
+        self.grpc_port = grpc_port or portpicker.pick_unused_port()
+        self.rest_port = rest_port or portpicker.pick_unused_port()
+        self.api_port = api_port or portpicker.pick_unused_port()
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="shoprec-stack-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.event_store = event_store or f"sqlite:///{self.log_dir / 'events.sqlite3'}"
+        self.startup_timeout_s = startup_timeout_s
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {"api": self.api_url, "api docs": f"{self.api_url}/docs",
+                "metrics": f"{self.api_url}/metrics",
+                "tfserving grpc": f"{self.host}:{self.grpc_port}",
+                "tfserving rest": f"http://{self.host}:{self.rest_port}/v1/models/retrieval"}
+
+    def commands(self) -> dict[str, list[str]]:
+        return {
+            "model_server": [
+                self.python, "-m", "serving.standin.model_server",
+                "--model_config_file", str(MODELS_CONFIG),
+                "--base_path_mapping", f"/models={self.serving_dir}",
+                "--host", self.host, "--port", str(self.grpc_port),
+                "--rest_api_port", str(self.rest_port),
+                "--file_system_poll_wait_seconds", "5"],
+            "api": [
+                self.python, "-m", "serving.api", "--shop", self.shop,
+                "--tfserving-grpc", f"{self.host}:{self.grpc_port}",
+                "--host", self.host, "--port", str(self.api_port),
+                "--event-store", self.event_store],
+        }
+
+    def start(self, foreground_logs: bool = False) -> "LocalStack":
+        """Start both services and wait until the API is healthy (or raise StackError)."""
+        for name, command in self.commands().items():
+            log = None if foreground_logs else open(self.log_dir / f"{name}.log", "wb")
+            self.processes[name] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT if log else None,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            if log:
+                log.close()
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with status {proc.returncode}"
+                                     f"{self._log_tail(name)}")
+            try:
+                response = httpx.get(f"{self.api_url}/healthz", timeout=2.0)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as e:
+                last = str(e)
+            time.sleep(0.5)
+        raise StackError(f"API not healthy after {self.startup_timeout_s:.0f} s ({last})"
+                         f"{self._log_tail('api')}")
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        return f"; end of {path}:\n" + "\n".join(tail)
+
+    def stop(self, timeout_s: float = 20.0) -> dict[str, int]:
+        """SIGTERM the API, then the model server; SIGKILL what is left after timeout_s."""
+        codes = {}
+        for name in ("api", "model_server"):
+            proc = self.processes.get(name)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=timeout_s)
+                # uvicorn re-raises SIGTERM after its graceful shutdown: that is a clean exit
+                codes[name] = 0 if code == -signal.SIGTERM else code
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self.processes.clear()
+        return codes
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serving.demo.local_stack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serving-dir", default="serving_models")
+    p.add_argument("--shop", default="sample_shop")
+    p.add_argument("--grpc-port", type=int, default=8500)
+    p.add_argument("--rest-port", type=int, default=8501)
+    p.add_argument("--api-port", type=int, default=8000)
+    p.add_argument("--event-store", help="default: sqlite:///var/shoprec/events.sqlite3")
+    args = p.parse_args(argv)
+    for folder in (args.serving_dir, args.shop):
+        if not os.path.isdir(folder):
+            p.error(f"{folder!r} is not a folder (run `make demo` first)")
+    stack = LocalStack(args.serving_dir, args.shop, args.grpc_port, args.rest_port,
+                       args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start(foreground_logs=True)
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("serving (Ctrl-C stops both):", *(f"  {k:15} {v}" for k, v in stack.urls.items()),
+          sep="\n", flush=True)
+    while not stop.wait(1.0):
+        if any(proc.poll() is not None for proc in stack.processes.values()):
+            print("error: a service exited; stopping", file=sys.stderr)
+            break
+    codes = stack.stop()
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Per-run text caches of the retrieval towers: which texts exist, and their encodings.
+
+Built once per run: the item texts of the catalog split ("title | brand | category path") and
+the search queries of the train split, each encoded once with the pretrained MiniLM
+(trainer/text/encoder.py). The input pipeline maps strings to rows of these tables
+(`RowLookup.add_rows`, host-side hash tables), so the towers only gather by integer row on any
+device; strings absent from the cache get row -1 (trainer/text/tower.py encodes them live at
+evaluation and serving time).
+"""
+import dataclasses
+import time
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer import data
+from trainer import features as F
+from trainer.text import encoder as text_encoder
+
+# Row features added by `RowLookup.add_rows` (-1 = no text: empty, padding or not cached).
+ITEM_TEXT_ROW = "item_text_row"          # [B] int32: the candidate's item text
+QUERY_TEXT_ROW = "query_text_row"        # [B] int32: the search query
+HISTORY_TEXT_ROW = "history_text_row"    # [B, HISTORY_LENGTH] int32: each history item's text
+ROW_KEYS = (ITEM_TEXT_ROW, QUERY_TEXT_ROW, HISTORY_TEXT_ROW)
+_SEPARATOR = " | "
+
+
+def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor) -> tf.Tensor:
+    """The text the encoder reads for an item: non-empty parts of title, brand and category
+    path joined by " | ", e.g. "Velvet Lipstick | Rosa | Beauty > Makeup > Lips". [B] strings
+    in, [B] out; "" when all parts are empty."""
+    parts = [tf.strings.strip(tf.reshape(x, [-1])) for x in (title, brand, category)]
+    text = tf.strings.join(parts, separator=_SEPARATOR)
+    text = tf.strings.regex_replace(text, r"( \| )+", _SEPARATOR)
+    return tf.strings.regex_replace(text, r"^ \| | \| $", "")
+
+
+
+def gather_rows(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Rows of `table` [N, H] for int `rows` of any shape S -> [*S, H]; row -1 gives zeros."""
+    out = tf.cast(tf.gather(table, tf.maximum(rows, 0)), tf.float32)
+    return out * tf.cast(rows >= 0, tf.float32)[..., tf.newaxis]
+
+@dataclasses.dataclass
+class TextCatalog:
+    """The cached texts: unique item texts first, then train queries that are no item text."""
+
+    texts: np.ndarray          # [N] bytes
+    item_ids: np.ndarray       # [M] bytes: catalog item ids
+    item_rows: np.ndarray      # [M] int32: row of each catalog item's text in `texts`
+    num_item_texts: int        # texts[:num_item_texts] are item texts
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+
+def collect_texts(catalog_patterns: Sequence[str], train_patterns: Sequence[str],
+                  spec: Dict) -> TextCatalog:
+    """Item texts of the transformed catalog split and non-empty queries of the train split."""
+    keys = [F.ITEM_ID, F.TITLE, F.BRAND, F.CATEGORY]
+    catalog = data.load_columns(catalog_patterns, spec, keys)
+    if not len(catalog[F.ITEM_ID]):
+        raise ValueError(f"the catalog split {list(catalog_patterns)} has no items to encode")
+    texts = item_text(catalog[F.TITLE], catalog[F.BRAND], catalog[F.CATEGORY]).numpy()
+    _, first = np.unique(catalog[F.ITEM_ID], return_index=True)
+    order = np.sort(first)
+    item_ids, item_texts = catalog[F.ITEM_ID][order], texts[order]
+    unique_items = list(dict.fromkeys(t for t in item_texts.tolist() if t))
+    queries = data.load_columns(train_patterns, spec, [F.QUERY])[F.QUERY]
+    known = set(unique_items)
+    extra = sorted({q for q in queries.tolist() if q and q not in known})
+    all_texts = np.array(unique_items + extra, dtype=object)
+    row = {t: i for i, t in enumerate(unique_items)}
+    item_rows = np.array([row.get(t, -1) for t in item_texts.tolist()], np.int32)
+    return TextCatalog(all_texts, item_ids, item_rows, len(unique_items))
+
+
+class RowLookup(tf.Module):
+    """Strings -> rows of the cached text tables (-1 when absent), with static hash tables."""
+
+    def __init__(self, catalog: TextCatalog, name: str = "text_rows"):
+        super().__init__(name=name)
+        self.size = catalog.size
+        self._text_rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(catalog.texts.astype(bytes), tf.string),
+                tf.range(catalog.size, dtype=tf.int64)), default_value=-1)
+        self._item_rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(catalog.item_ids.astype(bytes), tf.string),
+                tf.constant(catalog.item_rows, tf.int64)), default_value=-1)
+
+    def text_rows(self, texts: tf.Tensor) -> tf.Tensor:
+        """Any-shape strings -> int32 rows of the same shape ("" and unknown -> -1)."""
+        rows = self._text_rows.lookup(texts)
+        return tf.cast(tf.where(tf.equal(texts, ""), tf.constant(-1, tf.int64), rows), tf.int32)
+
+    def item_rows(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Any-shape item ids -> int32 rows of their catalog text (padding, unknown -> -1)."""
+        rows = self._item_rows.lookup(item_ids)
+        return tf.cast(tf.where(tf.equal(item_ids, ""), tf.constant(-1, tf.int64), rows),
+                       tf.int32)
+
+    def add_rows(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Transformed-feature batch -> the same batch plus the ROW_KEYS features."""
+        out = dict(features)
+        out[ITEM_TEXT_ROW] = self.text_rows(
+            item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
+        out[QUERY_TEXT_ROW] = self.text_rows(tf.reshape(features[F.QUERY], [-1]))
+        out[HISTORY_TEXT_ROW] = self.item_rows(features[F.HISTORY_ITEM_IDS])
+        return out
+
+
+@dataclasses.dataclass
+class TextTables:
+    """Encodings of every cached text (row i = `TextCatalog.texts[i]`)."""
+
+    embeddings: np.ndarray                 # [N, H] float32: pretrained, mean-pooled, L2-normed
+    lower_hidden: Optional[np.ndarray] = None   # [N, L, H] float16 after the frozen layers
+    token_ids: Optional[np.ndarray] = None      # [N, L] int32 (top_layers, full)
+    padding_mask: Optional[np.ndarray] = None   # [N, L] int32 (top_layers, full)
+    seconds: float = 0.0
+
+
+def trim_padding(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Encoder inputs ([n, L, ...] tensors with "padding_mask" [n, L]) cut to the longest
+    real text of the batch: the same outputs (padding is masked), less compute."""
+    length = tf.maximum(tf.reduce_max(tf.reduce_sum(inputs["padding_mask"], axis=1)), 1)
+    return {key: value[:, :length] for key, value in inputs.items()}
+
+
+def encode_tables(texts: np.ndarray, paths: text_encoder.TextEncoderPaths, mode: str,
+                  num_frozen_layers: int = 0, batch_size: int = 64) -> TextTables:
+    """Encodes `texts` once with the pretrained encoder for `mode` (frozen | top_layers | full):
+    always the final embeddings; top_layers also the outputs of the first
+    `num_frozen_layers` layers; top_layers and full also the token ids. Texts are batched by
+    length and each batch is cut to its longest text."""
+    start = time.time()
+    info = paths.info()
+    length, width = info["seq_len"], info["hidden_dim"]
+    tokenizer = text_encoder.load_tokenizer(paths)
+    lower, upper = text_encoder.encoder_stages(text_encoder.load_encoder(paths),
+                                               num_frozen_layers)
+    n = len(texts)
+    token_ids = np.zeros([n, length], np.int32)
+    padding_mask = np.zeros([n, length], np.int32)
+    for begin in range(0, n, 1024):
+        tokens = tokenizer(tf.constant(texts[begin:begin + 1024].tolist(), tf.string))
+        token_ids[begin:begin + 1024] = tokens["token_ids"].numpy()
+        padding_mask[begin:begin + 1024] = tokens["padding_mask"].numpy()
+
+    @tf.function(input_signature=[{"token_ids": tf.TensorSpec([None, None], tf.int32),
+                                   "padding_mask": tf.TensorSpec([None, None], tf.int32)}])
+    def encode(tokens):
+        stage = lower(trim_padding(tokens), training=False)
+        return stage["hidden"], upper(stage, training=False)["embedding"]
+
+    embeddings = np.zeros([n, width], np.float32)
+    lower_hidden = np.zeros([n, length, width], np.float16) if mode == "top_layers" else None
+    order = np.argsort(padding_mask.sum(axis=1), kind="stable")
+    for begin in range(0, n, batch_size):
+        rows = order[begin:begin + batch_size]
+        hidden, embedding = encode({"token_ids": token_ids[rows],
+                                    "padding_mask": padding_mask[rows]})
+        embeddings[rows] = embedding.numpy()
+        if lower_hidden is not None:
+            lower_hidden[rows, :hidden.shape[1]] = hidden.numpy().astype(np.float16)
+    tables = TextTables(embeddings=embeddings, lower_hidden=lower_hidden)
+    if mode in ("top_layers", "full"):
+        tables.token_ids, tables.padding_mask = token_ids, padding_mask
+    tables.seconds = time.time() - start
+    logging.info("text cache: %d texts encoded (%s mode) in %.1f s", n, mode, tables.seconds)
+    return tables
