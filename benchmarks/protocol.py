@@ -8,9 +8,9 @@ Split, per user with sequence ``s`` of length n >= 3:
 
 Users with fewer than 3 items keep their whole sequence in train and are not evaluated.
 
-Ranking is over every catalog item. The rank of the target is the number of items ranked
-before it: items with a higher score, plus items with an equal score and a lower item index
-(ties are broken by item index, so results do not depend on sort stability). Variants:
+Ranking is over every catalog item. Ranks, the tie rule (ties broken by item index, lower
+first) and the metrics are trainer/metrics.py's, shared with the trainer's offline eval.
+Variants:
 
 - ``unfiltered``: nothing removed;
 - ``filtered``: the user's history items are removed from the ranking (except the target
@@ -21,6 +21,9 @@ Recall@K = 1 if rank < K; NDCG@K = 1 / log2(rank + 2) if rank < K (one relevant 
 import dataclasses
 
 import numpy as np
+
+from trainer import metrics
+from trainer.metrics import target_ranks  # noqa: F401  (re-exported)
 
 KS = (5, 10)
 VARIANTS = ("unfiltered", "filtered")
@@ -71,40 +74,9 @@ def leave_one_out(sequences, n_items):
                  n_items=n_items, n_skipped_users=skipped)
 
 
-def target_ranks(scores, targets, histories=None):
-    """0-based rank of each target among all items, ties broken by item index.
-
-    scores: float [U, n_items]; targets: int [U]; histories: if given, each user's history
-    items (other than the target) are removed from the ranking (the ``filtered`` variant).
-    """
-    scores = np.asarray(scores)
-    targets = np.asarray(targets, dtype=np.int64)
-    if scores.ndim != 2 or scores.shape[0] != targets.shape[0]:
-        raise ValueError(f"scores must be [U, n_items] with U = {targets.shape[0]}, "
-                         f"got shape {scores.shape}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values")
-    rows = np.arange(len(targets))
-    target_scores = scores[rows, targets][:, None]
-    before = (scores > target_scores)
-    before |= (scores == target_scores) & (np.arange(scores.shape[1])[None, :] < targets[:, None])
-    if histories is not None:
-        for u, hist in enumerate(histories):
-            hist = np.asarray(hist, dtype=np.int64)
-            before[u, hist[hist != targets[u]]] = False
-    return before.sum(axis=1)
-
-
 def metrics_from_ranks(ranks, ks=KS):
     """Mean Recall@K and NDCG@K over users from 0-based target ranks."""
-    ranks = np.asarray(ranks)
-    out = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"recall@{k}"] = float(hit.mean()) if ranks.size else 0.0
-        gains = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
-        out[f"ndcg@{k}"] = float(gains.mean()) if ranks.size else 0.0
-    return out
+    return metrics.metrics_from_ranks(ranks, ks)
 
 
 def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None,

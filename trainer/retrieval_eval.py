@@ -2,7 +2,8 @@
 
 Queries are the eval split's clicked units; a query is a hit at K when its clicked item is
 among the K best-scored catalog items. "history_filtered" variants drop the items of the
-query's own history from the ranking first (DESIGN §6: report both).
+query's own history from the ranking first (DESIGN §6: report both). Ranks, ties and the
+metrics are those of trainer/metrics.py, shared with the benchmarks.
 """
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer import features as F
+from trainer import metrics
 
 _CHUNK = 512  # queries scored at once against the whole catalog
 
@@ -51,12 +53,8 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
 
     clicked = data.load_columns(train_patterns, spec, [F.ITEM_ID],
                                 predicate=data.is_positive(F.CLICKED))[F.ITEM_ID]
-    counts = np.zeros(len(catalog_ids), np.float32)
-    for item, count in zip(*np.unique(clicked, return_counts=True)):
-        if item in position:
-            counts[position[item]] = count
-    # Ties (equal counts) broken by catalog order, deterministically.
-    popularity = counts - np.arange(len(counts), dtype=np.float32) * 1e-6
+    clicked_pos = np.array([position.get(c, -1) for c in clicked.ravel().tolist()], np.int64)
+    popularity = metrics.item_counts(clicked_pos, len(catalog_ids)).astype(np.float32)
 
     candidates_t = tf.constant(catalog_embeddings.T)
     model_scores = lambda rows: tf.matmul(tf.constant(queries[rows]), candidates_t).numpy()
@@ -72,31 +70,22 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
 
 def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarray,
              history_pos: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
-    """recall@k and NDCG@k (one relevant item: 1 / log2(rank + 1) when ranked within k) for
-    each k, unfiltered and with each query's history items removed."""
-    hits = {(k, filtered): 0 for k in ks for filtered in (False, True)}
-    gains = {key: 0.0 for key in hits}
+    """recall@k and NDCG@k (trainer/metrics.py) for each k, unfiltered and with each query's
+    history items removed. Catalog positions: -1 = not in the catalog (a target there is a
+    miss; a history entry there is ignored). A target in its own history is removed with it,
+    a miss: the served lists never show history items."""
+    ranks = {False: [], True: []}
     for start in range(0, len(target_pos), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(target_pos)))
-        scores = np.array(score_fn(rows), np.float32)
-        k_max = min(max(ks), scores.shape[1])
-        targets = target_pos[rows]
-        discount = 1.0 / np.log2(np.arange(k_max) + 2.0)                   # [k_max]
-        for filtered in (False, True):
-            if filtered:
-                r, c = np.nonzero(history_pos[rows] >= 0)
-                scores[r, history_pos[rows][r, c]] = -np.inf
-            top = tf.math.top_k(scores, k=k_max).indices.numpy()             # [b, k_max]
-            # A target removed by the filter (-inf) is a miss even if top-k reaches it.
-            kept = np.isfinite(scores[np.arange(len(rows)), np.maximum(targets, 0)])
-            found = (top == targets[:, None]) & kept[:, None]                # [b, k_max]
-            for k in ks:
-                hits[(k, filtered)] += int(found[:, :k].any(axis=1).sum())
-                gains[(k, filtered)] += float((found[:, :k] * discount[:k]).sum())
-    total = max(len(target_pos), 1)
+        scores = np.asarray(score_fn(rows), np.float32)
+        for filtered, chunks in ranks.items():
+            chunks.append(metrics.target_ranks(scores, target_pos[rows],
+                                               history_pos[rows] if filtered else None,
+                                               keep_target=False))
+    unfiltered, filtered = (np.concatenate(ranks[f]) if ranks[f] else np.zeros(0, np.int64)
+                            for f in (False, True))
     out = {}
-    for (k, filtered) in sorted(hits):
-        suffix = "_history_filtered" if filtered else ""
-        out[f"recall@{k}{suffix}"] = hits[(k, filtered)] / total
-        out[f"ndcg@{k}{suffix}"] = gains[(k, filtered)] / total
+    for k in sorted(ks):
+        out.update(metrics.metrics_from_ranks(unfiltered, [k]))
+        out.update(metrics.metrics_from_ranks(filtered, [k], "_history_filtered"))
     return out
