@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from pipeline.contract import spec
+
 SEQUENCES_FILE = "sequential_data.txt"
 ITEMS_FILE = "items.tsv"
 ITEM_COLUMNS = ("item_id", "title", "brand", "categories", "price")
@@ -34,10 +36,6 @@ ITEM_COLUMNS = ("item_id", "title", "brand", "categories", "price")
 EXPORT_END_DAY = datetime.datetime(2014, 7, 1, tzinfo=datetime.timezone.utc)
 DAY_SECONDS = 86_400
 CATALOG_CREATED_AT = "2000-01-01T00:00:00Z"   # before every event
-SHOP_ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price",
-                     "in_stock", "created_at")
-SHOP_EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_id",
-                      "timestamp")
 
 
 class BeautyDataError(ValueError):
@@ -204,7 +202,8 @@ def shop_prices(items):
     median price of items with the same category path (else of all items)."""
     price = items.price.copy()
     known = ~np.isnan(price)
-    paths = np.asarray([" > ".join(c) for c in items.categories], dtype=object)
+    paths = np.asarray([spec.CATEGORY_SEPARATOR.join(c) for c in items.categories],
+                       dtype=object)
     medians = {}
     for path in set(paths[~known]):
         same = known & (paths == path)
@@ -243,19 +242,20 @@ def to_shop(data, out_dir):
     filled = 0
     with open(os.path.join(out_dir, "items.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(SHOP_ITEM_COLUMNS)
+        writer.writerow(spec.ITEM_COLUMNS)
         for i in range(len(items)):
             title = shop_title(items, i)
             filled += title != items.title[i]
             writer.writerow([items.asin[i], title, "", items.brand[i],
-                             " > ".join(items.categories[i]), f"{prices[i]:.2f}", 1,
+                             spec.CATEGORY_SEPARATOR.join(items.categories[i]),
+                             f"{prices[i]:.2f}", 1,
                              CATALOG_CREATED_AT])
     with open(os.path.join(out_dir, "events.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(SHOP_EVENT_COLUMNS)
+        writer.writerow(spec.EVENT_COLUMNS)
         for u, (user, seq) in enumerate(zip(data.user_ids, data.sequences)):
             for pos, (item, ts) in enumerate(zip(seq, event_timestamps(len(seq), u))):
-                writer.writerow([user, items.asin[item], "purchase", 1, "", f"{user}-{pos}",
+                writer.writerow([user, items.asin[item], spec.PURCHASE, 1, "", f"{user}-{pos}",
                                  _iso(ts)])
     return {"items": len(items), "events": data.n_interactions, "users": len(data.user_ids),
             "imputed_prices": imputed, "filled_titles": int(filled)}

@@ -34,6 +34,9 @@ import numpy as np
 
 from benchmarks import beauty_data
 from benchmarks.registry import Fitted
+from pipeline.contract import spec
+from pipeline.in_process import write_splits   # the pipeline's raw layout (also for beauty_rerank)
+from trainer.candidates.sources import TextSimilaritySource
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +61,7 @@ def catalog_rows(items):
     return [examples.item_features({
         "item_id": items.asin[i], "title": beauty_data.shop_title(items, i),
         "description": "", "brand": items.brand[i],
-        "categories": " > ".join(items.categories[i]), "price": float(prices[i]),
+        "categories": spec.CATEGORY_SEPARATOR.join(items.categories[i]), "price": float(prices[i]),
         "in_stock": True}) for i in range(len(items))]
 
 
@@ -109,22 +112,6 @@ def write_raw_examples(task, raw_dir, min_history=0):
                                                  beauty_data.EXPORT_END_DAY.timestamp()))
     splits[F.CATALOG_SPLIT] = [examples.catalog_example(row) for row in rows]
     return write_splits(raw_dir, splits)
-
-
-def write_splits(raw_dir, splits):
-    """{split: [example dicts]} -> ``raw_dir/Split-<split>/data_tfrecord-00000.gz`` (the
-    pipeline's raw layout); returns the example counts."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from pipeline import examples  # pylint: disable=import-outside-toplevel
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    for split, examples_ in splits.items():
-        directory = os.path.join(raw_dir, f"Split-{split}")
-        os.makedirs(directory, exist_ok=True)
-        with tf.io.TFRecordWriter(os.path.join(directory, "data_tfrecord-00000.gz"),
-                                  options) as writer:
-            for row in examples_:
-                writer.write(examples.to_tf_example(row).SerializeToString())
-    return {split: len(rows_) for split, rows_ in splits.items()}
 
 
 def prepare(task, work_dir, min_history=0):
@@ -283,27 +270,15 @@ def text_embeddings(texts, seq_len=32):
 
 def item_texts(items, text="title"):
     """Each item's text for the MiniLM encoder: "title", or "item" = "title | brand |
-    category path" (as the trainer reads it)."""
+    category path" (trainer.text.cache.item_text, as the trainer reads it)."""
+    titles = [beauty_data.shop_title(items, i) for i in range(len(items))]
     if text == "title":
-        return [beauty_data.shop_title(items, i) for i in range(len(items))]
+        return titles
     if text == "item":
-        return [" | ".join(p for p in (beauty_data.shop_title(items, i), items.brand[i],
-                                       " > ".join(items.categories[i])) if p)
-                for i in range(len(items))]
+        from trainer.text.cache import item_text  # pylint: disable=import-outside-toplevel
+        paths = [spec.CATEGORY_SEPARATOR.join(levels) for levels in items.categories]
+        return [t.decode("utf-8") for t in item_text(titles, list(items.brand), paths).numpy()]
     raise ValueError(f"text must be 'title' or 'item', got {text!r}")
-
-
-def history_text_scorer(emb, window, decay):
-    """Scores of every item: cosine(sum_k decay**k * emb[history[-1-k]] over the last
-    ``window`` history items, emb[item]); ``emb``: L2-normalised item embeddings [N, H]."""
-    def scorer(histories):
-        q = np.zeros((len(histories), emb.shape[1]), np.float32)
-        for u, hist in enumerate(histories):
-            recent = np.asarray(hist[-window:])[::-1]
-            q[u] = (decay ** np.arange(len(recent)))[:, None].T @ emb[recent]
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        return q @ emb.T
-    return scorer
 
 
 def fit_zero_shot_text(task, seed, text="title", windows=(1, 3, 10),
@@ -319,12 +294,12 @@ def fit_zero_shot_text(task, seed, text="title", windows=(1, 3, 10),
     best, curve = None, {}
     for window in windows:
         for decay in (decays if window > 1 else (1.0,)):
-            score = task.validate(history_text_scorer(emb, window, decay),
+            score = task.validate(TextSimilaritySource(emb, window, decay),
                                   variants=("unfiltered",))[
                 "unfiltered"][select]
             curve[f"window={window},decay={decay}"] = score
             if best is None or score > best[0]:
                 best = (score, window, decay)
-    return Fitted(history_text_scorer(emb, best[1], best[2]), {
+    return Fitted(TextSimilaritySource(emb, best[1], best[2]), {
         "window": best[1], "decay": best[2], f"validation_{select}": curve,
         "encode_seconds": round(encode_seconds, 1)})

@@ -58,16 +58,14 @@ import collections
 import math
 from typing import Dict, Iterable, List, Mapping, Sequence
 
+from pipeline.contract import spec
+from pipeline.contract.spec import CREATED_AT, SEARCH
 from trainer import features
 
-SEARCH = "search"
-RATING_EVENT = "rating"
-CLICK_EVENTS = frozenset({"click", "add_to_cart", "purchase"})
-CART_EVENTS = frozenset({"add_to_cart", "purchase"})
-ENGAGEMENT_EVENTS = CLICK_EVENTS | {RATING_EVENT}
-UNIT_EVENTS = frozenset({"view"}) | CLICK_EVENTS
-EVENT_TYPES = UNIT_EVENTS | {RATING_EVENT, SEARCH}
-CATEGORY_SEPARATOR = " > "
+# Event types (the contract's names) by the labels they set; see the module docstring.
+CLICK_EVENTS = frozenset({spec.CLICK, spec.ADD_TO_CART, spec.PURCHASE})
+CART_EVENTS = frozenset({spec.ADD_TO_CART, spec.PURCHASE})
+ENGAGEMENT_EVENTS = frozenset(spec.ENGAGEMENT_TYPES)
 
 ITEM_FEATURES = (features.TITLE, features.DESCRIPTION, features.BRAND, features.CATEGORY,
                  features.TOP_CATEGORY, features.PRICE, features.IN_STOCK)
@@ -80,7 +78,6 @@ COLD, WARM, HEAVY = "cold", "warm", "heavy"
 HEAVY_MIN_ITEMS = 10                  # distinct engaged items before the unit for "heavy"
 NEW, ESTABLISHED = "new", "established"
 NEW_ITEM_SECONDS = 30 * 86400         # an item is "new" for 30 days after its created_at
-CREATED_AT = "created_at"             # items-table column kept by item_features (epoch s)
 
 ALL_FEATURES = features.STRING_FEATURES + features.INT_FEATURES + features.FLOAT_FEATURES + (
     features.HISTORY_ITEM_IDS,) + SLICE_FEATURES
@@ -147,9 +144,9 @@ class _Unit:
 
 def _check_event(event: Mapping) -> str:
     event_type = event["event_type"]
-    if event_type not in EVENT_TYPES:
+    if event_type not in spec.EVENT_TYPES:
         raise ValueError(f"unknown event_type {event_type!r} (expected one of "
-                         f"{sorted(EVENT_TYPES)}) for user {event.get('user_id')!r}")
+                         f"{sorted(spec.EVENT_TYPES)}) for user {event.get('user_id')!r}")
     if event_type != SEARCH and not event.get("item_id"):
         raise ValueError(f"{event_type} event of user {event.get('user_id')!r} at "
                          f"{event['timestamp']} has no item_id")
@@ -164,7 +161,7 @@ def _build_unit_states(events: Sequence[Mapping], sessions: Sequence[str]) -> Li
         event_type = _check_event(event)
         if event_type == SEARCH:
             continue
-        if event_type == RATING_EVENT:
+        if event_type == spec.RATING:
             ratings.append((event, session))
             continue
         key = (session, event["item_id"])
@@ -174,7 +171,7 @@ def _build_unit_states(events: Sequence[Mapping], sessions: Sequence[str]) -> Li
             by_item[unit.item_id].append(unit)
         unit.clicked |= event_type in CLICK_EVENTS
         unit.added_to_cart |= event_type in CART_EVENTS
-        unit.purchased |= event_type == "purchase"
+        unit.purchased |= event_type == spec.PURCHASE
     for event, session in ratings:
         value = event.get("value")
         if value is None or math.isnan(float(value)):
@@ -273,7 +270,7 @@ def item_features(item: Mapping) -> dict:
         features.DESCRIPTION: item.get("description") or "",
         features.BRAND: item.get("brand") or "",
         features.CATEGORY: category,
-        features.TOP_CATEGORY: category.split(CATEGORY_SEPARATOR)[0].strip() if category else "",
+        features.TOP_CATEGORY: spec.top_category(category),
         features.PRICE: price,
         features.IN_STOCK: int(bool(item.get("in_stock"))),
         CREATED_AT: _epoch_seconds(item.get(CREATED_AT)),

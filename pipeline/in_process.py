@@ -13,23 +13,13 @@ import json
 import os
 import tempfile
 import types
-from typing import Dict, Iterable, Mapping
+from typing import Dict, Iterable, Mapping, Sequence
 
 from pipeline import examples
-from pipeline.contract.load import load_shop
 from trainer import features as F
+from trainer.features import raw_feature_spec
 
 SPLITS = (F.TRAIN_SPLIT, F.EVAL_SPLIT, F.CATALOG_SPLIT)
-
-
-def raw_feature_spec() -> Dict:
-    """The raw feature spec SchemaGen(infer_feature_shape=True) infers for these examples."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in F.STRING_FEATURES}
-    spec.update({key: tf.io.FixedLenFeature([1], tf.int64) for key in F.INT_FEATURES})
-    spec.update({key: tf.io.FixedLenFeature([1], tf.float32) for key in F.FLOAT_FEATURES})
-    spec[F.HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([F.HISTORY_LENGTH], tf.string)
-    return spec
 
 
 def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] = (),
@@ -37,7 +27,7 @@ def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] =
     """Validates the shop, builds its units and writes the three raw splits under `raw_dir`.
     `extra_items` (rows of the items table) join the catalog without events: cold items.
     Returns {split: [example dicts]} and "items": {item_id: item features}."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from pipeline.contract.load import load_shop  # pylint: disable=import-outside-toplevel
     shop = load_shop(shop_dir)
     items = {row["item_id"]: examples.item_features(row)
              for row in shop.items.to_dict("records") + list(extra_items)}
@@ -53,16 +43,24 @@ def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] =
     for row in rows:
         splits[examples.split_of(row[F.TIMESTAMP], cutoff)].append(row)
     splits[F.CATALOG_SPLIT] = [examples.catalog_example(item) for item in items.values()]
+    write_splits(raw_dir, splits)
+    splits["items"] = items
+    return splits
+
+
+def write_splits(raw_dir: str, splits: Mapping[str, Sequence[Mapping]]) -> Dict[str, int]:
+    """{split: [example dicts]} -> `raw_dir/Split-<split>/data_tfrecord-00000.gz` (gzipped
+    examples.to_tf_example records, ShopExampleGen's layout); returns the example counts."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     options = tf.io.TFRecordOptions(compression_type="GZIP")
-    for split in SPLITS:
+    for split, rows in splits.items():
         directory = os.path.join(raw_dir, f"Split-{split}")
         os.makedirs(directory, exist_ok=True)
         with tf.io.TFRecordWriter(os.path.join(directory, "data_tfrecord-00000.gz"),
                                   options) as writer:
-            for row in splits[split]:
+            for row in rows:
                 writer.write(examples.to_tf_example(row).SerializeToString())
-    splits["items"] = items
-    return splits
+    return {split: len(rows) for split, rows in splits.items()}
 
 
 BEAM_BATCH_SIZE = 1000      # records per Arrow batch in `transform` (fixed: reproducible sums)

@@ -55,12 +55,29 @@ STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY,
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)
 FLOAT_FEATURES = (PRICE, RATING)
 
+
+def raw_feature_spec() -> dict:
+    """The raw feature spec SchemaGen(infer_feature_shape=True) infers for the examples:
+    every string, int and float feature [1], HISTORY_ITEM_IDS [HISTORY_LENGTH]."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in STRING_FEATURES}
+    spec.update({key: tf.io.FixedLenFeature([1], tf.int64) for key in INT_FEATURES})
+    spec.update({key: tf.io.FixedLenFeature([1], tf.float32) for key in FLOAT_FEATURES})
+    spec[HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([HISTORY_LENGTH], tf.string)
+    return spec
+
+
 # Split names written by the example generator.
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 CATALOG_SPLIT = "catalog"              # one example per catalog item (events or not); no labels
 
 # --- transformed feature names (outputs of preprocessing_fn) ---
+# Raw string features indexed with a tf.Transform vocabulary (`idx(key)`, vocabulary file
+# `vocab_name(key)`); the ITEM_ID vocabulary also indexes HISTORY_ITEM_IDS.
+VOCAB_KEYS = (USER_ID, ITEM_ID, BRAND, CATEGORY, TOP_CATEGORY)
+
+
 def vocab_name(key: str) -> str:
     """Name of the tf.Transform vocabulary file for a raw feature key."""
     return key

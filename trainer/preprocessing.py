@@ -9,8 +9,9 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 
-# Vocabulary features besides the item ids; their vocabularies are named by the raw key.
-_VOCAB_KEYS = (F.USER_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
+# Vocabulary features analysed on their own values (the item-id vocabulary also takes the
+# history ids: built separately); their vocabularies are named by the raw key.
+_OWN_VOCAB_KEYS = tuple(key for key in F.VOCAB_KEYS if key != F.ITEM_ID)
 # Raw strings kept for text encoders, for returning ids and for evaluation.
 _PASSTHROUGH_STRINGS = (F.ITEM_ID, F.TITLE, F.DESCRIPTION, F.BRAND, F.CATEGORY, F.QUERY)
 
@@ -62,7 +63,7 @@ def preprocessing_fn(inputs):
     out[F.idx(F.HISTORY_ITEM_IDS)] = _indices(history, item_vocab)
     out[F.HISTORY_ITEM_IDS] = history
 
-    for key in _VOCAB_KEYS:
+    for key in _OWN_VOCAB_KEYS:
         values = _scalar(inputs[key], "")
         out[F.idx(key)] = _indices(values, _vocabulary(values, F.vocab_name(key)))
 

@@ -30,10 +30,8 @@ from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
 from trainer.query_match import QueryMatch
 from trainer.text.cache import gather_rows
 
-VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
-
 # Text features of a batch. Training batches carry cache rows (added in the input pipeline by
-# `text_rows`); evaluation and serving add the embeddings themselves (`RankingText`).
+# `add_text_rows`); evaluation and serving add the embeddings themselves (`RankingText`).
 ITEM_TEXT_ROW = "ranking_item_text_row"          # [B] int32, -1 = no cached text
 HISTORY_TEXT_ROW = "ranking_history_text_row"    # [B, HISTORY_LENGTH] int32
 ITEM_TEXT = "ranking_item_text_embedding"        # [B, H]
@@ -228,34 +226,24 @@ class RankingText(tf.Module):
         return dict(features, **{ITEM_TEXT: item, HISTORY_TEXT: history})
 
 
-class TextResources:
-    """The frozen MiniLM item-text cache of a ranking run (trainer/text/cache.py): catalog
-    item texts encoded once; `add_rows` maps a transformed batch to cache rows (input
-    pipeline), `text` adds the embeddings at evaluation / serving time."""
+def prepare_text(config: RankingConfig, catalog_patterns, train_patterns, spec):
+    """The frozen MiniLM item-text cache of a ranking run, catalog item texts encoded once
+    (trainer.text.tower.TextResources without queries: ranking reads no query text), and the
+    RankingText that adds the embeddings at evaluation / serving time."""
+    from trainer.text import tower as text_tower  # pylint: disable=import-outside-toplevel
+    text_config = config.text_config()
+    resources = text_tower.TextResources.prepare(text_config, catalog_patterns, train_patterns,
+                                                 spec, item_texts_only=True)
+    return resources, RankingText(text_tower.build_embedder(
+        text_config, resources.catalog, resources.tables, resources.paths))
 
-    def __init__(self, config: RankingConfig, catalog_patterns, train_patterns, spec):
-        # pylint: disable=import-outside-toplevel
-        from trainer.text import cache as text_cache
-        from trainer.text import encoder as text_encoder
-        from trainer.text import tower as text_tower
-        text_config = config.text_config()
-        paths = text_encoder.ensure_text_encoder(
-            text_config.encoder_cache_dir(), text_config.text_seq_len, seed=config.seed)
-        catalog = text_cache.collect_texts(catalog_patterns, train_patterns, spec)
-        n = catalog.num_item_texts          # item texts only: ranking reads no query text
-        catalog = text_cache.TextCatalog(catalog.texts[:n], catalog.item_ids,
-                                         catalog.item_rows, n)
-        self.tables = text_cache.encode_tables(catalog.texts, paths, "frozen")
-        self.lookup = text_cache.RowLookup(catalog)
-        self.text = RankingText(text_tower.build_embedder(text_config, catalog, self.tables,
-                                                          paths))
-        self.summary = {"cached_item_texts": n, "encode_seconds": round(self.tables.seconds, 1),
-                        "encoder": paths.root}
 
-    def add_rows(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        return dict(features, **{
-            ITEM_TEXT_ROW: self.lookup.item_rows(features[F.ITEM_ID]),
-            HISTORY_TEXT_ROW: self.lookup.item_rows(features[F.HISTORY_ITEM_IDS])})
+def add_text_rows(lookup, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """A transformed batch plus the cache rows (trainer.text.cache.RowLookup `lookup`) of its
+    item and history items, by item id (input pipeline)."""
+    return dict(features, **{
+        ITEM_TEXT_ROW: lookup.item_rows(features[F.ITEM_ID]),
+        HISTORY_TEXT_ROW: lookup.item_rows(features[F.HISTORY_ITEM_IDS])})
 
 
 def build_model(config: RankingConfig, buckets: Dict[str, int],
@@ -334,12 +322,12 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         raise ValueError(f"ranking: external_features {missing} need these raw float "
                          f"features in the examples; the Transform output has none "
                          f"(features: {sorted(spec)})")
-    buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
+    buckets = {key: data.num_buckets(tft_output, key) for key in F.VOCAB_KEYS}
     logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
 
-    text = (TextResources(config, data.catalog_patterns(fn_args.train_files),
-                          fn_args.train_files, spec)
-            if config.use_text_embedding else None)
+    text, add_text = (prepare_text(config, data.catalog_patterns(fn_args.train_files),
+                                   fn_args.train_files, spec)
+                      if config.use_text_embedding else (None, None))
     # The rating head starts at the train mean; `degrade` learns nothing from the data, this
     # mean included (its rating head starts at 0 stars).
     mean_rating = 0.0 if config.degrade else rating_mean(fn_args.train_files, spec)
@@ -349,15 +337,16 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
         seed=config.seed, repeat=bool(fn_args.train_steps))
     if text is not None:
-        train_ds = train_ds.map(text.add_rows, num_parallel_calls=tf.data.AUTOTUNE)
+        train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
+                                num_parallel_calls=tf.data.AUTOTUNE)
     losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps)
 
-    add_text = text.text if text is not None else None
     metrics = evaluate(model, fn_args.eval_files, spec, add_text)
     metrics.update(training=training.loss_summary(losses), config=config.to_dict(),
                    train_mean_rating=mean_rating)
     if text is not None:
-        metrics["text"] = text.summary
+        metrics["text"] = text.summary()
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
                               config.score_weight, text=add_text)
+    signatures.write_warmup(fn_args, tft_output, "ranking")

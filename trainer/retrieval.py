@@ -32,9 +32,6 @@ from trainer.config import RetrievalConfig
 from trainer.layers import (HashedBagOfWords, HistoryEncoder, TextMatch, as_column,
                             global_batch_mean, mlp)
 
-# Vocabulary features the model embeds (sizes from the Transform output).
-VOCAB_KEYS = (F.USER_ID, F.ITEM_ID, F.BRAND, F.CATEGORY, F.TOP_CATEGORY)
-
 
 def unknown_as_empty(ids: tf.Tensor, num_buckets: int) -> tf.Tensor:
     """Vocabulary indices with the out-of-vocabulary bucket (num_buckets - 1, a new user or
@@ -345,7 +342,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = tft_output.transformed_feature_spec()
     catalog_files = data.catalog_patterns(fn_args.train_files)
-    buckets = {key: data.num_buckets(tft_output, key) for key in VOCAB_KEYS}
+    buckets = {key: data.num_buckets(tft_output, key) for key in F.VOCAB_KEYS}
     logging.info("retrieval: config %s, vocabulary buckets %s", config, buckets)
 
     text = (text_tower.TextResources.prepare(config, catalog_files, fn_args.train_files, spec)
@@ -392,4 +389,5 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     started = time.time()
     signatures.export_retrieval(fn_args.serving_model_dir, model, tft_output, catalog_ids,
                                 catalog_embeddings, config.top_k, text=embedder)
+    signatures.write_warmup(fn_args, tft_output, "retrieval")
     logging.info("retrieval: exported in %.1f s", time.time() - started)

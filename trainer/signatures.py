@@ -5,13 +5,17 @@ contract (trainer/features.py). The Transform graph needs every raw feature: fea
 signature does not take are filled with defaults ("" / 0) of the request's batch size.
 Exports load with plain `tensorflow` (no TFRS, tf-keras, TFT or TFX at serving time); retrieval
 exports with a BERT text tower also need the tensorflow_text ops (`import tensorflow_text`).
+The Trainers add TF Serving warm-up requests to each export (`write_warmup`, trainer/warmup.py).
 """
+import re
 from typing import Dict, Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from pipeline.contract.spec import CATEGORY_SEPARATOR
 from trainer import features as F
+from trainer import warmup
 
 _HISTORY = tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS)
 _EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
@@ -69,9 +73,17 @@ def fill_raw_features(raw_spec: Mapping, given: Mapping[str, tf.Tensor]) -> Dict
     return out
 
 
+def write_warmup(fn_args, tft_output, model_name: str) -> str:
+    """Writes `assets.extra/tf_serving_warmup_requests` into the run's export
+    (`fn_args.serving_model_dir`): requests for every signature, from the run's catalog and
+    train examples, which TF Serving replays before serving the version. Returns its path."""
+    return warmup.write_for_run(fn_args, tft_output, model_name)
+
+
 def top_category_of(category: tf.Tensor) -> tf.Tensor:
-    """First level of a " > "-joined category path (as the example generator writes it)."""
-    return tf.strings.regex_replace(category, " > .*$", "")
+    """First level of a category path, in the graph: pipeline.contract.spec.top_category for
+    the paths the example generator writes (levels already stripped)."""
+    return tf.strings.regex_replace(category, re.escape(CATEGORY_SEPARATOR) + ".*$", "")
 
 
 class _BruteForce(tf.Module):

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.contract import spec
+
 # Latest accepted timestamp: 2200-01-01T00:00:00Z. Later values are treated as mistakes.
 MAX_EPOCH_SECONDS = 7_258_118_400
 MILLIS_HINT_FROM = 946_684_800   # 2000-01-01: a too-large value that /1000 lands after this
@@ -164,15 +166,15 @@ def _join_levels(levels) -> str | None:
     """Join a list of category levels with " > "; None if any level is not text."""
     if not all(isinstance(level, str) for level in levels):
         return None
-    return " > ".join(levels)
+    return spec.CATEGORY_SEPARATOR.join(levels)
 
 
 def normalise_categories(values: pd.Series) -> pd.Series:
     """Category paths rewritten as "Level1 > Level2 > ..." (levels stripped, empty ones dropped)."""
     out = values.to_numpy(dtype=object).copy()
     needs = np.fromiter((">" in v for v in out), dtype=bool, count=len(out))
-    out[needs] = [" > ".join(p for p in (part.strip() for part in v.split(">")) if p)
-                  for v in out[needs]]
+    out[needs] = [spec.CATEGORY_SEPARATOR.join(
+        p for p in (part.strip() for part in v.split(">")) if p) for v in out[needs]]
     return pd.Series(out, index=values.index)
 
 

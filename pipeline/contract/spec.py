@@ -33,6 +33,11 @@ RATING_RANGE = (1.0, 5.0)
 SESSION_GAP_SECONDS = 30 * 60   # empty session_id: a user's events split at gaps longer than this
 
 
+def top_category(path: str) -> str:
+    """First level of a category path ("" if none): "Beauty > Makeup" -> "Beauty"."""
+    return path.split(CATEGORY_SEPARATOR, 1)[0].strip() if path else ""
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """Columns of one table: which must be present, which may be, and the canonical order."""

@@ -9,15 +9,14 @@ Within a session events are ordered search -> view -> click -> add_to_cart ... -
 import numpy as np
 import pandas as pd
 
+from pipeline.contract import spec
 from pipeline.sample_shop.catalog import Catalog
-from pipeline.sample_shop.config import EVENT_TYPES, SampleConfig, epoch, iso_times
+from pipeline.sample_shop.config import SampleConfig, epoch, iso_times
 from pipeline.sample_shop.sessions import Sessions, draw_impressions, draw_sessions
 from pipeline.sample_shop.users import Population
 
-VIEW, CLICK, CART, PURCHASE, RATING, SEARCH = (EVENT_TYPES.index(t) for t in (
-    "view", "click", "add_to_cart", "purchase", "rating", "search"))
-EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_id",
-                 "timestamp")
+VIEW, CLICK, CART, PURCHASE, RATING, SEARCH = (spec.EVENT_TYPES.index(t) for t in (
+    spec.VIEW, spec.CLICK, spec.ADD_TO_CART, spec.PURCHASE, spec.RATING, spec.SEARCH))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -120,12 +119,12 @@ def make_events(rng: np.random.Generator, cat: Catalog, pop: Population, n_sessi
     table = pd.DataFrame({
         "user_id": pop.table["user_id"].to_numpy(dtype=object)[ev["user"]],
         "item_id": item_ids[ev["item"]],
-        "event_type": np.array(EVENT_TYPES, dtype=object)[ev["type"]],
+        "event_type": np.array(spec.EVENT_TYPES, dtype=object)[ev["type"]],
         "value": value,
         "query": query,
         "session_id": np.array([f"s{k:07d}" for k in range(len(by_time) + 1)],
                                dtype=object)[ev["session"]],
         "timestamp": iso_times(ev["time"]),
-    }, columns=list(EVENT_COLUMNS))
+    }, columns=list(spec.EVENT_COLUMNS))
     return table, len(first_time)
 

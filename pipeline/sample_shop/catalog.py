@@ -4,13 +4,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.contract import spec
 from pipeline.sample_shop.config import SampleConfig, epoch, iso_times
 from pipeline.sample_shop.taxonomy import (ATTRIBUTES, BOOK_ADJECTIVES, BOOK_NOUNS, BRANDS,
                                       LEAVES)
 from pipeline.sample_shop.text import description_of, title_of
 
-TOPS = tuple(dict.fromkeys(leaf.path.split(" > ")[0] for leaf in LEAVES))
-LEAF_TOP = np.array([TOPS.index(leaf.path.split(" > ")[0]) for leaf in LEAVES])
+TOPS = tuple(dict.fromkeys(spec.top_category(leaf.path) for leaf in LEAVES))
+LEAF_TOP = np.array([TOPS.index(spec.top_category(leaf.path)) for leaf in LEAVES])
 BRAND_NAMES = tuple(b for top in TOPS for b in BRANDS[top])
 BRAND_TOP = np.array([TOPS.index(top) for top in TOPS for _ in BRANDS[top]])
 # Attribute values get global ids; (attribute name, value) pairs are distinct values.
@@ -20,8 +21,6 @@ _ATTR_ID = {pair: i for i, pair in enumerate(ATTR_VALUES)}
 TYPE_NAMES = tuple(t for leaf in LEAVES for t in leaf.types)
 _TYPE_BASE = np.cumsum([0] + [len(leaf.types) for leaf in LEAVES])
 MAX_ATTRS = max(len(leaf.attrs) for leaf in LEAVES)
-ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price", "in_stock",
-                "created_at")
 
 
 @dataclass
@@ -151,7 +150,7 @@ def make_catalog(rng: np.random.Generator, n_items: int, cfg: SampleConfig) -> C
         "price": a["price"],
         "in_stock": a["in_stock"],
         "created_at": iso_times(a["created"]),
-    }, columns=list(ITEM_COLUMNS))
+    }, columns=list(spec.ITEM_COLUMNS))
     return Catalog(table=table, leaf=a["leaf"], brand=a["brand"], ptype=a["ptype"],
                    attrs=a["attrs"], price_z=_standardise_within(np.log(a["price"]), a["leaf"]),
                    log_pop=a["log_pop"], created=a["created"], cold=a["cold"],

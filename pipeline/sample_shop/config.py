@@ -11,7 +11,6 @@ import numpy as np
 
 GENERATOR_VERSION = "1.0.0"
 FORMATS = ("csv", "parquet", "jsonl")
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "search")
 
 
 def epoch(iso: str) -> int:

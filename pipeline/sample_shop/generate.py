@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract import spec
 from pipeline.sample_shop.behaviour import make_events
 from pipeline.sample_shop.catalog import make_catalog
-from pipeline.sample_shop.config import (EVENT_TYPES, FORMATS, GENERATOR_VERSION, SampleConfig,
-                                    shop_sizes)
+from pipeline.sample_shop.config import FORMATS, GENERATOR_VERSION, SampleConfig, shop_sizes
 from pipeline.sample_shop.users import make_users
-
-TABLES = ("items", "users", "events")
 
 
 def _check_args(seed, scale, fmt, cfg: SampleConfig) -> None:
@@ -69,7 +67,7 @@ def _prepare_dir(out_dir: Path) -> None:
         raise ValueError(f"--out {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     # A shop folder must hold one format only: drop our own files of other formats.
-    for name in TABLES:
+    for name in spec.TABLE_NAMES:
         for ext in FORMATS:
             (out_dir / f"{name}.{ext}").unlink(missing_ok=True)
 
@@ -94,12 +92,12 @@ def generate_shop(out_dir, seed: int = 0, scale: float = 1.0, fmt: str = "csv",
     by_type = events["event_type"].value_counts()
     counts = {"items": len(catalog.table), "users": len(users.table), "events": len(events),
               "sessions": n_sessions, "cold_items": int(catalog.cold.sum())}
-    counts.update({t: int(by_type.get(t, 0)) for t in EVENT_TYPES})
+    counts.update({t: int(by_type.get(t, 0)) for t in spec.EVENT_TYPES})
     manifest = {
         "generator": "pipeline.sample_shop.generate", "generator_version": GENERATOR_VERSION,
         "seed": int(seed), "scale": float(scale), "format": fmt,
         "time_range": {"start": cfg.start, "end": cfg.end},
-        "files": {name: f"{name}.{fmt}" for name in TABLES}, "counts": counts,
+        "files": {name: f"{name}.{fmt}" for name in spec.TABLE_NAMES}, "counts": counts,
     }
     with open(out_dir / "manifest.json", "w", encoding="utf-8", newline="\n") as fh:
         json.dump(manifest, fh, indent=2)

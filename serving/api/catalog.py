@@ -15,11 +15,6 @@ from pipeline.contract import spec
 from trainer import features as F
 
 
-def top_category(path: str) -> str:
-    """First level of a " > " category path ("" if none)."""
-    return path.split(spec.CATEGORY_SEPARATOR, 1)[0].strip()
-
-
 class Catalog:
     """Item columns as arrays + id lookup + embeddings + popularity (thread-safe updates)."""
 
@@ -33,7 +28,7 @@ class Catalog:
         self.descriptions = items[spec.DESCRIPTION].to_numpy(dtype=object)
         self.brands = items[spec.BRAND].to_numpy(dtype=object)
         self.categories = items[spec.CATEGORIES].to_numpy(dtype=object)
-        self.top_categories = np.array([top_category(c) for c in self.categories],
+        self.top_categories = np.array([spec.top_category(c) for c in self.categories],
                                        dtype=object)
         self.prices = items[spec.PRICE].fillna(0.0).to_numpy(dtype=np.float64)
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)

@@ -28,7 +28,6 @@ from pipeline.contract import spec
 from pipeline.examples import ENGAGEMENT_EVENTS, history_before
 from trainer import features
 
-PURCHASE = spec.PURCHASE
 NOW = 2 ** 62                # "before now": every stored event counts for the history
 
 
@@ -261,7 +260,7 @@ class SqliteEventStore(EventStore):
 
     def purchased_items(self, user_id):
         rows = self._query("SELECT DISTINCT item_id FROM events WHERE user_id = ? AND "
-                           "event_type = ?", (user_id, PURCHASE))
+                           "event_type = ?", (user_id, spec.PURCHASE))
         return {r[0] for r in rows}
 
     def last_search(self, user_id):

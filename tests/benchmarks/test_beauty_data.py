@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import beauty_data
 from benchmarks.beauty_data import BeautyDataError
+from pipeline.contract import spec
 
 HEADER = "item_id\titem_idx0\tasin\ttitle\tbrand\tcategories\tprice\tsales_rank\tsales_type\n"
 ITEM_ROWS = [
@@ -111,8 +112,8 @@ def test_to_shop_writes_the_contract_columns(tmp_path):
                       "filled_titles": 1}
     items = read_csv(tmp_path / "shop" / "items.csv")
     events = read_csv(tmp_path / "shop" / "events.csv")
-    assert tuple(items[0]) == beauty_data.SHOP_ITEM_COLUMNS
-    assert tuple(events[0]) == beauty_data.SHOP_EVENT_COLUMNS
+    assert tuple(items[0]) == spec.ITEM_COLUMNS
+    assert tuple(events[0]) == spec.EVENT_COLUMNS
     assert items[0]["categories"] == "Beauty > Makeup > Nails"
     assert items[1]["price"] == "12.00"          # median of its category path
     assert items[2]["title"] == "Acme Skin Care"

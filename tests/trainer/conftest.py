@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.in_process import transform as run_transform
 from tests.trainer import shop_runs, synthetic_shop
+from trainer import features as F
 
 # The cheap model without the pretrained text encoder ("none"): the BERT text modes have their
 # own end-to-end run (tests/trainer/test_retrieval_text.py).
@@ -24,7 +25,7 @@ def transformed_shop(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("shop"))
     raw = os.path.join(root, "raw")
     rows = synthetic_shop.write(raw)
-    graph_dir, examples_dir = run_transform(raw, root, synthetic_shop.raw_feature_spec())
+    graph_dir, examples_dir = run_transform(raw, root, F.raw_feature_spec())
     return types.SimpleNamespace(root=root, raw=raw, rows=rows, transform_graph=graph_dir,
                                  examples=examples_dir)
 

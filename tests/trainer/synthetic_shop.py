@@ -122,17 +122,3 @@ def write(root: str, seed: int = 7) -> Dict[str, List]:
             for row in splits[split]:
                 writer.write(_example(row))
     return splits
-
-
-def raw_feature_spec() -> Dict:
-    """The raw feature spec SchemaGen(infer_feature_shape=True) infers for these examples."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    spec = {}
-    for key in F.STRING_FEATURES:
-        spec[key] = tf.io.FixedLenFeature([1], tf.string)
-    for key in F.INT_FEATURES:
-        spec[key] = tf.io.FixedLenFeature([1], tf.int64)
-    for key in F.FLOAT_FEATURES:
-        spec[key] = tf.io.FixedLenFeature([1], tf.float32)
-    spec[F.HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([F.HISTORY_LENGTH], tf.string)
-    return spec

@@ -43,7 +43,7 @@ EVAL = [_row("u9", "Z", ["A", "Z"])]
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
     temp = str(tmp_path_factory.mktemp("tft"))
-    metadata = tft.DatasetMetadata.from_feature_spec(synthetic_shop.raw_feature_spec())
+    metadata = tft.DatasetMetadata.from_feature_spec(F.raw_feature_spec())
     with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
         (train, _), transform_fn = ((TRAIN, metadata)
                                     | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
@@ -109,7 +109,7 @@ def test_strings_and_labels_pass_through(transformed):
 def test_retrieval_score_passes_through_only_when_the_schema_has_it(transformed, tmp_path):
     train, _, _ = transformed
     assert all(F.RETRIEVAL_SCORE not in row for row in train)   # the shop pipeline's schema
-    spec = dict(synthetic_shop.raw_feature_spec(),
+    spec = dict(F.raw_feature_spec(),
                 **{F.RETRIEVAL_SCORE: tf.io.FixedLenFeature([1], tf.float32)})
     rows = [dict(row, **{F.RETRIEVAL_SCORE: [score]}) for row, score in zip(TRAIN, (0.5, -1.25,
                                                                                    3.0, 0.0))]

@@ -207,8 +207,9 @@ def build_embedder(config: RetrievalConfig, catalog: text_cache.TextCatalog,
 
 @dataclasses.dataclass
 class TextResources:
-    """What a run prepares once for the BERT text parts: the encoder export, the cached texts,
-    their encodings and the string -> row lookup of the input pipeline."""
+    """What a run prepares once for the BERT text parts (the retrieval towers, the ranking
+    model's item-text feature): the encoder export, the cached texts, their encodings and the
+    string -> row lookup of the input pipeline."""
 
     paths: text_encoder.TextEncoderPaths
     catalog: text_cache.TextCatalog
@@ -219,14 +220,19 @@ class TextResources:
         self.lookup = text_cache.RowLookup(self.catalog)
 
     @classmethod
-    def prepare(cls, config: RetrievalConfig, catalog_patterns, train_patterns,
-                spec) -> "TextResources":
-        """Exports the encoder if needed (cached), collects and encodes the run's texts."""
+    def prepare(cls, config: RetrievalConfig, catalog_patterns, train_patterns, spec,
+                item_texts_only: bool = False) -> "TextResources":
+        """Exports the encoder if needed (cached), collects and encodes the run's texts
+        (`item_texts_only`: the catalog's item texts without the train queries)."""
         start = time.time()
         paths = text_encoder.ensure_text_encoder(
             config.encoder_cache_dir(), config.text_seq_len,
             backbone=config.text_backbone or None, seed=config.seed)
         catalog = text_cache.collect_texts(catalog_patterns, train_patterns, spec)
+        if item_texts_only:
+            n = catalog.num_item_texts
+            catalog = text_cache.TextCatalog(catalog.texts[:n], catalog.item_ids,
+                                             catalog.item_rows, n)
         frozen_layers = (paths.info()["num_layers"] - config.text_top_layers
                          if config.text_mode == "top_layers" else 0)
         tables = text_cache.encode_tables(catalog.texts, paths, config.text_mode,

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.contract.spec import EVENT_TYPES
 from pipeline.sample_shop.behaviour import _funnel
 from pipeline.sample_shop.catalog import make_catalog
-from pipeline.sample_shop.config import EVENT_TYPES, SampleConfig, epoch, shop_sizes
+from pipeline.sample_shop.config import SampleConfig, epoch, shop_sizes
 from pipeline.sample_shop.generate import generate_shop, main
 from pipeline.sample_shop.users import make_users
 
