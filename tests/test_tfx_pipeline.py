@@ -98,6 +98,19 @@ def test_degraded_candidate_is_not_blessed_and_not_pushed(runs, model):
     assert _versions(cfg.serving_dir, model) == runs["first_versions"][model]
 
 
+def test_report_has_each_models_blessing_push_and_metrics(runs):
+    """run_local's report (printed as the run's results): read back from ML Metadata."""
+    first, second = runs["first"]["models"], runs["second"]["models"]
+    for model in ("retrieval", "ranking"):
+        assert first[model]["blessed"] is True and first[model]["pushed"] is True, first
+        assert [first[model]["pushed_version"]] == runs["first_versions"][model]
+        assert second[model]["blessed"] is False and second[model]["pushed"] is False, second
+        assert second[model]["failed"] and second[model]["baseline"], second
+    assert {"click AUC", "purchase AUC"} <= set(first["ranking"]["metrics"])
+    assert 0 < first["retrieval"]["metrics"]["recall@100"] <= 1
+    assert "recall@100 vs baseline" in second["retrieval"]["failed"]
+
+
 def test_ranking_evaluator_has_every_head_slice_and_threshold(runs):
     import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
     from tensorflow_model_analysis.writers import eval_config_writer  # pylint: disable=C0415
@@ -191,6 +204,99 @@ def test_pushed_retrieval_beats_popularity_with_tensorflow_only(runs):
     assert result["n"] > 50, result
     assert result["extra"] == [], result
     assert result["model"] > result["popularity"] * 1.2, result
+
+
+SIGNATURES = {
+    "retrieval": {"top_k", "serving_default", "query_embedding", "candidate_embedding",
+                  "eval_hit_at_k"},
+    "ranking": {"serving_default", "score", "score_with_query", "rank_candidates"},
+}
+
+
+def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_path):
+    """The stand-in + API on the models this pipeline pushed (same run, no second pipeline):
+    the stand-in replays each export's warm-up requests before serving it, so the first
+    requests meet the API's production deadline (2 s) with no degraded stage; ranking with
+    the query reorders what retrieval returns."""
+    import time
+
+    import portpicker
+    from fastapi.testclient import TestClient
+
+    from pipeline.contract.load import load_shop
+    from pipeline.examples import ENGAGEMENT_EVENTS
+    from serving.api.app import create_app
+    from serving.api.model_backend import ModelBackend
+    from serving.api.settings import Settings
+    from serving.standin.model_config import single_model_config
+    from serving.standin.model_server import ModelServer
+
+    cfg = runs["cfg"]
+    for model in SIGNATURES:
+        version_dir = os.path.join(cfg.serving_dir, model, runs["first_versions"][model][0])
+        assert os.path.isfile(os.path.join(version_dir, "assets.extra",
+                                           "tf_serving_warmup_requests")), model
+    configs = [c for model in SIGNATURES
+               for c in single_model_config(model, os.path.join(cfg.serving_dir, model))]
+    started = time.perf_counter()
+    server = ModelServer(configs, port=portpicker.pick_unused_port(), host="127.0.0.1",
+                         file_system_poll_wait_seconds=0).start()
+    record = {"model_server_start_s": round(time.perf_counter() - started, 2), "warmup": {}}
+    backend = None
+    try:
+        for model, expected in SIGNATURES.items():
+            with server.registry.servable(model) as (_, servable):
+                warmup = servable.warmup
+            assert warmup is not None and set(warmup.signatures) == expected, (model, warmup)
+            record["warmup"][model] = {"records": warmup.records,
+                                       "seconds": round(warmup.seconds, 2)}
+        shop = load_shop(cfg.data_dir, on_bad_rows="quarantine")
+        engaged = shop.events[shop.events["event_type"].isin(sorted(ENGAGEMENT_EVENTS))]
+        users = engaged["user_id"].value_counts().index[:5].tolist()
+        searches = shop.events.loc[shop.events["event_type"] == "search", "query"]
+        query = searches.value_counts().index[0]
+        # No filters and no diversity cap: the answer is the ranked retrieval list.
+        settings = Settings(shop_dir=cfg.data_dir,
+                            tfserving_grpc=f"127.0.0.1:{server.grpc_port}",
+                            event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}",
+                            startup_wait_s=300, max_category_share=1.0,
+                            filter_purchased=False, filter_out_of_stock=False)
+        assert settings.tfserving_deadline_s == 2.0
+        backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=60,
+                                       retries=0)
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/healthz").json()["status"] == "ok"
+            reordered = []
+            for i, user in enumerate(users):
+                started = time.perf_counter()
+                response = client.get("/v1/recommend", params={"user_id": user, "k": 10})
+                if i == 0:
+                    record["first_recommend_s"] = round(time.perf_counter() - started, 3)
+                body = response.json()
+                assert response.status_code == 200, body
+                assert body["strategy"] == "personalized" and body["degraded"] == [], body
+                ids = [item["item_id"] for item in body["items"]]
+                scores = [item["score"] for item in body["items"]]
+                assert scores == sorted(scores, reverse=True), "ranking score order"
+                retrieved, _ = backend.top_k(user, body["context"]["history"],
+                                             body["context"]["query"])
+                assert set(ids) <= set(retrieved), "ranked items come from retrieval"
+                reordered.append(ids != retrieved[:10])
+            assert any(reordered), "ranking never changed the retrieval order"
+            started = time.perf_counter()
+            response = client.get("/v1/search", params={"q": query, "user_id": users[0]})
+            record["first_search_s"] = round(time.perf_counter() - started, 3)
+            body = response.json()
+            assert response.status_code == 200 and body["degraded"] == [], body
+            assert body["strategy"] == "search" and len(body["items"]) == 10
+    finally:
+        if backend is not None:
+            backend.close()
+        server.stop(grace_s=1)
+    record["reordered_users"] = f"{sum(reordered)}/{len(reordered)}"
+    with open(os.path.join(os.path.dirname(cfg.pipeline_root), "serving_warmup.json"), "w",
+              encoding="utf-8") as f:      # numbers for the record (docs/serving.md)
+        json.dump(record, f, indent=1)
 
 
 def test_kubeflow_v2_spec_parses(tmp_path):

@@ -1,7 +1,9 @@
 """The retrieval and ranking models as the API uses them, through TF Serving's gRPC API.
 
 ``ModelBackend`` turns recommender requests into Predict calls on the exported signatures
-(trainer/signatures.py): retrieval ``top_k`` / ``candidate_embedding``, ranking ``score``.
+(trainer/signatures.py): retrieval ``top_k`` / ``candidate_embedding``, ranking
+``rank_candidates`` (one user context with the session's search query, N candidates; ``score``
+is kept for tools).
 ``ModelWatcher`` polls which versions TF Serving serves and recomputes the catalog's
 candidate embeddings whenever the retrieval version changes (TF Serving swaps versions
 on its own; the cached embeddings must follow).
@@ -23,6 +25,7 @@ from trainer import features as F
 log = logging.getLogger("serving.api.models")
 
 TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
+RANK_CANDIDATES = "rank_candidates"
 
 
 def _strings(values) -> np.ndarray:
@@ -73,6 +76,22 @@ class ModelBackend:
         inputs = {F.USER_ID: _strings([user_id] * n), F.HISTORY_ITEM_IDS: _history(history, n),
                   **item_inputs}
         out = self.client.predict(self.ranking_model, inputs, signature=SCORE,
+                                  output_filter=["score"])
+        return np.asarray(out["score"], dtype=np.float64)
+
+    def rank_candidates(self, user_id: str, history: list[str], query: str,
+                        item_inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Ranking score ([n] float) of n candidates for one user context and search query
+        ("" if none): the ranking export's ``rank_candidates``. ``item_inputs``: item_id,
+        title, brand, category, price, in_stock, [n] each.
+
+        Only ``score`` is fetched: TF Serving's batching refuses this signature's scalar
+        inputs for a request of every output, and runs an output subset unbatched.
+        """
+        inputs = {F.USER_ID: np.array(user_id, dtype=object),
+                  F.HISTORY_ITEM_IDS: _history(history, 1)[0],
+                  F.QUERY: np.array(query, dtype=object), **item_inputs}
+        out = self.client.predict(self.ranking_model, inputs, signature=RANK_CANDIDATES,
                                   output_filter=["score"])
         return np.asarray(out["score"], dtype=np.float64)
 

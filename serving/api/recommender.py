@@ -2,14 +2,17 @@
 
 recommend(user): context from the event store (history = distinct engaged items, most
 recent first; purchases; the current session's search) -> retrieval ``top_k`` over the
-full catalog -> filter (purchased, out of stock) -> ranking ``score`` -> diversify (at
-most ``max_category_share`` of k per top category) -> a reason per item. Users without
-engagements get the search-driven list when they searched in their current session, else
-the most popular items. Short lists are filled with popular items. When a model call
-fails the answer degrades (retrieval -> popular, ranking -> retrieval order) and says so.
+full catalog -> filter (purchased, out of stock) -> ranking ``rank_candidates`` with the
+session's search query -> diversify (at most ``max_category_share`` of k per top category)
+-> a reason per item. Users without engagements get the search-driven list when they
+searched in their current session, else the most popular items. Short lists are filled
+with popular items. search(query): retrieval with the query -> in stock -> ranking with the
+query. When a model call fails the answer degrades (retrieval -> popular or a lexical
+match, ranking -> retrieval order), says so and logs why.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -24,6 +27,9 @@ from serving.api.search_text import TextIndex, words
 from serving.api.settings import Settings
 from serving.client.clients import ServingError
 from serving.events.store import EventStore, UserContext
+from trainer import features as F
+
+log = logging.getLogger("serving.api.recommender")
 
 ENGAGEMENT_VERBS = {"click": "clicked “{}”", "add_to_cart": "added “{}” to your cart",
                     "purchase": "bought “{}”", "rating": "rated “{}”"}
@@ -69,6 +75,7 @@ class Recommender:
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
         self.text_index = TextIndex(catalog)
         self._observe = observe or (lambda stage, seconds: None)
+        self._logged_failures: set[tuple[str, str]] = set()
 
     @contextmanager
     def _stage(self, name: str):
@@ -77,6 +84,22 @@ class Recommender:
             yield
         finally:
             self._observe(name, time.perf_counter() - started)
+
+    def _degrade(self, result: "Recommendations", stage: str, error: ServingError) -> None:
+        """Record a failed model stage; log each distinct failure once (then at debug)."""
+        result.degraded.append(stage)
+        key = (stage, str(error))
+        if key in self._logged_failures:
+            log.debug("%s stage degraded: %s", stage, error)
+            return
+        if len(self._logged_failures) > 100:
+            self._logged_failures.clear()
+        self._logged_failures.add(key)
+        hint = ""
+        if stage == "ranking" and "rank_candidates" in error.message:
+            hint = (" (the served ranking model lacks the rank_candidates signature: export "
+                    "it with trainer/signatures.py export_ranking)")
+        log.warning("%s stage degraded: %s%s; answering without it", stage, error, hint)
 
     def _allowed(self, purchased: set[str] | None = None) -> np.ndarray:
         allowed = self.catalog.in_stock.copy() if self.settings.filter_out_of_stock \
@@ -93,15 +116,15 @@ class Recommender:
         result = Recommendations([], "popular", history=ctx.history, query=ctx.query)
         if ctx.known or ctx.query:
             rows, scores = self._retrieve(user_id, ctx, allowed, result)
+            if len(rows):
+                result.strategy = "personalized" if ctx.known else "search"
+                rows, scores = self._rank(user_id, ctx.history, ctx.query, rows, scores,
+                                          result)
             if len(rows) and ctx.known:
-                result.strategy = "personalized"
-                rows, scores = self._rank(user_id, ctx, rows, scores, result)
                 with self._stage("diversify"):
                     keep = diversify(self.catalog.top_categories[rows], k,
                                      self.settings.max_category_share)
                 rows, scores = rows[keep], scores[keep]
-            elif len(rows):
-                result.strategy = "search"
             with self._stage("reasons"):
                 result.items = self._explain(rows[:k], scores[:k], ctx, result.strategy)
         self._fill_popular(result, allowed, k)
@@ -111,8 +134,8 @@ class Recommender:
         try:
             with self._stage("retrieval"):
                 ids, scores = self.models.top_k(user_id, ctx.history, ctx.query)
-        except ServingError:
-            result.degraded.append("retrieval")
+        except ServingError as e:
+            self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
         with self._stage("filter"):
             found = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
@@ -120,13 +143,16 @@ class Recommender:
         rows = np.array([r for r, _ in found], dtype=np.int64)
         return rows, np.array([s for _, s in found], dtype=np.float64)
 
-    def _rank(self, user_id, ctx: UserContext, rows, scores, result):
+    def _rank(self, user_id: str, history: list[str], query: str, rows, scores, result):
+        """Rows and scores sorted by the ranking model's ``rank_candidates`` for this user
+        context and search query; the retrieval order if the call fails."""
+        inputs = self.catalog.ranking_inputs(rows)
+        inputs[F.TITLE] = np.asarray(self.catalog.titles[rows], dtype=object)
         try:
             with self._stage("ranking"):
-                ranked = self.models.score(user_id, ctx.history,
-                                           self.catalog.ranking_inputs(rows))
-        except ServingError:
-            result.degraded.append("ranking")
+                ranked = self.models.rank_candidates(user_id, history, query, inputs)
+        except ServingError as e:
+            self._degrade(result, "ranking", e)
             return rows, scores
         order = np.argsort(-ranked, kind="stable")
         return rows[order], ranked[order]
@@ -185,11 +211,19 @@ class Recommender:
         try:
             with self._stage("retrieval"):
                 ids, scores = self.models.top_k(user_id or "", ctx.history, query)
-            found = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
-                     if r is not None and allowed[r]][:k]
-        except ServingError:
-            result.degraded.append("retrieval")
+        except ServingError as e:
+            self._degrade(result, "retrieval", e)
             found = self.text_index.search(query_words, allowed, k)
+        else:
+            with self._stage("filter"):
+                kept = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
+                        if r is not None and allowed[r]]
+            rows = np.array([r for r, _ in kept], dtype=np.int64)
+            scores = np.array([s for _, s in kept], dtype=np.float64)
+            if len(rows):
+                rows, scores = self._rank(user_id or "", ctx.history, query, rows, scores,
+                                          result)
+            found = list(zip(rows[:k].tolist(), scores[:k].tolist()))
         for row, score in found:
             matched = sorted(query_words & self.text_index.words_of(row))
             if matched:

@@ -34,7 +34,7 @@ class Settings:
     reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"
     tfserving_deadline_s: float = 2.0
     tfserving_retries: int = 2
-    embedding_batch_size: int = 512
+    embedding_batch_size: int = 64      # <= max_batch_size of serving/tfserving/batching.config
     model_poll_s: float = 10.0              # how often model versions are checked
     startup_wait_s: float = 60.0            # wait this long for TF Serving before serving
     max_concurrent_requests: int = 8        # requests computed at once; the rest queue

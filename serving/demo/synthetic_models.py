@@ -11,11 +11,15 @@ are simple and known, so tests can check real behaviour:
   category they mostly appear in (titles and category paths);
 * ``top_k`` = brute-force dot product over the whole catalog (``k`` best, like
   ``tfrs.layers.factorized_top_k.BruteForce``);
-* ranking ``score``: click = sigmoid(4 * affinity + 2 * prior - 2), where affinity is the
-  share of the history in the item's top category; purchase = sigmoid(logit - 1) if in stock;
-  score = 0.7 * click + 0.3 * purchase.
+* ranking ``score``: click = sigmoid(4 * affinity + 2 * prior + 5 * match - 2), where affinity
+  is the share of the history in the item's top category and match the share of the search
+  query's words found in the item's title or category path (0 without a query: ``score``);
+  purchase = sigmoid(logit - 1) if in stock; score = 0.7 * click + 0.3 * purchase.
+  ``score_with_query`` and ``rank_candidates`` (one user context, N candidates) add the query.
 
-Signatures and tensor names/dtypes/shapes match ``trainer/signatures.py``.
+Signatures and tensor names/dtypes/shapes match ``trainer/signatures.py`` (the ranking
+model has no ``serving_default``: it is TFMA's). Each version carries TF Serving warm-up
+requests for every signature (``trainer/warmup.py``), as the trainers' exports do.
 """
 from __future__ import annotations
 
@@ -29,11 +33,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipeline.contract.spec import top_category
 from trainer import features as F
+from trainer import warmup
 
 RETRIEVAL, RANKING = "retrieval", "ranking"
 TOP_K = 100
 CATEGORY_WEIGHT = 1.0
+QUERY_WEIGHT = 5.0         # ranking logit per share of query words matched (> history)
 PRIOR_SCALE = 0.5          # popularity prior of the most engaged item
 NOISE_SCALE = 0.3          # norm of an item's noise vector (item individuality)
 WORD_SHARE = 0.6           # a word votes for a category holding >= this share of its uses
@@ -44,11 +51,6 @@ _HISTORY = tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS)
 
 def _spec(key, dtype=tf.string):
     return tf.TensorSpec([None], dtype, name=key)
-
-
-def top_category(path: str) -> str:
-    """First level of a " > " category path ("" if none)."""
-    return path.split(" > ", 1)[0].strip()
 
 
 def words(text: str) -> list[str]:
@@ -200,37 +202,101 @@ class SyntheticRanking(tf.Module):
         super().__init__()
         self.tables = _Tables(items, popularity, dim, seed)
 
-    @tf.function(input_signature=[
-        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
-        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
-    def score(self, user_id, history_item_ids, item_id, brand, category, price, in_stock):
+    def _scores(self, history_item_ids, item_id, category, in_stock, match):
         shares, _, _ = self.tables.history_profile(history_item_ids)
         affinity = tf.reduce_sum(shares * self.tables.category_onehot(category), axis=1)
         prior = self.tables.gather(self.tables.prior, self.tables.rows(item_id))
-        logit = 4.0 * affinity + 2.0 * prior - 2.0
+        logit = 4.0 * affinity + 2.0 * prior + QUERY_WEIGHT * match - 2.0
         click = tf.sigmoid(logit)
         purchase = tf.sigmoid(logit - 1.0) * tf.cast(in_stock > 0, tf.float32)
         return {"click": click, "purchase": purchase, "score": 0.7 * click + 0.3 * purchase}
 
+    @staticmethod
+    def _match(query, title, category):
+        """[N] share of each query's distinct words found in the title or category path."""
+        def word_sets(text):
+            text = tf.strings.regex_replace(tf.strings.lower(text), _WORD_SPLIT, " ")
+            return tf.strings.split(text).to_sparse()
 
-def _save(module: tf.Module, signatures: dict, base_path: str, version: int) -> str:
-    """Save under base_path/<version> atomically (save elsewhere, then rename)."""
+        asked = word_sets(query)
+        found = tf.sets.size(tf.sets.intersection(
+            asked, word_sets(tf.strings.join([title, category], " "))))
+        share = tf.cast(found, tf.float32) / tf.maximum(
+            tf.cast(tf.sets.size(asked), tf.float32), 1.0)
+        return tf.reshape(share, [-1])
+
+    @tf.function(input_signature=[
+        _spec(F.USER_ID), _HISTORY, _spec(F.ITEM_ID), _spec(F.BRAND), _spec(F.CATEGORY),
+        _spec(F.PRICE, tf.float32), _spec(F.IN_STOCK, tf.int64)])
+    def score(self, user_id, history_item_ids, item_id, brand, category, price, in_stock):
+        return self._scores(history_item_ids, item_id, category, in_stock,
+                            tf.zeros_like(price))
+
+    @tf.function(input_signature=[
+        _spec(F.USER_ID), _HISTORY, _spec(F.QUERY), _spec(F.TITLE), _spec(F.ITEM_ID),
+        _spec(F.BRAND), _spec(F.CATEGORY), _spec(F.PRICE, tf.float32),
+        _spec(F.IN_STOCK, tf.int64)])
+    def score_with_query(self, user_id, history_item_ids, query, title, item_id, brand,
+                         category, price, in_stock):
+        return self._scores(history_item_ids, item_id, category, in_stock,
+                            self._match(query, title, category))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([], tf.string, name=F.USER_ID),
+        tf.TensorSpec([None], tf.string, name=F.HISTORY_ITEM_IDS),
+        tf.TensorSpec([], tf.string, name=F.QUERY), _spec(F.TITLE), _spec(F.ITEM_ID),
+        _spec(F.BRAND), _spec(F.CATEGORY), _spec(F.PRICE, tf.float32),
+        _spec(F.IN_STOCK, tf.int64)])
+    def rank_candidates(self, user_id, history_item_ids, query, title, item_id, brand,
+                        category, price, in_stock):
+        n = tf.shape(item_id)[0]
+        history = tf.tile(history_item_ids[tf.newaxis], [n, 1])
+        return self._scores(history, item_id, category, in_stock,
+                            self._match(tf.fill([n], query), title, category))
+
+
+def warmup_samples(items: pd.DataFrame, popularity: Mapping[str, float]) -> warmup.Samples:
+    """Warm-up request values from the catalog: its first 8 items, a history of the most
+    engaged items and a query of title words."""
+    head = items.head(8)
+    titles = head[F.TITLE].fillna("").astype(str).tolist()
+    history = sorted(popularity, key=lambda i: -popularity[i])[:3] or \
+        head["item_id"].astype(str).tolist()[:3]
+    query = " ".join(words(titles[0])[:2])
+    return warmup.Samples(items={
+        F.ITEM_ID: head["item_id"].astype(str).tolist(), F.TITLE: titles,
+        F.DESCRIPTION: head[F.DESCRIPTION].fillna("").astype(str).tolist()
+        if F.DESCRIPTION in head else [""] * len(head),
+        F.BRAND: head[F.BRAND].fillna("").astype(str).tolist(),
+        F.CATEGORY: head["categories"].astype(str).tolist(),
+        F.PRICE: head[F.PRICE].fillna(0.0).astype(float).tolist(),
+        F.IN_STOCK: head[F.IN_STOCK].astype(bool).astype(int).tolist()},
+        users=[("warmup-user", history, query), ("", [], "")])
+
+
+def _save(module: tf.Module, signatures: dict, base_path: str, version: int,
+          samples: warmup.Samples | None = None) -> str:
+    """Save under base_path/<version> atomically (save elsewhere, then rename), with
+    warm-up requests from ``samples``."""
     os.makedirs(base_path, exist_ok=True)
     target = os.path.join(base_path, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"{target} already exists; versions are immutable")
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
     tf.saved_model.save(module, staging, signatures=signatures)
+    if samples is not None:
+        warmup.write(staging, samples, os.path.basename(base_path))
     os.rename(staging, target)
     return target
 
 
 def write_models(items: pd.DataFrame, popularity: Mapping[str, float], serving_dir: str,
                  version: int = 1, dim: int | None = None, k: int = TOP_K,
-                 seed: int = 0) -> dict[str, str]:
+                 seed: int = 0, with_warmup: bool = True) -> dict[str, str]:
     """Write ``serving_dir/{retrieval,ranking}/<version>``; returns model name -> path.
 
-    ``dim`` defaults to top categories + 1 + 8 noise dimensions.
+    ``dim`` defaults to top categories + 1 + 8 noise dimensions. ``with_warmup`` writes
+    TF Serving warm-up requests into each version (assets.extra).
     """
     if len(items) == 0:
         raise ValueError("the catalog is empty")
@@ -239,12 +305,16 @@ def write_models(items: pd.DataFrame, popularity: Mapping[str, float], serving_d
     retrieval = SyntheticRetrieval(items, popularity, dim, k, seed)
     ranking = SyntheticRanking(items, popularity, dim, seed)
     top_k = retrieval.top_k.get_concrete_function()
+    samples = warmup_samples(items, popularity) if with_warmup else None
     return {
         RETRIEVAL: _save(retrieval, {
             "serving_default": top_k, "top_k": top_k,
             "query_embedding": retrieval.query_embedding.get_concrete_function(),
             "candidate_embedding": retrieval.candidate_embedding.get_concrete_function()},
-            os.path.join(serving_dir, RETRIEVAL), version),
-        RANKING: _save(ranking, {"score": ranking.score.get_concrete_function()},
-                       os.path.join(serving_dir, RANKING), version),
+            os.path.join(serving_dir, RETRIEVAL), version, samples),
+        RANKING: _save(ranking, {
+            "score": ranking.score.get_concrete_function(),
+            "score_with_query": ranking.score_with_query.get_concrete_function(),
+            "rank_candidates": ranking.rank_candidates.get_concrete_function()},
+            os.path.join(serving_dir, RANKING), version, samples),
     }

@@ -6,10 +6,11 @@ gRPC ``PredictionService.Predict`` / ``GetModelMetadata`` and ``ModelService.Get
 / ``HandleReloadConfigRequest``, and the REST API (``/v1/models/...`` status, metadata and
 ``:predict``). It reads the same ``--model_config_file`` (or ``--model_name`` /
 ``--model_base_path``), applies the version policy, polls the base paths for new versions
-and swaps them in without failing in-flight requests. Production uses the stock
+and swaps them in without failing in-flight requests; a version's warm-up requests
+(``assets.extra/tf_serving_warmup_requests``) run before it serves. Production uses the stock
 ``tensorflow/serving`` image (see docs/serving.md); clients cannot tell the difference.
 
-Not provided: batching, Prometheus monitoring, Classify/Regress/MultiInference, warmup.
+Not provided: batching, Prometheus monitoring, Classify/Regress/MultiInference.
 
     python -m serving.standin.model_server --model_config_file serving/tfserving/models.config \\
         --base_path_mapping /models=serving_models --port 8500 --rest_api_port 8501
@@ -17,6 +18,7 @@ Not provided: batching, Prometheus monitoring, Classify/Regress/MultiInference, 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -28,6 +30,7 @@ from serving.standin.model_config import (ConfigError, ModelConfig, configs_from
                                   load_model_config, single_model_config)
 from serving.standin.model_registry import ModelRegistry, Poller
 from serving.standin.rest_api import RestServer
+from serving.standin.saved_model_servable import SavedModelServable
 
 log = logging.getLogger("serving.standin.model_server")
 
@@ -43,8 +46,9 @@ class ModelServer:
                  model_config_file: str | None = None,
                  model_config_file_poll_wait_seconds: float = 0.0,
                  base_path_mapping: dict[str, str] | None = None,
-                 rest_api_num_threads: int = 16):
-        self.registry = ModelRegistry(configs)
+                 rest_api_num_threads: int = 16, enable_model_warmup: bool = True):
+        self.registry = ModelRegistry(
+            configs, loader=functools.partial(SavedModelServable, warmup=enable_model_warmup))
         self._applied_configs = list(configs)
         self._host, self._port, self._rest_port = host, port, rest_api_port
         self._poll_s = file_system_poll_wait_seconds
@@ -125,6 +129,14 @@ def _mapping(values: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _flag_bool(value: str) -> bool:
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m serving.standin.model_server",
@@ -145,6 +157,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds between re-reads of --model_config_file; 0 never")
     parser.add_argument("--rest_api_num_threads", type=int, default=16,
                         help="threads handling REST requests")
+    parser.add_argument("--enable_model_warmup", type=_flag_bool, default=True,
+                        metavar="true|false",
+                        help="replay assets.extra/tf_serving_warmup_requests while a version "
+                             "loads (default true)")
     parser.add_argument("--host", default="0.0.0.0",
                         help="address to bind (stand-in only; TF Serving binds all)")
     parser.add_argument("--base_path_mapping", action="append", default=[],
@@ -186,7 +202,8 @@ def main(argv=None) -> int:
             file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
             model_config_file=args.model_config_file or None,
             model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-            base_path_mapping=mapping, rest_api_num_threads=args.rest_api_num_threads).start()
+            base_path_mapping=mapping, rest_api_num_threads=args.rest_api_num_threads,
+            enable_model_warmup=args.enable_model_warmup).start()
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

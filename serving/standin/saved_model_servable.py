@@ -1,5 +1,6 @@
 """One loaded SavedModel version: its signature defs (read from ``saved_model.pb``, as TF
-Serving reports them) and Predict with TF Serving's request validation."""
+Serving reports them) and Predict with TF Serving's request validation. Loading replays the
+version's warm-up requests (``assets.extra/tf_serving_warmup_requests``, see warmup.py)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.client.errors import InvalidArgument, ServingError, CODE_NAMES
 from serving.client.tensor_proto import dtype_name, numpy_dtype
+from serving.standin.warmup import WarmupError, run_warmup
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
@@ -44,9 +46,15 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
 
 
 class SavedModelServable:
-    """A SavedModel loaded for serving; thread-safe ``predict``."""
+    """A SavedModel loaded for serving; thread-safe ``predict``.
 
-    def __init__(self, path: str):
+    With ``warmup`` (TF Serving's ``--enable_model_warmup``, default on) the constructor
+    replays the version's warm-up requests before returning, so the registry keeps the
+    version LOADING until they ran; ``self.warmup`` is the WarmupResult (None without a
+    warm-up file). A failing warm-up is a ModelLoadError, as TF Serving fails the load.
+    """
+
+    def __init__(self, path: str, warmup: bool = True):
         self.path = path
         self.signature_defs = read_signature_defs(path)
         try:
@@ -54,6 +62,12 @@ class SavedModelServable:
         except Exception as e:
             raise ModelLoadError(f"Failed to load SavedModel from {path}: {e}") from None
         self._functions = dict(self._model.signatures)
+        self.warmup = None
+        if warmup:
+            try:
+                self.warmup = run_warmup(self, path)
+            except WarmupError as e:
+                raise ModelLoadError(str(e), code=e.code) from None
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """The SignatureDef, or FAILED_PRECONDITION as TF Serving's Predict reports it."""

@@ -85,6 +85,35 @@ def test_search_ranks_matching_items_first_with_reasons(api_client):
                                           "text": "Matches “lipstick”"}
 
 
+def test_search_ranks_retrieved_items_with_the_query(api_client):
+    """A book reader searching lipstick: retrieval leans to books (history), the ranking
+    model's query-word match puts the lipsticks first."""
+    body = api_client.get("/v1/search", params={"q": "velvet lipstick", "user_id": "reader",
+                                                "k": 12}).json()
+    assert body["degraded"] == [] and body["strategy"] == "search"
+    ids = _ids_of(body)
+    assert all(i.startswith("beauty") for i in ids[:10]), ids
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and 0.0 <= scores[-1] <= scores[0] <= 1.0
+
+
+def test_recommend_ranks_with_the_session_search(api_client):
+    events = [{"user_id": "book-then-lipstick", "item_id": f"book{i}", "event_type": "click"}
+              for i in (1, 2, 3)]
+    events.append({"user_id": "book-then-lipstick", "event_type": "search",
+                   "query": "velvet lipstick"})
+    assert api_client.post("/v1/events", json=events).status_code == 200
+    body = _recommend(api_client, "book-then-lipstick", k=10).json()
+    assert body["strategy"] == "personalized" and body["degraded"] == []
+    assert body["context"]["query"] == "velvet lipstick"
+    ids = _ids_of(body)
+    assert ids[0].startswith("beauty"), ids
+    assert sum(i.startswith("beauty") for i in ids) == 5, "the diversity cap still applies"
+    assert body["items"][0]["reason"]["type"] == "matches_search"
+    without = _recommend(api_client, "reader", k=10).json()
+    assert _ids_of(without)[0].startswith("book"), "no search: the history decides"
+
+
 def test_search_skips_out_of_stock_items(api_client):
     ids = _ids(api_client.get("/v1/search", params={"q": "toy", "k": 20}))
     assert "toy9" not in ids and {f"toy{i}" for i in range(9)} <= set(ids)

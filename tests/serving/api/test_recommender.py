@@ -112,3 +112,79 @@ def test_without_a_model_server_answers_degrade_and_health_says_so(api_shop, tmp
                                                "event_type": "click"}).status_code == 200
         metrics = client.get("/metrics").text
         assert 'shoprec_api_degraded_total{stage="retrieval"} 2.0' in metrics
+
+
+class _Store:
+    """An event store stub: every user has the same context."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def user_context(self, user_id):
+        return self.ctx
+
+
+class _Models:
+    """A model backend stub: retrieval returns the catalog in reverse order; ranking is
+    ``rank`` (a function of the call's arguments) or raises ``rank_error``."""
+
+    def __init__(self, catalog, rank=None, rank_error=None):
+        self.ids = list(catalog.ids[::-1])
+        self.rank, self.rank_error, self.calls = rank, rank_error, []
+
+    def top_k(self, user_id, history, query):
+        return self.ids, np.linspace(1.0, 0.0, len(self.ids))
+
+    def rank_candidates(self, user_id, history, query, item_inputs):
+        self.calls.append((user_id, list(history), query, dict(item_inputs)))
+        if self.rank_error is not None:
+            raise self.rank_error
+        return self.rank(item_inputs)
+
+
+def _recommender(catalog, models, ctx):
+    from serving.api.recommender import Recommender
+
+    return Recommender(catalog, _Store(ctx), models, Settings(shop_dir="unused"))
+
+
+def test_ranking_gets_the_query_titles_and_reorders_recommend_and_search(catalog):
+    from serving.events.store import UserContext
+
+    def toys_first(inputs):
+        return np.array([1.0 if i.startswith("toy") else 0.0 for i in inputs["item_id"]])
+
+    models = _Models(catalog, rank=toys_first)
+    ctx = UserContext(["book1"], {"book1": "click"}, query="blocks")
+    rec = _recommender(catalog, models, ctx).recommend("u1", k=4)
+    assert rec.degraded == [] and [catalog.ids[r.row] for r in rec.items][:2] == ["toy8",
+                                                                                  "toy7"]
+    user_id, history, query, inputs = models.calls[-1]
+    assert (user_id, history, query) == ("u1", ["book1"], "blocks")
+    assert set(inputs) == {"item_id", "title", "brand", "category", "price", "in_stock"}
+    assert inputs["title"][0] == catalog.titles[catalog.row(inputs["item_id"][0])]
+    found = _recommender(catalog, models, ctx).search("red lipstick", None, k=3)
+    assert models.calls[-1][:3] == ("", [], "red lipstick")
+    assert found.degraded == [] and all(catalog.ids[r.row].startswith("toy")
+                                        for r in found.items)
+
+
+def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(catalog, caplog):
+    from serving.client.errors import InvalidArgument
+    from serving.events.store import UserContext
+
+    error = InvalidArgument('Serving signature key "rank_candidates" not found.',
+                            code="FAILED_PRECONDITION")
+    models = _Models(catalog, rank_error=error)
+    recommender = _recommender(catalog, models, UserContext(["book1"], {"book1": "click"}))
+    with caplog.at_level("WARNING", logger="serving.api.recommender"):
+        rec = recommender.recommend("u1", k=3)
+        found = recommender.search("blocks", "u1", k=3)
+        recommender.recommend("u1", k=3)
+    assert rec.degraded == ["ranking"] and found.degraded == ["ranking"]
+    assert [catalog.ids[r.row] for r in found.items] == ["food9", "food8", "food7"], \
+        "retrieval order"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, "each distinct failure is logged once"
+    assert "ranking stage degraded" in warnings[0] and "lacks the rank_candidates" in \
+        warnings[0]
