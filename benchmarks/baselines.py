@@ -4,41 +4,16 @@ Each ``fit_*`` follows the registry contract ``fit(task, seed, **options) -> sco
 """
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sp
 
 from benchmarks.registry import Fitted
-
-# Added to every score, times normalised popularity: orders items a model cannot tell apart
-# (e.g. no transition observed) by popularity instead of by index. Far below any real score gap.
-POPULARITY_TIE_BREAK = 1e-6
-
-
-def item_counts(sequences, n_items):
-    """How often each item occurs in the sequences."""
-    flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
-    return np.bincount(flat, minlength=n_items).astype(np.float64)
-
-
-def history_matrix(histories, n_items):
-    """Binary user x item CSR matrix (float32) of the histories."""
-    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(h) for h in histories])
-    indices = (np.concatenate(histories).astype(np.int64) if len(histories)
-               else np.zeros(0, dtype=np.int64))
-    x = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                      shape=(len(histories), n_items))
-    x.sum_duplicates()
-    x.data[:] = 1.0
-    return x
-
-
-def _tie_break(task):
-    counts = item_counts(task.train, task.n_items)
-    return (POPULARITY_TIE_BREAK * counts / max(counts.max(), 1.0)).astype(np.float32)
+from trainer.candidates.item_to_item import history_matrix
+from trainer.candidates.sources import TransitionSource
+from trainer.metrics import item_counts
 
 
 def fit_popular(task, seed):
-    """Every user gets the same ranking: item frequency in the train sequences."""
+    """Every user gets the same ranking: item frequency in the train sequences (the
+    popularity of trainer/metrics.py; equal counts rank by item index)."""
     counts = item_counts(task.train, task.n_items).astype(np.float32)
 
     def scorer(histories):
@@ -46,66 +21,12 @@ def fit_popular(task, seed):
     return scorer
 
 
-def transition_matrix(sequences, n_items, normalize=True):
-    """Sparse T[i, j] = how often j directly follows i; rows sum to 1 if ``normalize``."""
-    src = np.concatenate([s[:-1] for s in sequences if len(s) > 1] or [np.zeros(0, int)])
-    dst = np.concatenate([s[1:] for s in sequences if len(s) > 1] or [np.zeros(0, int)])
-    t = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)),
-                      shape=(n_items, n_items))
-    t.sum_duplicates()
-    if normalize:
-        rows = np.asarray(t.sum(axis=1)).ravel()
-        t = sp.diags(1.0 / np.maximum(rows, 1.0)).astype(np.float32) @ t
-    return t.tocsr()
-
-
 def transition_scorer(task, window, decay, normalize):
-    """Scores of every item: sum over the last ``window`` history items of ``decay ** age``
-    (last item: age 0) times the transition weight item -> candidate in the train sequences
-    (``transition_matrix``), plus the popularity tie-break."""
-    t = transition_matrix(task.train, task.n_items, normalize)
-    tie = _tie_break(task)
-
-    def scorer(histories):
-        # Weighted one-hot of the last `window` items (most recent weight 1), times T.
-        rows, cols, vals = [], [], []
-        for u, hist in enumerate(histories):
-            recent = np.asarray(hist[-window:])[::-1]
-            rows.extend([u] * len(recent))
-            cols.extend(recent.tolist())
-            vals.extend((decay ** np.arange(len(recent))).tolist())
-        w = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
-                          shape=(len(histories), task.n_items))
-        return np.asarray((w @ t).todense(), dtype=np.float32) + tie
-    return scorer
-
-
-def cooccurrence_matrix(sequences, n_items, window):
-    """Sparse symmetric C[i, j] = how often i and j occur within ``window`` positions of each
-    other (either order) in the sequences."""
-    src, dst = [], []
-    for seq in sequences:
-        for gap in range(1, min(window, len(seq) - 1) + 1):
-            src += [seq[:-gap], seq[gap:]]
-            dst += [seq[gap:], seq[:-gap]]
-    src = np.concatenate(src) if src else np.zeros(0, int)
-    dst = np.concatenate(dst) if dst else np.zeros(0, int)
-    c = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)),
-                      shape=(n_items, n_items))
-    c.sum_duplicates()
-    return c
-
-
-def cooccurrence_scorer(task, window):
-    """Scores of every item: sum over the history items of ``cooccurrence_matrix`` counts in
-    the train sequences (order-free, unlike transitions), plus the popularity tie-break."""
-    c = cooccurrence_matrix(task.train, task.n_items, window)
-    tie = _tie_break(task)
-
-    def scorer(histories):
-        return np.asarray((history_matrix(histories, task.n_items) @ c).todense(),
-                          dtype=np.float32) + tie
-    return scorer
+    """Scores of every item: the product's transitions source (``trainer.candidates``
+    ``TransitionSource``) fitted on the train sequences: the last ``window`` history items
+    weighted ``decay ** age`` (last item: age 0) times their transition weights, plus the
+    popularity tie-break."""
+    return TransitionSource.fit(task.train, task.n_items, window, decay, normalize).scores
 
 
 def fit_transitions(task, seed, normalize=True):

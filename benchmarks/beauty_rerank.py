@@ -4,22 +4,23 @@ transitions, MiniLM title similarity and co-occurrence add their best others, an
 project's ranking model (``trainer.ranking.run_fn``: DCN-v2 + text features + those scores
 and the user's brand affinity as ``external_features``) re-orders them.
 
-Candidates (``Candidates``): per user, the retrieval top ``top_n`` (ties by item index),
-then, in turn, the best items not yet candidates of each further ``Source``, all fitted on
-the train sequences only, like every baseline:
+Candidates come from the product's candidate stage (``trainer.candidates``, configured by
+``candidate_stage``): per user, the retrieval top ``top_n`` (ties by item index), then, in
+turn, the best items not yet candidates of each further source, all fitted on the train
+sequences only, like every baseline:
 
-- ``transition_candidates`` from the transitions model (``baselines.transition_scorer``:
-  the last ``transition_window`` history items, weight ``transition_decay ** age``);
-- ``text_candidates`` from MiniLM title similarity (``beauty_ours.history_text_scorer``);
-- ``cooccurrence_candidates`` from order-free co-occurrence (``baselines.
-  cooccurrence_scorer``).
+- ``transition_candidates`` from the transitions model (``TransitionSource``: the last
+  ``transition_window`` history items, weight ``transition_decay ** age``);
+- ``text_candidates`` from MiniLM title similarity (``TextSimilaritySource``);
+- ``cooccurrence_candidates`` from order-free co-occurrence (``CooccurrenceSource``).
 
-With ``exclude_history`` the user's own items are never candidates (Beauty has no repeated
-items). Each candidate carries the external features ``retrieval_score`` (the retrieval
-score minus that of the user's best candidate, ``relative_scores``), each source's score
-(``transition_score`` and ``cooccurrence_score``: log1p of the counts; ``text_score``: the
-cosine), ``history_brand_share`` and ``last_item_same_brand`` (``brand_affinity``: the
-history encoder sees item ids, not their brands, and Beauty buyers stay with brands).
+With ``exclude_history`` the user's own items are never candidates (exclusion rule
+"history"; Beauty has no repeated items). Each candidate carries the external features
+``retrieval_score`` (the retrieval score minus that of the user's best candidate), each
+source's score (``transition_score`` and ``cooccurrence_score``: log1p of the counts;
+``text_score``: the cosine), ``history_brand_share`` and ``last_item_same_brand`` (brand
+affinity: the history encoder sees item ids, not their brands, and Beauty buyers stay with
+brands).
 Transitions carry the sequential signal the retrieval towers lack (order-aware pooling, but
 no next-item objective): alone they beat retrieval on Beauty (test N@10 .0459 vs .0349), and
 on held-out validation users a logistic regression on the two scores alone re-ranks the
@@ -55,17 +56,17 @@ model are measured on the test set.
 Everything written derives from the research-only Amazon data and goes to ``work_dir``
 (outside the repository).
 """
-import dataclasses
 import os
 import tempfile
 import time
 import types
-from typing import Callable
 
 import numpy as np
 
 from benchmarks import beauty_data, beauty_ours
 from benchmarks.registry import Fitted
+from trainer.candidates import (CandidateStage, CooccurrenceSource, RetrievalSource,
+                                TextSimilaritySource, TransitionSource, brand_codes)
 
 # Ranking trainer config on top of RankingConfig's defaults. Beauty has no search queries
 # (no query-word match), and the scorer sees histories only (no user-id embedding); click and
@@ -81,134 +82,37 @@ BASE_RANKING_CONFIG = {
 _BELOW = 1.0e4
 
 
-def top_candidates(scores, top_n):
-    """Indices of the ``top_n`` highest scores per row, best first, ties by lower item
-    index: int64 [U, top_n]."""
-    scores = np.asarray(scores)
-    if not 1 <= top_n <= scores.shape[1]:
-        raise ValueError(f"top_n must be in [1, {scores.shape[1]}], got {top_n}")
-    return np.argsort(-scores, axis=1, kind="stable")[:, :top_n]
-
-
-def union_candidates(top, ranking, extra):
-    """``top`` [U, N] followed by the first ``extra`` items of each ``ranking`` row [U, >= N +
-    extra] (best first) that are not in ``top``: int64 [U, N + extra]."""
-    if extra == 0:
-        return top
-    if ranking.shape[1] < top.shape[1] + extra:
-        raise ValueError(f"ranking has {ranking.shape[1]} items per row; {top.shape[1]} + "
-                         f"{extra} are needed")
-    head = ranking[:, :top.shape[1] + extra]
-    fresh = ~(head[:, :, None] == top[:, None, :]).any(axis=2)
-    # Stable: the fresh items keep their ranking order; at least `extra` are fresh per row.
-    order = np.argsort(~fresh, axis=1, kind="stable")[:, :extra]
-    return np.concatenate([top, np.take_along_axis(head, order, axis=1)], axis=1)
-
-
-def brand_codes(brands):
-    """Integer code of each item's brand, -1 for none (an empty brand matches nothing)."""
-    names = np.asarray(brands, dtype=object).astype(str)
-    codes = np.unique(names, return_inverse=True)[1].astype(np.int64)
-    return np.where(names == "", -1, codes)
-
-
-def brand_affinity(histories, candidates, brands):
-    """(share of each history's items with the candidate's brand, 1.0 if the most recent
-    history item has it): float32 [U, C] each; ``brands``: ``brand_codes``."""
-    share = np.zeros(candidates.shape, np.float32)
-    last = np.zeros(candidates.shape, np.float32)
-    for u, history in enumerate(histories):
-        if not len(history):
-            continue
-        mine, theirs = brands[candidates[u]], brands[np.asarray(history)]
-        known = mine >= 0
-        share[u] = (mine[:, None] == theirs[None, :]).sum(axis=1) * known / len(history)
-        last[u] = known & (mine == theirs[-1])
-    return share, last
-
-
-def without_history(scores, histories):
-    """``scores`` with each history's items set to -inf (they rank last): a copy."""
-    out = np.array(scores, np.float64)
-    for u, history in enumerate(histories):
-        out[u, np.asarray(history, np.int64)] = -np.inf
-    return out
-
-
-@dataclasses.dataclass
-class Source:
-    """A candidate source after retrieval: ``scorer(histories)`` scores every item; its best
-    ``count`` items not yet candidates join them, and ``feature`` of its scores of every
-    candidate is the external feature ``name``."""
-
-    name: str
-    scorer: Callable
-    count: int
-    feature: Callable = np.asarray
-
-    def __post_init__(self):
-        if self.count < 0:
-            raise ValueError(f"{self.name}: the number of candidates must be >= 0, got "
-                             f"{self.count}")
-
-
-def log_count(scores):
-    """The feature of count-like scores (transitions, co-occurrence): log1p, >= 0."""
-    return np.log1p(np.maximum(scores, 0.0))
-
-
-class Candidates:
-    """What the ranker sees per history: ``(retrieval scores [U, n_items], candidates
-    [U, C], external features {name: float32 [U, C]})`` (module docstring). The retrieval
-    top ``top_n``, then each ``Source``'s best new items in turn; ``brands``: ``brand_codes``
-    of every item; ``exclude_history``: the user's history items are never candidates (they
-    rank after every other item when selecting; their scores are unchanged)."""
-
-    def __init__(self, retrieval, sources, top_n, brands, exclude_history=False):
-        self.retrieval, self.sources, self.top_n = retrieval, list(sources), top_n
-        self.brands = np.asarray(brands)
-        self.exclude_history = exclude_history
-
-    def __call__(self, histories):
-        # pylint: disable=import-outside-toplevel
-        from trainer import features as F
-        scores = np.asarray(self.retrieval(histories), np.float64)
-        others = [np.asarray(source.scorer(histories), np.float64) for source in self.sources]
-        select = ((lambda s: without_history(s, histories)) if self.exclude_history
-                  else (lambda s: s))
-        top = top_candidates(select(scores), self.top_n)
-        for source, ranking in zip(self.sources, others):
-            if source.count:
-                top = union_candidates(
-                    top, top_candidates(select(ranking), top.shape[1] + source.count),
-                    source.count)
-        share, last = brand_affinity(histories, top, self.brands)
-        features = {F.RETRIEVAL_SCORE: relative_scores(scores, top),
-                    F.HISTORY_BRAND_SHARE: share, F.LAST_ITEM_SAME_BRAND: last}
-        for source, ranking in zip(self.sources, others):
-            features[source.name] = source.feature(np.take_along_axis(ranking, top, axis=1))
-        return scores, top, {k: np.asarray(v, np.float32) for k, v in features.items()}
-
-
-def relative_scores(scores, top):
-    """The ranker's ``retrieval_score`` feature, [U, C] for the candidates ``top``: each
-    candidate's retrieval score minus the user's best candidate score (``top[:, 0]``), so 0 =
-    retrieval's first choice. Absolute score
-    levels differ between users (they depend on the history); the gap to the best candidate
-    is what says how sure retrieval is (held-out candidate rows, 2,000-user subsample: AUC
-    0.70 vs 0.66 for the raw score)."""
-    picked = np.take_along_axis(scores, top, axis=1)
-    return picked - picked[:, :1]
+def candidate_stage(task, retrieval, o, seconds):
+    """The product's candidate stage (``trainer.candidates``) as ``fit_ours_ranked``'s
+    options ``o`` configure it: ``retrieval`` (a scorer) first, then transitions, text
+    similarity of the MiniLM title embeddings (with ``text_window``) and co-occurrence (with
+    ``cooccurrence_window``), each fitted on the train sequences. Adds the seconds spent
+    encoding the titles to ``seconds``."""
+    quotas = [(RetrievalSource(retrieval), o.top_n),
+              (TransitionSource.fit(task.train, task.n_items, o.transition_window,
+                                    o.transition_decay), o.transition_candidates)]
+    if o.text_window:
+        start = time.time()
+        quotas.append((TextSimilaritySource(
+            beauty_ours.text_embeddings(beauty_ours.item_texts(task.items, "title")),
+            o.text_window, o.text_decay), o.text_candidates))
+        seconds["text_embeddings"] = time.time() - start
+    if o.cooccurrence_window:
+        quotas.append((CooccurrenceSource.fit(task.train, task.n_items, o.cooccurrence_window),
+                       o.cooccurrence_candidates))
+    return CandidateStage(quotas, brand_codes(task.items.brand),
+                          exclude="history" if o.exclude_history else "none")
 
 
 def training_rows(histories, targets, candidates, negatives, rng, batch_size=1024):
-    """Ranker rows of the module docstring from ``candidates`` (a ``Candidates``): list of
-    (user index, item index, label, {external feature: value}) and the number of users whose
-    target was a candidate."""
+    """Ranker rows of the module docstring from ``candidates`` (a ``CandidateStage``): list
+    of (user index, item index, label, {external feature: value}) and the number of users
+    whose target was a candidate."""
     rows, hits = [], 0
     for begin in range(0, len(targets), batch_size):
-        _, top, features = candidates(histories[begin:begin + batch_size])
-        for j, row in enumerate(top):
+        found = candidates(histories[begin:begin + batch_size])
+        features = found.features
+        for j, row in enumerate(found.items):
             u, target = begin + j, int(targets[begin + j])
             where = np.flatnonzero(row == target)
             if not len(where):
@@ -302,12 +206,12 @@ class RerankedScorer:
         return (total / len(self.rankers)).reshape(users, n)
 
     def __call__(self, histories):
-        scores, top, features = self.candidates(histories)
-        out = scores - _BELOW
+        found = self.candidates(histories)
+        out, top = found.scores - _BELOW, found.items
         for begin in range(0, len(histories), self.users_per_call):
             part = slice(begin, begin + self.users_per_call)
             ranked = self.rank_scores(histories[part], top[part],
-                                      {k: v[part] for k, v in features.items()})
+                                      {k: v[part] for k, v in found.features.items()})
             np.put_along_axis(out[part], top[part], ranked.astype(np.float64), axis=1)
         return out
 
@@ -344,11 +248,11 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
     seed + 1, ... (one run each); ``train_steps``: None = the config's epochs;
     ``retrieval_candidates`` / ``retrieval_config``: as ``fit_ours``' ``candidates`` /
     ``config``; ``exclude_history``: the user's history items are never candidates
-    (``Candidates``); ``text_window`` / ``text_decay``: the text similarity of the candidates
-    (``beauty_ours.history_text_scorer`` over frozen MiniLM title embeddings; its score is
+    (exclusion rule "history"); ``text_window`` / ``text_decay``: the text similarity of the
+    candidates (``TextSimilaritySource`` over frozen MiniLM title embeddings; its score is
     the ``text_score`` feature; 0 = no text), whose best ``text_candidates`` new items join
     the candidates; ``cooccurrence_window``: the co-occurrence model
-    (``baselines.cooccurrence_scorer``, fitted on the train sequences; its log count is the
+    (``CooccurrenceSource``, fitted on the train sequences; its log count is the
     ``cooccurrence_score`` feature; 0 = none), whose best ``cooccurrence_candidates`` new items
     join the candidates last; ``deterministic``: TF op determinism (reproducible runs)."""
     options = types.SimpleNamespace(**{k: v for k, v in locals().items()
@@ -359,7 +263,7 @@ def fit_ours_ranked(task, seed, top_n=100, transition_candidates=50, transition_
 
 def _fit_ours_ranked(task, seed, o):
     # pylint: disable=import-outside-toplevel
-    from benchmarks import baselines, protocol
+    from benchmarks import protocol
     from pipeline import in_process as shop_examples
     from trainer import features as F
     from trainer import ranking
@@ -393,22 +297,10 @@ def _fit_ours_ranked(task, seed, o):
                                            os.path.join(work_dir, "retrieval"))
     seconds["retrieval"] = time.time() - start
 
-    sources = [Source(F.TRANSITION_SCORE, baselines.transition_scorer(
-        task, o.transition_window, o.transition_decay, normalize=False),
-        o.transition_candidates, log_count)]
-    if o.text_window:
-        start = time.time()
-        sources.append(Source(F.TEXT_SCORE, beauty_ours.history_text_scorer(
-            beauty_ours.text_embeddings(beauty_ours.item_texts(task.items, "title")),
-            o.text_window, o.text_decay), o.text_candidates))
-        seconds["text_embeddings"] = time.time() - start
-    if o.cooccurrence_window:
-        sources.append(Source(F.COOCCURRENCE_SCORE, baselines.cooccurrence_scorer(
-            task, o.cooccurrence_window), o.cooccurrence_candidates, log_count))
-    candidates = Candidates(retrieval, sources, o.top_n, brand_codes(task.items.brand),
-                            o.exclude_history)
+    candidates = candidate_stage(task, retrieval, o, seconds)
     names = BASE_RANKING_CONFIG["external_features"] + [
-        x.name for x in sources if x.name not in BASE_RANKING_CONFIG["external_features"]]
+        x.name for x in candidates.sources
+        if x.name not in BASE_RANKING_CONFIG["external_features"]]
 
     start = time.time()
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""Baselines: exact pieces on toy inputs, and each one beats random on planted data."""
+"""Baselines: exact pieces on toy inputs, and each one beats random on planted data (the
+item-to-item tables the transitions baselines use: tests/trainer/candidates)."""
 import numpy as np
 import pytest
 
@@ -38,24 +39,6 @@ def test_popular_scores_are_train_counts():
     assert scores.tolist() == [[1, 3, 1, 0], [1, 3, 1, 0]]
 
 
-def test_transition_matrix_counts_and_normalises():
-    seqs = [np.array([0, 1, 2]), np.array([0, 1]), np.array([0, 2])]
-    counts = baselines.transition_matrix(seqs, 3, normalize=False).toarray()
-    assert counts.tolist() == [[0, 2, 1], [0, 0, 1], [0, 0, 0]]
-    probs = baselines.transition_matrix(seqs, 3).toarray()
-    np.testing.assert_allclose(probs[0], [0, 2 / 3, 1 / 3], rtol=1e-6)
-
-
-def test_cooccurrence_counts_both_orders_within_the_window():
-    seqs = [np.array([0, 1, 2, 3]), np.array([2, 0])]
-    near = baselines.cooccurrence_matrix(seqs, 4, window=2).toarray()
-    assert near.tolist() == [[0, 1, 2, 0], [1, 0, 1, 1], [2, 1, 0, 1], [0, 1, 1, 0]]
-    assert baselines.cooccurrence_matrix(seqs, 4, window=1)[0, 2] == 1   # only [2, 0]
-    task = registry.FitTask(seqs, None, 4, protocol.EvalSet([], np.zeros(0)))
-    scores = baselines.cooccurrence_scorer(task, 2)([np.array([0, 3])])
-    np.testing.assert_allclose(scores[0], near[0] + near[3], atol=1e-5)   # + tie-break
-
-
 def test_transitions3_weights_recent_items_by_decay():
     # 0 -> 5 and 1 -> 6 and 2 -> 7, each once; history [...0, 1, 2] with decay 0.5.
     task = registry.FitTask([np.array([0, 5]), np.array([1, 6]), np.array([2, 7])], None, 8,
@@ -72,11 +55,6 @@ def test_transitions3_selects_decay_on_validation(planted_data):
     fitted = baselines.fit_transitions3(task, 0, decays=(0.1, 0.9))
     curve = fitted.info["validation_ndcg@10_by_decay"]
     assert fitted.info["decay"] == float(max(curve, key=curve.get))
-
-
-def test_history_matrix_is_binary():
-    x = baselines.history_matrix([np.array([1, 1, 2]), np.array([], dtype=np.int32)], 4)
-    assert x.toarray().tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
 
 
 def test_ease_weights_match_closed_form():

@@ -1,5 +1,6 @@
-"""Two-stage "ours_ranked" (benchmarks/beauty_rerank.py): candidate selection, ranker rows,
-the re-ranked order, and an end-to-end run on the planted folder."""
+"""Two-stage "ours_ranked" (benchmarks/beauty_rerank.py): ranker rows from the candidate
+stage, the re-ranked order, option checks and an end-to-end run on the planted folder (the
+candidate stage itself: tests/trainer/candidates)."""
 import functools
 import json
 import os
@@ -9,105 +10,8 @@ import pytest
 
 from benchmarks import beauty, beauty_rerank, protocol, registry
 from trainer import features as F
-from tests.benchmarks import planted
 from tests.benchmarks.test_beauty import planted_folder  # noqa: F401  (fixture)
-
-
-def test_top_candidates_best_first_ties_by_item_index():
-    scores = np.array([[0.1, 0.9, 0.5, 0.9, 0.2],
-                       [1.0, 1.0, 1.0, 1.0, 1.0]])
-    np.testing.assert_array_equal(beauty_rerank.top_candidates(scores, 3),
-                                  [[1, 3, 2], [0, 1, 2]])
-    with pytest.raises(ValueError, match="top_n"):
-        beauty_rerank.top_candidates(scores, 6)
-
-
-def _fixed_scorer(scores):
-    """A scorer over fixed per-user score rows, keyed by the history's first item."""
-    return lambda histories: np.stack([scores[int(h[0])] for h in histories])
-
-
-def test_union_candidates_appends_the_best_new_items_of_the_second_ranking():
-    top = np.array([[3, 1, 2], [0, 1, 2]])
-    ranking = np.array([[1, 5, 3, 4, 0, 2], [0, 1, 2, 3, 4, 5]])
-    np.testing.assert_array_equal(beauty_rerank.union_candidates(top, ranking, 2),
-                                  [[3, 1, 2, 5, 4], [0, 1, 2, 3, 4]])
-    assert beauty_rerank.union_candidates(top, ranking, 0) is top
-    with pytest.raises(ValueError, match="are needed"):
-        beauty_rerank.union_candidates(top, ranking[:, :4], 2)
-
-
-def _candidates(retrieval, transitions, top_n, extra, brands=None, more=(), **options):
-    brands = np.full(retrieval.shape[1], -1) if brands is None else brands
-    sources = [beauty_rerank.Source("transition_score", _fixed_scorer(transitions), extra,
-                                    beauty_rerank.log_count), *more]
-    return beauty_rerank.Candidates(_fixed_scorer(retrieval), sources, top_n, brands,
-                                    **options)
-
-
-def test_brand_codes_and_affinity():
-    codes = beauty_rerank.brand_codes(["b", "", "a", "b", ""])
-    assert codes[1] == codes[4] == -1 and codes[0] == codes[3] != codes[2] >= 0
-    histories = [np.array([0, 2, 3]), np.array([1]), np.array([], np.int64)]
-    candidates = np.array([[3, 2, 4], [4, 0, 1], [0, 1, 2]])
-    share, last = beauty_rerank.brand_affinity(histories, candidates, codes)
-    np.testing.assert_allclose(share, [[2 / 3, 1 / 3, 0], [0, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(last, [[1, 0, 0], [0, 0, 0], [0, 0, 0]])   # no brand: 0
-
-
-def test_candidates_carry_relative_retrieval_and_log_transition_scores():
-    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2]])
-    transitions = np.array([[0.0, 0.0, 3.0, 0.0, 0.0, 1.0]])
-    brands = np.array([0, 1, 1, -1, 0, 1])
-    scores, top, features = _candidates(retrieval, transitions, 2, 2, brands)(
-        [np.array([0, 4, 2])])
-    np.testing.assert_array_equal(scores, retrieval)
-    np.testing.assert_array_equal(top, [[1, 3, 2, 5]])       # retrieval top 2, then transitions
-    np.testing.assert_allclose(features["retrieval_score"], [[0.0, -0.2, -0.8, -0.7]],
-                               atol=1e-6)                     # gap to retrieval's best
-    np.testing.assert_allclose(features["transition_score"],
-                               [np.log1p([0.0, 0.0, 3.0, 1.0])], atol=1e-6)
-    np.testing.assert_allclose(features["history_brand_share"], [[1 / 3, 0, 1 / 3, 1 / 3]])
-    np.testing.assert_array_equal(features["last_item_same_brand"], [[1, 0, 1, 1]])
-    with pytest.raises(ValueError, match="transition_score: the number of candidates"):
-        _candidates(retrieval, transitions, 2, -1)
-
-
-def test_candidates_can_exclude_the_history_items():
-    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2]])
-    transitions = np.array([[0.0, 0.0, 3.0, 2.0, 0.0, 1.0]])
-    history = [np.array([0, 2])]
-    _, kept, _ = _candidates(retrieval, transitions, 2, 2)(history)
-    np.testing.assert_array_equal(kept, [[1, 3, 2, 5]])      # history item 2 is one
-    scores, top, features = _candidates(retrieval, transitions, 2, 2,
-                                        exclude_history=True)(history)
-    np.testing.assert_array_equal(scores, retrieval)          # the scores stay as they were
-    np.testing.assert_array_equal(top, [[1, 3, 5, 4]])        # retrieval top 2, transitions
-    np.testing.assert_allclose(features["retrieval_score"], [[0.0, -0.2, -0.7, -0.6]],
-                               atol=1e-6)                     # gap to the best candidate
-    masked = beauty_rerank.without_history(retrieval, history)
-    assert np.isneginf(masked[0, [0, 2]]).all() and retrieval[0, 0] == 0.5
-
-
-def test_further_sources_follow_in_turn_and_carry_their_scores():
-    retrieval = np.array([[0.5, 0.9, 0.1, 0.7, 0.3, 0.2, 0.0]])
-    transitions = np.array([[0.0, 0.0, 3.0, 0.0, 0.0, 1.0, 0.0]])
-    text = np.array([[0.9, 0.1, 0.8, 0.2, 0.6, 0.7, 0.0]])
-    counts = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0]])
-    more = [beauty_rerank.Source("text_score", _fixed_scorer(text), 2),
-            beauty_rerank.Source("cooccurrence_score", _fixed_scorer(counts), 1,
-                                 beauty_rerank.log_count)]
-    _, top, features = _candidates(retrieval, transitions, 2, 1, more=more)([np.array([0])])
-    np.testing.assert_array_equal(top, [[1, 3, 2, 0, 5, 6]])  # retrieval, transitions, text,
-    np.testing.assert_allclose(features["text_score"],        # co-occurrence
-                               [[0.1, 0.2, 0.8, 0.9, 0.7, 0.0]], atol=1e-6)
-    np.testing.assert_allclose(features["cooccurrence_score"],
-                               [[0, 0, 0, 0, 0, np.log1p(7.0)]], atol=1e-6)
-    _, _, plain = _candidates(retrieval, transitions, 2, 1)([np.array([0])])
-    assert "text_score" not in plain                          # no such source, no feature
-    _, none, scored = _candidates(retrieval, transitions, 2, 1, more=[
-        beauty_rerank.Source("text_score", _fixed_scorer(text), 0)])([np.array([0])])
-    assert none.shape == (1, 3) and "text_score" in scored    # 0 items: a feature only
+from tests.trainer.candidates.helpers import two_sources
 
 
 def test_training_rows_positive_plus_sampled_candidate_negatives():
@@ -121,14 +25,14 @@ def test_training_rows_positive_plus_sampled_candidate_negatives():
     transitions[3, 8] = 2.0
     histories = [np.array([0]), np.array([1]), np.array([2]), np.array([3])]
     targets = np.array([7, 9, 4, 8])
-    candidates = _candidates(scores, transitions, 10, 2)
+    candidates = two_sources(scores, transitions, 10, 2)
     rows, hits = beauty_rerank.training_rows(histories, targets, candidates, 4,
                                              np.random.default_rng(1), batch_size=2)
     assert hits == 3
     assert {r[0] for r in rows} == {0, 2, 3}                    # no rows for user 1
     for user, target in ((0, 7), (2, 4), (3, 8)):
         mine = [r for r in rows if r[0] == user]
-        _, top, _ = candidates([histories[user]])
+        top = candidates([histories[user]]).items
         assert [r[2] for r in mine] == [1, 0, 0, 0, 0]
         best = scores[user].max()
         assert mine[0][1] == target
@@ -148,7 +52,7 @@ def test_reranked_order_puts_the_ranked_candidates_first():
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
     transitions = np.array([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
     scorer = object.__new__(beauty_rerank.RerankedScorer)
-    scorer.candidates = _candidates(scores, transitions, 3, 1)
+    scorer.candidates = two_sources(scores, transitions, 3, 1)
     scorer.users_per_call = 1
     seen = {}
 

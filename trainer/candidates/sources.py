@@ -1,0 +1,217 @@
+"""Candidate sources: each scores every catalog item for each history, and its best items can
+join a user's candidates (``stage.CandidateStage``); its score of each candidate is a ranking
+feature named after the source.
+
+A source is one class: ``name`` (the feature name, trainer/features.py), ``reason`` (a
+template for the API's explanation; ``{item}`` is the history item that explains the
+candidate, found by ``because``), ``scores(histories) -> float [users, n_items]`` (higher is
+better) and ``feature(picked)`` (the ranking feature from its scores of the candidates
+[users, candidates]; identity by default). Histories are arrays of catalog row indices, oldest
+first.
+
+The item-to-item sources are fitted on the shop's train sequences (``fit``) and saved /
+loaded as one .npz (``save`` / ``load``), like a model's artifact.
+"""
+import json
+
+import numpy as np
+import scipy.sparse as sp
+
+from trainer import features as F
+from trainer.candidates import context_features, item_to_item
+
+
+class CandidateSource:
+    """The interface (see the module docstring)."""
+
+    name = ""
+    reason = ""
+
+    def scores(self, histories):
+        """Scores of every item for each history: float [len(histories), n_items]."""
+        raise NotImplementedError
+
+    def __call__(self, histories):
+        return self.scores(histories)
+
+    def feature(self, picked):
+        """The ranking feature from this source's scores of the candidates [U, C]."""
+        return picked
+
+    def because(self, history, items):
+        """For each of ``items``, the history item that most explains its score (the
+        ``{item}`` of ``reason``), or -1: int64 [len(items)]."""
+        del history
+        return np.full(len(items), -1, np.int64)
+
+
+def _recent(history, window):
+    """The last ``window`` items of a history, most recent first."""
+    return np.asarray(history[-window:])[::-1]
+
+
+def _check_window(name, window, decay=1.0):
+    if window < 1 or not 0 < decay <= 1:
+        raise ValueError(f"{name}: window must be >= 1 and decay in (0, 1], got {window}, "
+                         f"{decay}")
+
+
+class RetrievalSource(CandidateSource):
+    """An earlier stage's scores (e.g. the two-tower retrieval model), from any callable
+    ``scores(histories)``. Its feature is the gap to the user's first candidate
+    (``context_features.relative_to_first``), so it belongs first in the stage."""
+
+    name = F.RETRIEVAL_SCORE
+    reason = "Picked for you from your recent activity"
+
+    def __init__(self, scores, name=F.RETRIEVAL_SCORE):
+        self._scores, self.name = scores, name
+
+    def scores(self, histories):
+        return self._scores(histories)
+
+    def feature(self, picked):
+        return context_features.relative_to_first(picked)
+
+
+class _TableSource(CandidateSource):
+    """An item-to-item table [n_items, n_items] plus the popularity tie-break [n_items] (None:
+    none), saved and loaded with the scoring parameters ``_params``."""
+
+    _params = ()
+
+    def __init__(self, table, tie_break=None):
+        self.table = table.tocsr()
+        self.tie_break = tie_break
+        self.n_items = table.shape[0]
+
+    def _add_tie_break(self, scores):
+        return scores if self.tie_break is None else scores + self.tie_break
+
+    def feature(self, picked):
+        return context_features.log_count(picked)
+
+    def save(self, path):
+        """The table, tie-break and parameters as one .npz at ``path``."""
+        t = self.table
+        extra = {} if self.tie_break is None else {"tie_break": self.tie_break}
+        np.savez(path, data=t.data, indices=t.indices, indptr=t.indptr,
+                 shape=np.asarray(t.shape), **extra,
+                 params=json.dumps({k: getattr(self, k) for k in self._params}))
+
+    @classmethod
+    def load(cls, path):
+        """The source ``save`` wrote to ``path``."""
+        with np.load(path) as f:
+            table = sp.csr_matrix((f["data"], f["indices"], f["indptr"]),
+                                  shape=tuple(f["shape"]))
+            tie = f["tie_break"] if "tie_break" in f else None
+            params = json.loads(str(f["params"]))
+        return cls(table, tie, **params)
+
+
+class TransitionSource(_TableSource):
+    """Items that followed the user's most recent items in the train sequences: the sum over
+    the last ``window`` history items of ``decay ** age`` (last item: age 0) times the
+    transition table's weight item -> candidate (``item_to_item.transition_matrix``), plus
+    the popularity tie-break. Its feature is the log count (``log_count``)."""
+
+    name = F.TRANSITION_SCORE
+    reason = "Often bought after {item}"
+    _params = ("window", "decay")
+
+    def __init__(self, table, tie_break=None, window=3, decay=0.1):
+        _check_window(self.name, window, decay)
+        super().__init__(table, tie_break)
+        self.window, self.decay = int(window), float(decay)
+
+    @classmethod
+    def fit(cls, sequences, n_items, window=3, decay=0.1, normalize=False, tie_break=True):
+        """Counts (rows normalised to 1 with ``normalize``) from the train ``sequences``."""
+        return cls(item_to_item.transition_matrix(sequences, n_items, normalize),
+                   item_to_item.popularity_tie_break(sequences, n_items) if tie_break else None,
+                   window, decay)
+
+    def scores(self, histories):
+        # Weighted one-hot of the last `window` items (most recent weight 1), times T.
+        rows, cols, vals = [], [], []
+        for u, hist in enumerate(histories):
+            recent = _recent(hist, self.window)
+            rows.extend([u] * len(recent))
+            cols.extend(recent.tolist())
+            vals.extend((self.decay ** np.arange(len(recent))).tolist())
+        w = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
+                          shape=(len(histories), self.n_items))
+        return self._add_tie_break(np.asarray((w @ self.table).todense(), dtype=np.float32))
+
+    def because(self, history, items):
+        recent = _recent(history, self.window)
+        parts = (self.decay ** np.arange(len(recent)))[:, None] * (
+            self.table[recent][:, np.asarray(items)].toarray())
+        return _best_contributor(recent, parts)
+
+
+class CooccurrenceSource(_TableSource):
+    """Items that occurred near the user's history items in the train sequences, in either
+    order: the sum over the history items of the co-occurrence counts
+    (``item_to_item.cooccurrence_matrix``), plus the popularity tie-break. Its feature is the
+    log count (``log_count``)."""
+
+    name = F.COOCCURRENCE_SCORE
+    reason = "Bought together with {item}"
+
+    @classmethod
+    def fit(cls, sequences, n_items, window=3, tie_break=True):
+        """Counts within ``window`` positions in the train ``sequences``."""
+        _check_window(cls.name, window)
+        return cls(item_to_item.cooccurrence_matrix(sequences, n_items, window),
+                   item_to_item.popularity_tie_break(sequences, n_items) if tie_break else None)
+
+    def scores(self, histories):
+        return self._add_tie_break(np.asarray(
+            (item_to_item.history_matrix(histories, self.n_items) @ self.table).todense(),
+            dtype=np.float32))
+
+    def because(self, history, items):
+        recent = np.asarray(history)[::-1]
+        return _best_contributor(recent, self.table[recent][:, np.asarray(items)].toarray())
+
+
+class TextSimilaritySource(CandidateSource):
+    """Items whose text is like the user's recent items': cosine(sum_k ``decay ** k`` *
+    emb[history[-1-k]] over the last ``window`` history items, emb[item]). ``embeddings``:
+    L2-normalised item text embeddings [n_items, H] (e.g. the frozen MiniLM of the titles).
+    An empty history scores 0 everywhere. Its feature is the cosine itself."""
+
+    name = F.TEXT_SCORE
+    reason = "Similar to {item}"
+
+    def __init__(self, embeddings, window=10, decay=0.5):
+        _check_window(self.name, window, decay)
+        self.embeddings, self.window, self.decay = embeddings, window, decay
+
+    def scores(self, histories):
+        emb = self.embeddings
+        q = np.zeros((len(histories), emb.shape[1]), np.float32)
+        for u, hist in enumerate(histories):
+            recent = _recent(hist, self.window)
+            q[u] = (self.decay ** np.arange(len(recent)))[:, None].T @ emb[recent]
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        return q @ emb.T
+
+    def because(self, history, items):
+        recent = _recent(history, self.window)
+        parts = (self.decay ** np.arange(len(recent)))[:, None] * (
+            self.embeddings[recent] @ self.embeddings[np.asarray(items)].T)
+        return _best_contributor(recent, parts, positive=False)
+
+
+def _best_contributor(recent, parts, positive=True):
+    """Per column of ``parts`` [len(recent), n]: the ``recent`` item with the largest part
+    (ties: the earlier row, i.e. the more recent item), -1 when there is none or (with
+    ``positive``) its part is not > 0."""
+    if not len(recent):
+        return np.full(parts.shape[1], -1, np.int64)
+    best = parts.argmax(axis=0)
+    found = parts.max(axis=0) > 0 if positive else np.ones(parts.shape[1], bool)
+    return np.where(found, np.asarray(recent, np.int64)[best], -1)
