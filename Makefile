@@ -41,13 +41,31 @@ clean:
 
 SAMPLE_SHOP ?= sample_shop
 SAMPLE_SEED ?= 7
+# Everything the demo's steps log (TFX, Beam, TensorFlow, child processes) goes here; the
+# terminal shows progress and results. `make demo DEMO_VERBOSE=1` shows the pipeline's logs.
+DEMO_LOG ?= runs/demo.log
+DEMO_VERBOSE ?=
+PIPELINE_LOG_ARGS = $(if $(DEMO_VERBOSE),--verbose,--log-file $(DEMO_LOG))
+
+# Runs a demo step: its output on the terminal, its stderr (warnings, logs) appended to
+# $(DEMO_LOG); when it fails: the end of the log, the log's path, and make stops.
+demo_step = $(1) 2>>$(DEMO_LOG) || { status=$$?; echo "----- last 40 lines of $(DEMO_LOG) -----"; \
+	tail -n 40 $(DEMO_LOG); echo "error: the step above failed (exit $$status); full log: $(DEMO_LOG)"; \
+	exit $$status; } >&2
 
 # The main job on the bundled (generated) sample shop: data -> TFX pipeline -> recommendations.
 demo: env
-	$(PY) -m pipeline.sample_shop --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)
-	$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json
-	$(PY) -m serving.demo.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3
-	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+	@mkdir -p runs $(dir $(DEMO_LOG)) && : > $(DEMO_LOG)
+	@echo "shoprec demo: sample shop -> TFX pipeline -> serving -> recommendations (full log: $(DEMO_LOG))"
+	@echo "== 1/4 sample shop: $(SAMPLE_SHOP)/ (seed $(SAMPLE_SEED))"
+	@$(call demo_step,$(PY) -m pipeline.sample_shop --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)) \
+	  && { grep -a '^wrote ' $(DEMO_LOG) | tail -n 1; }
+	@echo "== 2/4 TFX pipeline"
+	@$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json $(PIPELINE_LOG_ARGS)
+	@echo "== 3/4 TF Serving stand-in + recommendation API: example requests"
+	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --log-dir runs/demo_stack)
+	@echo "== 4/4 recommendations from the pushed retrieval model (TensorFlow only)"
+	@$(call demo_step,$(PY) -m serving.demo.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3 -k 5)
 
 # TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models.
 serve: env

@@ -5,6 +5,11 @@
       --pipeline-root gs://bucket/root --serving-dir gs://bucket/serving_models
 
 All settings live in pipeline/configs.py; flags and `--config FILE.json` override them.
+
+The terminal shows one line per component and the results; the full TFX/Beam/TensorFlow
+logs (child processes included) are appended to --log-file (default: pipeline.log next to
+the metadata DB, e.g. runs/pipeline.log). On an error the traceback, the end of the log and
+its path are shown. --verbose prints every log line on the terminal instead.
 """
 import os
 
@@ -18,6 +23,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 from pipeline import configs  # noqa: E402
+from pipeline import progress  # noqa: E402  (imports no TensorFlow)
 
 
 def _parse_args(argv):
@@ -38,7 +44,13 @@ def _parse_args(argv):
     p.add_argument("--output", help="kubeflow_v2: where to write the pipeline spec JSON")
     p.add_argument("--image", default=configs.TFX_IMAGE,
                    help="kubeflow_v2: container image holding shoprec (see Dockerfile)")
-    p.add_argument("--report", help="local: write per-component wall times as JSON here")
+    p.add_argument("--report", help="local: write per-component wall times and model "
+                                    "results as JSON here")
+    p.add_argument("--log-file", dest="log_file",
+                   help="append the full logs here (default: pipeline.log next to the "
+                        "metadata DB, e.g. runs/pipeline.log)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every TFX/Beam/TensorFlow log line on the terminal (no log file)")
     return p.parse_args(argv)
 
 
@@ -56,24 +68,55 @@ def _overrides(args) -> dict:
     return values
 
 
-def run_local(cfg: configs.PipelineConfig, report_path=None) -> dict:
-    """Runs the pipeline with LocalDagRunner; returns per-component wall times (seconds)."""
+def default_log_file(cfg: configs.PipelineConfig) -> str:
+    """pipeline.log next to the (local) metadata DB; runs/pipeline.log otherwise."""
+    folder = os.path.dirname(cfg.metadata_path) if "://" not in cfg.metadata_path else "runs"
+    return os.path.join(folder or ".", "pipeline.log")
+
+
+def run_local(cfg: configs.PipelineConfig, report_path=None,
+              quiet: "progress.QuietRun | None" = None) -> dict:
+    """Runs the pipeline with LocalDagRunner; returns per-component wall times (seconds) and
+    per model the overall eval metrics, blessing and push. `quiet`: a QuietRun whose
+    terminal gets one line per component and the results (the wall-time table goes to the
+    log); None = print everything to stdout."""
     from absl import logging
     from tfx import v1 as tfx
     from pipeline.pipeline import create_pipeline
-    from pipeline.run_report import component_wall_times, print_wall_times
+    from pipeline.run_report import (component_wall_times, model_results,
+                                     print_model_results, print_wall_times)
 
     logging.set_verbosity(logging.INFO)  # TFX/Beam progress: "Component X is running." ...
 
     os.makedirs(os.path.dirname(os.path.abspath(cfg.metadata_path)), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path)
+    pipeline = create_pipeline(cfg, metadata)
+    out = quiet.out if quiet else sys.stdout
+    if quiet:
+        ids = [component.id for component in pipeline.components]
+        print(f"running {len(ids)} components with LocalDagRunner; full log: {quiet.shown_path}",
+              file=out)
+        quiet.watch_components(total=len(ids), width=max(map(len, ids)))
     started = time.time()
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(cfg, metadata))
+    tfx.orchestration.LocalDagRunner().run(pipeline)
     total = time.time() - started
     times = component_wall_times(cfg.metadata_path, cfg.pipeline_name, since=started)
-    print_wall_times(times, total)
+    print_wall_times(times, total)      # in quiet mode: to the log (stdout is the log)
+    try:
+        models = model_results(cfg.metadata_path, cfg.pipeline_name, since=started,
+                               top_k=cfg.retrieval_top_k)
+    except Exception as e:  # pylint: disable=broad-except  (the run itself succeeded)
+        logging.exception("reading the evaluators' and pushers' results failed")
+        print(f"warning: could not read the models' results ({e!r}); see the log", file=out)
+        models = {}
+    if quiet:
+        slowest = ", ".join(f"{k} {v:.0f} s" for k, v in list(times.items())[:3])
+        print(f"pipeline done in {total:.0f} s (slowest: {slowest})", file=out)
+    print("models (eval split; blessing = TFMA thresholds, baseline = latest blessed):",
+          file=out)
+    print_model_results(models, file=out)
     report = {"config": json.loads(cfg.to_json()), "total_seconds": round(total, 1),
-              "component_seconds": times}
+              "component_seconds": times, "models": models}
     if report_path:
         with open(report_path, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
@@ -94,25 +137,47 @@ def compile_kubeflow_v2(cfg: configs.PipelineConfig, output: str, image: str) ->
     return output
 
 
+def _run(args, cfg: configs.PipelineConfig, quiet=None) -> int:
+    if args.runner == "local":
+        run_local(cfg, args.report, quiet)
+        if args.report:
+            print(f"report: {args.report}", file=quiet.out if quiet else sys.stdout)
+    else:
+        path = compile_kubeflow_v2(cfg, args.output, args.image)
+        print("wrote", path, file=quiet.out if quiet else sys.stdout)
+    return 0
+
+
 def main(argv=None) -> int:
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse_args(argv)
     try:
         cfg = configs.load_config(args.config, **_overrides(args))
     except (ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.runner == "local":
-        if not os.path.isdir(cfg.data_dir):
-            print(f"error: --data {cfg.data_dir!r} is not a folder; create a sample shop with "
-                  "`python -m pipeline.sample_shop --out sample_shop`", file=sys.stderr)
-            return 2
-        run_local(cfg, args.report)
-    else:
-        if not args.output:
-            print("error: --runner kubeflow_v2 needs --output FILE.json", file=sys.stderr)
-            return 2
-        print("wrote", compile_kubeflow_v2(cfg, args.output, args.image))
-    return 0
+    if args.runner == "local" and not os.path.isdir(cfg.data_dir):
+        print(f"error: --data {cfg.data_dir!r} is not a folder; create a sample shop with "
+              "`python -m pipeline.sample_shop --out sample_shop`", file=sys.stderr)
+        return 2
+    if args.runner != "local" and not args.output:
+        print("error: --runner kubeflow_v2 needs --output FILE.json", file=sys.stderr)
+        return 2
+    if args.verbose:
+        return _run(args, cfg)
+    log_file = args.log_file or default_log_file(cfg)
+    with progress.QuietRun(log_file, title=f"tfx_pipeline.py {' '.join(argv)}",
+                           announce=False) as quiet:
+        try:
+            return _run(args, cfg, quiet)
+        except KeyboardInterrupt:
+            if quiet.progress:
+                quiet.progress.fail()
+            print(f"interrupted; full log: {quiet.shown_path}", file=quiet.err)
+            return 130
+        except Exception:  # pylint: disable=broad-except  (shown in full, exit status 1)
+            quiet.report_failure()
+            return 1
 
 
 if __name__ == "__main__":

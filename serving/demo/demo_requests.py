@@ -12,10 +12,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 import httpx
 
 from pipeline.contract.load import DataContractError, load_shop
+from pipeline.contract.spec import top_category
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.demo.local_stack import LocalStack, StackError
 
@@ -28,7 +30,7 @@ def pick_examples(shop_dir: str) -> dict:
     engaged = events[events["event_type"].isin(sorted(ENGAGEMENT_EVENTS))]
     user = engaged["user_id"].value_counts().sort_index(kind="stable").idxmax()
     mine = engaged[engaged["user_id"] == user]["item_id"]
-    top = items["categories"].str.split(" > ").str[0]
+    top = items["categories"].map(top_category)
     seen = set(top[items["item_id"].isin(mine)])
     other = items[~top.isin(seen) & items["in_stock"]]
     other = other[top[other.index] == top[other.index].iloc[0]] if len(other) else other
@@ -56,7 +58,8 @@ def show(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
 
 
 def run(stack: LocalStack, examples: dict, k: int) -> None:
-    print("services:", *(f"  {name:15} {url}" for name, url in stack.urls.items()), sep="\n")
+    print(f"up: API {stack.api_url} (docs /docs, metrics /metrics), TF Serving stand-in gRPC "
+          f"{stack.host}:{stack.grpc_port}, REST {stack.host}:{stack.rest_port}")
     with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
         show(client, "GET", "/healthz")
         show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
@@ -69,12 +72,29 @@ def run(stack: LocalStack, examples: dict, k: int) -> None:
         show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
         show(client, "POST", "/v1/events", json={"user_id": examples["user"],
                                                  "event_type": "clik", "item_id": "?"})
-        metrics = client.get("/metrics").text.splitlines()
-        print("\nGET /metrics (excerpt)")
-        for line in metrics:
-            if line.startswith(("shoprec_api_model_version", "shoprec_api_stage_duration_"
-                                "seconds_sum", "shoprec_api_request_duration_seconds_count")):
-                print("  " + line)
+        show_metrics(client.get("/metrics").text)
+
+
+def show_metrics(text: str) -> None:
+    """A compact excerpt of the API's Prometheus metrics: requests by status, model versions,
+    seconds spent per recommendation stage."""
+    requests, versions, stages = {}, [], []
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        labels = dict(part.split("=", 1) for part in
+                      name[name.find("{") + 1:name.rfind("}")].split(",") if "=" in part)
+        labels = {key: label.strip('"') for key, label in labels.items()}
+        if name.startswith("shoprec_api_request_duration_seconds_count"):
+            status = labels.get("status", "?")
+            requests[status] = requests.get(status, 0) + int(float(value))
+        elif name.startswith("shoprec_api_model_version"):
+            versions.append(f"{labels.get('model', '?')} v{float(value):.0f}")
+        elif name.startswith("shoprec_api_stage_duration_seconds_sum"):
+            stages.append(f"{labels.get('stage', '?')} {float(value):.3f}")
+    print("\nGET /metrics (excerpt)")
+    print("  requests by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(requests.items())))
+    print("  models: " + ", ".join(versions))
+    print("  seconds per stage: " + ", ".join(stages))
 
 
 def main(argv=None) -> int:
@@ -85,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--shop", default="sample_shop", help="the shop the models were trained on")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
+    p.add_argument("--log-dir", help="where the model server and the API write their logs "
+                                     "(default: a new temporary folder)")
     args = p.parse_args(argv)
     if not 1 <= args.k <= 50:
         p.error("-k must be between 1 and 50")
@@ -96,8 +118,10 @@ def main(argv=None) -> int:
     except (DataContractError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stack = LocalStack(args.serving_dir, args.shop, startup_timeout_s=args.startup_timeout_s)
-    print(f"starting the model server and the API (logs in {stack.log_dir}) ...", flush=True)
+    events = tempfile.TemporaryDirectory(prefix="shoprec-demo-events-")  # fresh every run
+    stack = LocalStack(args.serving_dir, args.shop, startup_timeout_s=args.startup_timeout_s,
+                       log_dir=args.log_dir, event_store=f"sqlite:///{events.name}/events.sqlite3")
+    print(f"starting the model server and the API (logs in {stack.log_dir}/) ...", flush=True)
     try:
         stack.start()
     except StackError as e:
@@ -107,6 +131,7 @@ def main(argv=None) -> int:
         run(stack, examples, args.k)
     finally:
         codes = stack.stop()
+        events.cleanup()
         print(f"\nstopped: {', '.join(f'{n} exit {c}' for n, c in codes.items())}")
     return 0 if all(c == 0 for c in codes.values()) else 1
 

@@ -152,22 +152,26 @@ def main(argv=None) -> int:
     p.add_argument("--rest-port", type=int, default=8501)
     p.add_argument("--api-port", type=int, default=8000)
     p.add_argument("--event-store", help="default: sqlite:///var/shoprec/events.sqlite3")
+    p.add_argument("--log-dir", help="write the services' logs (TensorFlow, access logs) to "
+                                     "DIR/model_server.log and DIR/api.log instead of the "
+                                     "terminal")
     args = p.parse_args(argv)
     for folder in (args.serving_dir, args.shop):
         if not os.path.isdir(folder):
             p.error(f"{folder!r} is not a folder (run `make demo` first)")
     stack = LocalStack(args.serving_dir, args.shop, args.grpc_port, args.rest_port,
-                       args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3")
+                       args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3",
+                       log_dir=args.log_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stack.start(foreground_logs=True)
+        stack.start(foreground_logs=not args.log_dir)
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print("serving (Ctrl-C stops both):", *(f"  {k:15} {v}" for k, v in stack.urls.items()),
-          sep="\n", flush=True)
+          *([f"  {'logs':15} {stack.log_dir}/"] if args.log_dir else []), sep="\n", flush=True)
     while not stop.wait(1.0):
         if any(proc.poll() is not None for proc in stack.processes.values()):
             print("error: a service exited; stopping", file=sys.stderr)

@@ -87,9 +87,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for user_id, recs in zip(users, results):
-        print(f"\nuser {user_id} — recently engaged with:")
-        for item_id in histories[user_id][:3]:
-            print(f"    · {titles.get(item_id, item_id)}")
+        recent = " · ".join(titles.get(item_id, item_id) for item_id in histories[user_id][:3])
+        header = f"user {user_id}, recently engaged with: {recent or '(nothing)'}"
+        print("\n" + (header if len(header) <= 110 else header[:109] + "…"))
         print(f"  top-{args.k} recommendations:")
         for rank, (item_id, score) in enumerate(recs, 1):
             print(f"  {rank:2d}. {titles.get(item_id, '?'):<70.70} ({item_id}, {score:.3f})")
