@@ -39,8 +39,9 @@ class PipelineConfig:
     eval_fraction: float = 0.1           # last 10 % of time is the eval split
     session_gap_minutes: int = 30
 
-    # Beam: DirectRunner in_memory is ~3x faster than multi_processing on 2 cores for small
-    # data (DESIGN §5). For Flink/Dataflow pass `extra_beam_args` (e.g. --runner=DataflowRunner).
+    # Beam: DirectRunner in_memory is faster than multi_processing on 2 cores for small data
+    # (docs/DESIGN.md, "Pipeline"). For Flink/Dataflow pass `extra_beam_args` (e.g.
+    # --runner=DataflowRunner).
     beam_mode: str = "in_memory"
     beam_workers: int = 0                # 0 = one per core (multi_processing only)
     extra_beam_args: tuple[str, ...] = ()
@@ -114,7 +115,7 @@ class PipelineConfig:
         return {"seed": self.seed, **self.ranking_config}
 
     def kubeflow_name(self) -> str:
-        """KFP v2 pipeline names must match [a-z0-9][a-z0-9-]* (DESIGN §5)."""
+        """KFP v2 pipeline names must match [a-z0-9][a-z0-9-]* (docs/DESIGN.md, "Pipeline")."""
         name = re.sub(r"[^a-z0-9-]+", "-", self.pipeline_name.lower()).strip("-")
         return name or PIPELINE_NAME
 

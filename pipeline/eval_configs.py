@@ -78,7 +78,7 @@ def _banded(class_name: str, lower: float, upper: float) -> tfma.MetricConfig:
 
 def _options():
     # Without this TFMA also runs the Keras compiled metrics by calling the model on raw
-    # features, which fails (DESIGN §5).
+    # features, which fails (docs/DESIGN.md, "Pipeline").
     return tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
 
 

