@@ -115,7 +115,7 @@ class Recommender:
         allowed = self._allowed(ctx.purchased)
         result = Recommendations([], "popular", history=ctx.history, query=ctx.query)
         if ctx.known or ctx.query:
-            rows, scores = self._retrieve(user_id, ctx, allowed, result)
+            rows, scores = self._retrieve(user_id, ctx.history, ctx.query, allowed, result)
             if len(rows):
                 result.strategy = "personalized" if ctx.known else "search"
                 rows, scores = self._rank(user_id, ctx.history, ctx.query, rows, scores,
@@ -130,10 +130,12 @@ class Recommender:
         self._fill_popular(result, allowed, k)
         return result
 
-    def _retrieve(self, user_id, ctx: UserContext, allowed, result):
+    def _retrieve(self, user_id: str, history: list[str], query: str, allowed, result):
+        """Retrieval top-K rows and scores, only allowed catalog items; empty (and the
+        answer marked degraded) if the call fails."""
         try:
             with self._stage("retrieval"):
-                ids, scores = self.models.top_k(user_id, ctx.history, ctx.query)
+                ids, scores = self.models.top_k(user_id, history, query)
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
@@ -208,18 +210,10 @@ class Recommender:
         allowed = self._allowed()
         result = Recommendations([], "search", history=ctx.history, query=query)
         query_words = set(words(query))
-        try:
-            with self._stage("retrieval"):
-                ids, scores = self.models.top_k(user_id or "", ctx.history, query)
-        except ServingError as e:
-            self._degrade(result, "retrieval", e)
+        rows, scores = self._retrieve(user_id or "", ctx.history, query, allowed, result)
+        if "retrieval" in result.degraded:
             found = self.text_index.search(query_words, allowed, k)
         else:
-            with self._stage("filter"):
-                kept = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
-                        if r is not None and allowed[r]]
-            rows = np.array([r for r, _ in kept], dtype=np.int64)
-            scores = np.array([s for _, s in kept], dtype=np.float64)
             if len(rows):
                 rows, scores = self._rank(user_id or "", ctx.history, query, rows, scores,
                                           result)
