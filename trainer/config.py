@@ -113,6 +113,11 @@ class RetrievalConfig(_Config):
     text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)
     text_encoder_cache_dir: str = ""  # local dir of exported encoders; "" = default_cache_dir()
     text_backbone: str = ""          # keras-hub preset dir of adapted weights; "" = pretrained
+    # The candidate stage's item-to-item tables (trainer/related_items.py), fitted on the
+    # train split and exported in the `related_items` signature: partners kept per item
+    # (0 = no tables) and the co-occurrence window (items engaged before, per unit).
+    related_items: int = 50
+    cooccurrence_window: int = 3
 
     def validate(self) -> None:
         super().validate()
@@ -148,6 +153,10 @@ class RetrievalConfig(_Config):
         if self.text_learning_rate < 0:
             raise ValueError("RetrievalConfig.text_learning_rate must be >= 0, got "
                              f"{self.text_learning_rate}")
+        if self.related_items < 0 or self.cooccurrence_window < 1:
+            raise ValueError("RetrievalConfig.related_items must be >= 0 and "
+                             "cooccurrence_window >= 1, got "
+                             f"{self.related_items}, {self.cooccurrence_window}")
         if "://" in self.text_encoder_cache_dir:
             raise ValueError("RetrievalConfig.text_encoder_cache_dir must be a local directory "
                              "(exports are renamed into place under a file lock), got "

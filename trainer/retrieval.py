@@ -24,6 +24,7 @@ import tensorflow_transform as tft
 from trainer import catalog_softmax
 from trainer import data
 from trainer import features as F
+from trainer import related_items
 from trainer import retrieval_eval
 from trainer import signatures
 from trainer.text import tower as text_tower
@@ -384,10 +385,22 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         if match is not None:
             metrics["text"]["match_weight_search"] = round(float(match.search_weight), 4)
             metrics["text"]["match_weight_history"] = round(float(match.history_weight), 4)
+
+    related = None
+    if config.related_items:
+        started = time.time()
+        tables = related_items.fit(fn_args.train_files, spec, catalog_ids,
+                                   config.cooccurrence_window)
+        metrics["related_items"] = dict(tables.report, neighbours=config.related_items,
+                                        cooccurrence_window=config.cooccurrence_window,
+                                        fit_seconds=round(time.time() - started, 1))
+        logging.info("retrieval: item-to-item tables %s", metrics["related_items"])
+        related = related_items.RelatedItems(tables, config.related_items)
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")
 
     started = time.time()
     signatures.export_retrieval(fn_args.serving_model_dir, model, tft_output, catalog_ids,
-                                catalog_embeddings, config.top_k, text=embedder)
+                                catalog_embeddings, config.top_k, text=embedder,
+                                related=related)
     signatures.write_warmup(fn_args, tft_output, "retrieval")
     logging.info("retrieval: exported in %.1f s", time.time() - started)

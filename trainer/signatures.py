@@ -108,10 +108,14 @@ def _transformer(tft_layer, raw_spec):
 
 
 def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray,
-                     catalog_embeddings: np.ndarray, k: int, text=None) -> None:
+                     catalog_embeddings: np.ndarray, k: int, text=None, related=None) -> None:
     """Saves the retrieval SavedModel with signatures `query_embedding`,
     `candidate_embedding`, `top_k` (= `serving_default`) and `eval_hit_at_k`; the top-K
     index holds the whole catalog (ids [N] bytes, embeddings [N, D]).
+
+    `related`: a trainer.related_items.RelatedItems (the candidate stage's item-to-item
+    tables fitted with this model) adds the `related_items` signature: item ids [N] -> each
+    item's transition / co-occurrence partners and engagement count.
 
     `text`: the model's trainer.text.tower.TextEmbedder (BERT text modes), which turns the
     raw strings into text embeddings in-graph. Such exports use tensorflow_text ops: load
@@ -176,13 +180,23 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     module.candidate_embedding = candidate_embedding
     module.top_k = top_k
     module.eval_hit_at_k = eval_hit_at_k
-    tf.saved_model.save(module, export_dir, signatures={
+    signatures = {
         "serving_default": top_k.get_concrete_function(),
         "top_k": top_k.get_concrete_function(),
         "query_embedding": query_embedding.get_concrete_function(),
         "candidate_embedding": candidate_embedding.get_concrete_function(),
         "eval_hit_at_k": eval_hit_at_k.get_concrete_function(),
-    })
+    }
+    if related is not None:
+        module.related = related
+
+        @tf.function(autograph=False, input_signature=[_spec(F.ITEM_ID)])
+        def related_items(item_id):
+            return module.related(item_id)
+
+        module.related_items = related_items
+        signatures["related_items"] = related_items.get_concrete_function()
+    tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
 def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float],

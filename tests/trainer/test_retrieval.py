@@ -12,7 +12,7 @@ from trainer import features as F
 pytestmark = pytest.mark.slow
 
 SIGNATURES = {"serving_default", "top_k", "query_embedding", "candidate_embedding",
-              "eval_hit_at_k"}
+              "eval_hit_at_k", "related_items"}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,37 @@ def test_eval_hit_at_k_on_raw_examples_equals_offline_recall(loaded, retrieval_r
     clicked = np.array([row[F.CLICKED] for row in transformed_shop.rows[F.EVAL_SPLIT]])
     recall = float((hits.numpy() * clicked).sum() / clicked.sum())  # TFMA: weighted by clicked
     assert recall == pytest.approx(retrieval_run.metrics["model"]["recall@20"], abs=0.01)
+
+
+def test_related_items_serve_the_counts_of_the_clicked_train_units(loaded, retrieval_run,
+                                                                  transformed_shop):
+    # Counted here from the generated rows: (last item before, clicked item) and, window 3,
+    # (each of the last three items before, clicked item) in both orders.
+    transitions, cooccurrences, engaged = {}, {}, {}
+    for row in transformed_shop.rows[F.TRAIN_SPLIT]:
+        if not row[F.CLICKED]:
+            continue
+        item, before = row[F.ITEM_ID], [h for h in row[F.HISTORY_ITEM_IDS] if h]
+        engaged[item] = engaged.get(item, 0) + 1
+        if before:
+            transitions[(before[0], item)] = transitions.get((before[0], item), 0) + 1
+        for h in before[:3]:
+            for pair in ((h, item), (item, h)):
+                cooccurrences[pair] = cooccurrences.get(pair, 0) + 1
+    item = max(engaged, key=lambda i: (sum(v for (a, _), v in transitions.items() if a == i), i))
+    out = loaded.signatures["related_items"](item_id=tf.constant([item, "not_an_item"]))
+    assert out["engagements"].numpy().tolist() == [engaged[item], 0]
+    for key, counts in (("transition", transitions), ("cooccurrence", cooccurrences)):
+        ids = [i.decode() for i in out[f"{key}_ids"].numpy()[0]]
+        weights = out[f"{key}_weights"].numpy()[0]
+        assert len(ids) == 50 and not any(out[f"{key}_ids"].numpy()[1])
+        expected = sorted((v, b) for (a, b), v in counts.items() if a == item)
+        assert len(expected) < 50                     # nothing truncated: ties are exact
+        assert sorted((w, i) for w, i in zip(weights, ids) if i) == expected
+        assert np.all(np.diff(weights) <= 0)          # best first, 0-padded
+    report = retrieval_run.metrics["related_items"]
+    assert report["engaged_units"] == sum(engaged.values())
+    assert report["neighbours"] == 50 and report["transition_pairs"] == len(transitions)
 
 
 def test_history_steers_an_unknown_user(loaded):

@@ -9,8 +9,10 @@ better) and ``feature(picked)`` (the ranking feature from its scores of the cand
 [users, candidates]; identity by default). Histories are arrays of catalog row indices, oldest
 first.
 
-The item-to-item sources are fitted on the shop's train sequences (``fit``) and saved /
-loaded as one .npz (``save`` / ``load``), like a model's artifact.
+The item-to-item sources are fitted on the shop's train sequences (``fit``) or engagement
+units (``fit_units``: each engaged item with the distinct items engaged before it, as the
+pipeline's examples hold them) and saved / loaded as one .npz (``save`` / ``load``), like a
+model's artifact.
 """
 import json
 
@@ -132,6 +134,15 @@ class TransitionSource(_TableSource):
                    item_to_item.popularity_tie_break(sequences, n_items) if tie_break else None,
                    window, decay)
 
+    @classmethod
+    def fit_units(cls, histories, items, n_items, window=3, decay=0.1, tie_break=True):
+        """Counts of (last item before, engaged item) over engagement units: ``histories[u]``
+        the distinct items engaged before ``items[u]``, oldest first."""
+        pairs = item_to_item.unit_pairs(histories, items, 1)
+        return cls(item_to_item.transition_matrix((), n_items, False, pairs),
+                   item_to_item.popularity_tie_break([np.asarray(items, np.int64)], n_items)
+                   if tie_break else None, window, decay)
+
     def scores(self, histories):
         # Weighted one-hot of the last `window` items (most recent weight 1), times T.
         rows, cols, vals = [], [], []
@@ -166,6 +177,16 @@ class CooccurrenceSource(_TableSource):
         _check_window(cls.name, window)
         return cls(item_to_item.cooccurrence_matrix(sequences, n_items, window),
                    item_to_item.popularity_tie_break(sequences, n_items) if tie_break else None)
+
+    @classmethod
+    def fit_units(cls, histories, items, n_items, window=3, tie_break=True):
+        """Counts of the engaged item with each of the last ``window`` items engaged before
+        it, both orders, over engagement units (``TransitionSource.fit_units``)."""
+        _check_window(cls.name, window)
+        pairs = item_to_item.unit_pairs(histories, items, window)
+        return cls(item_to_item.cooccurrence_matrix((), n_items, window, pairs),
+                   item_to_item.popularity_tie_break([np.asarray(items, np.int64)], n_items)
+                   if tie_break else None)
 
     def scores(self, histories):
         return self._add_tie_break(np.asarray(

@@ -94,6 +94,23 @@ def test_fitted_tables_save_and_load(tmp_path):
             assert loaded.tie_break is None
 
 
+def test_sources_fitted_on_units_score_like_those_fitted_on_their_sequences():
+    # Units of the distinct engagements (histories oldest first, the engaged item).
+    histories, items = [], []
+    for seq in SEQUENCES:
+        for i, item in enumerate(seq):
+            histories.append(np.asarray(seq[:i]))
+            items.append(item)
+    probe = [np.array([0, 3]), np.array([2]), np.array([], np.int64)]
+    for on_units, on_sequences in (
+            (TransitionSource.fit_units(histories, items, 4, window=2, decay=0.5),
+             TransitionSource.fit(SEQUENCES, 4, window=2, decay=0.5)),
+            (CooccurrenceSource.fit_units(histories, items, 4, window=2),
+             CooccurrenceSource.fit(SEQUENCES, 4, window=2))):
+        np.testing.assert_array_equal(on_units.table.toarray(), on_sequences.table.toarray())
+        np.testing.assert_allclose(on_units.scores(probe), on_sequences.scores(probe))
+
+
 def test_source_parameters_are_checked():
     with pytest.raises(ValueError, match="transition_score: window must be >= 1"):
         TransitionSource.fit(SEQUENCES, 4, window=0)
