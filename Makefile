@@ -57,15 +57,13 @@ demo_step = $(1) 2>>$(DEMO_LOG) || { status=$$?; echo "----- last 40 lines of $(
 demo: env
 	@mkdir -p runs $(dir $(DEMO_LOG)) && : > $(DEMO_LOG)
 	@echo "shoprec demo: sample shop -> TFX pipeline -> serving -> recommendations (full log: $(DEMO_LOG))"
-	@echo "== 1/4 sample shop: $(SAMPLE_SHOP)/ (seed $(SAMPLE_SEED))"
+	@echo "== 1/3 sample shop: $(SAMPLE_SHOP)/ (seed $(SAMPLE_SEED))"
 	@$(call demo_step,$(PY) -m pipeline.sample_shop --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)) \
 	  && { grep -a '^wrote ' $(DEMO_LOG) | tail -n 1; }
-	@echo "== 2/4 TFX pipeline"
+	@echo "== 2/3 TFX pipeline"
 	@$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json $(PIPELINE_LOG_ARGS)
-	@echo "== 3/4 TF Serving stand-in + recommendation API: example requests"
-	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --log-dir runs/demo_stack)
-	@echo "== 4/4 recommendations from the pushed retrieval model (TensorFlow only)"
-	@$(call demo_step,$(PY) -m serving.demo.show_recommendations --serving-dir serving_models --data $(SAMPLE_SHOP) --num-users 3 -k 5)
+	@echo "== 3/3 TF Serving stand-in + recommendation API on the pushed models: example requests, then recommendations"
+	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --users 3 --log-dir runs/demo_stack)
 
 # TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models.
 serve: env

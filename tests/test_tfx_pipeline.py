@@ -208,7 +208,7 @@ def test_pushed_retrieval_beats_popularity_with_tensorflow_only(runs):
 
 SIGNATURES = {
     "retrieval": {"top_k", "serving_default", "query_embedding", "candidate_embedding",
-                  "eval_hit_at_k"},
+                  "eval_hit_at_k", "related_items"},
     "ranking": {"serving_default", "score", "score_with_query", "rank_candidates"},
 }
 
@@ -216,8 +216,9 @@ SIGNATURES = {
 def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_path):
     """The stand-in + API on the models this pipeline pushed (same run, no second pipeline):
     the stand-in replays each export's warm-up requests before serving it, so the first
-    requests meet the API's production deadline (2 s) with no degraded stage; ranking with
-    the query reorders what retrieval returns."""
+    requests meet the API's production deadline (2 s) with no degraded stage; the API loads
+    the retrieval version's item-to-item tables; ranking reorders the candidates, which are
+    retrieval's or explained by a history item (item-to-item sources)."""
     import time
 
     import portpicker
@@ -265,8 +266,10 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
         backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=60,
                                        retries=0)
         with TestClient(create_app(settings)) as client:
-            assert client.get("/healthz").json()["status"] == "ok"
-            reordered = []
+            health = client.get("/healthz").json()
+            assert health["status"] == "ok", health
+            assert health["item_to_item_version"] == health["models"]["retrieval"], health
+            reordered, from_tables = [], 0
             for i, user in enumerate(users):
                 started = time.perf_counter()
                 response = client.get("/v1/recommend", params={"user_id": user, "k": 10})
@@ -280,7 +283,13 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
                 assert scores == sorted(scores, reverse=True), "ranking score order"
                 retrieved, _ = backend.top_k(user, body["context"]["history"],
                                              body["context"]["query"])
-                assert set(ids) <= set(retrieved), "ranked items come from retrieval"
+                history = body["context"]["history"]
+                for item in body["items"]:
+                    if item["item_id"] not in retrieved:
+                        reason = item["reason"]
+                        assert reason["type"] in ("chosen_after", "chosen_together"), item
+                        assert reason["item_id"] in history, (item, history)
+                        from_tables += 1
                 reordered.append(ids != retrieved[:10])
             assert any(reordered), "ranking never changed the retrieval order"
             started = time.perf_counter()
@@ -294,6 +303,7 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
             backend.close()
         server.stop(grace_s=1)
     record["reordered_users"] = f"{sum(reordered)}/{len(reordered)}"
+    record["item_to_item_items_in_top10"] = from_tables
     with open(os.path.join(os.path.dirname(cfg.pipeline_root), "serving_warmup.json"), "w",
               encoding="utf-8") as f:      # numbers for the record (docs/serving.md)
         json.dump(record, f, indent=1)

@@ -134,8 +134,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz")
     def healthz():
         svc = services()
+        tables = svc.catalog.item_to_item
         body = {"models": svc.watcher.versions, "catalog_items": len(svc.catalog),
-                "embeddings_version": svc.catalog.embeddings_version}
+                "embeddings_version": svc.catalog.embeddings_version,
+                "item_to_item_version": tables.version if tables else None}
         try:
             svc.store.ping()
         except EventStoreError as e:

@@ -2,7 +2,8 @@
 
 Rows are positions in the shop's items table. Embeddings come from the retrieval model's
 ``candidate_embedding`` signature (see model_backend) and are kept L2-normalised, so
-similarities are cosines. Popularity = engagement counts, updated as events arrive.
+similarities are cosines; the item-to-item tables from its ``related_items``. Popularity =
+engagement counts, updated as events arrive.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from pipeline.contract import spec
 from trainer import features as F
+from trainer.candidates import brand_codes
 
 
 class Catalog:
@@ -32,6 +34,8 @@ class Catalog:
                                        dtype=object)
         self.prices = items[spec.PRICE].fillna(0.0).to_numpy(dtype=np.float64)
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
+        self.brand_codes = brand_codes(self.brands)
+        self.item_to_item = None      # serving.api.item_to_item.ItemToItem, from the model
         self.popularity = np.zeros(len(self.ids), dtype=np.float64)
         self._popular_order: np.ndarray | None = None
         self._embeddings: np.ndarray | None = None
@@ -75,6 +79,12 @@ class Catalog:
         normalised = (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
         with self._lock:
             self._embeddings, self.embeddings_version = normalised, version
+
+    def set_item_to_item(self, tables) -> None:
+        """Install the item-to-item sources (``serving.api.item_to_item.ItemToItem``) of the
+        served retrieval version, or None when it has none."""
+        with self._lock:
+            self.item_to_item = tables
 
     @property
     def embeddings(self) -> np.ndarray | None:

@@ -5,8 +5,10 @@
 ``rank_candidates`` (one user context with the session's search query, N candidates; ``score``
 is kept for tools).
 ``ModelWatcher`` polls which versions TF Serving serves and recomputes the catalog's
-candidate embeddings whenever the retrieval version changes (TF Serving swaps versions
-on its own; the cached embeddings must follow).
+candidate embeddings and item-to-item tables (``related_items``, serving/api/item_to_item.py)
+whenever the retrieval version changes (TF Serving swaps versions on its own; what the API
+caches must follow). Tables that cannot be read are refused with a logged reason and the
+previous ones keep serving.
 """
 from __future__ import annotations
 
@@ -18,14 +20,34 @@ from typing import Callable
 import numpy as np
 
 from pipeline.examples import pad_history
+from serving.api import item_to_item
 from serving.api.catalog import Catalog
 from serving.client.clients import GrpcPredictClient, ServingError
+from serving.client.model_metadata import ModelMetadata
 from trainer import features as F
 
 log = logging.getLogger("serving.api.models")
 
 TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
 RANK_CANDIDATES = "rank_candidates"
+RELATED_ITEMS = item_to_item.SIGNATURE
+
+
+class BadModelOutput(ServingError):
+    """A model answered with outputs the API cannot use (wrong shape, NaN or inf scores)."""
+
+    default_code = "INTERNAL"
+
+
+def _checked(values, what: str, shape: tuple | None = None) -> np.ndarray:
+    """``values`` as float64, refused (``BadModelOutput``) unless finite and of ``shape``."""
+    values = np.asarray(values, dtype=np.float64)
+    if shape is not None and values.shape != shape:
+        raise BadModelOutput(f"{what}: expected shape {shape}, got {values.shape}")
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise BadModelOutput(f"{what}: {bad} of {values.size} values are NaN or infinite")
+    return values
 
 
 def _strings(values) -> np.ndarray:
@@ -67,7 +89,9 @@ class ModelBackend:
         out = self.client.predict(self.retrieval_model, {
             F.USER_ID: _strings([user_id]), F.HISTORY_ITEM_IDS: _history(history, 1),
             F.QUERY: _strings([query])}, signature=TOP_K)
-        return _decode(out["item_ids"][0]), np.asarray(out["scores"][0], dtype=np.float64)
+        ids = _decode(out["item_ids"][0])
+        return ids, _checked(out["scores"][0], f"{self.retrieval_model} {TOP_K} scores",
+                             (len(ids),))
 
     def score(self, user_id: str, history: list[str],
               item_inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -77,13 +101,17 @@ class ModelBackend:
                   **item_inputs}
         out = self.client.predict(self.ranking_model, inputs, signature=SCORE,
                                   output_filter=["score"])
-        return np.asarray(out["score"], dtype=np.float64)
+        return _checked(out["score"], f"{self.ranking_model} {SCORE}", (n,))
 
     def rank_candidates(self, user_id: str, history: list[str], query: str,
-                        item_inputs: dict[str, np.ndarray]) -> np.ndarray:
+                        item_inputs: dict[str, np.ndarray],
+                        features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Ranking score ([n] float) of n candidates for one user context and search query
         ("" if none): the ranking export's ``rank_candidates``. ``item_inputs``: item_id,
-        title, brand, category, price, in_stock, [n] each.
+        title, brand, category, price, in_stock, [n] each; ``features``: the candidate
+        stage's features [n] by name, of which those the served signature takes are sent
+        (models trained with external features; a feature it takes but ``features`` lacks
+        is a ``ServingError``).
 
         Only ``score`` is fetched: TF Serving's batching refuses this signature's scalar
         inputs for a request of every output, and runs an output subset unbatched.
@@ -91,9 +119,19 @@ class ModelBackend:
         inputs = {F.USER_ID: np.array(user_id, dtype=object),
                   F.HISTORY_ITEM_IDS: _history(history, 1)[0],
                   F.QUERY: np.array(query, dtype=object), **item_inputs}
+        spec = self.client.signature(self.ranking_model, RANK_CANDIDATES)
+        wanted = [name for name in (spec.inputs if spec else ())
+                  if name in F.OPTIONAL_FLOAT_FEATURES]
+        missing = [name for name in wanted if name not in (features or {})]
+        if missing:
+            raise ServingError(f"the served {self.ranking_model} model's {RANK_CANDIDATES} "
+                               f"takes {missing}, which the API's candidate stage does not "
+                               f"compute", code="FAILED_PRECONDITION")
+        inputs.update({name: np.asarray(features[name], np.float32) for name in wanted})
         out = self.client.predict(self.ranking_model, inputs, signature=RANK_CANDIDATES,
                                   output_filter=["score"])
-        return np.asarray(out["score"], dtype=np.float64)
+        return _checked(out["score"], f"{self.ranking_model} {RANK_CANDIDATES}",
+                        (len(item_inputs[F.ITEM_ID]),))
 
     def candidate_embeddings(self, catalog: Catalog, batch_size: int) -> np.ndarray:
         """[N, D] candidate embeddings of the whole catalog, in batches."""
@@ -102,13 +140,31 @@ class ModelBackend:
             rows = np.arange(start, min(start + batch_size, len(catalog)))
             out = self.client.predict(self.retrieval_model, catalog.candidate_inputs(rows),
                                       signature=CANDIDATE_EMBEDDING, output_filter=["embedding"])
-            parts.append(np.asarray(out["embedding"], dtype=np.float32))
+            parts.append(_checked(out["embedding"], f"{self.retrieval_model} "
+                                  f"{CANDIDATE_EMBEDDING} of items {start}..{rows[-1]}"
+                                  ).astype(np.float32))
         return np.concatenate(parts)
+
+    def related_items(self, catalog: Catalog, batch_size: int) -> dict[str, np.ndarray]:
+        """The retrieval version's ``related_items`` answers for the whole catalog, in
+        batches: output name -> [N, ...] in catalog order."""
+        parts: dict[str, list] = {}
+        for start in range(0, len(catalog), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(catalog)))
+            out = self.client.predict(self.retrieval_model, {F.ITEM_ID: catalog.ids[rows]},
+                                      signature=RELATED_ITEMS)
+            for key, value in out.items():
+                parts.setdefault(key, []).append(np.asarray(value))
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+    def served_metadata(self) -> dict[str, ModelMetadata]:
+        """model name -> metadata (version, signatures) of what TF Serving serves now."""
+        return {name: self.client.metadata(name)
+                for name in (self.retrieval_model, self.ranking_model)}
 
     def served_versions(self) -> dict[str, int]:
         """model name -> version TF Serving serves now (for unpinned requests)."""
-        return {name: self.client.metadata(name).version
-                for name in (self.retrieval_model, self.ranking_model)}
+        return {name: meta.version for name, meta in self.served_metadata().items()}
 
     def close(self) -> None:
         self.client.close()
@@ -123,6 +179,7 @@ class ModelWatcher:
         self.poll_s, self.batch_size = poll_s, batch_size
         self.on_versions = on_versions
         self.versions: dict[str, int] = {}
+        self._tables_version: int | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,9 +190,11 @@ class ModelWatcher:
         return bool(self.versions) and self.catalog.embeddings is not None
 
     def refresh(self) -> bool:
-        """One poll: read versions, recompute embeddings if needed. Returns ``ready``."""
+        """One poll: read versions, recompute embeddings and item-to-item tables if needed.
+        Returns ``ready``."""
         try:
-            versions = self.backend.served_versions()
+            metadata = self.backend.served_metadata()
+            versions = {name: meta.version for name, meta in metadata.items()}
             retrieval = versions[self.backend.retrieval_model]
             if self.catalog.embeddings is None or self.catalog.embeddings_version != retrieval:
                 started = time.perf_counter()
@@ -144,6 +203,8 @@ class ModelWatcher:
                 log.info("catalog embeddings from %s version %s: %d items in %.1f s",
                          self.backend.retrieval_model, retrieval, len(self.catalog),
                          time.perf_counter() - started)
+            if self._tables_version != retrieval:
+                self._refresh_tables(metadata[self.backend.retrieval_model], retrieval)
             if versions != self.versions:
                 log.info("models served: %s", versions)
             self.versions = versions
@@ -154,6 +215,32 @@ class ModelWatcher:
             self.last_error = str(e)
             log.warning("model server not usable yet: %s", e)
         return self.ready
+
+    def _refresh_tables(self, metadata: ModelMetadata, version: int) -> None:
+        """The item-to-item tables of retrieval ``version``; on a bad answer the previous
+        tables stay (logged). A version without the signature has none. Transient serving
+        errors propagate (the next poll retries)."""
+        name = self.backend.retrieval_model
+        if RELATED_ITEMS not in metadata.signatures:
+            log.warning("%s version %s has no %s signature: recommendations use retrieval "
+                        "candidates only (export it with trainer/related_items.py)", name,
+                        version, RELATED_ITEMS)
+            self.catalog.set_item_to_item(None)
+            self._tables_version = version
+            return
+        started = time.perf_counter()
+        answers = self.backend.related_items(self.catalog, self.batch_size)
+        self._tables_version = version
+        try:
+            tables = item_to_item.build(self.catalog.ids, answers, version)
+        except item_to_item.BadTables as e:
+            kept = self.catalog.item_to_item
+            log.error("refused the item-to-item tables of %s version %s: %s; keeping %s", name,
+                      version, e, f"those of version {kept.version}" if kept else "none")
+            return
+        self.catalog.set_item_to_item(tables)
+        log.info("item-to-item tables from %s version %s in %.1f s: %s", name, version,
+                 time.perf_counter() - started, tables.report)
 
     def wait_ready(self, timeout_s: float, interval_s: float = 0.5) -> bool:
         """Refresh until ready or timeout_s passed (bounded)."""
@@ -172,7 +259,13 @@ class ModelWatcher:
     def _run(self) -> None:
         # poll quickly until the model server has answered once, then every poll_s
         while not self._stop.wait(self.poll_s if self.ready else min(self.poll_s, 1.0)):
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as e:  # pylint: disable=broad-except
+                # Anything unexpected (a bug, a malformed answer) must not end the polling:
+                # the next version could never be picked up.
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("model watcher poll failed; retrying in %.0f s", self.poll_s)
 
     def stop(self) -> None:
         self._stop.set()

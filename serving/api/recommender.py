@@ -1,14 +1,17 @@
 """Multi-stage recommendation, search and similar items, free of HTTP.
 
 recommend(user): context from the event store (history = distinct engaged items, most
-recent first; purchases; the current session's search) -> retrieval ``top_k`` over the
-full catalog -> filter (purchased, out of stock) -> ranking ``rank_candidates`` with the
-session's search query -> diversify (at most ``max_category_share`` of k per top category)
--> a reason per item. Users without engagements get the search-driven list when they
+recent first; purchases; the current session's search) -> candidates: retrieval ``top_k``
+over the full catalog, then the item-to-item sources of the served retrieval version
+(transitions, co-occurrences: trainer/candidates, the code the benchmarks measure) add their
+best items with evidence in the history, all under the filter (purchased, out of stock) ->
+ranking ``rank_candidates`` with the session's search query and the candidate stage's
+features -> diversify (at most ``max_category_share`` of k per top category) -> a reason per
+item naming its source. Users without engagements get the search-driven list when they
 searched in their current session, else the most popular items. Short lists are filled
 with popular items. search(query): retrieval with the query -> in stock -> ranking with the
 query. When a model call fails the answer degrades (retrieval -> popular or a lexical
-match, ranking -> retrieval order), says so and logs why.
+match, ranking -> candidate order), says so and logs why.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from serving.api.settings import Settings
 from serving.client.clients import ServingError
 from serving.events.store import EventStore, UserContext
 from trainer import features as F
+from trainer.candidates import CandidateStage, RetrievalSource
 
 log = logging.getLogger("serving.api.recommender")
 
@@ -45,8 +49,8 @@ class NotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class Reason:
-    type: str   # similar_to_history, matches_search, related_to_search, interest, for_you,
-                # popular, similar_item
+    type: str   # similar_to_history, chosen_after, chosen_together, matches_search,
+                # related_to_search, interest, for_you, popular, similar_item
     text: str
     item_id: str | None = None
 
@@ -65,6 +69,31 @@ class Recommendations:
     degraded: list[str] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
     query: str = ""
+
+
+@dataclass
+class Pool:
+    """Candidates on their way through ranking and diversity: catalog ``rows`` [C] with
+    ``scores`` [C] (retrieval's, then the ranking model's), the index of the ``source`` that
+    added each (0: retrieval), the history row that explains it (``because``, -1: none) and
+    the candidate stage's ``features`` by name ([C] each)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    source: np.ndarray
+    because: np.ndarray
+    features: dict
+
+    def take(self, order) -> "Pool":
+        return Pool(self.rows[order], self.scores[order], self.source[order],
+                    self.because[order], {k: v[order] for k, v in self.features.items()})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# Reason type of the item-to-item sources, by feature name.
+SOURCE_REASONS = {F.TRANSITION_SCORE: "chosen_after", F.COOCCURRENCE_SCORE: "chosen_together"}
 
 
 class Recommender:
@@ -96,7 +125,8 @@ class Recommender:
             self._logged_failures.clear()
         self._logged_failures.add(key)
         hint = ""
-        if stage == "ranking" and "rank_candidates" in error.message:
+        if stage == "ranking" and "rank_candidates" in error.message and (
+                "not found" in error.message):
             hint = (" (the served ranking model lacks the rank_candidates signature: export "
                     "it with trainer/signatures.py export_ranking)")
         log.warning("%s stage degraded: %s%s; answering without it", stage, error, hint)
@@ -118,15 +148,15 @@ class Recommender:
             rows, scores = self._retrieve(user_id, ctx.history, ctx.query, allowed, result)
             if len(rows):
                 result.strategy = "personalized" if ctx.known else "search"
-                rows, scores = self._rank(user_id, ctx.history, ctx.query, rows, scores,
-                                          result)
-            if len(rows) and ctx.known:
-                with self._stage("diversify"):
-                    keep = diversify(self.catalog.top_categories[rows], k,
-                                     self.settings.max_category_share)
-                rows, scores = rows[keep], scores[keep]
-            with self._stage("reasons"):
-                result.items = self._explain(rows[:k], scores[:k], ctx, result.strategy)
+                with self._stage("candidates"):
+                    pool = self._candidates(ctx.history, rows, scores, allowed)
+                pool = self._rank(user_id, ctx.history, ctx.query, pool, result)
+                if ctx.known:
+                    with self._stage("diversify"):
+                        pool = pool.take(diversify(self.catalog.top_categories[pool.rows], k,
+                                                   self.settings.max_category_share))
+                with self._stage("reasons"):
+                    result.items = self._explain(pool.take(slice(0, k)), ctx, result.strategy)
         self._fill_popular(result, allowed, k)
         return result
 
@@ -145,29 +175,72 @@ class Recommender:
         rows = np.array([r for r, _ in found], dtype=np.int64)
         return rows, np.array([s for _, s in found], dtype=np.float64)
 
-    def _rank(self, user_id: str, history: list[str], query: str, rows, scores, result):
-        """Rows and scores sorted by the ranking model's ``rank_candidates`` for this user
-        context and search query; the retrieval order if the call fails."""
-        inputs = self.catalog.ranking_inputs(rows)
-        inputs[F.TITLE] = np.asarray(self.catalog.titles[rows], dtype=object)
+    def _candidates(self, history: list[str], rows, scores, allowed, expand=True) -> Pool:
+        """The candidate stage (trainer/candidates) over the retrieved ``rows`` (allowed,
+        best first) and the served item-to-item sources: retrieval's items, then (with
+        ``expand``) each source's best allowed items whose score has evidence in the history
+        (an item it explains by a history item); every source gives its feature. Items
+        beyond retrieval's top K take the K-th score (an upper bound of theirs) as their
+        retrieval score."""
+        n = len(self.catalog)
+        retrieved = np.full(n, np.nextafter(scores.min(), -np.inf), np.float64)
+        retrieved[rows] = scores
+        tables = self.catalog.item_to_item
+        history_rows = self.catalog.rows(history)[::-1]        # oldest first
+        quotas = [(RetrievalSource(lambda histories: retrieved[None, :]), len(rows))]
+        if tables is not None:
+            expand = expand and len(history_rows) > 0
+            for source, count in ((tables.transitions, self.settings.transition_candidates),
+                                  (tables.cooccurrences, self.settings.cooccurrence_candidates)):
+                # At most the items it has evidence for, and only new items fit.
+                room = n - sum(c for _, c in quotas)
+                count = min(count, len(source.supported(history_rows)), room)
+                quotas.append((source, count if expand else 0))
+        stage = CandidateStage(quotas, self.catalog.brand_codes, allowed=allowed)
+        found = stage([history_rows])
+        items, source = found.items[0], found.origin[0]
+        because = np.full(len(items), -1, np.int64)
+        for index, (src, _) in enumerate(quotas[1:], 1):
+            mine = source == index
+            because[mine] = src.because(history_rows, items[mine])
+        keep = found.valid[0] & ((source == 0) | (because >= 0))
+        features = {name: values[0][keep] for name, values in found.features.items()}
+        return Pool(items[keep], retrieved[items[keep]], source[keep], because[keep],
+                    features)
+
+    def _rank(self, user_id: str, history: list[str], query: str, pool: Pool,
+              result) -> Pool:
+        """The pool sorted by the ranking model's ``rank_candidates`` for this user context,
+        search query and the candidate features; unchanged if the call fails."""
+        inputs = self.catalog.ranking_inputs(pool.rows)
+        inputs[F.TITLE] = np.asarray(self.catalog.titles[pool.rows], dtype=object)
         try:
             with self._stage("ranking"):
-                ranked = self.models.rank_candidates(user_id, history, query, inputs)
+                ranked = self.models.rank_candidates(user_id, history, query, inputs,
+                                                     pool.features)
         except ServingError as e:
             self._degrade(result, "ranking", e)
-            return rows, scores
-        order = np.argsort(-ranked, kind="stable")
-        return rows[order], ranked[order]
+            return pool
+        pool.scores = np.asarray(ranked, np.float64)
+        return pool.take(np.argsort(-pool.scores, kind="stable"))
 
-    def _explain(self, rows, scores, ctx: UserContext, strategy: str) -> list[Recommended]:
-        reasons = [None] * len(rows)
+    def _explain(self, pool: Pool, ctx: UserContext, strategy: str) -> list[Recommended]:
+        reasons = [None] * len(pool)
+        rows = pool.rows
+        for i, (index, row) in enumerate(zip(pool.source, pool.because)):
+            if index and row >= 0:
+                source = self.catalog.item_to_item.sources[index - 1]
+                item = self.catalog.ids[row]
+                reasons[i] = Reason(SOURCE_REASONS.get(source.name, "for_you"),
+                                    source.reason.format(item=f"“{self.catalog.titles[row]}”"),
+                                    item)
         emb = self.catalog.embeddings
         history_rows = self.catalog.rows(ctx.history)
         if strategy == "personalized" and emb is not None and len(history_rows) and len(rows):
             sims = emb[rows] @ emb[history_rows].T
             best = sims.argmax(axis=1)
             for i, j in enumerate(best):
-                if sims[i, j] >= self.settings.reason_min_similarity:
+                if reasons[i] is None and sims[i, j] >= self.settings.reason_min_similarity:
                     item = self.catalog.ids[history_rows[j]]
                     verb = ENGAGEMENT_VERBS.get(ctx.last_engagement.get(item), "viewed “{}”")
                     title = self.catalog.titles[history_rows[j]]
@@ -176,7 +249,7 @@ class Recommender:
         interests = set(self.catalog.top_categories[history_rows])
         query_words = set(words(ctx.query))
         out = []
-        for i, (row, score) in enumerate(zip(rows, scores)):
+        for i, (row, score) in enumerate(zip(rows, pool.scores)):
             reason = reasons[i]
             top = self.catalog.top_categories[row]
             if reason is None and query_words & self.text_index.words_of(row):
@@ -215,8 +288,10 @@ class Recommender:
             found = self.text_index.search(query_words, allowed, k)
         else:
             if len(rows):
-                rows, scores = self._rank(user_id or "", ctx.history, query, rows, scores,
-                                          result)
+                with self._stage("candidates"):
+                    pool = self._candidates(ctx.history, rows, scores, allowed, expand=False)
+                pool = self._rank(user_id or "", ctx.history, query, pool, result)
+                rows, scores = pool.rows, pool.scores
             found = list(zip(rows[:k].tolist(), scores[:k].tolist()))
         for row, score in found:
             matched = sorted(query_words & self.text_index.words_of(row))

@@ -29,6 +29,8 @@ class Settings:
     default_k: int = 10
     max_k: int = 50
     max_category_share: float = 0.5         # diversity: at most this share of k per top category
+    transition_candidates: int = 50         # candidates the item-to-item sources add at most
+    cooccurrence_candidates: int = 50       # (with evidence in the history); 0 = none
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
     reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"
@@ -60,6 +62,8 @@ class Settings:
         for name in ("tfserving_deadline_s", "model_poll_s"):
             need(getattr(self, name) > 0, name, "must be > 0")
         need(self.startup_wait_s >= 0, "startup_wait_s", "must be >= 0")
+        for name in ("transition_candidates", "cooccurrence_candidates"):
+            need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
         for name in ("embedding_batch_size", "max_concurrent_requests",
                      "max_events_per_request", "max_body_bytes", "max_query_chars"):

@@ -60,6 +60,12 @@ class _ClientBase:
                  version_label: str | None = None) -> ModelMetadata:
         raise NotImplementedError
 
+    def signature(self, model: str, signature: str, version: int | None = None,
+                  version_label: str | None = None) -> SignatureSpec | None:
+        """The signature def (inputs, outputs) of what serves this spec, None if the model has
+        no such signature; from metadata cached for a short time."""
+        return self._signature(model, version, version_label, signature)
+
     def _signature(self, model, version, label, signature) -> SignatureSpec | None:
         key, now = (model, version, label), time.monotonic()
         with self._lock:

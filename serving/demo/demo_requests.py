@@ -5,6 +5,8 @@
 Picks a shopper with history and one without from the shop, then asks for: their
 recommendations, a search, items similar to one they engaged with, posts clicks on items
 of another category and asks again (the answer changes at once), and shows the metrics.
+Last, ``--users`` more shoppers' recommendations: the product's two-stage answer (retrieval
+and item-to-item candidates, ranked), each item with the reason naming its source.
 """
 from __future__ import annotations
 
@@ -35,8 +37,11 @@ def pick_examples(shop_dir: str) -> dict:
     other = items[~top.isin(seen) & items["in_stock"]]
     other = other[top[other.index] == top[other.index].iloc[0]] if len(other) else other
     searches = events[events["event_type"] == "search"]["query"]
+    counts = engaged["user_id"].value_counts().sort_index(kind="stable")
+    busiest = counts.sort_values(ascending=False, kind="stable").index.tolist()
     return {"user": user, "item": mine.iloc[-1], "new_items": other["item_id"].head(3).tolist(),
-            "query": searches.iloc[0] if len(searches) else items["title"].iloc[0]}
+            "query": searches.iloc[0] if len(searches) else items["title"].iloc[0],
+            "more_users": [u for u in busiest if u != user]}
 
 
 def show(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
@@ -57,7 +62,7 @@ def show(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
     return body
 
 
-def run(stack: LocalStack, examples: dict, k: int) -> None:
+def run(stack: LocalStack, examples: dict, k: int, users: int = 0) -> None:
     print(f"up: API {stack.api_url} (docs /docs, metrics /metrics), TF Serving stand-in gRPC "
           f"{stack.host}:{stack.grpc_port}, REST {stack.host}:{stack.rest_port}")
     with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
@@ -72,6 +77,11 @@ def run(stack: LocalStack, examples: dict, k: int) -> None:
         show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
         show(client, "POST", "/v1/events", json={"user_id": examples["user"],
                                                  "event_type": "clik", "item_id": "?"})
+        if users:
+            print(f"\nrecommendations for {users} more shoppers (retrieval + item-to-item "
+                  "candidates -> ranking -> diversity)")
+            for user in examples["more_users"][:users]:
+                show(client, "GET", "/v1/recommend", params={"user_id": user, "k": k})
         show_metrics(client.get("/metrics").text)
 
 
@@ -104,12 +114,16 @@ def main(argv=None) -> int:
                    help="folder with retrieval/<version> and ranking/<version>")
     p.add_argument("--shop", default="sample_shop", help="the shop the models were trained on")
     p.add_argument("-k", type=int, default=5)
+    p.add_argument("--users", type=int, default=0,
+                   help="then show the recommendations of this many more shoppers")
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
     p.add_argument("--log-dir", help="where the model server and the API write their logs "
                                      "(default: a new temporary folder)")
     args = p.parse_args(argv)
     if not 1 <= args.k <= 50:
         p.error("-k must be between 1 and 50")
+    if not 0 <= args.users <= 20:
+        p.error("--users must be between 0 and 20")
     for model in ("retrieval", "ranking"):
         if not os.path.isdir(os.path.join(args.serving_dir, model)):
             p.error(f"no {model} model in {args.serving_dir!r} (run `make demo` first)")
@@ -128,7 +142,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        run(stack, examples, args.k)
+        run(stack, examples, args.k, args.users)
     finally:
         codes = stack.stop()
         events.cleanup()

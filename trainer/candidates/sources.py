@@ -93,6 +93,17 @@ class _TableSource(CandidateSource):
     def feature(self, picked):
         return context_features.log_count(picked)
 
+    def _scored_from(self, history):
+        """The history items whose table rows make the scores."""
+        raise NotImplementedError
+
+    def supported(self, history):
+        """The items a history gives a table score > 0 (more than the tie-break): sorted
+        int64 array."""
+        rows = self._scored_from(history)
+        return np.unique(self.table[rows].indices).astype(np.int64) if len(rows) else (
+            np.zeros(0, np.int64))
+
     def save(self, path):
         """The table, tie-break and parameters as one .npz at ``path``."""
         t = self.table
@@ -119,7 +130,7 @@ class TransitionSource(_TableSource):
     the popularity tie-break. Its feature is the log count (``log_count``)."""
 
     name = F.TRANSITION_SCORE
-    reason = "Often bought after {item}"
+    reason = "Often chosen next after {item}"
     _params = ("window", "decay")
 
     def __init__(self, table, tie_break=None, window=3, decay=0.1):
@@ -155,6 +166,9 @@ class TransitionSource(_TableSource):
                           shape=(len(histories), self.n_items))
         return self._add_tie_break(np.asarray((w @ self.table).todense(), dtype=np.float32))
 
+    def _scored_from(self, history):
+        return _recent(history, self.window)
+
     def because(self, history, items):
         recent = _recent(history, self.window)
         parts = (self.decay ** np.arange(len(recent)))[:, None] * (
@@ -169,7 +183,7 @@ class CooccurrenceSource(_TableSource):
     log count (``log_count``)."""
 
     name = F.COOCCURRENCE_SCORE
-    reason = "Bought together with {item}"
+    reason = "Often chosen together with {item}"
 
     @classmethod
     def fit(cls, sequences, n_items, window=3, tie_break=True):
@@ -192,6 +206,9 @@ class CooccurrenceSource(_TableSource):
         return self._add_tie_break(np.asarray(
             (item_to_item.history_matrix(histories, self.n_items) @ self.table).todense(),
             dtype=np.float32))
+
+    def _scored_from(self, history):
+        return np.asarray(history, np.int64)
 
     def because(self, history, items):
         recent = np.asarray(history)[::-1]

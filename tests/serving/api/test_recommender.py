@@ -128,15 +128,17 @@ class _Models:
     """A model backend stub: retrieval returns the catalog in reverse order; ranking is
     ``rank`` (a function of the call's arguments) or raises ``rank_error``."""
 
-    def __init__(self, catalog, rank=None, rank_error=None):
-        self.ids = list(catalog.ids[::-1])
+    def __init__(self, catalog, rank=None, rank_error=None, k=None):
+        self.ids = list(catalog.ids[::-1])[:k]
         self.rank, self.rank_error, self.calls = rank, rank_error, []
+        self.features = []
 
     def top_k(self, user_id, history, query):
         return self.ids, np.linspace(1.0, 0.0, len(self.ids))
 
-    def rank_candidates(self, user_id, history, query, item_inputs):
+    def rank_candidates(self, user_id, history, query, item_inputs, features=None):
         self.calls.append((user_id, list(history), query, dict(item_inputs)))
+        self.features.append(dict(features or {}))
         if self.rank_error is not None:
             raise self.rank_error
         return self.rank(item_inputs)
@@ -188,3 +190,70 @@ def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(ca
     assert len(warnings) == 1, "each distinct failure is logged once"
     assert "ranking stage degraded" in warnings[0] and "lacks the rank_candidates" in \
         warnings[0]
+
+
+def _with_tables(transitions, cooccurrences):
+    """A fresh catalog whose item-to-item sources hold the given {item: [(partner, count)]}
+    (as the served related_items signature would give them)."""
+    from serving.api import item_to_item
+
+    items = pd.DataFrame(items_rows())
+    items["price"] = items["price"].astype(float)
+    items["in_stock"] = items["in_stock"] == "true"
+    catalog = Catalog(items)
+    n = len(catalog)
+    answers = {"engagements": np.ones(n, np.float32)}
+    for name, table in (("transition", transitions), ("cooccurrence", cooccurrences)):
+        ids, weights = np.full((n, 3), b"", dtype=object), np.zeros((n, 3), np.float32)
+        for item, partners in table.items():
+            for j, (partner, count) in enumerate(partners):
+                ids[catalog.row(item), j], weights[catalog.row(item), j] = partner.encode(), count
+        answers[f"{name}_ids"], answers[f"{name}_weights"] = ids, weights
+    catalog.set_item_to_item(item_to_item.build(catalog.ids, answers, version=1))
+    return catalog
+
+
+def test_item_to_item_sources_add_explained_allowed_candidates_with_their_features():
+    from serving.events.store import UserContext
+
+    # book1 was followed by toy3 and (out of stock) toy9; beauty2 occurs near book2.
+    catalog = _with_tables({"book1": [("toy3", 4.0), ("toy9", 9.0)]},
+                           {"book2": [("beauty2", 2.0)], "beauty2": [("book2", 2.0)]})
+    models = _Models(catalog, rank=lambda inputs: np.zeros(len(inputs["item_id"])), k=5)
+    ctx = UserContext(["book1", "book2"], {"book1": "click", "book2": "purchase"},
+                      purchased={"book2"})
+    rec = _recommender(catalog, models, ctx).recommend("u1", k=10)
+    assert rec.degraded == [] and rec.strategy == "personalized"
+    ranked = [catalog.ids[row] for row in catalog.rows(models.calls[-1][3]["item_id"])]
+    # Retrieval's five (food9..food5), then only the explained, allowed partners.
+    assert ranked == ["food9", "food8", "food7", "food6", "food5", "toy3", "beauty2"]
+    reasons = {catalog.ids[r.row]: r.reason for r in rec.items}
+    assert reasons["toy3"].type == "chosen_after" and reasons["toy3"].item_id == "book1"
+    assert reasons["toy3"].text == "Often chosen next after “Blue mystery novel”"
+    assert reasons["beauty2"].type == "chosen_together" and reasons["beauty2"].item_id == "book2"
+    features = models.features[-1]
+    assert set(features) == {"retrieval_score", "transition_score", "cooccurrence_score",
+                             "history_brand_share", "last_item_same_brand"}
+    assert features["transition_score"][5] == pytest.approx(np.log1p(4.0), rel=1e-3)
+    assert features["cooccurrence_score"][6] == pytest.approx(np.log1p(2.0), rel=1e-3)
+    assert features["retrieval_score"][0] == 0 and (features["retrieval_score"][1:] < 0).all()
+    # Search ranks retrieval's items only, but with the same features.
+    found = _recommender(catalog, models, ctx).search("blocks", "u1", k=10)
+    assert {catalog.ids[r.row] for r in found.items} == {"food9", "food8", "food7", "food6",
+                                                          "food5"}
+    assert set(models.features[-1]) == set(features)
+
+
+def test_ranking_with_external_features_reorders_the_two_stage_pool():
+    from serving.events.store import UserContext
+
+    catalog = _with_tables({"book1": [("toy3", 4.0)]}, {})
+    models = _Models(catalog, k=3)
+    ctx = UserContext(["book1"], {"book1": "click"})
+
+    def rank(inputs):
+        return np.asarray(models.features[-1]["transition_score"], np.float64)
+    models.rank = rank
+    rec = _recommender(catalog, models, ctx).recommend("u1", k=4)
+    assert catalog.ids[rec.items[0].row] == "toy3"
+    assert rec.items[0].score == pytest.approx(np.log1p(4.0), rel=1e-3)

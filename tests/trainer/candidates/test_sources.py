@@ -40,7 +40,7 @@ def test_transitions_feature_and_reason():
     np.testing.assert_allclose(source.feature(np.array([[0.0, 1.5]])), [[0, np.log(2.5)]])
     # Item 1 comes from item 0 (0.5 * 2), item 2 from item 3 (1 > 0.5 * 1), item 3 from none.
     np.testing.assert_array_equal(source.because(np.array([0, 3]), [1, 2, 3]), [0, 3, -1])
-    assert source.reason.format(item="Rose soap") == "Often bought after Rose soap"
+    assert source.reason.format(item="Rose soap") == "Often chosen next after Rose soap"
 
 
 def test_cooccurrence_sums_the_history_items_counts():
@@ -109,6 +109,18 @@ def test_sources_fitted_on_units_score_like_those_fitted_on_their_sequences():
              CooccurrenceSource.fit(SEQUENCES, 4, window=2))):
         np.testing.assert_array_equal(on_units.table.toarray(), on_sequences.table.toarray())
         np.testing.assert_allclose(on_units.scores(probe), on_sequences.scores(probe))
+
+
+def test_supported_items_are_those_with_a_table_score_beyond_the_tie_break():
+    transitions = TransitionSource.fit(SEQUENCES, 4, window=1)
+    cooccurrences = CooccurrenceSource.fit(SEQUENCES, 4, window=1)
+    for source, history in ((transitions, np.array([1, 0])), (transitions, np.array([3])),
+                            (cooccurrences, np.array([0, 3])), (cooccurrences, np.array([2]))):
+        scores = source.scores([history])[0]
+        expected = np.flatnonzero(scores > item_to_item.TIE_BREAK)
+        np.testing.assert_array_equal(source.supported(history), expected)
+    assert transitions.supported(np.array([1, 0])).tolist() == [1, 2]   # window 1: item 0
+    assert not len(transitions.supported(np.array([], np.int64)))
 
 
 def test_source_parameters_are_checked():

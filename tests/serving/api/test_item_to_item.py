@@ -1,0 +1,120 @@
+"""serving/api/item_to_item.py and the watcher: the served related_items answers become the
+candidate stage's item-to-item sources; bad answers are refused and the old tables stay."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.api import item_to_item
+from serving.api.catalog import Catalog
+from serving.api.model_backend import ModelWatcher
+from tests.serving.api.setup import items_rows
+from trainer.candidates import CooccurrenceSource, TransitionSource
+
+IDS = np.array(["a", "b", "c", "d"], dtype=object)
+
+
+def answers(transitions, cooccurrences, engagements, m=3):
+    """related_items outputs for IDS from {item: [(partner, weight), ...]}."""
+    out = {"engagements": np.asarray(engagements, np.float32)}
+    for name, table in (("transition", transitions), ("cooccurrence", cooccurrences)):
+        ids = np.full((len(IDS), m), b"", dtype=object)
+        weights = np.zeros((len(IDS), m), np.float32)
+        for i, item in enumerate(IDS):
+            for j, (partner, weight) in enumerate(table.get(item, [])):
+                ids[i, j], weights[i, j] = partner.encode(), weight
+        out[f"{name}_ids"], out[f"{name}_weights"] = ids, weights
+    return out
+
+
+GOOD = answers({"a": [("b", 2.0), ("c", 1.0)], "b": [("c", 1.0), ("zz", 4.0)]},
+               {"a": [("b", 2.0)], "b": [("a", 2.0)]}, [3, 2, 1, 0])
+
+
+def test_answers_become_the_benchmarks_sources_over_catalog_rows():
+    tables = item_to_item.build(IDS, GOOD, version=7)
+    assert tables.version == 7 and isinstance(tables.transitions, TransitionSource)
+    assert isinstance(tables.cooccurrences, CooccurrenceSource)
+    assert tables.transitions.table.toarray().tolist() == [
+        [0, 2, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    # The partner outside the catalog is left out and counted.
+    assert tables.report["transition_partners_not_in_catalog"] == 1
+    assert tables.report["transition_pairs"] == 3 and tables.report["engaged_items"] == 3
+    scores = tables.transitions.scores([np.array([0])])[0]
+    assert scores.argmax() == 1 and scores[3] == 0      # d: no transition, no engagement
+    assert tables.transitions.because(np.array([2, 0]), [1, 3]).tolist() == [0, -1]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a.pop("cooccurrence_ids"), "lacks"),
+    (lambda a: a.update(transition_weights=a["transition_weights"][:, :2]), r"\[4, m\]"),
+    (lambda a: a.update(transition_ids=a["transition_ids"][:3]), r"\[4, m\]"),
+    (lambda a: a["cooccurrence_weights"].__setitem__((0, 0), -1.0), ">= 0"),
+    (lambda a: a["transition_weights"].__setitem__((0, 0), np.inf), "finite"),
+    (lambda a: a.update(engagements=np.array([1.0, 2.0])), "engagements"),
+])
+def test_malformed_answers_are_refused_naming_the_problem(change, match):
+    bad = {k: v.copy() for k, v in GOOD.items()}
+    change(bad)
+    with pytest.raises(item_to_item.BadTables, match=match):
+        item_to_item.build(IDS, bad, version=1)
+
+
+class _Backend:
+    """The watcher's view of TF Serving: per retrieval version, its signatures and answers."""
+
+    retrieval_model, ranking_model = "retrieval", "ranking"
+
+    def __init__(self, catalog):
+        self.catalog, self.version, self.answers = catalog, 1, {}
+
+    def served_metadata(self):
+        signatures = {"top_k": None}
+        if self.version in self.answers:
+            signatures["related_items"] = None
+        return {"retrieval": SimpleNamespace(version=self.version, signatures=signatures),
+                "ranking": SimpleNamespace(version=1, signatures={})}
+
+    def candidate_embeddings(self, catalog, batch_size):
+        return np.eye(len(catalog), 4, dtype=np.float32) + self.version
+
+    def related_items(self, catalog, batch_size):
+        return self.answers[self.version]
+
+
+def test_watcher_installs_refuses_and_drops_tables_per_retrieval_version(caplog):
+    items = pd.DataFrame(items_rows())
+    items["price"] = items["price"].astype(float)
+    items["in_stock"] = items["in_stock"] == "true"
+    catalog = Catalog(items)
+    n = len(catalog)
+    backend = _Backend(catalog)
+    good = {"engagements": np.ones(n, np.float32)}
+    for name in ("transition", "cooccurrence"):
+        ids = np.full((n, 2), b"", dtype=object)
+        ids[:, 0] = [i.encode() for i in np.roll(catalog.ids, -1)]   # each item -> the next
+        good[f"{name}_ids"], good[f"{name}_weights"] = ids, np.where(ids != b"", 1.0, 0.0)
+    bad = dict(good, transition_weights=-good["transition_weights"])
+    backend.answers = {1: good, 2: bad}
+    watcher = ModelWatcher(backend, catalog, poll_s=1, batch_size=8)
+    assert watcher.refresh()
+    assert catalog.item_to_item.version == 1
+    assert catalog.item_to_item.transitions.table[0, 1] == 1.0
+
+    backend.version = 2
+    with caplog.at_level(logging.ERROR, logger="serving.api.models"):
+        assert watcher.refresh()
+    assert catalog.embeddings_version == 2 and catalog.item_to_item.version == 1
+    assert "refused the item-to-item tables of retrieval version 2" in caplog.text
+    assert "keeping those of version 1" in caplog.text
+    calls = len(caplog.records)
+    watcher.refresh()                       # the refused version is not fetched again
+    assert len(caplog.records) == calls
+
+    backend.version = 3                     # no related_items signature: no tables
+    assert watcher.refresh() and catalog.item_to_item is None
+
