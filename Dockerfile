@@ -38,4 +38,9 @@ COPY trainer/__init__.py trainer/features.py trainer/
 COPY serving/ serving/
 RUN python -m pip install --no-cache-dir --no-deps .
 EXPOSE 8000
+# Liveness only (/healthz asks no dependency; docs/api.md): a frozen TF Serving must not get
+# the API restarted. Route traffic by /readyz. The port opens once startup is done (the API
+# waits up to startup_wait_s = 60 s for TF Serving and computes the catalog embeddings).
+HEALTHCHECK --interval=30s --timeout=3s --start-period=180s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 CMD ["python", "-m", "serving.api", "--shop", "/data/shop", "--tfserving-grpc", "tfserving:8500", "--host", "0.0.0.0", "--port", "8000"]

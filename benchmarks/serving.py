@@ -525,7 +525,7 @@ def main(argv=None) -> int:
         with LocalStack(str(setup.serving_dir), str(setup.shop_dir),
                         log_dir=str(workdir / f"logs_{setup.label}"),
                         startup_timeout_s=600) as stack:
-            served = httpx.get(f"{stack.api_url}/healthz", timeout=10).json().get("models", {})
+            served = httpx.get(f"{stack.api_url}/readyz", timeout=10).json().get("models", {})
             meta["setup"][setup.label] = {
                 "build_s": round(setup.build_s, 1),
                 "stack_ready_s": round(time.perf_counter() - started, 1),

@@ -266,8 +266,8 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
         backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=60,
                                        retries=0)
         with TestClient(create_app(settings)) as client:
-            health = client.get("/healthz").json()
-            assert health["status"] == "ok", health
+            health = client.get("/readyz").json()
+            assert health["status"] == "ready", health
             assert health["item_to_item_version"] == health["models"]["retrieval"], health
             reordered, from_tables = [], 0
             for i, user in enumerate(users):

@@ -70,6 +70,19 @@ def _required_text(raw: RawTable, issues: RowIssues, name: str, code: str = "mis
     return parsed
 
 
+def _flag_too_long(issues: RowIssues, name: str, values: pd.Series) -> None:
+    """Flag canonical text values longer than the contract's cap for the column (too_long).
+
+    The message gives the length, never the value: it may be megabytes.
+    """
+    limit = spec.MAX_CHARS[name]
+    lengths = np.fromiter(map(len, values.to_numpy(dtype=object)), dtype=np.int64,
+                          count=len(values))
+    for i in np.flatnonzero(lengths > limit):
+        issues.entries.append((int(i), name, "too_long",
+                               f"must be at most {limit} characters, got {lengths[i]}"))
+
+
 def _flag_duplicates(raw: RawTable, issues: RowIssues, name: str, ids: Parsed) -> None:
     """Flag every repeat of an id (the first occurrence is not flagged), naming the first line."""
     usable = ~ids.absent & ~ids.bad
@@ -104,12 +117,17 @@ def check_items(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
     created = parse_timestamp(_column(raw, spec.CREATED_AT))
     issues.add_parsed(spec.CREATED_AT, created, code="bad_timestamp")
     _flag_duplicates(raw, issues, spec.ITEM_ID, item_id)
+    categories = normalise_categories(texts[spec.CATEGORIES].values)
+    for name, values in ((spec.ITEM_ID, item_id.values), (spec.TITLE, title.values),
+                         (spec.DESCRIPTION, texts[spec.DESCRIPTION].values),
+                         (spec.BRAND, texts[spec.BRAND].values), (spec.CATEGORIES, categories)):
+        _flag_too_long(issues, name, values)
     frame = pd.DataFrame({
         spec.ITEM_ID: item_id.values,
         spec.TITLE: title.values,
         spec.DESCRIPTION: texts[spec.DESCRIPTION].values,
         spec.BRAND: texts[spec.BRAND].values,
-        spec.CATEGORIES: normalise_categories(texts[spec.CATEGORIES].values),
+        spec.CATEGORIES: categories,
         spec.PRICE: price.values.astype(np.float64),
         spec.IN_STOCK: in_stock.values.fillna(1.0).astype(bool),      # absent: in stock
         spec.CREATED_AT: created.values.fillna(0).astype(np.int64),   # absent: 0 = unknown
@@ -121,6 +139,7 @@ def check_users(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
     """Canonical users columns (user_id + free attributes as text) and row problems."""
     issues = RowIssues(raw)
     user_id = _required_text(raw, issues, spec.USER_ID)
+    _flag_too_long(issues, spec.USER_ID, user_id.values)
     _flag_duplicates(raw, issues, spec.USER_ID, user_id)
     data = {spec.USER_ID: user_id.values}
     for name in raw.columns:
@@ -176,6 +195,9 @@ def check_events(raw: RawTable, known_items: pd.Index, kept_items: pd.Index,
     issues.add_parsed(spec.TIMESTAMP, stamp, code="bad_timestamp")
     issues.add(stamp.absent, spec.TIMESTAMP, "bad_timestamp", "required timestamp is missing",
                quote=False)
+    for name, parsed in ((spec.USER_ID, user_id), (spec.ITEM_ID, item_id),
+                         (spec.QUERY, query), (spec.SESSION_ID, session)):
+        _flag_too_long(issues, name, parsed.values)
     frame = pd.DataFrame({
         spec.USER_ID: user_id.values,
         spec.ITEM_ID: ids.where(~search, ""),

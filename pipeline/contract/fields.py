@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ STR, INT, FLOAT, BOOL, NONE, DATETIME, LIST, OTHER = range(8)
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
+BAD_TEXT_MESSAGE = ("not valid Unicode text: contains a lone surrogate (an unpaired "
+                    "\\ud800-\\udfff escape in JSON)")
 
 
 @dataclass
@@ -130,9 +133,15 @@ def parse_text(s: pd.Series, join_lists: bool = False) -> Parsed:
     raw = s.to_numpy(dtype=object)
     if is_str.all():
         values = strip_all(raw)
-        return Parsed(pd.Series(values, index=s.index), values == "")
+        invalid = invalid_unicode(values)
+        values[invalid] = ""
+        parsed = Parsed(pd.Series(values, index=s.index), (values == "") & ~invalid)
+        parsed.add(invalid, "bad_text", BAD_TEXT_MESSAGE)
+        return parsed
     values = np.full(len(s), "", dtype=object)
     values[is_str] = strip_all(raw[is_str])
+    invalid = invalid_unicode(values)
+    values[invalid] = ""
     ints = kind == INT
     values[ints] = [str(int(v)) for v in raw[ints]]
     wrong = ~(is_str | ints | (kind == NONE) | _is_nan(s, kind))
@@ -142,9 +151,47 @@ def parse_text(s: pd.Series, join_lists: bool = False) -> Parsed:
             if joined is not None:
                 values[i] = joined
                 wrong[i] = False
-    parsed = Parsed(pd.Series(values, index=s.index), (values == "") & ~wrong)
+    parsed = Parsed(pd.Series(values, index=s.index), (values == "") & ~wrong & ~invalid)
     parsed.add(wrong, "wrong_type", f"expected text, got {_type_names(kind[wrong])}")
+    parsed.add(invalid, "bad_text", BAD_TEXT_MESSAGE)
     return parsed
+
+
+def invalid_unicode(values: np.ndarray) -> np.ndarray:
+    """Bool mask: which strings of an object array cannot be encoded as UTF-8.
+
+    Only lone surrogates can (JSON escapes such as "\\ud800" decode to them); such text
+    cannot be stored, sent to a model or answered, so it is a row problem like any other.
+    """
+    try:
+        "".join(values).encode("utf-8")          # one pass in C for the usual, valid case
+        return np.zeros(len(values), dtype=bool)
+    except UnicodeEncodeError:
+        return np.fromiter((not _encodable(v) for v in values), dtype=bool, count=len(values))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def as_float(values: np.ndarray) -> np.ndarray:
+    """Object array of numbers -> float64; integers beyond the float range become +-inf
+    (so they are flagged as not finite instead of raising OverflowError)."""
+    try:
+        return values.astype(np.float64)
+    except OverflowError:
+        return np.array([_int_to_float(v) for v in values], dtype=np.float64)
+
+
+def _int_to_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def strip_all(values: np.ndarray) -> np.ndarray:
@@ -191,7 +238,7 @@ def parse_number(s: pd.Series) -> Parsed:
     values = np.full(len(s), np.nan)
     absent = (kind == NONE) | _is_nan(s, kind)
     numeric = (kind == INT) | ((kind == FLOAT) & ~absent)
-    values[numeric] = raw[numeric].astype(np.float64)
+    values[numeric] = as_float(raw[numeric])
     is_str = kind == STR
     text = strip_all(raw[is_str])
     empty = text == ""
@@ -234,7 +281,7 @@ def parse_bool(s: pd.Series) -> Parsed:
     bools = kind == BOOL
     values[bools] = raw[bools].astype(bool).astype(np.float64)
     nums = ((kind == INT) | (kind == FLOAT)) & ~absent
-    num_values = raw[nums].astype(np.float64)
+    num_values = as_float(raw[nums])
     ok_num = (num_values == 0) | (num_values == 1)
     values[np.flatnonzero(nums)[ok_num]] = num_values[ok_num]
     is_str = kind == STR
@@ -266,16 +313,20 @@ def parse_timestamp(s: pd.Series) -> Parsed:
     if pd.api.types.is_float_dtype(s.dtype):
         absent = absent | _is_nan(s, kind)   # a typed null, not a NaN the user wrote
         numeric &= ~absent
-    values[numeric] = raw[numeric].astype(np.float64)
+    values[numeric] = as_float(raw[numeric])
     nan_given = numeric & np.isnan(values)
     dates = kind == DATETIME
     if dates.any():
         stamps = pd.to_datetime(pd.Series(raw[dates]), utc=True, errors="coerce")
         values[dates] = _ns_to_seconds(stamps).to_numpy()
     is_str = kind == STR
+    invalid = np.zeros(len(s), dtype=bool)
+    invalid[is_str] = invalid_unicode(raw[is_str])
+    early.append(Issue(invalid, "bad_text", BAD_TEXT_MESSAGE))
+    is_str &= ~invalid
     if is_str.any():
         _parse_timestamp_text(raw, is_str, values, absent, early)
-    wrong = ~(numeric | is_str | dates | absent)
+    wrong = ~(numeric | is_str | dates | absent | invalid)
     early.append(Issue(wrong, "wrong_type",
                        f"expected a timestamp, got {_type_names(kind[wrong])}"))
     early.append(Issue(nan_given, "bad_timestamp", "NaN is not a timestamp"))

@@ -32,6 +32,20 @@ QUANTITY_TYPES = (ADD_TO_CART, PURCHASE)                     # value = quantity,
 RATING_RANGE = (1.0, 5.0)
 SESSION_GAP_SECONDS = 30 * 60   # empty session_id: a user's events split at gaps longer than this
 
+# Longest accepted text value per column, in characters (after trimming; see docs/data.md
+# "Lengths"). A longer value is a bad row (reason code "too_long"), in a shop export and in
+# POST /v1/events alike, so nothing stored or answered can carry an unbounded string (one
+# 900 kB search query once made a single recommendation answer 45.9 MB). Chosen well above
+# real data: the Amazon Beauty catalog's longest title has 841 characters, brand 148,
+# category path 98; the sample shop's longest description 266.
+MAX_ID_CHARS = 256              # user_id, item_id, session_id
+MAX_QUERY_CHARS = 500           # also the API's default max_query_chars for /v1/search
+MAX_CHARS = {
+    USER_ID: MAX_ID_CHARS, ITEM_ID: MAX_ID_CHARS, SESSION_ID: MAX_ID_CHARS,
+    QUERY: MAX_QUERY_CHARS,
+    TITLE: 1_000, BRAND: 256, CATEGORIES: 1_000, DESCRIPTION: 10_000,
+}
+
 
 def top_category(path: str) -> str:
     """First level of a category path ("" if none): "Beauty > Makeup" -> "Beauty"."""

@@ -174,6 +174,10 @@ def _read_jsonl(path: Path) -> RawTable:
                 bad.append(BadRecord(number, f"malformed JSON: {err.msg} (column {err.colno})",
                                      text.rstrip("\r\n")))
                 continue
+            except (ValueError, RecursionError) as err:   # a 5,000-digit number; [[[[...
+                bad.append(BadRecord(number, f"unreadable JSON: {json_problem(err)}",
+                                     text.rstrip("\r\n")))
+                continue
             if not isinstance(record, dict):
                 bad.append(BadRecord(number, "expected a JSON object {...} on each line, got "
                                      f"{type(record).__name__}", text.rstrip("\r\n")))
@@ -194,6 +198,13 @@ def _read_jsonl(path: Path) -> RawTable:
     frame = pd.DataFrame(data) if data else pd.DataFrame(index=pd.RangeIndex(len(records)))
     return RawTable(path, "jsonl", columns, frame, np.asarray(lines, dtype=np.int64), bad,
                     {name.strip(): line for name, line in first_seen.items()})
+
+
+def json_problem(err: Exception) -> str:
+    """What json.loads refused beyond syntax: nesting too deep, or an integer too long."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]      # "Exceeds the limit (4300 digits) for integer ..."
 
 
 def _read_parquet(path: Path) -> RawTable:

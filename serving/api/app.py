@@ -7,6 +7,7 @@ always 4xx; 503 means the model server or event store cannot answer.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 
@@ -16,8 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from pydantic import BaseModel
 from starlette.routing import Match
 
+from pipeline.contract import spec
+from serving.api.health import Readiness
 from serving.api.metrics import ApiMetrics
 from serving.api.recommender import NotReady, Recommendations, UnknownItem
 from serving.api.services import Services
@@ -27,11 +31,42 @@ from serving.events.store import EventStoreError, now_seconds
 from serving.events.validation import EventValidationError, FieldProblem, validate_events
 
 
+log = logging.getLogger(__name__)
+MAX_DETAIL = 100          # problems listed in a 422's detail (the message counts the rest)
+MAX_REASON_CHARS = 2_000  # a reason quotes one title or the query, both capped by the contract
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what is wrong, naming the field; 422 adds ``detail``."""
+
+    error: str
+    detail: list[ErrorDetail] | None = None
+
+
+def _responses(*statuses: int) -> dict:
+    """OpenAPI ``responses=`` for a route: the error statuses it answers, in the JSON format."""
+    what = {400: "body is not JSON", 404: "unknown item", 413: "body too large",
+            422: "a parameter or event field breaks a rule (detail lists them)",
+            503: "the model server or event store cannot answer"}
+    return {status: {"model": ErrorBody, "description": what[status]} for status in statuses}
+
+
 def _error(status: int, message: str, detail: list | None = None) -> JSONResponse:
     body = {"error": message}
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(body, status_code=status)
+
+
+def _clip(text: str, limit: int) -> str:
+    """Text cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _field_name(loc) -> str:
@@ -50,11 +85,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         services = await run_in_threadpool(lambda: Services(settings, metrics).start())
         app.state.services = services
+        app.state.readiness = Readiness(services, settings, metrics)
+        metrics.watch_poll_failures(lambda: services.watcher.poll_failures)
         # admission control: requests beyond this wait here instead of thrashing the CPU
         app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent_requests)
         try:
             yield
         finally:
+            app.state.readiness.close()
             await run_in_threadpool(services.close)
 
     app = FastAPI(title="shoprec API", version="1", lifespan=lifespan,
@@ -77,7 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
         for stage in result.degraded:
             metrics.degraded.labels(stage).inc()
         items = [{**svc.catalog.describe(r.row), "score": round(r.score, 6),
-                  "reason": {k: v for k, v in vars(r.reason).items() if v is not None}}
+                  "reason": {k: _clip(v, MAX_REASON_CHARS) if isinstance(v, str) else v
+                             for k, v in vars(r.reason).items() if v is not None}}
                  for r in result.items]
         return {**extra, "strategy": result.strategy, "items": items,
                 "degraded": result.degraded, "model_versions": svc.watcher.versions}
@@ -85,16 +124,18 @@ def create_app(settings: Settings) -> FastAPI:
     k_param = Query(settings.default_k, ge=1, le=settings.max_k,
                     description=f"number of items (1..{settings.max_k})")
 
-    @app.get("/v1/recommend")
-    async def recommend(user_id: str = Query(..., min_length=1, max_length=256),
+    @app.get("/v1/recommend", responses=_responses(422, 503))
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=spec.MAX_ID_CHARS),
                         k: int = k_param):
         result = await limited(services().recommender.recommend, user_id, k)
         return answer("recommend", result, user_id=user_id, k=k,
-                      context={"history": result.history, "query": result.query})
+                      context={"history": result.history,
+                               "query": _clip(result.query, spec.MAX_QUERY_CHARS)})
 
-    @app.get("/v1/search")
+    @app.get("/v1/search", responses=_responses(422, 503))
     async def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
-                     user_id: str | None = Query(None, min_length=1, max_length=256),
+                     user_id: str | None = Query(None, min_length=1,
+                                                 max_length=spec.MAX_ID_CHARS),
                      k: int = k_param):
         if not q.strip():
             raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
@@ -103,12 +144,14 @@ def create_app(settings: Settings) -> FastAPI:
         result = await limited(services().recommender.search, q.strip(), user_id, k)
         return answer("search", result, q=q.strip(), user_id=user_id, k=k)
 
-    @app.get("/v1/items/{item_id:path}/similar")
-    async def similar(item_id: str = Path(..., min_length=1), k: int = k_param):
+    @app.get("/v1/items/{item_id:path}/similar", responses=_responses(404, 422, 503))
+    async def similar(item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
+                      k: int = k_param):
         result = await limited(services().recommender.similar, item_id, k)
         return answer("similar", result, item_id=item_id, k=k)
 
-    @app.post("/v1/events")
+    @app.post("/v1/events", responses=_responses(400, 413, 422, 503),
+              openapi_extra={"requestBody": _events_body(settings)})
     async def post_events(request: Request):
         too_large = _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
                                 "fewer events per request")
@@ -122,8 +165,10 @@ def create_app(settings: Settings) -> FastAPI:
                 return too_large
         try:
             payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _error(400, f"body: not valid JSON ({e})")
+        except RecursionError:
+            return _error(400, "body: not valid JSON (nested too deeply)")
+        except ValueError as e:     # syntax, encoding, a number of more than 4,300 digits
+            return _error(400, f"body: not valid JSON ({str(e).split(';')[0]})")
         svc = services()
         received = now_seconds()
         events = await limited(validate_events, payload, svc.catalog.index, received,
@@ -132,20 +177,24 @@ def create_app(settings: Settings) -> FastAPI:
         return {"accepted": stored}
 
     @app.get("/healthz")
-    def healthz():
+    async def healthz():
+        """Liveness: the process answers (on the event loop, no dependency is asked)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=_responses(503))
+    def readyz():
+        """Readiness: 200 when every check of serving/api/health.py passes, else 503 in the
+        error format, ``detail`` listing every check (answers within about
+        ``readiness_deadline_s``)."""
         svc = services()
+        report = app.state.readiness.evaluate()
+        if not report.ok:
+            return _error(503, report.summary(), report.detail())
         tables = svc.catalog.item_to_item
-        body = {"models": svc.watcher.versions, "catalog_items": len(svc.catalog),
+        return {"status": "ready", "checks": report.as_dict(), "models": svc.watcher.versions,
+                "catalog_items": len(svc.catalog),
                 "embeddings_version": svc.catalog.embeddings_version,
                 "item_to_item_version": tables.version if tables else None}
-        try:
-            svc.store.ping()
-        except EventStoreError as e:
-            return JSONResponse({**body, "status": "unavailable", "error": str(e)}, 503)
-        if not svc.watcher.ready:
-            return JSONResponse({**body, "status": "starting",
-                                 "error": svc.watcher.last_error or "loading models"}, 503)
-        return {**body, "status": "ok"}
 
     @app.get("/metrics")
     def metrics_endpoint():
@@ -168,7 +217,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{_field_name(p.loc)}: {p.message}" for p in problems[:10])
         if len(problems) > 10:
             message += f"; ... and {len(problems) - 10} more"
-        return _error(422, message, [p.as_dict() for p in problems])
+            if len(problems) > MAX_DETAIL:
+                message += f" ({len(problems)} problems, detail lists the first {MAX_DETAIL})"
+        return _error(422, message, [p.as_dict() for p in problems[:MAX_DETAIL]])
 
     @app.exception_handler(UnknownItem)
     async def unknown_item(request: Request, exc: UnknownItem):
@@ -189,6 +240,33 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        """A bug: answered in the JSON format, never as text. Starlette re-raises it after
+        this answer, so the server logs the traceback."""
+        log.error("unhandled %s in %s %s", type(exc).__name__, request.method,
+                  request.url.path)
+        return _error(500, "internal error; the API logged it")
+
+
+def _events_body(settings: Settings) -> dict:
+    """OpenAPI request body of POST /v1/events: one event or a list (the data contract's
+    events table; the endpoint reads the raw body to check it with the contract's code)."""
+    text = {name: {"type": "string", "maxLength": spec.MAX_CHARS[name]}
+            for name in (spec.USER_ID, spec.ITEM_ID, spec.QUERY, spec.SESSION_ID)}
+    event = {"type": "object", "additionalProperties": False,
+             "required": [spec.USER_ID, spec.EVENT_TYPE],
+             "properties": {**text,
+                            spec.EVENT_TYPE: {"type": "string", "enum": list(spec.EVENT_TYPES)},
+                            spec.VALUE: {"type": "number"},
+                            spec.TIMESTAMP: {"type": ["string", "number"],
+                                             "description": "ISO-8601 or epoch seconds; "
+                                                            "absent = time received"}}}
+    schema = {"oneOf": [event, {"type": "array", "items": event, "minItems": 1,
+                                "maxItems": settings.max_events_per_request}]}
+    return {"required": True, "content": {"application/json": {"schema": schema}},
+            "description": f"at most {settings.max_body_bytes} bytes (docs/data.md, events)"}
 
 
 class LatencyMiddleware:

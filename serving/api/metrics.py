@@ -1,14 +1,18 @@
 """Prometheus metrics of the API, in a registry of its own (one per app instance)."""
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest)
+from prometheus_client.core import CounterMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class ApiMetrics:
-    """Latency per endpoint and per recommendation stage, models in use, events, fallbacks."""
+    """Latency per endpoint and per recommendation stage, models in use, events, fallbacks,
+    readiness and model watcher poll failures."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -35,6 +39,18 @@ class ApiMetrics:
                                ["endpoint", "strategy"], registry=r)
         self.degraded = Counter("shoprec_api_degraded", "Answers given without a model "
                                 "stage because its call failed", ["stage"], registry=r)
+        self.ready = Gauge("shoprec_api_ready", "1 when GET /readyz would answer 200 (every "
+                           "readiness check passes), else 0; evaluated when scraped",
+                           registry=r)
+        self.readiness_check = Gauge(
+            "shoprec_api_readiness_check", "1 when this readiness check passed at the last "
+            "evaluation (model_server, models_available, embeddings, event_store, watcher)",
+            ["check"], registry=r)
+        self._poll_failures: Callable[[], int] = lambda: 0
+        r.register(_CallbackCounter(
+            "shoprec_api_model_watcher_poll_failures",
+            "Polls of the model watcher (served versions, embeddings, item-to-item tables) "
+            "that ended in an error", lambda: self._poll_failures()))
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)
@@ -45,6 +61,23 @@ class ApiMetrics:
         if embeddings_version is not None:
             self.embeddings_version.set(embeddings_version)
 
+    def watch_poll_failures(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` (the model watcher's failed polls) as the poll failure counter."""
+        self._poll_failures = count
+
     def exposition(self) -> bytes:
         """The text exposition format of every metric."""
         return generate_latest(self.registry)
+
+
+class _CallbackCounter:
+    """A counter whose value another object keeps (read when scraped)."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]):
+        self.name, self.documentation, self.value = name, documentation, value
+
+    def describe(self):
+        return [CounterMetricFamily(self.name, self.documentation)]
+
+    def collect(self):
+        yield CounterMetricFamily(self.name, self.documentation, value=float(self.value()))

@@ -181,6 +181,8 @@ class ModelWatcher:
         self.versions: dict[str, int] = {}
         self._tables_version: int | None = None
         self.last_error: str | None = None
+        self.last_poll: float | None = None     # time.monotonic() when a poll last finished
+        self.poll_failures = 0                   # polls that ended in an error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -188,6 +190,11 @@ class ModelWatcher:
     def ready(self) -> bool:
         """True once both models answered and the catalog embeddings are loaded."""
         return bool(self.versions) and self.catalog.embeddings is not None
+
+    @property
+    def alive(self) -> bool:
+        """True while the polling thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def refresh(self) -> bool:
         """One poll: read versions, recompute embeddings and item-to-item tables if needed.
@@ -213,7 +220,10 @@ class ModelWatcher:
                 self.on_versions(versions)
         except ServingError as e:
             self.last_error = str(e)
+            self.poll_failures += 1
             log.warning("model server not usable yet: %s", e)
+        finally:
+            self.last_poll = time.monotonic()
         return self.ready
 
     def _refresh_tables(self, metadata: ModelMetadata, version: int) -> None:
@@ -265,6 +275,7 @@ class ModelWatcher:
                 # Anything unexpected (a bug, a malformed answer) must not end the polling:
                 # the next version could never be picked up.
                 self.last_error = f"{type(e).__name__}: {e}"
+                self.poll_failures += 1
                 log.exception("model watcher poll failed; retrying in %.0f s", self.poll_s)
 
     def stop(self) -> None:

@@ -9,6 +9,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from pipeline.contract import spec
+
 ENV_PREFIX = "SHOPREC_"
 
 
@@ -39,10 +41,13 @@ class Settings:
     embedding_batch_size: int = 64      # <= max_batch_size of serving/tfserving/batching.config
     model_poll_s: float = 10.0              # how often model versions are checked
     startup_wait_s: float = 60.0            # wait this long for TF Serving before serving
+    readiness_deadline_s: float = 0.5       # /readyz: budget of the model server/store probes
+    readiness_cache_s: float = 1.0          # /readyz: reuse a readiness report this long
+    readiness_max_poll_intervals: float = 3.0   # /readyz: watcher stuck after this many polls
     max_concurrent_requests: int = 8        # requests computed at once; the rest queue
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
-    max_query_chars: int = 500
+    max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
 
     def __post_init__(self):
         def need(ok: bool, name: str, what: str):
@@ -62,6 +67,11 @@ class Settings:
         for name in ("tfserving_deadline_s", "model_poll_s"):
             need(getattr(self, name) > 0, name, "must be > 0")
         need(self.startup_wait_s >= 0, "startup_wait_s", "must be >= 0")
+        need(0 < self.readiness_deadline_s <= 10, "readiness_deadline_s",
+             "must be in (0, 10] seconds")
+        need(self.readiness_cache_s >= 0, "readiness_cache_s", "must be >= 0")
+        need(self.readiness_max_poll_intervals > 1, "readiness_max_poll_intervals",
+             "must be > 1 (polls are model_poll_s apart plus the time each takes)")
         for name in ("transition_candidates", "cooccurrence_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")

@@ -66,7 +66,7 @@ def run(stack: LocalStack, examples: dict, k: int, users: int = 0) -> None:
     print(f"up: API {stack.api_url} (docs /docs, metrics /metrics), TF Serving stand-in gRPC "
           f"{stack.host}:{stack.grpc_port}, REST {stack.host}:{stack.rest_port}")
     with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
-        show(client, "GET", "/healthz")
+        show(client, "GET", "/readyz")
         show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
         show(client, "GET", "/v1/recommend", params={"user_id": "demo-new-shopper", "k": k})
         show(client, "GET", "/v1/search", params={"q": examples["query"], "k": k})

@@ -2,7 +2,8 @@
 
 Both run as subprocesses, the model server with the production ``models.config``
 (``/models`` mapped to the serving dir), the API pointed at its gRPC port. ``start()``
-waits (bounded) until ``/healthz`` is OK; ``stop()`` sends SIGTERM (API first), waits,
+waits (bounded) until the API is ready (``/readyz`` 200: models answering, catalog
+embeddings loaded, event store writable); ``stop()`` sends SIGTERM (API first), waits,
 and kills only what did not exit. In the foreground (what ``make serve`` runs):
 
     python -m serving.demo.local_stack --serving-dir serving_models --shop sample_shop \\
@@ -76,7 +77,7 @@ class LocalStack:
         }
 
     def start(self, foreground_logs: bool = False) -> "LocalStack":
-        """Start both services and wait until the API is healthy (or raise StackError)."""
+        """Start both services and wait until the API is ready (or raise StackError)."""
         for name, command in self.commands().items():
             log = None if foreground_logs else open(self.log_dir / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(
@@ -85,13 +86,13 @@ class LocalStack:
             if log:
                 log.close()
         try:
-            self._wait_healthy()
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_healthy(self) -> None:
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -100,14 +101,14 @@ class LocalStack:
                     raise StackError(f"{name} exited with status {proc.returncode}"
                                      f"{self._log_tail(name)}")
             try:
-                response = httpx.get(f"{self.api_url}/healthz", timeout=2.0)
+                response = httpx.get(f"{self.api_url}/readyz", timeout=2.0)
                 if response.status_code == 200:
                     return
                 last = response.text
             except httpx.HTTPError as e:
                 last = str(e)
             time.sleep(0.5)
-        raise StackError(f"API not healthy after {self.startup_timeout_s:.0f} s ({last})"
+        raise StackError(f"API not ready after {self.startup_timeout_s:.0f} s ({last})"
                          f"{self._log_tail('api')}")
 
     def _log_tail(self, name: str, lines: int = 15) -> str:

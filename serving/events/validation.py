@@ -4,7 +4,10 @@ A JSON body (one object or a list of objects) becomes a raw events table and goe
 ``pipeline.contract.checks.check_events`` -- the same rules, messages and reason codes as a
 shop export (docs/data.md). Differences that belong to an API: ``timestamp`` may be left
 out (absent or null = the time the server receives it), ``item_id`` may be left out for
-``search`` events, and an unknown field is an error naming the closest allowed one.
+``search`` events, and an unknown field is an error naming the closest allowed one. Text
+longer than the contract's caps (``spec.MAX_CHARS``) is refused like in an export
+(``too_long``); nothing a client sends is echoed unbounded (field names are cut to
+``KEY_PREVIEW`` characters in errors).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pipeline.contract.checks import check_events
 from pipeline.contract.tables import RawTable
 
 CATALOG = "the catalog"
+KEY_PREVIEW = 40          # characters of an unknown field's name quoted in an error
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,19 @@ def _shape_problems(records: list, loc) -> list[FieldProblem]:
             continue
         for key in record:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
+                name = str(key)
+                close = difflib.get_close_matches(name, allowed, n=1) \
+                    if len(name) <= KEY_PREVIEW else []
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                problems.append(FieldProblem(loc(i, str(key)), f"unknown field{hint} "
+                problems.append(FieldProblem(loc(i, key_label(name)), f"unknown field{hint} "
                                              f"(allowed: {', '.join(allowed)})",
                                              "unknown_field"))
     return problems
+
+
+def key_label(key: str) -> str:
+    """A posted field name as it may be quoted back: at most KEY_PREVIEW characters, lone
+    surrogates (invalid Unicode, unencodable in the JSON answer) as backslash escapes."""
+    if len(key) > KEY_PREVIEW:
+        key = key[:KEY_PREVIEW - 3] + "..."
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")

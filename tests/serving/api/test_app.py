@@ -26,11 +26,23 @@ def _assert_field_error(response, status: int, field: str):
     return body
 
 
-def test_healthz_reports_models_and_catalog(api_client):
-    body = api_client.get("/healthz").json()
-    assert body["status"] == "ok"
+def test_healthz_is_liveness_and_readyz_reports_checks_models_and_catalog(api_client):
+    live = api_client.get("/healthz")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    ready = api_client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "model_server": True, "models_available": True, "embeddings": True,
+        "event_store": True, "watcher": True}
+    assert body["checks"]["models_available"]["reason"] == "retrieval v1, ranking v1 AVAILABLE"
     assert body["models"] == {"retrieval": 1, "ranking": 1}
     assert body["catalog_items"] == 40 and body["embeddings_version"] == 1
+    assert "item_to_item_version" in body
+    metrics = api_client.get("/metrics").text
+    assert "shoprec_api_ready 1.0" in metrics
+    assert "shoprec_api_model_watcher_poll_failures_total 0.0" in metrics
 
 
 def test_recommend_known_user_is_personal_filtered_diverse_and_explained(api_client):
@@ -291,7 +303,7 @@ def test_with_the_redis_store_events_change_recommendations(api_shop, api_model_
     settings = make_settings(api_shop, api_model_server.grpc_port, tmp_path / "unused",
                              event_store=redis_url)
     with TestClient(create_app(settings)) as client:
-        assert client.get("/healthz").json()["status"] == "ok"
+        assert client.get("/readyz").json()["status"] == "ready"
         assert _recommend(client, "reader").json()["context"]["history"] == [
             "book0", "book3", "book2", "book1"], "shop events imported into Redis"
         assert _recommend(client, "r-new").json()["strategy"] == "popular"

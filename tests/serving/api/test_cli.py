@@ -42,7 +42,7 @@ def test_demo_starts_both_services_answers_and_stops_them(api_serving_dir, api_s
                    "--shop", str(api_shop), "-k", "3"], timeout=600)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    for line in ("GET /healthz -> 200", "GET /v1/recommend?user_id=reader&k=3 -> 200",
+    for line in ("GET /readyz -> 200", "GET /v1/recommend?user_id=reader&k=3 -> 200",
                  "GET /v1/search?q=building blocks toy&k=3 -> 200",
                  "POST /v1/events -> 200", "POST /v1/events -> 422",
                  "stopped: api exit 0, model_server exit 0"):

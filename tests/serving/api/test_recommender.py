@@ -90,6 +90,8 @@ def test_settings_from_environment_with_overrides():
 
 
 def test_without_a_model_server_answers_degrade_and_health_says_so(api_shop, tmp_path):
+    import time
+
     from fastapi.testclient import TestClient
 
     from serving.api.app import create_app
@@ -97,9 +99,20 @@ def test_without_a_model_server_answers_degrade_and_health_says_so(api_shop, tmp
     settings = make_settings(api_shop, portpicker.pick_unused_port(), tmp_path / "e.sqlite3",
                              startup_wait_s=0, tfserving_deadline_s=1, tfserving_retries=0)
     with TestClient(create_app(settings)) as client:
-        health = client.get("/healthz")
-        assert health.status_code == 503 and health.json()["status"] == "starting"
-        assert health.json()["error"]
+        assert client.get("/healthz").json() == {"status": "ok"}, "alive all the same"
+        started = time.perf_counter()
+        ready = client.get("/readyz")
+        assert time.perf_counter() - started < 1.0, "within the readiness budget"
+        body = ready.json()
+        assert ready.status_code == 503 and set(body) == {"error", "detail"}, body
+        checks = {d["loc"][1]: d for d in body["detail"]}
+        assert list(checks) == ["model_server", "models_available", "embeddings",
+                                "event_store", "watcher"], "every check is listed"
+        assert [n for n, d in checks.items() if d["type"] == "failed"] == [
+            "model_server", "models_available", "embeddings"], body
+        assert "UNAVAILABLE" in checks["model_server"]["msg"]
+        assert checks["embeddings"]["msg"].startswith("catalog embeddings not loaded yet")
+        assert body["error"].startswith("not ready: model_server (retrieval: UNAVAILABLE")
         rec = client.get("/v1/recommend", params={"user_id": "reader", "k": 3}).json()
         assert rec["degraded"] == ["retrieval"] and rec["strategy"] == "popular"
         assert [i["item_id"] for i in rec["items"]][:2] == ["beauty0", "beauty1"]
@@ -112,6 +125,10 @@ def test_without_a_model_server_answers_degrade_and_health_says_so(api_shop, tmp
                                                "event_type": "click"}).status_code == 200
         metrics = client.get("/metrics").text
         assert 'shoprec_api_degraded_total{stage="retrieval"} 2.0' in metrics
+        assert "shoprec_api_ready 0.0" in metrics
+        assert 'shoprec_api_readiness_check{check="model_server"} 0.0' in metrics
+        failures = metrics.split("\nshoprec_api_model_watcher_poll_failures_total ")[1]
+        assert float(failures.split()[0]) >= 1, "the startup poll failed"
 
 
 class _Store:
