@@ -27,7 +27,7 @@ $(ENV_STAMP): requirements/lock.txt requirements/nodeps.txt setup.py
 	@echo "environment ready: $(VENV)"
 
 test: env
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=30
 
 test-fast: env
 	$(PY) -m pytest -ra -m "not slow"

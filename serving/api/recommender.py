@@ -75,18 +75,22 @@ class Recommendations:
 class Pool:
     """Candidates on their way through ranking and diversity: catalog ``rows`` [C] with
     ``scores`` [C] (retrieval's, then the ranking model's), the index of the ``source`` that
-    added each (0: retrieval), the history row that explains it (``because``, -1: none) and
-    the candidate stage's ``features`` by name ([C] each)."""
+    added each (into ``sources``, the stage's sources; 0: retrieval), the history row that
+    explains it (``because``, -1: none) and the candidate stage's ``features`` by name ([C]
+    each). ``sources`` is kept with the pool: the watcher may swap the catalog's tables
+    while a request runs."""
 
     rows: np.ndarray
     scores: np.ndarray
     source: np.ndarray
     because: np.ndarray
     features: dict
+    sources: list = field(default_factory=list)
 
     def take(self, order) -> "Pool":
         return Pool(self.rows[order], self.scores[order], self.source[order],
-                    self.because[order], {k: v[order] for k, v in self.features.items()})
+                    self.because[order], {k: v[order] for k, v in self.features.items()},
+                    self.sources)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -206,7 +210,7 @@ class Recommender:
         keep = found.valid[0] & ((source == 0) | (because >= 0))
         features = {name: values[0][keep] for name, values in found.features.items()}
         return Pool(items[keep], retrieved[items[keep]], source[keep], because[keep],
-                    features)
+                    features, [src for src, _ in quotas])
 
     def _rank(self, user_id: str, history: list[str], query: str, pool: Pool,
               result) -> Pool:
@@ -229,7 +233,7 @@ class Recommender:
         rows = pool.rows
         for i, (index, row) in enumerate(zip(pool.source, pool.because)):
             if index and row >= 0:
-                source = self.catalog.item_to_item.sources[index - 1]
+                source = pool.sources[index]
                 item = self.catalog.ids[row]
                 reasons[i] = Reason(SOURCE_REASONS.get(source.name, "for_you"),
                                     source.reason.format(item=f"“{self.catalog.titles[row]}”"),

@@ -24,7 +24,7 @@ CONFIG = {"embedding_dim": 32, "hidden_units": [64], "batch_size": 64, "learning
           "top_k": K, "eval_ks": [10, K], "seed": 3, "text_mode": "frozen",
           "text_seq_len": SEQ_LEN}
 SIGNATURES = {"serving_default", "top_k", "query_embedding", "candidate_embedding",
-              "eval_hit_at_k"}
+              "eval_hit_at_k", "related_items"}
 
 
 @pytest.fixture(scope="module")

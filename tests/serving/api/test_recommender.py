@@ -274,3 +274,19 @@ def test_ranking_with_external_features_reorders_the_two_stage_pool():
     rec = _recommender(catalog, models, ctx).recommend("u1", k=4)
     assert catalog.ids[rec.items[0].row] == "toy3"
     assert rec.items[0].score == pytest.approx(np.log1p(4.0), rel=1e-3)
+
+
+def test_tables_swapped_during_a_request_do_not_break_its_reasons():
+    from serving.events.store import UserContext
+
+    catalog = _with_tables({"book1": [("toy3", 4.0)]}, {})
+    models = _Models(catalog, k=3)
+
+    def swap_then_rank(inputs):
+        catalog.set_item_to_item(None)          # the watcher installs another version's
+        return np.arange(len(inputs["item_id"]), dtype=np.float64)
+    models.rank = swap_then_rank
+    rec = _recommender(catalog, models, UserContext(["book1"], {"book1": "click"})).recommend(
+        "u1", k=4)
+    assert rec.degraded == [] and catalog.ids[rec.items[0].row] == "toy3"
+    assert rec.items[0].reason.type == "chosen_after"
