@@ -9,8 +9,8 @@ far beyond the API's deadline. TF loaders (TFMA, `tf.saved_model.load`) ignore
 
 One PredictLog per signature of the export and batch size in `BATCH_SIZES`, built from the
 signature defs in `saved_model.pb`, so every signature (including new ones) is covered:
-inputs are named as in trainer/features.py and filled with real catalog items, user ids,
-histories and queries (`Samples`); serialized tf.Examples for `examples` inputs; defaults for
+inputs are named as in trainer/features.py and filled with real catalog items and made-up
+user contexts over them (`Samples`; no shopper's data); serialized tf.Examples for `examples` inputs; defaults for
 anything else (e.g. external float features). Signatures with unbatched (rank-0) inputs,
 like the ranking model's `rank_candidates`, ask only for `score`: TF Serving's batching
 (`--enable_batching`) refuses scalar inputs for requests of a signature's full output set
@@ -208,12 +208,17 @@ def _strings(values) -> List[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def samples_from_examples(catalog_patterns: Sequence[str], train_patterns: Sequence[str],
-                          spec: Mapping, user_ids: Sequence[str] = (),
-                          num_items: int = 8) -> Samples:
-    """Samples from the transformed examples: the first `num_items` catalog items, the
-    histories and queries of the first train units (the best one has both), `user_ids`
-    (e.g. the head of the user vocabulary)."""
+WARMUP_USER = "shoprec-warmup"     # a user id no shop has: the unknown-user (OOV) path
+
+
+def samples_from_catalog(catalog_patterns: Sequence[str], spec: Mapping,
+                         num_items: int = 8) -> Samples:
+    """Samples from the transformed catalog split only: the first `num_items` items, and two
+    made-up user contexts over them (a history of three items with a query of title words,
+    and a one-item history without one) for a user id no shop has. Nothing personal
+    (shoppers' ids, histories, searches) goes into the export's warm-up file
+    (docs/privacy.md); the requests still take every code path (known items, histories,
+    live-encoded query text, the out-of-vocabulary user)."""
     keys = [k for k in ITEM_KEYS if k in spec and k != F.PRICE]
     batch = next(iter(data.make_dataset(catalog_patterns, {k: spec[k] for k in keys},
                                         num_items)))
@@ -221,32 +226,14 @@ def samples_from_examples(catalog_patterns: Sequence[str], train_patterns: Seque
                  else batch[k].numpy().tolist()) for k in keys}
     n = len(items[keys[0]])
     items[F.PRICE] = [PRICES[i % len(PRICES)] for i in range(n)]
-    contexts = []
-    if F.HISTORY_ITEM_IDS in spec and F.QUERY in spec:
-        units = next(iter(data.make_dataset(
-            train_patterns, {k: spec[k] for k in (F.HISTORY_ITEM_IDS, F.QUERY)}, 1024)))
-        histories = [[h for h in _strings(row) if h] for row in units[F.HISTORY_ITEM_IDS].numpy()]
-        queries = _strings(units[F.QUERY].numpy())
-        order = sorted(range(len(queries)),
-                       key=lambda r: (-(bool(queries[r]) and bool(histories[r])),
-                                      -len(histories[r]), r))
-        contexts = [(histories[r], queries[r]) for r in order[:2]]
     ids = items.get(F.ITEM_ID, [])
-    if not contexts or not contexts[0][0]:
-        words = " ".join(items.get(F.TITLE, ["gift"])[:1]).lower().split()
-        contexts = [(ids[:3], " ".join(words[:2]))] + contexts
-    users = list(user_ids)[:len(contexts)] or [""]
-    users += [""] * (len(contexts) - len(users))
-    return Samples(items, [(u, h, q) for u, (h, q) in zip(users, contexts)])
+    words = " ".join(items.get(F.TITLE, ["gift"])[:1]).lower().split()
+    contexts = [(ids[:3], " ".join(words[:2]) or "gift"), (ids[-1:], "")]
+    return Samples(items, [(WARMUP_USER, h, q) for h, q in contexts])
 
 
 def write_for_run(fn_args, tft_output, model_name: str) -> str:
     """The warm-up file of a Trainer run's export (`fn_args.serving_model_dir`)."""
-    try:
-        user_ids = _strings(tft_output.vocabulary_by_name(F.vocab_name(F.USER_ID))[:2])
-    except (ValueError, KeyError, tf.errors.NotFoundError):
-        user_ids = []
-    samples = samples_from_examples(data.catalog_patterns(fn_args.train_files),
-                                    fn_args.train_files, tft_output.transformed_feature_spec(),
-                                    user_ids)
+    samples = samples_from_catalog(data.catalog_patterns(fn_args.train_files),
+                                   tft_output.transformed_feature_spec())
     return write(fn_args.serving_model_dir, samples, model_name)

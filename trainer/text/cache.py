@@ -56,6 +56,12 @@ class TextCatalog:
     def size(self) -> int:
         return len(self.texts)
 
+    def items_only(self) -> "TextCatalog":
+        """The same catalog without the train queries (what an export may keep: shoppers'
+        searches are personal data, docs/privacy.md)."""
+        n = self.num_item_texts
+        return TextCatalog(self.texts[:n], self.item_ids, self.item_rows, n)
+
 
 def collect_texts(catalog_patterns: Sequence[str], train_patterns: Sequence[str],
                   spec: Dict) -> TextCatalog:

@@ -177,11 +177,19 @@ def build_embedder(config: RetrievalConfig, catalog: text_cache.TextCatalog,
                    batch_size: int = 64) -> TextEmbedder:
     """The evaluation / serving embedder after training.
 
+    Only the item texts are kept: the train queries, cached for training speed, are left
+    out of what gets exported (search texts are personal data, docs/privacy.md), so every
+    query is encoded live, with the same encoder and weights as its cached row.
+
     frozen: the cached pretrained table and a fresh pretrained encoder for live texts.
-    top_layers, full: every cached text re-encoded with the fine-tuned encoder (same weights
-    as training) for the table, that encoder for live texts; history keeps the pretrained
-    table the model was trained with.
+    top_layers, full: every cached item text re-encoded with the fine-tuned encoder (same
+    weights as training) for the table, that encoder for live texts; history keeps the
+    pretrained table the model was trained with.
     """
+    catalog = catalog.items_only()
+    tables = dataclasses.replace(tables, **{
+        name: None if getattr(tables, name) is None else getattr(tables, name)[:catalog.size]
+        for name in ("embeddings", "lower_hidden", "token_ids", "padding_mask")})
     tokenizer = text_encoder.load_tokenizer(paths)
     if training_text is None or training_text.encoder is None:
         encoder = text_encoder.load_encoder(paths)

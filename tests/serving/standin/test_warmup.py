@@ -232,34 +232,26 @@ def test_ranking_requests_use_real_values_and_ask_rank_candidates_for_score_only
     assert rows[:2].tolist() == [b"u2", b"u1"], "batch rows cycle through the users"
 
 
-def test_samples_from_transformed_examples(tmp_path):
-    def write(split, examples):
-        folder = tmp_path / "Transform" / f"Split-{split}"
-        folder.mkdir(parents=True)
-        _write_records(str(folder / "data.tfrecord"), [
-            tf.train.Example(features=tf.train.Features(feature={
-                k: (tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-                    if isinstance(v, int) else tf.train.Feature(bytes_list=tf.train.BytesList(
-                        value=[x.encode() for x in (v if isinstance(v, list) else [v])])))
-                for k, v in example.items()})).SerializeToString() for example in examples])
-        return str(folder / "*")
-
-    catalog = write("catalog", [{"item_id": f"i{n}", "title": f"Red shoe {n}",
-                                 "description": "", "brand": "B", "category": "Shoes > Red",
-                                 "in_stock": n % 2} for n in range(12)])
-    train = write("train", [
-        {"history_item_ids": ["i1"] + [""] * 9, "query": ""},
-        {"history_item_ids": ["i1", "i2", "i3"] + [""] * 7, "query": ""},
-        {"history_item_ids": ["i4", "i5"] + [""] * 8, "query": "red shoes"}])
+def test_samples_come_from_the_catalog_and_hold_no_shopper_data(tmp_path):
+    folder = tmp_path / "Transform" / "Split-catalog"
+    folder.mkdir(parents=True)
+    _write_records(str(folder / "data.tfrecord"), [
+        tf.train.Example(features=tf.train.Features(feature={
+            k: (tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+                if isinstance(v, int) else tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[v.encode()])))
+            for k, v in {"item_id": f"i{n}", "title": f"Red Shoe {n}", "description": "",
+                         "brand": "B", "category": "Shoes > Red",
+                         "in_stock": n % 2}.items()})).SerializeToString()
+        for n in range(12)])
     spec = {F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
             F.TITLE: tf.io.FixedLenFeature([], tf.string),
             F.DESCRIPTION: tf.io.FixedLenFeature([], tf.string),
             F.BRAND: tf.io.FixedLenFeature([], tf.string),
             F.CATEGORY: tf.io.FixedLenFeature([], tf.string),
-            F.IN_STOCK: tf.io.FixedLenFeature([], tf.int64),
-            F.HISTORY_ITEM_IDS: tf.io.FixedLenFeature([F.HISTORY_LENGTH], tf.string),
-            F.QUERY: tf.io.FixedLenFeature([], tf.string)}
-    samples = warmup.samples_from_examples([catalog], [train], spec, ["u7", "u8", "u9"])
+            F.IN_STOCK: tf.io.FixedLenFeature([], tf.int64)}
+    samples = warmup.samples_from_catalog([str(folder / "*")], spec)
     assert samples.items[F.ITEM_ID] == [f"i{n}" for n in range(8)]
     assert samples.items[F.IN_STOCK][:2] == [0, 1] and len(samples.items[F.PRICE]) == 8
-    assert samples.users == [("u7", ["i4", "i5"], "red shoes"), ("u8", ["i1", "i2", "i3"], "")]
+    assert samples.users == [(warmup.WARMUP_USER, ["i0", "i1", "i2"], "red shoe"),
+                             (warmup.WARMUP_USER, ["i7"], "")]

@@ -129,15 +129,17 @@ def test_embedder_encodes_uncached_texts_live(paths, tables):
     catalog = _catalog()
     embedder = text_tower.build_embedder(config, catalog, tables, paths)
     new = "Nova Berry Velvet Lip Stain | Nova | Beauty > Makeup > Lips"
+    assert embedder.lookup.size == len(ITEM_TEXTS) == embedder.table.shape[0]  # no queries
     got = embedder.encode(tf.constant([QUERIES[1], new, "", new])).numpy()
-    np.testing.assert_array_equal(got[0], tables.embeddings[4])           # cached row
+    np.testing.assert_allclose(got[0], tables.embeddings[4], atol=1e-5)   # live = its cache row
     np.testing.assert_allclose(got[1], encode_texts([new], paths)[0], atol=1e-5)
     np.testing.assert_array_equal(got[2], np.zeros(384))
     np.testing.assert_array_equal(got[3], got[1])
     features = embedder.query_features({
         F.QUERY: tf.constant(["red lipstick"]),
         F.HISTORY_ITEM_IDS: tf.constant([["tent", "unknown"] + [""] * (L - 2)])})
-    np.testing.assert_array_equal(features[text_tower.QUERY_TEXT][0], tables.embeddings[3])
+    np.testing.assert_allclose(features[text_tower.QUERY_TEXT][0], tables.embeddings[3],
+                               atol=1e-5)
     history = features[text_tower.HISTORY_TEXT].numpy()[0]
     np.testing.assert_array_equal(history[0], tables.embeddings[1])
     assert not history[1:].any()
