@@ -21,11 +21,23 @@ EXCLUDE_RULES = ("none", "purchased", "history")
 
 def top_candidates(scores, top_n):
     """Indices of the ``top_n`` highest scores per row, best first, ties by lower item
-    index: int64 [U, top_n]."""
+    index: int64 [U, top_n]. The same as a stable argsort of the negated scores, but in
+    O(n) per row plus the sort of the few items at or above the ``top_n``-th score
+    (a full sort of 100k items per request cost more than the rest of the stage)."""
     scores = np.asarray(scores)
-    if not 1 <= top_n <= scores.shape[1]:
-        raise ValueError(f"top_n must be in [1, {scores.shape[1]}], got {top_n}")
-    return np.argsort(-scores, axis=1, kind="stable")[:, :top_n]
+    users, n = scores.shape
+    if not 1 <= top_n <= n:
+        raise ValueError(f"top_n must be in [1, {n}], got {top_n}")
+    if np.isnan(scores).any():
+        raise ValueError("candidate scores contain NaN")
+    if 4 * top_n >= n:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :top_n]
+    kth = np.partition(scores, n - top_n, axis=1)[:, n - top_n]      # the top_n-th largest
+    out = np.empty((users, top_n), np.int64)
+    for u in range(users):
+        head = np.flatnonzero(scores[u] >= kth[u])      # >= top_n items (ties at kth too)
+        out[u] = head[np.argsort(-scores[u, head], kind="stable")[:top_n]]
+    return out
 
 
 def union_candidates(top, ranking, extra):

@@ -15,6 +15,20 @@ def test_top_candidates_best_first_ties_by_item_index():
         stage.top_candidates(scores, 6)
 
 
+def test_top_candidates_equals_a_stable_full_sort_with_ties_and_minus_infinity():
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 300))
+        scores = rng.integers(-3, 4, size=(3, n)).astype(np.float64)   # many ties
+        scores[rng.random((3, n)) < 0.2] = -np.inf
+        top_n = int(rng.integers(1, n + 1))
+        np.testing.assert_array_equal(
+            stage.top_candidates(scores, top_n),
+            np.argsort(-scores, axis=1, kind="stable")[:, :top_n], err_msg=f"trial {trial}")
+    with pytest.raises(ValueError, match="NaN"):
+        stage.top_candidates(np.array([[0.5, np.nan, 0.1, 0.2, 0.3]]), 1)
+
+
 def test_union_candidates_appends_the_best_new_items_of_the_second_ranking():
     top = np.array([[3, 1, 2], [0, 1, 2]])
     ranking = np.array([[1, 5, 3, 4, 0, 2], [0, 1, 2, 3, 4, 5]])
