@@ -152,6 +152,8 @@ def check_events(raw: RawTable, known_items: pd.Index, kept_items: pd.Index,
                  items_file: str) -> tuple[pd.DataFrame, RowIssues, np.ndarray]:
     """Canonical events columns, row problems, and the rows whose item was quarantined.
 
+    The frame has EVENT_ID (after the EVENT_COLUMNS) only when ``raw`` has that column.
+
     known_items: ids present in the items file; kept_items: ids of items that survive validation.
     """
     issues = RowIssues(raw)
@@ -195,8 +197,14 @@ def check_events(raw: RawTable, known_items: pd.Index, kept_items: pd.Index,
     issues.add_parsed(spec.TIMESTAMP, stamp, code="bad_timestamp")
     issues.add(stamp.absent, spec.TIMESTAMP, "bad_timestamp", "required timestamp is missing",
                quote=False)
-    for name, parsed in ((spec.USER_ID, user_id), (spec.ITEM_ID, item_id),
-                         (spec.QUERY, query), (spec.SESSION_ID, session)):
+    texts = [(spec.USER_ID, user_id), (spec.ITEM_ID, item_id), (spec.QUERY, query),
+             (spec.SESSION_ID, session)]
+    event_id = None
+    if spec.EVENT_ID in raw.frame:              # optional idempotency key; "" = none
+        event_id = parse_text(raw.frame[spec.EVENT_ID])
+        issues.add_parsed(spec.EVENT_ID, event_id)
+        texts.append((spec.EVENT_ID, event_id))
+    for name, parsed in texts:
         _flag_too_long(issues, name, parsed.values)
     frame = pd.DataFrame({
         spec.USER_ID: user_id.values,
@@ -207,6 +215,8 @@ def check_events(raw: RawTable, known_items: pd.Index, kept_items: pd.Index,
         spec.SESSION_ID: session.values,
         spec.TIMESTAMP: stamp.values.fillna(0).astype(np.int64),
     })
+    if event_id is not None:
+        frame[spec.EVENT_ID] = event_id.values
     return frame, issues, cascade
 
 

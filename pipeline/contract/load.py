@@ -36,7 +36,8 @@ class ShopTables:
     items: item_id, title, description, brand, categories (str), price (float64), in_stock
     (bool), created_at (int64 epoch s, 0 = unknown). users: user_id + attribute columns (str).
     events: user_id, item_id ("" for search), event_type, value (float64, NaN if absent), query,
-    session_id (str), timestamp (int64 epoch s), stably sorted by timestamp. RangeIndex.
+    session_id (str), timestamp (int64 epoch s), stably sorted by timestamp, and event_id
+    (str, "" = none) only when the events file has that column. RangeIndex.
     """
 
     items: pd.DataFrame

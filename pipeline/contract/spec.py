@@ -22,6 +22,7 @@ VALUE = "value"
 QUERY = "query"
 SESSION_ID = "session_id"
 TIMESTAMP = "timestamp"
+EVENT_ID = "event_id"           # optional client idempotency key (serving/events, docs/data.md)
 
 CATEGORY_SEPARATOR = " > "
 VIEW, CLICK, ADD_TO_CART, PURCHASE, RATING, SEARCH = (
@@ -40,9 +41,12 @@ SESSION_GAP_SECONDS = 30 * 60   # empty session_id: a user's events split at gap
 # category path 98; the sample shop's longest description 266.
 MAX_ID_CHARS = 256              # user_id, item_id, session_id
 MAX_QUERY_CHARS = 500           # also the API's default max_query_chars for /v1/search
+# An event_id is stored with its event and indexed per user (the event stores' duplicate
+# check), so it is capped lower than other ids: a UUID has 36 characters, a ULID 26.
+MAX_EVENT_ID_CHARS = 128
 MAX_CHARS = {
     USER_ID: MAX_ID_CHARS, ITEM_ID: MAX_ID_CHARS, SESSION_ID: MAX_ID_CHARS,
-    QUERY: MAX_QUERY_CHARS,
+    EVENT_ID: MAX_EVENT_ID_CHARS, QUERY: MAX_QUERY_CHARS,
     TITLE: 1_000, BRAND: 256, CATEGORIES: 1_000, DESCRIPTION: 10_000,
 }
 
@@ -72,9 +76,11 @@ ITEMS = TableSpec("items", True, (ITEM_ID, TITLE, PRICE),
                   (DESCRIPTION, BRAND, CATEGORIES, IN_STOCK, CREATED_AT))
 USERS = TableSpec("users", False, (USER_ID,), (), free_columns=True)
 EVENTS = TableSpec("events", True, (USER_ID, ITEM_ID, EVENT_TYPE, TIMESTAMP),
-                   (VALUE, QUERY, SESSION_ID))
+                   (VALUE, QUERY, SESSION_ID, EVENT_ID))
 TABLES = {spec.name: spec for spec in (ITEMS, USERS, EVENTS)}
 
-# Canonical column order of the frames load_shop returns.
+# Canonical column order of the frames load_shop returns. The events frame has EVENT_ID as
+# an eighth column only when the file has that column (training does not use it; the event
+# stores do, to drop events they already hold).
 ITEM_COLUMNS = (ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORIES, PRICE, IN_STOCK, CREATED_AT)
 EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, QUERY, SESSION_ID, TIMESTAMP)

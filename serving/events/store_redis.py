@@ -4,41 +4,203 @@ Keys (``prefix`` defaults to ``shoprec:``):
 
 * ``events`` stream: the full event log (XADD, capped at ``max_log`` entries, approximately);
 * ``seq``: event counter; members carry it zero-padded, so equal timestamps keep their order;
+  ``count``: events stored (minus purged and erased ones);
 * ``user:<id>:engaged`` sorted set, score = timestamp, member ``<seq>|<type>|<item_id>``,
   trimmed to the newest ``max_per_user``;
 * ``user:<id>:purchased`` set; ``user:<id>:searches`` sorted set (``<seq>|<query>``, newest
   ``max_searches``); ``last_ts`` sorted set user -> latest event time (ZADD GT);
-* ``popularity`` sorted set item -> engagement count; ``meta`` hash; ``schema_version``.
+* ``popularity`` sorted set item -> engagement count; ``meta`` hash; ``schema_version``;
+* retention and erasure (schema 2): ``user:<id>:log`` sorted set, one member per stored
+  event ``<seq>|<stream id>|<timestamp>|<type>|<item_id>`` scored by its *expiry basis*
+  (the earlier of its timestamp and the time it was received); ``user:<id>:ids`` sorted set
+  event_id -> expiry basis (the duplicate check); ``user:<id>:purchases`` sorted set
+  item -> latest purchase's basis; ``expiry`` sorted set user -> earliest basis of their
+  events (what a purge has to visit); ``erasure_log`` list, one
+  ``<user hash>|<erased_at>|<events deleted>`` per erasure (serving/events/erasure.py).
+
+Adding a chunk of events, purging one user and erasing one user are Lua scripts: each runs
+atomically, so a retried batch can never be half-counted as duplicates and an erasure never
+races with an add of the same user. Schema 1 stores (before event ids) are migrated at
+open: the per-user logs are rebuilt from the stream (docs/privacy.md). Stop every schema-1
+replica before starting this version: events an old replica adds afterwards are in no
+per-user log, so a purge or an erasure would miss their stream entries.
 """
 from __future__ import annotations
 
-import pandas as pd
+import time
+import uuid
+
+import numpy as np
 import redis
 
 from pipeline.contract import spec
 from pipeline.examples import ENGAGEMENT_EVENTS
-from serving.events.store import EventStore, EventStoreError, event_rows
+from serving.events.erasure import Erasure
+from serving.events.store import AddResult, EventStore, EventStoreError, event_rows
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SEQ_DIGITS = 15
-_CHUNK = 1000                  # events per pipeline round trip
+_CHUNK = 1000                  # events per script call
+_PURGE_USERS = 200             # users fetched per round of a purge
+_MIGRATION_WAIT_S = 120.0
+
+_LUA_ENGAGED = "local ENGAGED = {" + ", ".join(
+    f"[{t!r}] = true" for t in sorted(ENGAGEMENT_EVENTS)) + "}\n"
+_FIELDS = 10                   # ARGV entries per event in the add script
+
+# ARGV: prefix, max_log, max_per_user, max_searches, meta key ('' = none), meta value, then
+# per event: user, item, type, value, query, session, timestamp, received, event_id, basis.
+# Returns {stored, duplicates, flags} with flags a string of '1' (stored) / '0' (duplicate).
+_ADD = _LUA_ENGAGED + f"""
+local p, max_log = ARGV[1], ARGV[2]
+local max_per_user, max_searches = tonumber(ARGV[3]), tonumber(ARGV[4])
+local stored, dups, flags, trim = 0, 0, {{}}, {{}}
+for b = 6, #ARGV - 1, {_FIELDS} do
+  local user, item, etype, value = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local query, session, ts, received = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local eid, basis = ARGV[b + 9], ARGV[b + 10]
+  local u = p .. 'user:' .. user .. ':'
+  local fresh = true
+  if eid ~= '' then
+    fresh = redis.call('ZADD', u .. 'ids', 'NX', basis, eid) == 1
+  end
+  if fresh then
+    local seq = string.format('%0{_SEQ_DIGITS}d', redis.call('INCR', p .. 'seq'))
+    local sid = redis.call('XADD', p .. 'events', 'MAXLEN', '~', max_log, '*',
+      'user_id', user, 'item_id', item, 'event_type', etype, 'value', value, 'query', query,
+      'session_id', session, 'timestamp', ts, 'received_at', received, 'event_id', eid)
+    redis.call('ZADD', u .. 'log', basis, seq .. '|' .. sid .. '|' .. ts .. '|' .. etype ..
+               '|' .. item)
+    redis.call('ZADD', p .. 'last_ts', 'GT', ts, user)
+    redis.call('ZADD', p .. 'expiry', 'LT', basis, user)
+    if ENGAGED[etype] then
+      redis.call('ZADD', u .. 'engaged', ts, seq .. '|' .. etype .. '|' .. item)
+      redis.call('ZINCRBY', p .. 'popularity', 1, item)
+      trim[user] = true
+    end
+    if etype == {spec.PURCHASE!r} then
+      redis.call('SADD', u .. 'purchased', item)
+      redis.call('ZADD', u .. 'purchases', 'GT', basis, item)
+    elseif etype == {spec.SEARCH!r} then
+      redis.call('ZADD', u .. 'searches', ts, seq .. '|' .. query)
+      redis.call('ZREMRANGEBYRANK', u .. 'searches', 0, -max_searches - 1)
+    end
+    stored = stored + 1
+    flags[#flags + 1] = '1'
+  else
+    dups = dups + 1
+    flags[#flags + 1] = '0'
+  end
+end
+for user, _ in pairs(trim) do
+  redis.call('ZREMRANGEBYRANK', p .. 'user:' .. user .. ':engaged', 0, -max_per_user - 1)
+end
+if stored > 0 then redis.call('INCRBY', p .. 'count', stored) end
+if ARGV[5] ~= '' then redis.call('HSET', p .. 'meta', ARGV[5], ARGV[6]) end
+return {{stored, dups, table.concat(flags)}}
+"""
+
+_PARSE = r"""
+local function parse(m)
+  return string.match(m, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+end
+local function forget(p, m)     -- a logged event leaves the stream and the popularity
+  local seq, sid, ts, etype, item = parse(m)
+  redis.call('XDEL', p .. 'events', sid)
+  if ENGAGED[etype] then redis.call('ZINCRBY', p .. 'popularity', -1, item) end
+  return seq, etype, item
+end
+"""
+
+# ARGV: prefix, user, cutoff. Deletes the user's events whose basis < cutoff; returns how many.
+_PURGE_USER = _LUA_ENGAGED + _PARSE + """
+local p, user, upper = ARGV[1], ARGV[2], '(' .. ARGV[3]
+local u = p .. 'user:' .. user .. ':'
+local expired = redis.call('ZRANGEBYSCORE', u .. 'log', '-inf', upper)
+local seqs = {}
+for _, m in ipairs(expired) do
+  local seq, etype, item = forget(p, m)
+  if seq ~= '' then
+    seqs[seq] = true
+    if ENGAGED[etype] then
+      redis.call('ZREM', u .. 'engaged', seq .. '|' .. etype .. '|' .. item)
+    end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', u .. 'log', '-inf', upper)
+redis.call('ZREMRANGEBYSCORE', u .. 'ids', '-inf', upper)
+for _, item in ipairs(redis.call('ZRANGEBYSCORE', u .. 'purchases', '-inf', upper)) do
+  redis.call('SREM', u .. 'purchased', item)
+end
+redis.call('ZREMRANGEBYSCORE', u .. 'purchases', '-inf', upper)
+for _, m in ipairs(redis.call('ZRANGE', u .. 'searches', 0, -1)) do
+  if seqs[string.match(m, '^([^|]*)|')] then redis.call('ZREM', u .. 'searches', m) end
+end
+-- dated before the cutoff (also catches entries the log does not know)
+redis.call('ZREMRANGEBYSCORE', u .. 'engaged', '-inf', upper)
+redis.call('ZREMRANGEBYSCORE', u .. 'searches', '-inf', upper)
+if #expired > 0 then redis.call('DECRBY', p .. 'count', #expired) end
+local first = redis.call('ZRANGE', u .. 'log', 0, 0, 'WITHSCORES')
+if #first == 0 then
+  redis.call('DEL', u .. 'engaged', u .. 'searches', u .. 'purchased', u .. 'purchases',
+             u .. 'log', u .. 'ids')
+  redis.call('ZREM', p .. 'last_ts', user)
+  redis.call('ZREM', p .. 'expiry', user)
+else
+  redis.call('ZADD', p .. 'expiry', first[2], user)
+  if #expired > 0 then
+    local latest = nil
+    for _, m in ipairs(redis.call('ZRANGE', u .. 'log', 0, -1)) do
+      local _, _, ts = parse(m)
+      ts = tonumber(ts)
+      if latest == nil or ts > latest then latest = ts end
+    end
+    redis.call('ZADD', p .. 'last_ts', latest, user)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', p .. 'popularity', '-inf', 0)
+return #expired
+"""
+
+# ARGV: prefix, user, user hash, erased_at. Deletes all the user's keys, records the erasure;
+# returns how many events were deleted.
+_ERASE = _LUA_ENGAGED + _PARSE + """
+local p, user, hashed, erased_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local u = p .. 'user:' .. user .. ':'
+local logged = redis.call('ZRANGE', u .. 'log', 0, -1)
+for _, m in ipairs(logged) do forget(p, m) end
+redis.call('DEL', u .. 'engaged', u .. 'searches', u .. 'purchased', u .. 'purchases',
+           u .. 'log', u .. 'ids')
+redis.call('ZREM', p .. 'last_ts', user)
+redis.call('ZREM', p .. 'expiry', user)
+if #logged > 0 then redis.call('DECRBY', p .. 'count', #logged) end
+redis.call('ZREMRANGEBYSCORE', p .. 'popularity', '-inf', 0)
+redis.call('RPUSH', p .. 'erasure_log', hashed .. '|' .. erased_at .. '|' .. #logged)
+return #logged
+"""
+
+
+def expiry_basis(timestamp: int, received_at: int | None) -> int:
+    """When an event starts to age for the retention: the earlier of when it happened and
+    when the API received it (a client's far-future timestamp cannot keep it longer)."""
+    return timestamp if received_at is None else min(timestamp, received_at)
 
 
 class RedisEventStore(EventStore):
     """Events in Redis (redis-py client, decoded responses)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "shoprec:", max_per_user: int = 1000,
-                 max_searches: int = 20, max_log: int = 10_000_000):
+                 max_searches: int = 20, max_log: int = 10_000_000,
+                 retention_days: int | None = None, erasure_key: str | bytes | None = None):
         self.r, self.p = client, prefix
         self.max_per_user, self.max_searches, self.max_log = max_per_user, max_searches, max_log
+        self._configure(retention_days, erasure_key)
         self.ping()
-        version = self.r.get(self.p + "schema_version")
-        if version is None:
-            self.r.set(self.p + "schema_version", SCHEMA_VERSION, nx=True)
-        elif int(version) > SCHEMA_VERSION:
-            raise EventStoreError(f"redis event store schema version {version} is newer than "
-                                  f"this shoprec knows ({SCHEMA_VERSION})")
+        self._scripts = {name: self.r.register_script(code) for name, code in
+                         (("add", _ADD), ("purge", _PURGE_USER), ("erase", _ERASE))}
+        self._call(self._open_schema)
         self.schema_version = SCHEMA_VERSION
+        self._check_erasure_key()
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "RedisEventStore":
@@ -50,41 +212,126 @@ class RedisEventStore(EventStore):
     def _user(self, user_id: str, what: str) -> str:
         return f"{self.p}user:{user_id}:{what}"
 
-    def add(self, events: pd.DataFrame, received_at: int | None = None) -> int:
+    # ---- schema ----
+
+    def _open_schema(self) -> None:
+        version_key = self.p + "schema_version"
+        version = self.r.get(version_key)
+        if version is None and self.r.set(version_key, SCHEMA_VERSION, nx=True):
+            return                                              # a new store
+        version = int(self.r.get(version_key))
+        if version > SCHEMA_VERSION:
+            raise EventStoreError(f"redis event store schema version {version} is newer than "
+                                  f"this shoprec knows ({SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:
+            self._migrate_from_1()
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2: per-user logs, purchase times, expiry and count rebuilt from the
+        stream (events the stream already trimmed stay in the per-user sets, unlogged: a
+        purge removes them by timestamp, an erasure with the user's keys). One replica
+        migrates, the others wait for it."""
+        lock, token = self.p + "migrating", uuid.uuid4().hex
+        if not self.r.set(lock, token, nx=True, ex=int(_MIGRATION_WAIT_S)):
+            deadline = time.monotonic() + _MIGRATION_WAIT_S
+            while time.monotonic() < deadline:
+                if int(self.r.get(self.p + "schema_version") or 0) >= SCHEMA_VERSION:
+                    return
+                time.sleep(0.2)
+            raise EventStoreError("redis event store: another replica's schema migration "
+                                  f"did not finish within {_MIGRATION_WAIT_S:.0f} s")
+        try:
+            purchases: dict[str, dict[str, int]] = {}
+            logged, start = 0, "-"
+            while True:
+                entries = self.r.xrange(self.p + "events", min=start, count=_CHUNK)
+                if not entries:
+                    break
+                pipe = self.r.pipeline(transaction=False)
+                for sid, e in entries:
+                    ts = int(e["timestamp"])
+                    received = int(e["received_at"]) if e.get("received_at") else None
+                    basis = expiry_basis(ts, received)
+                    user, etype, item = e["user_id"], e["event_type"], e["item_id"]
+                    pipe.zadd(self._user(user, "log"),
+                              {f"|{sid}|{ts}|{etype}|{item}": basis})   # no seq: unknown
+                    pipe.zadd(self.p + "expiry", {user: basis}, lt=True)
+                    if etype == spec.PURCHASE:
+                        mine = purchases.setdefault(user, {})
+                        mine[item] = max(basis, mine.get(item, basis))
+                pipe.execute()
+                logged += len(entries)
+                start = "(" + entries[-1][0]
+            for user, items in purchases.items():
+                self.r.zadd(self._user(user, "purchases"), items, gt=True)
+            for key in self.r.scan_iter(match=_glob_escape(self.p + "user:") + "*:purchased",
+                                        count=1000):
+                user = key[len(self.p + "user:"):-len(":purchased")]
+                unlogged = self.r.smembers(key) - set(purchases.get(user, {}))
+                if unlogged:        # older than the stream: age with the user's activity
+                    latest = self.r.zscore(self.p + "last_ts", user) or 0
+                    self.r.zadd(self._user(user, "purchases"),
+                                {item: int(latest) for item in unlogged}, gt=True)
+            self.r.set(self.p + "count", logged)
+            self.r.set(self.p + "schema_version", SCHEMA_VERSION)
+        finally:
+            if self.r.get(lock) == token:
+                self.r.delete(lock)
+
+    # ---- writing ----
+
+    def _add(self, events, received_at, meta):
         rows = list(event_rows(events, received_at))
+        flags = []
         try:
             for start in range(0, len(rows), _CHUNK):
-                self._add_chunk(rows[start:start + _CHUNK])
+                last = start + _CHUNK >= len(rows)
+                flags.append(self._add_chunk(rows[start:start + _CHUNK],
+                                             meta if last else None))
+            if not rows and meta is not None:
+                self.set_meta(*meta)
         except redis.RedisError as e:
             raise EventStoreError(f"redis: {e}") from None
-        return len(rows)
+        new = np.frombuffer("".join(flags).encode("ascii"), dtype=np.uint8) == ord("1")
+        return AddResult(new)
 
-    def _add_chunk(self, rows) -> None:
-        last = self.r.incrby(self.p + "seq", len(rows))
-        pipe = self.r.pipeline(transaction=True)
-        trim = set()
-        for offset, row in enumerate(rows):
-            user, item, etype, value, query, session, ts, received = row
-            seq = f"{last - len(rows) + offset + 1:0{_SEQ_DIGITS}d}"
-            record = {"user_id": user, "item_id": item, "event_type": etype,
-                      "value": "" if value is None else repr(value), "query": query,
-                      "session_id": session, "timestamp": ts,
-                      "received_at": "" if received is None else received}
-            pipe.xadd(self.p + "events", record, maxlen=self.max_log, approximate=True)
-            pipe.zadd(self.p + "last_ts", {user: ts}, gt=True)
-            if etype in ENGAGEMENT_EVENTS:
-                pipe.zadd(self._user(user, "engaged"), {f"{seq}|{etype}|{item}": ts})
-                pipe.zincrby(self.p + "popularity", 1, item)
-                trim.add(user)
-            if etype == spec.PURCHASE:
-                pipe.sadd(self._user(user, "purchased"), item)
-            if etype == spec.SEARCH:
-                key = self._user(user, "searches")
-                pipe.zadd(key, {f"{seq}|{query}": ts})
-                pipe.zremrangebyrank(key, 0, -self.max_searches - 1)
-        for user in trim:
-            pipe.zremrangebyrank(self._user(user, "engaged"), 0, -self.max_per_user - 1)
-        pipe.execute()
+    def _add_chunk(self, rows, meta) -> str:
+        args = [self.p, self.max_log, self.max_per_user, self.max_searches,
+                *(meta if meta is not None else ("", ""))]
+        for user, item, etype, value, query, session, ts, received, event_id in rows:
+            args += [user, item, etype, "" if value is None else repr(value), query, session,
+                     ts, "" if received is None else received, event_id or "",
+                     expiry_basis(ts, received)]
+        _, _, flags = self._scripts["add"](keys=[], args=args)
+        return flags
+
+    def _purge_before(self, cutoff):
+        deleted, visited = 0, set()
+        try:
+            while True:
+                users = self.r.zrangebyscore(self.p + "expiry", "-inf", f"({cutoff}",
+                                             start=0, num=_PURGE_USERS)
+                if not users or visited.issuperset(users):
+                    return deleted
+                visited.update(users)
+                for user in users:
+                    deleted += int(self._scripts["purge"](keys=[], args=[self.p, user,
+                                                                           cutoff]))
+        except redis.RedisError as e:
+            raise EventStoreError(f"redis: {e}") from None
+
+    def _erase(self, user_id, hashed, erased_at):
+        return int(self._call(self._scripts["erase"], keys=[],
+                              args=[self.p, user_id, hashed, erased_at]))
+
+    def erasure_records(self):
+        records = []
+        for line in self._call(self.r.lrange, self.p + "erasure_log", 0, -1):
+            hashed, erased_at, deleted = line.split("|")
+            records.append(Erasure(hashed, int(erased_at), int(deleted)))
+        return records
+
+    # ---- reading ----
 
     def recent_engagements(self, user_id, limit):
         members = self._call(self.r.zrevrange, self._user(user_id, "engaged"), 0, limit - 1,
@@ -115,13 +362,17 @@ class RedisEventStore(EventStore):
         return {item: int(score) for item, score in pairs}
 
     def count(self):
-        return int(self._call(self.r.get, self.p + "seq") or 0)
+        return int(self._call(self.r.get, self.p + "count") or 0)
 
     def get_meta(self, key):
         return self._call(self.r.hget, self.p + "meta", key)
 
     def set_meta(self, key, value):
         self._call(self.r.hset, self.p + "meta", key, value)
+
+    def _setdefault_meta(self, key, value):
+        self._call(self.r.hsetnx, self.p + "meta", key, value)
+        return self.get_meta(key)
 
     def ping(self):
         self._call(self.r.ping)
@@ -135,3 +386,8 @@ class RedisEventStore(EventStore):
             return method(*args, **kwargs)
         except redis.RedisError as e:
             raise EventStoreError(f"redis: {e}") from None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

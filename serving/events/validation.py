@@ -4,7 +4,9 @@ A JSON body (one object or a list of objects) becomes a raw events table and goe
 ``pipeline.contract.checks.check_events`` -- the same rules, messages and reason codes as a
 shop export (docs/data.md). Differences that belong to an API: ``timestamp`` may be left
 out (absent or null = the time the server receives it), ``item_id`` may be left out for
-``search`` events, and an unknown field is an error naming the closest allowed one. Text
+``search`` events, and an unknown field is an error naming the closest allowed one. The
+optional ``event_id`` (the contract's idempotency key) makes a retried event a no-op in the
+event store. Text
 longer than the contract's caps (``spec.MAX_CHARS``) is refused like in an export
 (``too_long``); nothing a client sends is echoed unbounded (field names are cut to
 ``KEY_PREVIEW`` characters in errors).
@@ -54,7 +56,8 @@ class EventValidationError(ValueError):
 
 def validate_events(payload, known_items: pd.Index, now: int,
                     max_events: int) -> pd.DataFrame:
-    """Canonical events frame (EVENT_COLUMNS, in the posted order) or EventValidationError.
+    """Canonical events frame (EVENT_COLUMNS + event_id, "" where none was given; in the
+    posted order) or EventValidationError.
 
     ``payload`` is the decoded JSON body: an object (one event) or a list of objects.
     """
@@ -87,7 +90,7 @@ def validate_events(payload, known_items: pd.Index, now: int,
     if issues.entries:
         raise EventValidationError([FieldProblem(loc(pos, field), message, code)
                                     for pos, field, code, message in sorted(issues.entries)])
-    return events[list(spec.EVENT_COLUMNS)].reset_index(drop=True)
+    return events[[*spec.EVENT_COLUMNS, spec.EVENT_ID]].reset_index(drop=True)
 
 
 def _shape_problems(records: list, loc) -> list[FieldProblem]:

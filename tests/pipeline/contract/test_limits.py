@@ -136,3 +136,21 @@ def test_field_helpers():
     assert parsed.absent.tolist() == [False, False, False]
     assert [(i.code, i.mask.tolist()) for i in parsed.issues] == [
         ("bad_text", [False, True, False])]
+
+
+# --- event_id: the optional idempotency key (serving/events) ---------------------------------
+
+def test_event_id_is_an_optional_capped_column(tmp_path):
+    assert spec.MAX_CHARS[spec.EVENT_ID] == spec.MAX_EVENT_ID_CHARS == 128
+    assert spec.EVENT_ID in spec.EVENTS.optional and spec.EVENT_ID not in spec.EVENT_COLUMNS
+    events = EVENTS.replace("session_id,timestamp\n", "session_id,timestamp,event_id\n", 1)
+    lines = events.splitlines()
+    lines[1:] = [f"{line},e{n}" if n % 2 else f"{line}," for n, line in enumerate(lines[1:])]
+    shop = load_shop(make_shop(tmp_path / "ok", events="\n".join(lines) + "\n"))
+    assert list(shop.events.columns) == [*spec.EVENT_COLUMNS, spec.EVENT_ID]
+    assert sorted(shop.events[spec.EVENT_ID]) == ["", "", "", "e1", "e3", "e5"]
+    assert spec.EVENT_ID not in load_shop(make_shop(tmp_path / "without")).events.columns
+    long = "\n".join(lines) + "\nu1,A1,view,,,,1704189600," + "e" * 129 + "\n"
+    found = problems_of(make_shop(tmp_path / "long", events=long))
+    assert found == [f"events.csv:{EVENT_LINE}: field 'event_id': must be at most 128 "
+                     "characters, got 129"]

@@ -117,7 +117,7 @@ def test_new_database_is_migrated_to_the_latest_schema_in_wal_mode(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
-    assert columns[-1] == "received_at"
+    assert columns[-2:] == ["received_at", "event_id"]
     conn.close()
 
 

@@ -71,3 +71,21 @@ def test_unknown_field_names_are_quoted_bounded_and_encodable():
     label.encode("utf-8")
     assert "did you mean 'user_id'?" in locs["userid"]
     assert "did you mean" not in locs[label]
+
+
+def test_event_id_is_optional_text_capped_by_the_contract():
+    events = validate_events([
+        {"user_id": "u", "item_id": "toy1", "event_type": "view", "event_id": " e-1 "},
+        {"user_id": "u", "item_id": "toy1", "event_type": "view", "event_id": 42},
+        {"user_id": "u", "item_id": "toy1", "event_type": "view", "event_id": None},
+        {"user_id": "u", "item_id": "toy1", "event_type": "view"}], ITEMS, NOW, 10)
+    assert list(events.columns) == [*spec.EVENT_COLUMNS, spec.EVENT_ID]
+    assert events[spec.EVENT_ID].tolist() == ["e-1", "42", "", ""]
+    found = problems([{"user_id": "u", "item_id": "toy1", "event_type": "view",
+                       "event_id": "e" * 129},
+                      {"user_id": "u", "item_id": "toy1", "event_type": "view",
+                       "event_id": ["e1"]}])
+    assert [(loc, code) for loc, code, _ in found] == [
+        (("body", 0, "event_id"), "too_long"), (("body", 1, "event_id"), "wrong_type")]
+    assert problems({"user_id": "u", "item_id": "toy1", "event_type": "view",
+                     "eventid": "x"})[0][2].startswith("unknown field; did you mean 'event_id'?")
