@@ -38,6 +38,10 @@ def _parse_args(argv):
     p.add_argument("--beam-mode", dest="beam_mode", choices=configs.BEAM_MODES)
     p.add_argument("--on-bad-rows", dest="on_bad_rows", choices=("fail", "quarantine"))
     p.add_argument("--seed", type=int)
+    p.add_argument("--pseudonym-key-file", dest="pseudonym_key_file",
+                   help="user ids become keyed pseudonyms in every artifact (docs/privacy.md)")
+    p.add_argument("--erasures-from", dest="erasures_from",
+                   help="event store URL whose erased users are left out of training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override any config key, e.g. --set retrieval_train_steps=200 "
                         "--set 'retrieval_config={\"learning_rate\": 0.05}'")
@@ -83,7 +87,7 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
     from absl import logging
     from tfx import v1 as tfx
     from pipeline.pipeline import create_pipeline
-    from pipeline.run_report import (component_wall_times, model_results,
+    from pipeline.run_report import (cached_components, component_wall_times, model_results,
                                      print_model_results, print_wall_times)
 
     logging.set_verbosity(logging.INFO)  # TFX/Beam progress: "Component X is running." ...
@@ -102,6 +106,10 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
     total = time.time() - started
     times = component_wall_times(cfg.metadata_path, cfg.pipeline_name, since=started)
     print_wall_times(times, total)      # in quiet mode: to the log (stdout is the log)
+    cached = cached_components(cfg.metadata_path, cfg.pipeline_name, since=started)
+    if cached:
+        print(f"reused from the cache (same inputs and settings as an earlier run): "
+              f"{', '.join(cached)}", file=out)
     try:
         models = model_results(cfg.metadata_path, cfg.pipeline_name, since=started,
                                top_k=cfg.retrieval_top_k)
@@ -116,7 +124,7 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
           file=out)
     print_model_results(models, file=out)
     report = {"config": json.loads(cfg.to_json()), "total_seconds": round(total, 1),
-              "component_seconds": times, "models": models}
+              "component_seconds": times, "cached_components": cached, "models": models}
     if report_path:
         with open(report_path, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

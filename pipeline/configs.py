@@ -38,6 +38,12 @@ class PipelineConfig:
     on_bad_rows: str = "fail"            # fail | quarantine
     eval_fraction: float = 0.1           # last 10 % of time is the eval split
     session_gap_minutes: int = 30
+    # Privacy (docs/privacy.md): user ids become keyed pseudonyms in every artifact when a
+    # key file is given (python -m pipeline.contract.pseudonym new-key FILE; the API needs
+    # the same file); erasures_from = the API's event store URL, whose erased users'
+    # events are left out of training.
+    pseudonym_key_file: str = ""
+    erasures_from: str = ""
 
     # Beam: DirectRunner in_memory is faster than multi_processing on 2 cores for small data
     # (docs/DESIGN.md, "Pipeline"). For Flink/Dataflow pass `extra_beam_args` (e.g.
@@ -75,6 +81,11 @@ class PipelineConfig:
             problems.append(f"on_bad_rows={self.on_bad_rows!r}: use 'fail' or 'quarantine'")
         if not 0.0 < self.eval_fraction < 1.0:
             problems.append(f"eval_fraction={self.eval_fraction}: must be in (0, 1)")
+        if self.pseudonym_key_file and "://" not in self.pseudonym_key_file \
+                and not os.path.isfile(self.pseudonym_key_file):
+            problems.append(f"pseudonym_key_file={self.pseudonym_key_file!r}: no such file "
+                            "(create one with python -m pipeline.contract.pseudonym new-key "
+                            "FILE)")
         if self.beam_mode not in BEAM_MODES:
             problems.append(f"beam_mode={self.beam_mode!r}: one of {', '.join(BEAM_MODES)}")
         for name in ("retrieval_train_steps", "ranking_train_steps",

@@ -42,6 +42,7 @@ from trainer import features
 POLICIES = ("fail", "quarantine")
 SUMMARY_FILE = "summary.json"
 DATA_DIR, ON_BAD_ROWS = "data_dir", "on_bad_rows"
+PSEUDONYM_KEY_FILE, ERASURES_FROM = "pseudonym_key_file", "erasures_from"
 EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
 EXAMPLES, REPORT = "examples", "report"
 
@@ -77,17 +78,17 @@ def _write_json(uri: str, payload: dict) -> None:
         out.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str):
+def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str, pseudonyms=None):
     """load_shop, with its quarantine files landing in report_uri (local or remote)."""
     from pipeline.contract.load import load_shop
 
     if on_bad_rows != "quarantine":
-        return load_shop(data_dir, on_bad_rows)
+        return load_shop(data_dir, on_bad_rows, pseudonyms=pseudonyms)
     if not _is_remote(report_uri):
-        return load_shop(data_dir, on_bad_rows, report_dir=report_uri)
+        return load_shop(data_dir, on_bad_rows, report_dir=report_uri, pseudonyms=pseudonyms)
     local = tempfile.mkdtemp(prefix="shop_report_")
     try:
-        shop = load_shop(data_dir, on_bad_rows, report_dir=local)
+        shop = load_shop(data_dir, on_bad_rows, report_dir=local, pseudonyms=pseudonyms)
         for name in os.listdir(local):
             with open(os.path.join(local, name), "rb") as src, \
                     FileSystems.create(os.path.join(report_uri, name)) as dst:
@@ -99,11 +100,30 @@ def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str):
 
 def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                            eval_fraction: float, session_gap_minutes: int, examples_uri: str,
-                           report_uri: str, work_dir: str) -> dict:
-    """Validate the shop, run the Beam example pipeline, write and return the summary."""
+                           report_uri: str, work_dir: str, pseudonym_key_file: str = "",
+                           erasures_from: str = "") -> dict:
+    """Validate the shop, run the Beam example pipeline, write and return the summary.
+
+    ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
+    ("" = raw ids; docs/privacy.md). ``erasures_from``: an event store URL whose erasure list
+    (users erased through the API) removes those users' events up to their erasure; the
+    store's user ids must be in the same form (the API pseudonymises with the same key)."""
     check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
     began = time.perf_counter()
-    shop = _load_shop(data_dir, on_bad_rows, report_uri)
+    pseudonyms = None
+    if pseudonym_key_file:
+        from pipeline.contract.pseudonym import Pseudonyms
+        pseudonyms = Pseudonyms.from_file(pseudonym_key_file)
+    shop = _load_shop(data_dir, on_bad_rows, report_uri, pseudonyms)
+    privacy = {"user_ids": f"pseudonymised (key id {pseudonyms.key_id})" if pseudonyms
+               else "raw (no pseudonym_key_file)", "erased_events_removed": 0}
+    if erasures_from:
+        from serving.events.erasure import read_erasures
+        kept = read_erasures(erasures_from).exclude(shop.events)
+        privacy["erased_events_removed"] = len(shop.events) - len(kept)
+        shop.events = kept.reset_index(drop=True)
+        logging.info("ShopExampleGen: %d events of erased users removed",
+                     privacy["erased_events_removed"])
     events_path, items_path = example_beam.write_canonical_tables(
         shop.events, shop.items, work_dir)
     table_report, catalog_size = shop.report.summary(), len(shop.items)
@@ -116,7 +136,7 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     logging.info("ShopExampleGen: load_shop + Parquet %.1f s, Beam pipeline %.1f s",
                  loaded - began, time.perf_counter() - loaded)
     summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction,
-               SESSION_GAP_MINUTES: session_gap_minutes, **table_report,
+               SESSION_GAP_MINUTES: session_gap_minutes, "privacy": privacy, **table_report,
                **example_beam.read_summary(counts_path)}
     summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
     cutoff = summary["cutoff_timestamp"]
@@ -148,7 +168,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._make_beam_pipeline(), exec_properties[DATA_DIR],
             exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
-            work_dir)
+            work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",
+            exec_properties.get(ERASURES_FROM) or "")
         examples_artifact.split_names = artifact_utils.encode_split_names(
             list(example_beam.SPLITS))
         examples_utils.set_payload_format(examples_artifact,
@@ -170,6 +191,9 @@ class ShopExampleGenSpec(types.ComponentSpec):
         ON_BAD_ROWS: ExecutionParameter(type=str),
         EVAL_FRACTION: ExecutionParameter(type=float),
         SESSION_GAP_MINUTES: ExecutionParameter(type=int),
+        # A path, never the key itself (exec properties are recorded in ML Metadata).
+        PSEUDONYM_KEY_FILE: ExecutionParameter(type=str, optional=True),
+        ERASURES_FROM: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -185,11 +209,14 @@ class ShopExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
-                 session_gap_minutes: int = 30):
-        """data_dir: shop folder (items, events, optional users; see docs/data.md)."""
+                 session_gap_minutes: int = 30, pseudonym_key_file: str = "",
+                 erasures_from: str = ""):
+        """data_dir: shop folder (items, events, optional users; see docs/data.md);
+        pseudonym_key_file, erasures_from: see generate_shop_examples."""
         check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
         super().__init__(spec=ShopExampleGenSpec(
             data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
             session_gap_minutes=session_gap_minutes,
+            pseudonym_key_file=pseudonym_key_file or None, erasures_from=erasures_from or None,
             examples=types.Channel(type=standard_artifacts.Examples),
             report=types.Channel(type=ShopDataReport)))

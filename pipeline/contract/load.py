@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline.contract import spec
 from pipeline.contract.report import (DataContractError, Problem, QuarantinedRow, TableCounts,
                                       ValidationReport)
+from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.contract.checks import RowIssues, check_events, check_items, check_users
 from pipeline.contract.tables import (RawTable, TableReadError, find_table_file, read_table,
                                unsupported_files)
@@ -46,12 +47,15 @@ class ShopTables:
     report: ValidationReport
 
 
-def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None) -> ShopTables:
+def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None,
+              pseudonyms: Pseudonyms | None = None) -> ShopTables:
     """Read and validate a shop folder.
 
     on_bad_rows="fail" raises DataContractError listing every problem; "quarantine" removes bad
     rows (and events of removed items), keeps the rest and, with report_dir, writes
     quarantine.jsonl and quarantine_summary.json there. File-level problems always raise.
+    ``pseudonyms``: the user ids of events and users (also in the quarantined rows) become
+    their keyed pseudonyms (pipeline/contract/pseudonym.py) before anything is written.
     """
     if on_bad_rows not in POLICIES:
         raise ValueError(f"on_bad_rows must be one of {', '.join(POLICIES)}, got {on_bad_rows!r}")
@@ -85,6 +89,8 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None) -> ShopTable
     report.problems.sort(key=lambda p: (spec.TABLE_NAMES.index(p.table), p.line or 0))
     if on_bad_rows == "fail" and report.problems:
         raise DataContractError(report.problems)
+    if pseudonyms is not None:
+        _pseudonymise(frames, report, pseudonyms)
     if report_dir is not None:        # written even if nothing usable is left: it says why
         report.write(Path(report_dir))
     _require_rows(report, frames)
@@ -92,6 +98,17 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None) -> ShopTable
     events = frames["events"].sort_values(spec.TIMESTAMP, kind="mergesort")
     return ShopTables(frames["items"].reset_index(drop=True), users.reset_index(drop=True),
                       events.reset_index(drop=True), report)
+
+
+def _pseudonymise(frames: dict, report: ValidationReport, pseudonyms: Pseudonyms) -> None:
+    """User ids -> pseudonyms in the kept frames and the quarantined rows' raw values."""
+    for name in ("events", "users"):
+        if name in frames:
+            frames[name] = frames[name].assign(
+                **{spec.USER_ID: pseudonyms.column(frames[name][spec.USER_ID])})
+    for row in report.quarantined:
+        if isinstance(row.raw, dict) and isinstance(row.raw.get(spec.USER_ID), str):
+            row.raw = {**row.raw, spec.USER_ID: pseudonyms(row.raw[spec.USER_ID])}
 
 
 def _read_tables(data_dir: Path) -> dict[str, RawTable]:

@@ -26,6 +26,8 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
         load_config(retreival_config={})
     with pytest.raises(ValueError, match="eval_fraction=1.5"):
         load_config(eval_fraction=1.5)
+    with pytest.raises(ValueError, match=r"pseudonym_key_file='nope.key': no such file.*new-key"):
+        load_config(pseudonym_key_file="nope.key")
     bad = tmp_path / "cfg.json"
     bad.write_text('{"seed": 1,\n "beam_mode": }')
     with pytest.raises(ValueError, match=r"cfg.json:2: not valid JSON"):

@@ -50,11 +50,12 @@ def direct_pipeline():
     return beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"]))
 
 
-def run_executor(tmp_path, data_dir, on_bad_rows="fail"):
+def run_executor(tmp_path, data_dir, on_bad_rows="fail", **privacy):
     uris = {name: str(tmp_path / name) for name in ("examples", "report", "work")}
     os.makedirs(uris["report"], exist_ok=True)
     summary = seg.generate_shop_examples(direct_pipeline(), data_dir, on_bad_rows, 0.2, 30,
-                                         uris["examples"], uris["report"], uris["work"])
+                                         uris["examples"], uris["report"], uris["work"],
+                                         **privacy)
     return uris, summary
 
 
@@ -162,3 +163,24 @@ def test_local_dag_runner_run(tmp_path):
     assert last[features.HISTORY_ITEM_IDS][:2] == ["c", "a"]   # cart at +5020, click at +10
     assert last[features.NUM_HISTORY] == 2 and last[features.TITLE] == "Red shoe"
     assert last[features.TOP_CATEGORY] == "Shoes" and last[features.PRICE] == 49.5
+
+
+def test_user_ids_become_pseudonyms_and_erased_users_are_left_out(tmp_path):
+    from pipeline.contract.pseudonym import write_new_key  # pylint: disable=C0415
+    from serving.events.store import open_event_store  # pylint: disable=C0415
+    names = write_new_key(tmp_path / "pseudonym.key")
+    store_url = f"sqlite:///{tmp_path / 'events.sqlite3'}"
+    store = open_event_store(store_url)
+    store.erase_user(names("u3"))               # the API stores and erases pseudonyms
+    store.close()
+    shop = make_shop(tmp_path / "shop", extra_events=[f"u9,a,teleport,,,,{T0}"])
+    uris, summary = run_executor(tmp_path, shop, on_bad_rows="quarantine",
+                                 pseudonym_key_file=str(tmp_path / "pseudonym.key"),
+                                 erasures_from=store_url)
+    units = read_split(uris["examples"], "train") + read_split(uris["examples"], "eval")
+    assert {e[features.USER_ID] for e in units} == {names("u1"), names("u2")}
+    assert summary["privacy"] == {"user_ids": f"pseudonymised (key id {names.key_id})",
+                                  "erased_events_removed": 4}
+    written = "".join(open(path, encoding="utf-8").read()
+                      for path in glob.glob(os.path.join(uris["report"], "*")))
+    assert names("u9") in written and '"u9"' not in written and '"u1"' not in written
