@@ -51,6 +51,15 @@ def component_wall_times(metadata_path: str, pipeline_name: str, since: float = 
     return dict(sorted(times.items(), key=lambda kv: -kv[1]))
 
 
+def cached_components(metadata_path: str, pipeline_name: str, since: float = 0.0) -> list:
+    """Ids of the components whose executions after `since` reused cached outputs (MLMD
+    state CACHED: same inputs and settings as an earlier run, `enable_cache` on)."""
+    cached = metadata_store_pb2.Execution.CACHED
+    return sorted(node_id for node_id, executions in _node_executions(
+        _store(metadata_path), pipeline_name, since).items()
+        if executions and all(e.last_known_state == cached for e in executions))
+
+
 def print_wall_times(times: dict, total: float, file=None) -> None:
     """Prints a table of per-component wall times."""
     file = file or sys.stdout

@@ -1,4 +1,5 @@
-"""End to end: the whole TFX pipeline on a tiny sample shop, twice (good, then degraded)."""
+"""End to end: the whole TFX pipeline on a tiny sample shop, twice (good, then degraded,
+reusing the first run's cached data components)."""
 import collections
 import glob
 import json
@@ -71,8 +72,12 @@ def runs(tmp_path_factory):
     good = load_config(**common)
     first = tfx_pipeline.run_local(good)
     first_versions = {m: _versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
-    degraded = load_config(retrieval_config={"degrade": True},
-                           ranking_config={"degrade": True}, **common)
+    # The degraded run learns nothing (learning rate 0), so a few steps give the same model;
+    # with the cache on it reuses the first run's ExampleGen, statistics, schema and
+    # Transform outputs (same inputs and settings), as a shop's re-run would.
+    degraded = load_config(**{**common, "retrieval_train_steps": 10, "ranking_train_steps": 10,
+                              "enable_cache": True, "retrieval_config": {"degrade": True},
+                              "ranking_config": {"degrade": True}})
     second = tfx_pipeline.run_local(degraded)
     return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}
 
@@ -80,6 +85,14 @@ def runs(tmp_path_factory):
 def test_every_component_completes(runs):
     times = runs["first"]["component_seconds"]
     assert set(NODES) <= set(times), sorted(set(NODES) - set(times))
+
+
+def test_second_run_reuses_the_cached_data_components_and_retrains(runs):
+    assert runs["first"]["cached_components"] == []
+    cached = set(runs["second"]["cached_components"])
+    assert {"ShopExampleGen", "StatisticsGen", "SchemaGen", "Transform"} <= cached, cached
+    assert not cached & {"retrieval_trainer", "ranking_trainer", "retrieval_evaluator",
+                         "ranking_evaluator"}, cached
 
 
 def test_both_models_pushed_once_blessed(runs):
