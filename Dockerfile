@@ -27,7 +27,10 @@ RUN python -m pip install --no-cache-dir --no-deps .
 # Target `api`: the recommendation/search API in front of the stock tensorflow/serving image.
 # It talks to TF Serving over gRPC (SHOPREC_TFSERVING_GRPC) and needs no TFX, TFRS or Keras.
 FROM python:3.11-slim AS api
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# API keys are required: mount a folder holding the keys file (hashes only; docs/security.md)
+# at /etc/shoprec/keys, or the API refuses to start naming this setting.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    SHOPREC_API_KEYS_FILE=/etc/shoprec/keys/api_keys
 WORKDIR /shoprec
 COPY requirements/ requirements/
 RUN python -m pip install --no-cache-dir \

@@ -65,7 +65,8 @@ demo: env
 	@echo "== 3/3 TF Serving stand-in + recommendation API on the pushed models: example requests, then recommendations"
 	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --users 3 --log-dir runs/demo_stack)
 
-# TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models.
+# TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models;
+# it makes API keys for the run and prints them (docs/security.md).
 serve: env
 	$(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000
 

@@ -261,10 +261,10 @@ def run_cell(make_call, concurrency: int, warmup_s: float, duration_s: float,
     return row
 
 
-def stage_means(api_url: str) -> dict[str, tuple[float, float]]:
+def stage_means(api_url: str, headers=None) -> dict[str, tuple[float, float]]:
     """stage -> (sum seconds, count) from the API's metrics, every stage label it reports, in
     the order the API first observed them (pipeline order)."""
-    return parse_stage_sums(httpx.get(f"{api_url}/metrics", timeout=10).text)
+    return parse_stage_sums(httpx.get(f"{api_url}/metrics", timeout=10, headers=headers).text)
 
 
 def parse_stage_sums(text: str) -> dict[str, tuple[float, float]]:
@@ -382,7 +382,8 @@ def targets(stack, setup: Setup, seed: int):
 
     def api(path: str, params):
         def factory():
-            client = httpx.Client(base_url=stack.api_url, timeout=30)
+            client = httpx.Client(base_url=stack.api_url, timeout=30,
+                                  headers=stack.headers("shopfront"))
 
             def call(rng):
                 r = client.get(path, params=params(rng))
@@ -523,9 +524,10 @@ def main(argv=None) -> int:
         setup = make_setup()
         started = time.perf_counter()
         with LocalStack(str(setup.serving_dir), str(setup.shop_dir),
-                        log_dir=str(workdir / f"logs_{setup.label}"),
-                        startup_timeout_s=600) as stack:
-            served = httpx.get(f"{stack.api_url}/readyz", timeout=10).json().get("models", {})
+                        log_dir=str(workdir / f"logs_{setup.label}"), startup_timeout_s=600,
+                        api_settings={"rate_limits": "off"}) as stack:     # measure capacity
+            served = httpx.get(f"{stack.api_url}/readyz", timeout=10,
+                               headers=stack.headers()).json().get("models", {})
             meta["setup"][setup.label] = {
                 "build_s": round(setup.build_s, 1),
                 "stack_ready_s": round(time.perf_counter() - started, 1),
@@ -537,12 +539,13 @@ def main(argv=None) -> int:
             for target in args.targets:
                 for level in args.levels:
                     api = target in API_TARGETS
-                    before = stage_means(stack.api_url) if api else {}
+                    before = stage_means(stack.api_url, stack.headers()) if api else {}
                     row = run_cell(factories[target], level, args.warmup_s, args.duration_s,
                                    seed=args.seed, count_degraded=api)
                     row = {"catalog_items": len(setup.items), "target": target, **row}
                     if api:
-                        row["stage_mean_ms"] = stage_deltas(before, stage_means(stack.api_url))
+                        row["stage_mean_ms"] = stage_deltas(
+                            before, stage_means(stack.api_url, stack.headers()))
                     report["results"].append(row)
                     print(json.dumps(row), flush=True)
             grpc.close()

@@ -274,7 +274,7 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
                             tfserving_grpc=f"127.0.0.1:{server.grpc_port}",
                             event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}",
                             startup_wait_s=300, max_category_share=1.0,
-                            filter_purchased=False, filter_out_of_stock=False)
+                            filter_purchased=False, filter_out_of_stock=False, auth="off")
         assert settings.tfserving_deadline_s == 2.0
         backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=60,
                                        retries=0)

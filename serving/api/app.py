@@ -1,27 +1,31 @@
-"""The recommendation API (FastAPI): ``create_app(settings)``. Endpoints in docs/api.md.
+"""The recommendation API (FastAPI): ``create_app(settings)``. Endpoints in docs/api.md,
+keys, roles and limits in docs/security.md.
 
 Errors are JSON ``{"error": "<what is wrong, naming the field>"}``; validation errors
 (422) add ``"detail": [{"loc": [...], "msg": ..., "type": ...}]``. A client mistake is
-always 4xx; 503 means the model server or event store cannot answer.
+always 4xx; 503 means the model server or event store cannot answer, or the API is
+overloaded (with ``Retry-After``).
 """
 from __future__ import annotations
 
 import json
 import logging
-import time
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from pydantic import BaseModel
-from starlette.routing import Match
+from starlette.middleware.cors import CORSMiddleware
 
 from pipeline.contract import spec
+from serving.api.access import ENDPOINT, AccessMiddleware, caller_of
+from serving.api.access import error_response as _error
 from serving.api.health import Readiness
+from serving.api.keys import EVENTS, OPERATOR, PUBLIC, open_key_ring
+from serving.api.limits import Admission, Overloaded
 from serving.api.metrics import ApiMetrics
 from serving.api.recommender import NotReady, Recommendations, UnknownItem
 from serving.api.services import Services
@@ -34,6 +38,14 @@ from serving.events.validation import EventValidationError, FieldProblem, valida
 log = logging.getLogger(__name__)
 MAX_DETAIL = 100          # problems listed in a 422's detail (the message counts the rest)
 MAX_REASON_CHARS = 2_000  # a reason quotes one title or the query, both capped by the contract
+SIMILAR = "/v1/items/{item_id:path}/similar"
+# the role each route needs; the others (/healthz, /readyz, the OpenAPI docs) are open
+ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
+               "/v1/events": EVENTS, "/metrics": OPERATOR}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "Authorization: Bearer <API key> (docs/security.md)"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
 
 
 class ErrorDetail(BaseModel):
@@ -51,17 +63,21 @@ class ErrorBody(BaseModel):
 
 def _responses(*statuses: int) -> dict:
     """OpenAPI ``responses=`` for a route: the error statuses it answers, in the JSON format."""
-    what = {400: "body is not JSON", 404: "unknown item", 413: "body too large",
-            422: "a parameter or event field breaks a rule (detail lists them)",
-            503: "the model server or event store cannot answer"}
+    what = {400: "body is not JSON", 401: "no API key, or an invalid one (WWW-Authenticate)",
+            403: "the API key lacks the role this route needs", 404: "unknown item",
+            413: "body too large", 422: "a parameter or event field breaks a rule (detail "
+            "lists them)", 429: "the API key's rate limit is exceeded (Retry-After)",
+            503: "the model server or event store cannot answer, or the API is overloaded "
+                 "(Retry-After)"}
     return {status: {"model": ErrorBody, "description": what[status]} for status in statuses}
 
 
-def _error(status: int, message: str, detail: list | None = None) -> JSONResponse:
-    body = {"error": message}
-    if detail is not None:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status)
+def _guarded(path: str, *statuses: int, openapi_extra: dict | None = None) -> dict:
+    """Route arguments of a route that needs a role: its error statuses (with 401, 403 and
+    429) and its security requirement in the OpenAPI document."""
+    extra = {"security": [{name: []} for name in SECURITY_SCHEMES],
+             "x-shoprec-role": ROUTE_ROLES[path], **(openapi_extra or {})}
+    return {"responses": _responses(401, 403, 429, *statuses), "openapi_extra": extra}
 
 
 def _clip(text: str, limit: int) -> str:
@@ -80,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The API over the shop in ``settings.shop_dir`` and the models at
     ``settings.tfserving_grpc``; services start in the lifespan (bounded wait)."""
     metrics = ApiMetrics()
+    keys = open_key_ring(settings, lambda result: metrics.key_reloads.labels(result).inc())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -87,8 +104,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = services
         app.state.readiness = Readiness(services, settings, metrics)
         metrics.watch_poll_failures(lambda: services.watcher.poll_failures)
-        # admission control: requests beyond this wait here instead of thrashing the CPU
-        app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent_requests)
+        # admission control: requests beyond max_concurrent_requests wait here instead of
+        # thrashing the CPU; beyond max_queued_requests they are shed (503) at once
+        admission = app.state.admission = Admission(
+            settings.max_concurrent_requests, settings.max_queued_requests,
+            settings.max_queue_wait_s)
+        metrics.queued.set_function(lambda: admission.waiting)
+        metrics.active.set_function(lambda: admission.active)
         try:
             yield
         finally:
@@ -97,17 +119,24 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="shoprec API", version="1", lifespan=lifespan,
                   description="Recommendations, search and similar items for a shop.")
-    app.state.settings, app.state.metrics = settings, metrics
+    app.state.settings, app.state.metrics, app.state.keys = settings, metrics, keys
     _install_error_handlers(app)
-    app.add_middleware(LatencyMiddleware, metrics=metrics, router=app.router)
+    _declare_security(app)
+    app.add_middleware(AccessMiddleware, router=app.router, route_roles=ROUTE_ROLES,
+                       keys=keys, rate_limits=settings.role_rate_limits, metrics=metrics,
+                       log_requests=settings.access_log)
+    if settings.cors_allowed_origins:     # outermost: preflights and refusals get its headers
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
+                           allow_methods=["GET", "POST"], expose_headers=["Retry-After"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
 
     def services() -> Services:
         return app.state.services
 
     async def limited(function, *args):
-        """Run blocking recommender work in a worker thread, at most
-        ``max_concurrent_requests`` at a time."""
-        return await anyio.to_thread.run_sync(function, *args, limiter=app.state.limiter)
+        """Run blocking recommender work in a worker thread once admitted (at most
+        ``max_concurrent_requests`` at a time, a bounded queue before them)."""
+        return await app.state.admission.run(function, *args)
 
     def answer(endpoint: str, result: Recommendations, **extra) -> dict:
         svc = services()
@@ -124,15 +153,20 @@ def create_app(settings: Settings) -> FastAPI:
     k_param = Query(settings.default_k, ge=1, le=settings.max_k,
                     description=f"number of items (1..{settings.max_k})")
 
-    @app.get("/v1/recommend", responses=_responses(422, 503))
-    async def recommend(user_id: str = Query(..., min_length=1, max_length=spec.MAX_ID_CHARS),
+    @app.get("/v1/recommend", **_guarded("/v1/recommend", 422, 503))
+    async def recommend(request: Request,
+                        user_id: str = Query(..., min_length=1, max_length=spec.MAX_ID_CHARS),
                         k: int = k_param):
+        """``context`` (the user's history and session query) only for a key with the
+        ``operator`` role: a shop front must not be able to read a user's history."""
         result = await limited(services().recommender.recommend, user_id, k)
-        return answer("recommend", result, user_id=user_id, k=k,
-                      context={"history": result.history,
-                               "query": _clip(result.query, spec.MAX_QUERY_CHARS)})
+        extra = {}
+        if caller_of(request).can(OPERATOR):
+            extra["context"] = {"history": result.history,
+                                "query": _clip(result.query, spec.MAX_QUERY_CHARS)}
+        return answer("recommend", result, user_id=user_id, k=k, **extra)
 
-    @app.get("/v1/search", responses=_responses(422, 503))
+    @app.get("/v1/search", **_guarded("/v1/search", 422, 503))
     async def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
                      user_id: str | None = Query(None, min_length=1,
                                                  max_length=spec.MAX_ID_CHARS),
@@ -144,14 +178,14 @@ def create_app(settings: Settings) -> FastAPI:
         result = await limited(services().recommender.search, q.strip(), user_id, k)
         return answer("search", result, q=q.strip(), user_id=user_id, k=k)
 
-    @app.get("/v1/items/{item_id:path}/similar", responses=_responses(404, 422, 503))
+    @app.get(SIMILAR, **_guarded(SIMILAR, 404, 422, 503))
     async def similar(item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
                       k: int = k_param):
         result = await limited(services().recommender.similar, item_id, k)
         return answer("similar", result, item_id=item_id, k=k)
 
-    @app.post("/v1/events", responses=_responses(400, 413, 422, 503),
-              openapi_extra={"requestBody": _events_body(settings)})
+    @app.post("/v1/events", **_guarded("/v1/events", 400, 413, 422, 503, openapi_extra={
+        "requestBody": _events_body(settings)}))
     async def post_events(request: Request):
         too_large = _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
                                 "fewer events per request")
@@ -171,10 +205,13 @@ def create_app(settings: Settings) -> FastAPI:
             return _error(400, f"body: not valid JSON ({str(e).split(';')[0]})")
         svc = services()
         received = now_seconds()
-        events = await limited(validate_events, payload, svc.catalog.index, received,
-                               settings.max_events_per_request)
-        stored = await limited(svc.add_events, events, received)
-        return {"accepted": stored}
+
+        def validate_and_store() -> int:
+            events = validate_events(payload, svc.catalog.index, received,
+                                     settings.max_events_per_request)
+            return svc.add_events(events, received)
+
+        return {"accepted": await limited(validate_and_store)}
 
     @app.get("/healthz")
     async def healthz():
@@ -182,12 +219,14 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", responses=_responses(503))
-    def readyz():
+    def readyz(request: Request):
         """Readiness: 200 when every check of serving/api/health.py passes, else 503 in the
-        error format, ``detail`` listing every check (answers within about
-        ``readiness_deadline_s``)."""
+        error format (answers within about ``readiness_deadline_s``). Open to everyone; the
+        checks, models and catalog (``detail`` of a 503) only for the ``operator`` role."""
         svc = services()
         report = app.state.readiness.evaluate()
+        if not caller_of(request).can(OPERATOR):
+            return {"status": "ready"} if report.ok else _error(503, "not ready")
         if not report.ok:
             return _error(503, report.summary(), report.detail())
         tables = svc.catalog.item_to_item
@@ -196,7 +235,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "embeddings_version": svc.catalog.embeddings_version,
                 "item_to_item_version": tables.version if tables else None}
 
-    @app.get("/metrics")
+    @app.get("/metrics", **_guarded("/metrics"))
     def metrics_endpoint():
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
@@ -225,6 +264,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unknown_item(request: Request, exc: UnknownItem):
         return _error(404, f"path parameter 'item_id': no item {exc.args[0]!r} in the catalog")
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        request.app.state.metrics.rejected.labels(
+            request.scope.get(ENDPOINT, "unmatched"), exc.reason,
+            caller_of(request).label).inc()
+        return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):
         return _error(503, str(exc))
@@ -246,8 +292,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         """A bug: answered in the JSON format, never as text. Starlette re-raises it after
         this answer, so the server logs the traceback."""
         log.error("unhandled %s in %s %s", type(exc).__name__, request.method,
-                  request.url.path)
+                  request.scope.get(ENDPOINT, "unmatched"))     # never the URL: ids, queries
         return _error(500, "internal error; the API logged it")
+
+
+def _declare_security(app: FastAPI) -> None:
+    """The OpenAPI document names the two ways to send a key (the /docs "Authorize")."""
+    document = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = document()
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _events_body(settings: Settings) -> dict:
@@ -267,35 +326,3 @@ def _events_body(settings: Settings) -> dict:
                                 "maxItems": settings.max_events_per_request}]}
     return {"required": True, "content": {"application/json": {"schema": schema}},
             "description": f"at most {settings.max_body_bytes} bytes (docs/data.md, events)"}
-
-
-class LatencyMiddleware:
-    """ASGI middleware: request latency per route template, method and status."""
-
-    def __init__(self, app, metrics: ApiMetrics, router):
-        self.app, self.metrics, self.router = app, metrics, router
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = [500]
-
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.request_latency.labels(
-                self._endpoint(scope), scope["method"], str(status[0])).observe(
-                time.perf_counter() - started)
-
-    def _endpoint(self, scope) -> str:
-        for route in self.router.routes:
-            if route.matches(scope)[0] == Match.FULL:
-                return getattr(route, "path", "unmatched")
-        return "unmatched"

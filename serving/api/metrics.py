@@ -12,7 +12,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class ApiMetrics:
     """Latency per endpoint and per recommendation stage, models in use, events, fallbacks,
-    readiness and model watcher poll failures."""
+    readiness, model watcher poll failures, refused requests and the admission queue."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -46,6 +46,18 @@ class ApiMetrics:
             "shoprec_api_readiness_check", "1 when this readiness check passed at the last "
             "evaluation (model_server, models_available, embeddings, event_store, watcher)",
             ["check"], registry=r)
+        self.rejected = Counter(
+            "shoprec_api_rejected_requests", "Requests refused before any work: "
+            "unauthenticated (401), forbidden (403), rate_limited (429), shed (503, the queue "
+            "was full), queue_timeout (503, no slot in time)", ["endpoint", "reason", "role"],
+            registry=r)
+        self.key_reloads = Counter(
+            "shoprec_api_keys_reloads", "Changes of the API keys file: loaded, or refused "
+            "(malformed; the previous keys stay in use)", ["result"], registry=r)
+        self.queued = Gauge("shoprec_api_queued_requests", "Requests waiting for a "
+                            "computation slot (at most max_queued_requests)", registry=r)
+        self.active = Gauge("shoprec_api_active_requests", "Requests being computed (at most "
+                            "max_concurrent_requests)", registry=r)
         self._poll_failures: Callable[[], int] = lambda: 0
         r.register(_CallbackCounter(
             "shoprec_api_model_watcher_poll_failures",

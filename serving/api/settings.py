@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 
 from pipeline.contract import spec
+from serving.api.limits import DEFAULT_RATE_LIMITS, Rate, parse_rate_limits
 
 ENV_PREFIX = "SHOPREC_"
 
@@ -45,6 +47,13 @@ class Settings:
     readiness_cache_s: float = 1.0          # /readyz: reuse a readiness report this long
     readiness_max_poll_intervals: float = 3.0   # /readyz: watcher stuck after this many polls
     max_concurrent_requests: int = 8        # requests computed at once; the rest queue
+    max_queued_requests: int = 64           # requests waiting for a slot; beyond: 503 at once
+    max_queue_wait_s: float = 5.0           # a request waits this long for a slot, then 503
+    auth: str = "required"                  # required (API keys) | off (development, tests)
+    api_keys_file: str = ""                 # NAME ROLES sha256:HEX lines; re-read on change
+    rate_limits: str = DEFAULT_RATE_LIMITS  # role=RATE/BURST,...: token bucket per key
+    cors_origins: str = ""                  # allowed browser origins, comma-separated
+    access_log: bool = True                 # one line per request: method, route, status
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
@@ -75,9 +84,29 @@ class Settings:
         for name in ("transition_candidates", "cooccurrence_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
+        need(self.auth in ("required", "off"), "auth", "expected required or off")
+        try:
+            parse_rate_limits(self.rate_limits)
+        except ValueError as e:
+            need(False, "rate_limits", str(e))
+        need(self.max_queued_requests >= 0, "max_queued_requests", "must be >= 0")
+        need(self.max_queue_wait_s > 0, "max_queue_wait_s", "must be > 0")
+        bad = [o for o in self.cors_allowed_origins
+               if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o)]
+        need(not bad, "cors_origins", f"{bad[:1]}: expected comma-separated origins like "
+             "https://shop.example.com (scheme and host, no path), or *")
         for name in ("embedding_batch_size", "max_concurrent_requests",
                      "max_events_per_request", "max_body_bytes", "max_query_chars"):
             need(getattr(self, name) >= 1, name, "must be >= 1")
+
+    @property
+    def role_rate_limits(self) -> dict[str, Rate | None]:
+        """``rate_limits`` parsed: role -> Rate (None = unlimited)."""
+        return parse_rate_limits(self.rate_limits)
+
+    @property
+    def cors_allowed_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":

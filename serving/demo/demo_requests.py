@@ -5,6 +5,9 @@
 Picks a shopper with history and one without from the shop, then asks for: their
 recommendations, a search, items similar to one they engaged with, posts clicks on items
 of another category and asks again (the answer changes at once), and shows the metrics.
+Each request uses one of the API keys the stack made (``shopfront``: public, ``ingest``:
+events, ``operator``: every role; docs/security.md) and says which; one request without a
+key shows the 401, and only the operator's answer shows the user's history (``context``).
 Last, ``--users`` more shoppers' recommendations: the product's two-stage answer (retrieval
 and item-to-item candidates, ranked), each item with the reason naming its source.
 """
@@ -44,12 +47,16 @@ def pick_examples(shop_dir: str) -> dict:
             "more_users": [u for u in busiest if u != user]}
 
 
-def show(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
-    """Send one request and print it with a compact answer."""
-    response = client.request(method, path, **kwargs)
+def show(client: httpx.Client, method: str, path: str, key: str | None = None,
+         stack: LocalStack | None = None, **kwargs) -> dict:
+    """Send one request with the stack's key ``key`` (None: no key) and print it with a
+    compact answer."""
+    headers = stack.headers(key) if stack is not None and key else {}
+    response = client.request(method, path, headers=headers, **kwargs)
     params = kwargs.get("params")
     shown = path + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
-    print(f"\n{method} {shown} -> {response.status_code}")
+    print(f"\n{method} {shown} -> {response.status_code}  "
+          f"({'key ' + key if key else 'no key'})")
     body = response.json()
     if "items" in body:
         extra = {k: body[k] for k in ("strategy", "context", "degraded") if body.get(k)}
@@ -66,29 +73,33 @@ def run(stack: LocalStack, examples: dict, k: int, users: int = 0) -> None:
     print(f"up: API {stack.api_url} (docs /docs, metrics /metrics), TF Serving stand-in gRPC "
           f"{stack.host}:{stack.grpc_port}, REST {stack.host}:{stack.rest_port}")
     with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
-        show(client, "GET", "/readyz")
-        show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
-        show(client, "GET", "/v1/recommend", params={"user_id": "demo-new-shopper", "k": k})
-        show(client, "GET", "/v1/search", params={"q": examples["query"], "k": k})
-        show(client, "GET", f"/v1/items/{examples['item']}/similar", params={"k": k})
+        def call(method, path, key, **kwargs):
+            return show(client, method, path, key, stack, **kwargs)
+
+        call("GET", "/readyz", None)
+        call("GET", "/v1/recommend", "shopfront", params={"user_id": examples["user"], "k": k})
+        call("GET", "/v1/recommend", None, params={"user_id": examples["user"], "k": k})
+        call("GET", "/v1/recommend", "shopfront", params={"user_id": "demo-new-shopper", "k": k})
+        call("GET", "/v1/search", "shopfront", params={"q": examples["query"], "k": k})
+        call("GET", f"/v1/items/{examples['item']}/similar", "shopfront", params={"k": k})
         clicks = [{"user_id": examples["user"], "item_id": item, "event_type": event_type}
                   for item in examples["new_items"] for event_type in ("view", "click")]
-        show(client, "POST", "/v1/events", json=clicks)
-        show(client, "GET", "/v1/recommend", params={"user_id": examples["user"], "k": k})
-        show(client, "POST", "/v1/events", json={"user_id": examples["user"],
-                                                 "event_type": "clik", "item_id": "?"})
+        call("POST", "/v1/events", "ingest", json=clicks)
+        call("GET", "/v1/recommend", "operator", params={"user_id": examples["user"], "k": k})
+        call("POST", "/v1/events", "ingest", json={"user_id": examples["user"],
+                                                   "event_type": "clik", "item_id": "?"})
         if users:
             print(f"\nrecommendations for {users} more shoppers (retrieval + item-to-item "
                   "candidates -> ranking -> diversity)")
             for user in examples["more_users"][:users]:
-                show(client, "GET", "/v1/recommend", params={"user_id": user, "k": k})
-        show_metrics(client.get("/metrics").text)
+                call("GET", "/v1/recommend", "shopfront", params={"user_id": user, "k": k})
+        show_metrics(client.get("/metrics", headers=stack.headers("operator")).text)
 
 
 def show_metrics(text: str) -> None:
-    """A compact excerpt of the API's Prometheus metrics: requests by status, model versions,
-    seconds spent per recommendation stage."""
-    requests, versions, stages = {}, [], []
+    """A compact excerpt of the API's Prometheus metrics: requests by status, refusals by
+    reason, model versions, seconds spent per recommendation stage."""
+    requests, refused, versions, stages = {}, {}, [], []
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         labels = dict(part.split("=", 1) for part in
@@ -97,12 +108,17 @@ def show_metrics(text: str) -> None:
         if name.startswith("shoprec_api_request_duration_seconds_count"):
             status = labels.get("status", "?")
             requests[status] = requests.get(status, 0) + int(float(value))
+        elif name.startswith("shoprec_api_rejected_requests_total"):
+            reason = labels.get("reason", "?")
+            refused[reason] = refused.get(reason, 0) + int(float(value))
         elif name.startswith("shoprec_api_model_version"):
             versions.append(f"{labels.get('model', '?')} v{float(value):.0f}")
         elif name.startswith("shoprec_api_stage_duration_seconds_sum"):
             stages.append(f"{labels.get('stage', '?')} {float(value):.3f}")
     print("\nGET /metrics (excerpt)")
     print("  requests by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(requests.items())))
+    print("  refused: " + (", ".join(f"{r}: {n}" for r, n in sorted(refused.items()))
+                            or "none"))
     print("  models: " + ", ".join(versions))
     print("  seconds per stage: " + ", ".join(stages))
 

@@ -1,10 +1,14 @@
 """The serving stack on one machine: model server (the TF Serving stand-in) + API.
 
-Both run as subprocesses, the model server with the production ``models.config``
-(``/models`` mapped to the serving dir), the API pointed at its gRPC port. ``start()``
+Both run as subprocesses on 127.0.0.1, the model server with the production
+``models.config`` (``/models`` mapped to the serving dir), the API pointed at its gRPC port
+and requiring API keys: unless given a keys file, the stack makes three keys for this run
+(``shopfront``: public, ``ingest``: events, ``operator``: every role), writes their hashes
+to ``<log dir>/api_keys`` and keeps the secrets in ``keys`` (``headers(name)``). ``start()``
 waits (bounded) until the API is ready (``/readyz`` 200: models answering, catalog
 embeddings loaded, event store writable); ``stop()`` sends SIGTERM (API first), waits,
-and kills only what did not exit. In the foreground (what ``make serve`` runs):
+and kills only what did not exit. In the foreground (what ``make serve`` runs; it prints
+the keys):
 
     python -m serving.demo.local_stack --serving-dir serving_models --shop sample_shop \\
         --grpc-port 8500 --rest-port 8501 --api-port 8000
@@ -25,6 +29,7 @@ import httpx
 import portpicker
 
 MODELS_CONFIG = Path(__file__).parent.parent / "tfserving" / "models.config"
+STACK_KEYS = {"shopfront": "public", "ingest": "events", "operator": "public,events,operator"}
 
 
 class StackError(RuntimeError):
@@ -37,7 +42,11 @@ class LocalStack:
     def __init__(self, serving_dir: str, shop: str, grpc_port: int = 0, rest_port: int = 0,
                  api_port: int = 0, event_store: str | None = None, host: str = "127.0.0.1",
                  log_dir: str | None = None, startup_timeout_s: float = 300.0,
-                 python: str = sys.executable):
+                 python: str = sys.executable, api_keys_file: str | None = None,
+                 api_settings: dict[str, str] | None = None):
+        """``api_keys_file``: use these keys (``keys`` stays empty) instead of making new
+        ones; ``api_settings``: more API settings by name (``SHOPREC_<NAME>``), e.g.
+        ``{"rate_limits": "off"}``."""
         self.serving_dir, self.shop = os.path.abspath(serving_dir), os.path.abspath(shop)
         self.host, self.python = host, python
         self.grpc_port = grpc_port or portpicker.pick_unused_port()
@@ -48,6 +57,24 @@ class LocalStack:
         self.event_store = event_store or f"sqlite:///{self.log_dir / 'events.sqlite3'}"
         self.startup_timeout_s = startup_timeout_s
         self.processes: dict[str, subprocess.Popen] = {}
+        self.api_settings = dict(api_settings or {})
+        self.keys: dict[str, str] = {}          # key name -> secret (made for this stack)
+        self.api_keys_file = api_keys_file or str(self.log_dir / "api_keys")
+        if api_keys_file is None:
+            self._make_keys()
+
+    def _make_keys(self) -> None:
+        from serving.api.keys import append_key, create_key
+
+        if os.path.exists(self.api_keys_file):
+            os.unlink(self.api_keys_file)     # a log dir reused from an earlier run
+        for name, roles in STACK_KEYS.items():
+            self.keys[name], key = create_key(name, roles)
+            append_key(self.api_keys_file, key)
+
+    def headers(self, name: str = "operator") -> dict[str, str]:
+        """The Authorization header of one of the stack's keys (``STACK_KEYS``)."""
+        return {"Authorization": f"Bearer {self.keys[name]}"} if name in self.keys else {}
 
     @property
     def api_url(self) -> str:
@@ -73,16 +100,19 @@ class LocalStack:
                 self.python, "-m", "serving.api", "--shop", self.shop,
                 "--tfserving-grpc", f"{self.host}:{self.grpc_port}",
                 "--host", self.host, "--port", str(self.api_port),
-                "--event-store", self.event_store],
+                "--event-store", self.event_store, "--api-keys-file", self.api_keys_file],
         }
 
     def start(self, foreground_logs: bool = False) -> "LocalStack":
         """Start both services and wait until the API is ready (or raise StackError)."""
+        settings = {f"SHOPREC_{name.upper()}": str(value)
+                    for name, value in self.api_settings.items()}
         for name, command in self.commands().items():
             log = None if foreground_logs else open(self.log_dir / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT if log else None,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                     **(settings if name == "api" else {})})
             if log:
                 log.close()
         try:
@@ -101,7 +131,8 @@ class LocalStack:
                     raise StackError(f"{name} exited with status {proc.returncode}"
                                      f"{self._log_tail(name)}")
             try:
-                response = httpx.get(f"{self.api_url}/readyz", timeout=2.0)
+                response = httpx.get(f"{self.api_url}/readyz", timeout=2.0,
+                                     headers=self.headers("operator"))
                 if response.status_code == 200:
                     return
                 last = response.text
@@ -153,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--rest-port", type=int, default=8501)
     p.add_argument("--api-port", type=int, default=8000)
     p.add_argument("--event-store", help="default: sqlite:///var/shoprec/events.sqlite3")
+    p.add_argument("--api-keys-file", help="the API's keys file (default: make three keys for "
+                                           "this run and print them)")
     p.add_argument("--log-dir", help="write the services' logs (TensorFlow, access logs) to "
                                      "DIR/model_server.log and DIR/api.log instead of the "
                                      "terminal")
@@ -162,7 +195,7 @@ def main(argv=None) -> int:
             p.error(f"{folder!r} is not a folder (run `make demo` first)")
     stack = LocalStack(args.serving_dir, args.shop, args.grpc_port, args.rest_port,
                        args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3",
-                       log_dir=args.log_dir)
+                       log_dir=args.log_dir, api_keys_file=args.api_keys_file)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -172,7 +205,15 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print("serving (Ctrl-C stops both):", *(f"  {k:15} {v}" for k, v in stack.urls.items()),
-          *([f"  {'logs':15} {stack.log_dir}/"] if args.log_dir else []), sep="\n", flush=True)
+          *([f"  {'logs':15} {stack.log_dir}/"] if args.log_dir else []), sep="\n")
+    if stack.keys:
+        print(f"API keys for this run (hashes in {stack.api_keys_file}; send "
+              "Authorization: Bearer <key>):",
+              *(f"  {name:10} {STACK_KEYS[name]:24} {secret}"
+                for name, secret in stack.keys.items()), sep="\n")
+    else:
+        print(f"API keys: {stack.api_keys_file}")
+    sys.stdout.flush()
     while not stop.wait(1.0):
         if any(proc.poll() is not None for proc in stack.processes.values()):
             print("error: a service exited; stopping", file=sys.stderr)

@@ -148,7 +148,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def create_grpc_server(registry: ModelRegistry, port: int, host: str = "0.0.0.0",
+def create_grpc_server(registry: ModelRegistry, port: int, host: str = "127.0.0.1",
                        max_workers: int = 16,
                        reload_config: Callable[[object], None] | None = None):
     """A started gRPC server on ``host:port``; returns ``(server, bound_port)``."""

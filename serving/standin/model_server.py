@@ -42,7 +42,7 @@ class ModelServer:
     """
 
     def __init__(self, configs: list[ModelConfig], port: int = 8500, rest_api_port: int = 0,
-                 host: str = "0.0.0.0", file_system_poll_wait_seconds: float = 1.0,
+                 host: str = "127.0.0.1", file_system_poll_wait_seconds: float = 1.0,
                  model_config_file: str | None = None,
                  model_config_file_poll_wait_seconds: float = 0.0,
                  base_path_mapping: dict[str, str] | None = None,
@@ -161,8 +161,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="true|false",
                         help="replay assets.extra/tf_serving_warmup_requests while a version "
                              "loads (default true)")
-    parser.add_argument("--host", default="0.0.0.0",
-                        help="address to bind (stand-in only; TF Serving binds all)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (stand-in only; default 127.0.0.1, loopback: "
+                             "the model server has no authentication, docs/security.md; "
+                             "TF Serving binds all interfaces)")
     parser.add_argument("--base_path_mapping", action="append", default=[],
                         metavar="FROM=TO",
                         help="stand-in only: rewrite base paths starting with FROM to TO, "

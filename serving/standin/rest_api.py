@@ -151,7 +151,7 @@ class RestApi:
 class RestServer:
     """Runs a RestApi under uvicorn on a background thread."""
 
-    def __init__(self, registry: ModelRegistry, port: int, host: str = "0.0.0.0",
+    def __init__(self, registry: ModelRegistry, port: int, host: str = "127.0.0.1",
                  num_threads: int = 16):
         self.api = RestApi(registry, num_threads)
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets, and

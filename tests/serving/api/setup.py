@@ -3,6 +3,8 @@
 Import the fixtures into a test module (``from tests.serving.api.setup import *``).
 The shop has four top categories of ten items; item ids say their category (``toy3``).
 Also ``redis_url``: a throwaway redis-server (skips when not installed).
+``make_settings`` turns auth off unless told otherwise; ``api_client`` authenticates with a
+key holding every role (no rate limit), made by ``write_keys``.
 Users: ``reader`` engaged with books (and bought ``book0``), ``searcher`` only searched for
 toys, ``fan*`` users made ``beauty0`` and ``beauty1`` the most popular items.
 """
@@ -107,21 +109,47 @@ def api_model_server(api_serving_dir):
 def make_settings(shop: Path, grpc_port: int, event_db: Path, **overrides):
     from serving.api.settings import Settings
 
-    values = {"startup_wait_s": 30, "tfserving_deadline_s": 10,
+    values = {"startup_wait_s": 30, "tfserving_deadline_s": 10, "auth": "off",
               "event_store": f"sqlite:///{event_db}", **overrides}
     return Settings(shop_dir=str(shop), tfserving_grpc=f"127.0.0.1:{grpc_port}", **values)
 
 
+ALL_ROLES = "public,events,operator rate=unlimited"
+
+
+def write_keys(path: Path, keys: dict[str, str]) -> dict[str, str]:
+    """A keys file at ``path`` (replaced atomically, as an operator should) with one key per
+    ``name: "ROLES [rate=...]"``; returns name -> secret."""
+    from serving.api.keys import hash_secret, new_secret
+
+    secrets = {name: new_secret() for name in keys}
+    lines = []
+    for name, roles in keys.items():
+        roles, *options = roles.split()
+        lines.append(" ".join([name, roles, hash_secret(secrets[name]), *options]))
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("# test keys\n" + "\n".join(lines) + "\n")
+    temporary.replace(path)
+    return secrets
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @pytest.fixture(scope="module")
 def api_client(api_shop, api_model_server, tmp_path_factory):
-    """A TestClient of the API (lifespan run) over the tiny shop and models."""
+    """A TestClient of the API (lifespan run) over the tiny shop and models, sending a key
+    with every role."""
     from fastapi.testclient import TestClient
 
     from serving.api.app import create_app
 
-    settings = make_settings(api_shop, api_model_server.grpc_port,
-                             tmp_path_factory.mktemp("api_db") / "events.sqlite3")
-    with TestClient(create_app(settings)) as client:
+    folder = tmp_path_factory.mktemp("api_db")
+    secret = write_keys(folder / "api_keys", {"tester": ALL_ROLES})["tester"]
+    settings = make_settings(api_shop, api_model_server.grpc_port, folder / "events.sqlite3",
+                             auth="required", api_keys_file=str(folder / "api_keys"))
+    with TestClient(create_app(settings), headers=bearer(secret)) as client:
         yield client
 
 
