@@ -40,8 +40,9 @@ MAX_DETAIL = 100          # problems listed in a 422's detail (the message count
 MAX_REASON_CHARS = 2_000  # a reason quotes one title or the query, both capped by the contract
 SIMILAR = "/v1/items/{item_id:path}/similar"
 # the role each route needs; the others (/healthz, /readyz, the OpenAPI docs) are open
+USER = "/v1/users/{user_id:path}"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
-               "/v1/events": EVENTS, "/metrics": OPERATOR}
+               "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer",
                "description": "Authorization: Bearer <API key> (docs/security.md)"},
@@ -159,7 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
                         k: int = k_param):
         """``context`` (the user's history and session query) only for a key with the
         ``operator`` role: a shop front must not be able to read a user's history."""
-        result = await limited(services().recommender.recommend, user_id, k)
+        svc = services()
+        result = await limited(svc.recommender.recommend, svc.user_key(user_id), k)
         extra = {}
         if caller_of(request).can(OPERATOR):
             extra["context"] = {"history": result.history,
@@ -175,7 +177,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
                                            "msg": "must contain a non-space character",
                                            "input": q}])
-        result = await limited(services().recommender.search, q.strip(), user_id, k)
+        svc = services()
+        result = await limited(svc.recommender.search, q.strip(), svc.user_key(user_id), k)
         return answer("search", result, q=q.strip(), user_id=user_id, k=k)
 
     @app.get(SIMILAR, **_guarded(SIMILAR, 404, 422, 503))
@@ -206,12 +209,25 @@ def create_app(settings: Settings) -> FastAPI:
         svc = services()
         received = now_seconds()
 
-        def validate_and_store() -> int:
+        def validate_and_store():
             events = validate_events(payload, svc.catalog.index, received,
                                      settings.max_events_per_request)
             return svc.add_events(events, received)
 
-        return {"accepted": await limited(validate_and_store)}
+        result = await limited(validate_and_store)
+        # accepted: every event of the batch is in the store now (a retry of a batch whose
+        # answer was lost gets the same answer); duplicates: events with a (user_id,
+        # event_id) the store already held, not stored again.
+        return {"accepted": result.accepted, "stored": result.stored,
+                "duplicates": result.duplicates}
+
+    @app.delete(USER, **_guarded(USER, 422, 503))
+    async def erase_user(user_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS)):
+        """Erasure request (operator): delete every stored event of the user and record a
+        keyed hash of it so the next training run leaves the user out (docs/privacy.md).
+        Idempotent: erasing again deletes nothing more."""
+        deleted = await limited(services().erase_user, user_id)
+        return {"erased": True, "events_deleted": deleted}
 
     @app.get("/healthz")
     async def healthz():
@@ -314,6 +330,9 @@ def _events_body(settings: Settings) -> dict:
     events table; the endpoint reads the raw body to check it with the contract's code)."""
     text = {name: {"type": "string", "maxLength": spec.MAX_CHARS[name]}
             for name in (spec.USER_ID, spec.ITEM_ID, spec.QUERY, spec.SESSION_ID)}
+    text[spec.EVENT_ID] = {"type": "string", "maxLength": spec.MAX_CHARS[spec.EVENT_ID],
+                           "description": "idempotency key: an event with a (user_id, "
+                                          "event_id) already stored is not stored again"}
     event = {"type": "object", "additionalProperties": False,
              "required": [spec.USER_ID, spec.EVENT_TYPE],
              "properties": {**text,

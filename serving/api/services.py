@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from pipeline.contract import spec
 from pipeline.contract.load import load_shop
+from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.api.catalog import Catalog
 from serving.api.metrics import ApiMetrics
@@ -23,10 +25,21 @@ class Services:
     def __init__(self, settings: Settings, metrics: ApiMetrics):
         self.settings, self.metrics = settings, metrics
         started = time.perf_counter()
-        shop = load_shop(settings.shop_dir, on_bad_rows=settings.on_bad_rows)
+        # Every user id that enters the API (shop export, requests, events) is turned into
+        # the pipeline's pseudonym first (docs/privacy.md); without a key they stay as given.
+        self.pseudonyms = (Pseudonyms.from_file(settings.pseudonym_key_file)
+                           if settings.pseudonym_key_file else None)
+        shop = load_shop(settings.shop_dir, on_bad_rows=settings.on_bad_rows,
+                         pseudonyms=self.pseudonyms)
         self.catalog = Catalog(shop.items)
         metrics.catalog_items.set(len(self.catalog))
-        self.store: EventStore = open_event_store(settings.event_store)
+        erasure_key = None
+        if settings.erasure_key_file:
+            with open(settings.erasure_key_file, encoding="utf-8") as f:
+                erasure_key = f.read().strip()
+        self.store: EventStore = open_event_store(
+            settings.event_store, retention_days=settings.retention_days or None,
+            erasure_key=erasure_key, synchronous=settings.event_store_synchronous)
         try:
             if self.store.import_shop_events(shop.events):
                 log.info("imported %d shop events into %s", len(shop.events),
@@ -42,8 +55,19 @@ class Services:
                                     settings.embedding_batch_size, self._versions_changed)
         self.recommender = Recommender(self.catalog, self.store, self.backend, settings,
                                        observe=metrics.observe_stage)
-        log.info("shop %s: %d items, %d events (%.1f s)", settings.shop_dir, len(self.catalog),
-                 len(shop.events), time.perf_counter() - started)
+        log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
+                 len(self.catalog), len(shop.events), time.perf_counter() - started,
+                 f"pseudonymised (key id {self.pseudonyms.key_id})" if self.pseudonyms
+                 else "as given (no pseudonym_key_file)")
+        self._purger: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def user_key(self, user_id: str | None) -> str | None:
+        """The form of a user id the store and the models know: its pseudonym (or as given
+        without a key)."""
+        if user_id is None or self.pseudonyms is None:
+            return user_id
+        return self.pseudonyms(user_id)
 
     def _versions_changed(self, versions: dict[str, int]) -> None:
         self.metrics.set_versions(versions, self.catalog.embeddings_version)
@@ -55,18 +79,53 @@ class Services:
                         "answers and retrying", self.settings.tfserving_grpc,
                         self.settings.startup_wait_s, self.watcher.last_error)
         self.watcher.start()
+        if self.settings.retention_days:
+            self.purge_expired()
+            self._purger = threading.Thread(target=self._purge_loop, name="event-purge",
+                                            daemon=True)
+            self._purger.start()
         return self
 
-    def add_events(self, events, received_at: int) -> int:
-        """Store validated events and count engagements for popularity."""
-        stored = self.store.add(events, received_at=received_at)
-        engaged = events[events[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
+    def purge_expired(self) -> int:
+        """Delete events past the retention; popularity is recounted when any went."""
+        deleted = self.store.purge_expired()
+        if deleted:
+            log.info("deleted %d events older than %d days", deleted,
+                     self.settings.retention_days)
+            self.catalog.set_popularity(self.store.engagement_counts())
+        return deleted
+
+    def _purge_loop(self) -> None:
+        while not self._stopping.wait(self.settings.purge_interval_s):
+            try:
+                self.purge_expired()
+            except Exception:  # pylint: disable=broad-except  (retried next interval)
+                log.exception("purging expired events failed; retrying in %.0f s",
+                              self.settings.purge_interval_s)
+
+    def add_events(self, events, received_at: int):
+        """Store validated events (user ids as ``user_key``) and count the newly stored
+        engagements for popularity; a retried event (same user and event_id) counts once.
+        Returns the store's AddResult."""
+        events = events.assign(**{spec.USER_ID: [self.user_key(u)
+                                                 for u in events[spec.USER_ID]]})
+        result = self.store.add_batch(events, received_at=received_at)
+        new = events[result.new]
+        engaged = new[new[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
         self.catalog.add_engagements(engaged[spec.ITEM_ID])
-        for event_type, n in events[spec.EVENT_TYPE].value_counts().items():
+        for event_type, n in new[spec.EVENT_TYPE].value_counts().items():
             self.metrics.events.labels(event_type).inc(int(n))
-        return stored
+        return result
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete every stored event of a user (erasure request); the store records a keyed
+        hash so the next training export leaves the user out. Popularity is recounted."""
+        deleted = self.store.erase_user(self.user_key(user_id))
+        self.catalog.set_popularity(self.store.engagement_counts())
+        return deleted
 
     def close(self) -> None:
+        self._stopping.set()
         self.watcher.stop()
         self.backend.close()
         self.store.close()

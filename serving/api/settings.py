@@ -54,6 +54,11 @@ class Settings:
     rate_limits: str = DEFAULT_RATE_LIMITS  # role=RATE/BURST,...: token bucket per key
     cors_origins: str = ""                  # allowed browser origins, comma-separated
     access_log: bool = True                 # one line per request: method, route, status
+    pseudonym_key_file: str = ""            # user ids -> keyed pseudonyms (the pipeline's key)
+    retention_days: int = 0                 # events older than this are deleted; 0 = keep
+    purge_interval_s: float = 3600.0        # how often expired events are purged
+    erasure_key_file: str = ""              # key of the erasure list's hashes ("" = store's)
+    event_store_synchronous: str = "NORMAL"     # SQLite durability: NORMAL | FULL
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
@@ -64,6 +69,13 @@ class Settings:
                 raise SettingsError(f"setting {name}={getattr(self, name)!r}: {what}")
 
         need(bool(self.shop_dir), "shop_dir", "the shop folder is required (--shop)")
+        for name in ("pseudonym_key_file", "erasure_key_file"):
+            need(not getattr(self, name) or os.path.isfile(getattr(self, name)), name,
+                 "no such file")
+        need(self.retention_days >= 0, "retention_days", "must be >= 0 (0 = keep forever)")
+        need(self.purge_interval_s > 0, "purge_interval_s", "must be > 0")
+        need(self.event_store_synchronous in ("NORMAL", "FULL"), "event_store_synchronous",
+             "expected NORMAL or FULL")
         host, _, port = self.tfserving_grpc.rpartition(":")
         need(bool(host) and port.isdigit(), "tfserving_grpc", "expected HOST:PORT")
         need(self.on_bad_rows in ("fail", "quarantine"), "on_bad_rows",

@@ -159,13 +159,14 @@ def test_similar_unknown_item_is_404_naming_it(api_client):
 def test_events_single_and_batch_are_accepted(api_client):
     one = api_client.post("/v1/events", json={"user_id": "poster", "item_id": "food1",
                                               "event_type": "view"})
-    assert one.status_code == 200 and one.json() == {"accepted": 1}
+    assert one.status_code == 200 and one.json() == {"accepted": 1, "stored": 1, "duplicates": 0}
     batch = api_client.post("/v1/events", json=[
         {"user_id": "poster", "event_type": "search", "query": "pasta"},
         {"user_id": "poster", "item_id": "food1", "event_type": "Click",
          "timestamp": "2025-02-01T10:00:00Z"},
         {"user_id": "poster", "item_id": "food1", "event_type": "rating", "value": 4}])
-    assert batch.status_code == 200 and batch.json() == {"accepted": 3}
+    assert batch.status_code == 200 and batch.json() == {"accepted": 3, "stored": 3,
+                                                               "duplicates": 0}
 
 
 @pytest.mark.parametrize("payload, loc, code", [
