@@ -44,6 +44,8 @@ SAMPLE_SEED ?= 7
 # Everything the demo's steps log (TFX, Beam, TensorFlow, child processes) goes here; the
 # terminal shows progress and results. `make demo DEMO_VERBOSE=1` shows the pipeline's logs.
 DEMO_LOG ?= runs/demo.log
+# The demo's key for pseudonymising user ids (docs/privacy.md); made once, kept with the runs.
+PSEUDONYM_KEY ?= runs/pseudonym.key
 DEMO_VERBOSE ?=
 PIPELINE_LOG_ARGS = $(if $(DEMO_VERBOSE),--verbose,--log-file $(DEMO_LOG))
 
@@ -60,18 +62,19 @@ demo: env
 	@echo "== 1/3 sample shop: $(SAMPLE_SHOP)/ (seed $(SAMPLE_SEED))"
 	@$(call demo_step,$(PY) -m pipeline.sample_shop --out $(SAMPLE_SHOP) --seed $(SAMPLE_SEED)) \
 	  && { grep -a '^wrote ' $(DEMO_LOG) | tail -n 1; }
-	@echo "== 2/3 TFX pipeline"
-	@$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --report runs/demo_report.json $(PIPELINE_LOG_ARGS)
+	@echo "== 2/3 TFX pipeline (user ids pseudonymised with $(PSEUDONYM_KEY))"
+	@test -f $(PSEUDONYM_KEY) || $(PY) -m pipeline.contract.pseudonym new-key $(PSEUDONYM_KEY)
+	@$(PY) tfx_pipeline.py --runner local --data $(SAMPLE_SHOP) --pseudonym-key-file $(PSEUDONYM_KEY) --report runs/demo_report.json $(PIPELINE_LOG_ARGS)
 	@echo "== 3/3 TF Serving stand-in + recommendation API on the pushed models: example requests, then recommendations"
-	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --users 3 --log-dir runs/demo_stack)
+	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --users 3 --log-dir runs/demo_stack --pseudonym-key-file $(PSEUDONYM_KEY))
 
 # TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models;
 # it makes API keys for the run and prints them (docs/security.md).
 serve: env
-	$(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000
+	$(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000 --pseudonym-key-file $(PSEUDONYM_KEY)
 
 serve-demo: env
-	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP)
+	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) --pseudonym-key-file $(PSEUDONYM_KEY)
 
 bench-serving: env
 	$(PY) -m benchmarks.serving

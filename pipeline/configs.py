@@ -44,6 +44,7 @@ class PipelineConfig:
     # events are left out of training.
     pseudonym_key_file: str = ""
     erasures_from: str = ""
+    erasure_key_file: str = ""           # the API's erasure_key_file, if it has one
 
     # Beam: DirectRunner in_memory is faster than multi_processing on 2 cores for small data
     # (docs/DESIGN.md, "Pipeline"). For Flink/Dataflow pass `extra_beam_args` (e.g.

@@ -43,6 +43,7 @@ POLICIES = ("fail", "quarantine")
 SUMMARY_FILE = "summary.json"
 DATA_DIR, ON_BAD_ROWS = "data_dir", "on_bad_rows"
 PSEUDONYM_KEY_FILE, ERASURES_FROM = "pseudonym_key_file", "erasures_from"
+ERASURE_KEY_FILE = "erasure_key_file"
 EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
 EXAMPLES, REPORT = "examples", "report"
 
@@ -101,13 +102,14 @@ def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str, pseudonyms=None
 def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                            eval_fraction: float, session_gap_minutes: int, examples_uri: str,
                            report_uri: str, work_dir: str, pseudonym_key_file: str = "",
-                           erasures_from: str = "") -> dict:
+                           erasures_from: str = "", erasure_key_file: str = "") -> dict:
     """Validate the shop, run the Beam example pipeline, write and return the summary.
 
     ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
     ("" = raw ids; docs/privacy.md). ``erasures_from``: an event store URL whose erasure list
     (users erased through the API) removes those users' events up to their erasure; the
-    store's user ids must be in the same form (the API pseudonymises with the same key)."""
+    store's user ids must be in the same form (the API pseudonymises with the same key);
+    ``erasure_key_file``: the erasure key the API was configured with ("" = the store's)."""
     check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
     began = time.perf_counter()
     pseudonyms = None
@@ -119,7 +121,11 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                else "raw (no pseudonym_key_file)", "erased_events_removed": 0}
     if erasures_from:
         from serving.events.erasure import read_erasures
-        kept = read_erasures(erasures_from).exclude(shop.events)
+        erasure_key = None
+        if erasure_key_file:
+            with open(erasure_key_file, encoding="utf-8") as f:
+                erasure_key = f.read().strip()
+        kept = read_erasures(erasures_from, erasure_key).exclude(shop.events)
         privacy["erased_events_removed"] = len(shop.events) - len(kept)
         shop.events = kept.reset_index(drop=True)
         logging.info("ShopExampleGen: %d events of erased users removed",
@@ -169,7 +175,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
             work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",
-            exec_properties.get(ERASURES_FROM) or "")
+            exec_properties.get(ERASURES_FROM) or "",
+            exec_properties.get(ERASURE_KEY_FILE) or "")
         examples_artifact.split_names = artifact_utils.encode_split_names(
             list(example_beam.SPLITS))
         examples_utils.set_payload_format(examples_artifact,
@@ -194,6 +201,7 @@ class ShopExampleGenSpec(types.ComponentSpec):
         # A path, never the key itself (exec properties are recorded in ML Metadata).
         PSEUDONYM_KEY_FILE: ExecutionParameter(type=str, optional=True),
         ERASURES_FROM: ExecutionParameter(type=str, optional=True),
+        ERASURE_KEY_FILE: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -210,13 +218,14 @@ class ShopExampleGen(base_beam_component.BaseBeamComponent):
 
     def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
                  session_gap_minutes: int = 30, pseudonym_key_file: str = "",
-                 erasures_from: str = ""):
+                 erasures_from: str = "", erasure_key_file: str = ""):
         """data_dir: shop folder (items, events, optional users; see docs/data.md);
-        pseudonym_key_file, erasures_from: see generate_shop_examples."""
+        pseudonym_key_file, erasures_from, erasure_key_file: see generate_shop_examples."""
         check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
         super().__init__(spec=ShopExampleGenSpec(
             data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
             session_gap_minutes=session_gap_minutes,
             pseudonym_key_file=pseudonym_key_file or None, erasures_from=erasures_from or None,
+            erasure_key_file=erasure_key_file or None,
             examples=types.Channel(type=standard_artifacts.Examples),
             report=types.Channel(type=ShopDataReport)))

@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--auth", choices=["required", "off"],
                    help="required (default): every /v1 route and /metrics need an API key; "
                         "off: no keys, every caller has every role (development only)")
+    p.add_argument("--pseudonym-key-file",
+                   help="user ids become the pipeline's keyed pseudonyms (docs/privacy.md)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
             shop_dir=args.shop, tfserving_grpc=args.tfserving_grpc,
             event_store=args.event_store, max_category_share=args.max_category_share,
             startup_wait_s=args.startup_wait_s, api_keys_file=args.api_keys_file,
-            auth=args.auth)
+            auth=args.auth, pseudonym_key_file=args.pseudonym_key_file)
         if not os.path.isdir(settings.shop_dir):
             raise SettingsError(f"shop folder {settings.shop_dir!r} does not exist")
         keys_file = keys_file_setting(settings)   # missing or malformed: before TensorFlow

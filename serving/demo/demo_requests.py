@@ -135,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--startup-timeout-s", type=float, default=300.0)
     p.add_argument("--log-dir", help="where the model server and the API write their logs "
                                      "(default: a new temporary folder)")
+    p.add_argument("--pseudonym-key-file", help="the key the pipeline pseudonymised user ids "
+                                                "with (docs/privacy.md)")
     args = p.parse_args(argv)
     if not 1 <= args.k <= 50:
         p.error("-k must be between 1 and 50")
@@ -150,7 +152,9 @@ def main(argv=None) -> int:
         return 2
     events = tempfile.TemporaryDirectory(prefix="shoprec-demo-events-")  # fresh every run
     stack = LocalStack(args.serving_dir, args.shop, startup_timeout_s=args.startup_timeout_s,
-                       log_dir=args.log_dir, event_store=f"sqlite:///{events.name}/events.sqlite3")
+                       log_dir=args.log_dir, event_store=f"sqlite:///{events.name}/events.sqlite3",
+                       api_settings=({"pseudonym_key_file": os.path.abspath(
+                           args.pseudonym_key_file)} if args.pseudonym_key_file else None))
     print(f"starting the model server and the API (logs in {stack.log_dir}/) ...", flush=True)
     try:
         stack.start()

@@ -186,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--event-store", help="default: sqlite:///var/shoprec/events.sqlite3")
     p.add_argument("--api-keys-file", help="the API's keys file (default: make three keys for "
                                            "this run and print them)")
+    p.add_argument("--pseudonym-key-file", help="the key the pipeline pseudonymised user ids "
+                                                "with (docs/privacy.md)")
     p.add_argument("--log-dir", help="write the services' logs (TensorFlow, access logs) to "
                                      "DIR/model_server.log and DIR/api.log instead of the "
                                      "terminal")
@@ -195,7 +197,9 @@ def main(argv=None) -> int:
             p.error(f"{folder!r} is not a folder (run `make demo` first)")
     stack = LocalStack(args.serving_dir, args.shop, args.grpc_port, args.rest_port,
                        args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3",
-                       log_dir=args.log_dir, api_keys_file=args.api_keys_file)
+                       log_dir=args.log_dir, api_keys_file=args.api_keys_file,
+                       api_settings=({"pseudonym_key_file": os.path.abspath(
+                           args.pseudonym_key_file)} if args.pseudonym_key_file else None))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
