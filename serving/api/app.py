@@ -149,7 +149,8 @@ def create_app(settings: Settings) -> FastAPI:
                              for k, v in vars(r.reason).items() if v is not None}}
                  for r in result.items]
         return {**extra, "strategy": result.strategy, "items": items,
-                "degraded": result.degraded, "model_versions": svc.watcher.versions}
+                "degraded": result.degraded,
+                "model_versions": result.model_versions or svc.watcher.versions}
 
     k_param = Query(settings.default_k, ge=1, le=settings.max_k,
                     description=f"number of items (1..{settings.max_k})")

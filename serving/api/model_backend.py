@@ -23,6 +23,7 @@ from pipeline.examples import pad_history
 from serving.api import item_to_item
 from serving.api.catalog import Catalog
 from serving.client.clients import GrpcPredictClient, ServingError
+from serving.client.errors import NotFound
 from serving.client.model_metadata import ModelMetadata
 from trainer import features as F
 
@@ -69,12 +70,36 @@ def _decode(values: np.ndarray) -> list[str]:
 
 
 class ModelBackend:
-    """Predict calls for the recommender; errors are ``serving.client.clients.ServingError``."""
+    """Predict calls for the recommender; errors are ``serving.client.clients.ServingError``.
+
+    **Pinned versions**: every call takes the ``version`` of its model to use (None: the one
+    TF Serving serves now). The recommender pins each request to the versions the watcher
+    published (``ModelWatcher.versions``: the retrieval version whose catalog embeddings and
+    item-to-item tables the API holds, and the ranking version seen with it), so one
+    answer never mixes two retrieval versions or a retrieval version with tables of
+    another, even while TF Serving swaps. A pinned version TF Serving no longer serves
+    (NOT_FOUND: unloaded, rolled back) is asked again unpinned rather than failing.
+    """
 
     def __init__(self, client: GrpcPredictClient, retrieval_model: str = "retrieval",
                  ranking_model: str = "ranking"):
         self.client = client
         self.retrieval_model, self.ranking_model = retrieval_model, ranking_model
+        self.unpinned_retries = 0        # pinned calls answered by the served version instead
+
+    def _predict(self, model: str, inputs: dict, signature: str, version: int | None,
+                 **kwargs) -> dict:
+        if version is not None:
+            try:
+                return self.client.predict(model, inputs, signature=signature,
+                                           version=version, **kwargs)
+            except NotFound as e:
+                if "signature" in e.message.lower():
+                    raise                      # the version is there; the signature is not
+                self.unpinned_retries += 1
+                log.info("%s version %s is not served any more (%s); asking the served one",
+                         model, version, e.message)
+        return self.client.predict(model, inputs, signature=signature, **kwargs)
 
     @classmethod
     def connect(cls, address: str, deadline_s: float, retries: int,
@@ -84,11 +109,12 @@ class ModelBackend:
                                    backoff=0.05, max_backoff=0.5)
         return cls(client, retrieval_model, ranking_model)
 
-    def top_k(self, user_id: str, history: list[str], query: str) -> tuple[list[str], np.ndarray]:
+    def top_k(self, user_id: str, history: list[str], query: str,
+              version: int | None = None) -> tuple[list[str], np.ndarray]:
         """Retrieval over the full catalog: (item ids, scores), best first."""
-        out = self.client.predict(self.retrieval_model, {
+        out = self._predict(self.retrieval_model, {
             F.USER_ID: _strings([user_id]), F.HISTORY_ITEM_IDS: _history(history, 1),
-            F.QUERY: _strings([query])}, signature=TOP_K)
+            F.QUERY: _strings([query])}, TOP_K, version)
         ids = _decode(out["item_ids"][0])
         return ids, _checked(out["scores"][0], f"{self.retrieval_model} {TOP_K} scores",
                              (len(ids),))
@@ -105,7 +131,8 @@ class ModelBackend:
 
     def rank_candidates(self, user_id: str, history: list[str], query: str,
                         item_inputs: dict[str, np.ndarray],
-                        features: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                        features: dict[str, np.ndarray] | None = None,
+                        version: int | None = None) -> np.ndarray:
         """Ranking score ([n] float) of n candidates for one user context and search query
         ("" if none): the ranking export's ``rank_candidates``. ``item_inputs``: item_id,
         title, brand, category, price, in_stock, [n] each; ``features``: the candidate
@@ -119,7 +146,14 @@ class ModelBackend:
         inputs = {F.USER_ID: np.array(user_id, dtype=object),
                   F.HISTORY_ITEM_IDS: _history(history, 1)[0],
                   F.QUERY: np.array(query, dtype=object), **item_inputs}
-        spec = self.client.signature(self.ranking_model, RANK_CANDIDATES)
+        try:
+            spec = self.client.signature(self.ranking_model, RANK_CANDIDATES, version=version)
+        except NotFound:
+            if version is None:
+                raise
+            version = None                     # not served any more: the served one
+            self.unpinned_retries += 1
+            spec = self.client.signature(self.ranking_model, RANK_CANDIDATES)
         wanted = [name for name in (spec.inputs if spec else ())
                   if name in F.OPTIONAL_FLOAT_FEATURES]
         missing = [name for name in wanted if name not in (features or {})]
@@ -128,31 +162,35 @@ class ModelBackend:
                                f"takes {missing}, which the API's candidate stage does not "
                                f"compute", code="FAILED_PRECONDITION")
         inputs.update({name: np.asarray(features[name], np.float32) for name in wanted})
-        out = self.client.predict(self.ranking_model, inputs, signature=RANK_CANDIDATES,
-                                  output_filter=["score"])
+        out = self._predict(self.ranking_model, inputs, RANK_CANDIDATES, version,
+                            output_filter=["score"])
         return _checked(out["score"], f"{self.ranking_model} {RANK_CANDIDATES}",
                         (len(item_inputs[F.ITEM_ID]),))
 
-    def candidate_embeddings(self, catalog: Catalog, batch_size: int) -> np.ndarray:
-        """[N, D] candidate embeddings of the whole catalog, in batches."""
+    def candidate_embeddings(self, catalog: Catalog, batch_size: int,
+                             version: int | None = None) -> np.ndarray:
+        """[N, D] candidate embeddings of the whole catalog, in batches (all from
+        ``version`` when given: a push during the loop must not mix two versions)."""
         parts = []
         for start in range(0, len(catalog), batch_size):
             rows = np.arange(start, min(start + batch_size, len(catalog)))
             out = self.client.predict(self.retrieval_model, catalog.candidate_inputs(rows),
-                                      signature=CANDIDATE_EMBEDDING, output_filter=["embedding"])
+                                      signature=CANDIDATE_EMBEDDING, version=version,
+                                      output_filter=["embedding"])
             parts.append(_checked(out["embedding"], f"{self.retrieval_model} "
                                   f"{CANDIDATE_EMBEDDING} of items {start}..{rows[-1]}"
                                   ).astype(np.float32))
         return np.concatenate(parts)
 
-    def related_items(self, catalog: Catalog, batch_size: int) -> dict[str, np.ndarray]:
+    def related_items(self, catalog: Catalog, batch_size: int,
+                      version: int | None = None) -> dict[str, np.ndarray]:
         """The retrieval version's ``related_items`` answers for the whole catalog, in
         batches: output name -> [N, ...] in catalog order."""
         parts: dict[str, list] = {}
         for start in range(0, len(catalog), batch_size):
             rows = np.arange(start, min(start + batch_size, len(catalog)))
             out = self.client.predict(self.retrieval_model, {F.ITEM_ID: catalog.ids[rows]},
-                                      signature=RELATED_ITEMS)
+                                      signature=RELATED_ITEMS, version=version)
             for key, value in out.items():
                 parts.setdefault(key, []).append(np.asarray(value))
         return {key: np.concatenate(values) for key, values in parts.items()}
@@ -205,7 +243,8 @@ class ModelWatcher:
             retrieval = versions[self.backend.retrieval_model]
             if self.catalog.embeddings is None or self.catalog.embeddings_version != retrieval:
                 started = time.perf_counter()
-                embeddings = self.backend.candidate_embeddings(self.catalog, self.batch_size)
+                embeddings = self.backend.candidate_embeddings(self.catalog, self.batch_size,
+                                                               version=retrieval)
                 self.catalog.set_embeddings(embeddings, retrieval)
                 log.info("catalog embeddings from %s version %s: %d items in %.1f s",
                          self.backend.retrieval_model, retrieval, len(self.catalog),
@@ -239,7 +278,7 @@ class ModelWatcher:
             self._tables_version = version
             return
         started = time.perf_counter()
-        answers = self.backend.related_items(self.catalog, self.batch_size)
+        answers = self.backend.related_items(self.catalog, self.batch_size, version=version)
         self._tables_version = version
         try:
             tables = item_to_item.build(self.catalog.ids, answers, version)

@@ -69,6 +69,7 @@ class Recommendations:
     degraded: list[str] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
     query: str = ""
+    model_versions: dict = field(default_factory=dict)   # the versions the answer used
 
 
 @dataclass
@@ -104,8 +105,12 @@ class Recommender:
     """The API's logic over a catalog, an event store and the two models."""
 
     def __init__(self, catalog: Catalog, store: EventStore, models: ModelBackend,
-                 settings: Settings, observe: Callable[[str, float], None] | None = None):
+                 settings: Settings, observe: Callable[[str, float], None] | None = None,
+                 versions: Callable[[], dict] | None = None):
+        """``versions``: model name -> the version a request pins (the watcher's published
+        bundle, read once per request); None or a missing model: the served one."""
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
+        self._versions = versions or dict
         self.text_index = TextIndex(catalog)
         self._observe = observe or (lambda stage, seconds: None)
         self._logged_failures: set[tuple[str, str]] = set()
@@ -147,7 +152,8 @@ class Recommender:
         with self._stage("context"):
             ctx = self.store.user_context(user_id)
         allowed = self._allowed(ctx.purchased)
-        result = Recommendations([], "popular", history=ctx.history, query=ctx.query)
+        result = Recommendations([], "popular", history=ctx.history, query=ctx.query,
+                                 model_versions=dict(self._versions()))
         if ctx.known or ctx.query:
             rows, scores = self._retrieve(user_id, ctx.history, ctx.query, allowed, result)
             if len(rows):
@@ -169,7 +175,9 @@ class Recommender:
         answer marked degraded) if the call fails."""
         try:
             with self._stage("retrieval"):
-                ids, scores = self.models.top_k(user_id, history, query)
+                ids, scores = self.models.top_k(
+                    user_id, history, query,
+                    version=result.model_versions.get(self.models.retrieval_model))
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
@@ -220,8 +228,9 @@ class Recommender:
         inputs[F.TITLE] = np.asarray(self.catalog.titles[pool.rows], dtype=object)
         try:
             with self._stage("ranking"):
-                ranked = self.models.rank_candidates(user_id, history, query, inputs,
-                                                     pool.features)
+                ranked = self.models.rank_candidates(
+                    user_id, history, query, inputs, pool.features,
+                    version=result.model_versions.get(self.models.ranking_model))
         except ServingError as e:
             self._degrade(result, "ranking", e)
             return pool
@@ -285,7 +294,8 @@ class Recommender:
         with self._stage("context"):
             ctx = self.store.user_context(user_id) if user_id else UserContext([], {})
         allowed = self._allowed()
-        result = Recommendations([], "search", history=ctx.history, query=query)
+        result = Recommendations([], "search", history=ctx.history, query=query,
+                                 model_versions=dict(self._versions()))
         query_words = set(words(query))
         rows, scores = self._retrieve(user_id or "", ctx.history, query, allowed, result)
         if "retrieval" in result.degraded:

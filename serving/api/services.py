@@ -54,7 +54,8 @@ class Services:
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
                                     settings.embedding_batch_size, self._versions_changed)
         self.recommender = Recommender(self.catalog, self.store, self.backend, settings,
-                                       observe=metrics.observe_stage)
+                                       observe=metrics.observe_stage,
+                                       versions=lambda: self.watcher.versions)
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
                  len(self.catalog), len(shop.events), time.perf_counter() - started,
                  f"pseudonymised (key id {self.pseudonyms.key_id})" if self.pseudonyms

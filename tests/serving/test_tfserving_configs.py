@@ -60,8 +60,8 @@ def test_models_config_serves_retrieval_and_ranking_from_pusher_output():
     models = load_model_config(os.path.join(TFSERVING, "models.config"),
                                base_path_mapping={"/models": "serving_models"})
     assert [(m.name, m.base_path, m.policy, m.num_versions) for m in models] == [
-        ("retrieval", "serving_models/retrieval", "latest", 1),
-        ("ranking", "serving_models/ranking", "latest", 1)]
+        ("retrieval", "serving_models/retrieval", "latest", 2),
+        ("ranking", "serving_models/ranking", "latest", 2)]
 
 
 def test_batching_config_is_sized_for_cpu():

@@ -79,10 +79,10 @@ class _Backend:
         return {"retrieval": SimpleNamespace(version=self.version, signatures=signatures),
                 "ranking": SimpleNamespace(version=1, signatures={})}
 
-    def candidate_embeddings(self, catalog, batch_size):
+    def candidate_embeddings(self, catalog, batch_size, version=None):
         return np.eye(len(catalog), 4, dtype=np.float32) + self.version
 
-    def related_items(self, catalog, batch_size):
+    def related_items(self, catalog, batch_size, version=None):
         return self.answers[self.version]
 
 

@@ -145,15 +145,18 @@ class _Models:
     """A model backend stub: retrieval returns the catalog in reverse order; ranking is
     ``rank`` (a function of the call's arguments) or raises ``rank_error``."""
 
+    retrieval_model, ranking_model = "retrieval", "ranking"
+
     def __init__(self, catalog, rank=None, rank_error=None, k=None):
         self.ids = list(catalog.ids[::-1])[:k]
         self.rank, self.rank_error, self.calls = rank, rank_error, []
         self.features = []
 
-    def top_k(self, user_id, history, query):
+    def top_k(self, user_id, history, query, version=None):
         return self.ids, np.linspace(1.0, 0.0, len(self.ids))
 
-    def rank_candidates(self, user_id, history, query, item_inputs, features=None):
+    def rank_candidates(self, user_id, history, query, item_inputs, features=None,
+                        version=None):
         self.calls.append((user_id, list(history), query, dict(item_inputs)))
         self.features.append(dict(features or {}))
         if self.rank_error is not None:
