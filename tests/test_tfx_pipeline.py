@@ -348,6 +348,23 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
         json.dump(record, f, indent=1)
 
 
+def test_pushes_under_load_lose_no_answer_on_the_pushed_models(runs, tmp_path):
+    """Smoke of benchmarks/serving_swaps.py (10 pushes there): the real stack on the models
+    this pipeline pushed, two new versions pushed while 8 clients ask /v1/recommend: no
+    failed and no degraded answer, both pushes served."""
+    from benchmarks import serving_swaps  # pylint: disable=import-outside-toplevel
+    cfg = runs["cfg"]
+    code = serving_swaps.main([
+        "--serving-dir", cfg.serving_dir, "--shop", cfg.data_dir, "--swaps", "2",
+        "--clients", "8", "--settle-s", "2", "--pseudonym-key-file", cfg.pseudonym_key_file,
+        "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")])
+    report = json.loads((tmp_path / "out" / "serving_swaps.json").read_text())
+    summary = report["summary"]
+    assert summary["answers"] > 50 and summary["swaps_served"] == 2, report
+    assert summary["failed"] == 0 and summary["degraded"] == 0, summary
+    assert code == 0
+
+
 def test_kubeflow_v2_spec_parses(tmp_path):
     cfg = load_config(data_dir="gs://bucket/shop", pipeline_root=str(tmp_path / "kfp_root"),
                       serving_dir="gs://bucket/serving_models", pipeline_name="ShopRec Demo")
