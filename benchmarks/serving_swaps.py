@@ -217,8 +217,6 @@ def main(argv=None) -> int:
     serving = workdir / "serving"
     versions = lay_out(Path(setup.serving_dir), serving)
     settings = {"rate_limits": "off", "model_poll_s": "1"}
-    if args.pseudonym_key_file:
-        settings["pseudonym_key_file"] = os.path.abspath(args.pseudonym_key_file)
     meta = {"models": args.models, "serving_dir": str(setup.serving_dir),
             "shop": str(setup.shop_dir), "swaps": args.swaps, "clients": args.clients,
             "settle_s": args.settle_s, "seed": args.seed, "start_versions": versions,
@@ -231,7 +229,8 @@ def main(argv=None) -> int:
     users = sorted(setup.histories)[:500]
     pushes = []
     with LocalStack(str(serving), str(setup.shop_dir), log_dir=str(workdir / "logs"),
-                    startup_timeout_s=600, api_settings=settings) as stack:
+                    startup_timeout_s=600, api_settings=settings,
+                    pseudonym_key_file=args.pseudonym_key_file) as stack:
         clients = Clients(stack.api_url, stack.headers("shopfront"), users, args.clients,
                           args.seed)
         meta["started_at"] = time.time()

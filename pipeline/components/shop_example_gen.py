@@ -120,12 +120,9 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     privacy = {"user_ids": f"pseudonymised (key id {pseudonyms.key_id})" if pseudonyms
                else "raw (no pseudonym_key_file)", "erased_events_removed": 0}
     if erasures_from:
-        from serving.events.erasure import read_erasures
-        erasure_key = None
-        if erasure_key_file:
-            with open(erasure_key_file, encoding="utf-8") as f:
-                erasure_key = f.read().strip()
-        kept = read_erasures(erasures_from, erasure_key).exclude(shop.events)
+        from serving.events.erasure import read_erasures, read_key_file
+        kept = read_erasures(erasures_from, read_key_file(erasure_key_file)).exclude(
+            shop.events)
         privacy["erased_events_removed"] = len(shop.events) - len(kept)
         shop.events = kept.reset_index(drop=True)
         logging.info("ShopExampleGen: %d events of erased users removed",

@@ -14,6 +14,7 @@ from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.settings import Settings
+from serving.events.erasure import read_key_file
 from serving.events.store import EventStore, open_event_store
 
 log = logging.getLogger("serving.api")
@@ -33,13 +34,10 @@ class Services:
                          pseudonyms=self.pseudonyms)
         self.catalog = Catalog(shop.items)
         metrics.catalog_items.set(len(self.catalog))
-        erasure_key = None
-        if settings.erasure_key_file:
-            with open(settings.erasure_key_file, encoding="utf-8") as f:
-                erasure_key = f.read().strip()
         self.store: EventStore = open_event_store(
             settings.event_store, retention_days=settings.retention_days or None,
-            erasure_key=erasure_key, synchronous=settings.event_store_synchronous)
+            erasure_key=read_key_file(settings.erasure_key_file),
+            synchronous=settings.event_store_synchronous)
         try:
             if self.store.import_shop_events(shop.events):
                 log.info("imported %d shop events into %s", len(shop.events),

@@ -153,8 +153,7 @@ def main(argv=None) -> int:
     events = tempfile.TemporaryDirectory(prefix="shoprec-demo-events-")  # fresh every run
     stack = LocalStack(args.serving_dir, args.shop, startup_timeout_s=args.startup_timeout_s,
                        log_dir=args.log_dir, event_store=f"sqlite:///{events.name}/events.sqlite3",
-                       api_settings=({"pseudonym_key_file": os.path.abspath(
-                           args.pseudonym_key_file)} if args.pseudonym_key_file else None))
+                       pseudonym_key_file=args.pseudonym_key_file)
     print(f"starting the model server and the API (logs in {stack.log_dir}/) ...", flush=True)
     try:
         stack.start()

@@ -43,7 +43,8 @@ class LocalStack:
                  api_port: int = 0, event_store: str | None = None, host: str = "127.0.0.1",
                  log_dir: str | None = None, startup_timeout_s: float = 300.0,
                  python: str = sys.executable, api_keys_file: str | None = None,
-                 api_settings: dict[str, str] | None = None):
+                 api_settings: dict[str, str] | None = None,
+                 pseudonym_key_file: str | None = None):
         """``api_keys_file``: use these keys (``keys`` stays empty) instead of making new
         ones; ``api_settings``: more API settings by name (``SHOPREC_<NAME>``), e.g.
         ``{"rate_limits": "off"}``."""
@@ -58,6 +59,8 @@ class LocalStack:
         self.startup_timeout_s = startup_timeout_s
         self.processes: dict[str, subprocess.Popen] = {}
         self.api_settings = dict(api_settings or {})
+        if pseudonym_key_file:          # the pipeline's key (docs/privacy.md)
+            self.api_settings["pseudonym_key_file"] = os.path.abspath(pseudonym_key_file)
         self.keys: dict[str, str] = {}          # key name -> secret (made for this stack)
         self.api_keys_file = api_keys_file or str(self.log_dir / "api_keys")
         if api_keys_file is None:
@@ -198,8 +201,7 @@ def main(argv=None) -> int:
     stack = LocalStack(args.serving_dir, args.shop, args.grpc_port, args.rest_port,
                        args.api_port, args.event_store or "sqlite:///var/shoprec/events.sqlite3",
                        log_dir=args.log_dir, api_keys_file=args.api_keys_file,
-                       api_settings=({"pseudonym_key_file": os.path.abspath(
-                           args.pseudonym_key_file)} if args.pseudonym_key_file else None))
+                       pseudonym_key_file=args.pseudonym_key_file)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

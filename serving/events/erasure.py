@@ -49,6 +49,15 @@ class Erasure:
     events_deleted: int
 
 
+def read_key_file(path: str) -> str | None:
+    """The erasure key kept in the file ``path`` (surrounding whitespace removed); None for
+    an empty path (the store's generated key is used)."""
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
 def as_key(key: str | bytes) -> bytes:
     """An erasure key as bytes (text keys are UTF-8); at least 16 bytes."""
     raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
