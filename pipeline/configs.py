@@ -11,6 +11,8 @@ import os
 import re
 from typing import Any
 
+from trainer import features as F
+
 PIPELINE_NAME = "shoprec"
 RETRIEVAL_MODEL_NAME = "retrieval"
 RANKING_MODEL_NAME = "ranking"
@@ -18,6 +20,12 @@ DEFAULT_RETRIEVAL_CONFIG = {"text_mode": "frozen"}
 
 # TFX image for Kubeflow; our Dockerfile builds FROM it (keep in sync with requirements/).
 TFX_IMAGE = "gcr.io/tfx-oss-public/tfx:1.16.0"
+
+# The candidate features of two-stage rows (trainer/candidates: the pool's features).
+TWO_STAGE_FEATURES = (F.RETRIEVAL_SCORE, F.TRANSITION_SCORE, F.COOCCURRENCE_SCORE,
+                      F.HISTORY_BRAND_SHARE, F.LAST_ITEM_SAME_BRAND)
+
+TWO_STAGE_RANKING = {"use_user_id": False, "embedding_l2": 3e-3}
 
 BEAM_MODES = ("in_memory", "multi_processing", "multi_threading")
 RUNNERS = ("local", "kubeflow_v2")
@@ -37,6 +45,9 @@ class PipelineConfig:
     # Example generation (pipeline/components/shop_example_gen.py).
     on_bad_rows: str = "fail"            # fail | quarantine
     eval_fraction: float = 0.1           # last 10 % of time is the eval split
+    # The 10 % of time before it is the "rank" split: retrieval does not train on it; the
+    # CandidateExamples component turns its clicks into two-stage ranking rows (0 = none).
+    rank_fraction: float = 0.1
     session_gap_minutes: int = 30
     # Privacy (docs/privacy.md): user ids become keyed pseudonyms in every artifact when a
     # key file is given (python -m pipeline.contract.pseudonym new-key FILE; the API needs
@@ -63,6 +74,12 @@ class PipelineConfig:
     # catalog text for this many steps before retrieval training (BERT text modes only).
     domain_pretraining_steps: int = 0
     ranking_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Two-stage rows (pipeline/components/candidate_examples.py): sampled non-chosen pool
+    # items per training context, and how many candidates each item-to-item source adds to
+    # retrieval's top K (keep equal to the API's settings of the same names).
+    ranking_negatives: int = 20
+    transition_candidates: int = 50
+    cooccurrence_candidates: int = 50
 
     # Evaluator thresholds (blessing). Retrieval: recall@K over the full catalog on eval
     # clicks; ranking: AUC per head. Change thresholds compare against the latest blessed model.
@@ -72,6 +89,10 @@ class PipelineConfig:
     min_click_auc: float = 0.55
     min_purchase_auc: float = 0.55
     max_auc_drop: float = 0.02
+    # Two-stage blessing: NDCG@10 of the served order (ranking `score` over each eval
+    # context's candidate pool, gain = clicked) and its change vs the blessed model.
+    min_ranking_ndcg: float = 0.05
+    max_ranking_ndcg_drop: float = 0.02
 
     enable_cache: bool = False
 
@@ -82,6 +103,9 @@ class PipelineConfig:
             problems.append(f"on_bad_rows={self.on_bad_rows!r}: use 'fail' or 'quarantine'")
         if not 0.0 < self.eval_fraction < 1.0:
             problems.append(f"eval_fraction={self.eval_fraction}: must be in (0, 1)")
+        elif not 0.0 <= self.rank_fraction < 1.0 - self.eval_fraction:
+            problems.append(f"rank_fraction={self.rank_fraction}: must be in [0, 1 - "
+                            f"eval_fraction) = [0, {1.0 - self.eval_fraction:g})")
         if self.pseudonym_key_file and "://" not in self.pseudonym_key_file \
                 and not os.path.isfile(self.pseudonym_key_file):
             problems.append(f"pseudonym_key_file={self.pseudonym_key_file!r}: no such file "
@@ -91,9 +115,12 @@ class PipelineConfig:
             problems.append(f"beam_mode={self.beam_mode!r}: one of {', '.join(BEAM_MODES)}")
         for name in ("retrieval_train_steps", "ranking_train_steps",
                      "retrieval_eval_steps", "ranking_eval_steps", "retrieval_top_k",
-                     "session_gap_minutes"):
+                     "session_gap_minutes", "ranking_negatives"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 1")
+        for name in ("transition_candidates", "cooccurrence_candidates"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)}: must be >= 0")
         if self.domain_pretraining_steps < 0:
             problems.append(f"domain_pretraining_steps={self.domain_pretraining_steps}: "
                             "must be >= 0 (0 = off)")
@@ -102,7 +129,8 @@ class PipelineConfig:
             problems.append("domain_pretraining_steps > 0 needs a BERT text mode, but "
                             "retrieval_config.text_mode is 'none'")
         for name in ("min_retrieval_recall", "max_retrieval_recall_drop", "min_click_auc",
-                     "min_purchase_auc", "max_auc_drop"):
+                     "min_purchase_auc", "max_auc_drop", "min_ranking_ndcg",
+                     "max_ranking_ndcg_drop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name}={getattr(self, name)}: must be in [0, 1]")
         if problems:
@@ -123,8 +151,19 @@ class PipelineConfig:
         return {"seed": self.seed, "top_k": self.retrieval_top_k,
                 **DEFAULT_RETRIEVAL_CONFIG, **self.retrieval_config}
 
+    @property
+    def two_stage(self) -> bool:
+        """The ranking model learns and is judged on two-stage rows (a rank split exists)."""
+        return self.rank_fraction > 0
+
     def ranking_custom_config(self) -> dict[str, Any]:
-        return {"seed": self.seed, **self.ranking_config}
+        # On two-stage rows the ranker reads the candidate stage's features, as the API
+        # sends them to rank_candidates, and (TWO_STAGE_RANKING, docs/DESIGN.md "Candidate
+        # rows") leaves out the user id and regularises the id embeddings harder: a rank
+        # window holds few contexts per user and item. ranking_config overrides both.
+        defaults = dict(TWO_STAGE_RANKING, external_features=list(TWO_STAGE_FEATURES)) \
+            if self.two_stage else {}
+        return {"seed": self.seed, **defaults, **self.ranking_config}
 
     def kubeflow_name(self) -> str:
         """KFP v2 pipeline names must match [a-z0-9][a-z0-9-]* (docs/DESIGN.md, "Pipeline")."""

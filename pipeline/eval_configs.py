@@ -9,6 +9,8 @@ user engaged with before the unit, 0 / 1-9 / >= 10) and item novelty (new = crea
 days before the unit, else established); the slice features are written by
 pipeline/examples.py.
 """
+import json
+
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
@@ -102,22 +104,26 @@ def retrieval_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
         options=_options())
 
 
+def _head_specs(cfg: PipelineConfig, calibration: bool) -> list:
+    """Per binary head: example count, AUC (value + change thresholds), mean label and
+    prediction, and with ``calibration`` the calibration band."""
+    lower = {"click": cfg.min_click_auc, "purchase": cfg.min_purchase_auc}
+    band = [_banded("Calibration", MIN_CALIBRATION, MAX_CALIBRATION)] if calibration else []
+    return [tfma.MetricsSpec(
+        output_names=[head], example_weights=tfma.ExampleWeightOptions(unweighted=True),
+        metrics=[tfma.MetricConfig(class_name="ExampleCount"),
+                 _gated("AUC", lower[head], cfg.max_auc_drop),
+                 tfma.MetricConfig(class_name="MeanLabel"),
+                 tfma.MetricConfig(class_name="MeanPrediction"), *band])
+        for head in RANKING_HEADS]
+
+
 def ranking_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
     """Per binary head (click, purchase): AUC (value + change thresholds), calibration = mean
     prediction / mean label (value band), mean label and prediction, counts. Rating: RMSE over
     rated units only (example weight has_rating; value + change thresholds). Thresholds on
     the overall slice; every metric is also computed per slice (RANKING_SLICES)."""
-    lower = {"click": cfg.min_click_auc, "purchase": cfg.min_purchase_auc}
-    unweighted = tfma.ExampleWeightOptions(unweighted=True)
-    specs = []
-    for head in RANKING_HEADS:
-        specs.append(tfma.MetricsSpec(
-            output_names=[head], example_weights=unweighted,
-            metrics=[tfma.MetricConfig(class_name="ExampleCount"),
-                     _gated("AUC", lower[head], cfg.max_auc_drop),
-                     tfma.MetricConfig(class_name="MeanLabel"),
-                     tfma.MetricConfig(class_name="MeanPrediction"),
-                     _banded("Calibration", MIN_CALIBRATION, MAX_CALIBRATION)]))
+    specs = _head_specs(cfg, calibration=True)
     specs.append(tfma.MetricsSpec(
         output_names=[RATING_HEAD], example_weights=tfma.ExampleWeightOptions(weighted=True),
         metrics=[tfma.MetricConfig(class_name="WeightedExampleCount"),
@@ -130,5 +136,38 @@ def ranking_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
             prediction_keys={h: h for h in RANKING_LABELS},
             example_weight_keys={RATING_HEAD: RATING_MASK})],
         slicing_specs=RANKING_SLICES,
+        metrics_specs=specs,
+        options=_options())
+
+
+# Two-stage blessing: the served order over each eval context's candidate pool.
+SCORE_OUTPUT = "score"           # the exported combined score (trainer/signatures.py)
+NDCG_AT = 10
+TWO_STAGE_SLICES = [OVERALL, tfma.SlicingSpec(feature_keys=[examples.USER_ACTIVITY]),
+                    tfma.SlicingSpec(feature_keys=[features.CANDIDATE_SOURCE])]
+
+
+def two_stage_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
+    """On two-stage rows (pipeline/components/candidate_examples.py): NDCG@10 of the combined
+    `score` over each context's pool (TFMA's NDCG, query_key = context_id, gain = clicked;
+    value + change thresholds) is the blessing, i.e. the order the API serves; per binary
+    head AUC over the pool rows (value + change thresholds) and mean label / prediction.
+    No calibration band: every eval context holds one chosen item among its whole pool, so
+    the label rate is the pool's, not the shop's click rate. Slices: overall, user activity,
+    the source that put the candidate in the pool."""
+    ndcg = _gated("NDCG", cfg.min_ranking_ndcg, cfg.max_ranking_ndcg_drop)
+    ndcg.config = json.dumps({"gain_key": features.CLICKED})
+    # k through `binarize`, not the metric's own top_k_list: thresholds are keyed by the
+    # metric's sub key (top_k), which TFMA derives from the spec's binarize options only.
+    specs = [tfma.MetricsSpec(
+        output_names=[SCORE_OUTPUT], example_weights=tfma.ExampleWeightOptions(unweighted=True),
+        query_key=features.CONTEXT_ID, metrics=[ndcg],
+        binarize=tfma.BinarizationOptions(top_k_list={"values": [NDCG_AT]}))]
+    specs += _head_specs(cfg, calibration=False)
+    labels = dict(RANKING_HEADS, **{SCORE_OUTPUT: features.CLICKED})
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=RANKING_EVAL_SIGNATURE, label_keys=labels,
+                                    prediction_keys={h: h for h in labels})],
+        slicing_specs=TWO_STAGE_SLICES,
         metrics_specs=specs,
         options=_options())

@@ -42,7 +42,12 @@ Item features
 Time split
     cutoff = the exact (1 - eval_fraction) quantile of unit timestamps: the value at index
     floor((1 - eval_fraction) * N) of the sorted timestamps. Units at or after the cutoff go
-    to "eval", earlier ones to "train" (ties at the cutoff all go to eval).
+    to "eval", earlier ones to "train" (ties at the cutoff all go to eval). With
+    rank_fraction > 0 a "rank" split sits between them: units at or after the
+    (1 - eval_fraction - rank_fraction) quantile and before the eval cutoff. Retrieval and
+    its item-to-item tables are fitted on "train" only, so the candidate stage's scores on
+    the "rank" window are as honest as at serving time: the ranking model learns from
+    them (two-stage rows, pipeline/components/candidate_examples.py).
 Catalog split
     One example per item of the items table (with or without events): user side empty
     (user_id "", history all "", num_history 0, query "", timestamp 0), labels 0.
@@ -324,6 +329,16 @@ def check_eval_fraction(eval_fraction: float) -> float:
     return float(eval_fraction)
 
 
+def check_rank_fraction(rank_fraction: float, eval_fraction: float) -> float:
+    """rank_fraction as a float in [0, 1) leaving a train split (rank + eval < 1)."""
+    eval_fraction = check_eval_fraction(eval_fraction)
+    if isinstance(rank_fraction, bool) or not isinstance(rank_fraction, (int, float)) or \
+            not 0.0 <= float(rank_fraction) < 1.0 - eval_fraction:
+        raise ValueError(f"rank_fraction must be a number in [0, 1 - eval_fraction) = "
+                         f"[0, {1.0 - eval_fraction:g}), got {rank_fraction!r}")
+    return float(rank_fraction)
+
+
 def cutoff_from_counts(counts: Mapping[int, int], eval_fraction: float):
     """Exact (1 - eval_fraction) quantile from {timestamp: count}; None when empty."""
     eval_fraction = check_eval_fraction(eval_fraction)
@@ -339,14 +354,37 @@ def cutoff_from_counts(counts: Mapping[int, int], eval_fraction: float):
     raise AssertionError("unreachable")
 
 
+def cutoffs_from_counts(counts: Mapping[int, int], eval_fraction: float,
+                        rank_fraction: float = 0.0):
+    """(eval cutoff, rank cutoff) from {timestamp: count}: the (1 - eval_fraction) and the
+    (1 - eval_fraction - rank_fraction) quantiles; the rank cutoff is None without a rank
+    split (rank_fraction 0) and both are None when there are no units."""
+    rank_fraction = check_rank_fraction(rank_fraction, eval_fraction)
+    cutoff = cutoff_from_counts(counts, eval_fraction)
+    if not rank_fraction or cutoff is None:
+        return cutoff, None
+    return cutoff, cutoff_from_counts(counts, eval_fraction + rank_fraction)
+
+
 def eval_cutoff(timestamps: Iterable[int], eval_fraction: float):
     """Exact (1 - eval_fraction) quantile of unit timestamps (see module docstring)."""
     return cutoff_from_counts(collections.Counter(int(t) for t in timestamps), eval_fraction)
 
 
-def split_of(timestamp: int, cutoff: int) -> str:
-    """features.EVAL_SPLIT at or after the cutoff, else features.TRAIN_SPLIT."""
-    return features.EVAL_SPLIT if timestamp >= cutoff else features.TRAIN_SPLIT
+def unit_splits(rank_fraction: float) -> tuple:
+    """The splits of impression units: train, [rank,] eval."""
+    return ((features.TRAIN_SPLIT, features.RANK_SPLIT, features.EVAL_SPLIT) if rank_fraction
+            else (features.TRAIN_SPLIT, features.EVAL_SPLIT))
+
+
+def split_of(timestamp: int, cutoff: int, rank_cutoff: int | None = None) -> str:
+    """features.EVAL_SPLIT at or after the cutoff, features.RANK_SPLIT at or after the rank
+    cutoff (when there is one), else features.TRAIN_SPLIT."""
+    if timestamp >= cutoff:
+        return features.EVAL_SPLIT
+    if rank_cutoff is not None and timestamp >= rank_cutoff:
+        return features.RANK_SPLIT
+    return features.TRAIN_SPLIT
 
 
 def to_tf_example(example: Mapping):
@@ -373,6 +411,9 @@ def to_tf_example(example: Mapping):
     for key in features.OPTIONAL_FLOAT_FEATURES:
         if key in example:
             feature[key].float_list.value.append(float(example[key]))
+    for key in features.OPTIONAL_STRING_FEATURES:
+        if key in example:
+            feature[key].bytes_list.value.append(str(example[key]).encode("utf-8"))
     return out
 
 
@@ -392,4 +433,7 @@ def decode_example(serialized: bytes) -> dict:
     for key in features.OPTIONAL_FLOAT_FEATURES:
         if key in parsed:
             out[key] = float(parsed[key].float_list.value[0])
+    for key in features.OPTIONAL_STRING_FEATURES:
+        if key in parsed:
+            out[key] = parsed[key].bytes_list.value[0].decode("utf-8")
     return out

@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 
 from pipeline import eval_configs
 from pipeline.components.anomalies_gate import AnomaliesGate
+from pipeline.components.candidate_examples import CandidateExamples
 from pipeline.components.domain_pretraining import DomainPretraining
 from pipeline.components.shop_example_gen import ShopExampleGen
 from pipeline.configs import RANKING_MODEL_NAME, RETRIEVAL_MODEL_NAME, PipelineConfig
@@ -31,11 +32,11 @@ def _latest_blessed(kind: str):
     ).with_id(f"latest_blessed_{kind}_resolver")
 
 
-def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custom_config,
-             base_model=None):
+def _trainer(kind, run_fn, examples, transform, schema_gen, train_steps, eval_steps,
+             custom_config, base_model=None):
     return tfx.components.Trainer(
         run_fn=run_fn,
-        examples=transform.outputs["transformed_examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT], num_steps=train_steps),
@@ -45,10 +46,10 @@ def _trainer(kind, run_fn, transform, schema_gen, train_steps, eval_steps, custo
     ).with_id(f"{kind}_trainer")
 
 
-def _evaluate_and_push(kind, example_gen, trainer, eval_config, serving_dir):
+def _evaluate_and_push(kind, examples, trainer, eval_config, serving_dir):
     resolver = _latest_blessed(kind)
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         model=trainer.outputs["model"],
         baseline_model=resolver.outputs["model"],
         eval_config=eval_config,
@@ -72,7 +73,7 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     # (Beam); writes train/eval (time split) and catalog splits.
     example_gen = ShopExampleGen(
         data_dir=cfg.data_dir, on_bad_rows=cfg.on_bad_rows, eval_fraction=cfg.eval_fraction,
-        session_gap_minutes=cfg.session_gap_minutes,
+        session_gap_minutes=cfg.session_gap_minutes, rank_fraction=cfg.rank_fraction,
         pseudonym_key_file=cfg.pseudonym_key_file, erasures_from=cfg.erasures_from,
         erasure_key_file=cfg.erasure_key_file)
     # Per-split feature statistics (catalog examples have no user side, so they are left out).
@@ -103,25 +104,42 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         domain_pretraining.add_upstream_node(anomalies_gate)
     # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.
     retrieval_trainer = _trainer(
-        RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform, schema_gen,
-        cfg.retrieval_train_steps, cfg.retrieval_eval_steps, cfg.retrieval_custom_config(),
+        RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform.outputs["transformed_examples"],
+        transform, schema_gen, cfg.retrieval_train_steps, cfg.retrieval_eval_steps,
+        cfg.retrieval_custom_config(),
         base_model=domain_pretraining.outputs["model"] if domain_pretraining else None)
-    # TFRS multi-task ranking (click, purchase).
+    # Two-stage rows: the candidates the API's pool gives for each click of the rank window
+    # (which retrieval did not train on) and of the eval split, with the candidate features;
+    # the ranking model learns and is judged on them.
+    candidate_examples = (CandidateExamples(
+        examples=example_gen.outputs["examples"], model=retrieval_trainer.outputs["model"],
+        transform_graph=transform.outputs["transform_graph"],
+        negatives=cfg.ranking_negatives, transition_candidates=cfg.transition_candidates,
+        cooccurrence_candidates=cfg.cooccurrence_candidates, seed=cfg.seed)
+        if cfg.two_stage else None)
+    # TFRS multi-task ranking (click, purchase, rating).
     ranking_trainer = _trainer(
-        RANKING_MODEL_NAME, RANKING_RUN_FN, transform, schema_gen,
-        cfg.ranking_train_steps, cfg.ranking_eval_steps, cfg.ranking_custom_config())
+        RANKING_MODEL_NAME, RANKING_RUN_FN,
+        (candidate_examples.outputs["transformed_examples"] if candidate_examples
+         else transform.outputs["transformed_examples"]),
+        transform, schema_gen, cfg.ranking_train_steps, cfg.ranking_eval_steps,
+        cfg.ranking_custom_config())
     ranking_trainer.add_upstream_node(retrieval_trainer)
     # For each model: latest blessed baseline -> TFMA evaluation with thresholds -> push
     # blessed models to <serving_dir>/<model_name>/<version>/.
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   transform, *([domain_pretraining] if domain_pretraining else []),
-                  retrieval_trainer, ranking_trainer]
+                  retrieval_trainer, *([candidate_examples] if candidate_examples else []),
+                  ranking_trainer]
     components += _evaluate_and_push(
-        RETRIEVAL_MODEL_NAME, example_gen, retrieval_trainer,
+        RETRIEVAL_MODEL_NAME, example_gen.outputs["examples"], retrieval_trainer,
         eval_configs.retrieval_eval_config(cfg), cfg.serving_dir)
     components += _evaluate_and_push(
-        RANKING_MODEL_NAME, example_gen, ranking_trainer,
-        eval_configs.ranking_eval_config(cfg), cfg.serving_dir)
+        RANKING_MODEL_NAME,
+        (candidate_examples.outputs["candidate_examples"] if candidate_examples
+         else example_gen.outputs["examples"]), ranking_trainer,
+        (eval_configs.two_stage_eval_config(cfg) if candidate_examples
+         else eval_configs.ranking_eval_config(cfg)), cfg.serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,

@@ -9,7 +9,10 @@ from ml_metadata.proto import metadata_store_pb2
 # that must be > 0 for the value to mean anything, or None).
 SHOWN_METRICS = {
     "retrieval": (("", "mean_prediction", "recall@{k}", "weighted_example_count"),),
-    "ranking": (("click", "auc", "click AUC", None),
+    # NDCG@10 of the served `score` order over each context's candidate pool (two-stage
+    # rows only; absent otherwise).
+    "ranking": (("score", "ndcg", "NDCG@10", None),
+                ("click", "auc", "click AUC", None),
                 ("purchase", "auc", "purchase AUC", None),
                 ("rating", "root_mean_squared_error", "rating RMSE", "weighted_example_count")),
 }

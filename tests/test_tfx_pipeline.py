@@ -19,7 +19,8 @@ from pipeline.sample_shop.generate import generate_shop
 pytestmark = pytest.mark.slow
 
 NODES = ("ShopExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
-         "Transform", "retrieval_trainer", "ranking_trainer", "latest_blessed_retrieval_resolver",
+         "Transform", "retrieval_trainer", "CandidateExamples", "ranking_trainer",
+         "latest_blessed_retrieval_resolver",
          "retrieval_evaluator", "retrieval_pusher", "latest_blessed_ranking_resolver",
          "ranking_evaluator", "ranking_pusher")
 
@@ -72,7 +73,8 @@ def runs(tmp_path_factory):
                   metadata_path=str(tmp / "metadata.db"), serving_dir=str(tmp / "serving"),
                   retrieval_train_steps=150, retrieval_eval_steps=5,
                   ranking_train_steps=100, ranking_eval_steps=5,
-                  min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0)
+                  min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0,
+                  min_ranking_ndcg=0.0)
     good = load_config(**common)
     first = tfx_pipeline.run_local(good)
     first_versions = {m: _versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
@@ -95,8 +97,8 @@ def test_second_run_reuses_the_cached_data_components_and_retrains(runs):
     assert runs["first"]["cached_components"] == []
     cached = set(runs["second"]["cached_components"])
     assert {"ShopExampleGen", "StatisticsGen", "SchemaGen", "Transform"} <= cached, cached
-    assert not cached & {"retrieval_trainer", "ranking_trainer", "retrieval_evaluator",
-                         "ranking_evaluator"}, cached
+    assert not cached & {"retrieval_trainer", "CandidateExamples", "ranking_trainer",
+                         "retrieval_evaluator", "ranking_evaluator"}, cached
 
 
 def test_no_raw_user_id_reaches_the_vocabularies_or_the_pushed_models(runs):
@@ -143,49 +145,126 @@ def test_report_has_each_models_blessing_push_and_metrics(runs):
         assert [first[model]["pushed_version"]] == runs["first_versions"][model]
         assert second[model]["blessed"] is False and second[model]["pushed"] is False, second
         assert second[model]["failed"] and second[model]["baseline"], second
-    assert {"click AUC", "purchase AUC"} <= set(first["ranking"]["metrics"])
+    assert {"NDCG@10", "click AUC", "purchase AUC"} <= set(first["ranking"]["metrics"])
     assert 0 < first["retrieval"]["metrics"]["recall@100"] <= 1
     assert "recall@100 vs baseline" in second["retrieval"]["failed"]
 
 
-def test_ranking_evaluator_has_every_head_slice_and_threshold(runs):
+def _candidate_report(pipeline_root):
+    """CandidateExamples' report of the first run."""
+    paths = sorted(glob.glob(os.path.join(pipeline_root, "CandidateExamples",
+                                          "candidate_examples", "*", "candidate_examples.json")),
+                   key=lambda p: int(p.split(os.sep)[-2]))
+    assert paths, "no CandidateExamples report"
+    with open(paths[0], encoding="utf-8") as f:
+        return json.load(f), os.path.dirname(paths[0])
+
+
+def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
+    """Two-stage rows: every clicked unit of the rank window (train rows) and of the eval
+    split is a context; its rows are the API's pool for it, with the candidate features."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
+    cfg = runs["cfg"]
+    report, raw_dir = _candidate_report(cfg.pipeline_root)
+    train, evaluation = report["splits"]["train"], report["splits"]["eval"]
+    assert train["from_split"] == "rank" and evaluation["from_split"] == "eval"
+    assert evaluation["contexts"] >= 30, evaluation       # 39 clicked eval units
+    for split in (train, evaluation):
+        assert 0 < split["contexts_with_target_in_pool"] <= split["contexts"], split
+        assert split["mean_pool_size"] >= cfg.retrieval_top_k, split
+        assert set(split["target_found_by"]) <= {"retrieval_score", "transition_score",
+                                                 "cooccurrence_score"}, split
+    assert train["rows"] <= train["contexts_with_target_in_pool"] * (cfg.ranking_negatives + 1)
+    assert train["rows"] > train["contexts_with_target_in_pool"] * cfg.ranking_negatives // 2
+    assert evaluation["rows"] >= evaluation["contexts_with_target_in_pool"] * cfg.retrieval_top_k
+    assert report["item_to_item"]["transition_pairs"] > 0, report["item_to_item"]
+    rows = [examples.decode_example(r.numpy()) for r in tf.data.TFRecordDataset(
+        glob.glob(os.path.join(raw_dir, "Split-eval", "*.gz")), compression_type="GZIP")]
+    assert len(rows) == evaluation["rows"]
+    by_context = collections.defaultdict(list)
+    for row in rows:
+        by_context[row["context_id"]].append(row)
+    assert len(by_context) == evaluation["contexts_with_target_in_pool"]
+    for context in by_context.values():
+        assert sum(r["clicked"] for r in context) == 1, "one chosen item per context"
+        assert len({r["item_id"] for r in context}) == len(context)
+        assert len({(r["user_id"], r["timestamp"]) for r in context}) == 1
+        assert max(r["retrieval_score"] for r in context) == 0.0   # relative to the first
+    transformed = glob.glob(os.path.join(cfg.pipeline_root, "CandidateExamples",
+                                         "transformed_examples", "*", "Split-train", "*.gz"))
+    first = next(iter(tf.data.TFRecordDataset(transformed, compression_type="GZIP")))
+    keys = set(tf.train.Example.FromString(first.numpy()).features.feature)
+    assert {"item_id_idx", "retrieval_score", "transition_score", "context_id"} <= keys, keys
+
+
+def _served_ndcg_at_10(export, files):
+    """Mean over contexts of NDCG@10 of the one clicked item in the `score` order."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from pipeline import examples  # pylint: disable=import-outside-toplevel
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    scores = tf.saved_model.load(export).signatures["serving_default"](
+        examples=tf.constant(records))["score"].numpy()
+    contexts = collections.defaultdict(list)
+    for record, score in zip(records, scores):
+        row = examples.decode_example(record)
+        contexts[row["context_id"]].append((-score, -row["clicked"]))
+    gains = []
+    for rows in contexts.values():
+        position = [clicked for _, clicked in sorted(rows)].index(-1)
+        gains.append(1.0 / np.log2(position + 2) if position < 10 else 0.0)
+    return float(np.mean(gains))
+
+
+def test_ranking_evaluator_blesses_the_served_order(runs):
+    """The ranking Evaluator judges NDCG@10 of the combined score over each eval context's
+    candidate pool (the order the API serves), with AUC per head, sliced by user activity
+    and by the source that put the candidate in the pool."""
     import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
     from tensorflow_model_analysis.writers import eval_config_writer  # pylint: disable=C0415
     cfg = runs["cfg"]
     first, second = _evaluations(cfg.pipeline_root, "ranking_evaluator")
     metrics = _candidate_metrics(first)
     overall = {(output, name) for (slice_key, output, name) in metrics if slice_key == ()}
+    assert ("score", "ndcg") in overall, overall
     for head in ("click", "purchase"):
-        assert {(head, "auc"), (head, "calibration"), (head, "mean_label"),
-                (head, "mean_prediction"), (head, "example_count")} <= overall, overall
-    assert {("rating", "root_mean_squared_error"), ("rating", "weighted_example_count")} <= overall
+        assert {(head, "auc"), (head, "mean_label"), (head, "mean_prediction"),
+                (head, "example_count")} <= overall, overall
     values = collections.defaultdict(set)
     for slice_key, _, _ in metrics:
         for column, value in slice_key:
             values[column].add(value)
-    assert {"top_category", "user_activity", "item_novelty"} <= set(values), dict(values)
+    assert {"user_activity", "candidate_source"} <= set(values), dict(values)
     assert values["user_activity"] <= {"cold", "warm", "heavy"}
-    assert len(values["user_activity"]) >= 2 and len(values["top_category"]) >= 2
-    assert values["item_novelty"] <= {"new", "established"} and "established" in values[
-        "item_novelty"]
-    # Thresholds on the overall slice: AUC and calibration per binary head, rating RMSE.
+    assert "retrieval_score" in values["candidate_source"] <= {
+        "retrieval_score", "transition_score", "cooccurrence_score"}
     config = eval_config_writer.load_eval_run(first)[0]
     gated = {(spec.output_names[0], metric.class_name) for spec in config.metrics_specs
              for metric in spec.metrics if metric.per_slice_thresholds}
-    assert gated == {("click", "AUC"), ("click", "Calibration"), ("purchase", "AUC"),
-                     ("purchase", "Calibration"), ("rating", "RootMeanSquaredError")}
-    # The good model passes them; the degraded one fails on AUC (change vs the blessed model).
+    assert gated == {("score", "NDCG"), ("click", "AUC"), ("purchase", "AUC")}, gated
+    # The good model passes them; the degraded one fails (change vs the blessed model).
     assert tfma.load_validation_result(first).validation_ok
     bad = tfma.load_validation_result(second)
     assert not bad.validation_ok
     failed = {(f.metric_key.output_name, f.metric_key.name)
               for per_slice in bad.metric_validations_per_slice for f in per_slice.failures}
-    assert {("click", "auc"), ("purchase", "auc")} & failed, failed
+    assert {("score", "ndcg"), ("click", "auc"), ("purchase", "auc")} & failed, failed
+    report, raw_dir = _candidate_report(cfg.pipeline_root)
+    good = {f"{o}/{n}": v for (s, o, n), v in metrics.items() if s == ()}
+    # TFMA's NDCG@10 is the served order's: the pushed model's score over each context's
+    # pool, computed by hand.
+    assert good["score/ndcg"] == pytest.approx(_served_ndcg_at_10(
+        os.path.join(cfg.serving_dir, "ranking", runs["first_versions"]["ranking"][0]),
+        glob.glob(os.path.join(raw_dir, "Split-eval", "*.gz"))), abs=1e-6)
     with open(os.path.join(os.path.dirname(cfg.pipeline_root), "ranking_metrics.json"), "w",
               encoding="utf-8") as f:      # numbers for the record (docs/DESIGN.md)
-        json.dump({"good": {f"{o}/{n}": v for (s, o, n), v in metrics.items() if s == ()},
+        json.dump({"good": good,
                    "degraded": {f"{o}/{n}": v for (s, o, n), v in
                                 _candidate_metrics(second).items() if s == ()},
+                   "pool_order_ndcg_at_10": report["splits"]["eval"]["pool_order_ndcg_at_10"],
+                   "candidates": report["splits"],
                    "failed": sorted(map(list, failed))}, f, indent=1)
 
 

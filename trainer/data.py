@@ -46,6 +46,15 @@ def _compression(path: str) -> str:
         return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
 
 
+def feature_names(patterns: Sequence[str]) -> set:
+    """The feature names of the first example of ``patterns`` (all examples of a split
+    written by one writer carry the same features)."""
+    files = _files(patterns)
+    for record in tf.data.TFRecordDataset(files[:1], compression_type=_compression(files[0])):
+        return set(tf.train.Example.FromString(record.numpy()).features.feature)
+    raise ValueError(f"no examples in {files[0]}")
+
+
 def make_dataset(patterns: Sequence[str], feature_spec: Dict, batch_size: int, *,
                  predicate: Optional[Callable[[Dict[str, tf.Tensor]], tf.Tensor]] = None,
                  shuffle_buffer: int = 0, seed: Optional[int] = None,

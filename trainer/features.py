@@ -51,6 +51,12 @@ COOCCURRENCE_SCORE = "cooccurrence_score"  # float: how often the candidate occu
 OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE, HISTORY_BRAND_SHARE,
                            LAST_ITEM_SAME_BRAND, TEXT_SCORE, COOCCURRENCE_SCORE)
 
+# Two-stage rows (pipeline/components/candidate_examples.py) also name their context and
+# the source that put the candidate in the pool (strings; evaluation only, no model reads them).
+CONTEXT_ID = "context_id"              # one id per user context: TFMA's query_key
+CANDIDATE_SOURCE = "candidate_source"  # the source's feature name, e.g. retrieval_score
+OPTIONAL_STRING_FEATURES = (CONTEXT_ID, CANDIDATE_SOURCE)
+
 STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)
 FLOAT_FEATURES = (PRICE, RATING)
@@ -70,6 +76,7 @@ def raw_feature_spec() -> dict:
 # Split names written by the example generator.
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+RANK_SPLIT = "rank"                     # optional: between train and eval in time (two-stage rows)
 CATALOG_SPLIT = "catalog"              # one example per catalog item (events or not); no labels
 
 # --- transformed feature names (outputs of preprocessing_fn) ---

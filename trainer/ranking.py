@@ -103,9 +103,12 @@ class RankingModel(tfrs.Model):
         # at 1), so the model starts from those scores' order and the deep part learns
         # corrections to it; the values are also in the cross features.
         # Keyed "head/feature" (tracked dicts need string keys to be saved).
+        # `degrade` (a deliberately bad model for blessing tests) starts them at -1: the
+        # earlier stages' order reversed.
+        wide_start = -1.0 if config.degrade else 1.0
         self.wide_weights = {
             f"{head}/{key}": self.add_weight(name=f"{head}_{key}_weight", shape=(),
-                                         initializer=tf.keras.initializers.Constant(1.0))
+                                         initializer=tf.keras.initializers.Constant(wide_start))
             for head in RANKING_HEADS for key in config.external_features}
         self.heads[RATING_HEAD] = tf.keras.layers.Dense(
             1, name=RATING_HEAD,
@@ -316,12 +319,18 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     config = RankingConfig.from_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
-    spec = tft_output.transformed_feature_spec()
+    spec = dict(tft_output.transformed_feature_spec())
+    # External features either pass through the Transform graph (examples Transform saw
+    # with them) or sit beside its output (pipeline/components/candidate_examples.py).
     missing = [key for key in config.external_features if key not in spec]
     if missing:
-        raise ValueError(f"ranking: external_features {missing} need these raw float "
-                         f"features in the examples; the Transform output has none "
-                         f"(features: {sorted(spec)})")
+        present = data.feature_names(fn_args.train_files)
+        absent = [key for key in missing if key not in present]
+        if absent:
+            raise ValueError(f"ranking: external_features {absent} need these float "
+                             f"features in the examples; they have none (features: "
+                             f"{sorted(present)})")
+        spec.update({key: tf.io.FixedLenFeature([], tf.float32) for key in missing})
     buckets = {key: data.num_buckets(tft_output, key) for key in F.VOCAB_KEYS}
     logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
 

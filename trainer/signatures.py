@@ -202,10 +202,11 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
 def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[str, float],
                    text=None) -> None:
     """Saves the ranking SavedModel. Every signature returns the model outputs [N] (click and
-    purchase probabilities, rating in stars); the raw-feature ones also the combined
-    `score` = sum(score_weights[h] * output h).
+    purchase probabilities, rating in stars) and the combined `score` = sum(score_weights[h]
+    * output h), the order the API serves.
 
-    - `serving_default(examples)`: serialized raw tf.Examples (TFMA).
+    - `serving_default(examples)`: serialized raw tf.Examples (TFMA); external features
+      that the Transform graph does not pass through are read beside it (0.0 if absent).
     - `score(raw item + user features)`: one row per (user, item) pair, no search context.
     - `score_with_query`: `score` for units after a search (adds the query and the item
       title, whose word match drives clicks).
@@ -225,28 +226,38 @@ def export_ranking(export_dir: str, model, tft_output, score_weights: Mapping[st
     module.tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     transform = _transformer(module.tft_layer, raw_spec)
-    parse_spec = lenient_parse_spec(raw_spec)
     heads = list(score_weights)
+    externals = tuple(getattr(getattr(model, "config", None), "external_features", ()))
+    # External features the Transform graph does not pass through (its raw schema lacked
+    # them: two-stage rows beside the shop's examples) go to the model as given.
+    beside = [key for key in externals if key not in raw_spec]
+    parse_spec = dict(lenient_parse_spec(raw_spec), **{
+        key: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0]) for key in beside})
+
+    def with_beside(transformed, given):
+        return dict(transformed, **{key: tf.reshape(tf.cast(given[key], tf.float32), [-1])
+                                    for key in beside})
 
     def predict(features):
         if module.text is not None:
             features = module.text(features)
-        return dict(module.model(features, training=False))
-
-    @tf.function(input_signature=[_EXAMPLES])
-    def serving_default(examples):
-        return predict(module.tft_layer(tf.io.parse_example(examples, parse_spec)))
-
-    def scored(raw):
-        raw[F.TOP_CATEGORY] = top_category_of(raw[F.CATEGORY])
-        outputs = predict(transform(raw))
+        outputs = dict(module.model(features, training=False))
         outputs["score"] = tf.add_n([score_weights[head] * outputs[head] for head in heads])
         return outputs
 
+    @tf.function(input_signature=[_EXAMPLES])
+    def serving_default(examples):
+        parsed = tf.io.parse_example(examples, parse_spec)
+        return predict(with_beside(
+            module.tft_layer({k: v for k, v in parsed.items() if k in raw_spec}), parsed))
+
+    def scored(raw):
+        raw[F.TOP_CATEGORY] = top_category_of(raw[F.CATEGORY])
+        return predict(with_beside(transform(raw), raw))
+
     # Candidate-side inputs of the raw-feature signatures, [N] each; models trained with
     # external_features also take those values of the candidates.
-    extra = [_spec(key, tf.float32)
-             for key in getattr(getattr(model, "config", None), "external_features", ())]
+    extra = [_spec(key, tf.float32) for key in externals]
 
     def signature(specs, to_raw):
         """A tf.function over `specs` (named TensorSpecs; the signature's input names) that

@@ -22,7 +22,9 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_
 ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price", "in_stock")
 OPTIONAL_ITEM_COLUMNS = {examples.CREATED_AT: 0}   # missing -> this value (0 = unknown)
 FILE_PREFIX = "data_tfrecord"
-SPLITS = (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT)
+def splits(rank_fraction: float = 0.0) -> tuple:
+    """The splits written: the units' (train, [rank,] eval) and the catalog."""
+    return examples.unit_splits(rank_fraction) + (features.CATALOG_SPLIT,)
 _EVENT_FIELDS = ("item_id", "event_type", "value", "query", "session_id", "timestamp", "seq")
 _RATE_LABELS = (features.CLICKED, features.ADDED_TO_CART, features.PURCHASED,
                 features.HAS_RATING)
@@ -94,10 +96,12 @@ def write_canonical_tables(events, items, work_dir: str):
 
 
 class _CutoffFn(beam.CombineFn):
-    """Exact (1 - eval_fraction) quantile of unit timestamps via a timestamp histogram."""
+    """(eval cutoff, rank cutoff): exact quantiles of unit timestamps via a timestamp
+    histogram (examples.cutoffs_from_counts)."""
 
-    def __init__(self, eval_fraction: float):
-        self._eval_fraction = examples.check_eval_fraction(eval_fraction)
+    def __init__(self, eval_fraction: float, rank_fraction: float = 0.0):
+        self._rank_fraction = examples.check_rank_fraction(rank_fraction, eval_fraction)
+        self._eval_fraction = eval_fraction
 
     def create_accumulator(self):
         return {}
@@ -114,7 +118,7 @@ class _CutoffFn(beam.CombineFn):
         return merged
 
     def extract_output(self, counts):
-        return examples.cutoff_from_counts(counts, self._eval_fraction)
+        return examples.cutoffs_from_counts(counts, self._eval_fraction, self._rank_fraction)
 
 
 class _SumColumns(beam.CombineFn):
@@ -152,30 +156,32 @@ def _user_examples(user_id, event_tuples, items=None, gap_seconds=None):
 
 
 class _SplitByTime(beam.DoFn):
-    def process(self, row, cutoff):
-        yield beam.pvalue.TaggedOutput(examples.split_of(row[0], cutoff), row)
+    def process(self, row, cutoffs):
+        yield beam.pvalue.TaggedOutput(examples.split_of(row[0], *cutoffs), row)
 
 
-def _summary(_, cutoff, split_counts):
+def _summary(_, cutoffs, split_counts, unit_splits):
     splits = {}
-    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+    for split in unit_splits:
         counts = dict(split_counts).get(split) or (0,) * (1 + len(_RATE_LABELS))
         n = counts[0]
         splits[split] = {"examples": n}
         splits[split].update({f"{key}_rate": (counts[i + 1] / n if n else 0.0)
                               for i, key in enumerate(_RATE_LABELS)})
-    return json.dumps({"cutoff_timestamp": cutoff, "splits": splits}, sort_keys=True)
+    return json.dumps({"cutoff_timestamp": cutoffs[0], "rank_cutoff_timestamp": cutoffs[1],
+                       "splits": splits}, sort_keys=True)
 
 
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                    examples_uri: str, summary_path: str, eval_fraction: float,
-                   session_gap_minutes: int) -> None:
+                   session_gap_minutes: int, rank_fraction: float = 0.0) -> None:
     """Add the example-generation steps to `pipeline` (run it afterwards).
 
-    Inputs are the Parquet files of write_canonical_tables. The summary (cutoff, examples and
-    label rates of train and eval) is written to summary_path as one JSON line.
+    Inputs are the Parquet files of write_canonical_tables. The summary (cutoffs, examples
+    and label rates of train, [rank,] and eval) is written to summary_path as one JSON line.
     """
-    examples.check_eval_fraction(eval_fraction)
+    examples.check_rank_fraction(rank_fraction, eval_fraction)
+    unit_splits = examples.unit_splits(rank_fraction)
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
             or session_gap_minutes < 1:
         raise ValueError(f"session_gap_minutes must be an int >= 1, got {session_gap_minutes!r}")
@@ -194,17 +200,16 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                 items=beam.pvalue.AsDict(
                     items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
                 gap_seconds=gap_seconds))
-    cutoff = (rows
-              | "Timestamps" >> beam.Map(lambda row: row[0])
-              | "Cutoff" >> beam.CombineGlobally(_CutoffFn(eval_fraction)))
+    cutoffs = (rows
+               | "Timestamps" >> beam.Map(lambda row: row[0])
+               | "Cutoff" >> beam.CombineGlobally(_CutoffFn(eval_fraction, rank_fraction)))
     by_split = rows | "SplitByTime" >> beam.ParDo(
-        _SplitByTime(), as_single(cutoff)).with_outputs(
-            features.TRAIN_SPLIT, features.EVAL_SPLIT)
+        _SplitByTime(), as_single(cutoffs)).with_outputs(*unit_splits)
     serialized = {
         features.CATALOG_SPLIT: items | "Catalog" >> beam.Map(
             lambda i: examples.to_tf_example(examples.catalog_example(i)).SerializeToString())}
     label_counts = []
-    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+    for split in unit_splits:
         serialized[split] = by_split[split] | f"Bytes[{split}]" >> beam.Map(lambda r: r[2])
         label_counts.append(by_split[split] | f"Labels[{split}]" >> beam.Map(
             lambda r, s=split: (s, r[1])))
@@ -216,7 +221,7 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
          | "SummarySeed" >> beam.Create([None])
          | "Summary" >> beam.Map(
              _summary,
-             cutoff=as_single(cutoff),
+             cutoffs=as_single(cutoffs), unit_splits=unit_splits,
              split_counts=as_single(
                  label_counts | "AllLabels" >> beam.Flatten()
                  | "SumLabels" >> beam.CombinePerKey(_SumColumns(1 + len(_RATE_LABELS)))

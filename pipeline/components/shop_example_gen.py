@@ -7,7 +7,7 @@ pipeline/components/example_beam.py on the pipeline's own `beam_pipeline_args` (
 multi_processing, Flink, Dataflow ...). Example rules: pipeline/examples.py.
 
 Outputs
-    examples: standard Examples, splits "train", "eval", "catalog" as
+    examples: standard Examples, splits "train", ["rank",] "eval", "catalog" as
         ``Split-<name>/data_tfrecord-*.gz`` (gzipped TFRecords of tf.train.Example), with
         split_names, payload_format FORMAT_TF_EXAMPLE and file_format tfrecords_gzip set, so
         StatisticsGen, Transform and Evaluator read it like ExampleGen output.
@@ -45,6 +45,7 @@ DATA_DIR, ON_BAD_ROWS = "data_dir", "on_bad_rows"
 PSEUDONYM_KEY_FILE, ERASURES_FROM = "pseudonym_key_file", "erasures_from"
 ERASURE_KEY_FILE = "erasure_key_file"
 EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
+RANK_FRACTION = "rank_fraction"
 EXAMPLES, REPORT = "examples", "report"
 
 
@@ -56,7 +57,7 @@ class ShopDataReport(types.Artifact):
 
 
 def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
-                     session_gap_minutes: Any) -> None:
+                     session_gap_minutes: Any, rank_fraction: Any = 0.0) -> None:
     """Raise ValueError naming the parameter when one is unusable."""
     if not isinstance(data_dir, str) or not data_dir:
         raise ValueError(f"{DATA_DIR} must be a non-empty path, got {data_dir!r}")
@@ -64,6 +65,7 @@ def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
         raise ValueError(f"{ON_BAD_ROWS} must be one of {', '.join(POLICIES)}, "
                          f"got {on_bad_rows!r}")
     examples.check_eval_fraction(eval_fraction)
+    examples.check_rank_fraction(rank_fraction, eval_fraction)
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
             or session_gap_minutes < 1:
         raise ValueError(f"{SESSION_GAP_MINUTES} must be an int >= 1, "
@@ -102,7 +104,8 @@ def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str, pseudonyms=None
 def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                            eval_fraction: float, session_gap_minutes: int, examples_uri: str,
                            report_uri: str, work_dir: str, pseudonym_key_file: str = "",
-                           erasures_from: str = "", erasure_key_file: str = "") -> dict:
+                           erasures_from: str = "", erasure_key_file: str = "",
+                           rank_fraction: float = 0.0) -> dict:
     """Validate the shop, run the Beam example pipeline, write and return the summary.
 
     ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
@@ -135,23 +138,27 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     loaded = time.perf_counter()
     with beam_pipeline as p:
         example_beam.build_pipeline(p, events_path, items_path, examples_uri, counts_path,
-                                    eval_fraction, session_gap_minutes)
+                                    eval_fraction, session_gap_minutes, rank_fraction)
     logging.info("ShopExampleGen: load_shop + Parquet %.1f s, Beam pipeline %.1f s",
                  loaded - began, time.perf_counter() - loaded)
-    summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction,
+    summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction, RANK_FRACTION: rank_fraction,
                SESSION_GAP_MINUTES: session_gap_minutes, "privacy": privacy, **table_report,
                **example_beam.read_summary(counts_path)}
     summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
-    cutoff = summary["cutoff_timestamp"]
-    summary["cutoff_utc"] = None if cutoff is None else dt.datetime.fromtimestamp(
-        cutoff, dt.timezone.utc).isoformat()
+    for key in ("cutoff", "rank_cutoff"):
+        cutoff = summary[f"{key}_timestamp"]
+        summary[f"{key}_utc"] = None if cutoff is None else dt.datetime.fromtimestamp(
+            cutoff, dt.timezone.utc).isoformat()
     _write_json(os.path.join(report_uri, SUMMARY_FILE), summary)
     splits = summary["splits"]
     if not splits[features.TRAIN_SPLIT]["examples"]:
-        units = splits[features.EVAL_SPLIT]["examples"]
+        units = sum(s["examples"] for name, s in splits.items()
+                    if name != features.CATALOG_SPLIT)
+        first = summary["rank_cutoff_utc"] or summary["cutoff_utc"]
         raise ValueError(
-            f"the train split is empty: all {units} impression units are at or after the "
-            f"cutoff {summary['cutoff_utc']} (eval_fraction={eval_fraction}); the shop needs "
+            f"the train split is empty: all {units} impression units are at or after "
+            f"{first} (eval_fraction={eval_fraction}, rank_fraction={rank_fraction}); the "
+            f"shop needs "
             f"view/click/cart/purchase/rating events at more distinct times "
             f"(report: {os.path.join(report_uri, SUMMARY_FILE)})")
     return summary
@@ -167,22 +174,26 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples_artifact = artifact_utils.get_single_instance(output_dict[EXAMPLES])
         report = artifact_utils.get_single_instance(output_dict[REPORT])
         work_dir = os.path.join(self._get_tmp_dir(), "canonical")
+        rank_fraction = float(exec_properties.get(RANK_FRACTION) or 0.0)
         summary = generate_shop_examples(
             self._make_beam_pipeline(), exec_properties[DATA_DIR],
             exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
             work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",
             exec_properties.get(ERASURES_FROM) or "",
-            exec_properties.get(ERASURE_KEY_FILE) or "")
+            exec_properties.get(ERASURE_KEY_FILE) or "", rank_fraction)
         examples_artifact.split_names = artifact_utils.encode_split_names(
-            list(example_beam.SPLITS))
+            list(example_beam.splits(rank_fraction)))
         examples_utils.set_payload_format(examples_artifact,
                                           example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples_artifact, "tfrecords_gzip")
-        for split in example_beam.SPLITS:
+        for split in example_beam.splits(rank_fraction):
             report.set_int_custom_property(f"{split}_examples",
                                            summary["splits"][split]["examples"])
         report.set_int_custom_property("cutoff_timestamp", summary["cutoff_timestamp"])
+        if summary["rank_cutoff_timestamp"] is not None:
+            report.set_int_custom_property("rank_cutoff_timestamp",
+                                           summary["rank_cutoff_timestamp"])
         report.set_int_custom_property("rows_quarantined", sum(
             t["rows_quarantined"] for t in summary["tables"].values()))
 
@@ -195,6 +206,7 @@ class ShopExampleGenSpec(types.ComponentSpec):
         ON_BAD_ROWS: ExecutionParameter(type=str),
         EVAL_FRACTION: ExecutionParameter(type=float),
         SESSION_GAP_MINUTES: ExecutionParameter(type=int),
+        RANK_FRACTION: ExecutionParameter(type=float, optional=True),
         # A path, never the key itself (exec properties are recorded in ML Metadata).
         PSEUDONYM_KEY_FILE: ExecutionParameter(type=str, optional=True),
         ERASURES_FROM: ExecutionParameter(type=str, optional=True),
@@ -215,13 +227,16 @@ class ShopExampleGen(base_beam_component.BaseBeamComponent):
 
     def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
                  session_gap_minutes: int = 30, pseudonym_key_file: str = "",
-                 erasures_from: str = "", erasure_key_file: str = ""):
+                 erasures_from: str = "", erasure_key_file: str = "",
+                 rank_fraction: float = 0.0):
         """data_dir: shop folder (items, events, optional users; see docs/data.md);
-        pseudonym_key_file, erasures_from, erasure_key_file: see generate_shop_examples."""
-        check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
+        pseudonym_key_file, erasures_from, erasure_key_file, rank_fraction: see
+        generate_shop_examples."""
+        check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
+                         rank_fraction)
         super().__init__(spec=ShopExampleGenSpec(
             data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
-            session_gap_minutes=session_gap_minutes,
+            session_gap_minutes=session_gap_minutes, rank_fraction=float(rank_fraction),
             pseudonym_key_file=pseudonym_key_file or None, erasures_from=erasures_from or None,
             erasure_key_file=erasure_key_file or None,
             examples=types.Channel(type=standard_artifacts.Examples),

@@ -35,7 +35,7 @@ class Catalog:
         self.prices = items[spec.PRICE].fillna(0.0).to_numpy(dtype=np.float64)
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
         self.brand_codes = brand_codes(self.brands)
-        self.item_to_item = None      # serving.api.item_to_item.ItemToItem, from the model
+        self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model
         self.popularity = np.zeros(len(self.ids), dtype=np.float64)
         self._popular_order: np.ndarray | None = None
         self._embeddings: np.ndarray | None = None
@@ -81,7 +81,7 @@ class Catalog:
             self._embeddings, self.embeddings_version = normalised, version
 
     def set_item_to_item(self, tables) -> None:
-        """Install the item-to-item sources (``serving.api.item_to_item.ItemToItem``) of the
+        """Install the item-to-item sources (``trainer.candidates.served_tables.ItemToItem``) of the
         served retrieval version, or None when it has none."""
         with self._lock:
             self.item_to_item = tables

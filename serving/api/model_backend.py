@@ -5,7 +5,7 @@
 ``rank_candidates`` (one user context with the session's search query, N candidates; ``score``
 is kept for tools).
 ``ModelWatcher`` polls which versions TF Serving serves and recomputes the catalog's
-candidate embeddings and item-to-item tables (``related_items``, serving/api/item_to_item.py)
+candidate embeddings and item-to-item tables (``related_items``, trainer/candidates/served_tables.py)
 whenever the retrieval version changes (TF Serving swaps versions on its own; what the API
 caches must follow). Tables that cannot be read are refused with a logged reason and the
 previous ones keep serving.
@@ -20,18 +20,18 @@ from typing import Callable
 import numpy as np
 
 from pipeline.examples import pad_history
-from serving.api import item_to_item
 from serving.api.catalog import Catalog
 from serving.client.clients import GrpcPredictClient, ServingError
 from serving.client.errors import NotFound
 from serving.client.model_metadata import ModelMetadata
 from trainer import features as F
+from trainer.candidates import served_tables
 
 log = logging.getLogger("serving.api.models")
 
 TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
 RANK_CANDIDATES = "rank_candidates"
-RELATED_ITEMS = item_to_item.SIGNATURE
+RELATED_ITEMS = served_tables.SIGNATURE
 
 
 class BadModelOutput(ServingError):
@@ -281,8 +281,8 @@ class ModelWatcher:
         answers = self.backend.related_items(self.catalog, self.batch_size, version=version)
         self._tables_version = version
         try:
-            tables = item_to_item.build(self.catalog.ids, answers, version)
-        except item_to_item.BadTables as e:
+            tables = served_tables.build(self.catalog.ids, answers, version)
+        except served_tables.BadTables as e:
             kept = self.catalog.item_to_item
             log.error("refused the item-to-item tables of %s version %s: %s; keeping %s", name,
                       version, e, f"those of version {kept.version}" if kept else "none")

@@ -31,7 +31,7 @@ from serving.api.settings import Settings
 from serving.client.clients import ServingError
 from serving.events.store import EventStore, UserContext
 from trainer import features as F
-from trainer.candidates import CandidateStage, RetrievalSource
+from trainer.candidates.pool import Pool, build_pool
 
 log = logging.getLogger("serving.api.recommender")
 
@@ -70,31 +70,6 @@ class Recommendations:
     history: list[str] = field(default_factory=list)
     query: str = ""
     model_versions: dict = field(default_factory=dict)   # the versions the answer used
-
-
-@dataclass
-class Pool:
-    """Candidates on their way through ranking and diversity: catalog ``rows`` [C] with
-    ``scores`` [C] (retrieval's, then the ranking model's), the index of the ``source`` that
-    added each (into ``sources``, the stage's sources; 0: retrieval), the history row that
-    explains it (``because``, -1: none) and the candidate stage's ``features`` by name ([C]
-    each). ``sources`` is kept with the pool: the watcher may swap the catalog's tables
-    while a request runs."""
-
-    rows: np.ndarray
-    scores: np.ndarray
-    source: np.ndarray
-    because: np.ndarray
-    features: dict
-    sources: list = field(default_factory=list)
-
-    def take(self, order) -> "Pool":
-        return Pool(self.rows[order], self.scores[order], self.source[order],
-                    self.because[order], {k: v[order] for k, v in self.features.items()},
-                    self.sources)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 # Reason type of the item-to-item sources, by feature name.
@@ -188,37 +163,16 @@ class Recommender:
         return rows, np.array([s for _, s in found], dtype=np.float64)
 
     def _candidates(self, history: list[str], rows, scores, allowed, expand=True) -> Pool:
-        """The candidate stage (trainer/candidates) over the retrieved ``rows`` (allowed,
-        best first) and the served item-to-item sources: retrieval's items, then (with
-        ``expand``) each source's best allowed items whose score has evidence in the history
-        (an item it explains by a history item); every source gives its feature. Items
-        beyond retrieval's top K take the K-th score (an upper bound of theirs) as their
-        retrieval score."""
-        n = len(self.catalog)
-        retrieved = np.full(n, np.nextafter(scores.min(), -np.inf), np.float64)
-        retrieved[rows] = scores
+        """The candidate pool (trainer/candidates/pool.py, the code the pipeline's
+        two-stage rows use) over the retrieved ``rows`` (allowed, best first) and the served
+        item-to-item sources."""
         tables = self.catalog.item_to_item
-        history_rows = self.catalog.rows(history)[::-1]        # oldest first
-        quotas = [(RetrievalSource(lambda histories: retrieved[None, :]), len(rows))]
-        if tables is not None:
-            expand = expand and len(history_rows) > 0
-            for source, count in ((tables.transitions, self.settings.transition_candidates),
-                                  (tables.cooccurrences, self.settings.cooccurrence_candidates)):
-                # At most the items it has evidence for, and only new items fit.
-                room = n - sum(c for _, c in quotas)
-                count = min(count, len(source.supported(history_rows)), room)
-                quotas.append((source, count if expand else 0))
-        stage = CandidateStage(quotas, self.catalog.brand_codes, allowed=allowed)
-        found = stage([history_rows])
-        items, source = found.items[0], found.origin[0]
-        because = np.full(len(items), -1, np.int64)
-        for index, (src, _) in enumerate(quotas[1:], 1):
-            mine = source == index
-            because[mine] = src.because(history_rows, items[mine])
-        keep = found.valid[0] & ((source == 0) | (because >= 0))
-        features = {name: values[0][keep] for name, values in found.features.items()}
-        return Pool(items[keep], retrieved[items[keep]], source[keep], because[keep],
-                    features, [src for src, _ in quotas])
+        return build_pool(
+            self.catalog.rows(history)[::-1], rows, scores, len(self.catalog),
+            self.catalog.brand_codes, allowed,
+            tables.sources if tables is not None else None,
+            (self.settings.transition_candidates, self.settings.cooccurrence_candidates),
+            expand)
 
     def _rank(self, user_id: str, history: list[str], query: str, pool: Pool,
               result) -> Pool:

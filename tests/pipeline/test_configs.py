@@ -35,3 +35,33 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"ranking_train_steps": 7}))
     assert load_config(str(good), ranking_train_steps=9).ranking_train_steps == 9
+
+
+def test_two_stage_ranking_is_the_default_and_rank_fraction_is_checked():
+    cfg = load_config()
+    assert cfg.rank_fraction == 0.1 and cfg.two_stage
+    custom = cfg.ranking_custom_config()
+    assert custom["external_features"] == ["retrieval_score", "transition_score",
+                                           "cooccurrence_score", "history_brand_share",
+                                           "last_item_same_brand"]
+    assert custom["use_user_id"] is False
+    own = load_config(ranking_config={"use_user_id": True, "external_features": []})
+    assert own.ranking_custom_config()["use_user_id"] is True
+    assert own.ranking_custom_config()["external_features"] == []
+    plain = load_config(rank_fraction=0.0)
+    assert not plain.two_stage and "external_features" not in plain.ranking_custom_config()
+    with pytest.raises(ValueError, match=r"rank_fraction=0.9: must be in \[0, 1 - "):
+        load_config(rank_fraction=0.9)
+    with pytest.raises(ValueError, match="ranking_negatives=0"):
+        load_config(ranking_negatives=0)
+    with pytest.raises(ValueError, match="transition_candidates=-1"):
+        load_config(transition_candidates=-1)
+
+
+def test_two_stage_pipeline_wires_candidate_examples_between_the_trainers():
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    ids = [c.id for c in create_pipeline(load_config()).components]
+    assert ids.index("retrieval_trainer") < ids.index("CandidateExamples") < ids.index(
+        "ranking_trainer")
+    plain = [c.id for c in create_pipeline(load_config(rank_fraction=0.0)).components]
+    assert "CandidateExamples" not in plain

@@ -1,4 +1,5 @@
 """Rules of example generation on hand-built event rows (pipeline/examples.py)."""
+import collections
 import math
 
 import pytest
@@ -172,6 +173,24 @@ def test_cutoff_is_exact_quantile_and_split_by_it():
     for bad in (0, 1, -0.1, "0.1"):
         with pytest.raises(ValueError, match="eval_fraction"):
             examples.eval_cutoff(timestamps, bad)
+
+
+def test_rank_split_sits_between_train_and_eval():
+    timestamps = list(range(100, 200, 10))                  # 10 units
+    counts = collections.Counter(timestamps)
+    assert examples.cutoffs_from_counts(counts, 0.1) == (190, None)
+    cutoff, rank_cutoff = examples.cutoffs_from_counts(counts, 0.1, 0.3)
+    assert (cutoff, rank_cutoff) == (190, 160)
+    splits = [examples.split_of(t, cutoff, rank_cutoff) for t in timestamps]
+    assert splits == [features.TRAIN_SPLIT] * 6 + [features.RANK_SPLIT] * 3 + [
+        features.EVAL_SPLIT]
+    assert examples.cutoffs_from_counts({}, 0.1, 0.3) == (None, None)
+    assert examples.unit_splits(0.0) == (features.TRAIN_SPLIT, features.EVAL_SPLIT)
+    assert examples.unit_splits(0.2) == (features.TRAIN_SPLIT, features.RANK_SPLIT,
+                                         features.EVAL_SPLIT)
+    for bad in (-0.1, 0.9, 1.0, True, "0.1"):
+        with pytest.raises(ValueError, match="rank_fraction"):
+            examples.cutoffs_from_counts(counts, 0.1, bad)
 
 
 def test_item_features_and_catalog_example():

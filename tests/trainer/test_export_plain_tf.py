@@ -98,7 +98,8 @@ def test_exports_serve_with_tensorflow_only(retrieval_run, ranking_run, tmp_path
     assert result["retrieval/eval_hit_at_k"] == {"hit_at_k": [[2], "float32"]}
     assert result["ranking/serving_default"] == {"click": [[2], "float32"],
                                                  "purchase": [[2], "float32"],
-                                                 "rating": [[2], "float32"]}
+                                                 "rating": [[2], "float32"],
+                                                 "score": [[2], "float32"]}
     assert result["ranking/score"] == {"click": [[2], "float32"], "purchase": [[2], "float32"],
                                        "rating": [[2], "float32"], "score": [[2], "float32"]}
     assert result["ranking/rank_candidates"] == {

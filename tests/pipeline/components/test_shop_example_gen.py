@@ -50,12 +50,12 @@ def direct_pipeline():
     return beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"]))
 
 
-def run_executor(tmp_path, data_dir, on_bad_rows="fail", **privacy):
+def run_executor(tmp_path, data_dir, on_bad_rows="fail", **options):
     uris = {name: str(tmp_path / name) for name in ("examples", "report", "work")}
     os.makedirs(uris["report"], exist_ok=True)
     summary = seg.generate_shop_examples(direct_pipeline(), data_dir, on_bad_rows, 0.2, 30,
                                          uris["examples"], uris["report"], uris["work"],
-                                         **privacy)
+                                         **options)
     return uris, summary
 
 
@@ -65,6 +65,8 @@ def run_executor(tmp_path, data_dir, on_bad_rows="fail", **privacy):
     ({"eval_fraction": 1.0}, "eval_fraction"),
     ({"session_gap_minutes": 0}, "session_gap_minutes"),
     ({"session_gap_minutes": 2.5}, "session_gap_minutes"),
+    ({"rank_fraction": 0.9}, "rank_fraction"),
+    ({"rank_fraction": -0.1}, "rank_fraction"),
 ])
 def test_component_rejects_bad_parameters(kwargs, message):
     params = {"data_dir": "shop", **kwargs}
@@ -95,6 +97,22 @@ def test_executor_writes_splits_and_summary(tmp_path):
     in_s2 = next(e for e in train if e[features.USER_ID] == "u1" and e[features.ITEM_ID] == "c")
     assert in_s2[features.QUERY] == "red shoe" and in_s2[features.ADDED_TO_CART] == 1
     assert in_s2[features.HISTORY_ITEM_IDS][:1] == ["a"] and in_s2[features.NUM_HISTORY] == 1
+
+
+def test_executor_writes_a_rank_split_between_train_and_eval(tmp_path):
+    uris, summary = run_executor(tmp_path, make_shop(tmp_path / "shop"), rank_fraction=0.3)
+    units = {split: read_split(uris["examples"], split)
+             for split in (features.TRAIN_SPLIT, features.RANK_SPLIT, features.EVAL_SPLIT)}
+    assert {split: len(u) for split, u in units.items()} == {"train": 5, "rank": 3, "eval": 2}
+    assert {split: summary["splits"][split]["examples"] for split in units} == {
+        "train": 5, "rank": 3, "eval": 2}
+    times = {split: [e[features.TIMESTAMP] for e in u] for split, u in units.items()}
+    assert max(times["train"]) < summary["rank_cutoff_timestamp"] == min(times["rank"])
+    assert max(times["rank"]) < summary["cutoff_timestamp"] == min(times["eval"])
+    assert summary["rank_fraction"] == 0.3 and summary["rank_cutoff_utc"]
+    without, plain = run_executor(tmp_path / "plain", make_shop(tmp_path / "shop2"))
+    assert plain["rank_cutoff_timestamp"] is None and "rank" not in plain["splits"]
+    assert not glob.glob(os.path.join(without["examples"], "Split-rank"))
 
 
 def test_contract_failure_stops_with_readable_message(tmp_path):

@@ -1,4 +1,4 @@
-"""serving/api/item_to_item.py and the watcher: the served related_items answers become the
+"""trainer/candidates/served_tables.py and the API's watcher: the served related_items answers become the
 candidate stage's item-to-item sources; bad answers are refused and the old tables stay."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.api import item_to_item
+from trainer.candidates import served_tables
 from serving.api.catalog import Catalog
 from serving.api.model_backend import ModelWatcher
 from tests.serving.api.setup import items_rows
@@ -36,7 +36,7 @@ GOOD = answers({"a": [("b", 2.0), ("c", 1.0)], "b": [("c", 1.0), ("zz", 4.0)]},
 
 
 def test_answers_become_the_benchmarks_sources_over_catalog_rows():
-    tables = item_to_item.build(IDS, GOOD, version=7)
+    tables = served_tables.build(IDS, GOOD, version=7)
     assert tables.version == 7 and isinstance(tables.transitions, TransitionSource)
     assert isinstance(tables.cooccurrences, CooccurrenceSource)
     assert tables.transitions.table.toarray().tolist() == [
@@ -60,8 +60,8 @@ def test_answers_become_the_benchmarks_sources_over_catalog_rows():
 def test_malformed_answers_are_refused_naming_the_problem(change, match):
     bad = {k: v.copy() for k, v in GOOD.items()}
     change(bad)
-    with pytest.raises(item_to_item.BadTables, match=match):
-        item_to_item.build(IDS, bad, version=1)
+    with pytest.raises(served_tables.BadTables, match=match):
+        served_tables.build(IDS, bad, version=1)
 
 
 class _Backend:

@@ -215,7 +215,7 @@ def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(ca
 def _with_tables(transitions, cooccurrences):
     """A fresh catalog whose item-to-item sources hold the given {item: [(partner, count)]}
     (as the served related_items signature would give them)."""
-    from serving.api import item_to_item
+    from trainer.candidates import served_tables
 
     items = pd.DataFrame(items_rows())
     items["price"] = items["price"].astype(float)
@@ -229,7 +229,7 @@ def _with_tables(transitions, cooccurrences):
             for j, (partner, count) in enumerate(partners):
                 ids[catalog.row(item), j], weights[catalog.row(item), j] = partner.encode(), count
         answers[f"{name}_ids"], answers[f"{name}_weights"] = ids, weights
-    catalog.set_item_to_item(item_to_item.build(catalog.ids, answers, version=1))
+    catalog.set_item_to_item(served_tables.build(catalog.ids, answers, version=1))
     return catalog
 
 

@@ -1,11 +1,12 @@
-"""The candidate stage's item-to-item sources in the API, built from the served retrieval
-version's ``related_items`` signature (trainer/related_items.py).
+"""The candidate stage's item-to-item sources of a retrieval version, built from its
+``related_items`` signature (trainer/related_items.py): the API's model watcher and the
+pipeline's CandidateExamples component both build them here.
 
-``ModelBackend.related_items`` asks the signature for every catalog item in batches (like
-the catalog embeddings) and ``build`` turns the answers into the same ``TransitionSource`` /
-``CooccurrenceSource`` (trainer/candidates) the benchmarks score with, over catalog rows. Partners that are not in
-the API's catalog cannot be recommended and are left out (counted in ``report``). A
-malformed answer raises ``BadTables`` naming what is wrong; the watcher then keeps the
+The caller asks the signature for every catalog item in batches (like the catalog
+embeddings) and ``build`` turns the answers into the ``TransitionSource`` /
+``CooccurrenceSource`` the benchmarks score with, over catalog rows. Partners that are not in
+the caller's catalog cannot be recommended and are left out (counted in ``report``). A
+malformed answer raises ``BadTables`` naming what is wrong; the API's watcher then keeps the
 tables it has.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainer.candidates import CooccurrenceSource, TransitionSource, item_to_item
+from trainer.candidates import item_to_item
+from trainer.candidates.sources import CooccurrenceSource, TransitionSource
 
 SIGNATURE = "related_items"
 TABLES = (("transition", TransitionSource), ("cooccurrence", CooccurrenceSource))

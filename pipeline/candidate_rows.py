@@ -1,0 +1,196 @@
+"""Two-stage ranking rows: the candidates the serving path would rank for a user context,
+as raw examples with their candidate features, so the ranking model learns and is judged
+on the order the API serves (docs/DESIGN.md, "Candidate rows").
+
+A **context** is an engaged (clicked) impression unit: the user, the history as of that
+moment, the session's search and the item chosen (the target). Its **pool** is what the
+API's candidate stage gives for that history and search (trainer/candidates/pool.py, the
+same function the API calls): the retrieval export's ``top_k`` first, then the item-to-item
+sources of the same export (its ``related_items`` signature). No stock filter: the
+catalog's stock is today's, not the context's.
+
+Rows of a context whose target is in the pool: ``"train"``: the target (the unit's labels)
+and ``negatives`` other pool items drawn uniformly without replacement (labels 0);
+``"eval"``: every pool item (the target with the unit's labels), so the evaluation ranks
+the whole pool as the API does. A context whose target is not in the pool has nothing to
+re-rank (no row; counted: the candidate stage's recall). Every row carries the candidate's
+features (``retrieval_score``, ``transition_score``, ``cooccurrence_score``,
+``history_brand_share``, ``last_item_same_brand``), ``context_id`` and
+``candidate_source``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pipeline import examples
+from trainer import features as F
+from trainer.candidates import context_features, served_tables
+from trainer.candidates.pool import Pool, build_pool
+
+_USER_SIDE = (F.USER_ID, F.HISTORY_ITEM_IDS, F.NUM_HISTORY, F.QUERY, F.TIMESTAMP,
+              examples.USER_ACTIVITY)
+_NO_LABELS = {F.CLICKED: 0, F.ADDED_TO_CART: 0, F.PURCHASED: 0, F.RATING: 0.0,
+              F.HAS_RATING: 0}
+ROW_KINDS = ("train", "eval")
+
+
+@dataclasses.dataclass
+class RawCatalog:
+    """The catalog split's raw examples (``examples.decode_example`` dicts) by row."""
+
+    items: list
+    ids: np.ndarray
+    row: dict
+    brand_codes: np.ndarray
+
+    @classmethod
+    def of(cls, items: list) -> "RawCatalog":
+        if not items:
+            raise ValueError("the catalog split has no items")
+        ids = np.array([item[F.ITEM_ID] for item in items], dtype=object)
+        return cls(items, ids, {item_id: i for i, item_id in enumerate(ids)},
+                   context_features.brand_codes([item[F.BRAND] for item in items]))
+
+    def rows_of(self, item_ids) -> np.ndarray:
+        """Catalog rows of the known ids among ``item_ids`` ("" and unknown ids dropped)."""
+        return np.array([self.row[i] for i in item_ids if i in self.row], np.int64)
+
+
+@dataclasses.dataclass
+class Counts:
+    """What one split's contexts gave (the component's report)."""
+
+    contexts: int = 0
+    target_in_pool: int = 0
+    rows: int = 0
+    pool_sizes: list = dataclasses.field(default_factory=list)
+    target_sources: dict = dataclasses.field(default_factory=dict)
+    target_positions: list = dataclasses.field(default_factory=list)  # 0-based, pool order
+
+    def summary(self) -> dict:
+        positions = np.asarray(self.target_positions)
+        return {
+            "contexts": self.contexts, "contexts_with_target_in_pool": self.target_in_pool,
+            "target_in_pool_share": self.target_in_pool / self.contexts if self.contexts
+            else None,
+            "rows": self.rows,
+            "mean_pool_size": float(np.mean(self.pool_sizes)) if self.pool_sizes else None,
+            "target_found_by": dict(sorted(self.target_sources.items())),
+            # The pool's own order (no ranker) on the contexts whose target is a candidate:
+            # the baseline of the ranker's NDCG@10 on the same rows.
+            "pool_order_recall_at_10": float((positions < 10).mean()) if len(positions)
+            else None,
+            "pool_order_ndcg_at_10": float(np.where(
+                positions < 10, 1.0 / np.log2(positions + 2.0), 0.0).mean())
+            if len(positions) else None}
+
+
+def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
+            counts=(50, 50)) -> Pool | None:
+    """The API's pool for a context: ``top_ids`` / ``top_scores``: the retrieval export's
+    ``top_k`` answer for it; ``tables``: ``served_tables.ItemToItem`` or None. None when
+    retrieval returned no catalog item."""
+    found = [(catalog.row[i], s) for i, s in zip(top_ids, top_scores) if i in catalog.row]
+    if not found:
+        return None
+    history = catalog.rows_of(unit[F.HISTORY_ITEM_IDS][:unit[F.NUM_HISTORY]])[::-1]
+    return build_pool(history, [r for r, _ in found], [s for _, s in found],
+                      len(catalog.ids), catalog.brand_codes, None,
+                      tables.sources if tables is not None else None,
+                      counts if tables is not None else ())
+
+
+def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context_id: str,
+                 negatives: int, rng: np.random.Generator, counts: Counts) -> list:
+    """The rows of one context (module docstring); updates ``counts``."""
+    if kind not in ROW_KINDS:
+        raise ValueError(f"kind must be one of {ROW_KINDS}, got {kind!r}")
+    counts.contexts += 1
+    counts.pool_sizes.append(len(pool))
+    target = catalog.row.get(unit[F.ITEM_ID], -1)
+    where = np.flatnonzero(pool.rows == target)
+    if not len(where):
+        return []
+    position = int(where[0])
+    counts.target_in_pool += 1
+    counts.target_positions.append(position)
+    source = pool.sources[pool.source[position]].name
+    counts.target_sources[source] = counts.target_sources.get(source, 0) + 1
+    others = np.delete(np.arange(len(pool)), position)
+    if kind == "train":
+        chosen = rng.choice(others, size=min(negatives, len(others)), replace=False)
+        picked = np.concatenate([[position], np.sort(chosen)]).astype(np.int64)
+    else:
+        picked = np.arange(len(pool))
+    user = {key: unit[key] for key in _USER_SIDE}
+    labels = {key: unit[key] for key in _NO_LABELS}
+    rows = []
+    for p in picked:
+        row = dict(catalog.items[pool.rows[p]], **user)
+        row.update(labels if p == position else _NO_LABELS)
+        row.update({name: float(values[p]) for name, values in pool.features.items()})
+        row[examples.ITEM_NOVELTY] = ""           # the catalog split has no item ages
+        row[F.CONTEXT_ID] = context_id
+        row[F.CANDIDATE_SOURCE] = pool.sources[pool.source[p]].name
+        rows.append(row)
+    counts.rows += len(rows)
+    return rows
+
+
+class RetrievalExport:
+    """The retrieval SavedModel the Trainer exported, called in-process: ``top_k`` for
+    batches of contexts and ``related_items`` for the item-to-item tables."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        self._tf = tf
+        self.path = path
+        self.signatures = tf.saved_model.load(path).signatures
+
+    def top_k(self, units: list) -> tuple[list, np.ndarray]:
+        """(item ids [B, K] as str, scores [B, K]) for a batch of contexts."""
+        tf = self._tf
+        out = self.signatures["top_k"](
+            user_id=tf.constant([u[F.USER_ID] for u in units]),
+            history_item_ids=tf.constant([u[F.HISTORY_ITEM_IDS] for u in units]),
+            query=tf.constant([u[F.QUERY] for u in units]))
+        ids = [[i.decode("utf-8") for i in row] for row in out["item_ids"].numpy()]
+        return ids, out["scores"].numpy().astype(np.float64)
+
+    def tables(self, catalog: RawCatalog, batch_size: int = 256):
+        """``served_tables.ItemToItem`` of the export (None without ``related_items``)."""
+        if served_tables.SIGNATURE not in self.signatures:
+            return None
+        fn, parts = self.signatures[served_tables.SIGNATURE], {}
+        for start in range(0, len(catalog.ids), batch_size):
+            out = fn(item_id=self._tf.constant(list(catalog.ids[start:start + batch_size])))
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value.numpy())
+        return served_tables.build(catalog.ids, {k: np.concatenate(v) for k, v in parts.items()},
+                                   version=None)
+
+
+def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
+               negatives: int, seed: int, counts_by_source=(50, 50), batch_size: int = 256,
+               progress=None):
+    """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
+    its ``Counts`` as the generator's value (``yield from``)."""
+    rng = np.random.default_rng(seed)
+    counts = Counts()
+    contexts = [u for u in units if u[F.CLICKED]]
+    for start in range(0, len(contexts), batch_size):
+        batch = contexts[start:start + batch_size]
+        ids, scores = export.top_k(batch)
+        for j, unit in enumerate(batch):
+            pool = pool_of(unit, ids[j], scores[j], catalog, tables, counts_by_source)
+            if pool is None:
+                counts.contexts += 1
+                continue
+            yield from context_rows(unit, pool, catalog, kind, f"{kind}-{start + j}",
+                                    negatives, rng, counts)
+        if progress is not None:
+            progress(min(start + batch_size, len(contexts)), len(contexts))
+    return counts

@@ -1,0 +1,229 @@
+"""CandidateExamples: two-stage ranking rows from the retrieval Trainer's export.
+
+Inputs: ShopExampleGen's examples (with a "rank" split: ``rank_fraction`` > 0) and the
+retrieval Trainer's model. For every clicked unit of the "rank" split (a time window the
+retrieval model and its item-to-item tables were not fitted on) and of the "eval" split, the
+export's ``top_k`` and ``related_items`` signatures and the API's pool code
+(trainer/candidates/pool.py) give the candidates the API would rank; pipeline/candidate_rows.py
+turns them into raw examples with the candidate features.
+
+Outputs (standard Examples, gzipped tf.Example TFRecords). ``candidate_examples``: the raw rows, split
+"train" (from the rank window: target + ``negatives`` sampled pool items per context) and
+"eval" (every pool item of every eval context), for the ranking Evaluator (TFMA groups them
+by ``context_id``). ``transformed_examples``: the same rows through the Transform graph
+(``transform_graph``, analysed on the train split) plus the candidate features and the
+context id, and the catalog split transformed, for the ranking Trainer (it reads them as it
+reads Transform's output). And ``candidate_examples.json`` in ``candidate_examples``: per split the contexts, how
+many had their target in the pool (the candidate stage's recall), rows, mean pool size,
+which source found the targets and recall / NDCG@10 of the pool's own order (the baseline
+of the ranker's NDCG@10 on the same rows). The same numbers are custom properties of the artifact.
+"""
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+
+from absl import logging
+from tfx import v1 as tfx
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifact_utils as artifact_utils
+from tfx.utils import path_utils
+
+from pipeline import candidate_rows, examples
+from trainer import features as F
+
+REPORT_FILE = "candidate_examples.json"
+# Output split <- input split.
+SOURCE_SPLITS = {"train": F.RANK_SPLIT, "eval": F.EVAL_SPLIT}
+
+
+def read_split(split_uri: str) -> list:
+    """The decoded examples (``examples.decode_example``) of one split directory."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
+    if not files:
+        raise ValueError(f"CandidateExamples: no example files under {split_uri}")
+    return [examples.decode_example(record.numpy())
+            for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _writer(split_uri: str):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.io.gfile.makedirs(split_uri)
+    return tf.io.TFRecordWriter(os.path.join(split_uri, "data_tfrecord-00000-of-00001.gz"),
+                                options="GZIP")
+
+
+def encode_transformed(batch: dict) -> list:
+    """Serialized tf.Examples of a batch of transformed features ({name: array [B] or
+    [B, n]}): strings as bytes, integers as int64, the rest as float."""
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    columns = {}
+    for key, values in batch.items():
+        values = np.asarray(values)
+        values = values.reshape(len(values), -1)
+        kind = ("bytes" if values.dtype == object or values.dtype.kind in "SU" else
+                "int64" if values.dtype.kind in "iub" else "float")
+        columns[key] = (kind, values)
+    out = []
+    for r in range(len(next(iter(batch.values())))):
+        example = example_pb2.Example()
+        feature = example.features.feature
+        for key, (kind, values) in columns.items():
+            if kind == "bytes":
+                feature[key].bytes_list.value.extend(
+                    v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values[r])
+            elif kind == "int64":
+                feature[key].int64_list.value.extend(int(v) for v in values[r])
+            else:
+                feature[key].float_list.value.extend(float(v) for v in values[r])
+        out.append(example.SerializeToString())
+    return out
+
+
+class Transformer:
+    """Raw rows -> transformed rows with the run's Transform graph; the candidate features
+    and the context id pass through unchanged (the graph was analysed without them)."""
+
+    def __init__(self, transform_graph_uri: str):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+        self._tf = tf
+        self._output = tft.TFTransformOutput(transform_graph_uri)
+        self._raw_spec = self._output.raw_feature_spec()
+
+    def __call__(self, serialized: list) -> list:
+        tf = self._tf
+        batch = tf.constant(serialized)
+        raw = tf.io.parse_example(batch, self._raw_spec)
+        out = {k: v.numpy() for k, v in self._output.transform_raw_features(
+            raw, drop_unused_features=True).items()}
+        extra = {key: tf.io.FixedLenFeature([], tf.float32, default_value=0.0)
+                 for key in F.OPTIONAL_FLOAT_FEATURES}
+        extra.update({key: tf.io.FixedLenFeature([], tf.string, default_value="")
+                      for key in F.OPTIONAL_STRING_FEATURES})
+        present = tf.io.parse_example(batch[:1], {
+            k: tf.io.VarLenFeature(v.dtype) for k, v in extra.items()})
+        keep = [k for k in extra if present[k].values.shape[0]]
+        if keep:
+            parsed = tf.io.parse_example(batch, {k: extra[k] for k in keep})
+            out.update({k: v.numpy() for k, v in parsed.items()})
+        return encode_transformed(out)
+
+
+def write_rows(rows, split_uri: str, transformed_uri: str, transform,
+               batch_size: int = 1024) -> None:
+    """Rows as one gzipped TFRecord file of raw tf.Examples under ``split_uri`` (the layout
+    ExampleGen writes) and of transformed ones under ``transformed_uri``."""
+    with _writer(split_uri) as raw_out, _writer(transformed_uri) as transformed_out:
+        batch = []
+        for row in itertools.chain(rows, [None]):
+            if row is not None:
+                batch.append(examples.to_tf_example(row).SerializeToString())
+            if batch and (row is None or len(batch) == batch_size):
+                for record in batch:
+                    raw_out.write(record)
+                for record in transform(batch):
+                    transformed_out.write(record)
+                batch = []
+
+
+def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri: str,
+             transformed_uri: str, negatives: int, transition_candidates: int,
+             cooccurrence_candidates: int, seed: int) -> dict:
+    """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
+    report. ``examples_uri_of``: split name -> input split directory."""
+    if negatives < 1:
+        raise ValueError(f"CandidateExamples: negatives must be >= 1, got {negatives}")
+    if transition_candidates < 0 or cooccurrence_candidates < 0:
+        raise ValueError("CandidateExamples: transition_candidates and "
+                         "cooccurrence_candidates must be >= 0")
+    began = time.perf_counter()
+    catalog = candidate_rows.RawCatalog.of(read_split(examples_uri_of(F.CATALOG_SPLIT)))
+    transform = Transformer(transform_graph_uri)
+    with _writer(os.path.join(transformed_uri, f"Split-{F.CATALOG_SPLIT}")) as out:
+        for start in range(0, len(catalog.items), 1024):
+            for record in transform([examples.to_tf_example(item).SerializeToString()
+                                     for item in catalog.items[start:start + 1024]]):
+                out.write(record)
+    export = candidate_rows.RetrievalExport(export_dir)
+    tables = export.tables(catalog)
+    report = {"negatives": negatives, "seed": seed,
+              "transition_candidates": transition_candidates,
+              "cooccurrence_candidates": cooccurrence_candidates,
+              "item_to_item": tables.report if tables is not None else None, "splits": {}}
+    for out_split, in_split in SOURCE_SPLITS.items():
+        units = read_split(examples_uri_of(in_split))
+
+        def progress(done, total, split=out_split):
+            logging.info("CandidateExamples %s: %d / %d contexts", split, done, total)
+
+        rows = candidate_rows.split_rows(
+            units, export, catalog, tables, out_split, negatives, seed,
+            (transition_candidates, cooccurrence_candidates), progress=progress)
+        counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
+                                 os.path.join(transformed_uri, f"Split-{out_split}"), transform)
+        report["splits"][out_split] = dict(counts.summary(), from_split=in_split)
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    if not report["splits"]["train"]["rows"]:
+        raise ValueError(
+            "CandidateExamples: no training rows: no clicked unit of the "
+            f"{F.RANK_SPLIT!r} split has its item among the candidates ({report['splits']})")
+    return report
+
+
+def _write_counting(rows_generator, *where):
+    """Write the generator's rows (``write_rows``); return the Counts it returns."""
+    result = {}
+
+    def drain():
+        result["counts"] = yield from rows_generator
+
+    write_rows(drain(), *where)
+    return result["counts"]
+
+
+@tfx.dsl.components.component
+def CandidateExamples(  # pylint: disable=invalid-name
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    transform_graph: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.TransformGraph],
+    candidate_examples: tfx.dsl.components.OutputArtifact[
+        tfx.types.standard_artifacts.Examples],
+    transformed_examples: tfx.dsl.components.OutputArtifact[
+        tfx.types.standard_artifacts.Examples],
+    negatives: tfx.dsl.components.Parameter[int] = 20,
+    transition_candidates: tfx.dsl.components.Parameter[int] = 50,
+    cooccurrence_candidates: tfx.dsl.components.Parameter[int] = 50,
+    seed: tfx.dsl.components.Parameter[int] = 0,
+):
+    """Two-stage ranking rows (module docstring)."""
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    missing = [s for s in (*SOURCE_SPLITS.values(), F.CATALOG_SPLIT) if s not in splits]
+    if missing:
+        raise ValueError(f"CandidateExamples: the examples lack the splits {missing} (they "
+                         f"have {splits}); give ShopExampleGen a rank_fraction > 0")
+    report = generate(lambda split: artifact_utils.get_split_uri([examples], split),
+                      path_utils.serving_model_path(model.uri), transform_graph.uri,
+                      candidate_examples.uri, transformed_examples.uri, negatives,
+                      transition_candidates, cooccurrence_candidates, seed)
+    for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
+                            (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
+        artifact.split_names = artifact_utils.encode_split_names(names)
+        examples_utils.set_payload_format(artifact,
+                                          example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(artifact, "tfrecords_gzip")
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    with tf.io.gfile.GFile(os.path.join(candidate_examples.uri, REPORT_FILE), "w") as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    for split, summary in report["splits"].items():
+        for key in ("contexts", "contexts_with_target_in_pool", "rows"):
+            candidate_examples.set_int_custom_property(f"{split}_{key}", summary[key])
+        if summary["target_in_pool_share"] is not None:
+            candidate_examples.set_float_custom_property(
+                f"{split}_target_in_pool_share", summary["target_in_pool_share"])
+    logging.info("CandidateExamples: %s", json.dumps(report["splits"], sort_keys=True))

@@ -1,0 +1,122 @@
+"""pipeline/candidate_rows.py: two-stage rows from the API's pool, on a hand-built catalog
+and a fake retrieval export (the real export runs in tests/test_tfx_pipeline.py)."""
+import types
+
+import numpy as np
+import pytest
+
+from pipeline import candidate_rows, examples
+from trainer import features as F
+from trainer.candidates import CooccurrenceSource, TransitionSource
+from trainer.candidates.served_tables import ItemToItem
+
+IDS = ["a", "b", "c", "d", "e", "f"]
+BRANDS = ["x", "x", "y", "", "y", "z"]
+
+
+def catalog():
+    items = [examples.catalog_example(examples.item_features({
+        "item_id": i, "title": f"title {i}", "description": "", "brand": b,
+        "categories": "Cat", "price": 1.0, "in_stock": True})) for i, b in zip(IDS, BRANDS)]
+    return candidate_rows.RawCatalog.of(items)
+
+
+def unit(item, history, clicked=1, purchased=0, user="u1"):
+    padded = examples.pad_history(history)
+    return {F.USER_ID: user, F.HISTORY_ITEM_IDS: padded, F.NUM_HISTORY: len(history),
+            F.QUERY: "q", F.TIMESTAMP: 100, examples.USER_ACTIVITY: "warm",
+            F.ITEM_ID: item, F.CLICKED: clicked, F.ADDED_TO_CART: purchased,
+            F.PURCHASED: purchased, F.RATING: 0.0, F.HAS_RATING: 0}
+
+
+class FakeExport:
+    """top_k: retrieval returns a, b (scores .9, .5) whatever the context."""
+
+    def __init__(self):
+        self.calls = []
+
+    def top_k(self, units):
+        self.calls.append(len(units))
+        return [["a", "b", "zzz-not-in-catalog"]] * len(units), np.array([[.9, .5, .4]] *
+                                                                          len(units))
+
+
+def tables(n=6):
+    """Transitions c -> e (weight 3) and co-occurrence c ~ f."""
+    import scipy.sparse as sp
+    transitions = sp.csr_matrix(([3.0], ([2], [4])), shape=(n, n))
+    together = sp.csr_matrix(([2.0, 2.0], ([2, 5], [5, 2])), shape=(n, n))
+    return ItemToItem(TransitionSource(transitions), CooccurrenceSource(together), None)
+
+
+def test_pool_is_retrieval_then_item_to_item_evidence_and_rows_carry_features():
+    cat = catalog()
+    context = unit("e", ["c"])                                  # clicked e after c
+    pool = candidate_rows.pool_of(context, ["a", "b", "zzz"], [.9, .5, .4], cat, tables(),
+                                  (50, 50))
+    assert [IDS[r] for r in pool.rows] == ["a", "b", "e", "f"]
+    assert [pool.sources[s].name for s in pool.source] == [
+        F.RETRIEVAL_SCORE, F.RETRIEVAL_SCORE, F.TRANSITION_SCORE, F.COOCCURRENCE_SCORE]
+    counts = candidate_rows.Counts()
+    rows = candidate_rows.context_rows(context, pool, cat, "eval", "eval-0", 20,
+                                       np.random.default_rng(0), counts)
+    assert [r[F.ITEM_ID] for r in rows] == ["a", "b", "e", "f"]
+    assert [r[F.CLICKED] for r in rows] == [0, 0, 1, 0]
+    e = rows[2]
+    assert e[F.TRANSITION_SCORE] == pytest.approx(np.log1p(3.0))
+    # Relative to the first candidate; e (outside retrieval's K) at the K-th score.
+    assert [r[F.RETRIEVAL_SCORE] for r in rows[:2]] == pytest.approx([0.0, -0.4])
+    assert e[F.RETRIEVAL_SCORE] == pytest.approx(-0.4) and e[F.RETRIEVAL_SCORE] <= rows[1][
+        F.RETRIEVAL_SCORE]
+    assert e[F.HISTORY_BRAND_SHARE] == 1.0 and e[F.LAST_ITEM_SAME_BRAND] == 1.0  # c, e: "y"
+    assert rows[0][F.HISTORY_BRAND_SHARE] == 0.0
+    assert {r[F.CONTEXT_ID] for r in rows} == {"eval-0"}
+    assert e[F.CANDIDATE_SOURCE] == F.TRANSITION_SCORE
+    assert all(r[F.USER_ID] == "u1" and r[F.QUERY] == "q" and r[F.TITLE] == f"title "
+               f"{r[F.ITEM_ID]}" for r in rows)
+    for row in rows:       # every row is a valid raw example, features included
+        back = examples.decode_example(examples.to_tf_example(row).SerializeToString())
+        assert back[F.CONTEXT_ID] == "eval-0" and back[F.TRANSITION_SCORE] == pytest.approx(
+            row[F.TRANSITION_SCORE])
+    assert counts.summary()["target_found_by"] == {F.TRANSITION_SCORE: 1}
+    assert counts.summary()["pool_order_recall_at_10"] == 1.0
+    assert counts.summary()["pool_order_ndcg_at_10"] == pytest.approx(0.5)   # 3rd: 1/log2(4)
+
+
+def test_train_rows_sample_negatives_and_skip_contexts_without_the_target():
+    cat, export = catalog(), FakeExport()
+    units = [unit("a", ["c"]), unit("d", ["c"]),                # d: never a candidate
+             unit("b", [], clicked=0), unit("b", ["d"], purchased=1, user="u2")]
+    generator = candidate_rows.split_rows(units, export, cat, tables(), "train", 2, seed=1,
+                                          batch_size=2)
+    rows = []
+    try:
+        while True:
+            rows.append(next(generator))
+    except StopIteration as stop:
+        counts = stop.value
+    assert export.calls == [2, 1], "clicked units only, in batches"
+    summary = counts.summary()
+    assert (summary["contexts"], summary["contexts_with_target_in_pool"]) == (3, 2)
+    assert summary["target_in_pool_share"] == pytest.approx(2 / 3)
+    by_context = {}
+    for row in rows:
+        by_context.setdefault(row[F.CONTEXT_ID], []).append(row)
+    assert sorted(by_context) == ["train-0", "train-2"]
+    first = by_context["train-0"]
+    assert first[0][F.ITEM_ID] == "a" and first[0][F.CLICKED] == 1
+    assert len(first) == 3 and all(r[F.CLICKED] == 0 for r in first[1:])   # 2 negatives
+    assert len({r[F.ITEM_ID] for r in first}) == 3
+    second = by_context["train-2"]
+    assert second[0][F.PURCHASED] == 1 and second[0][F.USER_ID] == "u2"
+    assert len(second) == 2, "u2's pool (a, b: no item-to-item evidence for d) has 1 other"
+    assert summary["rows"] == len(rows) == 5
+
+
+def test_bad_kind_and_empty_catalog_are_refused():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        candidate_rows.context_rows(unit("a", []), types.SimpleNamespace(), catalog(),
+                                    "test", "x", 1, np.random.default_rng(0),
+                                    candidate_rows.Counts())
+    with pytest.raises(ValueError, match="no items"):
+        candidate_rows.RawCatalog.of([])
