@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable
 
@@ -145,27 +146,43 @@ class ModelRegistry:
             for c in configs:
                 self._versions.setdefault(c.name, {})
 
-    def poll(self) -> None:
-        """Bring every model's loaded versions in line with its policy and the disk."""
+    def poll(self, parallel_loads: int = 1) -> None:
+        """Bring every model's loaded versions in line with its policy and the disk.
+
+        With ``parallel_loads`` > 1, up to that many versions (of all models) load at once,
+        all before any unload (as TF Serving's ``num_initial_load_threads`` at start-up;
+        for versions that each load in a process of their own, see version_process.py)."""
         with self._poll_lock:
             with self._cond:
                 names = set(self._versions)
                 configs = dict(self._configs)
-            for name in sorted(names):
-                config = configs.get(name)
-                on_disk = versions_on_disk(config.base_path) if config else {}
-                if config and not on_disk and name not in self._missing_reported:
-                    log.warning("No versions of model %s found under base path %s",
-                                name, config.base_path)
-                    self._missing_reported.add(name)
-                aspired = config.aspired(set(on_disk)) if config else set()
-                for version in sorted(aspired, reverse=True):
-                    self._maybe_load(name, version, on_disk[version])
+            plan = [(name, configs.get(name), *self._aspired(name, configs.get(name)))
+                    for name in sorted(names)]
+            loads = [(name, version, on_disk[version]) for name, _, aspired, on_disk in plan
+                     for version in sorted(aspired, reverse=True)]
+            parallel = parallel_loads > 1 and len(loads) > 1
+            if parallel:
+                with futures.ThreadPoolExecutor(parallel_loads, "load") as pool:
+                    for done in [pool.submit(self._maybe_load, *load) for load in loads]:
+                        done.result()
+            for name, config, aspired, on_disk in plan:
+                if not parallel:
+                    for version in sorted(aspired, reverse=True):
+                        self._maybe_load(name, version, on_disk[version])
                 self._unload_unaspired(name, aspired)
                 if config is None:
                     with self._cond:
                         if all(v.state == END for v in self._versions[name].values()):
                             del self._versions[name]
+
+    def _aspired(self, name: str, config: ModelConfig | None) -> tuple[set[int], dict]:
+        """The versions to serve and the version directories on disk."""
+        on_disk = versions_on_disk(config.base_path) if config else {}
+        if config and not on_disk and name not in self._missing_reported:
+            log.warning("No versions of model %s found under base path %s",
+                        name, config.base_path)
+            self._missing_reported.add(name)
+        return (config.aspired(set(on_disk)) if config else set()), on_disk
 
     def _maybe_load(self, name: str, version: int, path: str) -> None:
         fingerprint = _fingerprint(path)
@@ -215,7 +232,13 @@ class ModelRegistry:
             if not self._cond.wait_for(lambda: entry.in_flight == 0, timeout=wait_s):
                 log.warning("Unloading %s version %d with %d requests still running",
                             name, entry.version, entry.in_flight)
-            entry.servable, entry.state = None, END
+            servable, entry.servable, entry.state = entry.servable, None, END
+        close = getattr(servable, "close", None)  # e.g. ProcessServable: stop its process
+        if close is not None:
+            try:
+                close()
+            except Exception:  # the version is out of service either way
+                log.exception("Closing %s version %d failed", name, entry.version)
         log.info("Unloaded servable version {name: %s version: %d}", name, entry.version)
 
     def unload_all(self, wait_s: float = 10.0) -> None:

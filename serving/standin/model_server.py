@@ -7,7 +7,10 @@ gRPC ``PredictionService.Predict`` / ``GetModelMetadata`` and ``ModelService.Get
 ``:predict``). It reads the same ``--model_config_file`` (or ``--model_name`` /
 ``--model_base_path``), applies the version policy, polls the base paths for new versions
 and swaps them in without failing in-flight requests; a version's warm-up requests
-(``assets.extra/tf_serving_warmup_requests``) run before it serves. Production uses the stock
+(``assets.extra/tf_serving_warmup_requests``) run before it serves. Like TF Serving, which
+loads in C++ threads, it keeps answering while a version loads: each version is loaded and
+served by a child process of its own (``--load_in_process`` to load inside the server
+process instead). Production uses the stock
 ``tensorflow/serving`` image (see docs/serving.md); clients cannot tell the difference.
 
 Not provided: batching, Prometheus monitoring, Classify/Regress/MultiInference.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,14 +35,18 @@ from serving.standin.model_config import (ConfigError, ModelConfig, configs_from
 from serving.standin.model_registry import ModelRegistry, Poller
 from serving.standin.rest_api import RestServer
 from serving.standin.saved_model_servable import SavedModelServable
+from serving.standin.version_process import ProcessLoader
 
 log = logging.getLogger("serving.standin.model_server")
+LOAD_PROCESSES = max(2, os.cpu_count() or 1)  # versions loading at once, each in a process
 
 
 class ModelServer:
     """Registry + version polling + gRPC and REST endpoints, started and stopped together.
 
-    Port 0 picks a free port; the bound ports are ``grpc_port`` and ``rest_port``.
+    Port 0 picks a free port; the bound ports are ``grpc_port`` and ``rest_port``. Each
+    version is loaded and served by a child process of its own (version_process.py), so
+    loading never stalls requests; ``load_in_process`` loads and serves in this process.
     """
 
     def __init__(self, configs: list[ModelConfig], port: int = 8500, rest_api_port: int = 0,
@@ -46,9 +54,13 @@ class ModelServer:
                  model_config_file: str | None = None,
                  model_config_file_poll_wait_seconds: float = 0.0,
                  base_path_mapping: dict[str, str] | None = None,
-                 rest_api_num_threads: int = 16, enable_model_warmup: bool = True):
-        self.registry = ModelRegistry(
-            configs, loader=functools.partial(SavedModelServable, warmup=enable_model_warmup))
+                 rest_api_num_threads: int = 16, enable_model_warmup: bool = True,
+                 load_in_process: bool = False):
+        if load_in_process:
+            self._loader = functools.partial(SavedModelServable, warmup=enable_model_warmup)
+        else:
+            self._loader = ProcessLoader(warmup=enable_model_warmup)
+        self.registry = ModelRegistry(configs, loader=self._loader)
         self._applied_configs = list(configs)
         self._host, self._port, self._rest_port = host, port, rest_api_port
         self._poll_s = file_system_poll_wait_seconds
@@ -62,7 +74,7 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         """Load the models, open the ports, start polling; on failure undo and raise."""
-        self.registry.poll()  # initial load, before any port is open
+        self._poll()  # initial load, before any port is open
         try:
             self._grpc, self.grpc_port = create_grpc_server(
                 self.registry, self._port, self._host, reload_config=self.reload_config)
@@ -77,7 +89,7 @@ class ModelServer:
             raise
         if self._poll_s > 0:
             self._pollers.append(
-                Poller(self.registry.poll, self._poll_s, "version-poller").start())
+                Poller(self._poll, self._poll_s, "version-poller").start())
         if self._config_file and self._config_poll_s > 0:
             self._pollers.append(Poller(self._reload_config_file, self._config_poll_s,
                                         "config-poller").start())
@@ -93,6 +105,8 @@ class ModelServer:
         for poller in self._pollers:
             poller.stop()
         self.registry.unload_all()
+        if isinstance(self._loader, ProcessLoader):
+            self._loader.close()  # any version process left (e.g. a load cut short)
 
     def reload_config(self, proto) -> None:
         """Serve the models of a ModelServerConfig proto (HandleReloadConfigRequest)."""
@@ -102,7 +116,13 @@ class ModelServer:
             raise InvalidArgument(str(e)) from None
         self._applied_configs = configs
         self.registry.update_config(configs)
-        self.registry.poll()
+        self._poll()
+
+    def _poll(self) -> None:
+        """Load new versions (side by side when each loads in a process of its own), then
+        unload the versions no longer served."""
+        self.registry.poll(parallel_loads=LOAD_PROCESSES
+                           if isinstance(self._loader, ProcessLoader) else 1)
 
     def _reload_config_file(self) -> None:
         try:
@@ -115,7 +135,7 @@ class ModelServer:
         log.info("Model config changed: now serving %s", ", ".join(c.name for c in configs))
         self._applied_configs = configs
         self.registry.update_config(configs)
-        self.registry.poll()
+        self._poll()
 
 
 def _mapping(values: list[str]) -> dict[str, str]:
@@ -161,6 +181,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="true|false",
                         help="replay assets.extra/tf_serving_warmup_requests while a version "
                              "loads (default true)")
+    parser.add_argument("--load_in_process", action="store_true",
+                        help="stand-in only: load and serve every version inside this process "
+                             "(default: one child process per version, so a loading version "
+                             "never stalls requests for the served ones)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (stand-in only; default 127.0.0.1, loopback: "
                              "the model server has no authentication, docs/security.md; "
@@ -205,7 +229,8 @@ def main(argv=None) -> int:
             model_config_file=args.model_config_file or None,
             model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
             base_path_mapping=mapping, rest_api_num_threads=args.rest_api_num_threads,
-            enable_model_warmup=args.enable_model_warmup).start()
+            enable_model_warmup=args.enable_model_warmup,
+            load_in_process=args.load_in_process).start()
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ version's warm-up requests (``assets.extra/tf_serving_warmup_requests``, see war
 from __future__ import annotations
 
 import os
+from typing import Container
 
 import numpy as np
 import tensorflow as tf
@@ -69,13 +70,14 @@ class SavedModelServable:
             except WarmupError as e:
                 raise ModelLoadError(str(e), code=e.code) from None
 
+    @property
+    def signature_names(self) -> frozenset[str]:
+        """The signatures the loaded model has functions for."""
+        return frozenset(self._functions)
+
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """The SignatureDef, or FAILED_PRECONDITION as TF Serving's Predict reports it."""
-        name = name or DEFAULT_SIGNATURE
-        if name not in self.signature_defs or name not in self._functions:
-            raise ServingError(f'Serving signature key "{name}" not found.',
-                               code="FAILED_PRECONDITION")
-        return self.signature_defs[name]
+        return find_signature(self.signature_defs, self._functions, name)
 
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray],
                 output_filter: list[str] | tuple = ()) -> dict[str, np.ndarray]:
@@ -91,6 +93,18 @@ class SavedModelServable:
         except tf.errors.OpError as e:
             raise ServingError(e.message, code=CODE_NAMES.get(e.error_code, "UNKNOWN")) from None
         return {alias: result[alias].numpy() for alias in outputs}
+
+
+def find_signature(signature_defs: dict, loaded: Container[str],
+                   name: str) -> meta_graph_pb2.SignatureDef:
+    """The SignatureDef called ``name`` (default: serving_default) that is both in
+    ``saved_model.pb`` and among the ``loaded`` signature functions, or FAILED_PRECONDITION
+    as TF Serving's Predict reports an unknown signature."""
+    name = name or DEFAULT_SIGNATURE
+    if name not in signature_defs or name not in loaded:
+        raise ServingError(f'Serving signature key "{name}" not found.',
+                           code="FAILED_PRECONDITION")
+    return signature_defs[name]
 
 
 def _check_input_names(signature, inputs) -> None:

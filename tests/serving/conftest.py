@@ -31,7 +31,8 @@ def standin_server(tiny_config):
 
     server = ModelServer(load_model_config(tiny_config), port=portpicker.pick_unused_port(),
                          rest_api_port=portpicker.pick_unused_port(), host="127.0.0.1",
-                         file_system_poll_wait_seconds=0).start()
+                         file_system_poll_wait_seconds=0,
+                         load_in_process=True).start()  # protocol tests: loading is tested in standin/
     yield server
     server.stop(grace_s=2)
 

@@ -101,7 +101,8 @@ def api_model_server(api_serving_dir):
     configs = (single_model_config("retrieval", str(api_serving_dir / "retrieval"))
                + single_model_config("ranking", str(api_serving_dir / "ranking")))
     server = ModelServer(configs, port=portpicker.pick_unused_port(), host="127.0.0.1",
-                         file_system_poll_wait_seconds=0).start()
+                         file_system_poll_wait_seconds=0,
+                         load_in_process=True).start()  # API tests: loading is tested in standin/
     yield server
     server.stop(grace_s=1)
 

@@ -31,7 +31,8 @@ def test_watcher_follows_a_pushed_version(api_shop, pushed_dir):
     configs = (single_model_config("retrieval", str(pushed_dir / "retrieval"))
                + single_model_config("ranking", str(pushed_dir / "ranking")))
     server = ModelServer(configs, port=portpicker.pick_unused_port(), host="127.0.0.1",
-                         file_system_poll_wait_seconds=0.5).start()
+                         file_system_poll_wait_seconds=0.5,
+                         load_in_process=True).start()  # child loads: standin/ tests
     shop = load_shop(api_shop)
     catalog = Catalog(shop.items)
     backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=10, retries=0)

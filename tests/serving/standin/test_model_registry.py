@@ -167,3 +167,50 @@ def test_unload_all(saved_versions, tmp_path):
     registry.poll()
     registry.unload_all()
     assert registry.status("m")[0].state == "END"
+
+
+def test_parallel_loads_load_versions_of_all_models_side_by_side(saved_versions, tmp_path):
+    for name in ("a", "b"):
+        add_version(saved_versions, str(tmp_path / name), 1)
+    running, most = [], []
+    lock = threading.Lock()
+
+    def slow_loader(path):
+        with lock:
+            running.append(path)
+            most.append(len(running))
+        time.sleep(0.3)
+        with lock:
+            running.remove(path)
+        return object()
+
+    configs = [ModelConfig(name, str(tmp_path / name)) for name in ("a", "b")]
+    registry = ModelRegistry(configs, loader=slow_loader)
+    registry.poll(parallel_loads=2)
+    assert max(most) == 2
+    assert [s.state for name in ("a", "b") for s in registry.status(name)] == ["AVAILABLE"] * 2
+    add_version(saved_versions, str(tmp_path / "a"), 2)
+    most.clear()
+    registry.poll()  # one at a time by default
+    assert most == [1]
+    assert [(s.version, s.state) for s in registry.status("a")] == [(2, "AVAILABLE"), (1, "END")]
+
+
+def test_dropped_servables_are_closed_if_they_can_be(saved_versions, tmp_path):
+    closed = []
+
+    class Closable:
+        def __init__(self, path):
+            self.path = path
+
+        def close(self):
+            closed.append(os.path.basename(self.path))
+
+    add_version(saved_versions, str(tmp_path), 1)
+    registry = ModelRegistry([ModelConfig("m", str(tmp_path))], loader=Closable)
+    registry.poll()
+    add_version(saved_versions, str(tmp_path), 2)
+    registry.poll()
+    assert closed == ["1"], "unloading version 1 closed it"
+    registry.unload_all()
+    assert closed == ["1", "2"]

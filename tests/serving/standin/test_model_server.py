@@ -35,13 +35,16 @@ def wait_for(condition, timeout_s=60.0, what="condition"):
 
 @pytest.fixture
 def swap_server(tmp_path):
+    """Serving ``swap`` version 1, polling every 0.2 s; versions load in-process (no TF
+    import per version): test_version_process.py covers swaps through child processes."""
     base = tmp_path / "swap"
     tiny_models.write_version(str(base), 1)
     config = write_config(tmp_path / "models.config", base)
     server = ModelServer(load_model_config(config), port=portpicker.pick_unused_port(),
                          rest_api_port=portpicker.pick_unused_port(), host="127.0.0.1",
                          file_system_poll_wait_seconds=0.2, model_config_file=config,
-                         model_config_file_poll_wait_seconds=0.2).start()
+                         model_config_file_poll_wait_seconds=0.2,
+                         load_in_process=True).start()
     yield server, base, tmp_path / "models.config"
     server.stop(grace_s=2)
 
@@ -51,28 +54,29 @@ def test_swap_under_concurrent_requests_fails_nothing(swap_server):
     clients = [GrpcPredictClient(f"127.0.0.1:{server.grpc_port}", deadline_s=30, retries=0),
                RestPredictClient(f"http://127.0.0.1:{server.rest_port}", timeout_s=30,
                                  retries=0)]
-    seen = {id(c): [] for c in clients}
-    failures, stop = [], threading.Event()
+    callers = [c for c in clients for _ in range(2)]
+    seen = [[] for _ in callers]  # per thread: a request sent before the swap may finish
+    failures, stop = [], threading.Event()  # after another thread's first answer from v2
 
-    def hammer(client):
+    def hammer(client, versions):
         while not stop.is_set():
             try:
-                seen[id(client)].append(int(client.predict("swap", INPUTS)["version"][0]))
+                versions.append(int(client.predict("swap", INPUTS)["version"][0]))
             except Exception as e:  # any failure fails the test
                 failures.append(repr(e))
 
-    threads = [threading.Thread(target=hammer, args=(c,)) for c in clients for _ in range(2)]
+    threads = [threading.Thread(target=hammer, args=(c, v)) for c, v in zip(callers, seen)]
     for t in threads:
         t.start()
     time.sleep(1.0)
     tiny_models.write_version(str(base), 2)  # save elsewhere, then rename into place
-    wait_for(lambda: all(s and s[-1] == 2 for s in seen.values()), what="responses from v2")
+    wait_for(lambda: all(s and s[-1] == 2 for s in seen), what="responses from v2")
     time.sleep(0.5)
     stop.set()
     for t in threads:
         t.join(30)
     assert failures == []
-    for versions in seen.values():
+    for versions in seen:
         assert versions[0] == 1 and versions[-1] == 2
         assert versions == sorted(versions)  # never back to v1 once v2 answered
     wait_for(lambda: clients[0].status("swap", version=1)[0].state == "END", what="v1 unload")
@@ -118,12 +122,38 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
         assert e.value.code == 2
 
 
+def _children_of(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-def test_cli_serves_then_stops_gracefully_on_sigterm(tiny_config):
+def test_cli_serves_then_stops_gracefully_on_sigterm(tiny_config, tmp_path):
     grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    config = tmp_path / "tiny.config"  # version 1 only: one version process to start
+    config.write_text("model_config_list { config { name: 'tiny' base_path: "
+                      f"'{os.path.join(os.path.dirname(tiny_config), 'tiny')}' "
+                      "model_version_policy { specific { versions: 1 } } } }")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.standin.model_server", "--model_config_file", tiny_config,
+        [sys.executable, "-m", "serving.standin.model_server", "--model_config_file", str(config),
          "--port", str(grpc_port), "--rest_api_port", str(rest_port), "--host", "127.0.0.1",
          "--file_system_poll_wait_seconds", "1"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -143,8 +173,12 @@ def test_cli_serves_then_stops_gracefully_on_sigterm(tiny_config):
         with GrpcPredictClient(f"127.0.0.1:{grpc_port}") as g:
             assert g.status("tiny", version=1)[0].state == "AVAILABLE"
         client.close()
+        children = _children_of(process.pid)  # the version's process (+ multiprocessing's
+        assert children  # resource tracker)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+        wait_for(lambda: not any(map(_alive, children)), timeout_s=10,
+                 what="the server's child processes to end")
         log = process.stdout.read()
         assert "Running gRPC ModelServer at 127.0.0.1" in log and "Stopped" in log
     finally:
