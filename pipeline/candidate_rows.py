@@ -63,6 +63,7 @@ class Counts:
     """What one split's contexts gave (the component's report)."""
 
     contexts: int = 0
+    clicked_units: int = 0          # the split's clicks (contexts: those used)
     target_in_pool: int = 0
     rows: int = 0
     pool_sizes: list = dataclasses.field(default_factory=list)
@@ -72,6 +73,7 @@ class Counts:
     def summary(self) -> dict:
         positions = np.asarray(self.target_positions)
         return {
+            "clicked_units": self.clicked_units,
             "contexts": self.contexts, "contexts_with_target_in_pool": self.target_in_pool,
             "target_in_pool_share": self.target_in_pool / self.contexts if self.contexts
             else None,
@@ -175,12 +177,18 @@ class RetrievalExport:
 
 def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
                negatives: int, seed: int, counts_by_source=(50, 50), batch_size: int = 256,
-               progress=None):
+               progress=None, max_contexts: int = 0):
     """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
-    its ``Counts`` as the generator's value (``yield from``)."""
+    its ``Counts`` as the generator's value (``yield from``). ``max_contexts`` > 0: at most
+    that many contexts, a seeded uniform sample kept in split order (``Counts.sampled_from``
+    says of how many)."""
     rng = np.random.default_rng(seed)
     counts = Counts()
     contexts = [u for u in units if u[F.CLICKED]]
+    counts.clicked_units = len(contexts)
+    if 0 < max_contexts < len(contexts):
+        keep = np.sort(rng.choice(len(contexts), size=max_contexts, replace=False))
+        contexts = [contexts[i] for i in keep]
     for start in range(0, len(contexts), batch_size):
         batch = contexts[start:start + batch_size]
         ids, scores = export.top_k(batch)

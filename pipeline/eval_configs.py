@@ -143,8 +143,8 @@ def ranking_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
 # Two-stage blessing: the served order over each eval context's candidate pool.
 SCORE_OUTPUT = "score"           # the exported combined score (trainer/signatures.py)
 NDCG_AT = 10
-TWO_STAGE_SLICES = [OVERALL, tfma.SlicingSpec(feature_keys=[examples.USER_ACTIVITY]),
-                    tfma.SlicingSpec(feature_keys=[features.CANDIDATE_SOURCE])]
+# Slices hold whole contexts (a pool split by candidate source would cut NDCG's lists).
+TWO_STAGE_SLICES = [OVERALL, tfma.SlicingSpec(feature_keys=[examples.USER_ACTIVITY])]
 
 
 def two_stage_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
@@ -153,8 +153,8 @@ def two_stage_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
     value + change thresholds) is the blessing, i.e. the order the API serves; per binary
     head AUC over the pool rows (value + change thresholds) and mean label / prediction.
     No calibration band: every eval context holds one chosen item among its whole pool, so
-    the label rate is the pool's, not the shop's click rate. Slices: overall, user activity,
-    the source that put the candidate in the pool."""
+    the label rate is the pool's, not the shop's click rate. Slices: overall, user
+    activity."""
     ndcg = _gated("NDCG", cfg.min_ranking_ndcg, cfg.max_ranking_ndcg_drop)
     ndcg.config = json.dumps({"gain_key": features.CLICKED})
     # k through `binarize`, not the metric's own top_k_list: thresholds are keyed by the

@@ -9,7 +9,8 @@ turns them into raw examples with the candidate features.
 
 Outputs (standard Examples, gzipped tf.Example TFRecords). ``candidate_examples``: the raw rows, split
 "train" (from the rank window: target + ``negatives`` sampled pool items per context) and
-"eval" (every pool item of every eval context), for the ranking Evaluator (TFMA groups them
+"eval" (every pool item of every eval context, or of a seeded sample of
+``max_eval_contexts`` of them: TFMA's cost grows with the rows), for the ranking Evaluator (TFMA groups them
 by ``context_id``). ``transformed_examples``: the same rows through the Transform graph
 (``transform_graph``, analysed on the train split) plus the candidate features and the
 context id, and the catalog split transformed, for the ranking Trainer (it reads them as it
@@ -133,7 +134,7 @@ def write_rows(rows, split_uri: str, transformed_uri: str, transform,
 
 def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri: str,
              transformed_uri: str, negatives: int, transition_candidates: int,
-             cooccurrence_candidates: int, seed: int) -> dict:
+             cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0) -> dict:
     """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
     report. ``examples_uri_of``: split name -> input split directory."""
     if negatives < 1:
@@ -151,7 +152,7 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
                 out.write(record)
     export = candidate_rows.RetrievalExport(export_dir)
     tables = export.tables(catalog)
-    report = {"negatives": negatives, "seed": seed,
+    report = {"negatives": negatives, "seed": seed, "max_eval_contexts": max_eval_contexts,
               "transition_candidates": transition_candidates,
               "cooccurrence_candidates": cooccurrence_candidates,
               "item_to_item": tables.report if tables is not None else None, "splits": {}}
@@ -163,7 +164,8 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
 
         rows = candidate_rows.split_rows(
             units, export, catalog, tables, out_split, negatives, seed,
-            (transition_candidates, cooccurrence_candidates), progress=progress)
+            (transition_candidates, cooccurrence_candidates), progress=progress,
+            max_contexts=max_eval_contexts if out_split == "eval" else 0)
         counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
                                  os.path.join(transformed_uri, f"Split-{out_split}"), transform)
         report["splits"][out_split] = dict(counts.summary(), from_split=in_split)
@@ -200,6 +202,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
     transition_candidates: tfx.dsl.components.Parameter[int] = 50,
     cooccurrence_candidates: tfx.dsl.components.Parameter[int] = 50,
     seed: tfx.dsl.components.Parameter[int] = 0,
+    max_eval_contexts: tfx.dsl.components.Parameter[int] = 0,
 ):
     """Two-stage ranking rows (module docstring)."""
     splits = artifact_utils.decode_split_names(examples.split_names)
@@ -210,7 +213,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
     report = generate(lambda split: artifact_utils.get_split_uri([examples], split),
                       path_utils.serving_model_path(model.uri), transform_graph.uri,
                       candidate_examples.uri, transformed_examples.uri, negatives,
-                      transition_candidates, cooccurrence_candidates, seed)
+                      transition_candidates, cooccurrence_candidates, seed, max_eval_contexts)
     for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
                             (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
         artifact.split_names = artifact_utils.encode_split_names(names)

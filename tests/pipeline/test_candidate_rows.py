@@ -120,3 +120,26 @@ def test_bad_kind_and_empty_catalog_are_refused():
                                     candidate_rows.Counts())
     with pytest.raises(ValueError, match="no items"):
         candidate_rows.RawCatalog.of([])
+
+
+def test_eval_contexts_can_be_a_seeded_sample():
+    cat = catalog()
+    units = [unit("a", ["c"], user=f"u{i}") for i in range(10)]
+
+    def run(seed, max_contexts):
+        generator = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "eval", 2,
+                                              seed=seed, max_contexts=max_contexts)
+        rows = []
+        try:
+            while True:
+                rows.append(next(generator))
+        except StopIteration as stop:
+            return rows, stop.value.summary()
+
+    rows, summary = run(5, 4)
+    assert (summary["clicked_units"], summary["contexts"]) == (10, 4)
+    users = [r[F.USER_ID] for r in rows if r[F.CLICKED]]
+    assert len(users) == 4 and users == sorted(users, key=lambda u: int(u[1:])), "split order"
+    assert run(5, 4)[0] == rows, "seeded"
+    assert run(6, 4)[0] != rows
+    assert run(5, 0)[1]["contexts"] == run(5, 99)[1]["contexts"] == 10
