@@ -428,8 +428,8 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
 def test_pushes_under_load_lose_no_answer_on_the_pushed_models(runs, tmp_path):
     """Smoke of benchmarks/serving_swaps.py (10 pushes there): the real stack on the models
     this pipeline pushed, a new version pushed while 8 clients ask /v1/recommend (one push
-    keeps CI short): no failed answer, the push served, at most a few degraded ones (answers past the 2 s
-    deadline while the stand-in loads a version in its own Python process on 2 busy cores;
+    keeps CI short): no failed and no degraded answer, the push served (the stand-in loads
+    each version in a child process, so loading never stalls the served version;
     benchmarks/results/serving_swaps.md)."""
     from benchmarks import serving_swaps  # pylint: disable=import-outside-toplevel
     cfg = runs["cfg"]
@@ -440,7 +440,7 @@ def test_pushes_under_load_lose_no_answer_on_the_pushed_models(runs, tmp_path):
     report = json.loads((tmp_path / "out" / "serving_swaps.json").read_text())
     summary = report["summary"]
     assert summary["answers"] > 50 and summary["swaps_served"] == 1, report
-    assert summary["failed"] == 0 and summary["degraded"] <= 0.1 * summary["answers"], summary
+    assert summary["failed"] == 0 and summary["degraded"] == 0, summary
     assert code == 0
 
 
