@@ -143,7 +143,8 @@ class EventStore(ABC):
         Events of erased users up to their erasure and, with a retention, events older than
         it are left out: an old export must not bring back what was deleted.
         """
-        key = f"shop_import:{fingerprint(events)}"
+        export = fingerprint(events)
+        key = f"shop_import:{export}"
         if self.get_meta(key) is not None:
             return False
         keep = events
@@ -152,7 +153,7 @@ class EventStore(ABC):
         cutoff = self.cutoff(now)
         if cutoff is not None:
             keep = keep[keep[spec.TIMESTAMP].to_numpy() >= cutoff]
-        self._add(keep, None, (key, str(len(events))))
+        self._add(with_import_ids(keep, export), None, (key, str(len(events))))
         return True
 
     # ---- retention ----
@@ -284,6 +285,19 @@ def fingerprint(events: pd.DataFrame) -> str:
     """Content hash of an events frame (order-sensitive; the EVENT_COLUMNS only)."""
     hashed = pd.util.hash_pandas_object(events[list(spec.EVENT_COLUMNS)], index=False)
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:24]
+
+
+def with_import_ids(events: pd.DataFrame, export: str) -> pd.DataFrame:
+    """The events, each without an event_id given one from the export's fingerprint and its
+    row (``import:<export>:<row>``): an import that died part-way (Redis adds in chunks,
+    the import marker comes with the last) adds only what is missing when it runs again, so
+    the outcome is that of one atomic import."""
+    given = (events[spec.EVENT_ID] if spec.EVENT_ID in events
+             else pd.Series([None] * len(events), index=events.index, dtype=object))
+    out = events.copy()
+    out[spec.EVENT_ID] = [g if isinstance(g, str) and g else f"import:{export}:{row}"
+                          for g, row in zip(given, events.index)]
+    return out
 
 
 def event_rows(events: pd.DataFrame, received_at: int | None):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline.contract import spec
-from serving.events.store import (MIGRATIONS, EventStoreError, SqliteEventStore, migrate,
-                                 open_event_store)
+from serving.events.store import (MIGRATIONS, EventStoreError, SqliteEventStore, fingerprint,
+                                 migrate, open_event_store, with_import_ids)
 from tests.serving.api.setup import redis_url  # noqa: F401
 from trainer import features
 
@@ -91,6 +91,19 @@ def test_shop_import_happens_once_per_export(store):
     assert store.count() == 2
     assert store.import_shop_events(events(("u", "c", "click", 3))) is True
     assert store.user_context("u").history == ["c", "b", "a"]
+
+
+def test_an_import_that_died_part_way_resumes_without_duplicates(store):
+    shop = events(*[(f"u{k % 3}", f"i{k}", "click", k) for k in range(2500)])
+    # The process died after the first 1,000 events (Redis: one chunk), before the marker.
+    store._add(with_import_ids(shop, fingerprint(shop)).iloc[:1000], None, None)
+    assert store.count() == 1000
+    assert store.import_shop_events(shop) is True
+    assert store.count() == 2500, "the resumed import adds only the missing events"
+    assert store.import_shop_events(shop) is False
+    assert store.user_context("u0").history[:2] == ["i2499", "i2496"]
+    given = shop.assign(**{spec.EVENT_ID: ["mine"] + [""] * 2499})
+    assert with_import_ids(given, "x")[spec.EVENT_ID].tolist()[:2] == ["mine", "import:x:1"]
 
 
 def test_concurrent_writers_lose_nothing(store):
