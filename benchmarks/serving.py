@@ -5,7 +5,7 @@ catalog size, or on the models the TFX pipeline pushed.
         [--concurrency 1,8,32] [--targets recommend,top_k,score] [--duration-s 5]
         [--warmup-s 1] [--seed 0] [--out benchmarks/results] [--workdir DIR]
     python -m benchmarks.serving --models pushed [--serving-dir serving_models]
-        [--shop sample_shop] [--concurrency 1,8,32]
+        [--shop sample_shop] [--pseudonym-key-file runs/pseudonym.key] [--concurrency 1,8,32]
         [--targets recommend,search,top_k,rank_candidates] [--duration-s 5] ...
 
 ``--models synthetic`` (default): for each catalog size a synthetic shop (items in 20 top
@@ -456,6 +456,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                          "and ranking/<version>/ (default serving_models)")
     p.add_argument("--shop", help="pushed: the shop folder the models were trained on "
                                   "(default sample_shop)")
+    p.add_argument("--pseudonym-key-file",
+                   help="pushed: the key the models were trained with (make demo: "
+                        "runs/pseudonym.key); the API pseudonymises user ids with it (the "
+                        "Predict targets send raw ids: their latency does not depend on it)")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--targets", help=f"comma-separated, of {', '.join(ALL_TARGETS)} (default: "
                                      + "; ".join(f"{m}: {t}" for m, t in
@@ -514,6 +518,7 @@ def main(argv=None) -> int:
         "setup": {}}
     if args.models == "pushed":
         meta.update(serving_dir=str(args.serving_dir), shop=str(args.shop),
+                    pseudonym_key_file=bool(args.pseudonym_key_file),
                     model_versions=disk_versions, catalog_items=len(setup.items),
                     users=len(setup.histories))
         setups = [lambda prepared=setup: prepared]
@@ -525,7 +530,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         with LocalStack(str(setup.serving_dir), str(setup.shop_dir),
                         log_dir=str(workdir / f"logs_{setup.label}"), startup_timeout_s=600,
-                        api_settings={"rate_limits": "off"}) as stack:     # measure capacity
+                        api_settings={"rate_limits": "off"},               # measure capacity
+                        pseudonym_key_file=getattr(args, "pseudonym_key_file", None)) as stack:
             served = httpx.get(f"{stack.api_url}/readyz", timeout=10,
                                headers=stack.headers()).json().get("models", {})
             meta["setup"][setup.label] = {
