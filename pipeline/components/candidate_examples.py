@@ -95,23 +95,23 @@ class Transformer:
         self._tf = tf
         self._output = tft.TFTransformOutput(transform_graph_uri)
         self._raw_spec = self._output.raw_feature_spec()
+        # One parse per batch: the raw features and, as lists (catalog rows have none),
+        # the candidate features and context strings.
+        self._spec = dict(self._raw_spec, **{
+            key: tf.io.VarLenFeature(tf.float32) for key in F.OPTIONAL_FLOAT_FEATURES}, **{
+            key: tf.io.VarLenFeature(tf.string) for key in F.OPTIONAL_STRING_FEATURES})
 
     def __call__(self, serialized: list) -> list:
-        tf = self._tf
-        batch = tf.constant(serialized)
-        raw = tf.io.parse_example(batch, self._raw_spec)
+        parsed = self._tf.io.parse_example(self._tf.constant(serialized), self._spec)
         out = {k: v.numpy() for k, v in self._output.transform_raw_features(
-            raw, drop_unused_features=True).items()}
-        extra = {key: tf.io.FixedLenFeature([], tf.float32, default_value=0.0)
-                 for key in F.OPTIONAL_FLOAT_FEATURES}
-        extra.update({key: tf.io.FixedLenFeature([], tf.string, default_value="")
-                      for key in F.OPTIONAL_STRING_FEATURES})
-        present = tf.io.parse_example(batch[:1], {
-            k: tf.io.VarLenFeature(v.dtype) for k, v in extra.items()})
-        keep = [k for k in extra if present[k].values.shape[0]]
-        if keep:
-            parsed = tf.io.parse_example(batch, {k: extra[k] for k in keep})
-            out.update({k: v.numpy() for k, v in parsed.items()})
+            {k: parsed[k] for k in self._raw_spec}, drop_unused_features=True).items()}
+        for key in (*F.OPTIONAL_FLOAT_FEATURES, *F.OPTIONAL_STRING_FEATURES):
+            values = parsed[key].values.numpy()
+            if len(values) == len(serialized):      # every row has it (rows of one kind)
+                out[key] = values
+            elif len(values):
+                raise ValueError(f"CandidateExamples: {len(values)} of {len(serialized)} "
+                                 f"rows have {key!r}; rows must all have it or none")
         return encode_transformed(out)
 
 
