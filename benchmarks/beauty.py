@@ -14,7 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -24,9 +23,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks import beauty_data, protocol, registry, report  # noqa: E402
+from benchmarks import beauty_data, beauty_product, protocol, registry, report  # noqa: E402
 
 DEFAULT_MODELS = "popular,transitions,transitions3,ease,ease_filtered,sasrec"
+# The product row (beauty_product.py): the real pipeline, pushed bundle and API code.
+PRODUCT = "product"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,11 +46,6 @@ def parse_overrides(pairs):
             parsed = value          # bare strings: sasrec.strategy=mirrored
         out.setdefault(model, {})[option] = parsed
     return out
-
-
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _environment():
@@ -80,7 +76,10 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
     if unknown:
         raise ValueError(f"--set for model(s) not run: {', '.join(sorted(unknown))}")
     for name, values in overrides.items():
-        registry.options(registry.get(name), values)     # unknown options fail before work
+        if name == PRODUCT:
+            _product_options(values)
+        else:
+            registry.options(registry.get(name), values)     # unknown options fail before work
     stages = {}
     start = time.time()
     data = beauty_data.load_beauty(data_dir, max_users, seed)
@@ -92,12 +91,9 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
                             batch_size=batch_size)
     results = {
         "dataset": {
-            "name": "amazon_beauty_2014_5core", "path": os.path.abspath(data_dir),
-            "users": len(data.user_ids), "items": data.n_items,
-            "interactions": data.n_interactions, "evaluated_users": len(split.test),
-            "max_users": max_users,
-            "sha256": {name: _sha256(os.path.join(data_dir, name))
-                       for name in (beauty_data.SEQUENCES_FILE, beauty_data.ITEMS_FILE)},
+            "name": os.path.basename(os.path.abspath(data_dir)),
+            **beauty_data.describe(data_dir, data),
+            "evaluated_users": len(split.test), "max_users": max_users,
         },
         "seed": seed,
         "protocol": "leave-one-out; train = all but last two; validation = second to last; "
@@ -106,6 +102,14 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
         "models": {}, "stage_seconds": stages,
     }
     for name in tqdm(models, desc="models", dynamic_ncols=True):
+        if name == PRODUCT:
+            row = beauty_product.product_row(data, data_dir, seed, **_product_options(
+                overrides.get(name)))
+            stages[f"{name}.fit"], stages[f"{name}.eval"] = row["fit_seconds"], row["eval_seconds"]
+            results["models"][name] = row
+            _report_row(name, row["test"], row["fit_seconds"])
+            _finish(results, on_model)
+            continue
         task.progress = _progress(f"{name}: fit")
         start = time.time()
         fitted, options = registry.fit(name, task, seed, overrides.get(name))
@@ -129,17 +133,34 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
             results["models"][row_name] = {
                 "options": options, "info": info, "fit_seconds": fit_seconds,
                 "eval_seconds": eval_seconds, **scores}
-            test = scores["test"]
-            tqdm.write(f"{row_name}: test R@10 {test['unfiltered']['recall@10']:.4f} "
-                       f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
-                       f"{test['filtered']['recall@10']:.4f} N@10 "
-                       f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
-        results["environment"] = _environment()
-        results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds")
-        if on_model:
-            on_model(results)
+            _report_row(row_name, scores["test"], fit_seconds)
+        _finish(results, on_model)
     return results
+
+
+def _product_options(values):
+    """--set product.OPTION=VALUE as keyword arguments of beauty_product.product_row."""
+    values = dict(values or {})
+    known = {"config", "work_dir", "replay_users", "threads"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {PRODUCT}; known: {sorted(known)}")
+    return values
+
+
+def _report_row(name, test, fit_seconds):
+    tqdm.write(f"{name}: test R@10 {test['unfiltered']['recall@10']:.4f} "
+               f"N@10 {test['unfiltered']['ndcg@10']:.4f} | filtered R@10 "
+               f"{test['filtered']['recall@10']:.4f} N@10 "
+               f"{test['filtered']['ndcg@10']:.4f} | fit {fit_seconds:.1f} s")
+
+
+def _finish(results, on_model):
+    results["environment"] = _environment()
+    results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    if on_model:
+        on_model(results)
 
 
 def merge(previous, current):
@@ -169,7 +190,8 @@ def main(argv=None):
                         help="seeded random subset of users (development)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma-separated, from: {', '.join(registry.names())}")
+                        help=f"comma-separated, from: {', '.join(registry.names())}, "
+                             f"{PRODUCT} (the real pipeline + API: beauty_product.py)")
     parser.add_argument("--set", action="append", default=[], metavar="MODEL.OPTION=VALUE",
                         help="override a model option (JSON value); repeatable")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
@@ -182,10 +204,10 @@ def main(argv=None):
     stem = "beauty" if args.max_users is None else f"beauty_u{args.max_users}"
     command = " ".join(["python -m benchmarks.beauty"] + (argv or sys.argv[1:]))
     try:
-        unknown = [m for m in models if m not in registry.names()]
+        unknown = [m for m in models if m not in registry.names() + [PRODUCT]]
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(registry.names())}")
+                             f"{', '.join(registry.names() + [PRODUCT])}")
         previous = _previous_results(args, stem)
         final = {}
 
@@ -199,7 +221,8 @@ def main(argv=None):
 
         run(args.data, models, args.seed, args.max_users, parse_overrides(args.set),
             args.batch_size, on_model=save)
-    except (beauty_data.BeautyDataError, ValueError, KeyError) as err:
+    except (beauty_data.BeautyDataError, beauty_product.ProductRunError, ValueError,
+            KeyError) as err:
         sys.exit(f"error: {err}")
     for ext in ("md", "json", "png"):
         print("wrote", os.path.join(args.out, f"{stem}.{ext}"))

@@ -4,21 +4,27 @@ Folder layout (see the folder's PROVENANCE.md):
 
 - ``sequential_data.txt``: one line per user, ``user_id item_id item_id ...`` (1-based P5 ids,
   items in chronological order, no timestamps);
-- ``items.tsv``: tab-separated with a header; ``item_id`` runs 1..N in order.
+- ``items.tsv``: tab-separated with a header; ``item_id`` runs 1..N in order; columns
+  ``title``, ``brand``, ``categories`` (levels joined with ``|``, any depth, may be empty) and
+  ``price`` (may be empty = unknown, even for every item); optional ``asin`` and
+  ``description``. Other columns are ignored.
 
 Inside the benchmark an item is its 0-based index ``item_id - 1``.
 
 The Amazon data is licensed for research only: never write it, or anything derived from it,
 into the repository. ``to_shop`` refuses an output folder inside the repository.
 
-Usage: ``python -m benchmarks.beauty_data --data DIR --to-shop OUT [--max-users N] [--seed S]``
+Usage: ``python -m benchmarks.beauty_data --data DIR --to-shop OUT [--max-users N] [--seed S]
+[--hold-out-last N]``
 """
 import argparse
 import csv
 import dataclasses
 import datetime
+import hashlib
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -27,6 +33,7 @@ from pipeline.contract import spec
 
 SEQUENCES_FILE = "sequential_data.txt"
 ITEMS_FILE = "items.tsv"
+PROVENANCE_FILE = "PROVENANCE.md"
 ITEM_COLUMNS = ("item_id", "title", "brand", "categories", "price")
 
 # Synthetic clock of the shop export (the data has no timestamps, only per-user order).
@@ -52,6 +59,12 @@ class Items:
     brand: list
     categories: list    # list of category levels per item
     price: np.ndarray   # float64, NaN when unknown
+    description: list = None    # per item, "" when none; None (the default): "" for every item
+    path: str = ITEMS_FILE      # the file read: errors name its lines (item i on line i + 2)
+
+    def __post_init__(self):
+        if self.description is None:
+            self.description = [""] * len(self.item_id)
 
     def __len__(self):
         return len(self.item_id)
@@ -97,7 +110,11 @@ def _parse_price(text, where):
 
 
 def read_items(path):
-    """Read ``items.tsv``; ``item_id`` must run 1..N in file order."""
+    """Read ``items.tsv``; ``item_id`` must run 1..N in file order.
+
+    Item index i is on line i + 2 of the file (line 1 is the header). Without an ``asin``
+    column the ASIN is the item id; without a ``description`` column every description is "".
+    """
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         missing = [c for c in ITEM_COLUMNS if c not in header]
@@ -105,7 +122,8 @@ def read_items(path):
             raise BeautyDataError(f"{path}:1: header lacks column(s) {', '.join(missing)}; "
                                   f"found {header}")
         col = {name: header.index(name) for name in header}
-        rows = {name: [] for name in ("item_id", "asin", "title", "brand", "categories")}
+        rows = {name: [] for name in ("item_id", "asin", "title", "brand", "categories",
+                                      "description")}
         prices = []
         for lineno, line in enumerate(f, start=2):
             where = f"{path}:{lineno}"
@@ -123,10 +141,12 @@ def read_items(path):
             rows["brand"].append(fields[col["brand"]])
             cats = fields[col["categories"]]
             rows["categories"].append([c for c in cats.split("|") if c] if cats else [])
+            rows["description"].append(fields[col["description"]] if "description" in col
+                                       else "")
             prices.append(_parse_price(fields[col["price"]], where))
     if not prices:
         raise BeautyDataError(f"{path}: no items after the header")
-    return Items(price=np.asarray(prices, dtype=np.float64), **rows)
+    return Items(price=np.asarray(prices, dtype=np.float64), path=path, **rows)
 
 
 def read_sequences(path, n_items):
@@ -181,6 +201,47 @@ def load_beauty(folder, max_users=None, seed=0):
     return BeautyData(user_ids=user_ids, sequences=sequences, items=items)
 
 
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _provenance_title(folder):
+    """The first Markdown heading of the folder's PROVENANCE.md, or None."""
+    path = os.path.join(folder, PROVENANCE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = re.match(r"#{1,6}\s+(.*?)(?:\s+#+)?\s*$", line)
+            if match and match.group(1):
+                return match.group(1)
+    return None
+
+
+def describe(folder, data):
+    """Name the data set a run used: ``{"title", "path", "users", "items", "interactions",
+    "sha256"}``.
+
+    title: the first Markdown heading of ``PROVENANCE.md`` in ``folder`` (without the
+    leading "# "), else the folder's base name. users/items/interactions count ``data`` (a
+    ``--max-users`` subsample counts its users); sha256 is of the whole files
+    ``sequential_data.txt`` and ``items.tsv``.
+    """
+    path = os.path.abspath(folder)
+    return {
+        "title": _provenance_title(path) or os.path.basename(os.path.normpath(path)),
+        "path": path,
+        "users": len(data.user_ids), "items": data.n_items,
+        "interactions": data.n_interactions,
+        "sha256": {name: _sha256(_require_file(path, name))
+                   for name in (SEQUENCES_FILE, ITEMS_FILE)},
+    }
+
+
 def _iso(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
@@ -199,7 +260,8 @@ def _inside(path, folder):
 
 def shop_prices(items):
     """Prices for the shop export, which requires one: unknown prices are imputed with the
-    median price of items with the same category path (else of all items)."""
+    median price of items with the same category path (else of all items; 0.0 when no item
+    has a price). Returns (prices, how many were imputed)."""
     price = items.price.copy()
     known = ~np.isnan(price)
     paths = np.asarray([spec.CATEGORY_SEPARATOR.join(c) for c in items.categories],
@@ -222,43 +284,95 @@ def shop_title(items, i):
     return fallback or items.asin[i]
 
 
-def to_shop(data, out_dir):
+def _contract_length(column, text):
+    """Length of ``text`` as the shop contract counts it for ``column`` (after trimming; a
+    category path after its levels are re-split at ">")."""
+    text = text.strip()
+    if column == spec.CATEGORIES and ">" in text:
+        text = spec.CATEGORY_SEPARATOR.join(p for p in (s.strip() for s in text.split(">")) if p)
+    return len(text)
+
+
+def _shop_item_rows(items):
+    """The ``items.csv`` rows, how many prices were imputed and how many titles filled.
+
+    Fails (naming the items.tsv line) on a text longer than the contract's cap: nothing is
+    truncated silently.
+    """
+    prices, imputed = shop_prices(items)
+    rows, filled = [], 0
+    for i in range(len(items)):
+        title = shop_title(items, i)
+        filled += title != items.title[i]
+        texts = {spec.ITEM_ID: items.asin[i], spec.TITLE: title,
+                 spec.DESCRIPTION: items.description[i], spec.BRAND: items.brand[i],
+                 spec.CATEGORIES: spec.CATEGORY_SEPARATOR.join(items.categories[i])}
+        for column, text in texts.items():
+            length, limit = _contract_length(column, text), spec.MAX_CHARS[column]
+            if length > limit:
+                raise BeautyDataError(
+                    f"{items.path}:{i + 2}: item_id {items.item_id[i]}: {column} has {length} "
+                    f"characters, the shop data contract allows at most {limit} "
+                    f"(spec.MAX_CHARS); shorten it in {ITEMS_FILE} (to_shop does not truncate)")
+        rows.append([items.asin[i], title, items.description[i], items.brand[i],
+                     texts[spec.CATEGORIES], f"{prices[i]:.2f}", 1, CATALOG_CREATED_AT])
+    return rows, imputed, int(filled)
+
+
+def _check_hold_out(hold_out_last):
+    if (isinstance(hold_out_last, bool) or not isinstance(hold_out_last, (int, np.integer))
+            or hold_out_last < 0):
+        raise ValueError(f"hold_out_last must be an integer >= 0, got {hold_out_last!r}")
+    return int(hold_out_last)
+
+
+def to_shop(data, out_dir, hold_out_last=0):
     """Write ``items.csv`` and ``events.csv`` (the shop data contract) into ``out_dir``.
 
-    Mapping: item_id = ASIN; description "" (the data has none); categories joined with " > ";
-    unknown prices imputed and empty titles filled (see ``shop_prices``, ``shop_title``);
-    in_stock 1 (unknown); created_at a fixed date before every event. Each review becomes one
-    ``purchase`` event (value = quantity 1, no query, its own session) with a synthetic
-    timestamp from the user's sequence position (see ``event_timestamps``): the data has no
-    real timestamps. Returns counts, incl. how many prices were imputed and titles filled.
+    Mapping: item_id = ASIN; description from ``items.tsv`` ("" without that column);
+    categories joined with " > " (any depth; none -> ""); unknown prices imputed and empty
+    titles filled (see ``shop_prices``, ``shop_title``); in_stock 1 (unknown); created_at a
+    fixed date before every event. A text longer than the contract's cap
+    (``spec.MAX_CHARS``) fails naming its items.tsv line; nothing is truncated. Each review
+    becomes one ``purchase`` event (value = quantity 1, no query, its own session) with a
+    synthetic timestamp from the user's sequence position (see ``event_timestamps``): the
+    data has no real timestamps.
+
+    ``hold_out_last`` = n > 0: each user's last n items are not written (the export as the
+    shop knew it before those purchases; a user with at most n items has no events). The
+    events written keep exactly the timestamps and session ids of the full export, so the
+    two agree event by event.
+
+    Returns counts: items, events (written), users (with an event written), held_out
+    (events not written), imputed_prices, filled_titles.
     """
+    hold_out_last = _check_hold_out(hold_out_last)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if _inside(out_dir, repo):
         raise BeautyDataError(f"{out_dir}: inside the repository {repo}. The Amazon data is "
                               f"research-only; write the shop export outside the repository")
-    os.makedirs(out_dir, exist_ok=True)
     items = data.items
-    prices, imputed = shop_prices(items)
-    filled = 0
+    rows, imputed, filled = _shop_item_rows(items)   # before writing: a failure leaves no files
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "items.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(spec.ITEM_COLUMNS)
-        for i in range(len(items)):
-            title = shop_title(items, i)
-            filled += title != items.title[i]
-            writer.writerow([items.asin[i], title, "", items.brand[i],
-                             spec.CATEGORY_SEPARATOR.join(items.categories[i]),
-                             f"{prices[i]:.2f}", 1,
-                             CATALOG_CREATED_AT])
+        writer.writerows(rows)
+    events = users = 0
     with open(os.path.join(out_dir, "events.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(spec.EVENT_COLUMNS)
         for u, (user, seq) in enumerate(zip(data.user_ids, data.sequences)):
-            for pos, (item, ts) in enumerate(zip(seq, event_timestamps(len(seq), u))):
+            stamps = event_timestamps(len(seq), u)       # of the full sequence
+            kept = max(len(seq) - hold_out_last, 0)
+            for pos, (item, ts) in enumerate(zip(seq[:kept], stamps[:kept])):
                 writer.writerow([user, items.asin[item], spec.PURCHASE, 1, "", f"{user}-{pos}",
                                  _iso(ts)])
-    return {"items": len(items), "events": data.n_interactions, "users": len(data.user_ids),
-            "imputed_prices": imputed, "filled_titles": int(filled)}
+            events += kept
+            users += kept > 0
+    return {"items": len(items), "events": events, "users": users,
+            "held_out": data.n_interactions - events, "imputed_prices": imputed,
+            "filled_titles": filled}
 
 
 def main(argv=None):
@@ -268,15 +382,22 @@ def main(argv=None):
                         help="write items.csv and events.csv here (outside the repository)")
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the user subsample")
+    parser.add_argument("--hold-out-last", type=int, default=0, metavar="N",
+                        help="leave out each user's last N items (the export as the shop knew "
+                             "it before them); default 0")
     args = parser.parse_args(argv)
+    if args.hold_out_last < 0:
+        parser.error(f"--hold-out-last must be >= 0, got {args.hold_out_last}")
     try:
         data = load_beauty(args.data, args.max_users, args.seed)
-        counts = to_shop(data, args.to_shop)
+        counts = to_shop(data, args.to_shop, hold_out_last=args.hold_out_last)
     except BeautyDataError as err:
         sys.exit(f"error: {err}")
+    held = (f" ({counts['held_out']} held out: each user's last {args.hold_out_last})"
+            if args.hold_out_last else "")
     print(f"wrote {counts['items']} items ({counts['imputed_prices']} prices imputed, "
           f"{counts['filled_titles']} empty titles filled) and {counts['events']} purchase "
-          f"events of {counts['users']} users to {args.to_shop}")
+          f"events{held} of {counts['users']} users to {args.to_shop}")
 
 
 if __name__ == "__main__":

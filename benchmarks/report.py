@@ -11,6 +11,15 @@ PUBLISHED = {
     "SASRec (TIGER paper)": {"recall@10": 0.0605, "ndcg@10": 0.0318},
     "TIGER (TIGER paper)": {"recall@10": 0.0648, "ndcg@10": 0.0384},
 }
+# The data set they were measured on: the Amazon Beauty 2014 5-core files (sha256sum of
+# ../shared/data/amazon_beauty_2014_5core). Published rows are shown only for a run on
+# exactly these files, all users (see ``shows_published``).
+PUBLISHED_DATASET = "Amazon Beauty 2014 5-core"
+PUBLISHED_SHA256 = {
+    "sequential_data.txt": "f85a84ab47d70e82bf0e7301804270af10fb51e127ab8f0885697d593f6f6d43",
+    "items.tsv": "6efd64c66f43a8255f4961494a25f65b9c7cb393bcfe1637b4567c4090d2a1d6",
+}
+DEFAULT_TITLE = "Amazon Beauty 2014 5-core"     # result files without dataset["title"]
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 SHORT = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 
@@ -19,8 +28,27 @@ def _fmt(value):
     return "—" if value is None else f"{value:.4f}"
 
 
+def shows_published(results):
+    """Whether the published rows belong next to these results: the run used the files they
+    were measured on (same sha256) and all of their users (no ``max_users`` subsample)."""
+    ds = results.get("dataset", {})
+    sha = ds.get("sha256") or {}
+    return (all(sha.get(name) == digest for name, digest in PUBLISHED_SHA256.items())
+            and ds.get("max_users") is None)
+
+
+def _published(results):
+    return PUBLISHED if shows_published(results) else {}
+
+
+def title(results):
+    """The data set's name: ``dataset["title"]`` when present, else the Beauty default."""
+    return results.get("dataset", {}).get("title") or DEFAULT_TITLE
+
+
 def markdown_table(results, split="test", published=True):
-    """One row per model (then the published rows): unfiltered | filtered metrics, times."""
+    """One row per model (then the published rows, if ``published`` and ``shows_published``):
+    unfiltered | filtered metrics, times."""
     head = (["model", "source"] + [f"{SHORT[m]} unf." for m in METRICS]
             + [f"{SHORT[m]} filt." for m in METRICS] + ["fit s", "eval s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -32,7 +60,7 @@ def markdown_table(results, split="test", published=True):
             row += [_fmt(model[split][variant][m]) for m in METRICS]
         row += [f"{model['fit_seconds']:.1f}", f"{model['eval_seconds']:.1f}"]
         lines.append("| " + " | ".join(row) + " |")
-    for name, values in (PUBLISHED.items() if published else ()):
+    for name, values in (_published(results).items() if published else ()):
         row = [name, "published"] + [_fmt(values.get(m)) for m in METRICS]
         row += ["—"] * len(METRICS) + ["—", "—"]
         lines.append("| " + " | ".join(row) + " |")
@@ -45,14 +73,17 @@ def markdown(results):
     sample = (f"random subset of {ds['max_users']} users" if ds.get("max_users")
               else "all users")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in results["stage_seconds"].items())
+    published = ("Published rows are copied from the TIGER paper (Table 1), not measured here."
+                 if shows_published(results) else
+                 f"Published rows omitted: they were measured on {PUBLISHED_DATASET}, not on "
+                 "this data set.")
     return "\n".join([
-        f"# Amazon Beauty 2014 5-core: next-item recommendation ({sample})",
+        f"# {title(results)}: next-item recommendation ({sample})",
         "",
         f"{ds['users']} users ({ds['evaluated_users']} evaluated), {ds['items']} items, "
         f"{ds['interactions']} interactions. Seed {results['seed']}. Leave-one-out, full "
         "ranking over all items, ties broken by item index. *unf.*: nothing removed; "
-        "*filt.*: the user's history items removed from the ranking. Published rows are "
-        "copied from the TIGER paper (Table 1), not measured here.",
+        f"*filt.*: the user's history items removed from the ranking. {published}",
         "",
         "## Test",
         "",
@@ -68,8 +99,10 @@ def markdown(results):
 
 
 def bar_chart(results, path, split="test"):
-    """R@10 and N@10 per model, unfiltered and filtered side by side; published hatched."""
-    names = list(results["models"]) + list(PUBLISHED)
+    """R@10 and N@10 per model, unfiltered and filtered side by side; published hatched
+    (only when ``shows_published``)."""
+    published = _published(results)
+    names = list(results["models"]) + list(published)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names)), 4.5), sharey=True)
     width = 0.4
     for ax, metric in zip(axes, ("recall@10", "ndcg@10")):
@@ -79,12 +112,12 @@ def bar_chart(results, path, split="test"):
                 if name in results["models"]:
                     values.append(results["models"][name][split][variant][metric])
                 else:
-                    values.append(PUBLISHED[name].get(metric, 0.0) if variant == "unfiltered"
+                    values.append(published[name].get(metric, 0.0) if variant == "unfiltered"
                                   else 0.0)
             xs = [i + (j - 0.5) * width for i in range(len(names))]
             bars = ax.bar(xs, values, width, label=variant, color=("C0", "C1")[j])
             for bar, name in zip(bars, names):
-                if name in PUBLISHED:
+                if name in published:
                     bar.set_hatch("//")
                     bar.set_alpha(0.5)
         ax.set_xticks(range(len(names)))
@@ -92,7 +125,8 @@ def bar_chart(results, path, split="test"):
         ax.set_title(f"{SHORT[metric]} ({split})")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend()
-    fig.suptitle("Amazon Beauty 5-core, leave-one-out, full ranking (hatched: published)")
+    fig.suptitle(f"{title(results)}, leave-one-out, full ranking"
+                 + (" (hatched: published)" if published else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any
 
+from pipeline import examples
 from trainer import features as F
 
 PIPELINE_NAME = "shoprec"
@@ -48,6 +49,11 @@ class PipelineConfig:
     # The 10 % of time before it is the "rank" split: retrieval does not train on it; the
     # CandidateExamples component turns its clicks into two-stage ranking rows (0 = none).
     rank_fraction: float = 0.1
+    # Fixed split times (ISO-8601, e.g. "2014-06-30T12:00:00Z") instead of the fractions:
+    # units at or after eval_from are "eval", those at or after rank_from "rank" (none
+    # without it). The Beauty benchmark's config reproduces leave-one-out with them.
+    eval_from: str = ""
+    rank_from: str = ""
     session_gap_minutes: int = 30
     # Privacy (docs/privacy.md): user ids become keyed pseudonyms in every artifact when a
     # key file is given (python -m pipeline.contract.pseudonym new-key FILE; the API needs
@@ -110,6 +116,10 @@ class PipelineConfig:
         elif not 0.0 <= self.rank_fraction < 1.0 - self.eval_fraction:
             problems.append(f"rank_fraction={self.rank_fraction}: must be in [0, 1 - "
                             f"eval_fraction) = [0, {1.0 - self.eval_fraction:g})")
+        try:
+            examples.check_split_times(self.eval_from, self.rank_from)
+        except ValueError as e:
+            problems.append(str(e))
         if self.pseudonym_key_file and "://" not in self.pseudonym_key_file \
                 and not os.path.isfile(self.pseudonym_key_file):
             problems.append(f"pseudonym_key_file={self.pseudonym_key_file!r}: no such file "
@@ -158,7 +168,7 @@ class PipelineConfig:
     @property
     def two_stage(self) -> bool:
         """The ranking model learns and is judged on two-stage rows (a rank split exists)."""
-        return self.rank_fraction > 0
+        return examples.has_rank_split(self.rank_fraction, self.eval_from, self.rank_from)
 
     def ranking_custom_config(self) -> dict[str, Any]:
         # On two-stage rows the ranker reads the candidate stage's features, as the API

@@ -47,7 +47,11 @@ Time split
     (1 - eval_fraction - rank_fraction) quantile and before the eval cutoff. Retrieval and
     its item-to-item tables are fitted on "train" only, so the candidate stage's scores on
     the "rank" window are as honest as at serving time: the ranking model learns from
-    them (two-stage rows, pipeline/components/candidate_examples.py).
+    them (two-stage rows, pipeline/components/candidate_examples.py). Fixed split times
+    (``eval_from``, ``rank_from``: ISO-8601 date-times) replace both quantiles when given:
+    units at or after ``eval_from`` are "eval", those at or after ``rank_from`` "rank".
+    The Beauty benchmark's config uses them to reproduce leave-one-out
+    (benchmarks/configs/beauty.json).
 Catalog split
     One example per item of the items table (with or without events): user side empty
     (user_id "", history all "", num_history 0, query "", timestamp 0), labels 0.
@@ -60,6 +64,7 @@ Slice features (for TFMA slicing; no model reads them)
 """
 import bisect
 import collections
+import datetime
 import math
 from typing import Dict, Iterable, List, Mapping, Sequence
 
@@ -371,8 +376,49 @@ def eval_cutoff(timestamps: Iterable[int], eval_fraction: float):
     return cutoff_from_counts(collections.Counter(int(t) for t in timestamps), eval_fraction)
 
 
+def parse_split_time(value, name: str):
+    """A split time: "" / None -> None (not set); an ISO-8601 date-time with a time zone
+    (e.g. "2014-06-30T12:00:00Z") -> epoch seconds. ValueError naming ``name`` otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO-8601 date-time string such as "
+                         f"'2014-06-30T12:00:00Z', got {value!r}")
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: not an ISO-8601 date-time (e.g. "
+                         f"'2014-06-30T12:00:00Z')") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{name}={value!r}: give a time zone (e.g. a trailing Z for UTC)")
+    return int(when.timestamp())
+
+
+def check_split_times(eval_from, rank_from) -> tuple:
+    """(eval cutoff, rank cutoff) in epoch seconds from ``eval_from`` / ``rank_from`` (see
+    ``parse_split_time``; both None when ``eval_from`` is not set). Fixed times replace the
+    fractions' quantiles: units at or after ``eval_from`` are "eval", those at or after
+    ``rank_from`` and before it "rank" (no rank split without ``rank_from``)."""
+    eval_at = parse_split_time(eval_from, "eval_from")
+    rank_at = parse_split_time(rank_from, "rank_from")
+    if rank_at is not None and eval_at is None:
+        raise ValueError("rank_from needs eval_from (the rank split ends where eval begins)")
+    if rank_at is not None and rank_at >= eval_at:
+        raise ValueError(f"rank_from ({rank_from}) must be before eval_from ({eval_from})")
+    return eval_at, rank_at
+
+
+def has_rank_split(rank_fraction: float, eval_from="", rank_from="") -> bool:
+    """Whether the units get a "rank" split: ``rank_from`` when split times are fixed,
+    else ``rank_fraction`` > 0."""
+    if check_split_times(eval_from, rank_from)[0] is not None:
+        return bool(rank_from)
+    return float(rank_fraction or 0.0) > 0
+
+
 def unit_splits(rank_fraction: float) -> tuple:
-    """The splits of impression units: train, [rank,] eval."""
+    """The splits of impression units: train, [rank,] eval (rank when ``rank_fraction`` is
+    truthy: a fraction > 0 or ``has_rank_split``)."""
     return ((features.TRAIN_SPLIT, features.RANK_SPLIT, features.EVAL_SPLIT) if rank_fraction
             else (features.TRAIN_SPLIT, features.EVAL_SPLIT))
 

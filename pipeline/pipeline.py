@@ -74,6 +74,7 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     example_gen = ShopExampleGen(
         data_dir=cfg.data_dir, on_bad_rows=cfg.on_bad_rows, eval_fraction=cfg.eval_fraction,
         session_gap_minutes=cfg.session_gap_minutes, rank_fraction=cfg.rank_fraction,
+        eval_from=cfg.eval_from, rank_from=cfg.rank_from,
         pseudonym_key_file=cfg.pseudonym_key_file, erasures_from=cfg.erasures_from,
         erasure_key_file=cfg.erasure_key_file)
     # Per-split feature statistics (catalog examples have no user side, so they are left out).

@@ -23,7 +23,8 @@ ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price
 OPTIONAL_ITEM_COLUMNS = {examples.CREATED_AT: 0}   # missing -> this value (0 = unknown)
 FILE_PREFIX = "data_tfrecord"
 def splits(rank_fraction: float = 0.0) -> tuple:
-    """The splits written: the units' (train, [rank,] eval) and the catalog."""
+    """The splits written: the units' (train, [rank,] eval) and the catalog (rank when
+    ``rank_fraction`` is truthy, e.g. ``examples.has_rank_split``)."""
     return examples.unit_splits(rank_fraction) + (features.CATALOG_SPLIT,)
 _EVENT_FIELDS = ("item_id", "event_type", "value", "query", "session_id", "timestamp", "seq")
 _RATE_LABELS = (features.CLICKED, features.ADDED_TO_CART, features.PURCHASED,
@@ -174,14 +175,19 @@ def _summary(_, cutoffs, split_counts, unit_splits):
 
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                    examples_uri: str, summary_path: str, eval_fraction: float,
-                   session_gap_minutes: int, rank_fraction: float = 0.0) -> None:
+                   session_gap_minutes: int, rank_fraction: float = 0.0,
+                   eval_from: str = "", rank_from: str = "") -> None:
     """Add the example-generation steps to `pipeline` (run it afterwards).
 
     Inputs are the Parquet files of write_canonical_tables. The summary (cutoffs, examples
     and label rates of train, [rank,] and eval) is written to summary_path as one JSON line.
+    ``eval_from`` / ``rank_from``: fixed split times instead of the fractions' quantiles
+    (examples.check_split_times).
     """
     examples.check_rank_fraction(rank_fraction, eval_fraction)
-    unit_splits = examples.unit_splits(rank_fraction)
+    fixed = examples.check_split_times(eval_from, rank_from)
+    unit_splits = examples.unit_splits(
+        examples.has_rank_split(rank_fraction, eval_from, rank_from))
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
             or session_gap_minutes < 1:
         raise ValueError(f"session_gap_minutes must be an int >= 1, got {session_gap_minutes!r}")
@@ -200,9 +206,12 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                 items=beam.pvalue.AsDict(
                     items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
                 gap_seconds=gap_seconds))
-    cutoffs = (rows
-               | "Timestamps" >> beam.Map(lambda row: row[0])
-               | "Cutoff" >> beam.CombineGlobally(_CutoffFn(eval_fraction, rank_fraction)))
+    if fixed[0] is not None:
+        cutoffs = pipeline | "FixedCutoffs" >> beam.Create([fixed])
+    else:
+        cutoffs = (rows
+                   | "Timestamps" >> beam.Map(lambda row: row[0])
+                   | "Cutoff" >> beam.CombineGlobally(_CutoffFn(eval_fraction, rank_fraction)))
     by_split = rows | "SplitByTime" >> beam.ParDo(
         _SplitByTime(), as_single(cutoffs)).with_outputs(*unit_splits)
     serialized = {

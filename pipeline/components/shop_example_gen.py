@@ -46,6 +46,7 @@ PSEUDONYM_KEY_FILE, ERASURES_FROM = "pseudonym_key_file", "erasures_from"
 ERASURE_KEY_FILE = "erasure_key_file"
 EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
 RANK_FRACTION = "rank_fraction"
+EVAL_FROM, RANK_FROM = "eval_from", "rank_from"
 EXAMPLES, REPORT = "examples", "report"
 
 
@@ -57,7 +58,8 @@ class ShopDataReport(types.Artifact):
 
 
 def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
-                     session_gap_minutes: Any, rank_fraction: Any = 0.0) -> None:
+                     session_gap_minutes: Any, rank_fraction: Any = 0.0,
+                     eval_from: Any = "", rank_from: Any = "") -> None:
     """Raise ValueError naming the parameter when one is unusable."""
     if not isinstance(data_dir, str) or not data_dir:
         raise ValueError(f"{DATA_DIR} must be a non-empty path, got {data_dir!r}")
@@ -66,6 +68,7 @@ def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
                          f"got {on_bad_rows!r}")
     examples.check_eval_fraction(eval_fraction)
     examples.check_rank_fraction(rank_fraction, eval_fraction)
+    examples.check_split_times(eval_from, rank_from)
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int) \
             or session_gap_minutes < 1:
         raise ValueError(f"{SESSION_GAP_MINUTES} must be an int >= 1, "
@@ -105,15 +108,19 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                            eval_fraction: float, session_gap_minutes: int, examples_uri: str,
                            report_uri: str, work_dir: str, pseudonym_key_file: str = "",
                            erasures_from: str = "", erasure_key_file: str = "",
-                           rank_fraction: float = 0.0) -> dict:
+                           rank_fraction: float = 0.0, eval_from: str = "",
+                           rank_from: str = "") -> dict:
     """Validate the shop, run the Beam example pipeline, write and return the summary.
 
     ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
     ("" = raw ids; docs/privacy.md). ``erasures_from``: an event store URL whose erasure list
     (users erased through the API) removes those users' events up to their erasure; the
     store's user ids must be in the same form (the API pseudonymises with the same key);
-    ``erasure_key_file``: the erasure key the API was configured with ("" = the store's)."""
-    check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes)
+    ``erasure_key_file``: the erasure key the API was configured with ("" = the store's).
+    ``eval_from`` / ``rank_from``: fixed split times (ISO-8601) instead of the fractions
+    (pipeline/examples.py, "Time split")."""
+    check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
+                     rank_fraction, eval_from, rank_from)
     began = time.perf_counter()
     pseudonyms = None
     if pseudonym_key_file:
@@ -138,10 +145,12 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     loaded = time.perf_counter()
     with beam_pipeline as p:
         example_beam.build_pipeline(p, events_path, items_path, examples_uri, counts_path,
-                                    eval_fraction, session_gap_minutes, rank_fraction)
+                                    eval_fraction, session_gap_minutes, rank_fraction,
+                                    eval_from, rank_from)
     logging.info("ShopExampleGen: load_shop + Parquet %.1f s, Beam pipeline %.1f s",
                  loaded - began, time.perf_counter() - loaded)
     summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction, RANK_FRACTION: rank_fraction,
+               EVAL_FROM: eval_from or None, RANK_FROM: rank_from or None,
                SESSION_GAP_MINUTES: session_gap_minutes, "privacy": privacy, **table_report,
                **example_beam.read_summary(counts_path)}
     summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
@@ -157,7 +166,8 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
         first = summary["rank_cutoff_utc"] or summary["cutoff_utc"]
         raise ValueError(
             f"the train split is empty: all {units} impression units are at or after "
-            f"{first} (eval_fraction={eval_fraction}, rank_fraction={rank_fraction}); the "
+            f"{first} (eval_fraction={eval_fraction}, rank_fraction={rank_fraction}, "
+            f"eval_from={eval_from!r}, rank_from={rank_from!r}); the "
             f"shop needs "
             f"view/click/cart/purchase/rating events at more distinct times "
             f"(report: {os.path.join(report_uri, SUMMARY_FILE)})")
@@ -175,19 +185,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         report = artifact_utils.get_single_instance(output_dict[REPORT])
         work_dir = os.path.join(self._get_tmp_dir(), "canonical")
         rank_fraction = float(exec_properties.get(RANK_FRACTION) or 0.0)
+        eval_from = exec_properties.get(EVAL_FROM) or ""
+        rank_from = exec_properties.get(RANK_FROM) or ""
+        with_rank = examples.has_rank_split(rank_fraction, eval_from, rank_from)
         summary = generate_shop_examples(
             self._make_beam_pipeline(), exec_properties[DATA_DIR],
             exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
             work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",
             exec_properties.get(ERASURES_FROM) or "",
-            exec_properties.get(ERASURE_KEY_FILE) or "", rank_fraction)
+            exec_properties.get(ERASURE_KEY_FILE) or "", rank_fraction, eval_from, rank_from)
         examples_artifact.split_names = artifact_utils.encode_split_names(
-            list(example_beam.splits(rank_fraction)))
+            list(example_beam.splits(with_rank)))
         examples_utils.set_payload_format(examples_artifact,
                                           example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples_artifact, "tfrecords_gzip")
-        for split in example_beam.splits(rank_fraction):
+        for split in example_beam.splits(with_rank):
             report.set_int_custom_property(f"{split}_examples",
                                            summary["splits"][split]["examples"])
         report.set_int_custom_property("cutoff_timestamp", summary["cutoff_timestamp"])
@@ -207,6 +220,8 @@ class ShopExampleGenSpec(types.ComponentSpec):
         EVAL_FRACTION: ExecutionParameter(type=float),
         SESSION_GAP_MINUTES: ExecutionParameter(type=int),
         RANK_FRACTION: ExecutionParameter(type=float, optional=True),
+        EVAL_FROM: ExecutionParameter(type=str, optional=True),
+        RANK_FROM: ExecutionParameter(type=str, optional=True),
         # A path, never the key itself (exec properties are recorded in ML Metadata).
         PSEUDONYM_KEY_FILE: ExecutionParameter(type=str, optional=True),
         ERASURES_FROM: ExecutionParameter(type=str, optional=True),
@@ -228,15 +243,16 @@ class ShopExampleGen(base_beam_component.BaseBeamComponent):
     def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
                  session_gap_minutes: int = 30, pseudonym_key_file: str = "",
                  erasures_from: str = "", erasure_key_file: str = "",
-                 rank_fraction: float = 0.0):
+                 rank_fraction: float = 0.0, eval_from: str = "", rank_from: str = ""):
         """data_dir: shop folder (items, events, optional users; see docs/data.md);
-        pseudonym_key_file, erasures_from, erasure_key_file, rank_fraction: see
-        generate_shop_examples."""
+        pseudonym_key_file, erasures_from, erasure_key_file, rank_fraction, eval_from,
+        rank_from: see generate_shop_examples."""
         check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
-                         rank_fraction)
+                         rank_fraction, eval_from, rank_from)
         super().__init__(spec=ShopExampleGenSpec(
             data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
             session_gap_minutes=session_gap_minutes, rank_fraction=float(rank_fraction),
+            eval_from=eval_from or None, rank_from=rank_from or None,
             pseudonym_key_file=pseudonym_key_file or None, erasures_from=erasures_from or None,
             erasure_key_file=erasure_key_file or None,
             examples=types.Channel(type=standard_artifacts.Examples),

@@ -1,6 +1,7 @@
 """Reader of the Beauty folder layout (errors name file:line) and the shop converter."""
 import csv
 import datetime
+import hashlib
 import os
 
 import numpy as np
@@ -20,10 +21,10 @@ ITEM_ROWS = [
 SEQUENCES = "1 1 2 3\n2 2 4 1 3\n3 4 3 2\n"
 
 
-def write_folder(path, items=None, sequences=SEQUENCES):
+def write_folder(path, items=None, sequences=SEQUENCES, header=HEADER):
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "items.tsv"), "w", encoding="utf-8") as f:
-        f.write(HEADER + "".join(ITEM_ROWS if items is None else items))
+        f.write(header + "".join(ITEM_ROWS if items is None else items))
     with open(os.path.join(path, "sequential_data.txt"), "w", encoding="utf-8") as f:
         f.write(sequences)
     return str(path)
@@ -108,13 +109,14 @@ def read_csv(path):
 def test_to_shop_writes_the_contract_columns(tmp_path):
     data = beauty_data.load_beauty(write_folder(tmp_path / "beauty"))
     counts = beauty_data.to_shop(data, str(tmp_path / "shop"))
-    assert counts == {"items": 4, "events": 10, "users": 3, "imputed_prices": 1,
-                      "filled_titles": 1}
+    assert counts == {"items": 4, "events": 10, "users": 3, "held_out": 0,
+                      "imputed_prices": 1, "filled_titles": 1}
     items = read_csv(tmp_path / "shop" / "items.csv")
     events = read_csv(tmp_path / "shop" / "events.csv")
     assert tuple(items[0]) == spec.ITEM_COLUMNS
     assert tuple(events[0]) == spec.EVENT_COLUMNS
     assert items[0]["categories"] == "Beauty > Makeup > Nails"
+    assert {i["description"] for i in items} == {""}      # no description column
     assert items[1]["price"] == "12.00"          # median of its category path
     assert items[2]["title"] == "Acme Skin Care"
     assert [e["item_id"] for e in events[:3]] == ["A001", "A002", "A003"]
@@ -147,3 +149,149 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
         beauty_data.main(["--data", str(tmp_path / "nope"), "--to-shop", str(tmp_path / "o")])
     beauty_data.main(["--data", write_folder(tmp_path / "b"), "--to-shop", str(tmp_path / "o")])
     assert "wrote 4 items (1 prices imputed, 1 empty titles filled)" in capsys.readouterr().out
+
+
+def load_contract(folder):
+    """The shop data contract's check of a written folder (fails on any bad row)."""
+    return pytest.importorskip("pipeline.contract.load").load_shop(folder)
+
+
+SMALL_HEADER = "item_id\tasin\ttitle\tbrand\tcategories\tprice\tdescription\n"
+
+
+def small_items(categories=("Beauty",) * 4, prices=("",) * 4, descriptions=("",) * 4):
+    return [f"{i + 1}\tB{i:03d}\tItem {i}\tBrand\t{c}\t{p}\t{d}\n"
+            for i, (c, p, d) in enumerate(zip(categories, prices, descriptions))]
+
+
+def test_description_column_is_read_and_written(tmp_path):
+    rows = small_items(prices=("1", "2", "3", "4"),
+                       descriptions=("Long-lasting, \"glossy\" polish.", "", "  x  ", "Ünïcode"))
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b", rows, header=SMALL_HEADER))
+    assert data.items.description == ["Long-lasting, \"glossy\" polish.", "", "  x  ", "Ünïcode"]
+    beauty_data.to_shop(data, str(tmp_path / "shop"))
+    written = read_csv(tmp_path / "shop" / "items.csv")
+    assert [i["description"] for i in written] == data.items.description
+    tables = load_contract(tmp_path / "shop")
+    assert tables.items["description"].tolist()[0] == "Long-lasting, \"glossy\" polish."
+
+
+def test_description_absent_is_empty_and_items_default_keeps_working(tmp_path):
+    data = beauty_data.load_beauty(write_folder(tmp_path))
+    assert data.items.description == [""] * 4
+    items = beauty_data.Items(item_id=["1", "2"], asin=["A", "B"], title=["a", "b"],
+                              brand=["", ""], categories=[[], []], price=np.asarray([1.0, 2.0]))
+    assert items.description == ["", ""] and len(items) == 2
+
+
+def test_too_long_description_fails_naming_the_item_line(tmp_path):
+    cap = spec.MAX_CHARS[spec.DESCRIPTION]
+    rows = small_items(prices=("1",) * 4, descriptions=("ok", "", "d" * (cap + 1), ""))
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b", rows, header=SMALL_HEADER))
+    with pytest.raises(BeautyDataError) as err:
+        beauty_data.to_shop(data, str(tmp_path / "shop"))
+    message = str(err.value)
+    assert "items.tsv:4: item_id 3: description has" in message
+    assert f"{cap + 1} characters" in message and f"at most {cap}" in message
+    assert "does not truncate" in message
+    assert not (tmp_path / "shop").exists()          # nothing half-written
+    rows[2] = rows[2].replace("d" * (cap + 1), " " + "d" * cap + " ")   # at the cap after trim
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b", rows, header=SMALL_HEADER))
+    beauty_data.to_shop(data, str(tmp_path / "shop"))
+    assert len(load_contract(tmp_path / "shop").items) == 4
+
+
+def test_every_price_empty_is_imputed_as_zero_end_to_end(tmp_path, capsys):
+    folder = write_folder(tmp_path / "b", small_items(), header=SMALL_HEADER)
+    data = beauty_data.load_beauty(folder)
+    assert np.isnan(data.items.price).all()
+    prices, imputed = beauty_data.shop_prices(data.items)
+    assert prices.tolist() == [0.0] * 4 and imputed == 4
+    counts = beauty_data.to_shop(data, str(tmp_path / "shop"))
+    assert counts["imputed_prices"] == 4
+    assert [i["price"] for i in read_csv(tmp_path / "shop" / "items.csv")] == ["0.00"] * 4
+    tables = load_contract(tmp_path / "shop")
+    assert len(tables.items) == 4 and len(tables.events) == 10
+    assert (tables.items["price"] == 0.0).all()
+    beauty_data.main(["--data", folder, "--to-shop", str(tmp_path / "cli")])
+    assert "(4 prices imputed," in capsys.readouterr().out
+
+
+DEEP = "Beauty|Skin Care|Face|Moisturizers|Night Creams"
+
+
+@pytest.mark.parametrize("categories, expected", [
+    (("Beauty",) * 4, ["Beauty"] * 4),
+    ((DEEP, DEEP, "Beauty|Hair", DEEP),
+     [" > ".join(DEEP.split("|"))] * 2 + ["Beauty > Hair", " > ".join(DEEP.split("|"))]),
+    (("", "Beauty", "", DEEP), ["", "Beauty", "", " > ".join(DEEP.split("|"))]),
+    (("",) * 4, [""] * 4),
+])
+def test_category_depths_pass_the_shop_data_contract(tmp_path, categories, expected):
+    rows = small_items(categories=categories, prices=("1", "", "3", ""))
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b", rows, header=SMALL_HEADER))
+    assert [len(c) for c in data.items.categories] == [len(c.split("|")) if c else 0
+                                                        for c in categories]
+    beauty_data.to_shop(data, str(tmp_path / "shop"))
+    assert [i["categories"] for i in read_csv(tmp_path / "shop" / "items.csv")] == expected
+    tables = load_contract(tmp_path / "shop")
+    assert tables.items["categories"].tolist() == expected
+    assert len(tables.events) == 10
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_hold_out_last_is_the_full_export_minus_each_users_last_rows(tmp_path, n):
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b"))   # lengths 3, 4, 3
+    beauty_data.to_shop(data, str(tmp_path / "full"))
+    counts = beauty_data.to_shop(data, str(tmp_path / "held"), hold_out_last=n)
+    full = read_csv(tmp_path / "full" / "events.csv")
+    held = read_csv(tmp_path / "held" / "events.csv")
+    expected = []
+    for user in data.user_ids:
+        rows = [e for e in full if e["user_id"] == user]
+        expected += rows[:max(len(rows) - n, 0)]
+    assert held == expected                       # same rows, timestamps and sessions
+    assert counts["events"] == len(held) and counts["held_out"] == len(full) - len(held)
+    assert counts["held_out"] == sum(min(n, len(s)) for s in data.sequences)
+    assert counts["users"] == sum(len(s) > n for s in data.sequences)
+    assert read_csv(tmp_path / "held" / "items.csv") == read_csv(tmp_path / "full" / "items.csv")
+    if held:
+        assert len(load_contract(tmp_path / "held").events) == len(held)
+
+
+def test_hold_out_last_zero_is_the_full_export_and_bad_values_fail(tmp_path, capsys):
+    data = beauty_data.load_beauty(write_folder(tmp_path / "b"))
+    beauty_data.to_shop(data, str(tmp_path / "full"))
+    assert beauty_data.to_shop(data, str(tmp_path / "zero"), hold_out_last=0)["held_out"] == 0
+    assert (read_csv(tmp_path / "zero" / "events.csv")
+            == read_csv(tmp_path / "full" / "events.csv"))
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="hold_out_last must be an integer >= 0"):
+            beauty_data.to_shop(data, str(tmp_path / "bad"), hold_out_last=bad)
+    assert not (tmp_path / "bad").exists()
+    folder = str(tmp_path / "b")
+    beauty_data.main(["--data", folder, "--to-shop", str(tmp_path / "cli"),
+                      "--hold-out-last", "1"])
+    assert "7 purchase events (3 held out: each user's last 1) of 3 users" in \
+        capsys.readouterr().out
+    assert len(read_csv(tmp_path / "cli" / "events.csv")) == 7
+    with pytest.raises(SystemExit):
+        beauty_data.main(["--data", folder, "--to-shop", str(tmp_path / "cli"),
+                          "--hold-out-last", "-1"])
+    assert "--hold-out-last must be >= 0" in capsys.readouterr().err
+
+
+def test_describe_names_the_data_set(tmp_path):
+    folder = write_folder(tmp_path / "my_shop")
+    data = beauty_data.load_beauty(folder, max_users=2)
+    described = beauty_data.describe(folder, data)
+    sha = {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+           for name in ("sequential_data.txt", "items.tsv")}
+    assert described == {"title": "my_shop", "path": os.path.abspath(folder), "users": 2,
+                         "items": 4, "interactions": data.n_interactions, "sha256": sha}
+    with open(os.path.join(folder, "PROVENANCE.md"), "w", encoding="utf-8") as f:
+        f.write("Some preamble\n\n# My Shop Export, 2024 #\n\n## Files\n")
+    assert beauty_data.describe(folder, data)["title"] == "My Shop Export, 2024"
+    with open(os.path.join(folder, "PROVENANCE.md"), "w", encoding="utf-8") as f:
+        f.write("no heading here\n")
+    assert beauty_data.describe(folder + os.sep, data)["title"] == "my_shop"

@@ -58,6 +58,16 @@ def test_two_stage_ranking_is_the_default_and_rank_fraction_is_checked():
         load_config(transition_candidates=-1)
 
 
+def test_fixed_split_times_decide_the_rank_split():
+    fixed = load_config(eval_from="2014-06-30T12:00:00Z", rank_from="2014-06-29T12:00:00Z")
+    assert fixed.two_stage
+    assert not load_config(eval_from="2014-06-30T12:00:00Z").two_stage
+    with pytest.raises(ValueError, match="rank_from needs eval_from"):
+        load_config(rank_from="2014-06-29T12:00:00Z")
+    with pytest.raises(ValueError, match="eval_from='soon': not an ISO-8601"):
+        load_config(eval_from="soon")
+
+
 def test_two_stage_pipeline_wires_candidate_examples_between_the_trainers():
     from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
     ids = [c.id for c in create_pipeline(load_config()).components]

@@ -193,6 +193,25 @@ def test_rank_split_sits_between_train_and_eval():
             examples.cutoffs_from_counts(counts, 0.1, bad)
 
 
+def test_split_times_parse_and_check():
+    assert examples.parse_split_time("", "eval_from") is None
+    assert examples.parse_split_time("2014-06-30T12:00:00Z", "eval_from") == 1404129600
+    assert examples.parse_split_time("2014-06-30T14:00:00+02:00", "x") == 1404129600
+    assert examples.check_split_times("", "") == (None, None)
+    assert examples.check_split_times("2014-06-30T12:00:00Z", "2014-06-29T12:00:00Z") == (
+        1404129600, 1404043200)
+    assert examples.has_rank_split(0.1) and not examples.has_rank_split(0.0)
+    assert not examples.has_rank_split(0.1, "2014-06-30T12:00:00Z")
+    assert examples.has_rank_split(0.0, "2014-06-30T12:00:00Z", "2014-06-29T12:00:00Z")
+    for args, message in ((("30/06/2014", ""), "eval_from='30/06/2014': not an ISO"),
+                          ((1404129600, ""), "eval_from must be an ISO-8601"),
+                          (("2014-06-30T12:00:00", ""), "time zone"),
+                          (("", "2014-06-29T12:00:00Z"), "rank_from needs eval_from"),
+                          (("2014-06-29T12:00:00Z", "2014-06-29T12:00:00Z"), "before")):
+        with pytest.raises(ValueError, match=message):
+            examples.check_split_times(*args)
+
+
 def test_item_features_and_catalog_example():
     item = examples.item_features({
         "item_id": "i1", "title": "Red Shoe", "description": "d", "brand": "",

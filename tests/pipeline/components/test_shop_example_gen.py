@@ -67,6 +67,11 @@ def run_executor(tmp_path, data_dir, on_bad_rows="fail", **options):
     ({"session_gap_minutes": 2.5}, "session_gap_minutes"),
     ({"rank_fraction": 0.9}, "rank_fraction"),
     ({"rank_fraction": -0.1}, "rank_fraction"),
+    ({"eval_from": "yesterday"}, "eval_from='yesterday': not an ISO-8601"),
+    ({"eval_from": "2024-01-02T00:00:00"}, "give a time zone"),
+    ({"rank_from": "2024-01-01T00:00:00Z"}, "rank_from needs eval_from"),
+    ({"eval_from": "2024-01-01T00:00:00Z", "rank_from": "2024-01-02T00:00:00Z"},
+     "must be before eval_from"),
 ])
 def test_component_rejects_bad_parameters(kwargs, message):
     params = {"data_dir": "shop", **kwargs}
@@ -113,6 +118,28 @@ def test_executor_writes_a_rank_split_between_train_and_eval(tmp_path):
     without, plain = run_executor(tmp_path / "plain", make_shop(tmp_path / "shop2"))
     assert plain["rank_cutoff_timestamp"] is None and "rank" not in plain["splits"]
     assert not glob.glob(os.path.join(without["examples"], "Split-rank"))
+
+
+def test_fixed_split_times_replace_the_fractions(tmp_path):
+    # u1 T0+5000.. and u3 T0+400 fall in [rank_from, eval_from); T0+20000 and later: eval.
+    iso = lambda t: __import__("datetime").datetime.fromtimestamp(  # noqa: E731
+        t, __import__("datetime").timezone.utc).isoformat().replace("+00:00", "Z")
+    uris, summary = run_executor(tmp_path, make_shop(tmp_path / "shop"), rank_fraction=0.3,
+                                 eval_from=iso(T0 + 20000), rank_from=iso(T0 + 400))
+    times = {split: sorted(e[features.TIMESTAMP] for e in read_split(uris["examples"], split))
+             for split in (features.TRAIN_SPLIT, features.RANK_SPLIT, features.EVAL_SPLIT)}
+    assert times["eval"] == [T0 + 20000, T0 + 30000]
+    assert times["rank"] == [T0 + 400, T0 + 5010]
+    assert max(times["train"]) < T0 + 400 and len(times["train"]) == 6
+    assert (summary["cutoff_timestamp"], summary["rank_cutoff_timestamp"]) == (
+        T0 + 20000, T0 + 400)
+    assert summary["eval_from"] == iso(T0 + 20000)
+    # eval_from alone: no rank split, whatever rank_fraction says.
+    uris, summary = run_executor(tmp_path / "two", make_shop(tmp_path / "shop2"),
+                                 rank_fraction=0.3, eval_from=iso(T0 + 20000))
+    assert set(summary["splits"]) == {"train", "eval", "catalog"}
+    assert summary["splits"]["train"]["examples"] == 8
+    assert not glob.glob(os.path.join(uris["examples"], "Split-rank"))
 
 
 def test_contract_failure_stops_with_readable_message(tmp_path):
