@@ -15,7 +15,8 @@ and ``negatives`` other pool items drawn uniformly without replacement (labels 0
 the whole pool as the API does. A context whose target is not in the pool has nothing to
 re-rank (no row; counted: the candidate stage's recall). Every row carries the candidate's
 features (``retrieval_score``, ``transition_score``, ``cooccurrence_score``,
-``history_brand_share``, ``last_item_same_brand``), ``context_id`` and
+``history_brand_share``, ``last_item_same_brand``, and ``text_score`` when the retrieval
+export has text neighbours), ``context_id`` and
 ``candidate_source``.
 """
 from __future__ import annotations
@@ -90,10 +91,11 @@ class Counts:
 
 
 def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
-            counts=(50, 50)) -> Pool | None:
+            counts=(50, 50, 50)) -> Pool | None:
     """The API's pool for a context: ``top_ids`` / ``top_scores``: the retrieval export's
-    ``top_k`` answer for it; ``tables``: ``served_tables.ItemToItem`` or None. None when
-    retrieval returned no catalog item."""
+    ``top_k`` answer for it; ``tables``: ``served_tables.ItemToItem`` or None; ``counts``:
+    the transition, co-occurrence and text neighbour candidates (the API's settings of
+    those names). None when retrieval returned no catalog item."""
     found = [(catalog.row[i], s) for i, s in zip(top_ids, top_scores) if i in catalog.row]
     if not found:
         return None
@@ -101,7 +103,7 @@ def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
     return build_pool(history, [r for r, _ in found], [s for _, s in found],
                       len(catalog.ids), catalog.brand_codes, None,
                       tables.sources if tables is not None else None,
-                      counts if tables is not None else ())
+                      tables.counts(*counts) if tables is not None else ())
 
 
 def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context_id: str,
@@ -176,7 +178,7 @@ class RetrievalExport:
 
 
 def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
-               negatives: int, seed: int, counts_by_source=(50, 50), batch_size: int = 256,
+               negatives: int, seed: int, counts_by_source=(50, 50, 50), batch_size: int = 256,
                progress=None, max_contexts: int = 0):
     """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
     its ``Counts`` as the generator's value (``yield from``). ``max_contexts`` > 0: at most

@@ -90,6 +90,7 @@ class PipelineConfig:
     max_eval_contexts: int = 300
     transition_candidates: int = 50
     cooccurrence_candidates: int = 50
+    text_candidates: int = 50            # text neighbours (retrieval with a text tower)
 
     # Evaluator thresholds (blessing). Retrieval: recall@K over the full catalog on eval
     # clicks; ranking: AUC per head. Change thresholds compare against the latest blessed model.
@@ -132,7 +133,8 @@ class PipelineConfig:
                      "session_gap_minutes", "ranking_negatives"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("transition_candidates", "cooccurrence_candidates", "max_eval_contexts"):
+        for name in ("transition_candidates", "cooccurrence_candidates", "text_candidates",
+                     "max_eval_contexts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 0")
         if self.domain_pretraining_steps < 0:
@@ -170,12 +172,18 @@ class PipelineConfig:
         """The ranking model learns and is judged on two-stage rows (a rank split exists)."""
         return examples.has_rank_split(self.rank_fraction, self.eval_from, self.rank_from)
 
+    def two_stage_features(self) -> list[str]:
+        """The candidate features of two-stage rows: TWO_STAGE_FEATURES, and ``text_score``
+        when retrieval has a text tower (its export then serves text neighbours)."""
+        text = self.retrieval_custom_config().get("text_mode") != "none"
+        return list(TWO_STAGE_FEATURES) + ([F.TEXT_SCORE] if text else [])
+
     def ranking_custom_config(self) -> dict[str, Any]:
         # On two-stage rows the ranker reads the candidate stage's features, as the API
         # sends them to rank_candidates, and (TWO_STAGE_RANKING, docs/DESIGN.md "Candidate
         # rows") leaves out the user id and regularises the id embeddings harder: a rank
         # window holds few contexts per user and item. ranking_config overrides both.
-        defaults = dict(TWO_STAGE_RANKING, external_features=list(TWO_STAGE_FEATURES)) \
+        defaults = dict(TWO_STAGE_RANKING, external_features=self.two_stage_features()) \
             if self.two_stage else {}
         return {"seed": self.seed, **defaults, **self.ranking_config}
 

@@ -6,34 +6,43 @@ items the user engaged with before it (its ``history_item_ids``, most recent fir
 transitions count (last item before -> engaged item), the co-occurrences (each of the last
 ``cooccurrence_window`` items before, engaged item) in both orders
 (trainer/candidates/sources.py ``fit_units``). Rows and columns are catalog items; history
-items outside the catalog are left out and counted in the report.
+items outside the catalog are left out and counted in the report. Runs with a BERT text
+tower add the text neighbours (``with_texts``): each item's ``neighbours`` most similar
+catalog items by the cosine of their frozen MiniLM item-text embeddings (the run's text
+cache; ``TextNeighbourSource.fit_embeddings``); items without a cached text have none.
 
 Serving (``RelatedItems``): for item ids [N], each item's best ``neighbours`` transition and
-co-occurrence partners (ids [N, M], "" padded; weights [N, M], 0 padded) and its engaged-unit
-count [N] (the popularity tie-break). The tables live in the retrieval SavedModel, so a pushed
-version always serves the tables fitted with its model; the API downloads them per version
-like the catalog embeddings (serving/api/model_backend.py) and scores them with the same
-numpy sources the benchmarks use.
+co-occurrence partners (ids [N, M], "" padded; weights [N, M], 0 padded), its engaged-unit
+count [N] (the popularity tie-break) and, when the tables have them, its text neighbours
+(``text_ids`` / ``text_weights`` [N, M], cosines, same padding). The tables live in the
+retrieval SavedModel, so a pushed version always serves the tables fitted with its model;
+the API downloads them per version like the catalog embeddings (serving/api/model_backend.py)
+and scores them with the same numpy sources the benchmarks use
+(trainer/candidates/served_tables.py; the text neighbours are a ``TextNeighbourSource``).
 """
-from dataclasses import dataclass
-from typing import Dict, Sequence
+import dataclasses
+import time
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from trainer import data
 from trainer import features as F
-from trainer.candidates import CooccurrenceSource, TransitionSource, item_to_item
+from trainer.candidates import (CooccurrenceSource, TextNeighbourSource, TransitionSource,
+                                item_to_item)
 
 SIGNATURE = "related_items"
 TRANSITION_IDS, TRANSITION_WEIGHTS = "transition_ids", "transition_weights"
 COOCCURRENCE_IDS, COOCCURRENCE_WEIGHTS = "cooccurrence_ids", "cooccurrence_weights"
 ENGAGEMENTS = "engagements"
+# Always served; the text neighbours only when the tables have them (a BERT text tower).
 OUTPUTS = (TRANSITION_IDS, TRANSITION_WEIGHTS, COOCCURRENCE_IDS, COOCCURRENCE_WEIGHTS,
            ENGAGEMENTS)
+TEXT_IDS, TEXT_WEIGHTS = "text_ids", "text_weights"
 
 
-@dataclass
+@dataclasses.dataclass
 class Tables:
     """The fitted tables over ``catalog_ids`` (rows and columns) and the fit's counts."""
 
@@ -42,6 +51,7 @@ class Tables:
     cooccurrences: CooccurrenceSource
     engagements: np.ndarray            # int64 [n]: engaged train units per item
     report: Dict[str, int]
+    texts: Optional[TextNeighbourSource] = None     # the text neighbours (``with_texts``)
 
 
 def units(histories: np.ndarray, items: np.ndarray, catalog_ids: Sequence[bytes]):
@@ -82,6 +92,54 @@ def fit(train_files: Sequence[str], spec: Dict, catalog_ids: np.ndarray,
                   np.bincount(items, minlength=n).astype(np.int64), report)
 
 
+def _text_rows(catalog_ids: Sequence[bytes], item_ids: Sequence[bytes],
+               item_rows: Sequence[int]) -> np.ndarray:
+    """The text cache row of each of ``catalog_ids`` (int64 [n]; -1: no cached text)."""
+    row = {item: int(r) for item, r in zip(item_ids, item_rows)}
+    return np.asarray([row.get(item, -1) for item in catalog_ids], np.int64).reshape(-1)
+
+
+def text_embeddings(catalog_ids: Sequence[bytes], item_ids: Sequence[bytes],
+                    item_rows: Sequence[int], embeddings: np.ndarray) -> np.ndarray:
+    """The text embedding of each of ``catalog_ids`` [n] (float32 [n, H]) from a text cache
+    (trainer/text/cache.py: ``TextCatalog.item_ids`` [M] with their ``item_rows`` [M] into
+    ``embeddings`` [N, H], ``TextTables.embeddings``); zeros for items without a cached
+    text (absent from the cache, or row -1)."""
+    embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.ndim != 2:
+        raise ValueError(f"text embeddings must be [N, H], got shape {embeddings.shape}")
+    rows = _text_rows(catalog_ids, item_ids, item_rows)
+    if len(rows) and rows.max() >= len(embeddings):
+        raise ValueError(f"text rows must be < {len(embeddings)} (the embeddings' rows), got "
+                         f"{rows.max()}")
+    out = np.zeros((len(rows), embeddings.shape[1]), np.float32)
+    out[rows >= 0] = embeddings[rows[rows >= 0]]
+    return out
+
+
+def text_table(catalog_ids: Sequence[bytes], item_ids: Sequence[bytes],
+               item_rows: Sequence[int], embeddings: np.ndarray,
+               neighbours: int) -> TextNeighbourSource:
+    """The text neighbours over ``catalog_ids`` (rows and columns): each item's
+    ``neighbours`` most similar other catalog items by text cosine, from a text cache
+    (``text_embeddings``)."""
+    return TextNeighbourSource.fit_embeddings(
+        text_embeddings(catalog_ids, item_ids, item_rows, embeddings), neighbours)
+
+
+def with_texts(tables: Tables, item_ids: Sequence[bytes], item_rows: Sequence[int],
+               embeddings: np.ndarray, neighbours: int) -> Tables:
+    """``tables`` plus the text neighbours of its catalog (``text_table``) and their counts
+    in the report: ``text_items`` (catalog items with a cached text), ``text_pairs`` and
+    ``text_fit_seconds``."""
+    started = time.time()
+    texts = text_table(tables.catalog_ids, item_ids, item_rows, embeddings, neighbours)
+    with_text = int((_text_rows(tables.catalog_ids, item_ids, item_rows) >= 0).sum())
+    report = dict(tables.report, text_items=with_text, text_pairs=int(texts.table.nnz),
+                  text_fit_seconds=round(time.time() - started, 1))
+    return dataclasses.replace(tables, texts=texts, report=report)
+
+
 def _neighbour_ids(catalog_ids: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Item ids of neighbour columns (-1 -> b""), plus a last row of b"" for unknown items."""
     ids = np.append(np.asarray(catalog_ids, dtype=object), b"")
@@ -104,18 +162,24 @@ class RelatedItems(tf.Module):
         self.lookup = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(tables.catalog_ids), tf.string), tf.range(n, dtype=tf.int64)),
             default_value=n)
+        pairs = [(TRANSITION_IDS, TRANSITION_WEIGHTS, tables.transitions),
+                 (COOCCURRENCE_IDS, COOCCURRENCE_WEIGHTS, tables.cooccurrences)]
+        if tables.texts is not None:
+            pairs.append((TEXT_IDS, TEXT_WEIGHTS, tables.texts))
         variables = {}
-        for key, source in ((TRANSITION_IDS, tables.transitions),
-                            (COOCCURRENCE_IDS, tables.cooccurrences)):
+        for ids_key, weights_key, source in pairs:
             cols, weights = item_to_item.top_neighbours(source.table, neighbours)
-            variables[key] = tf.Variable(tf.constant(_neighbour_ids(tables.catalog_ids, cols),
-                                                     tf.string), trainable=False, name=key)
-            variables[key.replace("_ids", "_weights")] = tf.Variable(
-                _pad(weights), trainable=False, name=key.replace("_ids", "_weights"))
+            variables[ids_key] = tf.Variable(tf.constant(
+                _neighbour_ids(tables.catalog_ids, cols), tf.string), trainable=False,
+                name=ids_key)
+            variables[weights_key] = tf.Variable(_pad(weights), trainable=False,
+                                                 name=weights_key)
         variables[ENGAGEMENTS] = tf.Variable(_pad(tables.engagements.astype(np.float32)),
                                              trainable=False, name=ENGAGEMENTS)
         self.tables = variables
+        # The signature's outputs, fixed here: OUTPUTS, then the text pair if any.
+        self.outputs = OUTPUTS + ((TEXT_IDS, TEXT_WEIGHTS) if tables.texts is not None else ())
 
     def __call__(self, item_ids: tf.Tensor) -> Dict[str, tf.Tensor]:
         rows = self.lookup.lookup(item_ids)
-        return {key: tf.gather(self.tables[key], rows) for key in OUTPUTS}
+        return {key: tf.gather(self.tables[key], rows) for key in self.outputs}

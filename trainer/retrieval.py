@@ -5,7 +5,10 @@ Candidate tower: item id, brand / category / price / stock, MiniLM text of "titl
 category path". Every part and the text mode are switchable (trainer/config.py); the text
 features come from trainer/text/tower.py. Loss (`negatives`): in-batch softmax over (query,
 clicked item) pairs with popularity (logQ) correction and removal of accidental hits, or a full
-softmax over every catalog item (trainer/catalog_softmax.py).
+softmax over every catalog item (trainer/catalog_softmax.py). The export also serves the
+candidate stage's item-to-item tables (trainer/related_items.py): transitions and
+co-occurrences of the train split and, in the BERT text modes, the text neighbours of the
+frozen MiniLM item-text embeddings.
 
 Pipeline wiring: `Trainer(run_fn="trainer.retrieval.run_fn", examples=<transformed>,
 transform_graph=..., custom_config=<RetrievalConfig keys>)`.
@@ -391,9 +394,14 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
         started = time.time()
         tables = related_items.fit(fn_args.train_files, spec, catalog_ids,
                                    config.cooccurrence_window)
+        fit_seconds = round(time.time() - started, 1)
+        if text is not None:        # the text neighbours of the frozen MiniLM item texts
+            tables = related_items.with_texts(tables, text.catalog.item_ids,
+                                              text.catalog.item_rows, text.tables.embeddings,
+                                              config.related_items)
         metrics["related_items"] = dict(tables.report, neighbours=config.related_items,
                                         cooccurrence_window=config.cooccurrence_window,
-                                        fit_seconds=round(time.time() - started, 1))
+                                        fit_seconds=fit_seconds)
         logging.info("retrieval: item-to-item tables %s", metrics["related_items"])
         related = related_items.RelatedItems(tables, config.related_items)
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")

@@ -134,14 +134,15 @@ def write_rows(rows, split_uri: str, transformed_uri: str, transform,
 
 def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri: str,
              transformed_uri: str, negatives: int, transition_candidates: int,
-             cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0) -> dict:
+             cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0,
+             text_candidates: int = 50) -> dict:
     """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
     report. ``examples_uri_of``: split name -> input split directory."""
     if negatives < 1:
         raise ValueError(f"CandidateExamples: negatives must be >= 1, got {negatives}")
-    if transition_candidates < 0 or cooccurrence_candidates < 0:
-        raise ValueError("CandidateExamples: transition_candidates and "
-                         "cooccurrence_candidates must be >= 0")
+    if min(transition_candidates, cooccurrence_candidates, text_candidates) < 0:
+        raise ValueError("CandidateExamples: transition_candidates, cooccurrence_candidates "
+                         "and text_candidates must be >= 0")
     began = time.perf_counter()
     catalog = candidate_rows.RawCatalog.of(read_split(examples_uri_of(F.CATALOG_SPLIT)))
     transform = Transformer(transform_graph_uri)
@@ -155,6 +156,7 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
     report = {"negatives": negatives, "seed": seed, "max_eval_contexts": max_eval_contexts,
               "transition_candidates": transition_candidates,
               "cooccurrence_candidates": cooccurrence_candidates,
+              "text_candidates": text_candidates,
               "item_to_item": tables.report if tables is not None else None, "splits": {}}
     for out_split, in_split in SOURCE_SPLITS.items():
         units = read_split(examples_uri_of(in_split))
@@ -164,7 +166,8 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
 
         rows = candidate_rows.split_rows(
             units, export, catalog, tables, out_split, negatives, seed,
-            (transition_candidates, cooccurrence_candidates), progress=progress,
+            (transition_candidates, cooccurrence_candidates, text_candidates),
+            progress=progress,
             max_contexts=max_eval_contexts if out_split == "eval" else 0)
         counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
                                  os.path.join(transformed_uri, f"Split-{out_split}"), transform)
@@ -203,6 +206,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
     cooccurrence_candidates: tfx.dsl.components.Parameter[int] = 50,
     seed: tfx.dsl.components.Parameter[int] = 0,
     max_eval_contexts: tfx.dsl.components.Parameter[int] = 0,
+    text_candidates: tfx.dsl.components.Parameter[int] = 50,
 ):
     """Two-stage ranking rows (module docstring)."""
     splits = artifact_utils.decode_split_names(examples.split_names)
@@ -213,7 +217,8 @@ def CandidateExamples(  # pylint: disable=invalid-name
     report = generate(lambda split: artifact_utils.get_split_uri([examples], split),
                       path_utils.serving_model_path(model.uri), transform_graph.uri,
                       candidate_examples.uri, transformed_examples.uri, negatives,
-                      transition_candidates, cooccurrence_candidates, seed, max_eval_contexts)
+                      transition_candidates, cooccurrence_candidates, seed, max_eval_contexts,
+                      text_candidates)
     for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
                             (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
         artifact.split_names = artifact_utils.encode_split_names(names)

@@ -73,7 +73,8 @@ class Recommendations:
 
 
 # Reason type of the item-to-item sources, by feature name.
-SOURCE_REASONS = {F.TRANSITION_SCORE: "chosen_after", F.COOCCURRENCE_SCORE: "chosen_together"}
+SOURCE_REASONS = {F.TRANSITION_SCORE: "chosen_after", F.COOCCURRENCE_SCORE: "chosen_together",
+                  F.TEXT_SCORE: "similar_to_history"}
 
 
 class Recommender:
@@ -166,12 +167,13 @@ class Recommender:
         """The candidate pool (trainer/candidates/pool.py, the code the pipeline's
         two-stage rows use) over the retrieved ``rows`` (allowed, best first) and the served
         item-to-item sources."""
-        tables = self.catalog.item_to_item
+        tables, s = self.catalog.item_to_item, self.settings
         return build_pool(
             self.catalog.rows(history)[::-1], rows, scores, len(self.catalog),
             self.catalog.brand_codes, allowed,
             tables.sources if tables is not None else None,
-            (self.settings.transition_candidates, self.settings.cooccurrence_candidates),
+            tables.counts(s.transition_candidates, s.cooccurrence_candidates,
+                          s.text_candidates) if tables is not None else (),
             expand)
 
     def _rank(self, user_id: str, history: list[str], query: str, pool: Pool,

@@ -1,19 +1,15 @@
 """The project's retrieval model on the Beauty task (benchmarks/beauty_ours.py): example
-conversion, the zero-shot text baseline, and a smoke run on a real-data subsample."""
-import json
+conversion and the zero-shot text baseline (the real-data smoke run of the retrieval trainer
+is the product's: tests/benchmarks/test_beauty_product.py)."""
 import os
 
 import numpy as np
 import pytest
 
-from benchmarks import beauty, beauty_data, beauty_ours, protocol, registry
+from benchmarks import beauty_data, beauty_ours, protocol, registry
 from tests.benchmarks import planted
 
 tf = pytest.importorskip("tensorflow")
-
-REAL_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
-                         "amazon_beauty_2014_5core")
-
 
 def _items(n):
     return beauty_data.Items(
@@ -90,28 +86,3 @@ def test_zero_shot_text_ranks_items_like_the_recent_history(monkeypatch):
     text = protocol.evaluate(fitted.scorer, split.test, planted.N_ITEMS)["filtered"]["ndcg@10"]
     popular = protocol.evaluate(pop, split.test, planted.N_ITEMS)["filtered"]["ndcg@10"]
     assert text > popular
-
-
-@pytest.mark.slow
-def test_ours_beats_popularity_on_real_beauty_subsample(tmp_path):
-    """End to end on 2,000 real users: examples -> Transform -> trainer.retrieval.run_fn
-    (frozen MiniLM) -> exported SavedModel -> full ranking over all 12,101 items."""
-    if not os.path.isdir(REAL_DATA):
-        pytest.skip(f"real Amazon Beauty data not found at {os.path.abspath(REAL_DATA)} "
-                    f"(research-only data, not in the repository)")
-    out = str(tmp_path / "results")
-    beauty.main(["--data", REAL_DATA, "--max-users", "2000", "--seed", "0", "--out", out,
-                 "--models", "popular,ours", "--set", "ours.candidates=[{}]", "--set",
-                 f"ours.work_dir={json.dumps(str(tmp_path / 'work'))}"])
-    results = json.load(open(os.path.join(out, "beauty_u2000.json")))
-    assert results["dataset"]["items"] == 12101 and results["dataset"]["users"] == 2000
-    ours, popular = results["models"]["ours"], results["models"]["popular"]
-    for split_name in ("validation", "test"):
-        for variant in ("unfiltered", "filtered"):
-            assert (ours[split_name][variant]["ndcg@10"]
-                    > popular[split_name][variant]["ndcg@10"]), (split_name, variant)
-    info = ours["info"]
-    assert info["examples"]["catalog"] == 12101
-    assert {"examples", "transform", "train_and_export",
-            "load_and_embed_catalog"} <= set(info["stage_seconds"])
-    assert info["runs"][0]["config"]["text_mode"] == "frozen"

@@ -53,7 +53,7 @@ def test_pool_is_retrieval_then_item_to_item_evidence_and_rows_carry_features():
     cat = catalog()
     context = unit("e", ["c"])                                  # clicked e after c
     pool = candidate_rows.pool_of(context, ["a", "b", "zzz"], [.9, .5, .4], cat, tables(),
-                                  (50, 50))
+                                  (50, 50, 50))
     assert [IDS[r] for r in pool.rows] == ["a", "b", "e", "f"]
     assert [pool.sources[s].name for s in pool.source] == [
         F.RETRIEVAL_SCORE, F.RETRIEVAL_SCORE, F.TRANSITION_SCORE, F.COOCCURRENCE_SCORE]

@@ -43,7 +43,9 @@ def test_two_stage_ranking_is_the_default_and_rank_fraction_is_checked():
     custom = cfg.ranking_custom_config()
     assert custom["external_features"] == ["retrieval_score", "transition_score",
                                            "cooccurrence_score", "history_brand_share",
-                                           "last_item_same_brand"]
+                                           "last_item_same_brand", "text_score"]
+    no_text = load_config(retrieval_config={"text_mode": "none"}).ranking_custom_config()
+    assert "text_score" not in no_text["external_features"]
     assert custom["use_user_id"] is False
     own = load_config(ranking_config={"use_user_id": True, "external_features": []})
     assert own.ranking_custom_config()["use_user_id"] is True

@@ -118,6 +118,7 @@ def test_related_items_serve_the_counts_of_the_clicked_train_units(loaded, retri
                 cooccurrences[pair] = cooccurrences.get(pair, 0) + 1
     item = max(engaged, key=lambda i: (sum(v for (a, _), v in transitions.items() if a == i), i))
     out = loaded.signatures["related_items"](item_id=tf.constant([item, "not_an_item"]))
+    assert not {"text_ids", "text_weights"} & set(out)       # no text tower: no text table
     assert out["engagements"].numpy().tolist() == [engaged[item], 0]
     for key, counts in (("transition", transitions), ("cooccurrence", cooccurrences)):
         ids = [i.decode() for i in out[f"{key}_ids"].numpy()[0]]
@@ -130,6 +131,7 @@ def test_related_items_serve_the_counts_of_the_clicked_train_units(loaded, retri
     report = retrieval_run.metrics["related_items"]
     assert report["engaged_units"] == sum(engaged.values())
     assert report["neighbours"] == 50 and report["transition_pairs"] == len(transitions)
+    assert not [key for key in report if key.startswith("text_")]
 
 
 def test_history_steers_an_unknown_user(loaded):

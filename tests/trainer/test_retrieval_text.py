@@ -154,6 +154,32 @@ def test_signatures_take_raw_strings(loaded, text_run, catalog):
     np.testing.assert_allclose(top["scores"].numpy()[0], np.sort(scores)[::-1][:K], atol=1e-4)
 
 
+def test_related_items_serve_the_text_neighbours_of_the_item_texts(loaded, text_run):
+    items = text_run.shop.items
+    ids = sorted(items)
+    out = loaded.signatures["related_items"](item_id=tf.constant(ids + ["not_an_item"]))
+    assert {"text_ids", "text_weights"} <= set(out)
+    neighbours = np.vectorize(bytes.decode, otypes=[object])(out["text_ids"].numpy())
+    weights = out["text_weights"].numpy()
+    assert neighbours.shape == weights.shape == (len(ids) + 1, 50)
+    assert not any(neighbours[-1]) and not weights[-1].any()          # unknown item
+    neighbours, weights = neighbours[:-1], weights[:-1]
+    # Every item (all have a title) has a first neighbour: another catalog item.
+    assert all(first in items and first != item for first, item in zip(neighbours[:, 0], ids))
+    real = neighbours != ""
+    assert np.all((weights[real] > 0) & (weights[real] <= 1)) and not weights[~real].any()
+    assert np.all(np.diff(weights, axis=1) <= 0)                       # best first
+    assert all(len(set(row[row != ""])) == (row != "").sum() for row in neighbours)
+    # Frozen MiniLM of "title | brand | category path": a lipstick's nearest texts are
+    # lip products.
+    lips = [items[i][F.CATEGORY].endswith("Lips")
+            for i in neighbours[ids.index("planted_lipstick"), :5]]
+    assert sum(lips) >= 3, neighbours[ids.index("planted_lipstick"), :5]
+    report = text_run.metrics["related_items"]
+    assert report["text_items"] == len(ids)
+    assert report["text_pairs"] == int(real.sum()) and report["text_fit_seconds"] >= 0
+
+
 def test_eval_hit_at_k_equals_offline_recall(loaded, text_run):
     examples = shop_runs.raw_examples(text_run.shop, F.EVAL_SPLIT)
     hits = loaded.signatures["eval_hit_at_k"](examples=tf.constant(examples))["hit_at_k"]

@@ -2,7 +2,8 @@
 a user, and the context features it scores them with.
 
 - ``sources``: candidate sources (retrieval scores, item-to-item transitions and
-  co-occurrence, text similarity), each scoring every catalog item for a history;
+  co-occurrence, text similarity and its table form, the text neighbours), each scoring
+  every catalog item for a history;
 - ``item_to_item``: the transition and co-occurrence tables the item-to-item sources fit on
   the shop's train sequences;
 - ``stage``: ``CandidateStage``, the union of the sources' best items per user under the
@@ -15,9 +16,10 @@ numpy and scipy only, no TensorFlow: the serving API imports this package.
 """
 from trainer.candidates.context_features import brand_codes
 from trainer.candidates.sources import (CandidateSource, CooccurrenceSource, RetrievalSource,
-                                        TextSimilaritySource, TransitionSource)
+                                        TextNeighbourSource, TextSimilaritySource,
+                                        TransitionSource)
 from trainer.candidates.stage import EXCLUDE_RULES, Candidates, CandidateStage
 
 __all__ = ["CandidateSource", "CandidateStage", "Candidates", "CooccurrenceSource",
-           "EXCLUDE_RULES", "RetrievalSource", "TextSimilaritySource", "TransitionSource",
-           "brand_codes"]
+           "EXCLUDE_RULES", "RetrievalSource", "TextNeighbourSource", "TextSimilaritySource",
+           "TransitionSource", "brand_codes"]

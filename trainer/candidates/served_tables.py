@@ -4,7 +4,10 @@ pipeline's CandidateExamples component both build them here.
 
 The caller asks the signature for every catalog item in batches (like the catalog
 embeddings) and ``build`` turns the answers into the ``TransitionSource`` /
-``CooccurrenceSource`` the benchmarks score with, over catalog rows. Partners that are not in
+``CooccurrenceSource`` the benchmarks score with, over catalog rows, and the text
+neighbours (``TextNeighbourSource``: each item's most similar items by the frozen MiniLM
+item text) when the version has a text tower (its answer then holds ``text_ids`` /
+``text_weights``; without them there is no text source). Partners that are not in
 the caller's catalog cannot be recommended and are left out (counted in ``report``). A
 malformed answer raises ``BadTables`` naming what is wrong; the API's watcher then keeps the
 tables it has.
@@ -16,10 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trainer.candidates import item_to_item
-from trainer.candidates.sources import CooccurrenceSource, TransitionSource
+from trainer.candidates.sources import (CooccurrenceSource, TextNeighbourSource,
+                                        TransitionSource)
 
 SIGNATURE = "related_items"
 TABLES = (("transition", TransitionSource), ("cooccurrence", CooccurrenceSource))
+OPTIONAL_TABLES = (("text", TextNeighbourSource),)   # present with a text tower
 ENGAGEMENTS = "engagements"
 
 
@@ -35,10 +40,17 @@ class ItemToItem:
     cooccurrences: CooccurrenceSource
     version: int | None
     report: dict = field(default_factory=dict)
+    texts: TextNeighbourSource | None = None
 
     @property
     def sources(self):
-        return [self.transitions, self.cooccurrences]
+        return [self.transitions, self.cooccurrences] + (
+            [self.texts] if self.texts is not None else [])
+
+    def counts(self, transition: int, cooccurrence: int, text: int) -> tuple:
+        """How many candidates each of ``sources`` may add, in their order."""
+        return (int(transition), int(cooccurrence)) + (
+            (int(text),) if self.texts is not None else ())
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
@@ -63,7 +75,8 @@ def build(catalog_ids: np.ndarray, answers: dict[str, np.ndarray],
                         f"shape {engagements.shape}")
     tie_break = item_to_item.tie_break_of_counts(engagements)
     sources, report = {}, {"items": n, "engaged_items": int((engagements > 0).sum())}
-    for name, cls in TABLES:
+    present = [(name, cls) for name, cls in OPTIONAL_TABLES if f"{name}_ids" in answers]
+    for name, cls in TABLES + tuple(present):
         ids = _decode(np.asarray(answers[f"{name}_ids"]))
         weights = np.asarray(answers[f"{name}_weights"], np.float32)
         if ids.ndim != 2 or ids.shape != weights.shape or len(ids) != n:
@@ -78,5 +91,7 @@ def build(catalog_ids: np.ndarray, answers: dict[str, np.ndarray],
         except ValueError as e:
             raise BadTables(f"{SIGNATURE}: {name} table: {e}") from e
         report[f"{name}_pairs"] = int(table.nnz)
-        sources[name] = cls(table, tie_break)
-    return ItemToItem(sources["transition"], sources["cooccurrence"], version, report)
+        # Text neighbours are cosines: no popularity tie-break among them.
+        sources[name] = cls(table, None if name == "text" else tie_break)
+    return ItemToItem(sources["transition"], sources["cooccurrence"], version, report,
+                      sources.get("text"))

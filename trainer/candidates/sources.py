@@ -9,9 +9,12 @@ better) and ``feature(picked)`` (the ranking feature from its scores of the cand
 [users, candidates]; identity by default). Histories are arrays of catalog row indices, oldest
 first.
 
-The item-to-item sources are fitted on the shop's train sequences (``fit``) or engagement
-units (``fit_units``: each engaged item with the distinct items engaged before it, as the
-pipeline's examples hold them) and saved / loaded as one .npz (``save`` / ``load``), like a
+The item-to-item sources score an item-to-item table. The transitions and co-occurrences are
+fitted on the shop's train sequences (``fit``) or engagement units (``fit_units``: each
+engaged item with the distinct items engaged before it, as the pipeline's examples hold
+them); the text neighbours (``TextNeighbourSource.fit_embeddings``) on the item text
+embeddings (each item's most similar texts by cosine, the table form of
+``TextSimilaritySource``). Each is saved / loaded as one .npz (``save`` / ``load``), like a
 model's artifact.
 """
 import json
@@ -123,7 +126,45 @@ class _TableSource(CandidateSource):
         return cls(table, tie, **params)
 
 
-class TransitionSource(_TableSource):
+class _RecentTableSource(_TableSource):
+    """A table source scored from the user's most recent items: the sum over the last
+    ``window`` history items of ``decay ** age`` (last item: age 0) times the item's table
+    row, plus the tie-break. ``because``: the recent item with the largest weighted part."""
+
+    _params = ("window", "decay")
+
+    def __init__(self, table, tie_break, window, decay):
+        _check_window(self.name, window, decay)
+        super().__init__(table, tie_break)
+        self.window, self.decay = int(window), float(decay)
+
+    def _weights(self, recent):
+        """``decay ** age`` of the recent items (most recent first)."""
+        return self.decay ** np.arange(len(recent))
+
+    def scores(self, histories):
+        # Weighted one-hot of the last `window` items (most recent weight 1), times the table.
+        rows, cols, vals = [], [], []
+        for u, hist in enumerate(histories):
+            recent = _recent(hist, self.window)
+            rows.extend([u] * len(recent))
+            cols.extend(recent.tolist())
+            vals.extend(self._weights(recent).tolist())
+        w = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
+                          shape=(len(histories), self.n_items))
+        return self._add_tie_break(np.asarray((w @ self.table).todense(), dtype=np.float32))
+
+    def _scored_from(self, history):
+        return _recent(history, self.window)
+
+    def because(self, history, items):
+        recent = _recent(history, self.window)
+        parts = self._weights(recent)[:, None] * (
+            self.table[recent][:, np.asarray(items)].toarray())
+        return _best_contributor(recent, parts)
+
+
+class TransitionSource(_RecentTableSource):
     """Items that followed the user's most recent items in the train sequences: the sum over
     the last ``window`` history items of ``decay ** age`` (last item: age 0) times the
     transition table's weight item -> candidate (``item_to_item.transition_matrix``), plus
@@ -131,12 +172,9 @@ class TransitionSource(_TableSource):
 
     name = F.TRANSITION_SCORE
     reason = "Often chosen next after {item}"
-    _params = ("window", "decay")
 
     def __init__(self, table, tie_break=None, window=3, decay=0.1):
-        _check_window(self.name, window, decay)
-        super().__init__(table, tie_break)
-        self.window, self.decay = int(window), float(decay)
+        super().__init__(table, tie_break, window, decay)
 
     @classmethod
     def fit(cls, sequences, n_items, window=3, decay=0.1, normalize=False, tie_break=True):
@@ -153,27 +191,6 @@ class TransitionSource(_TableSource):
         return cls(item_to_item.transition_matrix((), n_items, False, pairs),
                    item_to_item.popularity_tie_break([np.asarray(items, np.int64)], n_items)
                    if tie_break else None, window, decay)
-
-    def scores(self, histories):
-        # Weighted one-hot of the last `window` items (most recent weight 1), times T.
-        rows, cols, vals = [], [], []
-        for u, hist in enumerate(histories):
-            recent = _recent(hist, self.window)
-            rows.extend([u] * len(recent))
-            cols.extend(recent.tolist())
-            vals.extend((self.decay ** np.arange(len(recent))).tolist())
-        w = sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
-                          shape=(len(histories), self.n_items))
-        return self._add_tie_break(np.asarray((w @ self.table).todense(), dtype=np.float32))
-
-    def _scored_from(self, history):
-        return _recent(history, self.window)
-
-    def because(self, history, items):
-        recent = _recent(history, self.window)
-        parts = (self.decay ** np.arange(len(recent)))[:, None] * (
-            self.table[recent][:, np.asarray(items)].toarray())
-        return _best_contributor(recent, parts)
 
 
 class CooccurrenceSource(_TableSource):
@@ -213,6 +230,74 @@ class CooccurrenceSource(_TableSource):
     def because(self, history, items):
         recent = np.asarray(history)[::-1]
         return _best_contributor(recent, self.table[recent][:, np.asarray(items)].toarray())
+
+
+class TextNeighbourSource(_RecentTableSource):
+    """Items whose text is like the user's recent items', from a table: the sum over the
+    last ``window`` history items of ``decay ** age`` (last item: age 0) times the cosine of
+    the item's and the candidate's text embeddings, kept for each item's best ``neighbours``
+    only (``fit_embeddings``; 0 elsewhere). The table form of ``TextSimilaritySource``: it
+    travels in the retrieval export's ``related_items`` signature (trainer/related_items.py)
+    like the transitions. No tie-break; its feature is the score itself (cosines are no
+    counts)."""
+
+    name = F.TEXT_SCORE
+    reason = "Similar to {item}"
+
+    def __init__(self, table, tie_break=None, window=10, decay=0.5):
+        super().__init__(table, tie_break, window, decay)
+
+    def feature(self, picked):
+        return picked
+
+    @classmethod
+    def fit_embeddings(cls, embeddings, neighbours=50, window=10, decay=0.5, block=1024):
+        """The table of each item's ``neighbours`` most similar other items (cosine > 0,
+        never itself; ties: the lower index) from the item text ``embeddings`` [n_items, H]
+        (L2-normalised here; a row of zeros is an item without text: it has no neighbours
+        and is nobody's). ``block`` rows at a time, so memory stays O(block * n_items)."""
+        _check_window(cls.name, window, decay)
+        return cls(_cosine_neighbours(embeddings, neighbours, block), None, window, decay)
+
+
+def _cosine_neighbours(embeddings, neighbours, block):
+    """CSR float32 [n, n]: row i holds the cosines (at most 1) of item i's ``neighbours`` most
+    similar other items with a cosine > 0 (ties: the lower index), from ``embeddings``
+    [n, H] (``TextNeighbourSource.fit_embeddings``)."""
+    emb = np.asarray(embeddings, np.float32)
+    if emb.ndim != 2 or not np.isfinite(emb).all():
+        raise ValueError(f"{F.TEXT_SCORE}: embeddings must be a finite [n_items, H] matrix, "
+                         f"got shape {emb.shape}")
+    if neighbours < 1 or block < 1:
+        raise ValueError(f"{F.TEXT_SCORE}: neighbours and block must be >= 1, got "
+                         f"{neighbours}, {block}")
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = emb / np.where(norms > 0, norms, 1.0)                 # rows of zeros stay zeros
+    n = len(emb)
+    k = min(int(neighbours), n - 1)
+    if k < 1:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    rows, cols, vals = (np.concatenate(part) for part in zip(*(
+        _block_neighbours(emb, start, min(start + block, n), k)
+        for start in range(0, n, block))))
+    return sp.csr_matrix((np.minimum(vals, 1.0).astype(np.float32), (rows, cols)),
+                         shape=(n, n))
+
+
+def _block_neighbours(emb, start, end, k):
+    """(rows, cols, cosines) of the best ``k`` neighbours (cosine > 0, not itself; ties: the
+    lower column) of the items ``start`` .. ``end - 1``."""
+    sims = emb[start:end] @ emb.T                                   # [b, n]
+    local = np.arange(end - start)
+    sims[local, start + local] = -np.inf                            # never itself
+    kth = np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
+    rows, cols = np.nonzero((sims >= kth[:, None]) & (sims > 0))    # ties at the k-th: extra
+    vals = sims[rows, cols]
+    order = np.lexsort((cols, -vals, rows))                         # per row best, lower col
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)       # place within its row
+    keep = rank < k
+    return rows[keep] + start, cols[keep], vals[keep]
 
 
 class TextSimilaritySource(CandidateSource):

@@ -13,15 +13,18 @@ from trainer.candidates import served_tables
 from serving.api.catalog import Catalog
 from serving.api.model_backend import ModelWatcher
 from tests.serving.api.setup import items_rows
-from trainer.candidates import CooccurrenceSource, TransitionSource
+from trainer.candidates import CooccurrenceSource, TextNeighbourSource, TransitionSource
 
 IDS = np.array(["a", "b", "c", "d"], dtype=object)
 
 
-def answers(transitions, cooccurrences, engagements, m=3):
-    """related_items outputs for IDS from {item: [(partner, weight), ...]}."""
+def answers(transitions, cooccurrences, engagements, m=3, texts=None):
+    """related_items outputs for IDS from {item: [(partner, weight), ...]} (``texts``: the
+    text neighbours of a version with a text tower)."""
     out = {"engagements": np.asarray(engagements, np.float32)}
-    for name, table in (("transition", transitions), ("cooccurrence", cooccurrences)):
+    tables = (("transition", transitions), ("cooccurrence", cooccurrences)) + (
+        (("text", texts),) if texts is not None else ())
+    for name, table in tables:
         ids = np.full((len(IDS), m), b"", dtype=object)
         weights = np.zeros((len(IDS), m), np.float32)
         for i, item in enumerate(IDS):
@@ -47,6 +50,24 @@ def test_answers_become_the_benchmarks_sources_over_catalog_rows():
     scores = tables.transitions.scores([np.array([0])])[0]
     assert scores.argmax() == 1 and scores[3] == 0      # d: no transition, no engagement
     assert tables.transitions.because(np.array([2, 0]), [1, 3]).tolist() == [0, -1]
+
+
+def test_text_neighbours_are_a_third_source_when_the_version_has_them():
+    plain = served_tables.build(IDS, GOOD, version=1)
+    assert plain.texts is None and len(plain.sources) == 2
+    assert plain.counts(50, 40, 30) == (50, 40)
+    with_text = served_tables.build(IDS, answers(
+        {"a": [("b", 2.0)]}, {}, [3, 2, 1, 0], texts={"a": [("d", 0.9), ("c", 0.5)],
+                                                       "c": [("a", 0.5)]}), version=2)
+    texts = with_text.texts
+    assert isinstance(texts, TextNeighbourSource) and texts.tie_break is None
+    assert with_text.sources[2] is texts and with_text.counts(50, 40, 30) == (50, 40, 30)
+    assert texts.table.toarray()[0].tolist() == pytest.approx([0, 0, 0.5, 0.9])
+    # Its feature is the similarity itself (not a log count); only text evidence counts.
+    assert texts.supported(np.array([0])).tolist() == [2, 3]
+    scores = texts.scores([np.array([0])])
+    assert texts.feature(scores)[0, 3] == pytest.approx(0.9)
+    assert with_text.report["text_pairs"] == 3
 
 
 @pytest.mark.parametrize("change, match", [

@@ -212,9 +212,9 @@ def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(ca
         warnings[0]
 
 
-def _with_tables(transitions, cooccurrences):
+def _with_tables(transitions, cooccurrences, texts=None):
     """A fresh catalog whose item-to-item sources hold the given {item: [(partner, count)]}
-    (as the served related_items signature would give them)."""
+    (as the served related_items signature would give them; ``texts``: text neighbours)."""
     from trainer.candidates import served_tables
 
     items = pd.DataFrame(items_rows())
@@ -223,7 +223,9 @@ def _with_tables(transitions, cooccurrences):
     catalog = Catalog(items)
     n = len(catalog)
     answers = {"engagements": np.ones(n, np.float32)}
-    for name, table in (("transition", transitions), ("cooccurrence", cooccurrences)):
+    tables = (("transition", transitions), ("cooccurrence", cooccurrences)) + (
+        (("text", texts),) if texts is not None else ())
+    for name, table in tables:
         ids, weights = np.full((n, 3), b"", dtype=object), np.zeros((n, 3), np.float32)
         for item, partners in table.items():
             for j, (partner, count) in enumerate(partners):
@@ -231,6 +233,22 @@ def _with_tables(transitions, cooccurrences):
         answers[f"{name}_ids"], answers[f"{name}_weights"] = ids, weights
     catalog.set_item_to_item(served_tables.build(catalog.ids, answers, version=1))
     return catalog
+
+
+def test_text_neighbours_add_similar_items_with_their_similarity():
+    from serving.events.store import UserContext
+
+    catalog = _with_tables({}, {}, texts={"book1": [("toy3", 0.8), ("toy9", 0.9)]})
+    models = _Models(catalog, rank=lambda inputs: np.zeros(len(inputs["item_id"])), k=5)
+    ctx = UserContext(["book1"], {"book1": "click"})
+    rec = _recommender(catalog, models, ctx).recommend("u1", k=10)
+    ranked = [catalog.ids[row] for row in catalog.rows(models.calls[-1][3]["item_id"])]
+    assert ranked[-1] == "toy3" and "toy9" not in ranked          # toy9 is out of stock
+    features = models.features[-1]
+    assert features["text_score"][-1] == pytest.approx(0.8, rel=1e-3)
+    reason = {catalog.ids[r.row]: r.reason for r in rec.items}["toy3"]
+    assert reason.type == "similar_to_history" and reason.item_id == "book1"
+    assert reason.text == "Similar to “Blue mystery novel”"
 
 
 def test_item_to_item_sources_add_explained_allowed_candidates_with_their_features():

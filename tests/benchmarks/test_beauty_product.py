@@ -1,0 +1,90 @@
+"""The product row of the Beauty benchmark (benchmarks/beauty_product.py): list metrics, the
+test users, option checks, and a smoke run of the real pipeline + API on 2,000 real users."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import beauty, beauty_data, beauty_product
+from tests.benchmarks.test_beauty import REAL_DATA, planted_folder  # noqa: F401  (fixture)
+
+
+def test_list_metrics_find_the_target_in_the_returned_list():
+    asins = ["a", "b", "c", "d", "e"]
+    users = [("u1", np.array([0, 1]), 2),         # target c at position 1
+             ("u2", np.array([3]), 4),            # target e missing
+             ("u3", np.array([0]), 1)]            # history item a listed first, target b 2nd
+    lists = [["d", "c", "e"], ["a", "b"], ["a", "b", "c"]]
+    out = beauty_product.list_metrics(lists, users, asins)
+    assert out["users"] == 3
+    assert out["unfiltered"]["recall@10"] == pytest.approx(2 / 3)
+    assert out["unfiltered"]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(3)) / 3)
+    # Filtered: u3's history item "a" leaves the list, so b moves to the top.
+    assert out["filtered"]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0) / 3)
+
+
+def test_test_users_are_the_leave_one_out_test_set(planted_folder):  # noqa: F811
+    data = beauty_data.load_beauty(planted_folder, max_users=20, seed=1)
+    users = beauty_product.test_users(data)
+    assert [u for u, _, _ in users] == [u for u, s in zip(data.user_ids, data.sequences)
+                                        if len(s) >= 3]
+    for (_, history, target), seq in zip(users, data.sequences):
+        assert list(history) == list(seq[:-1]) and target == seq[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "product.nope=1"], "unknown option"),
+    (["--set", 'product.work_dir="benchmarks/x"'], "inside the repository"),
+])
+def test_product_options_are_checked(planted_folder, tmp_path, argv, message):  # noqa: F811
+    with pytest.raises(SystemExit, match=message):
+        beauty.main(["--data", planted_folder, "--out", str(tmp_path), "--models",
+                     "product"] + argv)
+
+
+def test_committed_configs_split_the_export_clock_into_leave_one_out():
+    # pylint: disable=import-outside-toplevel
+    from pipeline import examples
+    from pipeline.configs import load_config
+    for name in ("beauty.json", "beauty_smoke.json"):
+        cfg = load_config(os.path.join(beauty_product.REPO, "benchmarks", "configs", name))
+        assert cfg.two_stage
+        cutoffs = examples.check_split_times(cfg.eval_from, cfg.rank_from)
+        # Every user's clock (offsets of up to an hour): the last item is eval (test), the
+        # one before it rank (validation), the rest train.
+        for user in range(0, 5000, 7):
+            times = beauty_data.event_timestamps(6, user)
+            assert [examples.split_of(t, *cutoffs) for t in times] == [
+                "train"] * 4 + ["rank", "eval"]
+
+
+@pytest.mark.slow
+def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
+    """2,000 real users: shop export -> tfx_pipeline.py (every component) -> pushed bundle
+    -> the API's recommender in-process and over HTTP -> leave-one-out metrics."""
+    if not os.path.isdir(REAL_DATA):
+        pytest.skip(f"real Amazon Beauty data not found at {os.path.abspath(REAL_DATA)} "
+                    f"(research-only data, not in the repository)")
+    out = str(tmp_path / "results")
+    config = os.path.join(beauty_product.REPO, "benchmarks", "configs", "beauty_smoke.json")
+    beauty.main(["--data", REAL_DATA, "--max-users", "2000", "--seed", "0", "--out", out,
+                 "--models", "transitions,product",
+                 "--set", f"product.config={json.dumps(config)}",
+                 "--set", f"product.work_dir={json.dumps(str(tmp_path / 'work'))}",
+                 "--set", "product.replay_users=100"])
+    results = json.load(open(os.path.join(out, "beauty_u2000.json")))
+    assert results["dataset"]["users"] == 2000 and results["dataset"]["items"] == 12101
+    product = results["models"]["product"]
+    test = {m: r["test"]["unfiltered"]["ndcg@10"] for m, r in results["models"].items()}
+    assert test["product"] > test["transitions"], test
+    info = product["info"]
+    assert info["degraded_answers"] == {} and info["strategies"] == {"personalized": 2000}
+    assert info["http_replay"]["agree"] == info["http_replay"]["users"] == 100
+    assert info["shop_export"]["known"]["held_out"] == 2000
+    pipeline = info["pipeline"]
+    assert {"ShopExampleGen", "Transform", "retrieval_trainer", "CandidateExamples",
+            "ranking_trainer", "ranking_evaluator", "ranking_pusher"} <= set(
+                pipeline["component_seconds"])
+    assert pipeline["models"]["retrieval"]["pushed"] and pipeline["models"]["ranking"]["pushed"]
+    assert product["validation"] is None and product["test"]["users"] == 2000
