@@ -174,11 +174,12 @@ def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
         assert 0 < split["contexts_with_target_in_pool"] <= split["contexts"], split
         assert split["mean_pool_size"] >= cfg.retrieval_top_k, split
         assert set(split["target_found_by"]) <= {"retrieval_score", "transition_score",
-                                                 "cooccurrence_score"}, split
+                                                 "cooccurrence_score", "text_score"}, split
     assert train["rows"] <= train["contexts_with_target_in_pool"] * (cfg.ranking_negatives + 1)
     assert train["rows"] > train["contexts_with_target_in_pool"] * cfg.ranking_negatives // 2
     assert evaluation["rows"] >= evaluation["contexts_with_target_in_pool"] * cfg.retrieval_top_k
     assert report["item_to_item"]["transition_pairs"] > 0, report["item_to_item"]
+    assert report["item_to_item"]["text_pairs"] > 0, report["item_to_item"]   # frozen MiniLM
     rows = [examples.decode_example(r.numpy()) for r in tf.data.TFRecordDataset(
         glob.glob(os.path.join(raw_dir, "Split-eval", "*.gz")), compression_type="GZIP")]
     assert len(rows) == evaluation["rows"]
@@ -195,7 +196,8 @@ def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
                                          "transformed_examples", "*", "Split-train", "*.gz"))
     first = next(iter(tf.data.TFRecordDataset(transformed, compression_type="GZIP")))
     keys = set(tf.train.Example.FromString(first.numpy()).features.feature)
-    assert {"item_id_idx", "retrieval_score", "transition_score", "context_id"} <= keys, keys
+    assert {"item_id_idx", "retrieval_score", "transition_score", "text_score",
+            "context_id"} <= keys, keys
 
 
 def _served_ndcg_at_10(export, files):
@@ -403,7 +405,8 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
                 for item in body["items"]:
                     if item["item_id"] not in retrieved:
                         reason = item["reason"]
-                        assert reason["type"] in ("chosen_after", "chosen_together"), item
+                        assert reason["type"] in ("chosen_after", "chosen_together",
+                                                  "similar_to_history"), item
                         assert reason["item_id"] in history, (item, history)
                         from_tables += 1
                 reordered.append(ids != retrieved[:10])
