@@ -125,10 +125,10 @@ class InProcessApi:
         from serving.api.metrics import ApiMetrics
         from serving.api.services import Services
         from serving.api.settings import Settings
+        # The API's defaults (the recommender is called directly: no auth, no rate limit).
         settings = Settings(shop_dir=shop_dir, tfserving_grpc=grpc_address,
                             event_store=event_store, auth="off", access_log=False,
-                            startup_wait_s=startup_timeout_s,
-                            **{k: v for k, v in API_SETTINGS.items() if k != "rate_limits"})
+                            startup_wait_s=startup_timeout_s)
         self.services = Services(settings, ApiMetrics()).start()
         if not self.services.watcher.ready:
             self.services.close()
