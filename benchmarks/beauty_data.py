@@ -28,8 +28,9 @@ import re
 import sys
 
 import numpy as np
+import pandas as pd
 
-from pipeline.contract import spec
+from pipeline.contract import fields, spec
 
 SEQUENCES_FILE = "sequential_data.txt"
 ITEMS_FILE = "items.tsv"
@@ -284,15 +285,6 @@ def shop_title(items, i):
     return fallback or items.asin[i]
 
 
-def _contract_length(column, text):
-    """Length of ``text`` as the shop contract counts it for ``column`` (after trimming; a
-    category path after its levels are re-split at ">")."""
-    text = text.strip()
-    if column == spec.CATEGORIES and ">" in text:
-        text = spec.CATEGORY_SEPARATOR.join(p for p in (s.strip() for s in text.split(">")) if p)
-    return len(text)
-
-
 def _shop_item_rows(items):
     """The ``items.csv`` rows, how many prices were imputed and how many titles filled.
 
@@ -300,15 +292,19 @@ def _shop_item_rows(items):
     truncated silently.
     """
     prices, imputed = shop_prices(items)
+    paths = [spec.CATEGORY_SEPARATOR.join(c) for c in items.categories]
+    # Lengths as the contract counts them: trimmed, category paths normalised as it does.
+    checked_paths = fields.normalise_categories(pd.Series([p.strip() for p in paths])).tolist()
     rows, filled = [], 0
     for i in range(len(items)):
         title = shop_title(items, i)
         filled += title != items.title[i]
         texts = {spec.ITEM_ID: items.asin[i], spec.TITLE: title,
                  spec.DESCRIPTION: items.description[i], spec.BRAND: items.brand[i],
-                 spec.CATEGORIES: spec.CATEGORY_SEPARATOR.join(items.categories[i])}
+                 spec.CATEGORIES: paths[i]}
         for column, text in texts.items():
-            length, limit = _contract_length(column, text), spec.MAX_CHARS[column]
+            checked = checked_paths[i] if column == spec.CATEGORIES else text.strip()
+            length, limit = len(checked), spec.MAX_CHARS[column]
             if length > limit:
                 raise BeautyDataError(
                     f"{items.path}:{i + 2}: item_id {items.item_id[i]}: {column} has {length} "
