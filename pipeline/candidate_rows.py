@@ -6,8 +6,9 @@ A **context** is an engaged (clicked) impression unit: the user, the history as 
 moment, the session's search and the item chosen (the target). Its **pool** is what the
 API's candidate stage gives for that history and search (trainer/candidates/pool.py, the
 same function the API calls): the retrieval export's ``top_k`` first, then the item-to-item
-sources of the same export (its ``related_items`` signature). No stock filter: the
-catalog's stock is today's, not the context's.
+sources of the same export (its ``related_items`` signature). Like the API (its
+``filter_purchased`` setting), the pool leaves out what the user had bought before the
+context (``Purchases``); no stock filter: the catalog's stock is today's, not the context's.
 
 Rows of a context whose target is in the pool: ``"train"``: the target (the unit's labels)
 and ``negatives`` other pool items drawn uniformly without replacement (labels 0);
@@ -90,18 +91,57 @@ class Counts:
             if len(positions) else None}
 
 
+class Purchases:
+    """What each user had bought before a moment, from the units' ``purchased`` labels: the
+    items of the user's units labelled purchased whose timestamp (the unit's first event) is
+    strictly before it. A unit that began earlier but whose purchase came later counts too
+    (the units keep no purchase times); the API's store has the exact purchase events."""
+
+    def __init__(self, purchases, catalog: RawCatalog):
+        """``purchases``: (user_id, item_id, timestamp) of every purchased unit; items not in
+        the catalog are ignored (they can never be candidates)."""
+        by_user: dict = {}
+        for user, item, timestamp in purchases:
+            row = catalog.row.get(item)
+            if row is not None:
+                by_user.setdefault(user, []).append((int(timestamp), row))
+        self._times, self._rows = {}, {}
+        for user, found in by_user.items():
+            found.sort()
+            self._times[user] = np.array([t for t, _ in found], np.int64)
+            self._rows[user] = np.array([r for _, r in found], np.int64)
+
+    def before(self, user_id: str, timestamp: int) -> np.ndarray:
+        """Catalog rows the user bought before ``timestamp`` (may repeat)."""
+        times = self._times.get(user_id)
+        if times is None:
+            return np.zeros(0, np.int64)
+        return self._rows[user_id][:np.searchsorted(times, int(timestamp), side="left")]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._times.values())
+
+
 def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
-            counts=(50, 50, 50)) -> Pool | None:
+            counts=(50, 50, 50), purchased=None) -> Pool | None:
     """The API's pool for a context: ``top_ids`` / ``top_scores``: the retrieval export's
     ``top_k`` answer for it; ``tables``: ``served_tables.ItemToItem`` or None; ``counts``:
     the transition, co-occurrence and text neighbour candidates (the API's settings of
-    those names). None when retrieval returned no catalog item."""
+    those names); ``purchased``: catalog rows the user had bought (left out, as the API's
+    ``filter_purchased`` does) or None. None when retrieval returned no allowed catalog
+    item."""
+    allowed = None
+    if purchased is not None and len(purchased):
+        allowed = np.ones(len(catalog.ids), dtype=bool)
+        allowed[np.asarray(purchased, np.int64)] = False
     found = [(catalog.row[i], s) for i, s in zip(top_ids, top_scores) if i in catalog.row]
+    if allowed is not None:
+        found = [(r, s) for r, s in found if allowed[r]]
     if not found:
         return None
     history = catalog.rows_of(unit[F.HISTORY_ITEM_IDS][:unit[F.NUM_HISTORY]])[::-1]
     return build_pool(history, [r for r, _ in found], [s for _, s in found],
-                      len(catalog.ids), catalog.brand_codes, None,
+                      len(catalog.ids), catalog.brand_codes, allowed,
                       tables.sources if tables is not None else None,
                       tables.counts(*counts) if tables is not None else ())
 
@@ -179,11 +219,12 @@ class RetrievalExport:
 
 def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
                negatives: int, seed: int, counts_by_source=(50, 50, 50), batch_size: int = 256,
-               progress=None, max_contexts: int = 0):
+               progress=None, max_contexts: int = 0, purchases: Purchases | None = None):
     """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
     its ``Counts`` as the generator's value (``yield from``). ``max_contexts`` > 0: at most
     that many contexts, a seeded uniform sample kept in split order (``Counts.sampled_from``
-    says of how many)."""
+    says of how many). ``purchases``: leave each user's earlier purchases out of the pools
+    (None: keep them)."""
     rng = np.random.default_rng(seed)
     counts = Counts()
     contexts = [u for u in units if u[F.CLICKED]]
@@ -195,7 +236,9 @@ def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind
         batch = contexts[start:start + batch_size]
         ids, scores = export.top_k(batch)
         for j, unit in enumerate(batch):
-            pool = pool_of(unit, ids[j], scores[j], catalog, tables, counts_by_source)
+            bought = (purchases.before(unit[F.USER_ID], unit[F.TIMESTAMP])
+                      if purchases is not None else None)
+            pool = pool_of(unit, ids[j], scores[j], catalog, tables, counts_by_source, bought)
             if pool is None:
                 counts.contexts += 1
                 continue

@@ -91,6 +91,9 @@ class PipelineConfig:
     transition_candidates: int = 50
     cooccurrence_candidates: int = 50
     text_candidates: int = 50            # text neighbours (retrieval with a text tower)
+    # Leave the user's earlier purchases out of the two-stage pools, as the API's setting of
+    # the same name does at serving time (keep the two equal).
+    filter_purchased: bool = True
 
     # Evaluator thresholds (blessing). Retrieval: recall@K over the full catalog on eval
     # clicks; ranking: AUC per head. Change thresholds compare against the latest blessed model.
@@ -137,6 +140,9 @@ class PipelineConfig:
                      "max_eval_contexts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 0")
+        for name in ("filter_purchased", "enable_cache"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.domain_pretraining_steps < 0:
             problems.append(f"domain_pretraining_steps={self.domain_pretraining_steps}: "
                             "must be >= 0 (0 = off)")

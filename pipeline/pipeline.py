@@ -117,7 +117,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         transform_graph=transform.outputs["transform_graph"],
         negatives=cfg.ranking_negatives, transition_candidates=cfg.transition_candidates,
         cooccurrence_candidates=cfg.cooccurrence_candidates,
-        text_candidates=cfg.text_candidates, seed=cfg.seed,
+        text_candidates=cfg.text_candidates, exclude_purchased=int(cfg.filter_purchased),
+        seed=cfg.seed,
         max_eval_contexts=cfg.max_eval_contexts)
         if cfg.two_stage else None)
     # TFRS multi-task ranking (click, purchase, rating).

@@ -187,6 +187,19 @@ def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
     for row in rows:
         by_context[row["context_id"]].append(row)
     assert len(by_context) == evaluation["contexts_with_target_in_pool"]
+    # Like the API's filter_purchased: nothing the user bought before is a candidate.
+    assert report["exclude_purchased"] is True and report["purchased_units"] > 0, report
+    from pipeline.components import candidate_examples  # pylint: disable=import-outside-toplevel
+    bought = collections.defaultdict(list)
+    for split_dir in glob.glob(os.path.join(cfg.pipeline_root, "ShopExampleGen", "examples",
+                                            "*", "Split-*")):
+        if not split_dir.endswith("Split-catalog"):
+            for user, item, timestamp in candidate_examples.read_purchases(split_dir):
+                bought[user].append((timestamp, item))
+    assert bought, "the sample shop has purchases"
+    for context in by_context.values():
+        user, when = context[0]["user_id"], context[0]["timestamp"]
+        assert not {r["item_id"] for r in context} & {i for t, i in bought[user] if t < when}
     for context in by_context.values():
         assert sum(r["clicked"] for r in context) == 1, "one chosen item per context"
         assert len({r["item_id"] for r in context}) == len(context)

@@ -5,7 +5,9 @@ retrieval Trainer's model. For every clicked unit of the "rank" split (a time wi
 retrieval model and its item-to-item tables were not fitted on) and of the "eval" split, the
 export's ``top_k`` and ``related_items`` signatures and the API's pool code
 (trainer/candidates/pool.py) give the candidates the API would rank; pipeline/candidate_rows.py
-turns them into raw examples with the candidate features.
+turns them into raw examples with the candidate features. With ``exclude_purchased`` (the
+API's ``filter_purchased``, on by default in both) the pools leave out what the user had
+bought before the context, read from the purchased units of every split.
 
 Outputs (standard Examples, gzipped tf.Example TFRecords). ``candidate_examples``: the raw rows, split
 "train" (from the rank window: target + ``negatives`` sampled pool items per context) and
@@ -49,6 +51,26 @@ def read_split(split_uri: str) -> list:
         raise ValueError(f"CandidateExamples: no example files under {split_uri}")
     return [examples.decode_example(record.numpy())
             for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def read_purchases(split_uri: str):
+    """(user_id, item_id, timestamp) of the purchased units of one split directory (only
+    those four features are parsed)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
+    if not files:
+        raise ValueError(f"CandidateExamples: no example files under {split_uri}")
+    spec = {F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+            F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+            F.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+            F.PURCHASED: tf.io.FixedLenFeature([], tf.int64)}
+    batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
+        lambda records: tf.io.parse_example(records, spec))
+    for batch in batches:
+        bought = batch[F.PURCHASED].numpy() > 0
+        yield from zip((u.decode("utf-8") for u in batch[F.USER_ID].numpy()[bought]),
+                       (i.decode("utf-8") for i in batch[F.ITEM_ID].numpy()[bought]),
+                       batch[F.TIMESTAMP].numpy()[bought].tolist())
 
 
 def _writer(split_uri: str):
@@ -135,7 +157,7 @@ def write_rows(rows, split_uri: str, transformed_uri: str, transform,
 def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri: str,
              transformed_uri: str, negatives: int, transition_candidates: int,
              cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0,
-             text_candidates: int = 50) -> dict:
+             text_candidates: int = 50, exclude_purchased: bool = True) -> dict:
     """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
     report. ``examples_uri_of``: split name -> input split directory."""
     if negatives < 1:
@@ -153,7 +175,13 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
                 out.write(record)
     export = candidate_rows.RetrievalExport(export_dir)
     tables = export.tables(catalog)
+    purchases = candidate_rows.Purchases(itertools.chain.from_iterable(
+        read_purchases(examples_uri_of(split))
+        for split in (F.TRAIN_SPLIT, F.RANK_SPLIT, F.EVAL_SPLIT)), catalog) \
+        if exclude_purchased else None
     report = {"negatives": negatives, "seed": seed, "max_eval_contexts": max_eval_contexts,
+              "exclude_purchased": exclude_purchased,
+              "purchased_units": len(purchases) if purchases is not None else None,
               "transition_candidates": transition_candidates,
               "cooccurrence_candidates": cooccurrence_candidates,
               "text_candidates": text_candidates,
@@ -168,7 +196,8 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
             units, export, catalog, tables, out_split, negatives, seed,
             (transition_candidates, cooccurrence_candidates, text_candidates),
             progress=progress,
-            max_contexts=max_eval_contexts if out_split == "eval" else 0)
+            max_contexts=max_eval_contexts if out_split == "eval" else 0,
+            purchases=purchases)
         counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
                                  os.path.join(transformed_uri, f"Split-{out_split}"), transform)
         report["splits"][out_split] = dict(counts.summary(), from_split=in_split)
@@ -207,6 +236,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
     seed: tfx.dsl.components.Parameter[int] = 0,
     max_eval_contexts: tfx.dsl.components.Parameter[int] = 0,
     text_candidates: tfx.dsl.components.Parameter[int] = 50,
+    exclude_purchased: tfx.dsl.components.Parameter[int] = 1,
 ):
     """Two-stage ranking rows (module docstring)."""
     splits = artifact_utils.decode_split_names(examples.split_names)
@@ -218,7 +248,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
                       path_utils.serving_model_path(model.uri), transform_graph.uri,
                       candidate_examples.uri, transformed_examples.uri, negatives,
                       transition_candidates, cooccurrence_candidates, seed, max_eval_contexts,
-                      text_candidates)
+                      text_candidates, bool(exclude_purchased))
     for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
                             (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
         artifact.split_names = artifact_utils.encode_split_names(names)

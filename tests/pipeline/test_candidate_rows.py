@@ -143,3 +143,44 @@ def test_eval_contexts_can_be_a_seeded_sample():
     assert run(5, 4)[0] == rows, "seeded"
     assert run(6, 4)[0] != rows
     assert run(5, 0)[1]["contexts"] == run(5, 99)[1]["contexts"] == 10
+
+
+def test_purchases_are_those_before_the_moment_per_user_and_unknown_items_are_ignored():
+    bought = candidate_rows.Purchases(
+        [("u1", "c", 50), ("u1", "a", 100), ("u1", "zzz", 10), ("u2", "b", 1)], catalog())
+    assert len(bought) == 3
+    assert [IDS[r] for r in bought.before("u1", 100)] == ["c"], "strictly before"
+    assert sorted(IDS[r] for r in bought.before("u1", 101)) == ["a", "c"]
+    assert len(bought.before("u1", 50)) == 0 and len(bought.before("nobody", 10**9)) == 0
+    assert [IDS[r] for r in bought.before("u2", 2)] == ["b"]
+
+
+def test_purchased_items_leave_the_pool_as_the_api_filter_does():
+    cat = catalog()
+    context = unit("e", ["c"])
+    # a was bought (retrieval's best): out; f was bought: co-occurrence gives no f.
+    pool = candidate_rows.pool_of(context, ["a", "b"], [.9, .5], cat, tables(), (50, 50, 50),
+                                  purchased=np.array([0, 5]))
+    assert [IDS[r] for r in pool.rows] == ["b", "e"]
+    assert pool.features[F.RETRIEVAL_SCORE][0] == pytest.approx(0.0), "b is now the best"
+    assert candidate_rows.pool_of(context, ["a"], [.9], cat, tables(), (50, 50, 50),
+                                  purchased=np.array([0])) is None, "nothing allowed left"
+
+
+def test_split_rows_drop_each_users_earlier_purchases_from_the_pools():
+    cat = catalog()
+    units = [unit("b", ["c"], user="u1"), unit("b", ["c"], user="u2")]
+    bought = candidate_rows.Purchases([("u1", "a", 99), ("u2", "a", 100)], cat)
+    generator = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "eval", 2,
+                                          seed=0, purchases=bought)
+    rows = []
+    try:
+        while True:
+            rows.append(next(generator))
+    except StopIteration:
+        pass
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row[F.USER_ID], []).append(row[F.ITEM_ID])
+    assert "a" not in by_user["u1"] and by_user["u1"][0] == "b"
+    assert by_user["u2"][0] == "a", "bought at the context's own time: still a candidate"

@@ -28,6 +28,8 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
         load_config(eval_fraction=1.5)
     with pytest.raises(ValueError, match=r"pseudonym_key_file='nope.key': no such file.*new-key"):
         load_config(pseudonym_key_file="nope.key")
+    with pytest.raises(ValueError, match=r"filter_purchased='no': must be true or false"):
+        load_config(filter_purchased="no")
     bad = tmp_path / "cfg.json"
     bad.write_text('{"seed": 1,\n "beam_mode": }')
     with pytest.raises(ValueError, match=r"cfg.json:2: not valid JSON"):
@@ -75,5 +77,8 @@ def test_two_stage_pipeline_wires_candidate_examples_between_the_trainers():
     ids = [c.id for c in create_pipeline(load_config()).components]
     assert ids.index("retrieval_trainer") < ids.index("CandidateExamples") < ids.index(
         "ranking_trainer")
+    candidates = next(c for c in create_pipeline(load_config(filter_purchased=False)).components
+                      if c.id == "CandidateExamples")
+    assert candidates.exec_properties["exclude_purchased"] == 0, "the API setting's twin"
     plain = [c.id for c in create_pipeline(load_config(rank_fraction=0.0)).components]
     assert "CandidateExamples" not in plain
