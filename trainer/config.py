@@ -231,6 +231,9 @@ class RankingConfig(_Config):
     # eval AUC falls with more steps (docs/DESIGN.md, "Models and BERT").
     embedding_l2: float = 3e-4
     # Per-output weight of the training loss and of the exported combined `score`.
+    # Seeds averaged: `ensemble_size` models trained alike with seeds seed, seed + 1, ...; the
+    # export's outputs are their means (each signature calls every member once).
+    ensemble_size: int = 1
     loss_weights: Tuple[Tuple[str, float], ...] = (
         ("click", 1.0), ("purchase", 1.0), ("rating", 1.0))
     score_weights: Tuple[Tuple[str, float], ...] = (
@@ -258,6 +261,9 @@ class RankingConfig(_Config):
         super().validate()
         if self.embedding_l2 < 0:
             raise ValueError(f"RankingConfig.embedding_l2 must be >= 0, got {self.embedding_l2}")
+        if not 1 <= self.ensemble_size <= 16:
+            raise ValueError(f"RankingConfig.ensemble_size must be in [1, 16], got "
+                             f"{self.ensemble_size}")
         if self.num_cross_layers < 0 or self.cross_projection_dim < 0:
             raise ValueError("RankingConfig.num_cross_layers and cross_projection_dim must be "
                              f">= 0, got {self.num_cross_layers}, {self.cross_projection_dim}")

@@ -10,8 +10,10 @@ outside the model such as the candidate's retrieval score) go through DCN-v2 cro
 unit) and a linear rating head (squared error only on units with `has_rating`, masked
 elsewhere; its bias starts at the train mean rating). Loss weights per head come from the
 config. The embedding tables carry an L2 penalty (`embedding_l2`): without it the ids memorise
-training impressions and eval AUC drops to chance.
+training impressions and eval AUC drops to chance. `ensemble_size` > 1 trains that many
+models with consecutive seeds and exports their mean (`RankingEnsemble`).
 """
+import dataclasses
 from typing import Dict, Optional
 
 from absl import logging
@@ -87,8 +89,10 @@ class RankingModel(tfrs.Model):
         self.query_match = QueryMatch(name="query_match") if config.use_text else None
         self.text_table = self.text_projection = None
         if config.use_text_embedding:
-            self.text_table = tf.Variable(np.asarray(text_table, np.float32), trainable=False,
-                                          name="item_text_table")
+            # A tf.Variable is shared as given (the members of a RankingEnsemble).
+            self.text_table = text_table if isinstance(text_table, tf.Variable) else \
+                tf.Variable(np.asarray(text_table, np.float32), trainable=False,
+                            name="item_text_table")
             self.text_projection = tf.keras.layers.Dense(
                 config.text_projection_dim, use_bias=False, name="text_projection")
         self.cross_layers = [
@@ -202,6 +206,24 @@ class RankingModel(tfrs.Model):
         labels = as_column(features[RANKING_HEADS[head]])
         return self.tasks[head](labels=labels, predictions=prediction[:, tf.newaxis],
                                 training=training)
+
+
+class RankingEnsemble(tf.keras.Model):
+    """The mean outputs of `members` (RankingModels trained alike with different seeds):
+    averaging seeds removes part of the variance one training run has. `config` is the first
+    member's (the export reads its external features)."""
+
+    def __init__(self, members):
+        super().__init__(name="ranking_ensemble")
+        if not members:
+            raise ValueError("RankingEnsemble needs at least one member")
+        self.members = list(members)
+        self.config = members[0].config
+
+    def call(self, features, training=False):
+        outputs = [member(features, training=training) for member in self.members]
+        return {head: tf.add_n([o[head] for o in outputs]) / float(len(outputs))
+                for head in outputs[0]}
 
 
 class RankingText(tf.Module):
@@ -340,19 +362,40 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     # The rating head starts at the train mean; `degrade` learns nothing from the data, this
     # mean included (its rating head starts at 0 stars).
     mean_rating = 0.0 if config.degrade else rating_mean(fn_args.train_files, spec)
-    model = build_model(config, buckets, strategy,
-                        text.tables.embeddings if text is not None else None, mean_rating)
-    train_ds = data.make_dataset(
-        fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
-        seed=config.seed, repeat=bool(fn_args.train_steps))
-    if text is not None:
-        train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
-                                num_parallel_calls=tf.data.AUTOTUNE)
-    losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps)
+    members, member_losses = [], []
+    text_table = text.tables.embeddings if text is not None else None
+    for index in range(config.ensemble_size):
+        member_config = dataclasses.replace(config, seed=config.seed + index)
+        if index:
+            tf.keras.utils.set_random_seed(member_config.seed)
+            logging.info("ranking: ensemble member %d / %d (seed %d)", index + 1,
+                         config.ensemble_size, member_config.seed)
+        member = build_model(member_config, buckets, strategy, text_table, mean_rating)
+        if member.text_table is not None:
+            text_table = member.text_table          # one copy for every member
+        train_ds = data.make_dataset(
+            fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
+            seed=member_config.seed, repeat=bool(fn_args.train_steps))
+        if text is not None:
+            train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+        member_losses.append(training.fit(member, train_ds, config.epochs,
+                                          fn_args.train_steps))
+        members.append(member)
+    model = members[0] if len(members) == 1 else RankingEnsemble(members)
+    losses = member_losses[0]
 
     metrics = evaluate(model, fn_args.eval_files, spec, add_text)
     metrics.update(training=training.loss_summary(losses), config=config.to_dict(),
                    train_mean_rating=mean_rating)
+    if len(members) > 1:
+        # Each member alone on the eval split: what the mean adds.
+        metrics["ensemble"] = []
+        for index, (member, member_loss) in enumerate(zip(members, member_losses)):
+            alone = evaluate(member, fn_args.eval_files, spec, add_text)
+            metrics["ensemble"].append(dict(
+                seed=config.seed + index, training=training.loss_summary(member_loss),
+                **{f"{head}_auc": alone[head]["auc"] for head in RANKING_HEADS}))
     if text is not None:
         metrics["text"] = text.summary()
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")

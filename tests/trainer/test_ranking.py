@@ -307,3 +307,49 @@ def test_run_fn_needs_the_retrieval_score_feature(transformed_shop, tmp_path):
         RANKING_CONFIG, external_features=(F.RETRIEVAL_SCORE,)), train_steps=1)
     with pytest.raises(ValueError, match="retrieval_score"):
         ranking.run_fn(args)
+
+
+def test_ensemble_outputs_are_the_members_means():
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    members = [_model(seed=1), _model(seed=2)]
+    batch = _batch(seed=4)
+    alone = [m(batch) for m in members]
+    assert not np.allclose(alone[0]["click"].numpy(), alone[1]["click"].numpy()), "seeds differ"
+    mean = ranking.RankingEnsemble(members)(batch)
+    for head in HEADS:
+        np.testing.assert_allclose(mean[head].numpy(),
+                                   (alone[0][head].numpy() + alone[1][head].numpy()) / 2,
+                                   rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one member"):
+        ranking.RankingEnsemble([])
+
+
+def test_ensemble_size_is_checked():
+    from trainer.config import RankingConfig  # pylint: disable=import-outside-toplevel
+    assert RankingConfig().ensemble_size == 1
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="ensemble_size must be in"):
+            RankingConfig.from_custom_config({"ensemble_size": bad})
+
+
+@pytest.mark.slow
+def test_run_fn_trains_and_exports_an_ensemble_of_seeds(transformed_shop, tmp_path):
+    """ensemble_size 2: two members with consecutive seeds, one shared text table, and the
+    export scores with their mean."""
+    from trainer import ranking  # pylint: disable=import-outside-toplevel
+    args = shop_runs.fn_args(transformed_shop, str(tmp_path), dict(
+        RANKING_CONFIG, ensemble_size=2), train_steps=20)
+    run = shop_runs.run(ranking.run_fn, args)
+    members = run.metrics["ensemble"]
+    assert [m["seed"] for m in members] == [RANKING_CONFIG["seed"], RANKING_CONFIG["seed"] + 1]
+    assert members[0]["training"] != members[1]["training"], "different seeds train apart"
+    assert run.metrics["config"]["ensemble_size"] == 2
+    saved = tf.train.list_variables(os.path.join(run.export, "variables", "variables"))
+    tables = [name for name, shape in saved
+              if name.startswith("model/") and len(shape) == 2 and shape[1] == 384]
+    assert len(tables) == 1, tables        # the members share one MiniLM item-text table
+    loaded = tf.saved_model.load(run.export)
+    examples = shop_runs.raw_examples(transformed_shop, F.EVAL_SPLIT)
+    out = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    np.testing.assert_allclose(out["click"].numpy().mean(),
+                               run.metrics["click"]["mean_prediction"], rtol=1e-4)
