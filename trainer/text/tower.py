@@ -4,7 +4,8 @@ embedder used for evaluation and serving.
 Both produce the features the towers read (trainer/retrieval.py); a zero vector means "no
 text" (empty query, history padding, unknown history item):
 
-- `ITEM_TEXT`    [B, H]  the candidate's "title | brand | category path"
+- `ITEM_TEXT`    [B, H]  the candidate's "title | brand | category path | description"
+                  (trainer/text/cache.py item_text)
 - `QUERY_TEXT`   [B, H]  the search query
 - `HISTORY_TEXT` [B, L, H] each history item's item text (pretrained, never fine-tuned)
 
@@ -161,7 +162,8 @@ class TextEmbedder(tf.Module):
         out = dict(features)
         if self.use_item_text:
             out[ITEM_TEXT] = self.encode(text_cache.item_text(
-                features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
+                features[F.TITLE], features[F.BRAND], features[F.CATEGORY],
+                features[F.DESCRIPTION]))
         return out
 
 
