@@ -52,7 +52,8 @@ CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM t
            "user-id embedding, in-batch softmax, ~5 epochs = 3,000 steps of 256; chosen on "
            "validation NDCG@10, benchmarks/README.md); candidates and ranker rows as "
            "'ours_ranked' (top 100 + 50 transitions + 50 co-occurrences, 20 sampled "
-           "negatives; chosen on held-out validation users); everything else the pipeline's "
+           "negatives, the ranker's mean over seeds (ensemble_size 3); chosen on held-out "
+           "validation users); everything else the pipeline's "
            "defaults. No value was chosen on test users; the Evaluators' blessing on the eval "
            "split (= the test items) is a pass/fail gate, not a choice.")
 
