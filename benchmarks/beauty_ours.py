@@ -270,15 +270,14 @@ def text_embeddings(texts, seq_len=32):
 
 def item_texts(items, text="title"):
     """Each item's text for the MiniLM encoder: "title", or "item" = "title | brand |
-    category path | description" (trainer.text.cache.item_text, as the trainer reads it)."""
+    category path" (trainer.text.cache.item_text, as the trainer reads it)."""
     titles = [beauty_data.shop_title(items, i) for i in range(len(items))]
     if text == "title":
         return titles
     if text == "item":
         from trainer.text.cache import item_text  # pylint: disable=import-outside-toplevel
         paths = [spec.CATEGORY_SEPARATOR.join(levels) for levels in items.categories]
-        return [t.decode("utf-8") for t in item_text(titles, list(items.brand), paths,
-                                                     list(items.description)).numpy()]
+        return [t.decode("utf-8") for t in item_text(titles, list(items.brand), paths).numpy()]
     raise ValueError(f"text must be 'title' or 'item', got {text!r}")
 
 

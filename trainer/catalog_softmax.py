@@ -61,8 +61,7 @@ def load(catalog_patterns: Sequence[str], spec: Dict, num_items: int,
          lookup: Optional[text_cache.RowLookup] = None) -> Catalog:
     """The transformed catalog split, deduplicated by item id (first row wins), with the text
     cache rows of the item texts when `lookup` is given (BERT modes)."""
-    keys = [k for k in TOWER_KEYS if k in spec] + [F.ITEM_ID, F.BRAND, F.CATEGORY,
-                                                   F.DESCRIPTION]
+    keys = [k for k in TOWER_KEYS if k in spec] + [F.ITEM_ID, F.BRAND, F.CATEGORY]
     columns = data.load_columns(catalog_patterns, spec, sorted(set(keys)))
     _, first = np.unique(columns[F.ITEM_ID].reshape(-1), return_index=True)
     order = np.sort(first)
@@ -70,8 +69,7 @@ def load(catalog_patterns: Sequence[str], spec: Dict, num_items: int,
     rows = None
     if lookup is not None:
         rows = lookup.text_rows(text_cache.item_text(
-            columns[F.TITLE], columns[F.BRAND], columns[F.CATEGORY],
-            columns[F.DESCRIPTION])).numpy().astype(np.int32)
+            columns[F.TITLE], columns[F.BRAND], columns[F.CATEGORY])).numpy().astype(np.int32)
     tower = {k: columns[k] for k in TOWER_KEYS if k in columns}
     return from_columns(tower, num_items, rows)
 

@@ -2,7 +2,7 @@
 
 Query tower: user id, order-aware history (item ids and their MiniLM text), search text.
 Candidate tower: item id, brand / category / price / stock, MiniLM text of "title | brand |
-category path | description". Every part and the text mode are switchable (trainer/config.py); the text
+category path". Every part and the text mode are switchable (trainer/config.py); the text
 features come from trainer/text/tower.py. Loss (`negatives`): in-batch softmax over (query,
 clicked item) pairs with popularity (logQ) correction and removal of accidental hits, or a full
 softmax over every catalog item (trainer/catalog_softmax.py). The export also serves the

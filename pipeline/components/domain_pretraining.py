@@ -1,8 +1,8 @@
 """DomainPretraining: optional masked-LM adaptation of MiniLM on the shop's catalog text.
 
 Reads the catalog split of ShopExampleGen's examples, builds each item's encoder text exactly
-as the retrieval model does (`trainer.text.cache.item_text`: title | brand | category path |
-description), and runs `python -m trainer.text.domain_pretraining` in a Keras-3 child process (keras-hub's
+as the retrieval model does (`trainer.text.cache.item_text`: title | brand | category path),
+and runs `python -m trainer.text.domain_pretraining` in a Keras-3 child process (keras-hub's
 `BertMaskedLM`; the TFRS trainers run on tf-keras). The output Model artifact holds, under
 `Format-Serving/` (the path TFX hands a Trainer as `fn_args.base_model`):
 
@@ -37,12 +37,11 @@ def catalog_texts(split_uri: str) -> list[str]:
     if not files:
         raise ValueError(f"DomainPretraining: no catalog example files under {split_uri}")
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
-            for key in (F.TITLE, F.BRAND, F.CATEGORY, F.DESCRIPTION)}
+            for key in (F.TITLE, F.BRAND, F.CATEGORY)}
     texts: dict[str, None] = {}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
         parsed = tf.io.parse_example(batch, spec)
-        for text in item_text(parsed[F.TITLE], parsed[F.BRAND], parsed[F.CATEGORY],
-                              parsed[F.DESCRIPTION]).numpy():
+        for text in item_text(parsed[F.TITLE], parsed[F.BRAND], parsed[F.CATEGORY]).numpy():
             if text:
                 texts.setdefault(text.decode("utf-8"), None)
     return list(texts)

@@ -1,7 +1,6 @@
 """Per-run text caches of the retrieval towers: which texts exist, and their encodings.
 
-Built once per run: the item texts of the catalog split ("title | brand | category path |
-description", `item_text`) and
+Built once per run: the item texts of the catalog split ("title | brand | category path") and
 the search queries of the train split, each encoded once with the pretrained MiniLM
 (trainer/text/encoder.py). The input pipeline maps strings to rows of these tables
 (`RowLookup.add_rows`, host-side hash tables), so the towers only gather by integer row on any
@@ -26,22 +25,13 @@ QUERY_TEXT_ROW = "query_text_row"        # [B] int32: the search query
 HISTORY_TEXT_ROW = "history_text_row"    # [B, HISTORY_LENGTH] int32: each history item's text
 ROW_KEYS = (ITEM_TEXT_ROW, QUERY_TEXT_ROW, HISTORY_TEXT_ROW)
 _SEPARATOR = " | "
-# Characters of the description in the item text: the encoder reads ~32 wordpieces, and the
-# description comes last, so more would only cost tokenising time.
-DESCRIPTION_CHARS = 300
 
 
-def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor,
-              description: tf.Tensor) -> tf.Tensor:
-    """The text the encoder reads for an item: non-empty parts of title, brand, category
-    path and the description's first DESCRIPTION_CHARS characters, joined by " | ", e.g.
-    "Velvet Lipstick | Rosa | Beauty > Makeup > Lips | A creamy matte red.". The
-    description comes last: when the text is longer than the encoder reads, it is what is
-    cut. [B] strings in, [B] out; "" when all parts are empty."""
-    description = tf.strings.substr(tf.reshape(description, [-1]), 0, DESCRIPTION_CHARS,
-                                    unit="UTF8_CHAR")
-    parts = [tf.strings.strip(tf.reshape(x, [-1])) for x in (title, brand, category,
-                                                            description)]
+def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor) -> tf.Tensor:
+    """The text the encoder reads for an item: non-empty parts of title, brand and category
+    path joined by " | ", e.g. "Velvet Lipstick | Rosa | Beauty > Makeup > Lips". [B] strings
+    in, [B] out; "" when all parts are empty."""
+    parts = [tf.strings.strip(tf.reshape(x, [-1])) for x in (title, brand, category)]
     text = tf.strings.join(parts, separator=_SEPARATOR)
     text = tf.strings.regex_replace(text, r"( \| )+", _SEPARATOR)
     return tf.strings.regex_replace(text, r"^ \| | \| $", "")
@@ -76,12 +66,11 @@ class TextCatalog:
 def collect_texts(catalog_patterns: Sequence[str], train_patterns: Sequence[str],
                   spec: Dict) -> TextCatalog:
     """Item texts of the transformed catalog split and non-empty queries of the train split."""
-    keys = [F.ITEM_ID, F.TITLE, F.BRAND, F.CATEGORY, F.DESCRIPTION]
+    keys = [F.ITEM_ID, F.TITLE, F.BRAND, F.CATEGORY]
     catalog = data.load_columns(catalog_patterns, spec, keys)
     if not len(catalog[F.ITEM_ID]):
         raise ValueError(f"the catalog split {list(catalog_patterns)} has no items to encode")
-    texts = item_text(catalog[F.TITLE], catalog[F.BRAND], catalog[F.CATEGORY],
-                      catalog[F.DESCRIPTION]).numpy()
+    texts = item_text(catalog[F.TITLE], catalog[F.BRAND], catalog[F.CATEGORY]).numpy()
     _, first = np.unique(catalog[F.ITEM_ID], return_index=True)
     order = np.sort(first)
     item_ids, item_texts = catalog[F.ITEM_ID][order], texts[order]
@@ -125,8 +114,7 @@ class RowLookup(tf.Module):
         """Transformed-feature batch -> the same batch plus the ROW_KEYS features."""
         out = dict(features)
         out[ITEM_TEXT_ROW] = self.text_rows(
-            item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY],
-                      features[F.DESCRIPTION]))
+            item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
         out[QUERY_TEXT_ROW] = self.text_rows(tf.reshape(features[F.QUERY], [-1]))
         out[HISTORY_TEXT_ROW] = self.item_rows(features[F.HISTORY_ITEM_IDS])
         return out

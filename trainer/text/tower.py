@@ -4,8 +4,7 @@ embedder used for evaluation and serving.
 Both produce the features the towers read (trainer/retrieval.py); a zero vector means "no
 text" (empty query, history padding, unknown history item):
 
-- `ITEM_TEXT`    [B, H]  the candidate's "title | brand | category path | description"
-                  (trainer/text/cache.py item_text)
+- `ITEM_TEXT`    [B, H]  the candidate's "title | brand | category path"
 - `QUERY_TEXT`   [B, H]  the search query
 - `HISTORY_TEXT` [B, L, H] each history item's item text (pretrained, never fine-tuned)
 
@@ -162,8 +161,7 @@ class TextEmbedder(tf.Module):
         out = dict(features)
         if self.use_item_text:
             out[ITEM_TEXT] = self.encode(text_cache.item_text(
-                features[F.TITLE], features[F.BRAND], features[F.CATEGORY],
-                features[F.DESCRIPTION]))
+                features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
         return out
 
 

@@ -27,18 +27,10 @@ def _catalog():
 def test_item_text_joins_the_non_empty_parts():
     got = text_cache.item_text(tf.constant(["Red Lipstick", "", " Mug ", ""]),
                                tf.constant(["Lumi", "", "", "Brand"]),
-                               tf.constant(["Beauty > Lips", "Home", "", ""]),
-                               tf.constant(["", "", " Holds 300 ml. ", ""]))
-    assert got.numpy().tolist() == [b"Red Lipstick | Lumi | Beauty > Lips", b"Home",
-                                    b"Mug | Holds 300 ml.", b"Brand"]
-    assert text_cache.item_text(*[tf.constant([""])] * 4).numpy().tolist() == [b""]
-
-
-def test_item_text_keeps_the_descriptions_first_characters_last():
-    long = "é" * (text_cache.DESCRIPTION_CHARS + 50)        # 2 bytes a character
-    got = text_cache.item_text(tf.constant(["Mug"]), tf.constant([""]), tf.constant([""]),
-                               tf.constant([long])).numpy()[0].decode("utf-8")
-    assert got == "Mug | " + "é" * text_cache.DESCRIPTION_CHARS
+                               tf.constant(["Beauty > Lips", "Home", "", ""]))
+    assert got.numpy().tolist() == [b"Red Lipstick | Lumi | Beauty > Lips", b"Home", b"Mug",
+                                    b"Brand"]
+    assert text_cache.item_text(*[tf.constant([""])] * 3).numpy().tolist() == [b""]
 
 
 def test_row_lookup_maps_texts_and_item_ids_to_rows():
@@ -51,7 +43,6 @@ def test_row_lookup_maps_texts_and_item_ids_to_rows():
         F.TITLE: tf.constant(["Mug", "Velora Red Matte Lipstick"]),
         F.BRAND: tf.constant(["", "Velora"]),
         F.CATEGORY: tf.constant(["", "Beauty > Makeup > Lips"]),
-        F.DESCRIPTION: tf.constant(["", ""]),
         F.QUERY: tf.constant(["", "red lipstick"]),
         F.HISTORY_ITEM_IDS: tf.constant([["tent"] + [""] * (L - 1), ["lip"] * L])})
     assert batch[text_cache.ITEM_TEXT_ROW].numpy().tolist() == [2, 0]
