@@ -227,11 +227,11 @@ def bm25_texts(products):
 
 def encoder_texts(products):
     """The text the product's MiniLM reads per product: ``trainer.text.cache.item_text``
-    ("title | brand | category path | description"), as the retrieval trainer builds it."""
+    ("title | brand | category path"), as the retrieval trainer builds it."""
     from trainer.text.cache import item_text  # pylint: disable=import-outside-toplevel
     paths = [spec.CATEGORY_SEPARATOR.join(levels) for levels in products.categories]
-    return [t.decode("utf-8") for t in item_text(products.title, products.brand, paths,
-                                                  products.description).numpy()]
+    return [t.decode("utf-8") for t in item_text(products.title, products.brand,
+                                                  paths).numpy()]
 
 
 def describe(folder, data):

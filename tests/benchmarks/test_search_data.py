@@ -52,7 +52,7 @@ def test_texts_use_the_columns_that_are_present(tmp_path):
         "White Paint 1 gal."]
     assert search_data.encoder_texts(products)[:2] == [
         "Steel Angle Bracket | Simpson | Hardware > Brackets",
-        "L Bracket 2 in. | Hardware > Brackets | A zinc corner brace."]
+        "L Bracket 2 in. | Hardware > Brackets"]      # the product's item text: no description
 
 
 def test_titles_only_folder_and_description(tmp_path):
