@@ -43,12 +43,19 @@ REPORT_FILE = "candidate_examples.json"
 SOURCE_SPLITS = {"train": F.RANK_SPLIT, "eval": F.EVAL_SPLIT}
 
 
-def read_split(split_uri: str) -> list:
-    """The decoded examples (``examples.decode_example``) of one split directory."""
+def _split_files(split_uri: str) -> list:
+    """The example files of one split directory (an error naming it when there are none)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
     if not files:
         raise ValueError(f"CandidateExamples: no example files under {split_uri}")
+    return files
+
+
+def read_split(split_uri: str) -> list:
+    """The decoded examples (``examples.decode_example``) of one split directory."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    files = _split_files(split_uri)
     return [examples.decode_example(record.numpy())
             for record in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
@@ -57,9 +64,7 @@ def read_purchases(split_uri: str):
     """(user_id, item_id, timestamp) of the purchased units of one split directory (only
     those four features are parsed)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
-    if not files:
-        raise ValueError(f"CandidateExamples: no example files under {split_uri}")
+    files = _split_files(split_uri)
     spec = {F.USER_ID: tf.io.FixedLenFeature([], tf.string),
             F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
             F.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
