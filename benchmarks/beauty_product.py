@@ -53,7 +53,9 @@ CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM t
            "validation NDCG@10, benchmarks/README.md); candidates and ranker rows as "
            "'ours_ranked' (top 100 + 50 transitions + 50 co-occurrences, 20 sampled "
            "negatives, the ranker's mean over seeds (ensemble_size 3); chosen on held-out "
-           "validation users); everything else the pipeline's "
+           "validation users); item texts take a description's first 300 characters when "
+           "the folder has descriptions (description_chars; Beauty's items.tsv has none, so "
+           "its item texts are title | brand | category); everything else the pipeline's "
            "defaults. No value was chosen on test users; the Evaluators' blessing on the eval "
            "split (= the test items) is a pass/fail gate, not a choice.")
 

@@ -100,7 +100,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     # domain_pretraining_steps > 0); the retrieval trainer then encodes with those weights.
     domain_pretraining = (DomainPretraining(
         examples=example_gen.outputs["examples"], steps=cfg.domain_pretraining_steps,
-        seed=cfg.seed) if cfg.domain_pretraining_steps > 0 else None)
+        seed=cfg.seed, description_chars=int(cfg.retrieval_custom_config().get(
+            "description_chars", 0))) if cfg.domain_pretraining_steps > 0 else None)
     if domain_pretraining is not None:
         domain_pretraining.add_upstream_node(anomalies_gate)
     # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.

@@ -61,15 +61,16 @@ def load(catalog_patterns: Sequence[str], spec: Dict, num_items: int,
          lookup: Optional[text_cache.RowLookup] = None) -> Catalog:
     """The transformed catalog split, deduplicated by item id (first row wins), with the text
     cache rows of the item texts when `lookup` is given (BERT modes)."""
-    keys = [k for k in TOWER_KEYS if k in spec] + [F.ITEM_ID, F.BRAND, F.CATEGORY]
+    keys = [k for k in TOWER_KEYS if k in spec] + [F.ITEM_ID, F.BRAND, F.CATEGORY] + (
+        [F.DESCRIPTION] if lookup is not None and lookup.description_chars > 0 else [])
     columns = data.load_columns(catalog_patterns, spec, sorted(set(keys)))
     _, first = np.unique(columns[F.ITEM_ID].reshape(-1), return_index=True)
     order = np.sort(first)
     columns = {k: v.reshape(len(v), -1)[order].reshape(len(order)) for k, v in columns.items()}
     rows = None
     if lookup is not None:
-        rows = lookup.text_rows(text_cache.item_text(
-            columns[F.TITLE], columns[F.BRAND], columns[F.CATEGORY])).numpy().astype(np.int32)
+        rows = lookup.text_rows(text_cache.item_text_of(
+            columns, lookup.description_chars)).numpy().astype(np.int32)
     tower = {k: columns[k] for k in TOWER_KEYS if k in columns}
     return from_columns(tower, num_items, rows)
 

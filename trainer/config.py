@@ -16,6 +16,7 @@ NEGATIVES = ("in_batch", "catalog")
 # "The BERT text tower in retrieval").
 TEXT_MODES = ("none", "frozen", "top_layers", "full")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
+MAX_DESCRIPTION_CHARS = 10_000       # the data contract's cap (pipeline/contract/spec.py)
 
 # Binary ranking heads: head name -> label key in trainer/features.py (sigmoid, cross-entropy).
 RANKING_HEADS = {"click": "clicked", "purchase": "purchased"}
@@ -110,6 +111,9 @@ class RetrievalConfig(_Config):
     text_mode: str = "none"          # the pipeline's default is "frozen" (pipeline/configs.py)
     text_top_layers: int = 2         # trained layers in "top_layers" mode
     text_seq_len: int = 32           # wordpieces per text, [CLS] and [SEP] included
+    # Item text = title | brand | category path, then the first `description_chars` characters
+    # of the description when an item has one (0 = descriptions unused; text/cache.item_text).
+    description_chars: int = 0
     text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)
     text_encoder_cache_dir: str = ""  # local dir of exported encoders; "" = default_cache_dir()
     text_backbone: str = ""          # keras-hub preset dir of adapted weights; "" = pretrained
@@ -150,6 +154,7 @@ class RetrievalConfig(_Config):
         if not 2 <= self.text_seq_len <= 512:
             raise ValueError("RetrievalConfig.text_seq_len must be in [2, 512] ([CLS] and "
                              f"[SEP] included), got {self.text_seq_len}")
+        _check_description_chars("RetrievalConfig", self.description_chars)
         if self.text_learning_rate < 0:
             raise ValueError("RetrievalConfig.text_learning_rate must be >= 0, got "
                              f"{self.text_learning_rate}")
@@ -218,6 +223,7 @@ class RankingConfig(_Config):
     use_text_embedding: bool = True  # frozen MiniLM item text + history-text cosines
     text_projection_dim: int = 16
     text_seq_len: int = 32
+    description_chars: int = 0       # as RetrievalConfig.description_chars, for the ranker's cache
     text_encoder_cache_dir: str = ""
     # Features computed outside the model (names from trainer.features.
     # OPTIONAL_FLOAT_FEATURES: earlier stages' scores such as "retrieval_score", user-candidate
@@ -273,6 +279,7 @@ class RankingConfig(_Config):
         if not 2 <= self.text_seq_len <= 512:
             raise ValueError(f"RankingConfig.text_seq_len must be in [2, 512], got "
                              f"{self.text_seq_len}")
+        _check_description_chars("RankingConfig", self.description_chars)
         for key in ("loss_weights", "score_weights"):
             weights = dict(getattr(self, key))
             unknown = sorted(set(weights) - set(RANKING_OUTPUTS))
@@ -294,7 +301,13 @@ class RankingConfig(_Config):
         return RetrievalConfig(
             text_mode="frozen", use_text=True, use_query_text=False, use_history=True,
             use_history_text=True, text_seq_len=self.text_seq_len,
-            text_encoder_cache_dir=self.text_encoder_cache_dir, seed=self.seed)
+            description_chars=self.description_chars, text_encoder_cache_dir=self.text_encoder_cache_dir, seed=self.seed)
+
+
+def _check_description_chars(cls_name: str, value: int) -> None:
+    if not 0 <= value <= MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"{cls_name}.description_chars must be in [0, {MAX_DESCRIPTION_CHARS}] "
+                         f"(0 = descriptions unused), got {value}")
 
 
 def _coerce(cls_name: str, key: str, value: Any, default: Any, strings: bool = False) -> Any:

@@ -231,7 +231,7 @@ class RankingText(tf.Module):
 
     Known items (the catalog at training time) get their cached text embedding by item id, so
     a request without the title scores like the training data; other candidates are encoded
-    live from "title | brand | category" (tensorflow_text ops). History items are looked up
+    live from their item text (trainer.text.cache.item_text_of, tensorflow_text ops). History items are looked up
     by id (unknown ones: zeros). `embedder` is trainer.text.tower's frozen TextEmbedder.
     """
 
@@ -243,7 +243,7 @@ class RankingText(tf.Module):
         from trainer.text import cache as text_cache  # pylint: disable=import-outside-toplevel
         lookup, table = self.embedder.lookup, self.embedder.table
         rows = lookup.item_rows(tf.reshape(features[F.ITEM_ID], [-1]))
-        texts = text_cache.item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY])
+        texts = text_cache.item_text_of(features, lookup.description_chars)
         live = self.embedder.encode(tf.where(rows >= 0, tf.constant(""), texts))
         item = tf.where((rows >= 0)[:, tf.newaxis], gather_rows(table, rows), live)
         history = gather_rows(self.embedder.history_table,

@@ -1,7 +1,8 @@
 """DomainPretraining: optional masked-LM adaptation of MiniLM on the shop's catalog text.
 
 Reads the catalog split of ShopExampleGen's examples, builds each item's encoder text exactly
-as the retrieval model does (`trainer.text.cache.item_text`: title | brand | category path),
+as the retrieval model does (`trainer.text.cache.item_text_of`: title | brand | category path,
+then the description's first `description_chars` characters when that setting is on),
 and runs `python -m trainer.text.domain_pretraining` in a Keras-3 child process (keras-hub's
 `BertMaskedLM`; the TFRS trainers run on tf-keras). The output Model artifact holds, under
 `Format-Serving/` (the path TFX hands a Trainer as `fn_args.base_model`):
@@ -28,20 +29,20 @@ from trainer import features as F
 from trainer.text.domain_pretraining import BACKBONE_DIR, REPORT_FILE  # noqa: F401  (re-exported)
 
 
-def catalog_texts(split_uri: str) -> list[str]:
+def catalog_texts(split_uri: str, description_chars: int = 0) -> list[str]:
     """Unique non-empty encoder texts of the catalog examples under `split_uri`, in file
     order (gzipped tf.Example TFRecords, as ShopExampleGen writes them)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from trainer.text.cache import item_text  # pylint: disable=import-outside-toplevel
+    from trainer.text.cache import item_text_of  # pylint: disable=import-outside-toplevel
     files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*")))
     if not files:
         raise ValueError(f"DomainPretraining: no catalog example files under {split_uri}")
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
-            for key in (F.TITLE, F.BRAND, F.CATEGORY)}
+            for key in (F.TITLE, F.BRAND, F.CATEGORY, F.DESCRIPTION)}
     texts: dict[str, None] = {}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
         parsed = tf.io.parse_example(batch, spec)
-        for text in item_text(parsed[F.TITLE], parsed[F.BRAND], parsed[F.CATEGORY]).numpy():
+        for text in item_text_of(parsed, description_chars).numpy():
             if text:
                 texts.setdefault(text.decode("utf-8"), None)
     return list(texts)
@@ -83,6 +84,7 @@ def DomainPretraining(  # pylint: disable=invalid-name
     batch_size: tfx.dsl.components.Parameter[int] = 32,
     learning_rate: tfx.dsl.components.Parameter[float] = 5e-5,
     catalog_split: tfx.dsl.components.Parameter[str] = F.CATALOG_SPLIT,
+    description_chars: tfx.dsl.components.Parameter[int] = 0,
 ):
     """Continues masked-LM training of MiniLM on the catalog's item texts."""
     if steps < 1:
@@ -91,7 +93,8 @@ def DomainPretraining(  # pylint: disable=invalid-name
     if catalog_split not in splits:
         raise ValueError(f"DomainPretraining: examples have no split {catalog_split!r} "
                          f"(splits: {splits})")
-    texts = catalog_texts(artifact_utils.get_split_uri([examples], catalog_split))
+    texts = catalog_texts(artifact_utils.get_split_uri([examples], catalog_split),
+                          description_chars)
     report = run_pretraining(texts, path_utils.serving_model_path(model.uri), steps, seed,
                              seq_len, batch_size, learning_rate)
     for key in ("heldout_mlm_loss_before", "heldout_mlm_loss_after"):

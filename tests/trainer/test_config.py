@@ -31,6 +31,8 @@ def test_unknown_key_names_the_key_and_the_known_ones():
     ("text_mode", 1, "must be a string"),
     ("text_top_layers", 7, r"text_top_layers must be in \[1, 6\]"),
     ("text_seq_len", 1, "text_seq_len must be in"),
+    ("description_chars", -1, r"description_chars must be in \[0, 10000\]"),
+    ("description_chars", 10_001, r"RetrievalConfig.description_chars must be in"),
     ("text_learning_rate", -1e-5, "text_learning_rate must be >= 0"),
     ("text_encoder_cache_dir", "gs://bucket/cache", "must be a local directory"),
     ("batch_size", "64", "must be an integer"),
@@ -124,3 +126,11 @@ def test_text_settings(monkeypatch, tmp_path):
     assert RetrievalConfig(text_encoder_cache_dir="/x").encoder_cache_dir() == "/x"
     assert RetrievalConfig(text_learning_rate=1e-4,
                            degrade=True).effective_text_learning_rate == 0
+
+
+def test_the_rankers_text_settings_reach_its_embedder_config():
+    config = RankingConfig.from_custom_config({"description_chars": 200, "text_seq_len": 64})
+    text = config.text_config()
+    assert (text.description_chars, text.text_seq_len, text.text_mode) == (200, 64, "frozen")
+    with pytest.raises(ValueError, match=r"RankingConfig.description_chars must be in"):
+        RankingConfig.from_custom_config({"description_chars": -5})

@@ -1,6 +1,7 @@
 """Per-run text caches of the retrieval towers: which texts exist, and their encodings.
 
-Built once per run: the item texts of the catalog split ("title | brand | category path") and
+Built once per run: the item texts of the catalog split ("title | brand | category path", then
+the description's first `description_chars` characters when the setting and the item have one) and
 the search queries of the train split, each encoded once with the pretrained MiniLM
 (trainer/text/encoder.py). The input pipeline maps strings to rows of these tables
 (`RowLookup.add_rows`, host-side hash tables), so the towers only gather by integer row on any
@@ -27,15 +28,29 @@ ROW_KEYS = (ITEM_TEXT_ROW, QUERY_TEXT_ROW, HISTORY_TEXT_ROW)
 _SEPARATOR = " | "
 
 
-def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor) -> tf.Tensor:
-    """The text the encoder reads for an item: non-empty parts of title, brand and category
-    path joined by " | ", e.g. "Velvet Lipstick | Rosa | Beauty > Makeup > Lips". [B] strings
-    in, [B] out; "" when all parts are empty."""
+def item_text(title: tf.Tensor, brand: tf.Tensor, category: tf.Tensor,
+              description: Optional[tf.Tensor] = None, description_chars: int = 0) -> tf.Tensor:
+    """The text the encoder reads for an item: non-empty parts of title, brand, category path
+    and (when `description_chars` > 0) the description's first `description_chars` characters,
+    joined by " | ", e.g. "Velvet Lipstick | Rosa | Beauty > Makeup > Lips". The description
+    comes last, so it is what the encoder's `text_seq_len` wordpieces cut first. [B] strings in,
+    [B] out; "" when all parts are empty."""
     parts = [tf.strings.strip(tf.reshape(x, [-1])) for x in (title, brand, category)]
+    if description is not None and description_chars > 0:
+        description = tf.strings.substr(tf.strings.strip(tf.reshape(description, [-1])), 0,
+                                        description_chars, unit="UTF8_CHAR")
+        parts.append(tf.strings.strip(description))
     text = tf.strings.join(parts, separator=_SEPARATOR)
     text = tf.strings.regex_replace(text, r"( \| )+", _SEPARATOR)
     return tf.strings.regex_replace(text, r"^ \| | \| $", "")
 
+
+def item_text_of(features, description_chars: int = 0) -> tf.Tensor:
+    """`item_text` of a feature mapping (a batch, transformed or raw columns) with TITLE, BRAND,
+    CATEGORY and, when `description_chars` > 0, DESCRIPTION."""
+    description = features[F.DESCRIPTION] if description_chars > 0 else None
+    return item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY], description,
+                     description_chars)
 
 
 def gather_rows(table: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -51,6 +66,7 @@ class TextCatalog:
     item_ids: np.ndarray       # [M] bytes: catalog item ids
     item_rows: np.ndarray      # [M] int32: row of each catalog item's text in `texts`
     num_item_texts: int        # texts[:num_item_texts] are item texts
+    description_chars: int = 0  # how the item texts were built (item_text_of); 0 = no description
 
     @property
     def size(self) -> int:
@@ -60,17 +76,19 @@ class TextCatalog:
         """The same catalog without the train queries (what an export may keep: shoppers'
         searches are personal data, docs/privacy.md)."""
         n = self.num_item_texts
-        return TextCatalog(self.texts[:n], self.item_ids, self.item_rows, n)
+        return TextCatalog(self.texts[:n], self.item_ids, self.item_rows, n,
+                           self.description_chars)
 
 
 def collect_texts(catalog_patterns: Sequence[str], train_patterns: Sequence[str],
-                  spec: Dict) -> TextCatalog:
+                  spec: Dict, description_chars: int = 0) -> TextCatalog:
     """Item texts of the transformed catalog split and non-empty queries of the train split."""
-    keys = [F.ITEM_ID, F.TITLE, F.BRAND, F.CATEGORY]
+    keys = [F.ITEM_ID, F.TITLE, F.BRAND, F.CATEGORY] + (
+        [F.DESCRIPTION] if description_chars > 0 else [])
     catalog = data.load_columns(catalog_patterns, spec, keys)
     if not len(catalog[F.ITEM_ID]):
         raise ValueError(f"the catalog split {list(catalog_patterns)} has no items to encode")
-    texts = item_text(catalog[F.TITLE], catalog[F.BRAND], catalog[F.CATEGORY]).numpy()
+    texts = item_text_of(catalog, description_chars).numpy()
     _, first = np.unique(catalog[F.ITEM_ID], return_index=True)
     order = np.sort(first)
     item_ids, item_texts = catalog[F.ITEM_ID][order], texts[order]
@@ -81,7 +99,7 @@ def collect_texts(catalog_patterns: Sequence[str], train_patterns: Sequence[str]
     all_texts = np.array(unique_items + extra, dtype=object)
     row = {t: i for i, t in enumerate(unique_items)}
     item_rows = np.array([row.get(t, -1) for t in item_texts.tolist()], np.int32)
-    return TextCatalog(all_texts, item_ids, item_rows, len(unique_items))
+    return TextCatalog(all_texts, item_ids, item_rows, len(unique_items), description_chars)
 
 
 class RowLookup(tf.Module):
@@ -90,6 +108,7 @@ class RowLookup(tf.Module):
     def __init__(self, catalog: TextCatalog, name: str = "text_rows"):
         super().__init__(name=name)
         self.size = catalog.size
+        self.description_chars = catalog.description_chars     # item_text_of's setting
         self._text_rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(catalog.texts.astype(bytes), tf.string),
@@ -113,8 +132,7 @@ class RowLookup(tf.Module):
     def add_rows(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """Transformed-feature batch -> the same batch plus the ROW_KEYS features."""
         out = dict(features)
-        out[ITEM_TEXT_ROW] = self.text_rows(
-            item_text(features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
+        out[ITEM_TEXT_ROW] = self.text_rows(item_text_of(features, self.description_chars))
         out[QUERY_TEXT_ROW] = self.text_rows(tf.reshape(features[F.QUERY], [-1]))
         out[HISTORY_TEXT_ROW] = self.item_rows(features[F.HISTORY_ITEM_IDS])
         return out

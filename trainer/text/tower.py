@@ -160,8 +160,8 @@ class TextEmbedder(tf.Module):
         """Transformed item features -> the same plus ITEM_TEXT."""
         out = dict(features)
         if self.use_item_text:
-            out[ITEM_TEXT] = self.encode(text_cache.item_text(
-                features[F.TITLE], features[F.BRAND], features[F.CATEGORY]))
+            out[ITEM_TEXT] = self.encode(text_cache.item_text_of(
+                features, self.lookup.description_chars))
         return out
 
 
@@ -236,11 +236,10 @@ class TextResources:
         paths = text_encoder.ensure_text_encoder(
             config.encoder_cache_dir(), config.text_seq_len,
             backbone=config.text_backbone or None, seed=config.seed)
-        catalog = text_cache.collect_texts(catalog_patterns, train_patterns, spec)
+        catalog = text_cache.collect_texts(catalog_patterns, train_patterns, spec,
+                                           config.description_chars)
         if item_texts_only:
-            n = catalog.num_item_texts
-            catalog = text_cache.TextCatalog(catalog.texts[:n], catalog.item_ids,
-                                             catalog.item_rows, n)
+            catalog = catalog.items_only()
         frozen_layers = (paths.info()["num_layers"] - config.text_top_layers
                          if config.text_mode == "top_layers" else 0)
         tables = text_cache.encode_tables(catalog.texts, paths, config.text_mode,

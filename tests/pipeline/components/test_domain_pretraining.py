@@ -28,11 +28,15 @@ def test_catalog_texts_are_the_retrieval_item_texts_deduplicated(tmp_path):
              F.CATEGORY: "Beauty > Makeup > Lips"},
             {F.ITEM_ID: "b", F.TITLE: "Velvet Lipstick", F.BRAND: "Rosa",
              F.CATEGORY: "Beauty > Makeup > Lips"},
-            {F.ITEM_ID: "c", F.TITLE: "Dome Tent", F.BRAND: "", F.CATEGORY: "Sports"},
+            {F.ITEM_ID: "c", F.TITLE: "Dome Tent", F.BRAND: "", F.CATEGORY: "Sports",
+             F.DESCRIPTION: "Sleeps two."},
             {F.ITEM_ID: "d", F.TITLE: "", F.BRAND: "", F.CATEGORY: ""}]
     _write_catalog(str(tmp_path / "Split-catalog"), rows)
     assert dp.catalog_texts(str(tmp_path / "Split-catalog")) == [
         "Velvet Lipstick | Rosa | Beauty > Makeup > Lips", "Dome Tent | Sports"]
+    # with descriptions on (RetrievalConfig.description_chars), as the retrieval model reads
+    assert dp.catalog_texts(str(tmp_path / "Split-catalog"), description_chars=6) == [
+        "Velvet Lipstick | Rosa | Beauty > Makeup > Lips", "Dome Tent | Sports | Sleeps"]
 
 
 def test_catalog_texts_names_an_empty_split(tmp_path):

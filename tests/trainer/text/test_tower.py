@@ -1,5 +1,7 @@
 """Text caches and MiniLM text parts of the retrieval towers (trainer/text/cache.py,
 trainer/text/tower.py): item texts, row lookups, cached vs live encodings, training modes."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -31,6 +33,23 @@ def test_item_text_joins_the_non_empty_parts():
     assert got.numpy().tolist() == [b"Red Lipstick | Lumi | Beauty > Lips", b"Home", b"Mug",
                                     b"Brand"]
     assert text_cache.item_text(*[tf.constant([""])] * 3).numpy().tolist() == [b""]
+
+
+def test_item_text_appends_the_descriptions_first_characters_when_asked():
+    parts = [tf.constant(["Mug", "", "Tent"]), tf.constant(["", "", "Nord"]),
+             tf.constant(["Home", "", ""])]
+    described = tf.constant([" Holds 300 ml. ", "Only a description", "é" * 400])
+    assert text_cache.item_text(*parts, described).numpy().tolist() == [b"Mug | Home", b"",
+                                                                         b"Tent | Nord"]
+    got = [t.decode() for t in text_cache.item_text(*parts, described, 300).numpy()]
+    assert got == ["Mug | Home | Holds 300 ml.", "Only a description",
+                   "Tent | Nord | " + "é" * 300]          # characters, not bytes
+    features = {F.TITLE: parts[0], F.BRAND: parts[1], F.CATEGORY: parts[2]}
+    assert text_cache.item_text_of(features).numpy().tolist() == [b"Mug | Home", b"",
+                                                                  b"Tent | Nord"]
+    features[F.DESCRIPTION] = described
+    assert text_cache.item_text_of(features, 4).numpy().tolist() == [
+        b"Mug | Home | Hold", b"Only", b"Tent | Nord | " + "é".encode() * 4]
 
 
 def test_row_lookup_maps_texts_and_item_ids_to_rows():
@@ -67,6 +86,14 @@ def test_collect_texts_from_the_transformed_splits(transformed_shop):
     queries = {row[F.QUERY] for row in transformed_shop.rows[F.TRAIN_SPLIT] if row[F.QUERY]}
     assert {t.decode() for t in catalog.texts[catalog.num_item_texts:]} == queries
     assert len(set(catalog.texts.tolist())) == catalog.size
+    described = text_cache.collect_texts(
+        [args.train_files[0].replace("Split-train", "Split-catalog")], args.train_files, spec,
+        description_chars=12)
+    assert described.description_chars == 12 == text_cache.RowLookup(described).description_chars
+    for item_id, row in zip(described.item_ids.astype(str), described.item_rows):
+        item = items[item_id]
+        parts = (item[F.TITLE], item[F.BRAND], item[F.CATEGORY], item[F.DESCRIPTION][:12].strip())
+        assert described.texts[row].decode() == " | ".join(p for p in parts if p)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +174,22 @@ def test_embedder_encodes_uncached_texts_live(paths, tables):
                                         F.BRAND: tf.constant([""]),
                                         F.CATEGORY: tf.constant([""])})
     np.testing.assert_array_equal(item[text_tower.ITEM_TEXT][0], tables.embeddings[2])
+
+
+@pytest.mark.slow
+def test_embedder_reads_descriptions_as_its_catalog_was_built(paths, tables):
+    """A cache built with description_chars: the exported embedder's live item texts take
+    the description the same way (catalog items keep their cached row)."""
+    catalog = dataclasses.replace(_catalog(), description_chars=9)
+    embedder = text_tower.build_embedder(RetrievalConfig(description_chars=9), catalog, tables,
+                                         paths)
+    item = embedder.candidate_features({
+        F.TITLE: tf.constant(["Mug", "Stoneware Mug"]), F.BRAND: tf.constant(["", ""]),
+        F.CATEGORY: tf.constant(["", ""]),
+        F.DESCRIPTION: tf.constant(["", "Holds 300 ml of tea"])})[text_tower.ITEM_TEXT]
+    np.testing.assert_array_equal(item[0], tables.embeddings[2])
+    np.testing.assert_allclose(item[1], encode_texts(["Stoneware Mug | Holds 300"], paths)[0],
+                               atol=1e-5)
 
 
 @pytest.mark.slow
