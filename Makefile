@@ -69,9 +69,13 @@ demo: env
 	@$(call demo_step,$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) -k 3 --users 3 --log-dir runs/demo_stack --pseudonym-key-file $(PSEUDONYM_KEY))
 
 # TF-Serving stand-in (gRPC 8500, REST 8501) + recommendation API (8000) over the pushed models;
-# it makes API keys for the run and prints them (docs/security.md).
+# it makes API keys for the run and prints them (docs/security.md). The API also serves the
+# shop front and the operator console (docs/web.md), the console reading the demo's ML Metadata.
 serve: env
-	$(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000 --pseudonym-key-file $(PSEUDONYM_KEY)
+	@echo "web pages (once the stack below is ready; paste its keys into a page's \"API keys\" form):"
+	@echo "  shop front        http://127.0.0.1:8000/shop       keys shopfront (public) + ingest (events)"
+	@echo "  operator console  http://127.0.0.1:8000/console    key operator"
+	SHOPREC_METADATA_PATH=$(CURDIR)/runs/metadata.db $(PY) -m serving.demo.local_stack --serving-dir serving_models --shop $(SAMPLE_SHOP) --grpc-port 8500 --rest-port 8501 --api-port 8000 --pseudonym-key-file $(PSEUDONYM_KEY)
 
 serve-demo: env
 	$(PY) -m serving.demo.demo_requests --serving-dir serving_models --shop $(SAMPLE_SHOP) --pseudonym-key-file $(PSEUDONYM_KEY)

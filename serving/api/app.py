@@ -86,6 +86,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def answer_body(svc: Services, metrics: ApiMetrics, endpoint: str, result: Recommendations,
+                **extra) -> dict:
+    """The body of a recommend / search / similar answer (docs/api.md), counted in the
+    metrics (answers per strategy, degraded stages); the web pages render the same body."""
+    metrics.answers.labels(endpoint, result.strategy).inc()
+    for stage in result.degraded:
+        metrics.degraded.labels(stage).inc()
+    items = [{**svc.catalog.describe(r.row), "score": round(r.score, 6),
+              "reason": {k: _clip(v, MAX_REASON_CHARS) if isinstance(v, str) else v
+                         for k, v in vars(r.reason).items() if v is not None}}
+             for r in result.items]
+    return {**extra, "strategy": result.strategy, "items": items, "degraded": result.degraded,
+            "model_versions": result.model_versions or svc.watcher.versions}
+
+
 def _field_name(loc) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("query", "path", "header"):
@@ -123,7 +138,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.keys = settings, metrics, keys
     _install_error_handlers(app)
     _declare_security(app)
-    app.add_middleware(AccessMiddleware, router=app.router, route_roles=ROUTE_ROLES,
+    from serving.web.pages import WEB_ROUTE_ROLES, mount_web  # here: serving.web imports us
+    app.add_middleware(AccessMiddleware, router=app.router,
+                       route_roles={**ROUTE_ROLES, **WEB_ROUTE_ROLES},
                        keys=keys, rate_limits=settings.role_rate_limits, metrics=metrics,
                        log_requests=settings.access_log)
     if settings.cors_allowed_origins:     # outermost: preflights and refusals get its headers
@@ -140,17 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         return await app.state.admission.run(function, *args)
 
     def answer(endpoint: str, result: Recommendations, **extra) -> dict:
-        svc = services()
-        metrics.answers.labels(endpoint, result.strategy).inc()
-        for stage in result.degraded:
-            metrics.degraded.labels(stage).inc()
-        items = [{**svc.catalog.describe(r.row), "score": round(r.score, 6),
-                  "reason": {k: _clip(v, MAX_REASON_CHARS) if isinstance(v, str) else v
-                             for k, v in vars(r.reason).items() if v is not None}}
-                 for r in result.items]
-        return {**extra, "strategy": result.strategy, "items": items,
-                "degraded": result.degraded,
-                "model_versions": result.model_versions or svc.watcher.versions}
+        return answer_body(services(), metrics, endpoint, result, **extra)
 
     k_param = Query(settings.default_k, ge=1, le=settings.max_k,
                     description=f"number of items (1..{settings.max_k})")
@@ -256,6 +263,7 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics_endpoint():
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
+    mount_web(app)      # the shop front and the operator console (serving/web, docs/web.md)
     return app
 
 

@@ -1,0 +1,96 @@
+"""The shop front's fragments: "recommended for you", search results and a product page with
+similar items, each the API's own answer (the body ``/v1`` sends, same metrics) rendered as
+HTML. Parameters follow the ``/v1`` routes' rules, so a client mistake is a 4xx naming the
+field (the API's error format), never a 5xx."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+
+from pipeline.contract import spec
+from serving.api.app import answer_body
+from serving.api.recommender import NotReady, UnknownItem
+from serving.api.settings import Settings
+from serving.web.rendering import render
+
+# What a degraded stage means for the shopper (docs/api.md: degraded answers).
+DEGRADED = {"retrieval": "the retrieval model did not answer: popular items or plain text "
+                         "matches instead of personal picks",
+            "ranking": "the ranking model did not answer: candidates in retrieval order"}
+
+
+def _not_blank(value: str, name: str) -> str:
+    if not value.strip():
+        raise RequestValidationError([{"loc": ("query", name), "type": "value_error",
+                                       "msg": "must contain a non-space character",
+                                       "input": value}])
+    return value.strip()
+
+
+def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
+    """The fragment routes under ``prefix``, with the limits of ``settings``. Added to the
+    app itself: the access middleware finds a route's role by its path, which routes of an
+    included router do not show it."""
+
+    def user_param(required: bool):
+        return Query(... if required else None, min_length=1, max_length=spec.MAX_ID_CHARS)
+
+    def k_param(default: int):
+        return Query(default, ge=1, le=settings.max_k,
+                     description=f"number of items (1..{settings.max_k})")
+
+    def answer_page(request: Request, template: str, answer: dict | None, **context):
+        return render(template, request, answer=answer,
+                      degraded=[DEGRADED.get(s, s) for s in (answer or {}).get("degraded", [])],
+                      **context)
+
+    async def computed(request: Request, function, *args):
+        """``function(*args)`` in a worker thread once admitted (the API's bounded queue)."""
+        return await request.app.state.admission.run(function, *args)
+
+    @app.get(f"{prefix}/recommendations", include_in_schema=False)
+    async def recommendations(request: Request, user_id: str = user_param(True),
+                              k: int = k_param(8)):
+        svc = request.app.state.services
+        result = await computed(request, svc.recommender.recommend, svc.user_key(user_id), k)
+        answer = answer_body(svc, request.app.state.metrics, "recommend", result,
+                             user_id=user_id, k=k)
+        return answer_page(request, "shop/recommendations.html", answer, user_id=user_id)
+
+    @app.get(f"{prefix}/search", include_in_schema=False)
+    async def search(request: Request,
+                     q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
+                     user_id: str | None = user_param(False), k: int = k_param(12)):
+        q = _not_blank(q, "q")
+        svc = request.app.state.services
+        result = await computed(request, svc.recommender.search, q, svc.user_key(user_id), k)
+        answer = answer_body(svc, request.app.state.metrics, "search", result, q=q,
+                             user_id=user_id, k=k)
+        return answer_page(request, "shop/search.html", answer, user_id=user_id or "", q=q)
+
+    @app.get(f"{prefix}/items/{{item_id:path}}", include_in_schema=False)
+    async def product(request: Request,
+                      item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
+                      user_id: str | None = user_param(False), k: int = k_param(6)):
+        """The item's page: its catalog fields and its similar items (without them, and
+        saying why, while the catalog embeddings are not loaded)."""
+        svc = request.app.state.services
+        row = svc.catalog.row(item_id)
+        if row is None:
+            raise UnknownItem(item_id)          # 404 naming path parameter 'item_id'
+        answer, unavailable = None, ""
+        try:
+            result = await computed(request, svc.recommender.similar, item_id, k)
+            answer = answer_body(svc, request.app.state.metrics, "similar", result,
+                                 item_id=item_id, k=k)
+        except NotReady as e:
+            unavailable = str(e)
+        return answer_page(request, "shop/product.html", answer, user_id=user_id or "",
+                           item={**svc.catalog.describe(row),
+                                 "description": _text(svc.catalog.descriptions[row])},
+                           unavailable=unavailable)
+
+
+def _text(value) -> str:
+    """A catalog text cell as text ("" for a missing one)."""
+    return value if isinstance(value, str) else ""
