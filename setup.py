@@ -7,7 +7,8 @@ setup(
     description="Search and recommendation for online shops: TFX pipeline, TFRS two-tower "
     "retrieval with a BERT text tower, multi-task ranking, TensorFlow Serving.",
     packages=find_packages(include=["pipeline*", "trainer*", "serving*", "benchmarks*"]),
-    package_data={"serving": ["tfserving/*"]},
+    package_data={"serving": ["tfserving/*", "web/templates/*.html", "web/templates/*/*.html",
+                              "web/static/*"]},
     python_requires=">=3.11,<3.12",
     # The pinned environment lives in requirements/lock.txt (+ requirements/nodeps.txt);
     # `make env` installs it. These are the direct imports, unpinned, for reference.

@@ -6,32 +6,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402  (after the environment above)
 
-# Module-scoped fixtures that other folders reuse, computed once per session: the browser tests
-# (tests/serving/web) import tests/test_tfx_pipeline.py's `runs` (two pipeline runs, minutes)
-# and must not run the pipeline a second time.
-SHARED_FIXTURES = {"runs"}
-_shared_results: dict = {}      # fixture function -> (value, exception info or None)
+
+def pushed_versions(serving_dir, model):
+    base = os.path.join(serving_dir, model)
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
-def _shared_key(fixturedef):
-    return fixturedef.argname, getattr(fixturedef.func, "__func__", fixturedef.func)
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """The whole TFX pipeline on a tiny sample shop, twice (good, then degraded, reusing the
+    first run's cached data components); once per session, shared by tests/test_tfx_pipeline.py
+    and the browser tests (tests/serving/web) that serve what it pushed."""
+    import tfx_pipeline  # pylint: disable=import-outside-toplevel
+    from pipeline.configs import load_config  # pylint: disable=import-outside-toplevel
+    from pipeline.contract.pseudonym import write_new_key  # pylint: disable=import-outside-toplevel
+    from pipeline.sample_shop.generate import generate_shop  # pylint: disable=import-outside-toplevel
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_fixture_setup(fixturedef, request):
-    """A shared fixture already computed in this session: its value (or error) again."""
-    if fixturedef.argname not in SHARED_FIXTURES or _shared_key(fixturedef) not in \
-            _shared_results:
-        return None
-    value, error = _shared_results[_shared_key(fixturedef)]
-    fixturedef.cached_result = (value, fixturedef.cache_key(request), error)
-    if error is not None:
-        raise error[0].with_traceback(error[1])
-    return value
-
-
-def pytest_fixture_post_finalizer(fixturedef, request):
-    """Keep a shared fixture's result when its first scope ends (before it is dropped)."""
-    if fixturedef.argname in SHARED_FIXTURES and fixturedef.cached_result is not None:
-        value, _, error = fixturedef.cached_result
-        _shared_results.setdefault(_shared_key(fixturedef), (value, error))
+    tmp = tmp_path_factory.mktemp("e2e")
+    shop = tmp / "shop"
+    generate_shop(str(shop), seed=3, scale=0.05)
+    write_new_key(tmp / "pseudonym.key")
+    common = dict(data_dir=str(shop), pipeline_root=str(tmp / "root"),
+                  pseudonym_key_file=str(tmp / "pseudonym.key"),
+                  metadata_path=str(tmp / "metadata.db"), serving_dir=str(tmp / "serving"),
+                  retrieval_train_steps=150, retrieval_eval_steps=5,
+                  ranking_train_steps=100, ranking_eval_steps=5,
+                  min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0,
+                  min_ranking_ndcg=0.0)
+    good = load_config(**common)
+    first = tfx_pipeline.run_local(good)
+    first_versions = {m: pushed_versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
+    # The degraded run learns nothing (learning rate 0), so a few steps give the same model;
+    # with the cache on it reuses the first run's ExampleGen, statistics, schema and
+    # Transform outputs (same inputs and settings), as a shop's re-run would.
+    degraded = load_config(**{**common, "retrieval_train_steps": 10, "ranking_train_steps": 10,
+                              "enable_cache": True, "retrieval_config": {"degrade": True},
+                              "ranking_config": {"degrade": True}})
+    second = tfx_pipeline.run_local(degraded)
+    return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}

@@ -13,8 +13,8 @@ import pytest
 
 import tfx_pipeline
 from pipeline.configs import load_config
-from pipeline.contract.pseudonym import Pseudonyms, write_new_key
-from pipeline.sample_shop.generate import generate_shop
+from pipeline.contract.pseudonym import Pseudonyms
+from tests.conftest import pushed_versions
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,6 @@ NODES = ("ShopExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "An
          "latest_blessed_retrieval_resolver",
          "retrieval_evaluator", "retrieval_pusher", "latest_blessed_ranking_resolver",
          "ranking_evaluator", "ranking_pusher")
-
-
-def _versions(serving_dir, model):
-    base = os.path.join(serving_dir, model)
-    return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
 def _blessed(pipeline_root, evaluator_id):
@@ -60,32 +55,6 @@ def _candidate_metrics(path):
             out[(tuple(slice_key), entry.key.output_name, entry.key.name)] = (
                 entry.value.double_value.value)
     return out
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    shop = tmp / "shop"
-    generate_shop(str(shop), seed=3, scale=0.05)
-    write_new_key(tmp / "pseudonym.key")
-    common = dict(data_dir=str(shop), pipeline_root=str(tmp / "root"),
-                  pseudonym_key_file=str(tmp / "pseudonym.key"),
-                  metadata_path=str(tmp / "metadata.db"), serving_dir=str(tmp / "serving"),
-                  retrieval_train_steps=150, retrieval_eval_steps=5,
-                  ranking_train_steps=100, ranking_eval_steps=5,
-                  min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0,
-                  min_ranking_ndcg=0.0)
-    good = load_config(**common)
-    first = tfx_pipeline.run_local(good)
-    first_versions = {m: _versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
-    # The degraded run learns nothing (learning rate 0), so a few steps give the same model;
-    # with the cache on it reuses the first run's ExampleGen, statistics, schema and
-    # Transform outputs (same inputs and settings), as a shop's re-run would.
-    degraded = load_config(**{**common, "retrieval_train_steps": 10, "ranking_train_steps": 10,
-                              "enable_cache": True, "retrieval_config": {"degrade": True},
-                              "ranking_config": {"degrade": True}})
-    second = tfx_pipeline.run_local(degraded)
-    return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}
 
 
 def test_every_component_completes(runs):
@@ -134,7 +103,7 @@ def test_degraded_candidate_is_not_blessed_and_not_pushed(runs, model):
     cfg = runs["cfg"]
     blessings = _blessed(cfg.pipeline_root, f"{model}_evaluator")
     assert sorted(blessings.values()) == [False, True], (model, blessings)
-    assert _versions(cfg.serving_dir, model) == runs["first_versions"][model]
+    assert pushed_versions(cfg.serving_dir, model) == runs["first_versions"][model]
 
 
 def test_report_has_each_models_blessing_push_and_metrics(runs):

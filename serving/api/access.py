@@ -82,6 +82,20 @@ def presented_secret(scope) -> str | None:
     return api_key or None
 
 
+def unguarded_routes(routes, route_roles: dict[str, str], open_paths: set[str]) -> list[str]:
+    """Routes the middleware could not guard as meant: a route without a template (an included
+    router, whose requests would look unmatched and pass as open) or a template that is
+    neither given a role nor declared open. ``create_app`` refuses to start with any."""
+    problems = []
+    for route in routes:
+        path = getattr(route, "path", None)
+        if path is None:
+            problems.append(f"{type(route).__name__} without a path template")
+        elif path not in route_roles and path not in open_paths:
+            problems.append(f"{path}: neither a role nor declared open")
+    return problems
+
+
 class AccessMiddleware:
     """Authentication, roles, rate limits, latency metric and access log (module doc).
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from pipeline.contract import spec
-from serving.api.access import ENDPOINT, AccessMiddleware, caller_of
+from serving.api.access import ENDPOINT, AccessMiddleware, caller_of, unguarded_routes
 from serving.api.access import error_response as _error
 from serving.api.health import Readiness
 from serving.api.keys import EVENTS, OPERATOR, PUBLIC, open_key_ring
@@ -39,10 +39,12 @@ log = logging.getLogger(__name__)
 MAX_DETAIL = 100          # problems listed in a 422's detail (the message counts the rest)
 MAX_REASON_CHARS = 2_000  # a reason quotes one title or the query, both capped by the contract
 SIMILAR = "/v1/items/{item_id:path}/similar"
-# the role each route needs; the others (/healthz, /readyz, the OpenAPI docs) are open
+# the role each route needs; OPEN_PATHS are open to everyone (create_app checks that every
+# route is one or the other)
 USER = "/v1/users/{user_id:path}"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
                "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR}
+OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer",
                "description": "Authorization: Bearer <API key> (docs/security.md)"},
@@ -138,9 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.keys = settings, metrics, keys
     _install_error_handlers(app)
     _declare_security(app)
-    from serving.web.pages import WEB_ROUTE_ROLES, mount_web  # here: serving.web imports us
-    app.add_middleware(AccessMiddleware, router=app.router,
-                       route_roles={**ROUTE_ROLES, **WEB_ROUTE_ROLES},
+    from serving.web.pages import WEB_OPEN_PATHS, WEB_ROUTE_ROLES, mount_web  # imports us
+    route_roles = {**ROUTE_ROLES, **WEB_ROUTE_ROLES}
+    app.add_middleware(AccessMiddleware, router=app.router, route_roles=route_roles,
                        keys=keys, rate_limits=settings.role_rate_limits, metrics=metrics,
                        log_requests=settings.access_log)
     if settings.cors_allowed_origins:     # outermost: preflights and refusals get its headers
@@ -264,6 +266,9 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
     mount_web(app)      # the shop front and the operator console (serving/web, docs/web.md)
+    unguarded = unguarded_routes(app.router.routes, route_roles, OPEN_PATHS | WEB_OPEN_PATHS)
+    if unguarded:
+        raise RuntimeError("routes the access middleware cannot guard: " + "; ".join(unguarded))
     return app
 
 

@@ -26,6 +26,8 @@ WEB_ROUTE_ROLES = {
     f"{SHOP_FRAGMENTS}/recommendations": PUBLIC, f"{SHOP_FRAGMENTS}/search": PUBLIC,
     f"{SHOP_FRAGMENTS}/items/{{item_id:path}}": PUBLIC,
     **{f"{CONSOLE_FRAGMENTS}/{view}": OPERATOR for view in CONSOLE_VIEWS}}
+# page shells and committed assets: no data, open to everyone
+WEB_OPEN_PATHS = {"/shop", "/console", "/console/{view}", "/web/static"}
 
 
 def mount_web(app: FastAPI, config: WebConfig | None = None) -> None:

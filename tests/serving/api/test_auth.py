@@ -343,3 +343,24 @@ def test_cors_headers_only_for_allowed_origins(api_shop, tmp_path):  # noqa: F81
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
     with pytest.raises(SettingsError, match="cors_origins"):
         make_settings(api_shop, 1, tmp_path / "e", cors_origins="shop.example.com/path")
+
+
+def test_a_route_the_middleware_cannot_guard_is_named():
+    """An included router (no path template: its requests would look unmatched and pass as
+    open) or a path given neither a role nor declared open stops create_app."""
+    from fastapi import APIRouter, FastAPI
+
+    from serving.api.access import unguarded_routes
+
+    app, router = FastAPI(), APIRouter()
+    router.get("/admin")(lambda: {})
+    app.get("/v1/secret")(lambda: {})
+    app.get("/healthz")(lambda: {})
+    app.include_router(router, prefix="/internal")
+    open_paths = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    problems = unguarded_routes(app.router.routes, {}, open_paths)
+    assert any("/v1/secret: neither a role nor declared open" in p for p in problems), problems
+    assert any("without a path template" in p for p in problems), problems
+    assert unguarded_routes(app.router.routes[:4], {}, open_paths) == []
+    assert unguarded_routes([r for r in app.router.routes if getattr(r, "path", None)],
+                            {"/v1/secret": "operator"}, open_paths) == []

@@ -1,7 +1,7 @@
 """The pages in headless Chromium against the local stack (TF Serving stand-in + API
-subprocesses, what `make serve` runs) on the models tests/test_tfx_pipeline.py's pipeline
-pushed (its `runs`, computed once per session): a shopper journey, every console view, and
-both pages while the model server is down. Screenshots land in runs/web_screenshots/."""
+subprocesses, what `make serve` runs) on the models the session's pipeline run pushed
+(tests/conftest.py `runs`, shared with tests/test_tfx_pipeline.py): a shopper journey, every
+console view, and both pages while the model server is down. Screenshots land in runs/web_screenshots/."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -9,8 +9,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-
-from tests.test_tfx_pipeline import runs  # noqa: F401  the session's pipeline run (shared)
 
 # The first test here may carry the session's pipeline run (pytest.ini's 1,800 s per test
 # counts fixture setup) before the stack starts.
@@ -21,7 +19,7 @@ CONSOLE_VIEWS = ("models", "runs", "data", "traffic")
 
 
 @pytest.fixture(scope="module")
-def pushed_stack(runs, tmp_path_factory):  # noqa: F811
+def pushed_stack(runs, tmp_path_factory):
     """The local stack on the pipeline's pushed models, its API reading the run's ML
     Metadata (the console), with the stack's three keys (shopfront, ingest, operator)."""
     from serving.demo.local_stack import LocalStack
@@ -35,7 +33,7 @@ def pushed_stack(runs, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def search_query(runs) -> str:  # noqa: F811
+def search_query(runs) -> str:
     """The shop's most frequent search."""
     from pipeline.contract.load import load_shop
 
