@@ -15,6 +15,10 @@ NEGATIVES = ("in_batch", "catalog")
 # Text encoder modes of the retrieval towers (trainer/text/tower.py; docs/DESIGN.md,
 # "The BERT text tower in retrieval").
 TEXT_MODES = ("none", "frozen", "top_layers", "full")
+# History encoders of the retrieval query tower: attention pooling (trainer/layers.py
+# HistoryEncoder), or self-attention (trainer/sequence.py) with a next-item objective on every
+# prefix (causal, SASRec) or a masked-item objective (bidirectional, Bert4Rec).
+HISTORY_ENCODERS = ("pooled", "causal", "bidirectional")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
 MAX_DESCRIPTION_CHARS = 10_000       # the data contract's cap (pipeline/contract/spec.py)
 
@@ -96,6 +100,10 @@ class RetrievalConfig(_Config):
     `text_match` appends the text embeddings to the tower outputs so the score also holds a
     learned multiple of the text cosine (search text, else the pooled history texts, against
     the item text): outputs are then [B, embedding_dim + 384].
+    `history_encoder` picks how the query tower reads the history (HISTORY_ENCODERS); the
+    transformer ones take `sequence_layers` blocks of `sequence_heads` heads, and their
+    auxiliary objective (trainer/sequence_objective.py) is added to the retrieval loss with
+    weight `sequence_objective_weight` (0 = the encoder trains on the retrieval loss alone).
     """
 
     temperature: float = 0.1         # softmax temperature over cosine similarities
@@ -122,9 +130,16 @@ class RetrievalConfig(_Config):
     # (0 = no tables) and the co-occurrence window (items engaged before, per unit).
     related_items: int = 50
     cooccurrence_window: int = 3
+    history_encoder: str = "pooled"  # "pooled" | "causal" | "bidirectional"
+    sequence_layers: int = 2         # transformer blocks (causal, bidirectional)
+    sequence_heads: int = 2          # attention heads; must divide embedding_dim
+    sequence_dropout: float = 0.2
+    sequence_objective_weight: float = 1.0  # next-item (causal) or masked-item loss weight
+    sequence_mask_rate: float = 0.2  # bidirectional: share of real history positions masked
 
     def validate(self) -> None:
         super().validate()
+        self._validate_history_encoder()
         if self.temperature <= 0:
             raise ValueError(f"RetrievalConfig.temperature must be > 0, got {self.temperature}")
         if self.top_k < 1 or any(k < 1 for k in self.eval_ks) or not self.eval_ks:
@@ -166,6 +181,34 @@ class RetrievalConfig(_Config):
             raise ValueError("RetrievalConfig.text_encoder_cache_dir must be a local directory "
                              "(exports are renamed into place under a file lock), got "
                              f"{self.text_encoder_cache_dir!r}")
+
+    def _validate_history_encoder(self) -> None:
+        if self.history_encoder not in HISTORY_ENCODERS:
+            raise ValueError("RetrievalConfig.history_encoder must be one of "
+                             f"{list(HISTORY_ENCODERS)}, got {self.history_encoder!r}")
+        if self.sequence_layers < 1 or self.sequence_heads < 1:
+            raise ValueError("RetrievalConfig.sequence_layers and sequence_heads must be >= 1, "
+                             f"got {self.sequence_layers}, {self.sequence_heads}")
+        if self.history_encoder != "pooled" and self.embedding_dim % self.sequence_heads:
+            raise ValueError(f"RetrievalConfig.sequence_heads ({self.sequence_heads}) must "
+                             f"divide embedding_dim ({self.embedding_dim})")
+        if self.history_encoder != "pooled" and not self.use_history:
+            raise ValueError(f"RetrievalConfig.history_encoder {self.history_encoder!r} needs "
+                             "use_history: true")
+        if not 0.0 <= self.sequence_dropout < 1.0:
+            raise ValueError("RetrievalConfig.sequence_dropout must be in [0, 1), got "
+                             f"{self.sequence_dropout}")
+        if self.sequence_objective_weight < 0:
+            raise ValueError("RetrievalConfig.sequence_objective_weight must be >= 0, got "
+                             f"{self.sequence_objective_weight}")
+        if not 0.0 < self.sequence_mask_rate < 1.0:
+            raise ValueError("RetrievalConfig.sequence_mask_rate must be in (0, 1), got "
+                             f"{self.sequence_mask_rate}")
+
+    @property
+    def uses_sequence_objective(self) -> bool:
+        """The transformer history encoder's auxiliary loss is on."""
+        return self.history_encoder != "pooled" and self.sequence_objective_weight > 0
 
     @property
     def uses_logq(self) -> bool:

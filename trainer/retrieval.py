@@ -1,12 +1,14 @@
 """TFRS two-tower retrieval model and its TFX Trainer `run_fn`.
 
-Query tower: user id, order-aware history (item ids and their MiniLM text), search text.
+Query tower: user id, order-aware history (item ids and their MiniLM text; attention pooling or
+a transformer, `history_encoder`), search text.
 Candidate tower: item id, brand / category / price / stock, MiniLM text of "title | brand |
 category path". Every part and the text mode are switchable (trainer/config.py); the text
 features come from trainer/text/tower.py. Loss (`negatives`): in-batch softmax over (query,
 clicked item) pairs with popularity (logQ) correction and removal of accidental hits, or a full
-softmax over every catalog item (trainer/catalog_softmax.py). The export also serves the
-candidate stage's item-to-item tables (trainer/related_items.py): transitions and
+softmax over every catalog item (trainer/catalog_softmax.py); the transformer history encoders
+add their next-item or masked-item objective (trainer/sequence_objective.py). The export also
+serves the candidate stage's item-to-item tables (trainer/related_items.py): transitions and
 co-occurrences of the train split and, in the BERT text modes, the text neighbours of the
 frozen MiniLM item-text embeddings.
 
@@ -30,6 +32,8 @@ from trainer import features as F
 from trainer import related_items
 from trainer import retrieval_eval
 from trainer import signatures
+from trainer.sequence import SequenceEncoder
+from trainer.sequence_objective import SequenceObjective
 from trainer.text import tower as text_tower
 from trainer import training
 from trainer.config import RetrievalConfig
@@ -59,6 +63,19 @@ def drop_ids(features: Dict[str, tf.Tensor], rate: float, seed: int) -> Dict[str
     return out
 
 
+def history_encoder(config: RetrievalConfig, item_embedding: tf.keras.layers.Embedding,
+                    text_projection: Optional[tf.keras.layers.Dense]) -> tf.keras.layers.Layer:
+    """The query tower's history encoder for `config.history_encoder`: HistoryEncoder
+    (pooled) or SequenceEncoder (causal, bidirectional), named "history" either way."""
+    if config.history_encoder == "pooled":
+        return HistoryEncoder(item_embedding, F.HISTORY_LENGTH, config.embedding_dim,
+                              text_projection, name="history")
+    return SequenceEncoder(item_embedding, F.HISTORY_LENGTH, config.embedding_dim,
+                           config.sequence_layers, config.sequence_heads,
+                           config.sequence_dropout, causal=config.history_encoder == "causal",
+                           text_projection=text_projection, name="history")
+
+
 def _output(dense, parts, training):
     """L2-normalised MLP(concat(parts)): [B, D]."""
     return tf.math.l2_normalize(dense(tf.concat(parts, axis=1), training=training), axis=1)
@@ -82,9 +99,8 @@ class QueryTower(tf.keras.Model):
                                if config.use_user_id else None)
         self.use_history_text = bert and config.use_history and config.use_history_text
         self.history_encoder = (
-            HistoryEncoder(item_embedding, F.HISTORY_LENGTH, dim,
-                           history_text_projection if self.use_history_text else None,
-                           name="history")
+            history_encoder(config, item_embedding,
+                            history_text_projection if self.use_history_text else None)
             if config.use_history else None)
         self.bag_of_words = bag_of_words if config.use_query_text and not bert else None
         self.text_projection = text_projection if config.use_query_text and bert else None
@@ -227,6 +243,13 @@ class RetrievalModel(tfrs.Model):
         self.catalog = (catalog_softmax.CatalogSoftmax(catalog, config.temperature)
                         if config.negatives == "catalog" else None)
         self.catalog_text = self.text is not None and config.use_text
+        self.sequence_weight = config.sequence_objective_weight
+        self.sequence_objective = (
+            SequenceObjective(self.query_tower.history_encoder, config.temperature,
+                              config.remove_accidental_hits, self.item_probability,
+                              config.sequence_mask_rate, config.seed + 4,
+                              name="sequence_objective")
+            if config.uses_sequence_objective else None)
         self.text_optimizer = None
         # Summed softmax cross-entropy (distribution-safe), averaged in compute_loss.
         self.task = tfrs.tasks.Retrieval(
@@ -241,6 +264,16 @@ class RetrievalModel(tfrs.Model):
             features = dict(features, **self.text(features, training=training))
         if training and self.id_dropout > 0:        # cold users and cold items learn too
             features = drop_ids(features, self.id_dropout, self.seed)
+        loss = self.retrieval_loss(features, item_ids, training)
+        if training and self.sequence_objective is not None:
+            history_text = (features[text_tower.HISTORY_TEXT]
+                            if self.query_tower.use_history_text else None)
+            loss += self.sequence_weight * self.sequence_objective(
+                features[F.idx(F.HISTORY_ITEM_IDS)], history_text, training=training)
+        return loss
+
+    def retrieval_loss(self, features, item_ids, training=False):
+        """The two-tower softmax loss (global-batch mean) of a batch with its text features."""
         queries = self.query_tower(features, training=training)
         if self.catalog is not None:
             catalog = self.catalog.tower_features(

@@ -1,0 +1,96 @@
+"""Auxiliary training objectives of the transformer history encoder (trainer/sequence.py).
+
+Added to the two-tower retrieval loss (trainer/retrieval.py) with weight
+`RetrievalConfig.sequence_objective_weight`:
+
+- causal (SASRec): every prefix predicts the item that came next. Position t's output (it sees
+  positions >= t, the older items) predicts the item at position t - 1, for every pair of real
+  positions; position 0's output is the query tower's history summary, trained by the main
+  loss on the clicked item.
+- bidirectional (Bert4Rec): a share `mask_rate` of the real history positions is replaced by
+  the encoder's [MASK] vector in a second pass, and each masked position's output predicts its
+  item. The retrieval readout always sees the unmasked history (the tower's own pass).
+
+Both score against the batch's target item vectors (`SequenceEncoder.item_vectors`: the shared
+item-id embedding plus projected text, tied with the encoder's inputs) with the loss the main
+task uses: TFRS `Retrieval` softmax over L2-normalised vectors at the same temperature, logQ
+correction with the same train click shares (history items are engaged items, whose shares
+follow the clicks) and removal of accidental hits. Every [B, L] pair slot stays in the softmax
+with a static shape (no boolean_mask, so it runs on any device and under XLA); slots that are
+no pair carry weight 0 and are masked out as negatives.
+"""
+from typing import Optional
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from trainer.sequence import SequenceEncoder
+
+
+def mask_positions(history: tf.Tensor, rate: float, seed: Optional[int] = None) -> tf.Tensor:
+    """bool [B, L]: each real history position (index != 0) independently with probability
+    `rate`; padding never."""
+    draw = tf.random.uniform(tf.shape(history), seed=seed) < rate
+    return tf.logical_and(draw, tf.not_equal(history, 0))
+
+
+def global_pair_mean(loss_sum: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """Sum of per-pair losses on this replica -> its share of the mean over every replica's
+    pairs (the count is summed over replicas; gradients are summed likewise)."""
+    context = tf.distribute.get_replica_context()
+    count = tf.cast(count, loss_sum.dtype)
+    if context is not None:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return loss_sum / tf.maximum(count, 1.0)
+
+
+class SequenceObjective(tf.keras.layers.Layer):
+    """The encoder's auxiliary loss on a training batch: mean softmax cross-entropy per pair.
+
+    call(history [B, L] int, history_text [B, L, H] or None) -> scalar; 0 when the batch has
+    no pair. `item_probability` [item buckets]: the logQ click shares (None: no correction).
+    """
+
+    def __init__(self, encoder: SequenceEncoder, temperature: float,
+                 remove_accidental_hits: bool, item_probability: Optional[tf.Tensor] = None,
+                 mask_rate: float = 0.2, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.item_probability = item_probability
+        self.remove_accidental_hits = remove_accidental_hits
+        self.mask_rate, self.seed = mask_rate, seed
+        self.task = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+            temperature=temperature, remove_accidental_hits=remove_accidental_hits)
+
+    def call(self, history, history_text=None, training=None):
+        targets = self.encoder.item_vectors(history, history_text)
+        real = tf.not_equal(history, 0)
+        if self.encoder.causal:
+            outputs = self.encoder.sequence_outputs(history, history_text, training=training)
+            queries, targets, ids = outputs[:, 1:], targets[:, :-1], history[:, :-1]
+            pairs = tf.logical_and(real[:, 1:], real[:, :-1])
+        else:
+            pairs = mask_positions(history, self.mask_rate, self.seed)
+            queries = self.encoder.sequence_outputs(history, history_text, masked=pairs,
+                                                    training=training)
+            ids = history
+        return self.pair_loss(queries, targets, ids, pairs)
+
+    def pair_loss(self, queries, targets, ids, pairs):
+        """queries, targets [B, P, D], ids and pairs [B, P] -> mean loss over the pairs."""
+        dim = tf.shape(queries)[-1]
+        queries = tf.math.l2_normalize(tf.reshape(queries, [-1, dim]), axis=1)
+        targets = tf.math.l2_normalize(tf.reshape(targets, [-1, dim]), axis=1)
+        ids, pairs = tf.reshape(ids, [-1]), tf.reshape(pairs, [-1])
+        weight = tf.cast(pairs, queries.dtype)
+        probability = (tf.gather(self.item_probability, ids)
+                       if self.item_probability is not None else None)
+        score_mask = tf.broadcast_to(pairs[tf.newaxis], [tf.size(pairs), tf.size(pairs)])
+        loss_sum = self.task(queries, targets, sample_weight=weight,
+                             candidate_sampling_probability=probability,
+                             candidate_ids=ids if self.remove_accidental_hits else None,
+                             compute_metrics=False, compute_batch_metrics=False,
+                             score_mask=score_mask)
+        return global_pair_mean(loss_sum, tf.reduce_sum(weight))
