@@ -21,20 +21,18 @@ import argparse
 import csv
 import dataclasses
 import datetime
-import hashlib
 import math
 import os
-import re
 import sys
 
 import numpy as np
 import pandas as pd
 
+from benchmarks import folders
 from pipeline.contract import fields, spec
 
 SEQUENCES_FILE = "sequential_data.txt"
 ITEMS_FILE = "items.tsv"
-PROVENANCE_FILE = "PROVENANCE.md"
 ITEM_COLUMNS = ("item_id", "title", "brand", "categories", "price")
 
 # Synthetic clock of the shop export (the data has no timestamps, only per-user order).
@@ -202,27 +200,6 @@ def load_beauty(folder, max_users=None, seed=0):
     return BeautyData(user_ids=user_ids, sequences=sequences, items=items)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _provenance_title(folder):
-    """The first Markdown heading of the folder's PROVENANCE.md, or None."""
-    path = os.path.join(folder, PROVENANCE_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            match = re.match(r"#{1,6}\s+(.*?)(?:\s+#+)?\s*$", line)
-            if match and match.group(1):
-                return match.group(1)
-    return None
-
-
 def describe(folder, data):
     """Name the data set a run used: ``{"title", "path", "users", "items", "interactions",
     "sha256"}``.
@@ -234,11 +211,11 @@ def describe(folder, data):
     """
     path = os.path.abspath(folder)
     return {
-        "title": _provenance_title(path) or os.path.basename(os.path.normpath(path)),
+        "title": folders.provenance_title(path) or os.path.basename(os.path.normpath(path)),
         "path": path,
         "users": len(data.user_ids), "items": data.n_items,
         "interactions": data.n_interactions,
-        "sha256": {name: _sha256(_require_file(path, name))
+        "sha256": {name: folders.sha256(_require_file(path, name))
                    for name in (SEQUENCES_FILE, ITEMS_FILE)},
     }
 
@@ -252,11 +229,6 @@ def event_timestamps(sequence_length, user_index):
     """Synthetic epoch seconds for one user's events: strictly increasing, end-aligned."""
     end = int(EXPORT_END_DAY.timestamp()) + (user_index * 7919) % 3600
     return [end - (sequence_length - 1 - pos) * DAY_SECONDS for pos in range(sequence_length)]
-
-
-def _inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def shop_prices(items):
@@ -343,9 +315,8 @@ def to_shop(data, out_dir, hold_out_last=0):
     (events not written), imputed_prices, filled_titles.
     """
     hold_out_last = _check_hold_out(hold_out_last)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if _inside(out_dir, repo):
-        raise BeautyDataError(f"{out_dir}: inside the repository {repo}. The Amazon data is "
+    if folders.inside_repo(out_dir):
+        raise BeautyDataError(f"{out_dir}: inside the repository {folders.REPO}. The Amazon data is "
                               f"research-only; write the shop export outside the repository")
     items = data.items
     rows, imputed, filled = _shop_item_rows(items)   # before writing: a failure leaves no files

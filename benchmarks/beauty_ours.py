@@ -32,13 +32,12 @@ import types
 
 import numpy as np
 
-from benchmarks import beauty_data
+from benchmarks import beauty_data, folders
 from benchmarks.registry import Fitted
 from pipeline.contract import spec
 from pipeline.in_process import write_splits   # the pipeline's raw layout (also for beauty_rerank)
 from trainer.candidates.sources import TextSimilaritySource
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Trainer config of "ours" on top of the retrieval trainer's defaults: the pipeline's text
 # mode (frozen MiniLM); no user-id embedding (see the module docstring). Negatives stay
@@ -46,11 +45,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (validation N@10 .0346 vs .0297) but lost on all users (.0452 vs .0482) at 5x the training
 # time (benchmarks/README.md).
 BASE_CONFIG = {"text_mode": "frozen", "use_user_id": False}
-
-
-def inside_repo(path):
-    path, repo = os.path.realpath(path), os.path.realpath(REPO)
-    return os.path.commonpath([path, repo]) == repo
 
 
 def catalog_rows(items):
@@ -217,7 +211,7 @@ def op_determinism(enabled=True):
 
 def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history, select):
     work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_ours_")
-    if inside_repo(work_dir):
+    if folders.inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
                          "from research-only data: use a folder outside it")
     os.makedirs(work_dir, exist_ok=True)

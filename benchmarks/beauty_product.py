@@ -41,7 +41,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import beauty_data, protocol
+from benchmarks import beauty_data, folders, protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "benchmarks", "configs", "beauty.json")
@@ -196,10 +196,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     """The benchmark row of the product (module docstring): options, info (pipeline
     report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics."""
     # pylint: disable=import-outside-toplevel
-    from benchmarks.beauty_ours import inside_repo
     from serving.demo.local_stack import LocalStack
     work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_product_")
-    if inside_repo(work_dir):
+    if folders.inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
                          "derives from research-only data: use a folder outside it")
     if replay_users < 0 or threads < 1:

@@ -63,7 +63,7 @@ import types
 
 import numpy as np
 
-from benchmarks import beauty_data, beauty_ours
+from benchmarks import beauty_data, beauty_ours, folders
 from benchmarks.registry import Fitted
 from trainer.candidates import (CandidateStage, CooccurrenceSource, RetrievalSource,
                                 TextSimilaritySource, TransitionSource, brand_codes)
@@ -287,7 +287,7 @@ def _fit_ours_ranked(task, seed, o):
                          f"candidates = {wanted} must not exceed the catalog's {task.n_items} "
                          "items")
     work_dir = o.work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_rerank_")
-    if beauty_ours.inside_repo(work_dir):
+    if folders.inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
                          "from research-only data: use a folder outside it")
     seconds = {}

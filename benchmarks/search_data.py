@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from benchmarks.beauty_data import _provenance_title, _sha256
+from benchmarks import folders
 from pipeline.contract import spec
 
 PRODUCTS_FILE = "products.tsv"
@@ -245,13 +245,13 @@ def describe(folder, data):
                         "counted_queries": sum(q.counted for q in all_queries),
                         "judgments": int(sum(q.grades.size for q in all_queries))}
     return {
-        "title": _provenance_title(path) or os.path.basename(os.path.normpath(path)),
+        "title": folders.provenance_title(path) or os.path.basename(os.path.normpath(path)),
         "path": path,
         "products": len(data.products),
         "queries": len(data.queries),
         "judgments": int(sum(q.grades.size for q in data.queries)),
         "text_columns": ["title", *data.products.columns],
         "splits": splits,
-        "sha256": {name: _sha256(os.path.join(path, name))
+        "sha256": {name: folders.sha256(os.path.join(path, name))
                    for name in (PRODUCTS_FILE, QUERIES_FILE, JUDGMENTS_FILE)},
     }

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import beauty_data, beauty_ours, protocol, registry
+from benchmarks import beauty_data, beauty_ours, folders, protocol, registry
 from tests.benchmarks import planted
 
 tf = pytest.importorskip("tensorflow")
@@ -64,7 +64,7 @@ def test_work_dir_inside_the_repository_is_refused():
     task, _ = planted.planted_task(20)
     task.items = _items(planted.N_ITEMS)
     with pytest.raises(ValueError, match="inside the repository"):
-        beauty_ours.fit_ours(task, 0, work_dir=os.path.join(beauty_ours.REPO, "runs", "x"))
+        beauty_ours.fit_ours(task, 0, work_dir=os.path.join(folders.REPO, "runs", "x"))
 
 
 def test_zero_shot_text_ranks_items_like_the_recent_history(monkeypatch):
