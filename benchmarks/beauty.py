@@ -23,7 +23,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks import beauty_data, beauty_product, protocol, registry, report  # noqa: E402
+from benchmarks import (beauty_data, beauty_product, product_run, protocol,  # noqa: E402
+                        registry, report)
 
 DEFAULT_MODELS = "popular,transitions,transitions3,ease,ease_filtered,sasrec"
 # The product row (beauty_product.py): the real pipeline, pushed bundle and API code.
@@ -221,7 +222,7 @@ def main(argv=None):
 
         run(args.data, models, args.seed, args.max_users, parse_overrides(args.set),
             args.batch_size, on_model=save)
-    except (beauty_data.BeautyDataError, beauty_product.ProductRunError, ValueError,
+    except (beauty_data.BeautyDataError, product_run.ProductRunError, ValueError,
             KeyError) as err:
         sys.exit(f"error: {err}")
     for ext in ("md", "json", "png"):

@@ -33,8 +33,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -42,12 +40,11 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import beauty_data, folders, protocol
+from benchmarks.product_run import API_SETTINGS, InProcessApi, http_replay, run_pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = folders.REPO
 DEFAULT_CONFIG = os.path.join(REPO, "benchmarks", "configs", "beauty.json")
 K = 10
-# API settings of the benchmark's stack: the defaults, but no rate limit for the replay.
-API_SETTINGS = {"rate_limits": "off"}
 CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM text, no "
            "user-id embedding, in-batch softmax, ~5 epochs = 3,000 steps of 256; chosen on "
            "validation NDCG@10, benchmarks/README.md); candidates and ranker rows as "
@@ -60,46 +57,11 @@ CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM t
            "split (= the test items) is a pass/fail gate, not a choice.")
 
 
-class ProductRunError(RuntimeError):
-    """A stage of the product run failed; the message says which and where its log is."""
-
-
 def test_users(data):
     """[(user id, history item indices oldest first, target index)] of the leave-one-out
     test set (users with >= 3 items), in file order."""
     return [(user, np.asarray(seq[:-1]), int(seq[-1]))
             for user, seq in zip(data.user_ids, data.sequences) if len(seq) >= 3]
-
-
-def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print):
-    """``tfx_pipeline.py --runner local`` on the export; returns its report (component wall
-    times from ML Metadata, the models' eval metrics, blessing and push)."""
-    report_path = os.path.join(work_dir, "pipeline_report.json")
-    command = [sys.executable, os.path.join(REPO, "tfx_pipeline.py"), "--runner", "local",
-               "--config", config_path, "--data", shop_dir,
-               "--pipeline-root", os.path.join(work_dir, "pipeline_root"),
-               "--metadata-path", os.path.join(work_dir, "metadata.db"),
-               "--serving-dir", os.path.join(work_dir, "serving_models"),
-               "--seed", str(seed), "--report", report_path,
-               "--log-file", os.path.join(work_dir, "pipeline.log")]
-    echo("pipeline: " + " ".join(command[1:]))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            echo("  " + line.rstrip())
-    if proc.returncode:
-        raise ProductRunError(f"the pipeline failed (exit {proc.returncode}); full log: "
-                              f"{os.path.join(work_dir, 'pipeline.log')}")
-    with open(report_path, encoding="utf-8") as f:
-        report = json.load(f)
-    for model in ("retrieval", "ranking"):
-        result = report.get("models", {}).get(model, {})
-        if not result.get("pushed"):
-            raise ProductRunError(f"the pipeline did not push a {model} model (blessed: "
-                                  f"{result.get('blessed')}; failed thresholds: "
-                                  f"{result.get('failed')}); report: {report_path}")
-    return report
 
 
 def list_metrics(lists, users, asins):
@@ -119,76 +81,18 @@ def list_metrics(lists, users, asins):
     return out
 
 
-class InProcessApi:
-    """The API's ``Services`` (catalog, event store with the export imported, model backend
-    and watcher, recommender) in this process, on a model server's gRPC address."""
-
-    def __init__(self, shop_dir, grpc_address, event_store, startup_timeout_s=600.0):
-        # pylint: disable=import-outside-toplevel
-        from serving.api.metrics import ApiMetrics
-        from serving.api.services import Services
-        from serving.api.settings import Settings
-        # The API's defaults (the recommender is called directly: no auth, no rate limit).
-        settings = Settings(shop_dir=shop_dir, tfserving_grpc=grpc_address,
-                            event_store=event_store, auth="off", access_log=False,
-                            startup_wait_s=startup_timeout_s)
-        self.services = Services(settings, ApiMetrics()).start()
-        if not self.services.watcher.ready:
-            self.services.close()
-            raise ProductRunError(f"the in-process API found no ready models at "
-                                  f"{grpc_address}: {self.services.watcher.last_error}")
-
-    def recommend(self, user_id, k=K):
-        """(item ids, degraded stages, strategy) of ``/v1/recommend`` for ``user_id``."""
-        svc = self.services
-        result = svc.recommender.recommend(svc.user_key(user_id), k)
-        return ([svc.catalog.ids[r.row] for r in result.items], list(result.degraded),
-                result.strategy)
-
-    def close(self):
-        self.services.close()
-
-
 def score_users(api, users, threads=2, desc="product: test users"):
     """``api.recommend`` for every user (a thread pool, as the API's workers run them);
     returns (lists, degraded answers by stage, strategies)."""
     degraded, strategies = {}, {}
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        answers = list(tqdm(pool.map(lambda u: api.recommend(u[0]), users), total=len(users),
+        answers = list(tqdm(pool.map(lambda u: api.recommend(u[0], K), users), total=len(users),
                             desc=desc, dynamic_ncols=True, mininterval=5))
     for _, stages, strategy in answers:
         strategies[strategy] = strategies.get(strategy, 0) + 1
         for stage in stages:
             degraded[stage] = degraded.get(stage, 0) + 1
     return [a[0] for a in answers], degraded, strategies
-
-
-def http_replay(stack, users, expected, k=K):
-    """GET /v1/recommend for each user on the running API; agreement with ``expected``
-    (the in-process lists, same order as ``users``) and latency percentiles."""
-    import httpx  # pylint: disable=import-outside-toplevel
-    headers = stack.headers("shopfront")
-    seconds, mismatches = [], []
-    with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
-        for (user, _, _), want in tqdm(list(zip(users, expected)), desc="product: HTTP replay",
-                                       dynamic_ncols=True, mininterval=5):
-            started = time.perf_counter()
-            response = client.get("/v1/recommend", params={"user_id": user, "k": k},
-                                  headers=headers)
-            seconds.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                mismatches.append({"user_id": user, "status": response.status_code,
-                                   "body": response.text[:300]})
-                continue
-            body = response.json()
-            got = [item["item_id"] for item in body["items"]]
-            if got != want or body["degraded"]:
-                mismatches.append({"user_id": user, "http": got, "in_process": want,
-                                   "degraded": body["degraded"]})
-    ms = np.asarray(seconds) * 1000.0
-    return {"users": len(users), "agree": len(users) - len(mismatches),
-            "mismatches": mismatches[:20], "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
 def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
@@ -243,7 +147,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
         sample = np.sort(rng.choice(len(users), size=min(replay_users, len(users)),
                                     replace=False))
         started = time.time()
-        replay = http_replay(stack, [users[i] for i in sample], [lists[i] for i in sample])
+        replay = http_replay(stack, "/v1/recommend",
+                             [{"user_id": users[i][0], "k": K} for i in sample],
+                             [lists[i] for i in sample])
         seconds["http_replay"] = time.time() - started
     finally:
         stack.stop()

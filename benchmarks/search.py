@@ -1,8 +1,12 @@
 """Quality of product search on real judged queries (e.g. Home Depot search relevance).
 
     python -m benchmarks.search --data ../shared/data/homedepot_search_relevance \
-        [--methods random,bm25,minilm,rrf] [--k1 0.9,1.2] [--b 0.5,0.75] [--rrf-k 20,60] \
-        [--seed S] [--out benchmarks/results] [--stem search]
+        [--methods random,bm25,minilm,rrf[,product]] [--k1 0.9,1.2] [--b 0.5,0.75] \
+        [--rrf-k 20,60] [--product-config FILE] [--product-work-dir DIR] \
+        [--product-replay-queries N] [--seed S] [--out benchmarks/results] [--stem search]
+
+``product`` (opt-in: it runs the whole pipeline, ~30-60 min on Home Depot) is what a shop
+runs: ``benchmarks/search_product.py``.
 
 Folder layout: ``benchmarks/search_data.py``; protocol and metrics:
 ``benchmarks/search_protocol.py``; methods and their tuning on train queries:
@@ -22,10 +26,12 @@ from importlib import metadata  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks import search_data, search_methods, search_protocol, search_report  # noqa: E402
+from benchmarks import (product_run, search_data, search_methods,  # noqa: E402
+                        search_product, search_protocol, search_report)
 from benchmarks.text_tower_report import environment, git_commit  # noqa: E402
 
-METHODS = ("random", "bm25", "minilm", "rrf")
+METHODS = ("random", "bm25", "minilm", "rrf", "product")
+DEFAULT_METHODS = ("random", "bm25", "minilm", "rrf")
 BASELINE = "bm25"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL = (
@@ -64,10 +70,14 @@ def _descriptions(bm25, rrf_k):
         "bm25": f"bm25s {_version('bm25s')} Lucene BM25, k1 {bm25.k1}, b {bm25.b}, {stem}, {stop}",
         "minilm": "zero-shot frozen MiniLM of trainer.text, the product's item text, cosine",
         "rrf": f"reciprocal-rank fusion of bm25 and minilm, k {rrf_k}",
+        "product": "the product's /v1/search (Recommender.search) on the bundle the real "
+                   "pipeline pushed after training on the train queries' search log; its "
+                   "top 100 is the ranking (rerank = condensed: it orders the catalog)",
     }
 
 
-def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_size, stages):
+def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_size, stages,
+           product_options):
     """The methods, each tuned on ``train`` queries: ({name: method}, {name: choices})."""
     n = len(data.products)
     built = {"random": search_methods.RandomOrder(n, seed)}
@@ -91,12 +101,18 @@ def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_
         built["rrf"], choices["rrf"] = stages.run(
             "rrf.tune", search_methods.tune_rrf, [built["bm25"], built["minilm"]], train,
             rrf_k_grid, batch_size, _progress("rrf: k on train queries"))
+    if "product" in methods:
+        built["product"] = search_product.ProductSearch(data, seed, **product_options)
+        stages.run("product.start", built["product"].start)
+        choices["product"] = {"config": built["product"].info["options"]["config"]}
     return built, choices
 
 
-def run(data_dir, methods=METHODS, seed=0, k1_grid=search_methods.K1_GRID,
-        b_grid=search_methods.B_GRID, rrf_k_grid=search_methods.RRF_K_GRID, batch_size=256):
-    """Load, tune on train queries, score the test queries; returns the results dict."""
+def run(data_dir, methods=DEFAULT_METHODS, seed=0, k1_grid=search_methods.K1_GRID,
+        b_grid=search_methods.B_GRID, rrf_k_grid=search_methods.RRF_K_GRID, batch_size=256,
+        product_options=None):
+    """Load, tune on train queries, score the test queries; returns the results dict.
+    ``product_options``: keyword arguments of ``search_product.ProductSearch``."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
@@ -111,16 +127,14 @@ def run(data_dir, methods=METHODS, seed=0, k1_grid=search_methods.K1_GRID,
     if not train or not test:
         raise ValueError(f"{data_dir}: needs train and test queries with a judgment of grade "
                          f"> 0; found {len(train)} train and {len(test)} test")
-    built, choices = _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid,
-                            batch_size, stages)
-    per_query = {}
-    for name in methods:
-        method = built[name]
-        per_query[name] = stages.run(
-            f"{name}.test", search_protocol.evaluate,
-            lambda qs, m=method, key=name: {key: m.scores(qs)}, test, batch_size,
-            (lambda qs, m=method, key=name: {key: m.rerank(qs)}) if hasattr(method, "rerank")
-            else None, _progress(f"{name}: test queries"))[name]
+    built = {}
+    try:
+        per_query = _score(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid,
+                           batch_size, stages, product_options or {}, built)
+    finally:
+        if "product" in built:
+            built["product"].close()
+    choices = built.pop("choices")
     descriptions = _descriptions(built["bm25"], choices.get("rrf", {}).get("k"))
     results = {
         "dataset": search_data.describe(data_dir, data),
@@ -137,6 +151,8 @@ def run(data_dir, methods=METHODS, seed=0, k1_grid=search_methods.K1_GRID,
                 for m, v in per_query[name].items()},
             "seconds": {k: v for k, v in stages.seconds.items() if k.split(".")[0] == name},
         }
+        if name == "product":
+            results["methods"][name]["info"] = built["product"].info
         tqdm.write(f"{name}: " + " | ".join(
             f"{m} {s['mean']:.4f} ± {s['se']:.4f}"
             for m, s in results["methods"][name]["test"].items()))
@@ -150,6 +166,27 @@ def run(data_dir, methods=METHODS, seed=0, k1_grid=search_methods.K1_GRID,
     results["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds")
     return results
+
+
+def _score(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_size,
+           stages, product_options, built):
+    """Build the methods into ``built`` (its "choices" too) and score the test queries:
+    {name: per-query metrics}. The product also replays a sample over HTTP."""
+    methods_built, built["choices"] = _build(data, train, test, methods, seed, k1_grid,
+                                             b_grid, rrf_k_grid, batch_size, stages,
+                                             product_options)
+    built.update(methods_built)
+    per_query = {}
+    for name in methods:
+        method = built[name]
+        per_query[name] = stages.run(
+            f"{name}.test", search_protocol.evaluate,
+            lambda qs, m=method, key=name: {key: m.scores(qs)}, test, batch_size,
+            (lambda qs, m=method, key=name: {key: m.rerank(qs)}) if hasattr(method, "rerank")
+            else None, _progress(f"{name}: test queries"))[name]
+    if "product" in built:
+        stages.run("product.http_replay", built["product"].replay, test)
+    return per_query
 
 
 def _git_dirty():
@@ -187,15 +224,24 @@ def main(argv=None):
                         help="a search evaluation folder (products.tsv, queries.tsv, "
                              "judgments.tsv), e.g. ../shared/data/homedepot_search_relevance "
                              "(research-only data; never copy it into the repository)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated, from {', '.join(METHODS)} ({BASELINE} always)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, from {', '.join(METHODS)} ({BASELINE} always; "
+                             "product runs the whole pipeline)")
     parser.add_argument("--k1", default=",".join(map(str, search_methods.K1_GRID)),
                         help="BM25 k1 grid, tuned on train queries")
     parser.add_argument("--b", default=",".join(map(str, search_methods.B_GRID)),
                         help="BM25 b grid, tuned on train queries")
     parser.add_argument("--rrf-k", default=",".join(map(str, search_methods.RRF_K_GRID)),
                         help="RRF k grid, tuned on train queries")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the random order")
+    parser.add_argument("--product-config", default=search_product.DEFAULT_CONFIG,
+                        help="product: the pipeline config (split times are added)")
+    parser.add_argument("--product-work-dir", default="",
+                        help="product: where the export, pipeline and stack write (outside "
+                             "the repository; default a new temporary folder)")
+    parser.add_argument("--product-replay-queries", type=int, default=200,
+                        help="product: test queries replayed over HTTP")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the random order, the pipeline and the replay sample")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="queries per scoring batch (bounds memory)")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
@@ -206,8 +252,10 @@ def main(argv=None):
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         results = run(args.data, methods, args.seed, _numbers(args.k1, "--k1"),
                       _numbers(args.b, "--b"), _numbers(args.rrf_k, "--rrf-k"),
-                      args.batch_size)
-    except ValueError as err:            # SearchDataError included: names file and line
+                      args.batch_size, {"config": args.product_config,
+                                        "work_dir": args.product_work_dir,
+                                        "replay_queries": args.product_replay_queries})
+    except (ValueError, product_run.ProductRunError) as err:   # SearchDataError: file + line
         sys.exit(f"error: {err}")
     results["command"] = command
     for path in search_report.write(results, args.out, args.stem):

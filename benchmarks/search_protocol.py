@@ -50,10 +50,30 @@ def ndcg(grades_in_order, all_grades, k=K_NDCG):
 
 def recall_top_grade(scores, products, grades, k=K_RECALL):
     """Share of the top-grade judged products ranked in the first ``k`` of the full
-    ranking by ``scores`` [n_products]."""
+    ranking by ``scores`` [n_products]. A product scored -inf is one the method did not
+    return (``list_scores``): never in the first ``k``, whatever the tie order."""
+    scores = np.asarray(scores, np.float64)
     top = np.asarray(products)[np.asarray(grades) == np.max(grades)]
+    returned = ~np.isneginf(scores)
+    if not returned.all():      # target_ranks takes finite scores: -inf below every other
+        floor = scores[returned].min() - 1.0 if returned.any() else 0.0
+        scores = np.where(returned, scores, floor)
     ranks = target_ranks(np.broadcast_to(scores, (top.size, scores.shape[-1])), top)
-    return float(np.mean(ranks < k))
+    return float(np.mean((ranks < k) & returned[top]))
+
+
+def list_scores(lists, n_products):
+    """Full-catalog scores [len(lists), n_products] of methods that return a ranked list of
+    product indices (e.g. the product's ``/v1/search``): the list's order as descending
+    scores, -inf for every product not returned (ranked after the list, in row order, and
+    never counted by ``recall_top_grade``)."""
+    out = np.full((len(lists), n_products), -np.inf)
+    for i, found in enumerate(lists):
+        found = np.asarray(found, np.int64)
+        if np.unique(found).size != found.size:
+            raise ValueError(f"list {i} repeats a product: {found.tolist()[:20]}")
+        out[i, found] = np.arange(found.size, 0, -1, dtype=np.float64)
+    return out
 
 
 def query_metrics(full_scores, query, rerank_scores=None):

@@ -80,7 +80,7 @@ def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
     assert test["product"] > test["transitions"], test
     info = product["info"]
     assert info["degraded_answers"] == {} and info["strategies"] == {"personalized": 2000}
-    assert info["http_replay"]["agree"] == info["http_replay"]["users"] == 100
+    assert info["http_replay"]["agree"] == info["http_replay"]["requests"] == 100
     assert info["shop_export"]["known"]["held_out"] == 2000
     pipeline = info["pipeline"]
     assert {"ShopExampleGen", "Transform", "retrieval_trainer", "CandidateExamples",

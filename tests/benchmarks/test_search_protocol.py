@@ -74,3 +74,18 @@ def test_summary_and_paired_difference():
     assert protocol.summary([0.7])["se"] == 0.0
     with pytest.raises(ValueError, match="same queries"):
         protocol.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_returned_lists_rank_first_and_unreturned_products_never_count_for_recall():
+    # 8 products; the method returned [5, 3] only. Top grade 2: products 3 and 0.
+    scores = protocol.list_scores([[5, 3]], 8)[0]
+    assert scores[5] > scores[3] > -np.inf and np.isinf(scores[[0, 1, 2, 4, 6, 7]]).all()
+    # Product 0 is unreturned: by the tie rule it would come third (rank 2 < k = 4), yet
+    # a product the method did not return is never in its first k.
+    assert protocol.recall_top_grade(scores, QUERY.products, QUERY.grades, k=4) == 0.5
+    condensed = protocol.query_metrics(scores, QUERY)[protocol.CONDENSED]
+    # judged order: 3 (returned), then the unreturned 0, 1, 2 in row order
+    expected = protocol.ndcg([2, 2, 0, 1], QUERY.grades)
+    assert condensed == pytest.approx(expected)
+    with pytest.raises(ValueError, match="repeats a product"):
+        protocol.list_scores([[1, 1]], 8)

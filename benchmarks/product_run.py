@@ -1,0 +1,124 @@
+"""What the benchmarks' "product" rows share: the real pipeline run on a shop export, the
+API's own services in this process on the pushed bundle, and the HTTP replay that checks the
+running API answers exactly as the in-process calls did.
+
+Used by ``benchmarks/beauty_product.py`` (recommendations, issue #14) and
+``benchmarks/search_product.py`` (search, issue #17).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.folders import REPO
+
+# API settings of the benchmarks' stacks: the defaults, but no rate limit for the replay.
+API_SETTINGS = {"rate_limits": "off"}
+
+
+class ProductRunError(RuntimeError):
+    """A stage of the product run failed; the message says which and where its log is."""
+
+
+def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print):
+    """``tfx_pipeline.py --runner local`` on the export; returns its report (component wall
+    times from ML Metadata, the models' eval metrics, blessing and push)."""
+    report_path = os.path.join(work_dir, "pipeline_report.json")
+    command = [sys.executable, os.path.join(REPO, "tfx_pipeline.py"), "--runner", "local",
+               "--config", config_path, "--data", shop_dir,
+               "--pipeline-root", os.path.join(work_dir, "pipeline_root"),
+               "--metadata-path", os.path.join(work_dir, "metadata.db"),
+               "--serving-dir", os.path.join(work_dir, "serving_models"),
+               "--seed", str(seed), "--report", report_path,
+               "--log-file", os.path.join(work_dir, "pipeline.log")]
+    echo("pipeline: " + " ".join(command[1:]))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            echo("  " + line.rstrip())
+    if proc.returncode:
+        raise ProductRunError(f"the pipeline failed (exit {proc.returncode}); full log: "
+                              f"{os.path.join(work_dir, 'pipeline.log')}")
+    with open(report_path, encoding="utf-8") as f:
+        report = json.load(f)
+    for model in ("retrieval", "ranking"):
+        result = report.get("models", {}).get(model, {})
+        if not result.get("pushed"):
+            raise ProductRunError(f"the pipeline did not push a {model} model (blessed: "
+                                  f"{result.get('blessed')}; failed thresholds: "
+                                  f"{result.get('failed')}); report: {report_path}")
+    return report
+
+
+class InProcessApi:
+    """The API's ``Services`` (catalog, event store with the export imported, model backend
+    and watcher, recommender) in this process, on a model server's gRPC address.
+    ``settings``: API settings besides the defaults (e.g. a larger ``max_k``)."""
+
+    def __init__(self, shop_dir, grpc_address, event_store, startup_timeout_s=600.0,
+                 **settings):
+        # pylint: disable=import-outside-toplevel
+        from serving.api.metrics import ApiMetrics
+        from serving.api.services import Services
+        from serving.api.settings import Settings
+        # The API's defaults (the recommender is called directly: no auth, no rate limit).
+        settings = Settings(shop_dir=shop_dir, tfserving_grpc=grpc_address,
+                            event_store=event_store, auth="off", access_log=False,
+                            startup_wait_s=startup_timeout_s, **settings)
+        self.services = Services(settings, ApiMetrics()).start()
+        if not self.services.watcher.ready:
+            self.services.close()
+            raise ProductRunError(f"the in-process API found no ready models at "
+                                  f"{grpc_address}: {self.services.watcher.last_error}")
+
+    def _answer(self, result):
+        """(item ids, degraded stages, strategy) of a Recommendations."""
+        return ([self.services.catalog.ids[r.row] for r in result.items],
+                list(result.degraded), result.strategy)
+
+    def recommend(self, user_id, k):
+        """What ``/v1/recommend`` answers for ``user_id``."""
+        svc = self.services
+        return self._answer(svc.recommender.recommend(svc.user_key(user_id), k))
+
+    def search(self, query, k):
+        """What ``/v1/search?q=`` answers for an anonymous shopper."""
+        return self._answer(self.services.recommender.search(query, None, k))
+
+    def close(self):
+        self.services.close()
+
+
+def http_replay(stack, path, requests, expected, desc="product: HTTP replay"):
+    """GET ``path`` with each of ``requests`` (query parameters) on the running API:
+    agreement of the answers' item ids with ``expected`` (the in-process lists, same order),
+    and latency percentiles."""
+    import httpx  # pylint: disable=import-outside-toplevel
+    headers = stack.headers("shopfront")
+    seconds, mismatches = [], []
+    with httpx.Client(base_url=stack.api_url, timeout=30.0) as client:
+        for params, want in tqdm(list(zip(requests, expected)), desc=desc,
+                                 dynamic_ncols=True, mininterval=5):
+            started = time.perf_counter()
+            response = client.get(path, params=params, headers=headers)
+            seconds.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                mismatches.append({**params, "status": response.status_code,
+                                   "body": response.text[:300]})
+                continue
+            body = response.json()
+            got = [item["item_id"] for item in body["items"]]
+            if got != want or body["degraded"]:
+                mismatches.append({**params, "http": got, "in_process": want,
+                                   "degraded": body["degraded"]})
+    ms = np.asarray(seconds) * 1000.0
+    return {"requests": len(requests), "agree": len(requests) - len(mismatches),
+            "mismatches": mismatches[:20], "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}

@@ -1,0 +1,163 @@
+"""The "product" row of the search benchmark: what a shop runs, scored on the test queries
+(issue #17).
+
+1. The folder becomes a shop export (``benchmarks/search_shop.py``): the catalog, and a
+   search log built from the judgments of the train queries only.
+2. ``tfx_pipeline.py --runner local`` runs every component on it with a committed config
+   (``benchmarks/configs/homedepot.json``) plus the split times the export computed (whole
+   train queries in the rank and eval splits; recorded in the row).
+3. The pushed bundle is served by the stand-in model server; the API's own ``Services`` /
+   ``Recommender.search`` (what ``/v1/search`` runs: dense retrieval with the query text,
+   the candidate pool, the ranking model with the query) answers every test query in this
+   process for an anonymous shopper, ``k`` = 100. The returned list is the ranking the
+   protocol reads (``search_protocol.list_scores``: products not returned come after it and
+   never count for Recall@100).
+4. HTTP replay: a seeded sample of test queries through the running API's ``GET /v1/search``
+   must return exactly the in-process lists; p50/p99 of those requests on the full catalog.
+
+Nothing is tuned on test queries: the config was written before any product run.
+Everything derived from the research-only data goes to ``work_dir``, outside the repository.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks import folders, search_protocol, search_shop
+from benchmarks.product_run import API_SETTINGS, InProcessApi, http_replay, run_pipeline
+
+DEFAULT_CONFIG = os.path.join(folders.REPO, "benchmarks", "configs", "homedepot.json")
+K = search_protocol.K_RECALL
+CHOICES = ("benchmarks/configs/homedepot.json, written before the first product run: "
+           "retrieval with the frozen MiniLM text tower and no user-id embedding (every "
+           "session is its own pseudonymous shopper), top 100; ranker defaults; split times "
+           "from the export (10 % of train queries each for rank and eval). Nothing was "
+           "chosen on test queries.")
+
+
+def write_config(base_path, split_times, out_path):
+    """The committed config plus the export's split times: what the pipeline runs."""
+    with open(base_path, encoding="utf-8") as f:
+        config = json.load(f)
+    clash = {"eval_from", "rank_from"} & set(config)
+    if clash:
+        raise ValueError(f"{base_path}: sets {sorted(clash)}; the search export computes the "
+                         "split times, leave them out")
+    config.update(eval_from=split_times["eval_from"], rank_from=split_times["rank_from"])
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    return config
+
+
+class ProductSearch:
+    """The search benchmark's method for the product: ``start()`` exports, runs the pipeline
+    and starts the stack; ``scores(queries)`` answers them through ``Recommender.search``;
+    ``close()`` stops everything. ``info`` holds what the row reports."""
+
+    def __init__(self, data, seed=0, config=DEFAULT_CONFIG, work_dir="", replay_queries=200,
+                 threads=2, echo=tqdm.write):
+        work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_search_product_")
+        if folders.inside_repo(work_dir):
+            raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
+                             "derives from research-only data: use a folder outside it")
+        if replay_queries < 0 or threads < 1:
+            raise ValueError(f"replay_queries must be >= 0 and threads >= 1, got "
+                             f"{replay_queries}, {threads}")
+        self.data, self.seed, self.work_dir, self.echo = data, seed, work_dir, echo
+        self.config_path = os.path.abspath(config)
+        self.replay_queries, self.threads = replay_queries, threads
+        self.index = {pid: i for i, pid in enumerate(data.products.product_id)}
+        self.stack = self.api = None
+        self.lists = {}             # query text -> product indices, as answered
+        self.degraded, self.seconds = {}, {}
+        self.info = {"options": {"config_file": os.path.relpath(self.config_path, folders.REPO),
+                                 "api_settings": API_SETTINGS, "k": K,
+                                 "replay_queries": replay_queries, "threads": threads},
+                     "choices": CHOICES, "work_dir": work_dir}
+
+    def _timed(self, name, function, *args, **kwargs):
+        started = time.time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.seconds[name] = round(time.time() - started, 1)
+
+    def start(self):
+        """Export, pipeline, stack and in-process API; on a failure whatever started is
+        stopped before the error goes on."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
+        # pylint: disable=import-outside-toplevel
+        from serving.demo.local_stack import LocalStack
+        shop = os.path.join(self.work_dir, "shop")
+        exported = self._timed("shop_export", search_shop.to_shop, self.data, shop)
+        config_path = os.path.join(self.work_dir, "pipeline_config.json")
+        self.info["options"]["config"] = write_config(self.config_path,
+                                                      exported["split_times"], config_path)
+        report = self._timed("pipeline", run_pipeline, shop, self.work_dir, config_path,
+                             self.seed, self.echo)
+        self.info.update(shop_export=exported, pipeline={
+            key: report.get(key) for key in ("total_seconds", "component_seconds", "models")})
+        self.stack = LocalStack(os.path.join(self.work_dir, "serving_models"), shop,
+                                log_dir=os.path.join(self.work_dir, "stack"),
+                                api_settings={**API_SETTINGS, "max_k": str(K)},
+                                startup_timeout_s=900.0)
+        self._timed("stack_start", self.stack.start)
+        self.api = self._timed(
+            "in_process_api_start", InProcessApi, shop,
+            f"{self.stack.host}:{self.stack.grpc_port}",
+            f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}", max_k=K)
+        self.info["model_versions"] = dict(self.api.services.watcher.versions)
+        return self
+
+    def _answer(self, text):
+        ids, stages, _ = self.api.search(text, K)
+        return text, [self.index[i] for i in ids], stages
+
+    def scores(self, queries):
+        """Full-catalog scores [len(queries), n_products] from the answers' order."""
+        texts = [q.text for q in queries if q.text not in self.lists]
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+            for text, found, stages in pool.map(self._answer, texts):
+                self.lists[text] = found
+                for stage in stages:
+                    self.degraded[stage] = self.degraded.get(stage, 0) + 1
+        self.seconds["score_queries"] = round(self.seconds.get("score_queries", 0.0)
+                                              + time.time() - started, 1)
+        return search_protocol.list_scores([self.lists[q.text] for q in queries],
+                                           len(self.data.products))
+
+    def replay(self, queries):
+        """The HTTP replay of a seeded sample of ``queries`` (already scored)."""
+        rng = np.random.default_rng(self.seed)
+        texts = sorted({q.text for q in queries})
+        sample = [texts[i] for i in np.sort(rng.choice(
+            len(texts), size=min(self.replay_queries, len(texts)), replace=False))]
+        ids = self.data.products.product_id
+        self.info["http_replay"] = self._timed(
+            "http_replay", http_replay, self.stack, "/v1/search",
+            [{"q": t, "k": K} for t in sample], [[ids[i] for i in self.lists[t]]
+                                                  for t in sample],
+            "product: /v1/search replay")
+        return self.info["http_replay"]
+
+    def close(self):
+        self.info["degraded_answers"] = dict(self.degraded)
+        self.info["short_lists"] = sum(len(found) < K for found in self.lists.values())
+        self.info["stage_seconds"] = dict(self.seconds)
+        if self.api is not None:
+            self.api.close()
+        if self.stack is not None:
+            self.stack.stop()
