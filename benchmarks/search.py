@@ -3,7 +3,8 @@
     python -m benchmarks.search --data ../shared/data/homedepot_search_relevance \
         [--methods random,bm25,minilm,rrf[,product]] [--k1 0.9,1.2] [--b 0.5,0.75] \
         [--rrf-k 20,60] [--product-config FILE] [--product-work-dir DIR] \
-        [--product-replay-queries N] [--seed S] [--out benchmarks/results] [--stem search]
+        [--product-replay-queries N] [--product-reuse] [--seed S] [--out benchmarks/results]
+        [--stem search]
 
 ``product`` (opt-in: it runs the whole pipeline, ~30-60 min on Home Depot) is what a shop
 runs: ``benchmarks/search_product.py``.
@@ -240,6 +241,10 @@ def main(argv=None):
                              "the repository; default a new temporary folder)")
     parser.add_argument("--product-replay-queries", type=int, default=200,
                         help="product: test queries replayed over HTTP")
+    parser.add_argument("--product-reuse", action="store_true",
+                        help="product: serve the bundle an earlier run pushed into "
+                             "--product-work-dir (no export, no pipeline): measures "
+                             "serving-side changes on the same models")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the random order, the pipeline and the replay sample")
     parser.add_argument("--batch-size", type=int, default=256,
@@ -254,7 +259,8 @@ def main(argv=None):
                       _numbers(args.b, "--b"), _numbers(args.rrf_k, "--rrf-k"),
                       args.batch_size, {"config": args.product_config,
                                         "work_dir": args.product_work_dir,
-                                        "replay_queries": args.product_replay_queries})
+                                        "replay_queries": args.product_replay_queries,
+                                        "reuse": args.product_reuse})
     except (ValueError, product_run.ProductRunError) as err:   # SearchDataError: file + line
         sys.exit(f"error: {err}")
     results["command"] = command

@@ -12,10 +12,8 @@ import zlib
 import numpy as np
 
 from benchmarks import search_protocol as protocol
+from serving.api import lexical
 
-STOPWORDS = "en"            # bm25s' English list (33 words, as Lucene's English analyzer)
-STEMMER = "english"         # Snowball English stemmer (PyStemmer)
-BM25_METHOD = "lucene"      # Lucene's BM25 (idf log(1 + (N - df + 0.5) / (df + 0.5)))
 K1_GRID = (0.3, 0.6, 0.9, 1.2, 1.5, 2.0)
 B_GRID = (0.3, 0.5, 0.75, 0.9, 1.0)
 RRF_K_GRID = (0, 1, 5, 10, 20, 40, 60, 100, 200)
@@ -35,42 +33,27 @@ class RandomOrder:
 
 
 class BM25:
-    """BM25 over product texts with bm25s: lower-cased, the library's token pattern (words
-    of two or more characters), ``stopwords`` removed, Snowball ``stemmer`` (None: none)."""
+    """The product's lexical stage (``serving.api.lexical.Bm25``: bm25s, Lucene scoring,
+    English stop words, Snowball stemmer) over product texts, scoring batches of queries;
+    each query text is tokenized once and kept across the tuning grid."""
 
-    def __init__(self, texts, k1=1.2, b=0.75, stopwords=STOPWORDS, stemmer=STEMMER,
-                 tokens=None, query_tokens=None):
-        import bm25s  # pylint: disable=import-outside-toplevel
-        self.k1, self.b, self.stopwords, self.stemmer_name = k1, b, stopwords, stemmer
-        self.tokens = tokens if tokens is not None else self.tokenize(texts)
-        self.model = bm25s.BM25(k1=k1, b=b, method=BM25_METHOD)
-        self.model.index(self.tokens, show_progress=False)
-        self.n_products = len(self.tokens)
+    def __init__(self, texts, k1=lexical.K1, b=lexical.B, stopwords=lexical.STOPWORDS,
+                 stemmer=lexical.STEMMER, index=None, query_tokens=None):
+        self.index = index or lexical.Bm25(texts, k1, b, stopwords, stemmer)
+        self.k1, self.b = self.index.k1, self.index.b
+        self.stopwords, self.stemmer_name = self.index.stopwords, self.index.stemmer_name
+        self.tokens, self.n_products = self.index.tokens, self.index.size
         self.query_tokens = {} if query_tokens is None else query_tokens   # text -> tokens
-
-    def tokenize(self, texts):
-        import bm25s  # pylint: disable=import-outside-toplevel
-        stemmer = None
-        if self.stemmer_name:
-            import Stemmer  # pylint: disable=import-outside-toplevel
-            stemmer = Stemmer.Stemmer(self.stemmer_name)
-        return bm25s.tokenize(list(texts), stopwords=self.stopwords, stemmer=stemmer,
-                              return_ids=False, show_progress=False)
 
     def with_params(self, k1, b):
         """The same tokens indexed with other k1 and b."""
-        return BM25(None, k1, b, self.stopwords, self.stemmer_name, tokens=self.tokens,
-                    query_tokens=self.query_tokens)
+        return BM25(None, index=self.index.with_params(k1, b), query_tokens=self.query_tokens)
 
     def scores(self, queries):
         new = sorted({q.text for q in queries} - set(self.query_tokens))
-        self.query_tokens.update(zip(new, self.tokenize(new)) if new else ())
-        out = np.zeros((len(queries), self.n_products), np.float32)
-        for i, query in enumerate(queries):
-            ids = self.model.get_tokens_ids(self.query_tokens[query.text])
-            if ids:                      # no known token: every product scores 0
-                out[i] = self.model.get_scores_from_ids(ids)
-        return out
+        self.query_tokens.update(zip(new, self.index.tokenize(new)) if new else ())
+        return np.stack([self.index.scores_of_tokens(self.query_tokens[q.text])
+                         for q in queries]) if queries else np.zeros((0, self.n_products))
 
 
 def encoder_paths():

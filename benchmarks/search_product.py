@@ -61,7 +61,9 @@ class ProductSearch:
     ``close()`` stops everything. ``info`` holds what the row reports."""
 
     def __init__(self, data, seed=0, config=DEFAULT_CONFIG, work_dir="", replay_queries=200,
-                 threads=2, echo=tqdm.write):
+                 threads=2, reuse=False, echo=tqdm.write):
+        if reuse and not work_dir:
+            raise ValueError("reuse needs the work_dir of an earlier run")
         work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_search_product_")
         if folders.inside_repo(work_dir):
             raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
@@ -71,14 +73,15 @@ class ProductSearch:
                              f"{replay_queries}, {threads}")
         self.data, self.seed, self.work_dir, self.echo = data, seed, work_dir, echo
         self.config_path = os.path.abspath(config)
-        self.replay_queries, self.threads = replay_queries, threads
+        self.replay_queries, self.threads, self.reuse = replay_queries, threads, reuse
         self.index = {pid: i for i, pid in enumerate(data.products.product_id)}
         self.stack = self.api = None
         self.lists = {}             # query text -> product indices, as answered
         self.degraded, self.seconds = {}, {}
         self.info = {"options": {"config_file": os.path.relpath(self.config_path, folders.REPO),
                                  "api_settings": API_SETTINGS, "k": K,
-                                 "replay_queries": replay_queries, "threads": threads},
+                                 "replay_queries": replay_queries, "threads": threads,
+                                 "reused_pipeline_run": reuse},
                      "choices": CHOICES, "work_dir": work_dir}
 
     def _timed(self, name, function, *args, **kwargs):
@@ -101,12 +104,26 @@ class ProductSearch:
         # pylint: disable=import-outside-toplevel
         from serving.demo.local_stack import LocalStack
         shop = os.path.join(self.work_dir, "shop")
-        exported = self._timed("shop_export", search_shop.to_shop, self.data, shop)
         config_path = os.path.join(self.work_dir, "pipeline_config.json")
-        self.info["options"]["config"] = write_config(self.config_path,
-                                                      exported["split_times"], config_path)
-        report = self._timed("pipeline", run_pipeline, shop, self.work_dir, config_path,
-                             self.seed, self.echo)
+        report_path = os.path.join(self.work_dir, "pipeline_report.json")
+        if self.reuse:          # serving-side changes measured on the same pushed bundle
+            if not os.path.isfile(report_path):
+                raise ValueError(f"reuse: {report_path} not found; run once without reuse")
+            with open(os.path.join(self.work_dir, "shop_export.json"), encoding="utf-8") as f:
+                exported = json.load(f)
+            with open(config_path, encoding="utf-8") as f:
+                self.info["options"]["config"] = json.load(f)
+            with open(report_path, encoding="utf-8") as f:
+                report = json.load(f)
+        else:
+            exported = self._timed("shop_export", search_shop.to_shop, self.data, shop)
+            with open(os.path.join(self.work_dir, "shop_export.json"), "w",
+                      encoding="utf-8") as f:
+                json.dump(exported, f, indent=2)
+            self.info["options"]["config"] = write_config(
+                self.config_path, exported["split_times"], config_path)
+            report = self._timed("pipeline", run_pipeline, shop, self.work_dir, config_path,
+                                 self.seed, self.echo)
         self.info.update(shop_export=exported, pipeline={
             key: report.get(key) for key in ("total_seconds", "component_seconds", "models")})
         self.stack = LocalStack(os.path.join(self.work_dir, "serving_models"), shop,

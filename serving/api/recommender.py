@@ -246,7 +246,10 @@ class Recommender:
 
     # ---- search ----
     def search(self, query: str, user_id: str | None, k: int) -> Recommendations:
-        """Items for a search text, personalised by the user's context when given."""
+        """Items for a search text, personalised by the user's context when given: the
+        retrieval model's top K (query text, history) and BM25's best
+        ``lexical_candidates`` matches form the pool, which the ranking model orders with
+        the query; BM25 alone while the retrieval model cannot answer."""
         with self._stage("context"):
             ctx = self.store.user_context(user_id) if user_id else UserContext([], {})
         allowed = self._allowed()
@@ -254,9 +257,14 @@ class Recommender:
                                  model_versions=dict(self._versions()))
         query_words = set(words(query))
         rows, scores = self._retrieve(user_id or "", ctx.history, query, allowed, result)
+        with self._stage("lexical"):
+            lexical = self.text_index.search(
+                query, allowed, k if "retrieval" in result.degraded
+                else self.settings.lexical_candidates)
         if "retrieval" in result.degraded:
-            found = self.text_index.search(query_words, allowed, k)
+            found = lexical
         else:
+            rows, scores = with_lexical(rows, scores, [row for row, _ in lexical])
             if len(rows):
                 with self._stage("candidates"):
                     pool = self._candidates(ctx.history, rows, scores, allowed, expand=False)
@@ -288,6 +296,19 @@ class Recommender:
         items = [Recommended(r, s, Reason("similar_item", f"Similar to “{title}”", item_id))
                  for r, s in found]
         return Recommendations(items, "similar")
+
+
+def with_lexical(rows: np.ndarray, scores: np.ndarray, lexical_rows) -> tuple:
+    """Retrieval's rows and scores (best first) followed by the lexical rows it lacks, each
+    scored just below retrieval's lowest: the pool's retrieval-score feature then says "not
+    in retrieval's top K", as it does for the item-to-item sources' candidates."""
+    known = set(np.asarray(rows).tolist())
+    extra = np.asarray([r for r in lexical_rows if r not in known], np.int64)
+    if not extra.size:
+        return rows, scores
+    floor = np.nextafter(scores.min(), -np.inf) if len(scores) else 0.0
+    return (np.concatenate([rows, extra]),
+            np.concatenate([scores, np.full(extra.size, floor, np.float64)]))
 
 
 def diversify(categories: np.ndarray, k: int, max_share: float) -> np.ndarray:

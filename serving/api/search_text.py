@@ -1,13 +1,17 @@
-"""Words of the catalog's item texts: why a result matches a search, and a lexical search
-that answers when the retrieval model cannot (model server down)."""
+"""Words of the catalog's item texts (why a result matches a search) and the catalog's BM25
+index (serving/api/lexical.py): search's lexical candidates beside the dense ones, and the
+whole answer when the retrieval model cannot answer (model server down)."""
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections import defaultdict
 
 import numpy as np
 
+from serving.api.lexical import Bm25
+
+log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOP_WORDS = frozenset({"a", "an", "and", "for", "in", "of", "on", "or", "the", "to", "with"})
 BUILD_WAIT_S = 30.0      # a fallback search waits this long for the index at most
@@ -19,13 +23,13 @@ def words(text: str) -> list[str]:
 
 
 class TextIndex:
-    """Words of title, brand and category per item; the inverted index for the lexical
-    fallback is built in a background thread (seconds for 100k items), off the startup
-    path, since it is only needed when the model server is down."""
+    """Words of title, brand and category per item, and the BM25 index over title, brand,
+    category path and description, built in a background thread (seconds for 100k items),
+    off the startup path; a search waits for it at most ``BUILD_WAIT_S``."""
 
     def __init__(self, catalog, background: bool = True):
         self.catalog = catalog
-        self._postings: dict[str, np.ndarray] = {}
+        self._bm25: Bm25 | None = None
         self._built = threading.Event()
         if background:
             threading.Thread(target=self._build, name="text-index", daemon=True).start()
@@ -38,25 +42,26 @@ class TextIndex:
         return frozenset(words(f"{c.titles[row]} {c.brands[row]} {c.categories[row]}"))
 
     def _build(self) -> None:
-        postings: dict[str, list[int]] = defaultdict(list)
-        for row in range(len(self.catalog)):
-            for word in self.words_of(row):
-                postings[word].append(row)
-        self._postings = {w: np.array(rows, dtype=np.int64) for w, rows in postings.items()}
-        self._built.set()
+        c = self.catalog
+        try:
+            self._bm25 = Bm25([" ".join(part for part in (c.titles[r], c.brands[r],
+                                                          c.categories[r], c.descriptions[r])
+                                        if part) for r in range(len(c))])
+        except Exception:  # pylint: disable=broad-except  (search then answers without it)
+            log.exception("building the BM25 index of %d items failed: search has no "
+                          "lexical candidates", len(c))
+        finally:
+            self._built.set()
 
-    def search(self, query_words: set[str], allowed: np.ndarray,
-               k: int) -> list[tuple[int, float]]:
-        """Up to k allowed rows matching the most query words (ties: more popular first);
-        score = share of the query words matched."""
-        if not query_words or not self._built.wait(BUILD_WAIT_S):
+    @property
+    def ready(self) -> bool:
+        return self._bm25 is not None
+
+    def search(self, query: str, allowed: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Up to k allowed rows by BM25 score for the query text (> 0 only), best first,
+        ties by row; [] while the index is not built (after waiting ``BUILD_WAIT_S``)."""
+        if k < 1 or not query.strip() or not self._built.wait(BUILD_WAIT_S) \
+                or self._bm25 is None:
             return []
-        hits = np.zeros(len(self.catalog), dtype=np.float64)
-        for word in query_words:
-            rows = self._postings.get(word)
-            if rows is not None:
-                hits[rows] += 1.0
-        candidates = np.flatnonzero((hits > 0) & allowed)
-        order = np.lexsort((candidates, -self.catalog.popularity[candidates],
-                            -hits[candidates]))
-        return [(int(r), hits[r] / len(query_words)) for r in candidates[order][:k]]
+        rows, scores = self._bm25.top(query, k, allowed)
+        return list(zip(rows.tolist(), scores.tolist()))

@@ -36,6 +36,7 @@ class Settings:
     transition_candidates: int = 50         # candidates the item-to-item sources add at most
     cooccurrence_candidates: int = 50       # (with evidence in the history); 0 = none
     text_candidates: int = 50               # text neighbours (retrieval with a text tower)
+    lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
     reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"
@@ -94,7 +95,8 @@ class Settings:
         need(self.readiness_cache_s >= 0, "readiness_cache_s", "must be >= 0")
         need(self.readiness_max_poll_intervals > 1, "readiness_max_poll_intervals",
              "must be > 1 (polls are model_poll_s apart plus the time each takes)")
-        for name in ("transition_candidates", "cooccurrence_candidates", "text_candidates"):
+        for name in ("transition_candidates", "cooccurrence_candidates", "text_candidates",
+                     "lexical_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
         need(self.auth in ("required", "off"), "auth", "expected required or off")

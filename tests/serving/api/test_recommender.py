@@ -56,15 +56,34 @@ def test_catalog_neighbours_are_cosine_nearest_excluding_the_item(catalog):
         catalog.set_embeddings(emb[:3], version=8)
 
 
-def test_text_index_matches_words_and_ranks_by_matches(catalog):
-    index = TextIndex(catalog)
+def test_text_index_finds_stemmed_words_by_bm25_only_among_allowed_rows(catalog):
+    index = TextIndex(catalog, background=False)
     assert words("The Red-Velvet LIPSTICK, for lips") == ["red", "velvet", "lipstick", "lips"]
     allowed = np.ones(len(catalog), dtype=bool)
-    found = index.search({"red", "lipstick"}, allowed, 3)
-    assert catalog.ids[found[0][0]] == "beauty0" and found[0][1] == 1.0
-    assert all(catalog.ids[r].startswith(("beauty", "book", "toy", "food")) for r, _ in found)
-    assert index.search(set(), allowed, 3) == []
+    found = index.search("the red lipsticks", allowed, 3)      # stemmed, stop word dropped
+    assert catalog.ids[found[0][0]] == "beauty0" and found[0][1] > 0
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    assert all("lipstick" in catalog.titles[r].lower() or "red" in catalog.titles[r].lower()
+               for r, _ in found)
+    allowed[catalog.row("beauty0")] = False
+    assert catalog.row("beauty0") not in [r for r, _ in index.search("red lipstick", allowed, 3)]
+    assert index.search("", allowed, 3) == [] and index.search("zzzz qqqq", allowed, 3) == []
+    assert index.search("red lipstick", allowed, 0) == []
     assert "lipstick" in index.words_of(catalog.row("beauty4"))
+
+
+def test_lexical_rows_join_the_pool_below_retrievals_lowest_score():
+    from serving.api.recommender import with_lexical
+
+    rows, scores = np.array([4, 2, 7]), np.array([0.9, 0.5, 0.25])
+    merged, merged_scores = with_lexical(rows, scores, [7, 11, 3, 4])
+    assert merged.tolist() == [4, 2, 7, 11, 3]          # lexical order, no repeats
+    assert merged_scores[:3].tolist() == scores.tolist()
+    assert (merged_scores[3:] < 0.25).all() and merged_scores[3] == merged_scores[4]
+    same_rows, same_scores = with_lexical(rows, scores, [2])
+    assert same_rows is rows and same_scores is scores
+    only, only_scores = with_lexical(np.zeros(0, np.int64), np.zeros(0), [5, 1])
+    assert only.tolist() == [5, 1] and only_scores.tolist() == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -206,7 +225,7 @@ def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(ca
     assert rec.degraded == ["ranking"] and found.degraded == ["ranking"]
     assert [catalog.ids[r.row] for r in found.items] == ["food9", "food8", "food7"], \
         "retrieval order"
-    warnings = [r.getMessage() for r in caplog.records]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "serving.api.recommender"]
     assert len(warnings) == 1, "each distinct failure is logged once"
     assert "ranking stage degraded" in warnings[0] and "lacks the rank_candidates" in \
         warnings[0]
@@ -275,10 +294,14 @@ def test_item_to_item_sources_add_explained_allowed_candidates_with_their_featur
     assert features["transition_score"][5] == pytest.approx(np.log1p(4.0), rel=1e-3)
     assert features["cooccurrence_score"][6] == pytest.approx(np.log1p(2.0), rel=1e-3)
     assert features["retrieval_score"][0] == 0 and (features["retrieval_score"][1:] < 0).all()
-    # Search ranks retrieval's items only, but with the same features.
+    # Search ranks retrieval's items and BM25's matches ("blocks": the in-stock toys, after
+    # retrieval's in the pool), not the item-to-item partners, with the same features.
     found = _recommender(catalog, models, ctx).search("blocks", "u1", k=10)
-    assert {catalog.ids[r.row] for r in found.items} == {"food9", "food8", "food7", "food6",
-                                                          "food5"}
+    assert [catalog.ids[r.row] for r in found.items] == [
+        "food9", "food8", "food7", "food6", "food5", "toy0", "toy1", "toy2", "toy3", "toy4"]
+    pool = [catalog.ids[row] for row in catalog.rows(models.calls[-1][3]["item_id"])]
+    assert pool[5:] == [f"toy{i}" for i in range(9)] and "beauty2" not in pool  # toy9: no stock
+    assert found.items[5].reason.text == "Matches “blocks”"
     assert set(models.features[-1]) == set(features)
 
 
