@@ -99,8 +99,11 @@ def answer_body(svc: Services, metrics: ApiMetrics, endpoint: str, result: Recom
               "reason": {k: _clip(v, MAX_REASON_CHARS) if isinstance(v, str) else v
                          for k, v in vars(r.reason).items() if v is not None}}
              for r in result.items]
-    return {**extra, "strategy": result.strategy, "items": items, "degraded": result.degraded,
+    body = {**extra, "strategy": result.strategy, "items": items, "degraded": result.degraded,
             "model_versions": result.model_versions or svc.watcher.versions}
+    if result.spelling is not None:         # search answers
+        body.update(did_you_mean=result.did_you_mean, spelling=result.spelling)
+    return body
 
 
 def _field_name(loc) -> str:

@@ -4,9 +4,18 @@
 stemmer (PyStemmer), so "brackets" finds "bracket" and "the" finds nothing. The API builds
 the index from its catalog (``search_text.TextIndex``); the search benchmark's BM25 baseline
 is this class too, so the baseline and the product's lexical stage are one implementation.
+
+Typo tolerance (``typo_tolerance``): a query word whose stem the index does not know is read
+as the catalog word closest in optimal-string-alignment distance (rapidfuzz; a swap of two
+letters counts one edit) within ``max_edits`` (1 for 4-7 letters, 2 from 8; none for
+shorter words or words with digits, which are model numbers and sizes), the most frequent
+one on ties. ``spelling`` says what was replaced ("toliet" -> "toilet"), for a "did you
+mean".
 """
 from __future__ import annotations
 
+import collections
+import re
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +25,23 @@ STEMMER = "english"         # Snowball English stemmer (PyStemmer)
 METHOD = "lucene"           # Lucene's BM25 (idf log(1 + (N - df + 0.5) / (df + 0.5)))
 K1, B = 1.2, 0.75           # Lucene's defaults (on Home Depot titles the tuned 0.3 / 1.0
                             # scored the same within a standard error: benchmarks/README.md)
+CACHE_SIZE = 10_000         # corrections remembered (a dict cleared when full)
+TOKEN = re.compile(r"(?u)\b\w\w+\b")    # bm25s' token pattern (words of 2+ characters)
+
+
+def word_counts(texts: Sequence[str]) -> collections.Counter:
+    """Lower-cased words (``TOKEN``) of the texts and how often each occurs."""
+    counts: collections.Counter = collections.Counter()
+    for text in texts:
+        counts.update(TOKEN.findall(text.lower()))
+    return counts
+
+
+def max_edits(word: str) -> int:
+    """Edits a misspelled word may be away from its correction."""
+    if len(word) < 4 or any(c.isdigit() for c in word):
+        return 0
+    return 1 if len(word) <= 7 else 2
 
 
 class Bm25:
@@ -25,7 +51,7 @@ class Bm25:
 
     def __init__(self, texts: Sequence[str] | None, k1: float = K1, b: float = B,
                  stopwords: str | None = STOPWORDS, stemmer: str | None = STEMMER,
-                 tokens=None):
+                 tokens=None, typo_tolerance: bool = False, words=None):
         import bm25s  # pylint: disable=import-outside-toplevel
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and b in [0, 1], got k1={k1}, b={b}")
@@ -38,6 +64,12 @@ class Bm25:
         self.model = bm25s.BM25(k1=k1, b=b, method=METHOD)
         self.model.index(self.tokens, show_progress=False)
         self.size = len(self.tokens)
+        self.typo_tolerance = typo_tolerance
+        # the catalog's lower-cased words and their counts: what a misspelled word may be
+        self._words = words if words is not None else (
+            word_counts(texts) if typo_tolerance and texts is not None else None)
+        self._vocabulary = sorted(self._words) if self._words else []
+        self._nearest_cache: dict[str, str | None] = {}
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Each text's tokens, as the index reads them."""
@@ -47,7 +79,47 @@ class Bm25:
 
     def with_params(self, k1: float, b: float) -> "Bm25":
         """The same tokens indexed with other k1 and b."""
-        return Bm25(None, k1, b, self.stopwords, self.stemmer_name, tokens=self.tokens)
+        return Bm25(None, k1, b, self.stopwords, self.stemmer_name, tokens=self.tokens,
+                    typo_tolerance=self.typo_tolerance, words=self._words)
+
+    def _stem(self, word: str) -> str:
+        return self._stemmer.stemWord(word) if self._stemmer is not None else word
+
+    def _nearest(self, word: str) -> str | None:
+        """The catalog word closest to ``word`` within its edits (most frequent on ties),
+        or None; remembered for the last ``CACHE_SIZE`` words asked."""
+        if word not in self._nearest_cache:
+            if len(self._nearest_cache) >= CACHE_SIZE:
+                self._nearest_cache.clear()
+            self._nearest_cache[word] = self._search_nearest(word)
+        return self._nearest_cache[word]
+
+    def _search_nearest(self, word: str) -> str | None:
+        from rapidfuzz import distance, process  # pylint: disable=import-outside-toplevel
+        edits = max_edits(word)
+        if not edits or not self._vocabulary:
+            return None
+        found = process.extract(word, self._vocabulary, scorer=distance.OSA.distance,
+                                score_cutoff=edits, limit=None)
+        if not found:
+            return None
+        best = min(d for _, d, _ in found)
+        return max((w for w, d, _ in found if d == best), key=lambda w: (self._words[w], w))
+
+    def spelling(self, query: str) -> dict[str, str]:
+        """{query word (lower case): the catalog word it is read as} for each word whose
+        stem the index does not know and that has a catalog word within its edits (empty
+        without ``typo_tolerance``)."""
+        if not self.typo_tolerance:
+            return {}
+        out = {}
+        for word in TOKEN.findall(query.lower()):
+            if word in out or self._stem(word) in self.model.vocab_dict:
+                continue
+            nearest = self._nearest(word)
+            if nearest is not None:
+                out[word] = nearest
+        return out
 
     def scores_of_tokens(self, query_tokens: Sequence[str]) -> np.ndarray:
         """float32 [size]: every document's score for one tokenized query (all 0 when no
@@ -58,7 +130,9 @@ class Bm25:
         return np.asarray(self.model.get_scores_from_ids(ids), np.float32)
 
     def scores(self, query: str) -> np.ndarray:
-        """float32 [size]: every document's score for a query text."""
+        """float32 [size]: every document's score for a query text (its misspelled words
+        read as ``spelling`` says, with ``typo_tolerance``)."""
+        query = did_you_mean(query, self.spelling(query)) or query
         return self.scores_of_tokens(self.tokenize([query])[0])
 
     def top(self, query: str, k: int, allowed: np.ndarray | None = None):
@@ -70,3 +144,11 @@ class Bm25:
         hits = np.flatnonzero(scores > 0)
         hits = hits[np.lexsort((hits, -scores[hits]))][:k]
         return hits, scores[hits].astype(np.float64)
+
+
+def did_you_mean(query: str, spelling: dict[str, str]) -> str | None:
+    """The query with each replaced word (any case) written as ``spelling`` reads it, or
+    None when nothing was replaced."""
+    if not spelling:
+        return None
+    return TOKEN.sub(lambda m: spelling.get(m.group(0).lower(), m.group(0)), query)

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from serving.api.catalog import Catalog
+from serving.api.lexical import did_you_mean
 from serving.api.model_backend import ModelBackend
 from serving.api.search_text import TextIndex, words
 from serving.api.settings import Settings
@@ -70,6 +71,10 @@ class Recommendations:
     history: list[str] = field(default_factory=list)
     query: str = ""
     model_versions: dict = field(default_factory=dict)   # the versions the answer used
+    # search answers: {misspelled word: catalog word} and the query so corrected (None when
+    # nothing was); None for the other answers
+    spelling: dict | None = None
+    did_you_mean: str | None = None
 
 
 # Reason type of the item-to-item sources, by feature name.
@@ -87,7 +92,7 @@ class Recommender:
         bundle, read once per request); None or a missing model: the served one."""
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
         self._versions = versions or dict
-        self.text_index = TextIndex(catalog)
+        self.text_index = TextIndex(catalog, typo_tolerance=settings.typo_tolerance)
         self._observe = observe or (lambda stage, seconds: None)
         self._logged_failures: set[tuple[str, str]] = set()
 
@@ -261,6 +266,8 @@ class Recommender:
             lexical = self.text_index.search(
                 query, allowed, k if "retrieval" in result.degraded
                 else self.settings.lexical_candidates)
+            result.spelling = self.text_index.spelling(query)
+            result.did_you_mean = did_you_mean(query, result.spelling)
         if "retrieval" in result.degraded:
             found = lexical
         else:

@@ -27,8 +27,8 @@ class TextIndex:
     category path and description, built in a background thread (seconds for 100k items),
     off the startup path; a search waits for it at most ``BUILD_WAIT_S``."""
 
-    def __init__(self, catalog, background: bool = True):
-        self.catalog = catalog
+    def __init__(self, catalog, background: bool = True, typo_tolerance: bool = True):
+        self.catalog, self.typo_tolerance = catalog, typo_tolerance
         self._bm25: Bm25 | None = None
         self._built = threading.Event()
         if background:
@@ -46,7 +46,8 @@ class TextIndex:
         try:
             self._bm25 = Bm25([" ".join(part for part in (c.titles[r], c.brands[r],
                                                           c.categories[r], c.descriptions[r])
-                                        if part) for r in range(len(c))])
+                                        if part) for r in range(len(c))],
+                              typo_tolerance=self.typo_tolerance)
         except Exception:  # pylint: disable=broad-except  (search then answers without it)
             log.exception("building the BM25 index of %d items failed: search has no "
                           "lexical candidates", len(c))
@@ -65,3 +66,7 @@ class TextIndex:
             return []
         rows, scores = self._bm25.top(query, k, allowed)
         return list(zip(rows.tolist(), scores.tolist()))
+
+    def spelling(self, query: str) -> dict[str, str]:
+        """The query words typo tolerance read as other catalog words ({} until built)."""
+        return self._bm25.spelling(query) if self._bm25 is not None else {}

@@ -37,6 +37,7 @@ class Settings:
     cooccurrence_candidates: int = 50       # (with evidence in the history); 0 = none
     text_candidates: int = 50               # text neighbours (retrieval with a text tower)
     lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
+    typo_tolerance: bool = True             # search: unknown words read as the nearest ones
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
     reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"

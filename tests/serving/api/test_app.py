@@ -97,6 +97,14 @@ def test_search_ranks_matching_items_first_with_reasons(api_client):
                                           "text": "Matches “lipstick”"}
 
 
+def test_search_reads_a_misspelled_word_as_the_catalogs_and_says_so(api_client):
+    body = api_client.get("/v1/search", params={"q": "Lipstik", "k": 5}).json()
+    assert body["did_you_mean"] == "lipstick" and body["spelling"] == {"lipstik": "lipstick"}
+    assert _ids_of(body)[0].startswith("beauty"), _ids_of(body)
+    plain = api_client.get("/v1/search", params={"q": "lipstick", "k": 5}).json()
+    assert plain["did_you_mean"] is None and plain["spelling"] == {}
+
+
 def test_search_ranks_retrieved_items_with_the_query(api_client):
     """A book reader searching lipstick: retrieval leans to books (history), the ranking
     model's query-word match puts the lipsticks first."""

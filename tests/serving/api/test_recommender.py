@@ -72,6 +72,26 @@ def test_text_index_finds_stemmed_words_by_bm25_only_among_allowed_rows(catalog)
     assert "lipstick" in index.words_of(catalog.row("beauty4"))
 
 
+def test_typo_tolerance_reads_unknown_words_as_the_nearest_catalog_words():
+    from serving.api.lexical import Bm25, did_you_mean, max_edits
+
+    texts = ["Toilet Seat Round", "Elongated Toilet Seat", "Brass Hinge 2x4", "Angle Bracket",
+             "Building Blocks Toy", "Seats (2-Pack)"]
+    strict, tolerant = Bm25(texts), Bm25(texts, typo_tolerance=True)
+    assert not strict.scores("toliet").any() and not strict.spelling("toliet")
+    scores = tolerant.scores("toliet")                           # a swap: one edit
+    assert scores[:2].min() > 0 and not scores[2:].any()
+    assert tolerant.spelling("Toliet SEATZ hinge buildng") == {
+        "toliet": "toilet", "seatz": "seat", "buildng": "building"}  # seat 2x, seats 1x
+    assert did_you_mean("Toliet SEATZ hinge", tolerant.spelling("Toliet SEATZ hinge")) == \
+        "toilet seat hinge"
+    assert did_you_mean("toilet", {}) is None
+    # short words, model numbers and words too far from any catalog word stay as they are
+    assert [max_edits(w) for w in ("hng", "2x6", "hinges", "elongatted")] == [0, 0, 1, 2]
+    assert tolerant.spelling("2x6 hng qwertyuiop seat") == {}
+    assert tolerant.with_params(0.9, 0.5).spelling("toliet") == {"toliet": "toilet"}
+
+
 def test_lexical_rows_join_the_pool_below_retrievals_lowest_score():
     from serving.api.recommender import with_lexical
 

@@ -94,6 +94,10 @@ def test_search_fragment_lists_results_with_their_reasons(web_client):
     assert len(ids) == 5 and all(i.startswith("toy") for i in ids), ids
     assert page.count('class="reason"') == 5 and "Matches “blocks”" in page
     assert 'data-strategy="search"' in page and "Degraded" not in page
+    assert "Showing matches for" not in page
+    typo = client.get("/web/shop/search", params={"q": "buildng blocks", "k": 5},
+                      headers=keys["shopfront"]).text
+    assert "Showing matches for “building blocks” too" in typo
 
 
 def test_product_fragment_shows_the_item_and_its_similar_items(web_client):
