@@ -34,7 +34,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /shoprec
 COPY requirements/ requirements/
 RUN python -m pip install --no-cache-dir \
-      $(grep -E '^(tensorflow|tensorflow-serving-api|grpcio|protobuf|numpy|pandas|pyarrow|fastapi|uvicorn|httpx|prometheus-client|redis|starlette|pydantic|pydantic-core|jinja2|markupsafe|bm25s|pystemmer)==' requirements/lock.txt)
+      $(grep -E '^(tensorflow|tensorflow-serving-api|grpcio|protobuf|numpy|pandas|pyarrow|fastapi|uvicorn|httpx|prometheus-client|redis|starlette|pydantic|pydantic-core|jinja2|markupsafe|bm25s|pystemmer|rapidfuzz)==' requirements/lock.txt)
 COPY setup.py ./
 COPY pipeline/ pipeline/
 COPY trainer/__init__.py trainer/features.py trainer/

@@ -60,7 +60,7 @@ def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print):
 class InProcessApi:
     """The API's ``Services`` (catalog, event store with the export imported, model backend
     and watcher, recommender) in this process, on a model server's gRPC address.
-    ``settings``: API settings besides the defaults (e.g. a larger ``max_k``)."""
+    ``settings``: API settings besides the defaults (e.g. ``max_k="100"``)."""
 
     def __init__(self, shop_dir, grpc_address, event_store, startup_timeout_s=600.0,
                  **settings):
@@ -68,10 +68,13 @@ class InProcessApi:
         from serving.api.metrics import ApiMetrics
         from serving.api.services import Services
         from serving.api.settings import Settings
-        # The API's defaults (the recommender is called directly: no auth, no rate limit).
-        settings = Settings(shop_dir=shop_dir, tfserving_grpc=grpc_address,
-                            event_store=event_store, auth="off", access_log=False,
-                            startup_wait_s=startup_timeout_s, **settings)
+        from serving.api.settings import ENV_PREFIX
+        # The API's defaults (the recommender is called directly: no auth, no rate limit),
+        # ``settings`` read as the stack's API reads its environment (strings allowed).
+        settings = Settings.from_env(
+            {ENV_PREFIX + name.upper(): str(value) for name, value in settings.items()},
+            shop_dir=shop_dir, tfserving_grpc=grpc_address, event_store=event_store,
+            auth="off", access_log=False, startup_wait_s=startup_timeout_s)
         self.services = Services(settings, ApiMetrics()).start()
         if not self.services.watcher.ready:
             self.services.close()

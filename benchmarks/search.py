@@ -3,8 +3,8 @@
     python -m benchmarks.search --data ../shared/data/homedepot_search_relevance \
         [--methods random,bm25,minilm,rrf[,product]] [--k1 0.9,1.2] [--b 0.5,0.75] \
         [--rrf-k 20,60] [--product-config FILE] [--product-work-dir DIR] \
-        [--product-replay-queries N] [--product-reuse] [--seed S] [--out benchmarks/results]
-        [--stem search]
+        [--product-replay-queries N] [--product-api-setting NAME=VALUE]... [--product-reuse]
+        [--seed S] [--out benchmarks/results] [--stem search]
 
 ``product`` (opt-in: it runs the whole pipeline, ~30-60 min on Home Depot) is what a shop
 runs: ``benchmarks/search_product.py``.
@@ -219,6 +219,17 @@ def _numbers(text, name):
     return values
 
 
+def _settings(pairs):
+    """["name=value", ...] -> {name: value}."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--product-api-setting {pair!r}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True,
@@ -241,6 +252,10 @@ def main(argv=None):
                              "the repository; default a new temporary folder)")
     parser.add_argument("--product-replay-queries", type=int, default=200,
                         help="product: test queries replayed over HTTP")
+    parser.add_argument("--product-api-setting", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="product: an API setting for the run (repeatable), e.g. "
+                             "lexical_candidates=0 or typo_tolerance=false")
     parser.add_argument("--product-reuse", action="store_true",
                         help="product: serve the bundle an earlier run pushed into "
                              "--product-work-dir (no export, no pipeline): measures "
@@ -260,7 +275,8 @@ def main(argv=None):
                       args.batch_size, {"config": args.product_config,
                                         "work_dir": args.product_work_dir,
                                         "replay_queries": args.product_replay_queries,
-                                        "reuse": args.product_reuse})
+                                        "reuse": args.product_reuse,
+                                        "api_settings": _settings(args.product_api_setting)})
     except (ValueError, product_run.ProductRunError) as err:   # SearchDataError: file + line
         sys.exit(f"error: {err}")
     results["command"] = command

@@ -61,7 +61,7 @@ class ProductSearch:
     ``close()`` stops everything. ``info`` holds what the row reports."""
 
     def __init__(self, data, seed=0, config=DEFAULT_CONFIG, work_dir="", replay_queries=200,
-                 threads=2, reuse=False, echo=tqdm.write):
+                 threads=2, reuse=False, api_settings=None, echo=tqdm.write):
         if reuse and not work_dir:
             raise ValueError("reuse needs the work_dir of an earlier run")
         work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_search_product_")
@@ -74,12 +74,15 @@ class ProductSearch:
         self.data, self.seed, self.work_dir, self.echo = data, seed, work_dir, echo
         self.config_path = os.path.abspath(config)
         self.replay_queries, self.threads, self.reuse = replay_queries, threads, reuse
+        # API settings of both the in-process services and the stack (strings, as the
+        # environment gives them: SHOPREC_<NAME>)
+        self.api_settings = {**API_SETTINGS, "max_k": str(K), **(api_settings or {})}
         self.index = {pid: i for i, pid in enumerate(data.products.product_id)}
         self.stack = self.api = None
         self.lists = {}             # query text -> product indices, as answered
         self.degraded, self.seconds = {}, {}
         self.info = {"options": {"config_file": os.path.relpath(self.config_path, folders.REPO),
-                                 "api_settings": API_SETTINGS, "k": K,
+                                 "api_settings": self.api_settings, "k": K,
                                  "replay_queries": replay_queries, "threads": threads,
                                  "reused_pipeline_run": reuse},
                      "choices": CHOICES, "work_dir": work_dir}
@@ -128,13 +131,14 @@ class ProductSearch:
             key: report.get(key) for key in ("total_seconds", "component_seconds", "models")})
         self.stack = LocalStack(os.path.join(self.work_dir, "serving_models"), shop,
                                 log_dir=os.path.join(self.work_dir, "stack"),
-                                api_settings={**API_SETTINGS, "max_k": str(K)},
+                                api_settings=self.api_settings,
                                 startup_timeout_s=900.0)
         self._timed("stack_start", self.stack.start)
         self.api = self._timed(
             "in_process_api_start", InProcessApi, shop,
             f"{self.stack.host}:{self.stack.grpc_port}",
-            f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}", max_k=K)
+            f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}",
+            **self.api_settings)
         self.info["model_versions"] = dict(self.api.services.watcher.versions)
         return self
 
