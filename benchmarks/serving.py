@@ -168,13 +168,13 @@ def pushed_versions(serving_dir: Path) -> dict[str, int]:
 
 def engaged_histories(events, length: int | None = None) -> dict[str, list[str]]:
     """user -> distinct engaged items (click, add to cart, purchase, rating), most recent
-    first, at most ``length`` (default: the models' HISTORY_LENGTH), as the API's event store
-    computes them; users without engagements are left out."""
+    first, at most ``length`` (default: the API's default ``max_history``), as the API's
+    event store computes them; users without engagements are left out."""
     from pipeline.contract import spec
     from pipeline.examples import ENGAGEMENT_EVENTS
-    from trainer import features as F
+    from serving.api.settings import DEFAULT_MAX_HISTORY
 
-    length = F.HISTORY_LENGTH if length is None else length
+    length = DEFAULT_MAX_HISTORY if length is None else length
     engaged = events[events[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
     engaged = engaged.sort_values(spec.TIMESTAMP, kind="mergesort")   # ties: file order
     histories: dict[str, list[str]] = {}
@@ -331,15 +331,20 @@ def extra_inputs(signature, known, n: int) -> dict[str, np.ndarray]:
 
 
 def predict_inputs(signature: str, user: str, history: list[str], query: str = "",
-                   item_inputs: dict | None = None) -> dict[str, np.ndarray]:
+                   item_inputs: dict | None = None,
+                   width: int | None = None) -> dict[str, np.ndarray]:
     """Inputs of a Predict call as the API builds them (serving/api/model_backend.py):
     ``top_k`` batch 1; ``score`` one row per item (user context repeated); ``rank_candidates``
-    ONE user context (user_id and query scalars, history [L]) and the items [N]."""
+    ONE user context (user_id and query scalars, history [L]) and the items [N]. Histories
+    are padded to ``width`` (default: the API's default ``max_history``; the models keep
+    their own width's most recent items)."""
     from pipeline.examples import pad_history
+    from serving.api.settings import DEFAULT_MAX_HISTORY
     from trainer import features as F
 
-    padded = np.empty(F.HISTORY_LENGTH, dtype=object)
-    padded[:] = pad_history(history)
+    width = DEFAULT_MAX_HISTORY if width is None else width
+    padded = np.empty(width, dtype=object)
+    padded[:] = pad_history(history, width)
     if signature == "top_k":
         return {F.USER_ID: np.array([user], object), F.HISTORY_ITEM_IDS: padded[np.newaxis],
                 F.QUERY: np.array([query], object)}

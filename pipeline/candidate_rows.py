@@ -129,7 +129,8 @@ def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
     the transition, co-occurrence and text neighbour candidates (the API's settings of
     those names); ``purchased``: catalog rows the user had bought (left out, as the API's
     ``filter_purchased`` does) or None. None when retrieval returned no allowed catalog
-    item."""
+    item. The pool reads the unit's whole history (the run's ``history_length`` most
+    recent items), as the API's pool reads the served retrieval model's width."""
     allowed = None
     if purchased is not None and len(purchased):
         allowed = np.ones(len(catalog.ids), dtype=bool)

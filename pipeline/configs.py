@@ -55,6 +55,11 @@ class PipelineConfig:
     eval_from: str = ""
     rank_from: str = ""
     session_gap_minutes: int = 30
+    # Entries of every example's history_item_ids (most recent engaged items strictly before
+    # the unit): the width of the schema, Transform's output and both models' history
+    # inputs; the exported signatures take histories of any width and keep the most recent
+    # this many. 1..200 (trainer/features.py MAX_HISTORY_LENGTH).
+    history_length: int = F.HISTORY_LENGTH
     # Privacy (docs/privacy.md): user ids become keyed pseudonyms in every artifact when a
     # key file is given (python -m pipeline.contract.pseudonym new-key FILE; the API needs
     # the same file); erasures_from = the API's event store URL, whose erased users'
@@ -129,6 +134,10 @@ class PipelineConfig:
             problems.append(f"pseudonym_key_file={self.pseudonym_key_file!r}: no such file "
                             "(create one with python -m pipeline.contract.pseudonym new-key "
                             "FILE)")
+        try:
+            F.check_history_length(self.history_length)
+        except ValueError as e:
+            problems.append(str(e))
         if self.beam_mode not in BEAM_MODES:
             problems.append(f"beam_mode={self.beam_mode!r}: one of {', '.join(BEAM_MODES)}")
         for name in ("retrieval_train_steps", "ranking_train_steps",
@@ -165,6 +174,11 @@ class PipelineConfig:
         workers = self.beam_workers if self.beam_mode == "multi_processing" else 1
         args.append(f"--direct_num_workers={workers}")
         return args + list(self.extra_beam_args)
+
+    def transform_custom_config(self) -> dict[str, Any]:
+        """The Transform component's custom_config: trainer/preprocessing.py
+        ``preprocessing_fn(inputs, custom_config)`` reads the history width from it."""
+        return {"history_length": self.history_length}
 
     def retrieval_custom_config(self) -> dict[str, Any]:
         # The pipeline's retrieval model uses the frozen MiniLM text tower unless

@@ -29,8 +29,9 @@ Ratings
 History
     The user's engaged items (click, add_to_cart, purchase, rating events) with timestamp
     strictly before the unit's timestamp (same-second events are excluded), distinct, most
-    recent engagement first, truncated or padded with "" to features.HISTORY_LENGTH;
-    num_history is the number of real entries. The unit's own item appears when the user
+    recent engagement first, truncated or padded with "" to ``history_length`` entries
+    (PipelineConfig.history_length, default features.HISTORY_LENGTH = 10); num_history is
+    the number of real entries. The unit's own item appears when the user
     engaged with it earlier (repeat interest is signal).
 Query
     The text of the latest non-empty search event of the same session that comes before the
@@ -58,7 +59,8 @@ Catalog split
 Slice features (for TFMA slicing; no model reads them)
     user_activity: from the number of distinct items the user engaged with strictly before
     the unit (the history above, not truncated): "cold" = 0, "warm" = 1-9, "heavy" = 10 or
-    more (a full history window). item_novelty: "new" when the item's created_at is known
+    more (a full window of the default history length; fixed whatever ``history_length``
+    is, so slices compare across runs). item_novelty: "new" when the item's created_at is known
     (> 0) and at most 30 days before the unit's timestamp, else "established". Catalog
     examples have "" for both.
 """
@@ -235,8 +237,11 @@ def _latest_query(searches: Sequence[tuple], session: str, before: tuple) -> str
     return query
 
 
-def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: int) -> List[dict]:
-    """Impression units of one user: user side, item_id, timestamp and labels of each."""
+def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: int,
+                history_length: int = features.HISTORY_LENGTH) -> List[dict]:
+    """Impression units of one user: user side (a history of ``history_length`` entries),
+    item_id, timestamp and labels of each."""
+    features.check_history_length(history_length)
     ordered = sort_events(events)
     sessions = assign_sessions(ordered, session_gap_seconds)
     engagements = [e for e in ordered if e["event_type"] in ENGAGEMENT_EVENTS]
@@ -249,12 +254,12 @@ def build_units(user_id: str, events: Iterable[Mapping], session_gap_seconds: in
         distinct.append(len(seen))
     out = []
     for unit in _build_unit_states(ordered, sessions):
-        history = history_before(engagements, unit.first[0])
+        history = history_before(engagements, unit.first[0], history_length)
         prior = bisect.bisect_left(engagements, unit.first[0],
                                    key=lambda e: int(e["timestamp"]))
         out.append({
             features.USER_ID: user_id,
-            features.HISTORY_ITEM_IDS: pad_history(history),
+            features.HISTORY_ITEM_IDS: pad_history(history, history_length),
             features.NUM_HISTORY: len(history),
             features.QUERY: _latest_query(searches, unit.session, unit.first),
             features.TIMESTAMP: unit.first[0],
@@ -306,11 +311,12 @@ def join_item(unit: Mapping, item: Mapping) -> dict:
     return example
 
 
-def catalog_example(item: Mapping) -> dict:
-    """Catalog example of one item (output of item_features): empty user side, labels 0."""
+def catalog_example(item: Mapping, history_length: int = features.HISTORY_LENGTH) -> dict:
+    """Catalog example of one item (output of item_features): empty user side (a history of
+    ``history_length`` ""), labels 0."""
     example = {
         features.USER_ID: "",
-        features.HISTORY_ITEM_IDS: pad_history([]),
+        features.HISTORY_ITEM_IDS: pad_history([], history_length),
         features.NUM_HISTORY: 0,
         features.QUERY: "",
         features.TIMESTAMP: 0,
@@ -433,17 +439,18 @@ def split_of(timestamp: int, cutoff: int, rank_cutoff: int | None = None) -> str
     return features.TRAIN_SPLIT
 
 
-def to_tf_example(example: Mapping):
-    """tf.train.Example with every feature of trainer/features.py, fixed shapes."""
+def to_tf_example(example: Mapping, history_length: int = features.HISTORY_LENGTH):
+    """tf.train.Example with every feature of trainer/features.py, fixed shapes (the history
+    exactly ``history_length`` entries)."""
     from tensorflow.core.example import example_pb2   # the proto alone: ~3x faster than tf.train
 
     missing = [key for key in ALL_FEATURES if key not in example]
     if missing:
         raise ValueError(f"example of item {example.get(features.ITEM_ID)!r} lacks {missing}")
     history = example[features.HISTORY_ITEM_IDS]
-    if len(history) != features.HISTORY_LENGTH:
+    if len(history) != history_length:
         raise ValueError(f"{features.HISTORY_ITEM_IDS} must have exactly "
-                         f"{features.HISTORY_LENGTH} entries, got {len(history)}")
+                         f"{history_length} entries (history_length), got {len(history)}")
     out = example_pb2.Example()
     feature = out.features.feature
     feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(

@@ -9,6 +9,7 @@ Beam (in memory). The layout matches the TFX components' outputs, so trainer run
     <out>/transformed/Split-{train,eval,catalog}/*.gz  (Transform: transformed_examples)
 """
 import collections
+import functools
 import json
 import os
 import tempfile
@@ -23,10 +24,12 @@ SPLITS = (F.TRAIN_SPLIT, F.EVAL_SPLIT, F.CATALOG_SPLIT)
 
 
 def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] = (),
-                   eval_fraction: float = 0.1, session_gap_minutes: int = 30) -> Dict:
+                   eval_fraction: float = 0.1, session_gap_minutes: int = 30,
+                   history_length: int = F.HISTORY_LENGTH) -> Dict:
     """Validates the shop, builds its units and writes the three raw splits under `raw_dir`.
     `extra_items` (rows of the items table) join the catalog without events: cold items.
-    Returns {split: [example dicts]} and "items": {item_id: item features}."""
+    `history_length`: PipelineConfig.history_length. Returns {split: [example dicts]} and
+    "items": {item_id: item features}."""
     from pipeline.contract.load import load_shop  # pylint: disable=import-outside-toplevel
     shop = load_shop(shop_dir)
     items = {row["item_id"]: examples.item_features(row)
@@ -37,20 +40,24 @@ def write_examples(shop_dir: str, raw_dir: str, extra_items: Iterable[Mapping] =
         by_user[event["user_id"]].append(event)
     rows = [examples.join_item(unit, items[unit[F.ITEM_ID]])
             for user_id, user_events in sorted(by_user.items())
-            for unit in examples.build_units(user_id, user_events, 60 * session_gap_minutes)]
+            for unit in examples.build_units(user_id, user_events, 60 * session_gap_minutes,
+                                             history_length)]
     cutoff = examples.eval_cutoff([row[F.TIMESTAMP] for row in rows], eval_fraction)
     splits = {F.TRAIN_SPLIT: [], F.EVAL_SPLIT: []}
     for row in rows:
         splits[examples.split_of(row[F.TIMESTAMP], cutoff)].append(row)
-    splits[F.CATALOG_SPLIT] = [examples.catalog_example(item) for item in items.values()]
-    write_splits(raw_dir, splits)
+    splits[F.CATALOG_SPLIT] = [examples.catalog_example(item, history_length)
+                               for item in items.values()]
+    write_splits(raw_dir, splits, history_length)
     splits["items"] = items
     return splits
 
 
-def write_splits(raw_dir: str, splits: Mapping[str, Sequence[Mapping]]) -> Dict[str, int]:
+def write_splits(raw_dir: str, splits: Mapping[str, Sequence[Mapping]],
+                 history_length: int = F.HISTORY_LENGTH) -> Dict[str, int]:
     """{split: [example dicts]} -> `raw_dir/Split-<split>/data_tfrecord-00000.gz` (gzipped
-    examples.to_tf_example records, ShopExampleGen's layout); returns the example counts."""
+    examples.to_tf_example records, ShopExampleGen's layout; histories of `history_length`
+    entries); returns the example counts."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     for split, rows in splits.items():
@@ -59,19 +66,21 @@ def write_splits(raw_dir: str, splits: Mapping[str, Sequence[Mapping]]) -> Dict[
         with tf.io.TFRecordWriter(os.path.join(directory, "data_tfrecord-00000.gz"),
                                   options) as writer:
             for row in rows:
-                writer.write(examples.to_tf_example(row).SerializeToString())
+                writer.write(examples.to_tf_example(row, history_length).SerializeToString())
     return {split: len(rows) for split, rows in splits.items()}
 
 
 BEAM_BATCH_SIZE = 1000      # records per Arrow batch in `transform` (fixed: reproducible sums)
 
 
-def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
+def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS,
+              history_length: int = F.HISTORY_LENGTH):
     """Runs trainer.preprocessing_fn with tf.Transform on Beam, laid out like the TFX
     Transform component's outputs: analyses `raw_dir/Split-train`, writes the graph to
     `out_dir/transform_graph` and each of `splits` to `out_dir/transformed/Split-<split>/`.
-    `raw_spec`: the raw feature spec (default: the pipeline's raw examples). Returns
-    (transform_graph_dir, transformed_examples_dir)."""
+    `raw_spec`: the raw feature spec (default: the pipeline's raw examples with histories of
+    `history_length`); preprocessing_fn gets the spec's history width as its custom_config,
+    as the pipeline's Transform does. Returns (transform_graph_dir, transformed_examples_dir)."""
     # pylint: disable=import-outside-toplevel
     import apache_beam as beam
     import tensorflow_transform as tft
@@ -82,7 +91,10 @@ def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
 
     graph_dir = os.path.join(out_dir, "transform_graph")
     examples_dir = os.path.join(out_dir, "transformed")
-    schema = schema_utils.schema_from_feature_spec(raw_spec or raw_feature_spec())
+    raw_spec = raw_spec or raw_feature_spec(history_length)
+    schema = schema_utils.schema_from_feature_spec(raw_spec)
+    preprocess = functools.partial(
+        preprocessing_fn, custom_config={"history_length": F.history_length_of(raw_spec)})
     sources = {split: tfxio.TFExampleRecord(
         file_pattern=os.path.join(raw_dir, f"Split-{split}", "*"), schema=schema)
         for split in splits}
@@ -97,7 +109,7 @@ def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS):
         train = sources[F.TRAIN_SPLIT]
         transform_fn = ((pipeline | "ReadAnalyze" >> train.BeamSource(BEAM_BATCH_SIZE),
                          train.TensorAdapterConfig())
-                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+                        | tft_beam.AnalyzeDataset(preprocess))
         _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
         for split, source in sources.items():
             data = pipeline | f"Read{split}" >> source.BeamSource(BEAM_BATCH_SIZE)

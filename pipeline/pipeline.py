@@ -76,7 +76,7 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         session_gap_minutes=cfg.session_gap_minutes, rank_fraction=cfg.rank_fraction,
         eval_from=cfg.eval_from, rank_from=cfg.rank_from,
         pseudonym_key_file=cfg.pseudonym_key_file, erasures_from=cfg.erasures_from,
-        erasure_key_file=cfg.erasure_key_file)
+        erasure_key_file=cfg.erasure_key_file, history_length=cfg.history_length)
     # Per-split feature statistics (catalog examples have no user side, so they are left out).
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
@@ -92,6 +92,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
+        # The history width (preprocessing_fn(inputs, custom_config)); the schema has it too.
+        custom_config=cfg.transform_custom_config(),
         splits_config=tfx.proto.SplitsConfig(
             analyze=[features.TRAIN_SPLIT],
             transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]))

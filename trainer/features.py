@@ -6,9 +6,13 @@ Examples are written by pipeline/components/shop_example_gen.py (one per user x 
 
 # --- user / context side (raw) ---
 USER_ID = "user_id"                    # bytes; "" in catalog examples
-HISTORY_ITEM_IDS = "history_item_ids"  # bytes[HISTORY_LENGTH]: engaged items strictly before the
+HISTORY_ITEM_IDS = "history_item_ids"  # bytes[L]: engaged items strictly before the
                                        # example's timestamp, most recent first, "" padded
-HISTORY_LENGTH = 10                    # fixed length of HISTORY_ITEM_IDS
+# L, the fixed length of HISTORY_ITEM_IDS, is a pipeline setting (PipelineConfig.history_length):
+# the examples, the schema, Transform's output and the models all have that width
+# (`history_length_of` reads it from a feature spec). HISTORY_LENGTH is only its default.
+HISTORY_LENGTH = 10
+MAX_HISTORY_LENGTH = 200
 NUM_HISTORY = "num_history"            # int: how many HISTORY_ITEM_IDS are real (not padding)
 QUERY = "query"                        # bytes: latest search text earlier in the session, or ""
 TIMESTAMP = "timestamp"                # int: epoch seconds of the unit's first event
@@ -62,15 +66,41 @@ INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHA
 FLOAT_FEATURES = (PRICE, RATING)
 
 
-def raw_feature_spec() -> dict:
+def check_history_length(value, name: str = "history_length") -> int:
+    """``value`` if it is a whole number in [1, MAX_HISTORY_LENGTH], else ValueError naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_HISTORY_LENGTH:
+        raise ValueError(f"{name}={value!r}: must be a whole number of items in "
+                         f"[1, {MAX_HISTORY_LENGTH}]")
+    return value
+
+
+def raw_feature_spec(history_length: int = HISTORY_LENGTH) -> dict:
     """The raw feature spec SchemaGen(infer_feature_shape=True) infers for the examples:
-    every string, int and float feature [1], HISTORY_ITEM_IDS [HISTORY_LENGTH]."""
+    every string, int and float feature [1], HISTORY_ITEM_IDS [history_length]."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    check_history_length(history_length)
     spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in STRING_FEATURES}
     spec.update({key: tf.io.FixedLenFeature([1], tf.int64) for key in INT_FEATURES})
     spec.update({key: tf.io.FixedLenFeature([1], tf.float32) for key in FLOAT_FEATURES})
-    spec[HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([HISTORY_LENGTH], tf.string)
+    spec[HISTORY_ITEM_IDS] = tf.io.FixedLenFeature([history_length], tf.string)
     return spec
+
+
+def history_length_of(spec) -> int:
+    """The history width L of a feature spec: a raw spec (HISTORY_ITEM_IDS [L], e.g.
+    ``TFTransformOutput.raw_feature_spec()``) or a transformed one (its index feature
+    ``idx(HISTORY_ITEM_IDS)`` [L]); ValueError when the spec has no fixed-width history."""
+    for key in (idx(HISTORY_ITEM_IDS), HISTORY_ITEM_IDS):
+        feature = spec.get(key)
+        shape = getattr(feature, "shape", None)
+        if shape is not None and len(shape) == 1 and int(shape[0]) > 0:
+            return int(shape[0])
+    found = {k: spec[k] for k in (HISTORY_ITEM_IDS, idx(HISTORY_ITEM_IDS)) if k in spec}
+    raise ValueError(f"the feature spec has no fixed-width {HISTORY_ITEM_IDS!r} feature "
+                     f"(or its index {idx(HISTORY_ITEM_IDS)!r}) to read the history length "
+                     f"from; found {found or 'neither'}")
 
 
 # Split names written by the example generator.

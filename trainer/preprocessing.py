@@ -3,6 +3,11 @@
 Index convention of every vocabulary feature (`features.idx(key)`): 0 = "" (missing /
 padding), 1..V = the vocabulary (analysed on the train split), V+1 = out of vocabulary.
 `trainer.data.num_buckets` gives V + 2.
+
+The history width L (PipelineConfig.history_length) comes from the Transform component's
+``custom_config`` ({"history_length": L}; TFX binds it to ``preprocessing_fn``'s
+``custom_config`` argument) and is checked against the raw schema's fixed width when the
+history arrives dense; without either, features.HISTORY_LENGTH.
 """
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -43,18 +48,35 @@ def _indices(values, vocab):
     return tf.where(tf.equal(values, ""), tf.zeros_like(looked_up), looked_up)
 
 
-def preprocessing_fn(inputs):
-    """Raw features (SchemaGen shapes: [B,1], history [B,HISTORY_LENGTH]) -> model features.
+def history_width(history, custom_config=None) -> int:
+    """The history width L of the run (module docstring): ``custom_config["history_length"]``
+    and/or the static width of a dense raw history [B, L]; ValueError when they disagree."""
+    configured = (custom_config or {}).get("history_length")
+    if configured is not None:
+        configured = F.check_history_length(configured, "custom_config['history_length']")
+    static = None
+    if isinstance(history, tf.Tensor) and history.shape.rank == 2:
+        static = history.shape[1]
+    if configured is not None and static is not None and configured != static:
+        raise ValueError(f"preprocessing_fn: custom_config['history_length'] is {configured} "
+                         f"but the raw schema's {F.HISTORY_ITEM_IDS!r} has {static} entries "
+                         "(the examples were written with another history_length)")
+    return configured or static or F.HISTORY_LENGTH
 
-    Outputs: `*_idx` int64 indices ([B], history [B,HISTORY_LENGTH]), `price_z` float32 [B]
+
+def preprocessing_fn(inputs, custom_config=None):
+    """Raw features (SchemaGen shapes: [B,1], history [B,L]) -> model features.
+
+    Outputs: `*_idx` int64 indices ([B], history [B,L]), `price_z` float32 [B]
     (z-scored log1p price), `in_stock` int64 [B], raw strings [B] (item_id, title,
-    description, brand, category, query) and history_item_ids [B,HISTORY_LENGTH], labels [B],
-    and float32 [B] `retrieval_score` when the raw schema has it.
+    description, brand, category, query) and history_item_ids [B,L], labels [B],
+    and float32 [B] `retrieval_score` when the raw schema has it. L: `history_width`.
     """
     out = {}
     item_id = _scalar(inputs[F.ITEM_ID], "")
-    history = _to_dense(inputs[F.HISTORY_ITEM_IDS], "", F.HISTORY_LENGTH)
-    history = tf.reshape(history, [-1, F.HISTORY_LENGTH])  # static width for the schema
+    width = history_width(inputs[F.HISTORY_ITEM_IDS], custom_config)
+    history = _to_dense(inputs[F.HISTORY_ITEM_IDS], "", width)
+    history = tf.reshape(history, [-1, width])  # static width for the schema
 
     # Items seen as targets or in histories share one vocabulary.
     item_vocab = _vocabulary(

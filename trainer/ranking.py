@@ -35,9 +35,9 @@ from trainer.text.cache import gather_rows
 # Text features of a batch. Training batches carry cache rows (added in the input pipeline by
 # `add_text_rows`); evaluation and serving add the embeddings themselves (`RankingText`).
 ITEM_TEXT_ROW = "ranking_item_text_row"          # [B] int32, -1 = no cached text
-HISTORY_TEXT_ROW = "ranking_history_text_row"    # [B, HISTORY_LENGTH] int32
+HISTORY_TEXT_ROW = "ranking_history_text_row"    # [B, L] int32 (L: the history length)
 ITEM_TEXT = "ranking_item_text_embedding"        # [B, H]
-HISTORY_TEXT = "ranking_history_text_embedding"  # [B, HISTORY_LENGTH, H]
+HISTORY_TEXT = "ranking_history_text_embedding"  # [B, L, H]
 
 
 def text_affinity(history_text: tf.Tensor, item_text: tf.Tensor) -> tf.Tensor:
@@ -59,14 +59,15 @@ def text_affinity(history_text: tf.Tensor, item_text: tf.Tensor) -> tf.Tensor:
 class RankingModel(tfrs.Model):
     """Per (user, item) unit: features -> cross layers -> deep layers -> one head per output.
 
-    Inputs are transformed features ([B] each, history [B, HISTORY_LENGTH]) plus, with
-    `use_text_embedding`, either the text rows (training) or the text embeddings; `call`
-    returns {output: [B]} (click and purchase probabilities, rating in stars).
-    `text_table` [N, H]: the cached item-text embeddings the rows index.
+    Inputs are transformed features ([B] each, history [B, L], L = `history_length`, the
+    examples' width) plus, with `use_text_embedding`, either the text rows (training) or the
+    text embeddings; `call` returns {output: [B]} (click and purchase probabilities, rating
+    in stars). `text_table` [N, H]: the cached item-text embeddings the rows index.
     """
 
     def __init__(self, config: RankingConfig, buckets: Dict[str, int],
-                 text_table: Optional[np.ndarray] = None, rating_mean: float = 0.0):
+                 text_table: Optional[np.ndarray] = None, rating_mean: float = 0.0,
+                 history_length: int = F.HISTORY_LENGTH):
         super().__init__()
         dim = config.embedding_dim
         self.config = config
@@ -79,7 +80,7 @@ class RankingModel(tfrs.Model):
                                                          name="user_embedding")
                                if config.use_user_id else None)
         self.history_encoder = (
-            HistoryEncoder(self.item_embedding, F.HISTORY_LENGTH, dim, name="history")
+            HistoryEncoder(self.item_embedding, history_length, dim, name="history")
             if config.use_history else None)
         self.feature_embeddings = {}
         if config.use_item_features:
@@ -274,11 +275,12 @@ def add_text_rows(lookup, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor
 def build_model(config: RankingConfig, buckets: Dict[str, int],
                 strategy: Optional[tf.distribute.Strategy] = None,
                 text_table: Optional[np.ndarray] = None,
-                rating_mean: float = 0.0) -> RankingModel:
+                rating_mean: float = 0.0,
+                history_length: int = F.HISTORY_LENGTH) -> RankingModel:
     """Builds and compiles the model under `strategy` (default: the current strategy)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = RankingModel(config, buckets, text_table, rating_mean)
+        model = RankingModel(config, buckets, text_table, rating_mean, history_length)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
     return model
 
@@ -354,7 +356,9 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
                              f"{sorted(present)})")
         spec.update({key: tf.io.FixedLenFeature([], tf.float32) for key in missing})
     buckets = {key: data.num_buckets(tft_output, key) for key in F.VOCAB_KEYS}
-    logging.info("ranking: config %s, vocabulary buckets %s", config, buckets)
+    history_length = F.history_length_of(spec)     # PipelineConfig.history_length
+    logging.info("ranking: config %s, vocabulary buckets %s, history length %d", config,
+                 buckets, history_length)
 
     text, add_text = (prepare_text(config, data.catalog_patterns(fn_args.train_files),
                                    fn_args.train_files, spec)
@@ -370,7 +374,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
             tf.keras.utils.set_random_seed(member_config.seed)
             logging.info("ranking: ensemble member %d / %d (seed %d)", index + 1,
                          config.ensemble_size, member_config.seed)
-        member = build_model(member_config, buckets, strategy, text_table, mean_rating)
+        member = build_model(member_config, buckets, strategy, text_table, mean_rating,
+                             history_length)
         if member.text_table is not None:
             text_table = member.text_table          # one copy for every member
         train_ds = data.make_dataset(

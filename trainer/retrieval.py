@@ -64,13 +64,15 @@ def drop_ids(features: Dict[str, tf.Tensor], rate: float, seed: int) -> Dict[str
 
 
 def history_encoder(config: RetrievalConfig, item_embedding: tf.keras.layers.Embedding,
-                    text_projection: Optional[tf.keras.layers.Dense]) -> tf.keras.layers.Layer:
+                    text_projection: Optional[tf.keras.layers.Dense],
+                    history_length: int = F.HISTORY_LENGTH) -> tf.keras.layers.Layer:
     """The query tower's history encoder for `config.history_encoder`: HistoryEncoder
-    (pooled) or SequenceEncoder (causal, bidirectional), named "history" either way."""
+    (pooled) or SequenceEncoder (causal, bidirectional), named "history" either way, over
+    histories of `history_length` (the transformed examples' width)."""
     if config.history_encoder == "pooled":
-        return HistoryEncoder(item_embedding, F.HISTORY_LENGTH, config.embedding_dim,
+        return HistoryEncoder(item_embedding, history_length, config.embedding_dim,
                               text_projection, name="history")
-    return SequenceEncoder(item_embedding, F.HISTORY_LENGTH, config.embedding_dim,
+    return SequenceEncoder(item_embedding, history_length, config.embedding_dim,
                            config.sequence_layers, config.sequence_heads,
                            config.sequence_dropout, causal=config.history_encoder == "causal",
                            text_projection=text_projection, name="history")
@@ -92,7 +94,7 @@ class QueryTower(tf.keras.Model):
                  bag_of_words: Optional[HashedBagOfWords],
                  text_projection: Optional[tf.keras.layers.Dense],
                  history_text_projection: Optional[tf.keras.layers.Dense],
-                 text_match: Optional[TextMatch]):
+                 text_match: Optional[TextMatch], history_length: int = F.HISTORY_LENGTH):
         super().__init__(name="query_tower")
         dim, bert = config.embedding_dim, config.text_mode != "none"
         self.user_embedding = (tf.keras.layers.Embedding(num_users, dim, name="user_embedding")
@@ -100,7 +102,8 @@ class QueryTower(tf.keras.Model):
         self.use_history_text = bert and config.use_history and config.use_history_text
         self.history_encoder = (
             history_encoder(config, item_embedding,
-                            history_text_projection if self.use_history_text else None)
+                            history_text_projection if self.use_history_text else None,
+                            history_length)
             if config.use_history else None)
         self.bag_of_words = bag_of_words if config.use_query_text and not bert else None
         self.text_projection = text_projection if config.use_query_text and bert else None
@@ -194,13 +197,15 @@ class RetrievalModel(tfrs.Model):
 
     `text`: the run's TextResources (BERT modes); `item_probability` [item buckets]: the click
     share of each item in the train split, for the logQ correction (in-batch only);
-    `catalog`: the catalog split's tower inputs (catalog_softmax.Catalog, "catalog" only).
+    `catalog`: the catalog split's tower inputs (catalog_softmax.Catalog, "catalog" only);
+    `history_length`: the width of the examples' histories (features.history_length_of).
     """
 
     def __init__(self, config: RetrievalConfig, buckets: Dict[str, int],
                  text: Optional[text_tower.TextResources] = None,
                  item_probability: Optional[np.ndarray] = None,
-                 catalog: Optional[catalog_softmax.Catalog] = None):
+                 catalog: Optional[catalog_softmax.Catalog] = None,
+                 history_length: int = F.HISTORY_LENGTH):
         super().__init__()
         dim = config.embedding_dim
         if config.uses_bert and text is None:
@@ -233,7 +238,8 @@ class RetrievalModel(tfrs.Model):
             if config.uses_text_match:
                 text_match = TextMatch(name="text_match")
         self.query_tower = QueryTower(config, buckets[F.USER_ID], item_embedding, bag_of_words,
-                                      projection, history_projection, text_match)
+                                      projection, history_projection, text_match,
+                                      history_length)
         self.candidate_tower = CandidateTower(config, buckets, item_embedding, bag_of_words,
                                               projection, text_match)
         self.remove_accidental_hits = config.remove_accidental_hits
@@ -316,14 +322,17 @@ def build_model(config: RetrievalConfig, buckets: Dict[str, int],
                 strategy: Optional[tf.distribute.Strategy] = None,
                 text: Optional[text_tower.TextResources] = None,
                 item_probability: Optional[np.ndarray] = None,
-                catalog: Optional[catalog_softmax.Catalog] = None) -> RetrievalModel:
+                catalog: Optional[catalog_softmax.Catalog] = None,
+                history_length: int = F.HISTORY_LENGTH) -> RetrievalModel:
     """Builds and compiles the model under `strategy` (default: the current strategy).
-    Without `item_probability` the logQ correction assumes uniform click shares."""
+    Without `item_probability` the logQ correction assumes uniform click shares.
+    `history_length`: the transformed examples' history width."""
     strategy = strategy or tf.distribute.get_strategy()
     if config.uses_logq and item_probability is None:
         item_probability = np.full([buckets[F.ITEM_ID]], 1.0 / buckets[F.ITEM_ID], np.float32)
     with strategy.scope():
-        model = RetrievalModel(config, buckets, text, item_probability, catalog)
+        model = RetrievalModel(config, buckets, text, item_probability, catalog,
+                               history_length)
         if config.text_mode in ("top_layers", "full"):
             model.text_optimizer = tf.keras.optimizers.Adam(config.effective_text_learning_rate)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
@@ -380,7 +389,9 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     spec = tft_output.transformed_feature_spec()
     catalog_files = data.catalog_patterns(fn_args.train_files)
     buckets = {key: data.num_buckets(tft_output, key) for key in F.VOCAB_KEYS}
-    logging.info("retrieval: config %s, vocabulary buckets %s", config, buckets)
+    history_length = F.history_length_of(spec)     # PipelineConfig.history_length
+    logging.info("retrieval: config %s, vocabulary buckets %s, history length %d", config,
+                 buckets, history_length)
 
     text = (text_tower.TextResources.prepare(config, catalog_files, fn_args.train_files, spec)
             if config.uses_bert else None)
@@ -392,7 +403,7 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
                                        text.lookup if text is not None else None)
         catalog_softmax.check_labels(catalog, clicked_items(fn_args.train_files, spec))
         logging.info("retrieval: full softmax over %d catalog items", catalog.size)
-    model = build_model(config, buckets, strategy, text, probability, catalog)
+    model = build_model(config, buckets, strategy, text, probability, catalog, history_length)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, predicate=data.is_positive(F.CLICKED),
         shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps))

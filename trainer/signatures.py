@@ -6,6 +6,14 @@ signature does not take are filled with defaults ("" / 0) of the request's batch
 Exports load with plain `tensorflow` (no TFRS, tf-keras, TFT or TFX at serving time); retrieval
 exports with a BERT text tower also need the tensorflow_text ops (`import tensorflow_text`).
 The Trainers add TF Serving warm-up requests to each export (`write_warmup`, trainer/warmup.py).
+
+Histories: the raw-feature signatures take `history_item_ids` of any width (most recent
+first, "" padding) and fit them to the model's width L (PipelineConfig.history_length, the
+Transform schema's): a longer history is cut to its L most recent items, a shorter one padded.
+The retrieval `top_k` and `query_embedding` also return `history_used` [B, L], the history as
+the model read it; its static width in the signature (TF Serving's model metadata) tells
+clients L without a call (the API's candidate stage reads that many items, as the pipeline's
+two-stage rows do).
 """
 import re
 from typing import Dict, Mapping
@@ -18,6 +26,7 @@ from trainer import features as F
 from trainer import warmup
 
 _HISTORY = tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS)
+HISTORY_USED = "history_used"     # retrieval output [B, L]: the history the model read
 _EXAMPLES = tf.TensorSpec([None], tf.string, name="examples")
 
 
@@ -42,9 +51,11 @@ def lenient_parse_spec(raw_spec: Mapping) -> Dict:
 
 
 def _fit_width(x: tf.Tensor, width: int, default) -> tf.Tensor:
-    """[B, n] -> [B, width]: truncated, or padded on the right with `default`."""
+    """[B, n] -> [B, width]: truncated (the first `width` columns: a history's most recent
+    items), or padded on the right with `default`."""
     x = x[:, :width]
-    return tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]], constant_values=default)
+    x = tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]], constant_values=default)
+    return tf.reshape(x, [-1, width])                  # static width
 
 
 def fill_raw_features(raw_spec: Mapping, given: Mapping[str, tf.Tensor]) -> Dict:
@@ -111,7 +122,9 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
                      catalog_embeddings: np.ndarray, k: int, text=None, related=None) -> None:
     """Saves the retrieval SavedModel with signatures `query_embedding`,
     `candidate_embedding`, `top_k` (= `serving_default`) and `eval_hit_at_k`; the top-K
-    index holds the whole catalog (ids [N] bytes, embeddings [N, D]).
+    index holds the whole catalog (ids [N] bytes, embeddings [N, D]). `query_embedding` and
+    `top_k` take histories of any width and also return `history_used` [B, L] (module
+    docstring).
 
     `related`: a trainer.related_items.RelatedItems (the candidate stage's item-to-item
     tables fitted with this model) adds the `related_items` signature: item ids [N] -> each
@@ -133,6 +146,7 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     raw_spec = tft_output.raw_feature_spec()
     transform = _transformer(module.tft_layer, raw_spec)
     parse_spec = lenient_parse_spec(raw_spec)
+    history_length = F.history_length_of(raw_spec)
 
     def embed_queries(features):
         if module.text is not None:
@@ -151,7 +165,8 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     @tf.function(autograph=False, input_signature=[_spec(F.USER_ID), _HISTORY, _spec(F.QUERY)])
     def query_embedding(user_id, history_item_ids, query):
         features = query_features(user_id, history_item_ids, query)
-        return {"embedding": embed_queries(features)}
+        return {"embedding": embed_queries(features),
+                HISTORY_USED: _fit_width(history_item_ids, history_length, "")}
 
     @tf.function(autograph=False, input_signature=[
         _spec(F.ITEM_ID), _spec(F.TITLE), _spec(F.DESCRIPTION), _spec(F.BRAND),
@@ -167,7 +182,8 @@ def export_retrieval(export_dir: str, model, tft_output, catalog_ids: np.ndarray
     def top_k(user_id, history_item_ids, query):
         features = query_features(user_id, history_item_ids, query)
         scores, ids = module.index(embed_queries(features), k=k)
-        return {"item_ids": ids, "scores": scores}
+        return {"item_ids": ids, "scores": scores,
+                HISTORY_USED: _fit_width(history_item_ids, history_length, "")}
 
     @tf.function(autograph=False, input_signature=[_EXAMPLES])
     def eval_hit_at_k(examples):

@@ -49,10 +49,12 @@ PRICES = (4.99, 12.5, 19.99, 34.0, 59.0, 8.75, 24.99, 99.0)
 @dataclass(frozen=True)
 class Samples:
     """Realistic request values: `items` (key of ITEM_KEYS -> n values) and `users`
-    ((user_id, history item ids most recent first, session query) tuples)."""
+    ((user_id, history item ids most recent first, session query) tuples); histories are
+    sent padded to `history_length`, the model's width (serialized examples must have it)."""
 
     items: Mapping[str, Sequence]
     users: Sequence[Tuple[str, Sequence[str], str]]
+    history_length: int = F.HISTORY_LENGTH
 
     def __post_init__(self):
         sizes = {len(values) for values in self.items.values()}
@@ -100,7 +102,8 @@ class _Rows:
         """Raw feature `name` of row r, None if the samples do not know it."""
         user_id, history, query = self.users[r]
         item = self.items[r]
-        known = {F.USER_ID: user_id, F.QUERY: query, F.HISTORY_ITEM_IDS: pad_history(history),
+        known = {F.USER_ID: user_id, F.QUERY: query,
+                 F.HISTORY_ITEM_IDS: pad_history(history, self.samples.history_length),
                  F.NUM_HISTORY: len([h for h in history if h])}
         if name in known:
             return known[name]
@@ -212,7 +215,7 @@ WARMUP_USER = "shoprec-warmup"     # a user id no shop has: the unknown-user (OO
 
 
 def samples_from_catalog(catalog_patterns: Sequence[str], spec: Mapping,
-                         num_items: int = 8) -> Samples:
+                         num_items: int = 8, history_length: int = F.HISTORY_LENGTH) -> Samples:
     """Samples from the transformed catalog split only: the first `num_items` items, and two
     made-up user contexts over them (a history of three items with a query of title words,
     and a one-item history without one) for a user id no shop has. Nothing personal
@@ -229,11 +232,13 @@ def samples_from_catalog(catalog_patterns: Sequence[str], spec: Mapping,
     ids = items.get(F.ITEM_ID, [])
     words = " ".join(items.get(F.TITLE, ["gift"])[:1]).lower().split()
     contexts = [(ids[:3], " ".join(words[:2]) or "gift"), (ids[-1:], "")]
-    return Samples(items, [(WARMUP_USER, h, q) for h, q in contexts])
+    return Samples(items, [(WARMUP_USER, h, q) for h, q in contexts], history_length)
 
 
 def write_for_run(fn_args, tft_output, model_name: str) -> str:
     """The warm-up file of a Trainer run's export (`fn_args.serving_model_dir`)."""
     samples = samples_from_catalog(data.catalog_patterns(fn_args.train_files),
-                                   tft_output.transformed_feature_spec())
+                                   tft_output.transformed_feature_spec(),
+                                   history_length=F.history_length_of(
+                                       tft_output.raw_feature_spec()))
     return write(fn_args.serving_model_dir, samples, model_name)

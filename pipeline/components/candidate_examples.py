@@ -122,6 +122,9 @@ class Transformer:
         self._tf = tf
         self._output = tft.TFTransformOutput(transform_graph_uri)
         self._raw_spec = self._output.raw_feature_spec()
+        # The run's history width (PipelineConfig.history_length, in the schema): the
+        # examples' histories have it, and so do the rows built from them.
+        self.history_length = F.history_length_of(self._raw_spec)
         # One parse per batch: the raw features and, as lists (catalog rows have none),
         # the candidate features and context strings.
         self._spec = dict(self._raw_spec, **{
@@ -145,12 +148,14 @@ class Transformer:
 def write_rows(rows, split_uri: str, transformed_uri: str, transform,
                batch_size: int = 1024) -> None:
     """Rows as one gzipped TFRecord file of raw tf.Examples under ``split_uri`` (the layout
-    ExampleGen writes) and of transformed ones under ``transformed_uri``."""
+    ExampleGen writes) and of transformed ones under ``transformed_uri``; histories have
+    ``transform.history_length`` entries (the run's schema)."""
+    history_length = getattr(transform, "history_length", F.HISTORY_LENGTH)
     with _writer(split_uri) as raw_out, _writer(transformed_uri) as transformed_out:
         batch = []
         for row in itertools.chain(rows, [None]):
             if row is not None:
-                batch.append(examples.to_tf_example(row).SerializeToString())
+                batch.append(examples.to_tf_example(row, history_length).SerializeToString())
             if batch and (row is None or len(batch) == batch_size):
                 for record in batch:
                     raw_out.write(record)
@@ -175,8 +180,9 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
     transform = Transformer(transform_graph_uri)
     with _writer(os.path.join(transformed_uri, f"Split-{F.CATALOG_SPLIT}")) as out:
         for start in range(0, len(catalog.items), 1024):
-            for record in transform([examples.to_tf_example(item).SerializeToString()
-                                     for item in catalog.items[start:start + 1024]]):
+            for record in transform([
+                    examples.to_tf_example(item, transform.history_length).SerializeToString()
+                    for item in catalog.items[start:start + 1024]]):
                 out.write(record)
     export = candidate_rows.RetrievalExport(export_dir)
     tables = export.tables(catalog)

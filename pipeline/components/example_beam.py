@@ -146,14 +146,15 @@ def _event_tuple(event):
     return event["user_id"], tuple(event[c] for c in _EVENT_FIELDS)
 
 
-def _user_examples(user_id, event_tuples, items=None, gap_seconds=None):
+def _user_examples(user_id, event_tuples, items=None, gap_seconds=None,
+                   history_length=features.HISTORY_LENGTH):
     """Serialized examples of one user as (timestamp, label counts, bytes)."""
     events = [dict(zip(_EVENT_FIELDS, values)) for values in event_tuples]
-    for unit in examples.build_units(user_id, events, gap_seconds):
+    for unit in examples.build_units(user_id, events, gap_seconds, history_length):
         example = examples.join_item(unit, items[unit[features.ITEM_ID]])
         labels = (1,) + tuple(int(example[key]) for key in _RATE_LABELS)
         yield (example[features.TIMESTAMP], labels,
-               examples.to_tf_example(example).SerializeToString())
+               examples.to_tf_example(example, history_length).SerializeToString())
 
 
 class _SplitByTime(beam.DoFn):
@@ -176,15 +177,18 @@ def _summary(_, cutoffs, split_counts, unit_splits):
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                    examples_uri: str, summary_path: str, eval_fraction: float,
                    session_gap_minutes: int, rank_fraction: float = 0.0,
-                   eval_from: str = "", rank_from: str = "") -> None:
+                   eval_from: str = "", rank_from: str = "",
+                   history_length: int = features.HISTORY_LENGTH) -> None:
     """Add the example-generation steps to `pipeline` (run it afterwards).
 
     Inputs are the Parquet files of write_canonical_tables. The summary (cutoffs, examples
     and label rates of train, [rank,] and eval) is written to summary_path as one JSON line.
     ``eval_from`` / ``rank_from``: fixed split times instead of the fractions' quantiles
-    (examples.check_split_times).
+    (examples.check_split_times). ``history_length``: entries of every example's history
+    (PipelineConfig.history_length).
     """
     examples.check_rank_fraction(rank_fraction, eval_fraction)
+    features.check_history_length(history_length)
     fixed = examples.check_split_times(eval_from, rank_from)
     unit_splits = examples.unit_splits(
         examples.has_rank_split(rank_fraction, eval_from, rank_from))
@@ -205,7 +209,7 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                 _user_examples,
                 items=beam.pvalue.AsDict(
                     items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
-                gap_seconds=gap_seconds))
+                gap_seconds=gap_seconds, history_length=history_length))
     if fixed[0] is not None:
         cutoffs = pipeline | "FixedCutoffs" >> beam.Create([fixed])
     else:
@@ -216,7 +220,8 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
         _SplitByTime(), as_single(cutoffs)).with_outputs(*unit_splits)
     serialized = {
         features.CATALOG_SPLIT: items | "Catalog" >> beam.Map(
-            lambda i: examples.to_tf_example(examples.catalog_example(i)).SerializeToString())}
+            lambda i: examples.to_tf_example(examples.catalog_example(i, history_length),
+                                             history_length).SerializeToString())}
     label_counts = []
     for split in unit_splits:
         serialized[split] = by_split[split] | f"Bytes[{split}]" >> beam.Map(lambda r: r[2])

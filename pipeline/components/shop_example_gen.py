@@ -47,6 +47,7 @@ ERASURE_KEY_FILE = "erasure_key_file"
 EVAL_FRACTION, SESSION_GAP_MINUTES = "eval_fraction", "session_gap_minutes"
 RANK_FRACTION = "rank_fraction"
 EVAL_FROM, RANK_FROM = "eval_from", "rank_from"
+HISTORY_LENGTH = "history_length"
 EXAMPLES, REPORT = "examples", "report"
 
 
@@ -59,8 +60,10 @@ class ShopDataReport(types.Artifact):
 
 def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
                      session_gap_minutes: Any, rank_fraction: Any = 0.0,
-                     eval_from: Any = "", rank_from: Any = "") -> None:
+                     eval_from: Any = "", rank_from: Any = "",
+                     history_length: Any = features.HISTORY_LENGTH) -> None:
     """Raise ValueError naming the parameter when one is unusable."""
+    features.check_history_length(history_length, HISTORY_LENGTH)
     if not isinstance(data_dir, str) or not data_dir:
         raise ValueError(f"{DATA_DIR} must be a non-empty path, got {data_dir!r}")
     if on_bad_rows not in POLICIES:
@@ -109,7 +112,8 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
                            report_uri: str, work_dir: str, pseudonym_key_file: str = "",
                            erasures_from: str = "", erasure_key_file: str = "",
                            rank_fraction: float = 0.0, eval_from: str = "",
-                           rank_from: str = "") -> dict:
+                           rank_from: str = "",
+                           history_length: int = features.HISTORY_LENGTH) -> dict:
     """Validate the shop, run the Beam example pipeline, write and return the summary.
 
     ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
@@ -118,9 +122,10 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     store's user ids must be in the same form (the API pseudonymises with the same key);
     ``erasure_key_file``: the erasure key the API was configured with ("" = the store's).
     ``eval_from`` / ``rank_from``: fixed split times (ISO-8601) instead of the fractions
-    (pipeline/examples.py, "Time split")."""
+    (pipeline/examples.py, "Time split"). ``history_length``: entries of every example's
+    ``history_item_ids`` (pipeline/examples.py, "History")."""
     check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
-                     rank_fraction, eval_from, rank_from)
+                     rank_fraction, eval_from, rank_from, history_length)
     began = time.perf_counter()
     pseudonyms = None
     if pseudonym_key_file:
@@ -146,12 +151,13 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     with beam_pipeline as p:
         example_beam.build_pipeline(p, events_path, items_path, examples_uri, counts_path,
                                     eval_fraction, session_gap_minutes, rank_fraction,
-                                    eval_from, rank_from)
+                                    eval_from, rank_from, history_length)
     logging.info("ShopExampleGen: load_shop + Parquet %.1f s, Beam pipeline %.1f s",
                  loaded - began, time.perf_counter() - loaded)
     summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction, RANK_FRACTION: rank_fraction,
                EVAL_FROM: eval_from or None, RANK_FROM: rank_from or None,
-               SESSION_GAP_MINUTES: session_gap_minutes, "privacy": privacy, **table_report,
+               SESSION_GAP_MINUTES: session_gap_minutes, HISTORY_LENGTH: history_length,
+               "privacy": privacy, **table_report,
                **example_beam.read_summary(counts_path)}
     summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
     for key in ("cutoff", "rank_cutoff"):
@@ -194,7 +200,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
             work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",
             exec_properties.get(ERASURES_FROM) or "",
-            exec_properties.get(ERASURE_KEY_FILE) or "", rank_fraction, eval_from, rank_from)
+            exec_properties.get(ERASURE_KEY_FILE) or "", rank_fraction, eval_from, rank_from,
+            int(exec_properties.get(HISTORY_LENGTH) or features.HISTORY_LENGTH))
         examples_artifact.split_names = artifact_utils.encode_split_names(
             list(example_beam.splits(with_rank)))
         examples_utils.set_payload_format(examples_artifact,
@@ -226,6 +233,7 @@ class ShopExampleGenSpec(types.ComponentSpec):
         PSEUDONYM_KEY_FILE: ExecutionParameter(type=str, optional=True),
         ERASURES_FROM: ExecutionParameter(type=str, optional=True),
         ERASURE_KEY_FILE: ExecutionParameter(type=str, optional=True),
+        HISTORY_LENGTH: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -243,17 +251,18 @@ class ShopExampleGen(base_beam_component.BaseBeamComponent):
     def __init__(self, data_dir: str, on_bad_rows: str = "fail", eval_fraction: float = 0.1,
                  session_gap_minutes: int = 30, pseudonym_key_file: str = "",
                  erasures_from: str = "", erasure_key_file: str = "",
-                 rank_fraction: float = 0.0, eval_from: str = "", rank_from: str = ""):
+                 rank_fraction: float = 0.0, eval_from: str = "", rank_from: str = "",
+                 history_length: int = features.HISTORY_LENGTH):
         """data_dir: shop folder (items, events, optional users; see docs/data.md);
         pseudonym_key_file, erasures_from, erasure_key_file, rank_fraction, eval_from,
-        rank_from: see generate_shop_examples."""
+        rank_from, history_length: see generate_shop_examples."""
         check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
-                         rank_fraction, eval_from, rank_from)
+                         rank_fraction, eval_from, rank_from, history_length)
         super().__init__(spec=ShopExampleGenSpec(
             data_dir=data_dir, on_bad_rows=on_bad_rows, eval_fraction=float(eval_fraction),
             session_gap_minutes=session_gap_minutes, rank_fraction=float(rank_fraction),
             eval_from=eval_from or None, rank_from=rank_from or None,
             pseudonym_key_file=pseudonym_key_file or None, erasures_from=erasures_from or None,
-            erasure_key_file=erasure_key_file or None,
+            erasure_key_file=erasure_key_file or None, history_length=history_length,
             examples=types.Channel(type=standard_artifacts.Examples),
             report=types.Channel(type=ShopDataReport)))

@@ -36,6 +36,9 @@ class Catalog:
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
         self.brand_codes = brand_codes(self.brands)
         self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model
+        # The served retrieval version's history width: the candidate stage reads that many
+        # of the user's most recent items, as the pipeline's two-stage rows did.
+        self.history_length = F.HISTORY_LENGTH
         self.popularity = np.zeros(len(self.ids), dtype=np.float64)
         self._popular_order: np.ndarray | None = None
         self._embeddings: np.ndarray | None = None
@@ -85,6 +88,11 @@ class Catalog:
         served retrieval version, or None when it has none."""
         with self._lock:
             self.item_to_item = tables
+
+    def set_history_length(self, length: int) -> None:
+        """Install the served retrieval version's history width (``history_length``)."""
+        with self._lock:
+            self.history_length = int(length)
 
     @property
     def embeddings(self) -> np.ndarray | None:

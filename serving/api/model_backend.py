@@ -9,6 +9,13 @@ candidate embeddings and item-to-item tables (``related_items``, trainer/candida
 whenever the retrieval version changes (TF Serving swaps versions on its own; what the API
 caches must follow). Tables that cannot be read are refused with a logged reason and the
 previous ones keep serving.
+
+Histories go to the models as the event store read them (up to ``max_history`` items, most
+recent first), padded to ``max_history``: one width for every request, so TF Serving can
+batch them (batching.config does not pad). Each model keeps its own width's most recent
+items (trainer/signatures.py). The watcher also reads the served retrieval version's width
+(``served_history_length``: the static width of ``top_k``'s ``history_used`` output in the
+model metadata) into ``Catalog.history_length``, the items the candidate stage reads.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ log = logging.getLogger("serving.api.models")
 TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
 RANK_CANDIDATES = "rank_candidates"
 RELATED_ITEMS = served_tables.SIGNATURE
+HISTORY_USED = "history_used"    # trainer/signatures.py HISTORY_USED (no TF import here)
 
 
 class BadModelOutput(ServingError):
@@ -57,12 +65,24 @@ def _strings(values) -> np.ndarray:
     return out
 
 
-def _history(history: list[str], batch: int) -> np.ndarray:
-    """[batch, HISTORY_LENGTH] object array: the padded history repeated."""
-    padded = pad_history(history)
+def _history(history: list[str], batch: int, width: int) -> np.ndarray:
+    """[batch, width] object array: the history cut or padded to ``width``, repeated."""
+    padded = pad_history(history, width)
     out = np.empty((batch, len(padded)), dtype=object)
     out[:] = padded
     return out
+
+
+def served_history_length(metadata: ModelMetadata) -> int:
+    """The history width of a served retrieval version: the static width of its ``top_k``
+    output ``history_used`` [B, L]; features.HISTORY_LENGTH (10) for exports without it
+    (before the width became a pipeline setting, every model had 10)."""
+    signature = metadata.signatures.get(TOP_K)
+    spec = signature.outputs.get(HISTORY_USED) if signature is not None else None
+    if spec is not None and spec.shape is not None and len(spec.shape) == 2 \
+            and spec.shape[1] > 0:
+        return int(spec.shape[1])
+    return F.HISTORY_LENGTH
 
 
 def _decode(values: np.ndarray) -> list[str]:
@@ -82,9 +102,11 @@ class ModelBackend:
     """
 
     def __init__(self, client: GrpcPredictClient, retrieval_model: str = "retrieval",
-                 ranking_model: str = "ranking"):
+                 ranking_model: str = "ranking", max_history: int = F.HISTORY_LENGTH):
+        """``max_history``: the width every history is sent with (Settings.max_history)."""
         self.client = client
         self.retrieval_model, self.ranking_model = retrieval_model, ranking_model
+        self.max_history = F.check_history_length(max_history, "max_history")
         self.unpinned_retries = 0        # pinned calls answered by the served version instead
 
     def _predict(self, model: str, inputs: dict, signature: str, version: int | None,
@@ -103,17 +125,18 @@ class ModelBackend:
 
     @classmethod
     def connect(cls, address: str, deadline_s: float, retries: int,
-                retrieval_model: str = "retrieval",
-                ranking_model: str = "ranking") -> "ModelBackend":
+                retrieval_model: str = "retrieval", ranking_model: str = "ranking",
+                max_history: int = F.HISTORY_LENGTH) -> "ModelBackend":
         client = GrpcPredictClient(address, deadline_s=deadline_s, retries=retries,
                                    backoff=0.05, max_backoff=0.5)
-        return cls(client, retrieval_model, ranking_model)
+        return cls(client, retrieval_model, ranking_model, max_history)
 
     def top_k(self, user_id: str, history: list[str], query: str,
               version: int | None = None) -> tuple[list[str], np.ndarray]:
         """Retrieval over the full catalog: (item ids, scores), best first."""
         out = self._predict(self.retrieval_model, {
-            F.USER_ID: _strings([user_id]), F.HISTORY_ITEM_IDS: _history(history, 1),
+            F.USER_ID: _strings([user_id]),
+            F.HISTORY_ITEM_IDS: _history(history, 1, self.max_history),
             F.QUERY: _strings([query])}, TOP_K, version)
         ids = _decode(out["item_ids"][0])
         return ids, _checked(out["scores"][0], f"{self.retrieval_model} {TOP_K} scores",
@@ -123,7 +146,8 @@ class ModelBackend:
               item_inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Ranking score of each item for this user context ([n] float)."""
         n = len(item_inputs[F.ITEM_ID])
-        inputs = {F.USER_ID: _strings([user_id] * n), F.HISTORY_ITEM_IDS: _history(history, n),
+        inputs = {F.USER_ID: _strings([user_id] * n),
+                  F.HISTORY_ITEM_IDS: _history(history, n, self.max_history),
                   **item_inputs}
         out = self.client.predict(self.ranking_model, inputs, signature=SCORE,
                                   output_filter=["score"])
@@ -144,7 +168,7 @@ class ModelBackend:
         inputs for a request of every output, and runs an output subset unbatched.
         """
         inputs = {F.USER_ID: np.array(user_id, dtype=object),
-                  F.HISTORY_ITEM_IDS: _history(history, 1)[0],
+                  F.HISTORY_ITEM_IDS: _history(history, 1, self.max_history)[0],
                   F.QUERY: np.array(query, dtype=object), **item_inputs}
         try:
             spec = self.client.signature(self.ranking_model, RANK_CANDIDATES, version=version)
@@ -250,6 +274,8 @@ class ModelWatcher:
                          self.backend.retrieval_model, retrieval, len(self.catalog),
                          time.perf_counter() - started)
             if self._tables_version != retrieval:
+                self.catalog.set_history_length(
+                    served_history_length(metadata[self.backend.retrieval_model]))
                 self._refresh_tables(metadata[self.backend.retrieval_model], retrieval)
             if versions != self.versions:
                 log.info("models served: %s", versions)

@@ -171,8 +171,11 @@ class Recommender:
     def _candidates(self, history: list[str], rows, scores, allowed, expand=True) -> Pool:
         """The candidate pool (trainer/candidates/pool.py, the code the pipeline's
         two-stage rows use) over the retrieved ``rows`` (allowed, best first) and the served
-        item-to-item sources."""
+        item-to-item sources. It reads the history's most recent ``Catalog.history_length``
+        items (the served models' width): the pipeline built the ranker's rows from
+        histories of that length, so the pool and its features match them."""
         tables, s = self.catalog.item_to_item, self.settings
+        history = history[:self.catalog.history_length]
         return build_pool(
             self.catalog.rows(history)[::-1], rows, scores, len(self.catalog),
             self.catalog.brand_codes, allowed,

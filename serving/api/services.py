@@ -37,7 +37,7 @@ class Services:
         self.store: EventStore = open_event_store(
             settings.event_store, retention_days=settings.retention_days or None,
             erasure_key=read_key_file(settings.erasure_key_file),
-            synchronous=settings.event_store_synchronous)
+            synchronous=settings.event_store_synchronous, max_history=settings.max_history)
         try:
             if self.store.import_shop_events(shop.events):
                 log.info("imported %d shop events into %s", len(shop.events),
@@ -45,7 +45,8 @@ class Services:
             self.catalog.set_popularity(self.store.engagement_counts())
             self.backend = ModelBackend.connect(
                 settings.tfserving_grpc, settings.tfserving_deadline_s,
-                settings.tfserving_retries, settings.retrieval_model, settings.ranking_model)
+                settings.tfserving_retries, settings.retrieval_model, settings.ranking_model,
+                max_history=settings.max_history)
         except BaseException:
             self.store.close()
             raise

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from pipeline.contract import spec
 from serving.api.limits import DEFAULT_RATE_LIMITS, Rate, parse_rate_limits
+from trainer.features import MAX_HISTORY_LENGTH
 
 ENV_PREFIX = "SHOPREC_"
+MAX_HISTORY = MAX_HISTORY_LENGTH      # the pipeline's cap on history_length
+DEFAULT_MAX_HISTORY = 50
 
 
 class SettingsError(ValueError):
@@ -40,6 +43,10 @@ class Settings:
     typo_tolerance: bool = True             # search: unknown words read as the nearest ones
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
+    # Distinct recently engaged items read per user and sent to the models, most recent
+    # first; each model keeps the most recent as many as it was trained with
+    # (PipelineConfig.history_length), so this only needs to be at least that.
+    max_history: int = DEFAULT_MAX_HISTORY
     reason_min_similarity: float = 0.3      # cosine needed to say "similar to <history item>"
     tfserving_deadline_s: float = 2.0
     tfserving_retries: int = 2
@@ -100,6 +107,10 @@ class Settings:
                      "lexical_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
+        need(not isinstance(self.max_history, bool) and isinstance(self.max_history, int)
+             and 1 <= self.max_history <= MAX_HISTORY, "max_history",
+             f"must be a whole number of items between 1 and {MAX_HISTORY} (at least the "
+             "models' history_length, or their histories are cut short)")
         need(self.auth in ("required", "off"), "auth", "expected required or off")
         try:
             parse_rate_limits(self.rate_limits)

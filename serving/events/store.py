@@ -5,7 +5,8 @@ Events are the canonical events frame of the data contract (``pipeline.contract.
 EVENT_COLUMNS``, as ``load_shop`` returns them and ``serving.events.validation`` builds them),
 optionally with an ``event_id`` column.
 A user's context for recommendations follows the training rules (``pipeline.examples``):
-history = distinct engaged items (click, add_to_cart, purchase, rating), most recent first.
+history = distinct engaged items (click, add_to_cart, purchase, rating), most recent first,
+at most ``max_history`` of them (the API's setting; the models keep as many as they read).
 
 Safe retries: an event with an ``event_id`` is stored at most once per user; posting it again
 (a batch retried after a timeout, or twice in one batch) stores nothing more and counts as
@@ -95,13 +96,25 @@ class EventStore(ABC):
     before ``purge_expired(now)`` are deleted by it (None: kept until erased).
     ``erasure_key``: the secret the erasure list's user hashes are keyed with (None: a key
     the store generates and keeps; serving/events/erasure.py).
+    ``max_history``: distinct items of a ``user_context`` history (1..200).
     """
 
-    scan_limit = 500          # recent engagements read to find HISTORY_LENGTH distinct items
     retention_days: int | None = None
+    max_history: int = features.HISTORY_LENGTH
     _erasure_key: bytes | None = None
 
-    def _configure(self, retention_days: int | None, erasure_key: str | bytes | None) -> None:
+    @property
+    def scan_limit(self) -> int:
+        """Recent engagements read to find ``max_history`` distinct items (repeats of an item
+        take several)."""
+        return max(500, 10 * self.max_history)
+
+    def _configure(self, retention_days: int | None, erasure_key: str | bytes | None,
+                   max_history: int = features.HISTORY_LENGTH) -> None:
+        try:
+            self.max_history = features.check_history_length(max_history, "max_history")
+        except ValueError as e:
+            raise EventStoreError(str(e)) from None
         if retention_days is not None and (isinstance(retention_days, bool) or
                                            not isinstance(retention_days, int) or
                                            retention_days < 1):
@@ -265,10 +278,11 @@ class EventStore(ABC):
         """Release connections."""
 
     def user_context(self, user_id: str) -> UserContext:
-        """History (pipeline.examples rule), purchases and the current session's search."""
+        """History (pipeline.examples rule, at most ``max_history`` items), purchases and the
+        current session's search."""
         recent = self.recent_engagements(user_id, self.scan_limit)
         rows = [{"item_id": i, "timestamp": t} for i, _, t in reversed(recent)]
-        history = history_before(rows, NOW, features.HISTORY_LENGTH)
+        history = history_before(rows, NOW, self.max_history)
         last_type: dict[str, str] = {}
         for item_id, event_type, _ in recent:
             last_type.setdefault(item_id, event_type)
@@ -394,7 +408,7 @@ class SqliteEventStore(EventStore):
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 5000,
                  retention_days: int | None = None, erasure_key: str | bytes | None = None,
-                 synchronous: str = "NORMAL"):
+                 synchronous: str = "NORMAL", max_history: int = features.HISTORY_LENGTH):
         self.path = str(path)
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
             raise EventStoreError("the SQLite event store needs a file (WAL does not apply "
@@ -402,7 +416,7 @@ class SqliteEventStore(EventStore):
         if str(synchronous).upper() not in SYNCHRONOUS:
             raise EventStoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got "
                                   f"{synchronous!r}")
-        self._configure(retention_days, erasure_key)
+        self._configure(retention_days, erasure_key, max_history)
         self.synchronous = str(synchronous).upper()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._busy_ms = busy_timeout_ms

@@ -37,6 +37,7 @@ from pipeline.contract import spec
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.events.erasure import Erasure
 from serving.events.store import AddResult, EventStore, EventStoreError, event_rows
+from trainer import features
 
 SCHEMA_VERSION = 2
 _SEQ_DIGITS = 15
@@ -191,10 +192,11 @@ class RedisEventStore(EventStore):
 
     def __init__(self, client: redis.Redis, prefix: str = "shoprec:", max_per_user: int = 1000,
                  max_searches: int = 20, max_log: int = 10_000_000,
-                 retention_days: int | None = None, erasure_key: str | bytes | None = None):
+                 retention_days: int | None = None, erasure_key: str | bytes | None = None,
+                 max_history: int = features.HISTORY_LENGTH):
         self.r, self.p = client, prefix
         self.max_per_user, self.max_searches, self.max_log = max_per_user, max_searches, max_log
-        self._configure(retention_days, erasure_key)
+        self._configure(retention_days, erasure_key, max_history)
         self.ping()
         self._scripts = {name: self.r.register_script(code) for name, code in
                          (("add", _ADD), ("purge", _PURGE_USER), ("erase", _ERASE))}

@@ -132,13 +132,13 @@ def test_histories_are_distinct_engaged_items_most_recent_first():
     events = pd.DataFrame(
         [("a", "i1", "click", 10), ("a", "i2", "view", 11), ("a", "i3", "purchase", 12),
          ("a", "i1", "add_to_cart", 13), ("b", "i4", "view", 14), ("c", "i5", "rating", 9)]
-        + [("d", f"j{t}", "click", 100 + t) for t in range(15)],
+        + [("d", f"j{t}", "click", 100 + t) for t in range(60)],
         columns=["user_id", "item_id", "event_type", "timestamp"]).sample(frac=1, random_state=1)
     histories = bench.engaged_histories(events)
     assert histories["a"] == ["i1", "i3"]               # views are impressions, i1 once
     assert histories["c"] == ["i5"] and "b" not in histories
-    assert histories["d"] == [f"j{t}" for t in range(14, 4, -1)]     # HISTORY_LENGTH = 10
-    assert bench.engaged_histories(events, length=2)["d"] == ["j14", "j13"]
+    assert histories["d"] == [f"j{t}" for t in range(59, 9, -1)]     # max_history = 50
+    assert bench.engaged_histories(events, length=2)["d"] == ["j59", "j58"]
 
 
 def test_histories_match_the_synthetic_shops_and_the_pipeline_rule(tmp_path):
@@ -166,14 +166,16 @@ def test_predict_inputs_have_the_shapes_of_each_signature():
     items = {"item_id": np.array(["i1", "i2", "i3"], object)}
     history = [f"h{i}" for i in range(12)]
     top_k = bench.predict_inputs("top_k", "u1", ["h1"])
-    assert top_k["history_item_ids"].shape == (1, 10) and top_k["query"].shape == (1,)
+    assert top_k["history_item_ids"].shape == (1, 50) and top_k["query"].shape == (1,)
     assert list(top_k["history_item_ids"][0][:2]) == ["h1", ""]
     ranked = bench.predict_inputs("rank_candidates", "u1", history, "wok", items)
     assert ranked["user_id"].shape == () and ranked["query"].shape == ()
-    assert list(ranked["history_item_ids"]) == history[:10]
+    assert list(ranked["history_item_ids"]) == history + [""] * 38
+    assert list(bench.predict_inputs("rank_candidates", "u1", history, "wok", items,
+                                     width=10)["history_item_ids"]) == history[:10]
     assert ranked["item_id"] is items["item_id"]
     scored = bench.predict_inputs("score", "u1", history, "", items)
-    assert scored["user_id"].shape == (3,) and scored["history_item_ids"].shape == (3, 10)
+    assert scored["user_id"].shape == (3,) and scored["history_item_ids"].shape == (3, 50)
     assert "query" not in scored
     with pytest.raises(ValueError):
         bench.predict_inputs("serving_default", "u1", [])

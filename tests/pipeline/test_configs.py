@@ -1,5 +1,6 @@
 """pipeline.configs: defaults, overrides and validation of the pipeline config."""
 import json
+import os
 
 import pytest
 
@@ -30,6 +31,10 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
         load_config(pseudonym_key_file="nope.key")
     with pytest.raises(ValueError, match=r"filter_purchased='no': must be true or false"):
         load_config(filter_purchased="no")
+    for value in (0, 201, "50"):
+        with pytest.raises(ValueError, match=rf"history_length={value!r}: must be a whole "
+                                             r"number of items in \[1, 200\]"):
+            load_config(history_length=value)
     bad = tmp_path / "cfg.json"
     bad.write_text('{"seed": 1,\n "beam_mode": }')
     with pytest.raises(ValueError, match=r"cfg.json:2: not valid JSON"):
@@ -82,3 +87,27 @@ def test_two_stage_pipeline_wires_candidate_examples_between_the_trainers():
     assert candidates.exec_properties["exclude_purchased"] == 0, "the API setting's twin"
     plain = [c.id for c in create_pipeline(load_config(rank_fraction=0.0)).components]
     assert "CandidateExamples" not in plain
+
+
+def test_history_length_reaches_example_gen_and_transform(tmp_path):
+    """PipelineConfig.history_length goes to ShopExampleGen and, as custom_config, to
+    Transform's preprocessing_fn; a config file may set it (Beauty will use 50)."""
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    assert load_config().history_length == 10
+    path = tmp_path / "beauty_like.json"
+    path.write_text(json.dumps({"history_length": 50}))
+    cfg = load_config(str(path))
+    components = {c.id: c for c in create_pipeline(cfg).components}
+    assert components["ShopExampleGen"].exec_properties["history_length"] == 50
+    assert json.loads(components["Transform"].exec_properties["custom_config"]) == {
+        "history_length": 50}
+
+
+def test_the_beauty_configs_accept_a_history_length():
+    """benchmarks/configs/beauty*.json stay as they are; history_length 50 is a valid key."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("beauty.json", "beauty_smoke.json"):
+        with open(os.path.join(root, "benchmarks", "configs", name), encoding="utf-8") as f:
+            values = json.load(f)
+        values["history_length"] = 50
+        assert load_config(**values).history_length == 50

@@ -99,6 +99,44 @@ def test_history_distinct_most_recent_first_truncated_and_padded():
     assert first[features.HISTORY_ITEM_IDS] == [""] * n and first[features.NUM_HISTORY] == 0
 
 
+@pytest.mark.parametrize("length", [1, 20, 50])
+def test_history_has_the_configured_length_and_no_event_at_or_after_the_unit(length):
+    """PipelineConfig.history_length: histories of exactly `length` entries, the most recent
+    distinct engaged items strictly before the unit (same-second and later events never)."""
+    events = [ev(10 * t, "click", f"i{t}") for t in range(60)] + [
+        ev(295, "view", "x"), ev(295, "click", "same_second"), ev(296, "click", "later")]
+    units = {(u[features.ITEM_ID], u[features.TIMESTAMP]): u
+             for u in examples.build_units("u1", events, GAP, history_length=length)}
+    x = units[("x", 295)]
+    assert len(x[features.HISTORY_ITEM_IDS]) == length
+    real = [f"i{t}" for t in range(29, -1, -1)][:length]       # i0..i29 before t=295
+    assert x[features.HISTORY_ITEM_IDS] == real + [""] * (length - len(real))
+    assert x[features.NUM_HISTORY] == len(real)
+    for unit in units.values():
+        history = unit[features.HISTORY_ITEM_IDS]
+        assert len(history) == length
+        engaged_before = {e["item_id"] for e in events if e["timestamp"] < unit[
+            features.TIMESTAMP] and e["event_type"] in examples.ENGAGEMENT_EVENTS}
+        assert set(history[:unit[features.NUM_HISTORY]]) <= engaged_before
+    item = examples.item_features({"item_id": "x", "title": "X", "price": 1.0,
+                                   "in_stock": True})
+    catalog = examples.catalog_example(item, length)
+    assert catalog[features.HISTORY_ITEM_IDS] == [""] * length
+    full = examples.join_item(x, item)
+    decoded = examples.decode_example(examples.to_tf_example(full, length).SerializeToString())
+    assert decoded[features.HISTORY_ITEM_IDS] == x[features.HISTORY_ITEM_IDS]
+    with pytest.raises(ValueError, match=f"exactly {length + 1} entries .history_length., "
+                                         f"got {length}"):
+        examples.to_tf_example(full, length + 1)
+
+
+@pytest.mark.parametrize("length", [0, 201, 2.5, True])
+def test_a_history_length_out_of_range_is_named(length):
+    with pytest.raises(ValueError, match=r"history_length=.*: must be a whole number of items "
+                                         r"in \[1, 200\]"):
+        examples.build_units("u1", [ev(0, "click", "a")], GAP, history_length=length)
+
+
 def test_rating_attaches_to_latest_unit_at_or_before_it():
     events = [ev(0, "view", "a"), ev(4 * GAP, "view", "a"), ev(8 * GAP, "view", "b"),
               ev(8 * GAP + 5, "rating", "a", value=4.0)]

@@ -58,10 +58,10 @@ def _example(values: Dict) -> bytes:
 
 
 def _unit(user: str, history: List[str], query: str, ts: int, item: Dict,
-          clicked: int, purchased: int) -> Dict:
-    padded = (history[:F.HISTORY_LENGTH] + [""] * F.HISTORY_LENGTH)[:F.HISTORY_LENGTH]
+          clicked: int, purchased: int, length: int = F.HISTORY_LENGTH) -> Dict:
+    padded = (history[:length] + [""] * length)[:length]
     row = {F.USER_ID: user, F.HISTORY_ITEM_IDS: padded,
-           F.NUM_HISTORY: min(len(history), F.HISTORY_LENGTH), F.QUERY: query, F.TIMESTAMP: ts}
+           F.NUM_HISTORY: min(len(history), length), F.QUERY: query, F.TIMESTAMP: ts}
     row.update({k: item[k] for k in (F.ITEM_ID, F.TITLE, F.DESCRIPTION, F.BRAND, F.CATEGORY,
                                      F.TOP_CATEGORY, F.PRICE, F.IN_STOCK)})
     row.update({F.CLICKED: clicked, F.ADDED_TO_CART: purchased, F.PURCHASED: purchased,
@@ -69,8 +69,10 @@ def _unit(user: str, history: List[str], query: str, ts: int, item: Dict,
     return row
 
 
-def generate(seed: int = 7, num_users: int = 60, eval_only_users: int = 8) -> Dict[str, List]:
-    """Rows (dicts of raw feature values) per split, plus the item table under "items"."""
+def generate(seed: int = 7, num_users: int = 60, eval_only_users: int = 8,
+             history_length: int = F.HISTORY_LENGTH) -> Dict[str, List]:
+    """Rows (dicts of raw feature values) per split, plus the item table under "items";
+    histories have `history_length` entries (the same events whatever the length)."""
     rng = random.Random(seed)
     items = _items(rng)
     tops = list(CATEGORIES)
@@ -99,20 +101,21 @@ def generate(seed: int = 7, num_users: int = 60, eval_only_users: int = 8) -> Di
                 clicked = int(rng.random() < p_click)
                 purchased = int(clicked and rng.random() < (0.6 if item[F.PRICE] < 30 else 0.1))
                 splits[split].append(
-                    _unit(user, list(history), query, ts, item, clicked, purchased))
+                    _unit(user, list(history), query, ts, item, clicked, purchased,
+                          history_length))
                 if clicked:
                     engaged.append(item[F.ITEM_ID])
             history = engaged + history
     for item in items:
-        splits[F.CATALOG_SPLIT].append(_unit("", [], "", 0, item, 0, 0))
+        splits[F.CATALOG_SPLIT].append(_unit("", [], "", 0, item, 0, 0, history_length))
     splits["items"] = items
     return splits
 
 
-def write(root: str, seed: int = 7) -> Dict[str, List]:
+def write(root: str, seed: int = 7, history_length: int = F.HISTORY_LENGTH) -> Dict[str, List]:
     """Writes the splits as gzipped TFRecords under `root`; returns `generate`'s rows."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    splits = generate(seed)
+    splits = generate(seed, history_length=history_length)
     for split in (F.TRAIN_SPLIT, F.EVAL_SPLIT, F.CATALOG_SPLIT):
         directory = os.path.join(root, f"Split-{split}")
         os.makedirs(directory, exist_ok=True)

@@ -90,10 +90,13 @@ def test_exports_serve_with_tensorflow_only(retrieval_run, ranking_run, tmp_path
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
     assert result.pop("imported") == []
+    # history_used: the request's history as the model read it, the model's width (10)
     assert result["retrieval/top_k"] == {"item_ids": [[2, 20], "string"],
-                                         "scores": [[2, 20], "float32"]}
+                                         "scores": [[2, 20], "float32"],
+                                         "history_used": [[2, 10], "string"]}
     assert result["retrieval/serving_default"]["item_ids"] == [[1, 20], "string"]
-    assert result["retrieval/query_embedding"] == {"embedding": [[1, 32], "float32"]}
+    assert result["retrieval/query_embedding"] == {"embedding": [[1, 32], "float32"],
+                                                   "history_used": [[1, 10], "string"]}
     assert result["retrieval/candidate_embedding"] == {"embedding": [[2, 32], "float32"]}
     assert result["retrieval/eval_hit_at_k"] == {"hit_at_k": [[2], "float32"]}
     assert result["ranking/serving_default"] == {"click": [[2], "float32"],

@@ -1,4 +1,6 @@
 """preprocessing_fn through tf.Transform on Beam, on a handful of hand-made raw examples."""
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,9 +18,9 @@ ITEMS = {
 }
 
 
-def _row(user, item, history, query="", clicked=1, purchased=0):
+def _row(user, item, history, query="", clicked=1, purchased=0, length=F.HISTORY_LENGTH):
     info = ITEMS[item]
-    history = (history + [""] * F.HISTORY_LENGTH)[:F.HISTORY_LENGTH]
+    history = (history + [""] * length)[:length]
     row = {F.USER_ID: user, F.HISTORY_ITEM_IDS: history,
            F.NUM_HISTORY: sum(1 for h in history if h), F.QUERY: query, F.TIMESTAMP: 1,
            F.ITEM_ID: item, F.TITLE: f"title {item}", F.DESCRIPTION: f"about {item}",
@@ -117,3 +119,38 @@ def test_retrieval_score_passes_through_only_when_the_schema_has_it(transformed,
         (out, _), _ = ((rows, tft.DatasetMetadata.from_feature_spec(spec))
                        | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
     assert [float(row[F.RETRIEVAL_SCORE]) for row in out] == [0.5, -1.25, 3.0, 0.0]
+
+
+def _transform_rows(rows, spec, temp, custom_config=None):
+    fn = (preprocessing_fn if custom_config is None
+          else functools.partial(preprocessing_fn, custom_config=custom_config))
+    with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
+        (out, _), transform_fn = ((rows, tft.DatasetMetadata.from_feature_spec(spec))
+                                  | tft_beam.AnalyzeAndTransformDataset(fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(temp)
+    return out, tft.TFTransformOutput(temp)
+
+
+@pytest.mark.parametrize("custom_config", [None, {"history_length": 20}])
+def test_the_history_width_comes_from_the_schema_and_the_custom_config(custom_config,
+                                                                       tmp_path):
+    """history_length 20 (the Transform component's custom_config, as the pipeline passes it,
+    or only the schema's width): the transformed histories and their spec have 20 entries."""
+    history = [f"h{i}" for i in range(14)]
+    rows = [_row("u1", "A", history, length=20), _row("u2", "C", history[:3], length=20)]
+    out, output = _transform_rows(rows, F.raw_feature_spec(20), str(tmp_path), custom_config)
+    spec = output.transformed_feature_spec()
+    assert spec[F.idx(F.HISTORY_ITEM_IDS)].shape == [20] == spec[F.HISTORY_ITEM_IDS].shape
+    assert F.history_length_of(spec) == 20
+    assert [len(row[F.idx(F.HISTORY_ITEM_IDS)]) for row in out] == [20, 20]
+    assert [h.decode() for h in out[0][F.HISTORY_ITEM_IDS]] == history + [""] * 6
+    assert int(np.count_nonzero(out[0][F.idx(F.HISTORY_ITEM_IDS)])) == 14
+
+
+def test_a_custom_config_width_other_than_the_schemas_is_refused(tmp_path):
+    rows = [_row("u1", "A", ["B"])]
+    with pytest.raises(ValueError, match=r"history_length'\] is 20 but the raw schema's "
+                                         r"'history_item_ids' has 10 entries"):
+        _transform_rows(rows, F.raw_feature_spec(), str(tmp_path), {"history_length": 20})
+    with pytest.raises(ValueError, match=r"custom_config\['history_length'\]=0"):
+        _transform_rows(rows, F.raw_feature_spec(), str(tmp_path), {"history_length": 0})

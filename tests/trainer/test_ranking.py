@@ -353,3 +353,56 @@ def test_run_fn_trains_and_exports_an_ensemble_of_seeds(transformed_shop, tmp_pa
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
     np.testing.assert_allclose(out["click"].numpy().mean(),
                                run.metrics["click"]["mean_prediction"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_history_length_setting_reaches_the_ranker_and_its_signatures(ranking_run_long,
+                                                                         transformed_shop_long):
+    """history_length 20: the ranker's history encoder has width 20 and its signatures take
+    raw histories of 5, 20 and 30 items (30 cut to the 20 most recent, 5 padded)."""
+    from tests.trainer.conftest import LONG_HISTORY
+    loaded = tf.saved_model.load(ranking_run_long.export)
+    items = [f"{top}_{i:02d}" for i in range(12) for top in ("hair", "skin", "makeup", "nails")]
+    h30 = items[:30]
+    candidates = transformed_shop_long.rows[F.CATALOG_SPLIT][:6]
+    column = lambda key, dtype=tf.string: tf.constant([r[key] for r in candidates], dtype)
+    item = dict(item_id=column(F.ITEM_ID), title=column(F.TITLE), brand=column(F.BRAND),
+                category=column(F.CATEGORY), price=column(F.PRICE, tf.float32),
+                in_stock=column(F.IN_STOCK, tf.int64))
+
+    def ranked(history):
+        return loaded.signatures["rank_candidates"](
+            user_id=tf.constant("user_001"), history_item_ids=tf.constant(history, tf.string),
+            query=tf.constant(""), **item)["score"].numpy()
+
+    np.testing.assert_allclose(ranked(h30), ranked(h30[:20]), atol=1e-6)
+    np.testing.assert_allclose(ranked(h30[:5]), ranked(h30[:5] + [""] * 15), atol=1e-6)
+    assert np.abs(ranked(h30[:20]) - ranked(h30[:10])).max() > 1e-5   # items 11-20 count
+    n = len(candidates)
+    pairwise = {width: loaded.signatures["score"](
+        user_id=tf.constant(["user_001"] * n),
+        history_item_ids=tf.constant([(h30 + [""] * 30)[:width]] * n),
+        **{k: v for k, v in item.items() if k != "title"})["score"].numpy()
+        for width in (5, 20, 30)}
+    np.testing.assert_allclose(pairwise[30], pairwise[20], atol=1e-6)
+    assert pairwise[5].shape == (n,) and np.isfinite(pairwise[5]).all()
+    examples = shop_runs.raw_examples(transformed_shop_long, F.EVAL_SPLIT)
+    scores = loaded.signatures["serving_default"](examples=tf.constant(examples))["score"]
+    assert scores.shape == (len(examples),)          # raw examples of width 20 parse
+    assert len(transformed_shop_long.rows[F.EVAL_SPLIT][0][F.HISTORY_ITEM_IDS]) == LONG_HISTORY
+
+
+@pytest.mark.slow
+def test_a_ranker_of_the_default_length_reads_the_10_most_recent_of_50(loaded,
+                                                                       transformed_shop):
+    items = [f"{top}_{i:02d}" for i in range(12) for top in ("hair", "skin", "makeup", "nails")]
+    h50 = items[:48] + ["never_seen", ""]
+    candidates = transformed_shop.rows[F.CATALOG_SPLIT][:5]
+    column = lambda key, dtype=tf.string: tf.constant([r[key] for r in candidates], dtype)
+    item = dict(item_id=column(F.ITEM_ID), title=column(F.TITLE), brand=column(F.BRAND),
+                category=column(F.CATEGORY), price=column(F.PRICE, tf.float32),
+                in_stock=column(F.IN_STOCK, tf.int64))
+    scores = [loaded.signatures["rank_candidates"](
+        user_id=tf.constant("user_001"), history_item_ids=tf.constant(history),
+        query=tf.constant(""), **item)["score"].numpy() for history in (h50, h50[:10])]
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)

@@ -160,3 +160,66 @@ def test_top_k_covers_the_full_catalog_including_cold_items(degraded_run, transf
     assert returned == set(catalog)                 # K = min(top_k, catalog size)
     cold = {item[F.ITEM_ID] for item in transformed_shop.rows["items"] if item["cold"]}
     assert cold and cold <= returned
+
+
+def _history_of(n):
+    """n distinct catalog item ids (most recent first), cycling through the categories."""
+    items = [f"{top}_{i:02d}" for i in range(12) for top in ("hair", "skin", "makeup", "nails")]
+    return items[:n]
+
+
+def test_a_history_length_setting_reaches_the_model_and_the_signatures(retrieval_run_long,
+                                                                        transformed_shop_long):
+    """history_length 20 (PipelineConfig.history_length): the transformed examples, the
+    transformer encoder and the export have width 20; the signatures take raw histories of
+    5, 20 and 30 items, a longer one cut to its 20 most recent, a shorter one padded."""
+    from tests.trainer.conftest import LONG_HISTORY
+    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+    output = tft.TFTransformOutput(transformed_shop_long.transform_graph)
+    assert F.history_length_of(output.transformed_feature_spec()) == LONG_HISTORY
+    assert F.history_length_of(output.raw_feature_spec()) == LONG_HISTORY
+    longest = max(sum(1 for h in row[F.HISTORY_ITEM_IDS] if h)
+                  for row in transformed_shop_long.rows[F.TRAIN_SPLIT])
+    assert 10 < longest <= LONG_HISTORY        # some histories use more than the default 10
+    loaded = tf.saved_model.load(retrieval_run_long.export)
+    used = loaded.signatures["top_k"].structured_outputs["history_used"]
+    assert used.shape.as_list() == [None, LONG_HISTORY]      # clients read the width here
+
+    def call(name, *histories):
+        width = max(len(h) for h in histories)
+        padded = [h + [""] * (width - len(h)) for h in histories]
+        return loaded.signatures[name](
+            user_id=tf.constant([""] * len(histories)), history_item_ids=tf.constant(padded),
+            query=tf.constant([""] * len(histories)))
+
+    h30 = _history_of(30)
+    for name, key in (("query_embedding", "embedding"), ("top_k", "scores")):
+        out = call(name, h30, h30[:20], h30[:5], h30[:5] + [""] * 15, h30[:10])
+        values = out[key].numpy()
+        np.testing.assert_allclose(values[0], values[1], atol=1e-6)    # 30 -> the first 20
+        np.testing.assert_allclose(values[2], values[3], atol=1e-6)    # 5 -> padded to 20
+        assert np.abs(values[1] - values[4]).max() > 1e-4      # items 11-20 are read
+        history_used = out["history_used"].numpy().astype(str)
+        assert history_used.shape == (5, LONG_HISTORY)
+        assert list(history_used[0]) == h30[:20]
+        assert list(history_used[2]) == h30[:5] + [""] * 15
+    top = call("top_k", h30, h30[:20])
+    assert (top["item_ids"].numpy()[0] == top["item_ids"].numpy()[1]).all()
+    examples = shop_runs.raw_examples(transformed_shop_long, F.EVAL_SPLIT)
+    hits = loaded.signatures["eval_hit_at_k"](examples=tf.constant(examples))["hit_at_k"]
+    assert hits.shape == (len(examples),)     # raw examples of width 20 parse
+
+
+def test_a_model_of_the_default_length_answers_50_items_as_its_10_most_recent(loaded):
+    """The API sends up to max_history (50) items; a model exported with history_length 10
+    (every model pushed so far) reads the 10 most recent, as if only those were sent."""
+    used = loaded.signatures["top_k"].structured_outputs["history_used"]
+    assert used.shape.as_list() == [None, F.HISTORY_LENGTH]
+    h50 = (_history_of(48) + ["never_seen", ""])
+    out = loaded.signatures["top_k"](
+        user_id=tf.constant(["user_001"] * 2),
+        history_item_ids=tf.constant([h50, h50[:10] + [""] * 40]),
+        query=tf.constant(["", ""]))
+    np.testing.assert_allclose(out["scores"].numpy()[0], out["scores"].numpy()[1], atol=1e-6)
+    assert (out["item_ids"].numpy()[0] == out["item_ids"].numpy()[1]).all()
+    assert list(out["history_used"].numpy()[0].astype(str)) == h50[:10]

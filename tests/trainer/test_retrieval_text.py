@@ -243,8 +243,8 @@ def _subprocess(script, *args, cwd):
 
 def test_export_serves_with_tensorflow_and_tensorflow_text_only(text_run, tmp_path):
     result = json.loads(_subprocess(SERVE, text_run.export, cwd=str(tmp_path)))
-    assert result["top_k"] == {"item_ids": [2, K], "scores": [2, K]}
-    assert result["query_embedding"] == {"embedding": [1, 32 + 384]}
+    assert result["top_k"] == {"item_ids": [2, K], "scores": [2, K], "history_used": [2, L]}
+    assert result["query_embedding"] == {"embedding": [1, 32 + 384], "history_used": [1, L]}
     assert result["candidate_embedding"] == {"embedding": [1, 32 + 384]}
     assert result["first"] == "planted_lipstick"
     assert result["loaded"] == []

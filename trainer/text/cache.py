@@ -23,7 +23,7 @@ from trainer.text import encoder as text_encoder
 # Row features added by `RowLookup.add_rows` (-1 = no text: empty, padding or not cached).
 ITEM_TEXT_ROW = "item_text_row"          # [B] int32: the candidate's item text
 QUERY_TEXT_ROW = "query_text_row"        # [B] int32: the search query
-HISTORY_TEXT_ROW = "history_text_row"    # [B, HISTORY_LENGTH] int32: each history item's text
+HISTORY_TEXT_ROW = "history_text_row"    # [B, L] int32: each history item's text
 ROW_KEYS = (ITEM_TEXT_ROW, QUERY_TEXT_ROW, HISTORY_TEXT_ROW)
 _SEPARATOR = " | "
 

@@ -8,7 +8,7 @@ text" (empty query, history padding, unknown history item):
 - `QUERY_TEXT`   [B, H]  the search query
 - `HISTORY_TEXT` [B, L, H] each history item's item text (pretrained, never fine-tuned)
 
-H = 384 (MiniLM), L = features.HISTORY_LENGTH.
+H = 384 (MiniLM), L = the history length (features.history_length_of the examples' spec).
 """
 import dataclasses
 import time

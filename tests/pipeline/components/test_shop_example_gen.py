@@ -72,6 +72,8 @@ def run_executor(tmp_path, data_dir, on_bad_rows="fail", **options):
     ({"rank_from": "2024-01-01T00:00:00Z"}, "rank_from needs eval_from"),
     ({"eval_from": "2024-01-01T00:00:00Z", "rank_from": "2024-01-02T00:00:00Z"},
      "must be before eval_from"),
+    ({"history_length": 0}, r"history_length=0: must be a whole number of items in \[1, 200\]"),
+    ({"history_length": 500}, "history_length=500"),
 ])
 def test_component_rejects_bad_parameters(kwargs, message):
     params = {"data_dir": "shop", **kwargs}
@@ -102,6 +104,30 @@ def test_executor_writes_splits_and_summary(tmp_path):
     in_s2 = next(e for e in train if e[features.USER_ID] == "u1" and e[features.ITEM_ID] == "c")
     assert in_s2[features.QUERY] == "red shoe" and in_s2[features.ADDED_TO_CART] == 1
     assert in_s2[features.HISTORY_ITEM_IDS][:1] == ["a"] and in_s2[features.NUM_HISTORY] == 1
+
+
+def test_executor_writes_histories_of_the_configured_length(tmp_path):
+    """history_length 3: every split's histories have 3 entries, the engaged items strictly
+    before the unit, most recent first (u3's purchase of c at +20000 follows its click of b
+    at +400; a purchase in the same unit is never in its history)."""
+    extra = [f"u3,a,click,,,,{T0 + 500}", f"u3,b,add_to_cart,,,,{T0 + 600}",
+             f"u3,d0,view,,,,{T0 + 700}"]
+    shop = make_shop(tmp_path / "shop", extra)
+    (tmp_path / "shop" / "items.csv").write_text(ITEMS + "d0,Later,,,,1,true\n",
+                                                 encoding="utf-8")
+    component = seg.ShopExampleGen(data_dir=shop, history_length=3)
+    assert component.exec_properties["history_length"] == 3
+    uris, summary = run_executor(tmp_path, shop, history_length=3)
+    assert summary["history_length"] == 3
+    rows = [row for split in ("train", "eval", "catalog")
+            for row in read_split(uris["examples"], split)]
+    assert {len(row[features.HISTORY_ITEM_IDS]) for row in rows} == {3}
+    later = next(r for r in rows if r[features.USER_ID] == "u3" and r[features.ITEM_ID] == "d0")
+    assert later[features.HISTORY_ITEM_IDS] == ["b", "a", ""]     # b again: distinct, latest
+    assert later[features.NUM_HISTORY] == 2
+    purchase = next(r for r in rows if r[features.USER_ID] == "u3"
+                    and r[features.TIMESTAMP] == T0 + 20000)
+    assert purchase[features.HISTORY_ITEM_IDS] == ["b", "a", ""]
 
 
 def test_executor_writes_a_rank_split_between_train_and_eval(tmp_path):

@@ -141,3 +141,104 @@ def test_recommender_pins_each_request_to_the_published_bundle():
     found = recommender.search("lipstick", None, k=2)
     assert seen[-2:] == [("top_k", 3), ("rank_candidates", 8)]
     assert found.model_versions == bundle
+
+
+class _RecordingClient(_PinnedClient):
+    """``_PinnedClient`` that keeps every request's inputs."""
+
+    def __init__(self):
+        super().__init__(loaded=set())
+        self.inputs = []
+
+    def predict(self, model, inputs, signature, output_filter=None, version=None):
+        self.inputs.append((signature, inputs))
+        return super().predict(model, inputs, signature, output_filter, None)
+
+
+def test_histories_are_sent_at_max_history_width_most_recent_first():
+    """Settings.max_history: every history goes out with that width (one shape for TF
+    Serving's batching), the most recent items first, cut or padded; the models keep their
+    own width's most recent items (trainer/signatures.py)."""
+    from serving.api.model_backend import ModelBackend
+
+    client = _RecordingClient()
+    backend = ModelBackend(client, max_history=50)
+    long, short = [f"i{k}" for k in range(60)], ["a", "b", "c"]
+    backend.top_k("u", long, "")
+    sent = client.inputs[-1][1]["history_item_ids"]
+    assert sent.shape == (1, 50) and list(sent[0]) == long[:50]
+    backend.top_k("u", short, "")
+    assert list(client.inputs[-1][1]["history_item_ids"][0]) == short + [""] * 47
+    items = {"item_id": np.array(["a", "b"], dtype=object)}
+    backend.rank_candidates("u", long, "", items)
+    sent = client.inputs[-1][1]["history_item_ids"]
+    assert sent.shape == (50,) and list(sent) == long[:50]
+    backend.score("u", short, items)
+    assert client.inputs[-1][1]["history_item_ids"].shape == (2, 50)
+    assert ModelBackend(client).max_history == 10              # the old fixed width
+    for bad in (0, 201):
+        with pytest.raises(ValueError, match=f"max_history={bad}"):
+            ModelBackend(client, max_history=bad)
+
+
+def test_the_served_history_length_is_read_from_the_retrieval_metadata():
+    from serving.api.model_backend import served_history_length
+    from serving.client.model_metadata import ModelMetadata, SignatureSpec, TensorSpec
+
+    def metadata(outputs):
+        return ModelMetadata("retrieval", 1, {"top_k": SignatureSpec(
+            inputs={}, outputs=dict({"scores": TensorSpec("DT_FLOAT", (-1, 100))}, **outputs))})
+
+    assert served_history_length(metadata(
+        {"history_used": TensorSpec("DT_STRING", (-1, 20))})) == 20
+    assert served_history_length(metadata({})) == 10          # exports from before the output
+    assert served_history_length(ModelMetadata("retrieval", 1, {})) == 10
+    assert served_history_length(metadata(
+        {"history_used": TensorSpec("DT_STRING", (-1, -1))})) == 10
+
+
+def test_the_candidate_pool_reads_the_served_width_and_retrieval_gets_max_history(monkeypatch):
+    """The store's 30-item history goes to retrieval and ranking whole (each model keeps its
+    width's most recent items); the candidate pool reads the served models' 10 most recent,
+    the histories the pipeline built the ranker's two-stage rows from."""
+    from serving.api import recommender as recommender_module
+    from serving.api.model_backend import ModelBackend
+    from serving.api.recommender import Recommender
+    from serving.api.settings import Settings
+    from serving.events.store import UserContext
+
+    items = pd.DataFrame(items_rows())
+    items["price"] = items["price"].astype(float)
+    items["in_stock"] = items["in_stock"] == "true"
+    catalog = Catalog(items)
+    history = list(catalog.ids[::-1][:30])
+    sent, pooled = [], []
+
+    class Models(ModelBackend):
+        def top_k(self, user_id, history, query, version=None):
+            sent.append(("top_k", list(history)))
+            return list(catalog.ids[:5]), np.linspace(1, 0, 5)
+
+        def rank_candidates(self, user_id, history, query, item_inputs, features=None,
+                            version=None):
+            sent.append(("rank_candidates", list(history)))
+            return np.linspace(0, 1, len(item_inputs["item_id"]))
+
+    real_build_pool = recommender_module.build_pool
+
+    def build_pool(history_rows, *args, **kwargs):
+        pooled.append(list(catalog.ids[history_rows]))
+        return real_build_pool(history_rows, *args, **kwargs)
+
+    monkeypatch.setattr(recommender_module, "build_pool", build_pool)
+    store = SimpleNamespace(user_context=lambda user: UserContext(
+        history, {h: "click" for h in history}))
+    recommender = Recommender(catalog, store, Models(_Client({}), max_history=50),
+                              Settings(shop_dir="unused"))
+    assert catalog.history_length == 10             # until the watcher reads the metadata
+    recommender.recommend("u", k=3)
+    assert sent == [("top_k", history), ("rank_candidates", history)]
+    assert pooled == [history[:10][::-1]]          # oldest first, as build_pool takes it
+    catalog.set_history_length(20)
+    recommender.recommend("u", k=3)
+    assert pooled[-1] == history[:20][::-1]

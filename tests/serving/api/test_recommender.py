@@ -110,7 +110,8 @@ def test_lexical_rows_join_the_pool_below_retrievals_lowest_score():
     ({"tfserving_grpc": "no-port"}, "tfserving_grpc"), ({"max_k": 500}, "max_k"),
     ({"default_k": 0}, "default_k"), ({"max_category_share": 0}, "max_category_share"),
     ({"on_bad_rows": "skip"}, "on_bad_rows"), ({"model_poll_s": 0}, "model_poll_s"),
-    ({"shop_dir": ""}, "shop_dir")])
+    ({"shop_dir": ""}, "shop_dir"), ({"max_history": 0}, "max_history=0: must be a whole"),
+    ({"max_history": 201}, "max_history=201"), ({"max_history": True}, "max_history=True")])
 def test_settings_reject_bad_values_naming_them(overrides, field):
     with pytest.raises(SettingsError, match=field):
         Settings(**{"shop_dir": "shop", **overrides})
@@ -124,6 +125,9 @@ def test_settings_from_environment_with_overrides():
             settings.tfserving_grpc, settings.default_k) == ("s", 20, False, "tfserving:8500", 5)
     with pytest.raises(SettingsError, match="SHOPREC_MAX_K"):
         Settings.from_env({"SHOPREC_SHOP_DIR": "s", "SHOPREC_MAX_K": "many"})
+    assert settings.max_history == 50
+    assert Settings.from_env({"SHOPREC_SHOP_DIR": "s", "SHOPREC_MAX_HISTORY": "20"}
+                             ).max_history == 20
     with pytest.raises(SettingsError, match="shop_dir"):
         Settings.from_env({})
 

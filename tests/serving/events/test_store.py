@@ -60,6 +60,37 @@ def test_history_ties_keep_insertion_order_and_length_is_capped(store):
     assert store.user_context("u").history == [f"i{k}" for k in range(n - 1, 4, -1)]
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_50(request, tmp_path):
+    """A store reading histories of up to 50 items (the API's default max_history)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events50.sqlite3'}"
+    else:
+        url = request.getfixturevalue("redis_url")
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+    s = open_event_store(url, max_history=50)
+    yield s
+    s.close()
+
+
+def test_history_holds_max_history_distinct_items(store_50):
+    """max_history 50: the 50 most recent distinct engaged items, even when each was engaged
+    with many times (the scan reads enough events to find them)."""
+    assert store_50.max_history == 50 and store_50.scan_limit >= 500
+    rows = [("u", f"i{k % 70}", "click", 1000 + k) for k in range(700)]   # 10 rounds of 70
+    store_50.add(events(*rows))
+    expected = [f"i{k % 70}" for k in range(699, 649, -1)]
+    assert store_50.user_context("u").history == expected
+
+
+@pytest.mark.parametrize("value", [0, 201, 2.5])
+def test_max_history_out_of_range_is_named(tmp_path, value):
+    with pytest.raises(EventStoreError, match=rf"max_history={value!r}: must be a whole number"):
+        open_event_store(f"sqlite:///{tmp_path / 'e.sqlite3'}", max_history=value)
+
+
 def test_unknown_user_has_empty_context(store):
     ctx = store.user_context("nobody")
     assert not ctx.known and ctx.history == [] and ctx.purchased == set()
