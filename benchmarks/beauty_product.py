@@ -33,14 +33,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 from benchmarks import beauty_data, folders, protocol
-from benchmarks.product_run import API_SETTINGS, InProcessApi, http_replay, run_pipeline
+from benchmarks.product_run import (API_SETTINGS, InProcessApi, http_replay, run_pipeline,
+                                    work_dir_for)
 
 REPO = folders.REPO
 DEFAULT_CONFIG = os.path.join(REPO, "benchmarks", "configs", "beauty.json")
@@ -101,10 +101,7 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics."""
     # pylint: disable=import-outside-toplevel
     from serving.demo.local_stack import LocalStack
-    work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_product_")
-    if folders.inside_repo(work_dir):
-        raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
-                         "derives from research-only data: use a folder outside it")
+    work_dir = work_dir_for(work_dir, "shoprec_beauty_product_")
     if replay_users < 0 or threads < 1:
         raise ValueError(f"replay_users must be >= 0 and threads >= 1, got {replay_users}, "
                          f"{threads}")

@@ -16,10 +16,22 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import folders
 from benchmarks.folders import REPO
 
 # API settings of the benchmarks' stacks: the defaults, but no rate limit for the replay.
 API_SETTINGS = {"rate_limits": "off"}
+
+
+def work_dir_for(work_dir, prefix):
+    """``work_dir``, or a new temporary folder; never inside the repository (what is written
+    there derives from research-only data)."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    work_dir = work_dir or tempfile.mkdtemp(prefix=prefix)
+    if folders.inside_repo(work_dir):
+        raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
+                         "derives from research-only data: use a folder outside it")
+    return work_dir
 
 
 class ProductRunError(RuntimeError):

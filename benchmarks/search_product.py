@@ -23,14 +23,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 from benchmarks import folders, search_protocol, search_shop
-from benchmarks.product_run import API_SETTINGS, InProcessApi, http_replay, run_pipeline
+from benchmarks.product_run import (API_SETTINGS, InProcessApi, http_replay, run_pipeline,
+                                    work_dir_for)
 
 DEFAULT_CONFIG = os.path.join(folders.REPO, "benchmarks", "configs", "homedepot.json")
 K = search_protocol.K_RECALL
@@ -64,10 +64,7 @@ class ProductSearch:
                  threads=2, reuse=False, api_settings=None, echo=tqdm.write):
         if reuse and not work_dir:
             raise ValueError("reuse needs the work_dir of an earlier run")
-        work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_search_product_")
-        if folders.inside_repo(work_dir):
-            raise ValueError(f"work_dir {work_dir} is inside the repository; the shop export "
-                             "derives from research-only data: use a folder outside it")
+        work_dir = work_dir_for(work_dir, "shoprec_search_product_")
         if replay_queries < 0 or threads < 1:
             raise ValueError(f"replay_queries must be >= 0 and threads >= 1, got "
                              f"{replay_queries}, {threads}")

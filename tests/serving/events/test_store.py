@@ -30,8 +30,8 @@ def events(*rows) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(spec.EVENT_COLUMNS))
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
+def _open_store(request, tmp_path, **kwargs):
+    """An empty store of the fixture's backend (SQLite file or the test Redis)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'events.sqlite3'}"
     else:
@@ -39,7 +39,12 @@ def store(request, tmp_path):
         import redis
 
         redis.Redis.from_url(url).flushdb()
-    s = open_event_store(url)
+    return open_event_store(url, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    s = _open_store(request, tmp_path)
     yield s
     s.close()
 
@@ -63,14 +68,7 @@ def test_history_ties_keep_insertion_order_and_length_is_capped(store):
 @pytest.fixture(params=["sqlite", "redis"])
 def store_50(request, tmp_path):
     """A store reading histories of up to 50 items (the API's default max_history)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events50.sqlite3'}"
-    else:
-        url = request.getfixturevalue("redis_url")
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
-    s = open_event_store(url, max_history=50)
+    s = _open_store(request, tmp_path, max_history=50)
     yield s
     s.close()
 
