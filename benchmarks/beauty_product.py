@@ -95,6 +95,21 @@ def score_users(api, users, threads=2, desc="product: test users"):
     return [a[0] for a in answers], degraded, strategies
 
 
+def stage_metrics(api, users, asins, threads=2):
+    """The first two stages of the same answers, measured on the same users: retrieval alone
+    (its top K, protocol metrics of the target's position, unfiltered and filtered) and the
+    share of targets in the candidate pool the ranker orders (its ceiling)."""
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        stages = list(tqdm(pool.map(lambda u: api.stages(u[0]), users), total=len(users),
+                           desc="product: retrieval and pool", dynamic_ncols=True,
+                           mininterval=5))
+    retrieval = list_metrics([ids for ids, _ in stages], users, asins)
+    in_pool = [asins[target] in set(candidates)
+               for (_, candidates), (_, _, target) in zip(stages, users)]
+    return {"retrieval": retrieval, "pool_share": float(np.mean(in_pool)) if users else 0.0,
+            "mean_pool_size": float(np.mean([len(c) for _, c in stages])) if users else 0.0}
+
+
 def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
                 replay_users=500, threads=2, echo=tqdm.write):
     """The benchmark row of the product (module docstring): options, info (pipeline
@@ -136,6 +151,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
             started = time.time()
             lists, degraded, strategies = score_users(api, users, threads)
             seconds["score_test_users"] = time.time() - started
+            started = time.time()
+            stage_test = stage_metrics(api, users, asins, threads)
+            seconds["score_stages"] = time.time() - started
             versions = dict(api.services.watcher.versions)
         finally:
             api.close()
@@ -153,7 +171,7 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     info = {"shop_export": exported, "work_dir": work_dir, "model_versions": versions,
             "pipeline": {key: report.get(key) for key in ("total_seconds",
                                                           "component_seconds", "models")},
-            "degraded_answers": degraded, "strategies": strategies, "http_replay": replay,
+            "stages": stage_test, "degraded_answers": degraded, "strategies": strategies, "http_replay": replay,
             "choices": CHOICES, "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}
     return {"options": options, "info": info,
             "fit_seconds": seconds["shop_export"] + seconds["pipeline"],

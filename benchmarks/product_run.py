@@ -103,6 +103,12 @@ class InProcessApi:
         svc = self.services
         return self._answer(svc.recommender.recommend(svc.user_key(user_id), k))
 
+    def stages(self, user_id):
+        """(retrieval's top K as the model returned it, the candidate pool) of
+        ``/v1/recommend`` for ``user_id`` (``Recommender.stages``)."""
+        svc = self.services
+        return svc.recommender.stages(svc.user_key(user_id))
+
     def search(self, query, k):
         """What ``/v1/search?q=`` answers for an anonymous shopper."""
         return self._answer(self.services.recommender.search(query, None, k))

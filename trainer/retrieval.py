@@ -254,6 +254,7 @@ class RetrievalModel(tfrs.Model):
             SequenceObjective(self.query_tower.history_encoder, config.temperature,
                               config.remove_accidental_hits, self.item_probability,
                               config.sequence_mask_rate, config.seed + 4,
+                              config.sequence_objective_positions,
                               name="sequence_objective")
             if config.uses_sequence_objective else None)
         self.text_optimizer = None

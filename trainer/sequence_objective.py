@@ -11,6 +11,9 @@ Added to the two-tower retrieval loss (trainer/retrieval.py) with weight
   the encoder's [MASK] vector in a second pass, and each masked position's output predicts its
   item. The retrieval readout always sees the unmasked history (the tower's own pass).
 
+`positions` (RetrievalConfig.sequence_objective_positions) keeps the pairs to the most recent
+positions: the encoder reads the whole history, the loss's cost stays that of a short one.
+
 Both score against the batch's target item vectors (`SequenceEncoder.item_vectors`: the shared
 item-id embedding plus projected text, tied with the encoder's inputs) with the loss the main
 task uses: TFRS `Retrieval` softmax over L2-normalised vectors at the same temperature, logQ
@@ -53,9 +56,16 @@ class SequenceObjective(tf.keras.layers.Layer):
 
     def __init__(self, encoder: SequenceEncoder, temperature: float,
                  remove_accidental_hits: bool, item_probability: Optional[tf.Tensor] = None,
-                 mask_rate: float = 0.2, seed: Optional[int] = None, **kwargs):
+                 mask_rate: float = 0.2, seed: Optional[int] = None, positions: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
+        if positions < 0:
+            raise ValueError(f"SequenceObjective: positions must be >= 0, got {positions}")
         self.encoder = encoder
+        # Pairs only among the most recent `positions` positions (0: all of them): the
+        # softmax holds every [B, P] slot, so its cost grows with P squared, while the
+        # encoder still reads the whole history.
+        self.positions = positions
         self.item_probability = item_probability
         self.remove_accidental_hits = remove_accidental_hits
         self.mask_rate, self.seed = mask_rate, seed
@@ -67,15 +77,19 @@ class SequenceObjective(tf.keras.layers.Layer):
     def call(self, history, history_text=None, training=None):
         targets = self.encoder.item_vectors(history, history_text)
         real = tf.not_equal(history, 0)
+        length = history.shape[1]
         if self.encoder.causal:
+            p = length - 1 if not self.positions else min(self.positions, length - 1)
             outputs = self.encoder.sequence_outputs(history, history_text, training=training)
-            queries, targets, ids = outputs[:, 1:], targets[:, :-1], history[:, :-1]
-            pairs = tf.logical_and(real[:, 1:], real[:, :-1])
+            queries, targets, ids = outputs[:, 1:p + 1], targets[:, :p], history[:, :p]
+            pairs = tf.logical_and(real[:, 1:p + 1], real[:, :p])
         else:
-            pairs = mask_positions(history, self.mask_rate, self.seed)
-            queries = self.encoder.sequence_outputs(history, history_text, masked=pairs,
-                                                    training=training)
-            ids = history
+            p = length if not self.positions else min(self.positions, length)
+            pairs = mask_positions(history[:, :p], self.mask_rate, self.seed)
+            masked = tf.pad(pairs, [[0, 0], [0, length - p]])
+            queries = self.encoder.sequence_outputs(history, history_text, masked=masked,
+                                                    training=training)[:, :p]
+            targets, ids = targets[:, :p], history[:, :p]
         return self.pair_loss(queries, targets, ids, pairs)
 
     def pair_loss(self, queries, targets, ids, pairs):

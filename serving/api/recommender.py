@@ -151,6 +151,28 @@ class Recommender:
         self._fill_popular(result, allowed, k)
         return result
 
+    def stages(self, user_id: str) -> tuple[list[str], list[str]]:
+        """What the first two stages of ``recommend`` hold for a known user, for measuring
+        them (benchmarks/beauty_product.py): (retrieval's top K item ids as the model returned
+        them, nothing filtered; the candidate pool's item ids, unranked). Empty when the user
+        has no engagements or search, or retrieval fails."""
+        ctx = self.store.user_context(user_id)
+        if not (ctx.known or ctx.query):
+            return [], []
+        result = Recommendations([], "probe", model_versions=dict(self._versions()))
+        try:
+            ids, scores = self.models.top_k(
+                user_id, ctx.history, ctx.query,
+                version=result.model_versions.get(self.models.retrieval_model))
+        except ServingError:
+            return [], []
+        allowed = self._allowed(ctx.purchased)
+        rows, scores = self._allowed_rows(ids, scores, allowed)
+        if not len(rows):
+            return list(ids), []
+        pool = self._candidates(ctx.history, rows, scores, allowed)
+        return list(ids), [self.catalog.ids[r] for r in pool.rows]
+
     def _retrieve(self, user_id: str, history: list[str], query: str, allowed, result):
         """Retrieval top-K rows and scores, only allowed catalog items; empty (and the
         answer marked degraded) if the call fails."""
@@ -162,6 +184,10 @@ class Recommender:
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
+        return self._allowed_rows(ids, scores, allowed)
+
+    def _allowed_rows(self, ids, scores, allowed):
+        """Catalog rows and scores of the retrieved ``ids`` that are ``allowed`` (order kept)."""
         with self._stage("filter"):
             found = [(r, s) for r, s in zip((self.catalog.row(i) for i in ids), scores)
                      if r is not None and allowed[r]]

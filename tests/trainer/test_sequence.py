@@ -117,7 +117,30 @@ def test_objective_is_a_finite_mean_that_trains_encoder_and_item_table(causal):
     assert float(objective(empty, _texts(empty), training=True)) == 0.0
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_objective_positions_keep_the_pairs_to_the_most_recent_items(causal):
+    encoder, _ = _encoder(causal)
+    objective = SequenceObjective(encoder, temperature=0.1, remove_accidental_hits=True,
+                                  mask_rate=0.99, seed=2, positions=2)
+    seen = {}
+
+    def pair_loss(queries, targets, ids, pairs):
+        seen.update(shape=tuple(queries.shape), ids=ids.numpy(), pairs=pairs.numpy())
+        return tf.constant(0.0)
+
+    objective.pair_loss = pair_loss
+    history = _history([5, 6, 7, 8, 9, 10])
+    objective(history, _texts(history), training=True)
+    assert seen["shape"][:2] == (1, 2)              # [B, positions] slots only
+    assert seen["ids"].tolist() == [[5, 6]]         # the two most recent items are targets
+    if causal:                                      # both are pairs: 6 -> 5, 7 -> 6
+        assert seen["pairs"].tolist() == [[True, True]]
+    with pytest.raises(ValueError, match="positions must be >= 0"):
+        SequenceObjective(encoder, 0.1, True, positions=-1)
+
+
 @pytest.mark.parametrize("key, value, message", [
+    ("sequence_objective_positions", -1, r"sequence_objective_positions must be >= 0"),
     ("history_encoder", "lstm", r"history_encoder must be one of \['pooled', 'causal'"),
     ("sequence_layers", 0, "sequence_layers and sequence_heads must be >= 1"),
     ("sequence_heads", 0, "sequence_layers and sequence_heads must be >= 1"),
@@ -139,6 +162,7 @@ def test_sequence_config_defaults_and_needs():
     assert config.history_encoder == "pooled" and not config.uses_sequence_objective
     assert (config.sequence_layers, config.sequence_heads) == (2, 2)
     assert config.sequence_dropout == 0.2 and config.sequence_mask_rate == 0.2
+    assert config.sequence_objective_positions == 10
     assert RetrievalConfig(history_encoder="causal").uses_sequence_objective
     assert not RetrievalConfig(history_encoder="causal",
                                sequence_objective_weight=0).uses_sequence_objective
