@@ -329,6 +329,21 @@ def test_item_to_item_sources_add_explained_allowed_candidates_with_their_featur
     assert set(models.features[-1]) == set(features)
 
 
+def test_stages_show_retrievals_raw_list_and_the_pool_the_ranker_gets():
+    from serving.events.store import UserContext
+
+    catalog = _with_tables({"book1": [("toy3", 4.0), ("toy9", 9.0)]}, {})
+    models = _Models(catalog, rank=lambda inputs: np.zeros(len(inputs["item_id"])), k=5)
+    ctx = UserContext(["book1", "food8"], {"book1": "click", "food8": "purchase"},
+                      purchased={"food8"})
+    retrieved, pool = _recommender(catalog, models, ctx).stages("u1")
+    assert retrieved == ["food9", "food8", "food7", "food6", "food5"]   # nothing filtered
+    assert pool == ["food9", "food7", "food6", "food5", "toy3"]          # as recommend's
+    _recommender(catalog, models, ctx).recommend("u1", k=10)
+    assert [catalog.ids[r] for r in catalog.rows(models.calls[-1][3]["item_id"])] == pool
+    assert _recommender(catalog, models, UserContext([], {})).stages("u2") == ([], [])
+
+
 def test_ranking_with_external_features_reorders_the_two_stage_pool():
     from serving.events.store import UserContext
 
