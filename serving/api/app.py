@@ -28,6 +28,8 @@ from serving.api.keys import EVENTS, OPERATOR, PUBLIC, open_key_ring
 from serving.api.limits import Admission, Overloaded
 from serving.api.metrics import ApiMetrics
 from serving.api.recommender import NotReady, Recommendations, UnknownItem
+from serving.api.search_options import (MAX_CURSOR_CHARS, SORTS, BadSearchOptions,
+                                        SearchOptions, decode_cursor, encode_cursor)
 from serving.api.services import Services
 from serving.api.settings import Settings
 from serving.client.clients import ServingError
@@ -68,6 +70,7 @@ def _responses(*statuses: int) -> dict:
     """OpenAPI ``responses=`` for a route: the error statuses it answers, in the JSON format."""
     what = {400: "body is not JSON", 401: "no API key, or an invalid one (WWW-Authenticate)",
             403: "the API key lacks the role this route needs", 404: "unknown item",
+            409: "a search cursor's models are no longer served (search again)",
             413: "body too large", 422: "a parameter or event field breaks a rule (detail "
             "lists them)", 429: "the API key's rate limit is exceeded (Retry-After)",
             503: "the model server or event store cannot answer, or the API is overloaded "
@@ -104,6 +107,27 @@ def answer_body(svc: Services, metrics: ApiMetrics, endpoint: str, result: Recom
     if result.spelling is not None:         # search answers
         body.update(did_you_mean=result.did_you_mean, spelling=result.spelling)
     return body
+
+
+class CursorExpired(Exception):
+    """A search cursor names model versions that are no longer the served ones."""
+
+
+def _cursor_page(cursor: str, q: str, options: SearchOptions,
+                 served: dict) -> tuple[int, dict]:
+    """(offset, model versions) a search cursor pins; BadSearchOptions when it is no cursor
+    of this search, CursorExpired when its models are no longer the served ones."""
+    query, pinned, versions = decode_cursor(cursor)
+    if query != q or pinned.page(0) != options:
+        raise BadSearchOptions("cursor", "cursor belongs to another search (q, filters and "
+                                         "sort must be those of the first page)")
+    changed = {name: (version, served.get(name)) for name, version in versions.items()
+               if served.get(name) != version}
+    if changed:
+        raise CursorExpired("cursor: the models changed since this search's first page ("
+                            + ", ".join(f"{n} {a} -> {b}" for n, (a, b) in changed.items())
+                            + "); search again without a cursor")
+    return pinned.offset, versions
 
 
 def _field_name(loc) -> str:
@@ -181,18 +205,49 @@ def create_app(settings: Settings) -> FastAPI:
                                 "query": _clip(result.query, spec.MAX_QUERY_CHARS)}
         return answer("recommend", result, user_id=user_id, k=k, **extra)
 
-    @app.get("/v1/search", **_guarded("/v1/search", 422, 503))
+    @app.get("/v1/search", **_guarded("/v1/search", 409, 422, 503))
     async def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
                      user_id: str | None = Query(None, min_length=1,
                                                  max_length=spec.MAX_ID_CHARS),
-                     k: int = k_param):
+                     k: int = k_param,
+                     category: str | None = Query(None, min_length=1,
+                                                  max_length=spec.MAX_QUERY_CHARS,
+                                                  description="category path or its first "
+                                                              "levels, e.g. Beauty > Makeup"),
+                     brand: str | None = Query(None, min_length=1,
+                                               max_length=spec.MAX_QUERY_CHARS),
+                     min_price: float | None = Query(None, ge=0),
+                     max_price: float | None = Query(None, ge=0),
+                     include_out_of_stock: bool = False,
+                     sort: str = Query("relevance", description=" | ".join(SORTS)),
+                     cursor: str | None = Query(None, min_length=1,
+                                                max_length=MAX_CURSOR_CHARS,
+                                                description="next_cursor of the page before")):
+        """Filters, sort and pages: serving/api/search_options.py (docs/api.md)."""
         if not q.strip():
             raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
                                            "msg": "must contain a non-space character",
                                            "input": q}])
+        q = q.strip()
         svc = services()
-        result = await limited(svc.recommender.search, q.strip(), svc.user_key(user_id), k)
-        return answer("search", result, q=q.strip(), user_id=user_id, k=k)
+        try:
+            options = SearchOptions(category, brand, min_price, max_price,
+                                    include_out_of_stock, sort)
+            versions = None
+            if cursor is not None:
+                offset, versions = _cursor_page(cursor, q, options, svc.watcher.versions)
+                options = options.page(offset)
+        except BadSearchOptions as e:
+            raise RequestValidationError([{"loc": ("query", e.field), "type": "value_error",
+                                           "msg": str(e), "input": None}]) from None
+        result = await limited(svc.recommender.search, q, svc.user_key(user_id), k, options,
+                               versions)
+        following = options.offset + len(result.items)
+        next_cursor = (encode_cursor(q, options.page(following), result.model_versions)
+                       if following < (result.total or 0) else None)
+        return answer("search", result, q=q, user_id=user_id, k=k, filters=options.filters,
+                      sort=options.sort, offset=options.offset, total=result.total,
+                      next_cursor=next_cursor)
 
     @app.get(SIMILAR, **_guarded(SIMILAR, 404, 422, 503))
     async def similar(item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
@@ -292,6 +347,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             if len(problems) > MAX_DETAIL:
                 message += f" ({len(problems)} problems, detail lists the first {MAX_DETAIL})"
         return _error(422, message, [p.as_dict() for p in problems[:MAX_DETAIL]])
+
+    @app.exception_handler(CursorExpired)
+    async def cursor_expired(request: Request, exc: CursorExpired):
+        return _error(409, str(exc))
 
     @app.exception_handler(UnknownItem)
     async def unknown_item(request: Request, exc: UnknownItem):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contract import spec
+from serving.api.search_options import category_levels
 from trainer import features as F
 from trainer.candidates import brand_codes
 
@@ -32,7 +33,12 @@ class Catalog:
         self.categories = items[spec.CATEGORIES].to_numpy(dtype=object)
         self.top_categories = np.array([spec.top_category(c) for c in self.categories],
                                        dtype=object)
+        self.has_price = items[spec.PRICE].notna().to_numpy(dtype=bool)
         self.prices = items[spec.PRICE].fillna(0.0).to_numpy(dtype=np.float64)
+        # search filters (serving/api/search_options.py): levels and brands as they match
+        self.category_levels = [category_levels(c) for c in self.categories]
+        self.brand_keys = np.array([str(b or "").strip().lower() for b in self.brands],
+                                   dtype=object)
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
         self.brand_codes = brand_codes(self.brands)
         self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model

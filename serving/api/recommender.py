@@ -27,6 +27,7 @@ import numpy as np
 from serving.api.catalog import Catalog
 from serving.api.lexical import did_you_mean
 from serving.api.model_backend import ModelBackend
+from serving.api.search_options import SearchOptions
 from serving.api.search_text import TextIndex, words
 from serving.api.settings import Settings
 from serving.client.clients import ServingError
@@ -75,6 +76,7 @@ class Recommendations:
     # nothing was); None for the other answers
     spelling: dict | None = None
     did_you_mean: str | None = None
+    total: int | None = None      # search answers: the length of the whole result list
 
 
 # Reason type of the item-to-item sources, by feature name.
@@ -121,8 +123,10 @@ class Recommender:
                     "it with trainer/signatures.py export_ranking)")
         log.warning("%s stage degraded: %s%s; answering without it", stage, error, hint)
 
-    def _allowed(self, purchased: set[str] | None = None) -> np.ndarray:
-        allowed = self.catalog.in_stock.copy() if self.settings.filter_out_of_stock \
+    def _allowed(self, purchased: set[str] | None = None,
+                 in_stock_only: bool = True) -> np.ndarray:
+        allowed = self.catalog.in_stock.copy() if (
+            self.settings.filter_out_of_stock and in_stock_only) \
             else np.ones(len(self.catalog), dtype=bool)
         if purchased and self.settings.filter_purchased:
             allowed[self.catalog.rows(purchased)] = False
@@ -279,26 +283,37 @@ class Recommender:
                                             Reason("popular", f"Popular in {top}")))
 
     # ---- search ----
-    def search(self, query: str, user_id: str | None, k: int) -> Recommendations:
+    def search(self, query: str, user_id: str | None, k: int,
+               options: SearchOptions | None = None,
+               versions: dict | None = None) -> Recommendations:
         """Items for a search text, personalised by the user's context when given: the
         retrieval model's top K (query text, history) and BM25's best
         ``lexical_candidates`` matches form the pool, which the ranking model orders with
-        the query; BM25 alone while the retrieval model cannot answer."""
+        the query; BM25 alone while the retrieval model cannot answer. ``options``: filters
+        (only matching items are candidates), sort and the page's offset
+        (serving/api/search_options.py); ``versions``: model versions to pin (a cursor's),
+        else the published ones. The answer's ``total`` is the length of the whole list."""
+        options = options or SearchOptions()
         with self._stage("context"):
             ctx = self.store.user_context(user_id) if user_id else UserContext([], {})
-        allowed = self._allowed()
+        allowed = self._allowed(in_stock_only=not options.include_out_of_stock)
+        matching = options.matching(self.catalog)
+        if matching is not None:
+            allowed &= matching
         result = Recommendations([], "search", history=ctx.history, query=query,
-                                 model_versions=dict(self._versions()))
+                                 model_versions=dict(versions or self._versions()))
         query_words = set(words(query))
         rows, scores = self._retrieve(user_id or "", ctx.history, query, allowed, result)
         with self._stage("lexical"):
+            n = self.settings.lexical_candidates
             lexical = self.text_index.search(
-                query, allowed, k if "retrieval" in result.degraded
-                else self.settings.lexical_candidates)
+                query, allowed, max(n, options.offset + k) if "retrieval" in result.degraded
+                else n)
             result.spelling = self.text_index.spelling(query)
             result.did_you_mean = did_you_mean(query, result.spelling)
         if "retrieval" in result.degraded:
-            found = lexical
+            rows = np.array([row for row, _ in lexical], dtype=np.int64)
+            scores = np.array([score for _, score in lexical], dtype=np.float64)
         else:
             rows, scores = with_lexical(rows, scores, [row for row, _ in lexical])
             if len(rows):
@@ -306,7 +321,10 @@ class Recommender:
                     pool = self._candidates(ctx.history, rows, scores, allowed, expand=False)
                 pool = self._rank(user_id or "", ctx.history, query, pool, result)
                 rows, scores = pool.rows, pool.scores
-            found = list(zip(rows[:k].tolist(), scores[:k].tolist()))
+        order = options.order(self.catalog, rows)
+        result.total = len(rows)
+        page = order[options.offset:options.offset + k]
+        found = list(zip(rows[page].tolist(), scores[page].tolist()))
         for row, score in found:
             matched = sorted(query_words & self.text_index.words_of(row))
             if matched:

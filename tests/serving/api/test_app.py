@@ -146,6 +146,76 @@ def test_search_rejects_bad_parameters_naming_them(api_client, params, field):
     _assert_field_error(api_client.get("/v1/search", params=params), 422, field)
 
 
+def _search(client, **params):
+    response = client.get("/v1/search", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_search_filters_by_category_brand_and_price_and_sorts_by_price(api_client):
+    body = _search(api_client, q="toy", category="toys", max_price=8, k=20)
+    assert set(_ids_of(body)) == {"toy0", "toy1", "toy2"}, _ids_of(body)  # 8.50 is above
+    assert body["filters"] == {"category": "toys", "max_price": 8.0} and body["total"] == 3
+    brand = _search(api_client, q="toy", brand=" beautyco ", k=20)
+    assert brand["items"] and all(i.startswith("beauty") for i in _ids_of(brand))
+    cheap_first = _search(api_client, q="toy", category="Toys > Building", sort="price_asc",
+                          k=20)
+    prices = [item["price"] for item in cheap_first["items"]]
+    assert prices == sorted(prices) and "toy9" not in _ids_of(cheap_first)
+    dear_first = _search(api_client, q="toy", category="Toys", sort="price_desc",
+                         include_out_of_stock=True, k=20)
+    assert _ids_of(dear_first)[0] == "toy9" and not dear_first["items"][0]["in_stock"]
+    assert [i["price"] for i in dear_first["items"]] == sorted(
+        [i["price"] for i in dear_first["items"]], reverse=True)
+    none = _search(api_client, q="toy", category="Garden")
+    assert none["items"] == [] and none["total"] == 0 and none["next_cursor"] is None
+
+
+def test_search_pages_follow_cursors_without_repeats_or_gaps(api_client):
+    whole = _search(api_client, q="velvet lipstick", k=30)
+    pages, cursor = [], None
+    while True:
+        params = {"q": "velvet lipstick", "k": 7}
+        if cursor:
+            params["cursor"] = cursor
+        body = _search(api_client, **params)
+        pages.append(_ids_of(body))
+        assert body["offset"] == 7 * (len(pages) - 1) and body["total"] == whole["total"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    paged = [i for page in pages for i in page]
+    assert paged[:30] == _ids_of(whole) and len(paged) == len(set(paged)) == whole["total"]
+    assert len(pages) == -(-whole["total"] // 7) and whole["total"] > 30
+
+
+def test_search_cursor_must_belong_to_the_search_and_its_models(api_client):
+    from serving.api.search_options import SearchOptions, encode_cursor
+
+    first = _search(api_client, q="toy", k=2)
+    other = api_client.get("/v1/search", params={"q": "book", "cursor": first["next_cursor"]})
+    _assert_field_error(other, 422, "cursor")
+    filtered = api_client.get("/v1/search", params={"q": "toy", "brand": "ToyCo",
+                                                    "cursor": first["next_cursor"]})
+    assert "another search" in _assert_field_error(filtered, 422, "cursor")["error"]
+    _assert_field_error(api_client.get("/v1/search", params={"q": "toy", "cursor": "%%%"}),
+                        422, "cursor")
+    stale = encode_cursor("toy", SearchOptions(offset=2),
+                          {name: version + 1 for name, version in
+                           first["model_versions"].items()})
+    expired = api_client.get("/v1/search", params={"q": "toy", "cursor": stale})
+    assert expired.status_code == 409 and "search again" in expired.json()["error"]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"min_price": 9, "max_price": 3}, "min_price"), ({"min_price": -1}, "min_price"),
+    ({"sort": "cheapest"}, "sort"), ({"category": " > "}, "category"),
+    ({"brand": "  "}, "brand"), ({"include_out_of_stock": "maybe"}, "include_out_of_stock")])
+def test_search_rejects_bad_filters_naming_them(api_client, params, field):
+    _assert_field_error(api_client.get("/v1/search", params={"q": "toy", **params}), 422,
+                        field)
+
+
 def test_similar_items_are_nearest_neighbours_in_stock(api_client):
     body = api_client.get("/v1/items/toy0/similar", params={"k": 8}).json()
     ids = _ids_of(body)
