@@ -67,6 +67,31 @@ def markdown_table(results, split="test", published=True):
     return "\n".join(lines)
 
 
+def stages_table(results):
+    """The product rows' first two stages on the test users (``info["stages"]``, measured by
+    beauty_product.stage_metrics): retrieval alone and the candidate pool's share of the
+    targets; "" when no row has them."""
+    lines = []
+    for name, model in results["models"].items():
+        stages = (model.get("info") or {}).get("stages")
+        if not stages:
+            continue
+        retrieval = stages["retrieval"]
+        lines.append("| " + " | ".join(
+            [name] + [_fmt(retrieval[v][m]) for v in ("unfiltered", "filtered")
+                      for m in ("recall@10", "ndcg@10")]
+            + [f"{stages['pool_share']:.4f}", f"{stages['mean_pool_size']:.1f}"]) + " |")
+    if not lines:
+        return ""
+    head = ["model", "retrieval R@10 unf.", "retrieval N@10 unf.", "retrieval R@10 filt.",
+            "retrieval N@10 filt.", "targets in pool", "mean pool size"]
+    return "\n".join(["## Product stages (test users)", "",
+                      "The served retrieval model's top K alone, and the share of test targets "
+                      "among the candidates the ranker orders (its ceiling).", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + lines
+                     + [""])
+
+
 def markdown(results):
     """The whole report: context, the test table, the validation table."""
     ds = results["dataset"]
@@ -89,6 +114,7 @@ def markdown(results):
         "",
         markdown_table(results, "test"),
         "",
+        stages_table(results),
         "## Validation",
         "",
         markdown_table(results, "validation", published=False),

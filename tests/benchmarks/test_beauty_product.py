@@ -88,3 +88,7 @@ def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
                 pipeline["component_seconds"])
     assert pipeline["models"]["retrieval"]["pushed"] and pipeline["models"]["ranking"]["pushed"]
     assert product["validation"] is None and product["test"]["users"] == 2000
+    stages = info["stages"]     # retrieval alone and the pool, measured on the same users
+    assert stages["retrieval"]["users"] == 2000 and stages["mean_pool_size"] > 100
+    assert 0 < stages["retrieval"]["unfiltered"]["recall@10"] < stages["pool_share"]
+    assert stages["pool_share"] >= product["test"]["unfiltered"]["recall@10"] - 0.01

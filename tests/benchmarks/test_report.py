@@ -44,6 +44,19 @@ def test_write_creates_markdown_json_png(tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_product_stages_table_only_for_rows_that_measured_them():
+    results = fake_results()
+    assert report.stages_table(results) == ""
+    metrics = {"recall@5": 0.1, "recall@10": 0.2, "ndcg@5": 0.05, "ndcg@10": 0.075}
+    results["models"]["product"] = {**results["models"]["ease"], "info": {"stages": {
+        "retrieval": {"unfiltered": metrics, "filtered": {**metrics, "recall@10": 0.25}},
+        "pool_share": 0.4567, "mean_pool_size": 180.25}}}
+    table = report.stages_table(results).splitlines()
+    assert table[0] == "## Product stages (test users)" and len(table) == 6
+    assert table[-1] == "| product | 0.2000 | 0.0750 | 0.2500 | 0.0750 | 0.4567 | 180.2 |"
+    assert "## Product stages" in report.markdown(results)
+
+
 def test_published_digests_are_the_beauty_files():
     assert set(report.PUBLISHED_SHA256) == {"sequential_data.txt", "items.tsv"}
     assert all(len(h) == 64 and int(h, 16) >= 0 for h in report.PUBLISHED_SHA256.values())
