@@ -52,7 +52,7 @@ def test_product_stages_table_only_for_rows_that_measured_them():
         "retrieval": {"unfiltered": metrics, "filtered": {**metrics, "recall@10": 0.25}},
         "pool_share": 0.4567, "mean_pool_size": 180.25}}}
     table = report.stages_table(results).splitlines()
-    assert table[0] == "## Product stages (test users)" and len(table) == 6
+    assert table[0] == "## Product stages (test users)" and len(table) == 7
     assert table[-1] == "| product | 0.2000 | 0.0750 | 0.2500 | 0.0750 | 0.4567 | 180.2 |"
     assert "## Product stages" in report.markdown(results)
 
