@@ -45,6 +45,7 @@ SIMILAR = "/v1/items/{item_id:path}/similar"
 # route is one or the other)
 USER = "/v1/users/{user_id:path}"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
+               "/v1/autocomplete": PUBLIC,
                "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR}
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SECURITY_SCHEMES = {
@@ -248,6 +249,20 @@ def create_app(settings: Settings) -> FastAPI:
         return answer("search", result, q=q, user_id=user_id, k=k, filters=options.filters,
                       sort=options.sort, offset=options.offset, total=result.total,
                       next_cursor=next_cursor)
+
+    @app.get("/v1/autocomplete", **_guarded("/v1/autocomplete", 422))
+    async def autocomplete(prefix: str = Query(..., min_length=1,
+                                               max_length=settings.max_query_chars),
+                           k: int = k_param):
+        """Past searches of at least ``autocomplete_min_users`` shoppers that start with
+        ``prefix``, most searched first (serving/api/autocomplete.py)."""
+        if not prefix.strip():
+            raise RequestValidationError([{"loc": ("query", "prefix"), "type": "value_error",
+                                           "msg": "must contain a non-space character",
+                                           "input": prefix}])
+        found = services().suggestions.suggest(prefix, k)
+        return {"prefix": prefix, "k": k,
+                "suggestions": [{"query": q, "users": n} for q, n in found]}
 
     @app.get(SIMILAR, **_guarded(SIMILAR, 404, 422, 503))
     async def similar(item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),

@@ -9,6 +9,7 @@ from pipeline.contract import spec
 from pipeline.contract.load import load_shop
 from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
+from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
@@ -43,6 +44,8 @@ class Services:
                 log.info("imported %d shop events into %s", len(shop.events),
                          settings.event_store)
             self.catalog.set_popularity(self.store.engagement_counts())
+            self.suggestions = QuerySuggestions(settings.autocomplete_min_users)
+            self.suggestions.reset(self.store.search_queries())
             self.backend = ModelBackend.connect(
                 settings.tfserving_grpc, settings.tfserving_deadline_s,
                 settings.tfserving_retries, settings.retrieval_model, settings.ranking_model,
@@ -93,6 +96,7 @@ class Services:
             log.info("deleted %d events older than %d days", deleted,
                      self.settings.retention_days)
             self.catalog.set_popularity(self.store.engagement_counts())
+            self.suggestions.reset(self.store.search_queries())
         return deleted
 
     def _purge_loop(self) -> None:
@@ -113,15 +117,20 @@ class Services:
         new = events[result.new]
         engaged = new[new[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
         self.catalog.add_engagements(engaged[spec.ITEM_ID])
+        searches = new[new[spec.EVENT_TYPE] == spec.SEARCH]
+        for user, query in zip(searches[spec.USER_ID], searches[spec.QUERY]):
+            self.suggestions.add(user, query)
         for event_type, n in new[spec.EVENT_TYPE].value_counts().items():
             self.metrics.events.labels(event_type).inc(int(n))
         return result
 
     def erase_user(self, user_id: str) -> int:
         """Delete every stored event of a user (erasure request); the store records a keyed
-        hash so the next training export leaves the user out. Popularity is recounted."""
+        hash so the next training export leaves the user out. Popularity and the query
+        suggestions are recounted."""
         deleted = self.store.erase_user(self.user_key(user_id))
         self.catalog.set_popularity(self.store.engagement_counts())
+        self.suggestions.reset(self.store.search_queries())
         return deleted
 
     def close(self) -> None:

@@ -41,6 +41,8 @@ class Settings:
     text_candidates: int = 50               # text neighbours (retrieval with a text tower)
     lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
     typo_tolerance: bool = True             # search: unknown words read as the nearest ones
+    autocomplete_min_users: int = 5         # a past query is suggested once this many users
+                                            # searched it (k-anonymity of the search log)
     filter_purchased: bool = True
     filter_out_of_stock: bool = True
     # Distinct recently engaged items read per user and sent to the models, most recent
@@ -107,6 +109,8 @@ class Settings:
                      "lexical_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
+        need(self.autocomplete_min_users >= 2, "autocomplete_min_users",
+             "must be >= 2 (1 would show one shopper's searches to others)")
         need(not isinstance(self.max_history, bool) and isinstance(self.max_history, int)
              and 1 <= self.max_history <= MAX_HISTORY, "max_history",
              f"must be a whole number of items between 1 and {MAX_HISTORY} (at least the "

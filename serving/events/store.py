@@ -254,6 +254,11 @@ class EventStore(ABC):
         """item_id -> number of engagement events (for popularity)."""
 
     @abstractmethod
+    def search_queries(self) -> set[tuple[str, str]]:
+        """Distinct (user_id, query) of the stored search events (for autocomplete; the
+        Redis store keeps each user's latest ``max_searches``)."""
+
+    @abstractmethod
     def count(self) -> int:
         """Number of events stored."""
 
@@ -550,6 +555,11 @@ class SqliteEventStore(EventStore):
     def engagement_counts(self):
         return dict(self._query(f"SELECT item_id, COUNT(*) FROM events WHERE event_type IN "
                                 f"{_IN_ENGAGED} GROUP BY item_id", _ENGAGED))
+
+    def search_queries(self):
+        return {(user, query) for user, query in self._query(
+            "SELECT DISTINCT user_id, query FROM events WHERE event_type = ?",
+            (spec.SEARCH,))}
 
     def get_meta(self, key):
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))

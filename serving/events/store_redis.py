@@ -363,6 +363,19 @@ class RedisEventStore(EventStore):
         pairs = self._call(self.r.zrange, self.p + "popularity", 0, -1, withscores=True)
         return {item: int(score) for item, score in pairs}
 
+    def search_queries(self):
+        users = [user for user, _ in self._call(self.r.zrange, self.p + "last_ts", 0, -1,
+                                                 withscores=True)]
+        found = set()
+        for start in range(0, len(users), 500):
+            batch = users[start:start + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for user in batch:
+                pipe.zrange(self._user(user, "searches"), 0, -1)
+            for user, members in zip(batch, self._call(pipe.execute)):
+                found.update((user, member.split("|", 1)[1]) for member in members)
+        return found
+
     def count(self):
         return int(self._call(self.r.get, self.p + "count") or 0)
 

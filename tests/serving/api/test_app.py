@@ -216,6 +216,22 @@ def test_search_rejects_bad_filters_naming_them(api_client, params, field):
                         field)
 
 
+def test_autocomplete_suggests_queries_of_enough_shoppers_and_forgets_erased_ones(api_client):
+    searches = [{"user_id": f"ac-shopper-{i}", "event_type": "search",
+                 "query": "Velvet Lipstick  Gift"} for i in range(5)]
+    searches += [{"user_id": "ac-loner", "event_type": "search", "query": "velvet private"}
+                 for _ in range(6)]
+    assert api_client.post("/v1/events", json=searches).status_code == 200
+    body = api_client.get("/v1/autocomplete", params={"prefix": "VELV", "k": 3}).json()
+    assert body["suggestions"] == [{"query": "velvet lipstick gift", "users": 5}]
+    assert api_client.delete("/v1/users/ac-shopper-0").status_code == 200
+    after = api_client.get("/v1/autocomplete", params={"prefix": "velv"}).json()
+    assert after["suggestions"] == [], "4 shoppers are below autocomplete_min_users (5)"
+    for params, field in (({}, "prefix"), ({"prefix": "  "}, "prefix"),
+                          ({"prefix": "v", "k": 0}, "k")):
+        _assert_field_error(api_client.get("/v1/autocomplete", params=params), 422, field)
+
+
 def test_similar_items_are_nearest_neighbours_in_stock(api_client):
     body = api_client.get("/v1/items/toy0/similar", params={"k": 8}).json()
     ids = _ids_of(body)

@@ -103,6 +103,15 @@ def test_search_counts_only_in_the_current_session(store):
     assert store.user_context("u").query == "", "a search before a 30 min gap is stale"
 
 
+def test_search_queries_are_distinct_user_query_pairs(store):
+    store.add(events(("u", "", "search", 1, "Red lipstick"), ("u", "", "search", 2,
+                                                              "Red lipstick"),
+                     ("v", "", "search", 3, "red lipstick"), ("v", "a", "click", 4)))
+    assert store.search_queries() == {("u", "Red lipstick"), ("v", "red lipstick")}
+    store.erase_user("u")
+    assert store.search_queries() == {("v", "red lipstick")}
+
+
 def test_engagement_counts_and_meta(store):
     store.add(events(("u", "a", "click", 1), ("v", "a", "purchase", 2), ("v", "b", "view", 3)))
     assert store.engagement_counts() == {"a": 2}
