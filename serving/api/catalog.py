@@ -148,7 +148,8 @@ class Catalog:
     def describe(self, row: int) -> dict:
         """Public fields of one item."""
         return {"item_id": self.ids[row], "title": self.titles[row], "brand": self.brands[row],
-                "category": self.categories[row], "price": float(self.prices[row]),
+                "category": self.categories[row],
+                "price": float(self.prices[row]) if self.has_price[row] else None,
                 "in_stock": bool(self.in_stock[row])}
 
 

@@ -46,6 +46,8 @@ def test_price_sorts_are_stable_and_put_items_without_price_last(catalog):
     descending = SearchOptions(sort="price_desc").order(catalog, rows)
     assert [catalog.ids[r] for r in rows[descending]] == ["d", "a", "c", "b"]
     assert SearchOptions().order(catalog, rows).tolist() == [0, 1, 2, 3]
+    # answers say "no price" rather than a price of 0
+    assert catalog.describe(1)["price"] is None and catalog.describe(0)["price"] == 12.0
 
 
 def test_cursor_round_trip_keeps_query_filters_sort_offset_and_versions():
