@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from pipeline.contract import spec
 from serving.api.access import ENDPOINT, AccessMiddleware, caller_of, unguarded_routes
 from serving.api.access import error_response as _error
+from serving.api.catalog_updates import CatalogUpdateError, parse_updates
 from serving.api.health import Readiness
 from serving.api.keys import EVENTS, OPERATOR, PUBLIC, open_key_ring
 from serving.api.limits import Admission, Overloaded
@@ -44,9 +45,11 @@ SIMILAR = "/v1/items/{item_id:path}/similar"
 # the role each route needs; OPEN_PATHS are open to everyone (create_app checks that every
 # route is one or the other)
 USER = "/v1/users/{user_id:path}"
+CATALOG_UPDATES = "/v1/catalog/updates"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
                "/v1/autocomplete": PUBLIC,
-               "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR}
+               "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR,
+               CATALOG_UPDATES: OPERATOR}
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -270,25 +273,32 @@ def create_app(settings: Settings) -> FastAPI:
         result = await limited(services().recommender.similar, item_id, k)
         return answer("similar", result, item_id=item_id, k=k)
 
-    @app.post("/v1/events", **_guarded("/v1/events", 400, 413, 422, 503, openapi_extra={
-        "requestBody": _events_body(settings)}))
-    async def post_events(request: Request):
+    async def json_body(request: Request, what: str):
+        """(payload, None) of a JSON body of at most ``max_body_bytes``, or (None, the 4xx
+        answer)."""
         too_large = _error(413, f"body: larger than {settings.max_body_bytes} bytes; send "
-                                "fewer events per request")
+                                f"fewer {what} per request")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return too_large
+            return None, too_large
         body = bytearray()
         async for chunk in request.stream():     # bounded even without Content-Length
             body += chunk
             if len(body) > settings.max_body_bytes:
-                return too_large
+                return None, too_large
         try:
-            payload = json.loads(body)
+            return json.loads(body), None
         except RecursionError:
-            return _error(400, "body: not valid JSON (nested too deeply)")
+            return None, _error(400, "body: not valid JSON (nested too deeply)")
         except ValueError as e:     # syntax, encoding, a number of more than 4,300 digits
-            return _error(400, f"body: not valid JSON ({str(e).split(';')[0]})")
+            return None, _error(400, f"body: not valid JSON ({str(e).split(';')[0]})")
+
+    @app.post("/v1/events", **_guarded("/v1/events", 400, 413, 422, 503, openapi_extra={
+        "requestBody": _events_body(settings)}))
+    async def post_events(request: Request):
+        payload, refused = await json_body(request, "events")
+        if refused is not None:
+            return refused
         svc = services()
         received = now_seconds()
 
@@ -303,6 +313,23 @@ def create_app(settings: Settings) -> FastAPI:
         # event_id) the store already held, not stored again.
         return {"accepted": result.accepted, "stored": result.stored,
                 "duplicates": result.duplicates}
+
+    @app.post(CATALOG_UPDATES, **_guarded(CATALOG_UPDATES, 400, 413, 422, 503))
+    async def catalog_updates(request: Request):
+        """Live price / stock changes (operator): serving/api/catalog_updates.py. Body: one
+        ``{"item_id", "price", "in_stock"}`` object or a list of them; all or nothing."""
+        payload, refused = await json_body(request, "updates")
+        if refused is not None:
+            return refused
+        svc = services()
+
+        def validate_and_apply():
+            updates = parse_updates(payload, svc.catalog, settings.max_events_per_request)
+            svc.catalog_updates.apply(updates)
+            return [svc.catalog.describe(svc.catalog.row(u.item_id)) for u in updates]
+
+        items = await limited(validate_and_apply)
+        return {"updated": len(items), "items": items}
 
     @app.delete(USER, **_guarded(USER, 422, 503))
     async def erase_user(user_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS)):
@@ -354,7 +381,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, message, detail)
 
     @app.exception_handler(EventValidationError)
-    async def invalid_events(request: Request, exc: EventValidationError):
+    @app.exception_handler(CatalogUpdateError)
+    async def invalid_events(request: Request, exc: EventValidationError | CatalogUpdateError):
         problems: list[FieldProblem] = exc.problems
         message = "; ".join(f"{_field_name(p.loc)}: {p.message}" for p in problems[:10])
         if len(problems) > 10:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contract import spec
+from serving.api.catalog_updates import UNSET
 from serving.api.search_options import category_levels
 from trainer import features as F
 from trainer.candidates import brand_codes
@@ -78,6 +79,25 @@ class Catalog:
                 F.CATEGORY: _text(self.categories[rows]),
                 F.PRICE: self.prices[rows].astype(np.float32),
                 F.IN_STOCK: self.in_stock[rows].astype(np.int64)}
+
+    # ---- live changes ----
+    def update_items(self, updates) -> None:
+        """Apply price / stock updates (``catalog_updates.ItemUpdate``, ids known). The
+        arrays are replaced, not changed in place: a request that already read them keeps a
+        consistent view."""
+        if not updates:
+            return
+        with self._lock:
+            in_stock, prices, has_price = (self.in_stock.copy(), self.prices.copy(),
+                                           self.has_price.copy())
+            for update in updates:
+                row = self._row[update.item_id]
+                if update.in_stock is not UNSET:
+                    in_stock[row] = bool(update.in_stock)
+                if update.price is not UNSET:
+                    has_price[row] = update.price is not None
+                    prices[row] = 0.0 if update.price is None else float(update.price)
+            self.in_stock, self.prices, self.has_price = in_stock, prices, has_price
 
     # ---- embeddings ----
     def set_embeddings(self, embeddings: np.ndarray, version: int | None) -> None:

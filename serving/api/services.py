@@ -11,6 +11,7 @@ from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
+from serving.api.catalog_updates import CatalogUpdates
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
@@ -44,6 +45,10 @@ class Services:
                 log.info("imported %d shop events into %s", len(shop.events),
                          settings.event_store)
             self.catalog.set_popularity(self.store.engagement_counts())
+            self.catalog_updates = CatalogUpdates(self.catalog, self.store, shop.items)
+            restored = self.catalog_updates.restore()
+            if restored:
+                log.info("re-applied %d live catalog updates to this shop export", restored)
             self.suggestions = QuerySuggestions(settings.autocomplete_min_users)
             self.suggestions.reset(self.store.search_queries())
             self.backend = ModelBackend.connect(
