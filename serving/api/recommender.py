@@ -321,6 +321,12 @@ class Recommender:
                     pool = self._candidates(ctx.history, rows, scores, allowed, expand=False)
                 pool = self._rank(user_id or "", ctx.history, query, pool, result)
                 rows, scores = pool.rows, pool.scores
+        if options.sort != "relevance" and lexical:
+            # A price sort lists what matched the query's words (BM25, typo tolerance
+            # included), not every item retrieval found related: the cheapest related item
+            # is rarely what a shopper sorting "lipstick" by price wants to see first.
+            matched = np.isin(rows, [row for row, _ in lexical])
+            rows, scores = rows[matched], scores[matched]
         order = options.order(self.catalog, rows)
         result.total = len(rows)
         page = order[options.offset:options.offset + k]

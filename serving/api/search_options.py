@@ -3,8 +3,9 @@ sort order and the page, and the cursor that carries them from one page to the n
 
 The search's result list is the ranked candidate pool (serving/api/recommender.py
 ``Recommender.search``); filters act before retrieval and BM25 (only matching items are
-candidates), the sort reorders the ranked list (a stable sort, so ties keep the relevance
-order; items without a price come last), and a page is a slice of it.
+candidates), a price sort reorders the ranked list's items that matched the query's words
+(BM25; the whole list when none did) in a stable sort (ties keep the relevance order; items
+without a price come last), and a page is a slice of it.
 
 Cursors: ``next_cursor`` of an answer is an opaque string (URL-safe base64 of JSON) holding
 the query, the filters, the sort, the next offset and the model versions that ranked the

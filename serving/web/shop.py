@@ -4,12 +4,15 @@ HTML. Parameters follow the ``/v1`` routes' rules, so a client mistake is a 4xx 
 field (the API's error format), never a 5xx."""
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from pipeline.contract import spec
 from serving.api.app import answer_body
 from serving.api.recommender import NotReady, UnknownItem
+from serving.api.search_options import SORTS, SearchOptions
 from serving.api.settings import Settings
 from serving.web.rendering import render
 
@@ -60,12 +63,14 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
     @app.get(f"{prefix}/search", include_in_schema=False)
     async def search(request: Request,
                      q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
-                     user_id: str | None = user_param(False), k: int = k_param(12)):
+                     user_id: str | None = user_param(False), k: int = k_param(12),
+                     sort: Literal[SORTS] = "relevance"):
         q = _not_blank(q, "q")
         svc = request.app.state.services
-        result = await computed(request, svc.recommender.search, q, svc.user_key(user_id), k)
+        result = await computed(request, svc.recommender.search, q, svc.user_key(user_id), k,
+                                SearchOptions(sort=sort))
         answer = answer_body(svc, request.app.state.metrics, "search", result, q=q,
-                             user_id=user_id, k=k)
+                             user_id=user_id, k=k, sort=sort)
         return answer_page(request, "shop/search.html", answer, user_id=user_id or "", q=q)
 
     @app.get(f"{prefix}/items/{{item_id:path}}", include_in_schema=False)

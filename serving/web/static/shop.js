@@ -92,11 +92,52 @@
                          + new URLSearchParams({user_id: user}), "public", product);
   }
   const q = (params.get("q") || "").trim();
+  const sortInput = document.getElementById("sort");
+  const sort = ["price_asc", "price_desc"].includes(params.get("sort")) ? params.get("sort")
+    : "relevance";
+  sortInput.value = sort;
   if (q && !item) {
     document.getElementById("results").hidden = false;
-    Shoprec.loadFragment("/web/shop/search?" + new URLSearchParams({q: q, user_id: user}),
+    Shoprec.loadFragment("/web/shop/search?" + new URLSearchParams({q: q, user_id: user, sort: sort}),
                          "public", document.getElementById("results-body"));
   }
+
+  // Suggestions while typing: the shop's own past searches (GET /v1/autocomplete).
+  const suggestions = document.getElementById("suggestions");
+  let typed = 0;
+  queryInput.addEventListener("input", () => {
+    const prefix = queryInput.value.trim();
+    const asked = ++typed;
+    if (prefix.length < 2) {
+      suggestions.replaceChildren();
+      return;
+    }
+    setTimeout(async () => {
+      if (asked !== typed) {
+        return;                      // the shopper kept typing
+      }
+      try {
+        const response = await fetch(Shoprec.root + "/v1/autocomplete?"
+          + new URLSearchParams({prefix: prefix, k: 8}), {headers: Shoprec.headers("public")});
+        if (!response.ok || asked !== typed) {
+          return;
+        }
+        const body = await response.json();
+        suggestions.replaceChildren(...body.suggestions.map((s) => {
+          const option = document.createElement("option");
+          option.value = s.query;
+          return option;
+        }));
+      } catch (e) {
+        // suggestions are a convenience: the search itself still works
+      }
+    }, 150);
+  });
+  sortInput.addEventListener("change", () => {
+    if (q && !item) {
+      location.href = pageUrl({user: user, q: q, sort: sortInput.value});
+    }
+  });
   loadRecommendations();
 
   document.getElementById("user-form").addEventListener("submit", (event) => {
@@ -120,7 +161,8 @@
       return;
     }
     await send([{event_type: "search", query: text}]);
-    location.href = pageUrl({user: user, q: text});
+    location.href = pageUrl({user: user, q: text,
+                             sort: sortInput.value === "relevance" ? "" : sortInput.value});
   });
 
   // Opening a product from any list is a click on it.

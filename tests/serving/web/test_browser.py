@@ -164,6 +164,32 @@ def test_shopper_journey_search_open_click_changes_recommendations(
                        headers=pushed_stack.headers("operator"), timeout=30).json()
     assert answer["context"]["history"][:2] == [clicked, opened], answer["context"]
 
+    # Suggestions while typing: a query five shoppers searched is offered.
+    suggested = "velvet gift box for mum"
+    posted = httpx.post(f"{base}/v1/events", headers=pushed_stack.headers("ingest"),
+                        json=[{"user_id": f"suggest-{i}", "event_type": "search",
+                               "query": suggested} for i in range(5)], timeout=30)
+    assert posted.status_code == 200, posted.text
+    browser.get(f"{base}/shop?{urlencode({'user': USER, 'q': search_query})}")
+    _wait(browser, lambda d: _css(d, "#results-body .answer"), "search results")
+    box = _css(browser, "#q")[0]
+    box.clear()
+    box.send_keys("velvet gi")
+    _wait(browser, lambda d: suggested in [o.get_attribute("value")
+                                           for o in _css(d, "#suggestions option")],
+          "the suggestion")
+
+    # Sort by price: the page reloads with the same search, cheapest first.
+    from selenium.webdriver.support.ui import Select
+    Select(_css(browser, "#sort")[0]).select_by_value("price_asc")
+    _wait(browser, lambda d: "sort=price_asc" in d.current_url
+          and _css(d, "#results-body .answer"), "the sorted results")
+    prices = [float(p.text.split()[0]) for p in _css(browser, "#results-body .price")
+              if p.text[:1].isdigit()]
+    assert len(prices) > 1 and prices == sorted(prices), prices
+    assert _css(browser, "#sort")[0].get_attribute("value") == "price_asc"
+    assert _errors(browser) == []
+
 
 def test_every_console_view_loads_without_javascript_errors(browser, pushed_stack,
                                                             screenshots):

@@ -59,6 +59,7 @@ def test_fragments_need_the_key_of_their_role(web_client):
     ("/web/shop/search", {"q": "   "}, 422, "q"),
     ("/web/shop/search", {"q": "x" * 501}, 422, "q"),
     ("/web/shop/search", {"q": "toy", "user_id": ""}, 422, "user_id"),
+    ("/web/shop/search", {"q": "toy", "sort": "cheapest"}, 422, "sort"),
     ("/web/shop/items/nope", {}, 404, "item_id"),
     ("/web/shop/items/" + "i" * 257, {}, 422, "item_id"),
     ("/web/shop/items/toy1", {"k": -1}, 422, "k"),
@@ -98,6 +99,20 @@ def test_search_fragment_lists_results_with_their_reasons(web_client):
     typo = client.get("/web/shop/search", params={"q": "buildng blocks", "k": 5},
                       headers=keys["shopfront"]).text
     assert "Showing matches for “building blocks” too" in typo
+
+
+def test_search_fragment_sorts_by_price_when_asked(web_client):
+    client, keys = web_client
+    ids = {}
+    for sort in ("relevance", "price_asc", "price_desc"):
+        page = client.get("/web/shop/search", params={"q": "building blocks toy", "k": 9,
+                                                      "sort": sort},
+                          headers=keys["shopfront"]).text
+        ids[sort] = _ids(page)
+    # toy0 .. toy8 cost 5.50 .. 13.50 (toy9 is out of stock)
+    assert ids["price_asc"] == [f"toy{i}" for i in range(9)], ids
+    assert ids["price_desc"] == ids["price_asc"][::-1]
+    assert sorted(ids["relevance"]) == ids["price_asc"]
 
 
 def test_product_fragment_shows_the_item_and_its_similar_items(web_client):
