@@ -113,6 +113,19 @@ def answer_body(svc: Services, metrics: ApiMetrics, endpoint: str, result: Recom
     return body
 
 
+def query_error(name: str, message: str, value=None) -> RequestValidationError:
+    """The 422 of a query parameter that breaks a rule (the error format names it)."""
+    return RequestValidationError([{"loc": ("query", name), "type": "value_error",
+                                    "msg": message, "input": value}])
+
+
+def not_blank(value: str, name: str) -> str:
+    """``value`` stripped; a 422 naming the query parameter when only spaces are left."""
+    if not value.strip():
+        raise query_error(name, "must contain a non-space character", value)
+    return value.strip()
+
+
 class CursorExpired(Exception):
     """A search cursor names model versions that are no longer the served ones."""
 
@@ -228,11 +241,7 @@ def create_app(settings: Settings) -> FastAPI:
                                                 max_length=MAX_CURSOR_CHARS,
                                                 description="next_cursor of the page before")):
         """Filters, sort and pages: serving/api/search_options.py (docs/api.md)."""
-        if not q.strip():
-            raise RequestValidationError([{"loc": ("query", "q"), "type": "value_error",
-                                           "msg": "must contain a non-space character",
-                                           "input": q}])
-        q = q.strip()
+        q = not_blank(q, "q")
         svc = services()
         try:
             options = SearchOptions(category, brand, min_price, max_price,
@@ -242,8 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
                 offset, versions = _cursor_page(cursor, q, options, svc.watcher.versions)
                 options = options.page(offset)
         except BadSearchOptions as e:
-            raise RequestValidationError([{"loc": ("query", e.field), "type": "value_error",
-                                           "msg": str(e), "input": None}]) from None
+            raise query_error(e.field, str(e)) from None
         result = await limited(svc.recommender.search, q, svc.user_key(user_id), k, options,
                                versions)
         following = options.offset + len(result.items)
@@ -259,10 +267,7 @@ def create_app(settings: Settings) -> FastAPI:
                            k: int = k_param):
         """Past searches of at least ``autocomplete_min_users`` shoppers that start with
         ``prefix``, most searched first (serving/api/autocomplete.py)."""
-        if not prefix.strip():
-            raise RequestValidationError([{"loc": ("query", "prefix"), "type": "value_error",
-                                           "msg": "must contain a non-space character",
-                                           "input": prefix}])
+        not_blank(prefix, "prefix")
         found = services().suggestions.suggest(prefix, k)
         return {"prefix": prefix, "k": k,
                 "suggestions": [{"query": q, "users": n} for q, n in found]}

@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 
 from pipeline.contract import spec
-from serving.api.app import answer_body
+from serving.api.app import answer_body, not_blank
 from serving.api.recommender import NotReady, UnknownItem
 from serving.api.search_options import SORTS, SearchOptions
 from serving.api.settings import Settings
@@ -20,14 +19,6 @@ from serving.web.rendering import render
 DEGRADED = {"retrieval": "the retrieval model did not answer: popular items or plain text "
                          "matches instead of personal picks",
             "ranking": "the ranking model did not answer: candidates in retrieval order"}
-
-
-def _not_blank(value: str, name: str) -> str:
-    if not value.strip():
-        raise RequestValidationError([{"loc": ("query", name), "type": "value_error",
-                                       "msg": "must contain a non-space character",
-                                       "input": value}])
-    return value.strip()
 
 
 def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
@@ -65,7 +56,7 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
                      q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
                      user_id: str | None = user_param(False), k: int = k_param(12),
                      sort: Literal[SORTS] = "relevance"):
-        q = _not_blank(q, "q")
+        q = not_blank(q, "q")
         svc = request.app.state.services
         result = await computed(request, svc.recommender.search, q, svc.user_key(user_id), k,
                                 SearchOptions(sort=sort))
