@@ -89,12 +89,15 @@ class Recommender:
 
     def __init__(self, catalog: Catalog, store: EventStore, models: ModelBackend,
                  settings: Settings, observe: Callable[[str, float], None] | None = None,
-                 versions: Callable[[], dict] | None = None):
+                 versions: Callable[[], dict] | None = None,
+                 text_index: TextIndex | None = None):
         """``versions``: model name -> the version a request pins (the watcher's published
-        bundle, read once per request); None or a missing model: the served one."""
+        bundle, read once per request); None or a missing model: the served one.
+        ``text_index``: the catalog's (default: built here, in the background)."""
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
         self._versions = versions or dict
-        self.text_index = TextIndex(catalog, typo_tolerance=settings.typo_tolerance)
+        self.text_index = text_index or TextIndex(catalog,
+                                                  typo_tolerance=settings.typo_tolerance)
         self._observe = observe or (lambda stage, seconds: None)
         self._logged_failures: set[tuple[str, str]] = set()
 
@@ -125,9 +128,9 @@ class Recommender:
 
     def _allowed(self, purchased: set[str] | None = None,
                  in_stock_only: bool = True) -> np.ndarray:
-        allowed = self.catalog.in_stock.copy() if (
+        allowed = self.catalog.in_stock & self.catalog.active if (
             self.settings.filter_out_of_stock and in_stock_only) \
-            else np.ones(len(self.catalog), dtype=bool)
+            else self.catalog.active.copy()
         if purchased and self.settings.filter_purchased:
             allowed[self.catalog.rows(purchased)] = False
         return allowed
@@ -165,9 +168,7 @@ class Recommender:
             return [], []
         result = Recommendations([], "probe", model_versions=dict(self._versions()))
         try:
-            ids, scores = self.models.top_k(
-                user_id, ctx.history, ctx.query,
-                version=result.model_versions.get(self.models.retrieval_model))
+            ids, scores = self._top_k(user_id, ctx.history, ctx.query, result)
         except ServingError:
             return [], []
         allowed = self._allowed(ctx.purchased)
@@ -182,13 +183,39 @@ class Recommender:
         answer marked degraded) if the call fails."""
         try:
             with self._stage("retrieval"):
-                ids, scores = self.models.top_k(
-                    user_id, history, query,
-                    version=result.model_versions.get(self.models.retrieval_model))
+                ids, scores = self._top_k(user_id, history, query, result)
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
         return self._allowed_rows(ids, scores, allowed)
+
+    def _top_k(self, user_id: str, history: list[str], query: str, result):
+        """Retrieval's top K (item ids, scores), best first: the served model's, merged with
+        the catalog's live items (added or re-texted since it was trained) scored with the
+        same query embedding (a live item's model score, if any, is replaced by its live
+        one: the model scored its old text); still the model's K best."""
+        version = result.model_versions.get(self.models.retrieval_model)
+        ids, scores = self.models.top_k(user_id, history, query, version=version)
+        catalog = self.catalog
+        live = catalog.live_embeddings
+        if live is None or not len(live) or catalog.embeddings_version is None:
+            return ids, scores
+        with self._stage("live_items"):
+            query_vector = self.models.query_embedding(user_id, history, query,
+                                                       version=catalog.embeddings_version)
+            if query_vector.shape != (live.shape[1],):
+                raise ServingError(f"query_embedding has shape {query_vector.shape}, the live "
+                                   f"items' embeddings {live.shape[1]} columns",
+                                   code="FAILED_PRECONDITION")
+            live_ids = catalog.ids[catalog.live_rows]
+            live_scores = live @ query_vector.astype(np.float32)
+            live_set = set(live_ids)
+            keep = [i for i, item in enumerate(ids) if item not in live_set]
+            merged_ids = [ids[i] for i in keep] + list(live_ids)
+            merged = np.concatenate([np.asarray(scores, np.float64)[keep],
+                                     live_scores.astype(np.float64)])
+            order = np.argsort(-merged, kind="stable")[:max(len(ids), 1)]   # still K
+        return [merged_ids[i] for i in order], merged[order]
 
     def _allowed_rows(self, ids, scores, allowed):
         """Catalog rows and scores of the retrieved ``ids`` that are ``allowed`` (order kept)."""
@@ -345,7 +372,7 @@ class Recommender:
     def similar(self, item_id: str, k: int) -> Recommendations:
         """Nearest catalog neighbours of an item's candidate embedding (cosine)."""
         row = self.catalog.row(item_id)
-        if row is None:
+        if row is None or not self.catalog.listed(row):
             raise UnknownItem(item_id)
         if self.catalog.embeddings is None:
             raise NotReady("catalog embeddings are not loaded yet: the model server has "

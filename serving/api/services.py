@@ -11,10 +11,11 @@ from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
-from serving.api.catalog_updates import CatalogUpdates
+from serving.api.catalog_updates import CatalogUpdates, apply_to_items, merged
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
+from serving.api.search_text import TextIndex
 from serving.api.settings import Settings
 from serving.events.erasure import read_key_file
 from serving.events.store import EventStore, open_event_store
@@ -34,8 +35,6 @@ class Services:
                            if settings.pseudonym_key_file else None)
         shop = load_shop(settings.shop_dir, on_bad_rows=settings.on_bad_rows,
                          pseudonyms=self.pseudonyms)
-        self.catalog = Catalog(shop.items)
-        metrics.catalog_items.set(len(self.catalog))
         self.store: EventStore = open_event_store(
             settings.event_store, retention_days=settings.retention_days or None,
             erasure_key=read_key_file(settings.erasure_key_file),
@@ -44,11 +43,15 @@ class Services:
             if self.store.import_shop_events(shop.events):
                 log.info("imported %d shop events into %s", len(shop.events),
                          settings.event_store)
+            # the live catalog changes kept for this export are re-applied (restart)
+            self.catalog_updates = CatalogUpdates(None, self.store, shop.items)
+            kept = self.catalog_updates.kept()
+            items, live, deleted = apply_to_items(shop.items, kept)
+            self.catalog = self.catalog_updates.catalog = Catalog(items, live, deleted)
+            if kept:
+                log.info("re-applied %d live catalog changes to this shop export (%d items "
+                         "added or re-texted, %d deleted)", len(kept), len(live), len(deleted))
             self.catalog.set_popularity(self.store.engagement_counts())
-            self.catalog_updates = CatalogUpdates(self.catalog, self.store, shop.items)
-            restored = self.catalog_updates.restore()
-            if restored:
-                log.info("re-applied %d live catalog updates to this shop export", restored)
             self.suggestions = QuerySuggestions(settings.autocomplete_min_users)
             self.suggestions.reset(self.store.search_queries())
             self.backend = ModelBackend.connect(
@@ -60,15 +63,52 @@ class Services:
             raise
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
                                     settings.embedding_batch_size, self._versions_changed)
-        self.recommender = Recommender(self.catalog, self.store, self.backend, settings,
-                                       observe=metrics.observe_stage,
-                                       versions=lambda: self.watcher.versions)
+        self.recommender = self._recommender(self.catalog)
+        metrics.catalog_items.set(len(self.catalog))
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
                  len(self.catalog), len(shop.events), time.perf_counter() - started,
                  f"pseudonymised (key id {self.pseudonyms.key_id})" if self.pseudonyms
                  else "as given (no pseudonym_key_file)")
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
+        return Recommender(catalog, self.store, self.backend, self.settings,
+                           observe=self.metrics.observe_stage,
+                           versions=lambda: self.watcher.versions, text_index=text_index)
+
+    def update_catalog(self, updates) -> None:
+        """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,
+        stock and deletions in place; new items and changed texts by a grown catalog whose
+        changed items the served retrieval version encodes (a ``ServingError`` refuses the
+        whole request: nothing applied or kept), swapped in once the changes are kept."""
+        self.catalog_updates.apply(updates, grow=self._grow)
+
+    def _grow(self, updates) -> None:
+        old = self.catalog
+        items, texts, deleted = apply_to_items(old.current_items(), merged({}, updates))
+        readded = {u.item_id for u in updates if u.changes_text}
+        live = set(old.ids[old.live_rows]) | texts
+        gone = (set(old.ids[~old.active]) - readded) | deleted
+        version = old.embeddings_version
+
+        def encode(catalog, rows):
+            return self.backend.embed_rows(catalog, rows, self.settings.embedding_batch_size,
+                                           version=version)
+
+        started = time.perf_counter()
+        new = old.grown(items, live, gone, encode)
+        text_index = TextIndex(new, typo_tolerance=self.settings.typo_tolerance,
+                               previous=self.recommender.text_index)
+        recommender = self._recommender(new, text_index)
+
+        def swap():
+            self.recommender = recommender
+            self.catalog = self.catalog_updates.catalog = self.watcher.catalog = new
+            self.metrics.catalog_items.set(len(new))
+            log.info("catalog now %d items (%d live) after %d changes in %.2f s", len(new),
+                     len(new.live_rows), len(updates), time.perf_counter() - started)
+        return swap
 
     def user_key(self, user_id: str | None) -> str | None:
         """The form of a user id the store and the models know: its pseudonym (or as given
