@@ -272,6 +272,8 @@ class Recommender:
         history_rows = self.catalog.rows(ctx.history)
         if strategy == "personalized" and emb is not None and len(history_rows) and len(rows):
             sims = emb[rows] @ emb[history_rows].T
+            # an item is not "similar to" itself: "Because you clicked X" on X says nothing
+            sims[np.asarray(rows)[:, None] == history_rows[None, :]] = -np.inf
             best = sims.argmax(axis=1)
             for i, j in enumerate(best):
                 if reasons[i] is None and sims[i, j] >= self.settings.reason_min_similarity:
