@@ -51,7 +51,7 @@ log = logging.getLogger("serving.api.ann")
 
 METHODS = ("auto", "brute_force", "scann")
 DEFAULT_MIN_ITEMS_FOR_SCANN = 100_000
-_BLOCK_BYTES = 128 << 20        # brute force: scores computed for at most this many bytes
+_BLOCK_BYTES = 64 << 20         # brute force: scores of one block of queries, at most
 
 
 # ---------------------------------------------------------------- input checks
@@ -167,13 +167,16 @@ class BruteForceIndex(_Index):
     method = "brute_force"
 
     def _search(self, queries, k):
+        # One matmul per block of queries (reads the embeddings once per block), then the
+        # top k row by row (a row's scores stay in cache; a block-wide argpartition does not).
         block = max(1, _BLOCK_BYTES // (4 * self.size))
-        rows, scores = [], []
+        rows = np.empty((len(queries), k), np.int64)
+        scores = np.empty((len(queries), k), np.float32)
         for start in range(0, len(queries), block):
-            r, s = _top(queries[start:start + block] @ self.embeddings.T, k)
-            rows.append(r)
-            scores.append(s)
-        return np.concatenate(rows), np.concatenate(scores)
+            for i, row in enumerate(queries[start:start + block] @ self.embeddings.T, start):
+                r, s = _top(row[np.newaxis], k)
+                rows[i], scores[i] = r[0], s[0]
+        return rows, scores
 
     def _search_allowed(self, query, want, allowed):
         if allowed.mean() < 0.5:            # score only the allowed rows
@@ -293,21 +296,29 @@ class ScannIndex(_Index):
                    + p.num_leaves * d * 4 + blocks * 16 * p.dimensions_per_block * 4)
 
     def _scann(self, queries, k, leaves_to_search=None):
-        """ScaNN's rows and scores ([B, k'] each; k' <= k when leaves hold fewer)."""
+        """ScaNN's rows and scores ([B, k] each). When the searched leaves hold fewer than
+        k items, ScaNN answers one query with fewer columns and a batch with row 0 and NaN
+        scores in the missing places: both come back as row -1, score NaN."""
         leaves = leaves_to_search or self.params.leaves_for(k)
         reorder = max(k, self.params.reorder_for(k))
         if len(queries) == 1:
-            rows, scores = self.searcher.search(queries[0], k, reorder, leaves)
-            return np.asarray(rows)[np.newaxis], np.asarray(scores)[np.newaxis]
-        rows, scores = self.searcher.search_batched_parallel(queries, k, reorder, leaves)
-        return np.asarray(rows), np.asarray(scores)
+            found, values = self.searcher.search(queries[0], k, reorder, leaves)
+            found, values = np.asarray(found)[np.newaxis], np.asarray(values)[np.newaxis]
+        else:
+            found, values = self.searcher.search_batched_parallel(queries, k, reorder, leaves)
+        rows = np.full((len(queries), k), -1, np.int64)
+        scores = np.full((len(queries), k), np.nan, np.float32)
+        found, values = np.asarray(found), np.asarray(values)
+        rows[:, :found.shape[1]], scores[:, :found.shape[1]] = found, values
+        rows[np.isnan(scores)] = -1
+        return rows, scores
 
     def _search(self, queries, k, leaves_to_search=None):
         rows, scores = self._scann(queries, k, leaves_to_search)
-        rows, scores = rows.astype(np.int64), scores.astype(np.float32)
-        if rows.shape[1] < k:                 # searched leaves held fewer than k items
-            exact = BruteForceIndex(self.embeddings)
-            return exact._search(queries, k)
+        short = np.isnan(scores).any(axis=1)  # searched leaves held fewer than k items
+        if short.any():
+            rows[short], scores[short] = BruteForceIndex(self.embeddings)._search(
+                queries[short], k)
         return rows, scores
 
     def search_at(self, queries, k: int, leaves_to_search: int):
@@ -323,8 +334,8 @@ class ScannIndex(_Index):
         fetch = math.ceil(want / share * self.OVERFETCH)
         if fetch <= min(self.MAX_FETCH, self.size):
             rows, scores = self._scann(query, fetch)
-            rows, scores = rows[0].astype(np.int64), scores[0].astype(np.float32)
-            keep = allowed[rows]
+            rows, scores = rows[0], scores[0]
+            keep = (rows >= 0) & allowed[rows]
             if keep.sum() >= want:
                 return rows[keep][:want], scores[keep][:want]
         return _exact_allowed(self.embeddings, query, want, allowed)

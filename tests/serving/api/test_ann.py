@@ -80,6 +80,17 @@ def test_scann_recall_at_10_on_a_clustered_set(data, scann_index):
     assert scann_index.memory_bytes > items.nbytes                   # keeps its own copy
 
 
+def test_scann_answers_in_full_when_the_searched_leaves_hold_fewer_than_k(data):
+    items, queries = data
+    shallow = ann.build_index(items, "scann", scann_params={"leaves_to_search": 1})
+    for batch in (queries[:1], queries[:6]):       # one query, and a batch (ScaNN pads it)
+        rows, scores = shallow.search(batch, 1000)     # 10 leaves of ~78 items < 1000
+        assert np.isfinite(scores).all()
+        for q, r, s in zip(batch, rows, scores):        # answered by the exact search
+            assert len(set(r)) == 1000
+            np.testing.assert_allclose(s, items[naive(items, q, 1000)] @ q, atol=1e-5)
+
+
 def test_scann_builds_with_the_same_seed_agree(data, scann_index):
     """ScaNN 1.3.2's tree training is not bit-reproducible even with its seeds fixed and one
     training thread (the first build in a process can differ from later ones): two builds
