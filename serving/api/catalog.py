@@ -53,6 +53,11 @@ class Catalog:
         self.active = ~items[spec.ITEM_ID].isin(set(deleted)).to_numpy(dtype=bool)
         self.live_rows = np.flatnonzero(items[spec.ITEM_ID].isin(set(live)).to_numpy())
         self.live_embeddings: np.ndarray | None = None   # raw [len(live_rows), D]
+        # retrieval's index in the API (serving/api/ann.py) over the raw embeddings of the
+        # rows it was built with, and the retrieval version they came from (None: the
+        # served model's top_k answers)
+        self.index = None
+        self.index_version: int | None = None
         self.brand_codes = brand_codes(self.brands)
         self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model
         self.tables_version: int | None = None   # the retrieval version they were asked of
@@ -145,6 +150,8 @@ class Catalog:
         out = Catalog(items, live=live, deleted=deleted)
         out.popularity[:n] = self.popularity
         out.history_length = self.history_length
+        # the index keeps answering over the rows it holds; new and re-texted rows are live
+        out.index, out.index_version = self.index, self.index_version
         if self._embeddings is not None:
             known = {}
             if self.live_embeddings is not None:
@@ -172,6 +179,12 @@ class Catalog:
         return out
 
     # ---- embeddings ----
+    def set_index(self, index, version: int | None) -> None:
+        """Install retrieval's index (serving/api/ann.py) built from ``version``'s raw
+        candidate embeddings of this catalog's rows."""
+        with self._lock:
+            self.index, self.index_version = index, version
+
     def _text_changed(self, other: "Catalog", row: int) -> bool:
         """Whether ``other`` (grown from this catalog) holds other texts for ``row``."""
         return row >= len(self) or any(

@@ -260,8 +260,12 @@ class ModelWatcher:
     """Keeps ``versions`` current and the catalog embeddings from the served retrieval model."""
 
     def __init__(self, backend: ModelBackend, catalog: Catalog, poll_s: float,
-                 batch_size: int, on_versions: Callable[[dict], None] | None = None):
+                 batch_size: int, on_versions: Callable[[dict], None] | None = None,
+                 build_index: Callable[[np.ndarray], object] | None = None):
+        """``build_index(raw embeddings)``: retrieval's index in the API for a catalog of
+        that size, or None when the served model's top_k answers (Services decides)."""
         self.backend, self.catalog = backend, catalog
+        self.build_index = build_index
         self.poll_s, self.batch_size = poll_s, batch_size
         self.on_versions = on_versions
         self.versions: dict[str, int] = {}
@@ -299,6 +303,11 @@ class ModelWatcher:
                 log.info("catalog embeddings from %s version %s: %d items in %.1f s",
                          self.backend.retrieval_model, retrieval, len(catalog),
                          time.perf_counter() - started)
+                index = self.build_index(embeddings) if self.build_index else None
+                catalog.set_index(index, retrieval if index is not None else None)
+                if index is not None:
+                    log.info("retrieval index of version %s: %s, %d items, built in %.1f s",
+                             retrieval, index.method, index.size, index.build_seconds)
             # a catalog swapped in since (serving/api/catalog_updates.py) carries the tables it
             # grew from; asked again only when those are of another version
             stale = self._tables_catalog is not catalog and catalog.tables_version != retrieval

@@ -190,25 +190,31 @@ class Recommender:
         return self._allowed_rows(ids, scores, allowed)
 
     def _top_k(self, user_id: str, history: list[str], query: str, result):
-        """Retrieval's top K (item ids, scores), best first: the served model's, merged with
-        the catalog's live items (added or re-texted since it was trained) scored with the
-        same query embedding (a live item's model score, if any, is replaced by its live
-        one: the model scored its old text); still the model's K best."""
-        version = result.model_versions.get(self.models.retrieval_model)
-        ids, scores = self.models.top_k(user_id, history, query, version=version)
+        """Retrieval's top K (item ids, scores), best first: the served model's ``top_k``, or
+        the API's index (serving/api/ann.py, Settings.retrieval_index) searched with the
+        model's query embedding; merged with the catalog's live items (added or re-texted
+        since the model was trained) scored with the same query embedding (a live item's
+        indexed score, if any, is replaced by its live one: it was of its old text); still
+        the K best."""
         catalog = self.catalog
-        live = catalog.live_embeddings
-        if live is None or not len(live) or catalog.embeddings_version is None:
+        index, live = catalog.index, catalog.live_embeddings
+        has_live = live is not None and len(live) and catalog.embeddings_version is not None
+        query_vector = None
+        if index is not None and catalog.index_version == catalog.embeddings_version:
+            with self._stage("index"):
+                query_vector = self._query_vector(user_id, history, query, index.dim)
+                rows, found = index.search(query_vector[None], self.settings.ann_top_k)
+            ids, scores = list(catalog.ids[rows[0]]), np.asarray(found[0], np.float64)
+        else:
+            version = result.model_versions.get(self.models.retrieval_model)
+            ids, scores = self.models.top_k(user_id, history, query, version=version)
+        if not has_live:
             return ids, scores
         with self._stage("live_items"):
-            query_vector = self.models.query_embedding(user_id, history, query,
-                                                       version=catalog.embeddings_version)
-            if query_vector.shape != (live.shape[1],):
-                raise ServingError(f"query_embedding has shape {query_vector.shape}, the live "
-                                   f"items' embeddings {live.shape[1]} columns",
-                                   code="FAILED_PRECONDITION")
+            if query_vector is None:
+                query_vector = self._query_vector(user_id, history, query, live.shape[1])
             live_ids = catalog.ids[catalog.live_rows]
-            live_scores = live @ query_vector.astype(np.float32)
+            live_scores = live @ query_vector
             live_set = set(live_ids)
             keep = [i for i, item in enumerate(ids) if item not in live_set]
             merged_ids = [ids[i] for i in keep] + list(live_ids)
@@ -216,6 +222,16 @@ class Recommender:
                                      live_scores.astype(np.float64)])
             order = np.argsort(-merged, kind="stable")[:max(len(ids), 1)]   # still K
         return [merged_ids[i] for i in order], merged[order]
+
+    def _query_vector(self, user_id: str, history: list[str], query: str,
+                      dim: int) -> np.ndarray:
+        """The query embedding [dim] of the version the catalog's embeddings came from."""
+        vector = self.models.query_embedding(user_id, history, query,
+                                             version=self.catalog.embeddings_version)
+        if vector.shape != (dim,):
+            raise ServingError(f"query_embedding has shape {vector.shape}, the catalog's "
+                               f"embeddings {dim} columns", code="FAILED_PRECONDITION")
+        return vector.astype(np.float32)
 
     def _allowed_rows(self, ids, scores, allowed):
         """Catalog rows and scores of the retrieved ``ids`` that are ``allowed`` (order kept)."""

@@ -9,6 +9,7 @@ from pipeline.contract import spec
 from pipeline.contract.load import load_shop
 from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
+from serving.api.ann import build_index
 from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
 from serving.api.catalog_updates import CatalogUpdates, apply_to_items, merged
@@ -62,7 +63,8 @@ class Services:
             self.store.close()
             raise
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
-                                    settings.embedding_batch_size, self._versions_changed)
+                                    settings.embedding_batch_size, self._versions_changed,
+                                    build_index=self._build_index)
         self.recommender = self._recommender(self.catalog)
         metrics.catalog_items.set(len(self.catalog))
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
@@ -71,6 +73,15 @@ class Services:
                  else "as given (no pseudonym_key_file)")
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    def _build_index(self, embeddings):
+        """Retrieval's index in the API over a version's raw candidate embeddings, or None
+        when the served model's top_k answers (Settings.retrieval_index)."""
+        method, n = self.settings.retrieval_index, len(embeddings)
+        if method == "model" or (method == "auto" and n < self.settings.ann_min_items):
+            return None
+        return build_index(embeddings, "scann" if method == "auto" else method,
+                           seed=0, min_items_for_scann=1)
 
     def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
         return Recommender(catalog, self.store, self.backend, self.settings,
