@@ -28,10 +28,11 @@ against) and the API, which already holds the embeddings, builds this index for 
 catalogs and for items added after the model was exported.
 
 Costs to know: the scann wheel imports TensorFlow (its C++ code links TF; see
-``scann_ops_pybind.py``: "needed because of C++ dependency on TF headers"), so the first
-ScaNN index loads TensorFlow into the API process (seconds and a few hundred MB); it is
-imported lazily, only when a ScaNN index is built. ScaNN keeps its own float32 copy of the
-vectors for re-scoring, plus the codes and the tree. Builds are seeded (``seed``: the
+``scann_ops_pybind.py``: "needed because of C++ dependency on TF headers"). The API process
+has TensorFlow loaded already (the tensorflow-serving-api protos of serving/client import
+it), so importing scann there adds ~9 MB and 0.1 s (measured); it is still imported lazily,
+only when a ScaNN index is built. ScaNN keeps its own float32 copy of the vectors for
+re-scoring, plus the codes and the tree. Builds are seeded (``seed``: the
 k-means and hashing seeds of ScaNN's config, which its builder does not expose) and use one
 training thread by default (a rebuild in the background leaves the other core to requests),
 but ScaNN 1.3.2's tree training is still not bit-reproducible: two builds of the same data
@@ -195,8 +196,9 @@ class ScannParams:
     dimensions per block, rescoring "highly recommended"; the search depth and re-scoring
     count were tuned on benchmarks/ann.py's clustered sets, 1M items, 64-d and 448-d:
     searching 10 % of the leaves and re-scoring 1,000 gave recall@100 0.96 (64-d) and 0.93
-    (448-d), 15 % and 1,500 gave 0.98 for both; the approximate codes, not the leaves,
-    limited recall, so re-scoring more helps most):
+    (448-d); 15 % and 1,500 give 0.989 and 0.978 (benchmarks/results/ann.md). Beyond that the
+    approximate codes, not the leaves, limit recall: searching 4× the leaves adds < 0.01,
+    re-scoring more candidates is what raises it further):
 
     * ``num_leaves`` = round(sqrt(n)) (1,000 at 1M, 316 at 100k);
     * ``leaves_to_search`` = max(8, ceil(num_leaves · search_fraction)), ``search_fraction``
