@@ -56,8 +56,8 @@ class Catalog:
         # retrieval's index in the API (serving/api/ann.py) over the raw embeddings of the
         # rows it was built with, and the retrieval version they came from (None: the
         # served model's top_k answers)
-        self.index = None
-        self.index_version: int | None = None
+        self.ann = None
+        self.ann_version: int | None = None
         self.brand_codes = brand_codes(self.brands)
         self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model
         self.tables_version: int | None = None   # the retrieval version they were asked of
@@ -151,7 +151,7 @@ class Catalog:
         out.popularity[:n] = self.popularity
         out.history_length = self.history_length
         # the index keeps answering over the rows it holds; new and re-texted rows are live
-        out.index, out.index_version = self.index, self.index_version
+        out.ann, out.ann_version = self.ann, self.ann_version
         if self._embeddings is not None:
             known = {}
             if self.live_embeddings is not None:
@@ -179,11 +179,11 @@ class Catalog:
         return out
 
     # ---- embeddings ----
-    def set_index(self, index, version: int | None) -> None:
+    def set_ann(self, index, version: int | None) -> None:
         """Install retrieval's index (serving/api/ann.py) built from ``version``'s raw
         candidate embeddings of this catalog's rows."""
         with self._lock:
-            self.index, self.index_version = index, version
+            self.ann, self.ann_version = index, version
 
     def _text_changed(self, other: "Catalog", row: int) -> bool:
         """Whether ``other`` (grown from this catalog) holds other texts for ``row``."""

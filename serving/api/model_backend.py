@@ -304,7 +304,7 @@ class ModelWatcher:
                          self.backend.retrieval_model, retrieval, len(catalog),
                          time.perf_counter() - started)
                 index = self.build_index(embeddings) if self.build_index else None
-                catalog.set_index(index, retrieval if index is not None else None)
+                catalog.set_ann(index, retrieval if index is not None else None)
                 if index is not None:
                     log.info("retrieval index of version %s: %s, %d items, built in %.1f s",
                              retrieval, index.method, index.size, index.build_seconds)

@@ -197,10 +197,10 @@ class Recommender:
         indexed score, if any, is replaced by its live one: it was of its old text); still
         the K best."""
         catalog = self.catalog
-        index, live = catalog.index, catalog.live_embeddings
+        index, live = catalog.ann, catalog.live_embeddings
         has_live = live is not None and len(live) and catalog.embeddings_version is not None
         query_vector = None
-        if index is not None and catalog.index_version == catalog.embeddings_version:
+        if index is not None and catalog.ann_version == catalog.embeddings_version:
             with self._stage("index"):
                 query_vector = self._query_vector(user_id, history, query, index.dim)
                 rows, found = index.search(query_vector[None], self.settings.ann_top_k)

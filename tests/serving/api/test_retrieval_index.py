@@ -21,7 +21,7 @@ def _answers(api_shop, api_model_server, folder, **settings):
                                    folder / "events.sqlite3", **settings))
     with TestClient(app) as client:
         services = client.app.state.services
-        out = {"index": getattr(services.catalog.index, "method", None)}
+        out = {"index": getattr(services.catalog.ann, "method", None)}
         for user in USERS:
             body = client.get("/v1/recommend", params={"user_id": user, "k": 10}).json()
             assert body["degraded"] == [], body
