@@ -43,7 +43,7 @@ class SegmentConfig:
     min_segment_size: int = 20          # k-anonymity of the report: no smaller segment
     seed: int = 0
     pca_components: int = 16
-    category_weight: float = 1.0        # 0 = the query-tower vectors alone
+    category_weight: float = 2.0        # 0 = the query-tower vectors alone
     silhouette_sample: int = 3000
     n_init: int = 4
     min_query_users: int = 5            # a search is named when this many members typed it
@@ -203,7 +203,9 @@ def profiles(users: list, labels: np.ndarray, engagements: pd.DataFrame,
         items = rows.groupby("item_id")["user_id"].nunique().sort_values(
             ascending=False, kind="stable")
         median_price = float(np.median(rows["price"])) if len(rows) else None
-        top_names = [t["name"] for t in _shares(tops, max(len(rows), 1), cfg.top_n)]
+        # the label names the categories holding at least a fifth of the engagements
+        top_names = [t["name"] for t in _shares(tops, max(len(rows), 1), cfg.top_n)
+                     if t["share"] >= 0.2]
         profile = {
             "segment": s, "size": size, "share_of_users": round(size / len(labels), 3),
             "top_categories": _shares(tops, max(len(rows), 1), cfg.top_n),
@@ -255,8 +257,8 @@ def plot(seg: Segmentation, segment_profiles: list, path: str, title: str = "") 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6.5),
-                                      gridspec_kw={"width_ratios": [1, 1.2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6.5),
+                                      gridspec_kw={"width_ratios": [1, 1.4]})
     colours = plt.get_cmap("tab20")
     for s in range(seg.count):
         points = seg.coords[seg.labels == s]
@@ -264,8 +266,7 @@ def plot(seg: Segmentation, segment_profiles: list, path: str, title: str = "") 
         colour = colours(s % 20)
         left.add_patch(Ellipse(centre, 2 * spread[0], 2 * spread[1], color=colour, alpha=0.25))
         left.scatter(*centre, s=20 + 3 * len(points), color=colour, edgecolor="black")
-        left.annotate(f"{s}: {segment_profiles[s]['label']}", centre, fontsize=7,
-                      ha="center", va="bottom")
+        left.annotate(str(s), centre, fontsize=8, ha="center", va="center")
     left.autoscale_view()
     left.set_xlabel("principal axis 1")
     left.set_ylabel("principal axis 2")
@@ -278,7 +279,7 @@ def plot(seg: Segmentation, segment_profiles: list, path: str, title: str = "") 
     image = right.imshow(grid, aspect="auto", cmap="Blues", vmin=0, vmax=max(grid.max(), 1e-9))
     right.set_xticks(range(len(tops)), tops, rotation=60, ha="right", fontsize=8)
     right.set_yticks(range(len(segment_profiles)),
-                     [f"{p['segment']} ({p['size']} users, {p['price']['band'] or '-'} price)"
+                     [f"{p['segment']}: {p['label']} ({p['size']} users)"
                       for p in segment_profiles], fontsize=8)
     right.set_title("share of each segment's engagements per top category")
     fig.colorbar(image, ax=right, fraction=0.04)

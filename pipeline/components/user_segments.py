@@ -20,7 +20,6 @@ SegmentsPusher (after the retrieval Pusher). Copies those files to
 computed with, ``<version>`` being the retrieval version it pushed, so the API loads the
 segments of the retrieval version it serves; nothing when the model was not blessed.
 """
-from __future__ import annotations
 
 import collections
 import json
@@ -153,7 +152,7 @@ def UserSegments(  # pylint: disable=invalid-name
     k_min: tfx.dsl.components.Parameter[int] = 2,
     k_max: tfx.dsl.components.Parameter[int] = 16,
     min_segment_size: tfx.dsl.components.Parameter[int] = 20,
-    category_weight: tfx.dsl.components.Parameter[float] = 1.0,
+    category_weight: tfx.dsl.components.Parameter[float] = 2.0,
     seed: tfx.dsl.components.Parameter[int] = 0,
 ):
     """User segments of the train split (module docstring)."""
