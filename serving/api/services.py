@@ -16,6 +16,7 @@ from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.search_text import TextIndex
+from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
 from serving.events.erasure import read_key_file
 from serving.events.store import EventStore, open_event_store
@@ -63,6 +64,10 @@ class Services:
             raise
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
                                     settings.embedding_batch_size, self._versions_changed)
+        # the pushed user segments of the served retrieval version (serving/api/segments.py)
+        self.segments = SegmentShelf(
+            settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
+            settings.segment_max_history)
         self.recommender = self._recommender(self.catalog)
         metrics.catalog_items.set(len(self.catalog))
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
@@ -75,7 +80,8 @@ class Services:
     def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
         return Recommender(catalog, self.store, self.backend, self.settings,
                            observe=self.metrics.observe_stage,
-                           versions=lambda: self.watcher.versions, text_index=text_index)
+                           versions=lambda: self.watcher.versions, text_index=text_index,
+                           segment_popular=self.segments.popular_for)
 
     def update_catalog(self, updates) -> None:
         """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,
