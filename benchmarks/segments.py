@@ -38,9 +38,9 @@ RETRIEVAL_CONFIG = {"top_k": 100, "text_mode": "frozen"}   # PipelineConfig's de
 K = 10
 
 
-def prepare(work_dir, seed, scale, train_steps=600, model_seed=42):
+def prepare(work_dir, seed, scale, train_steps=600, model_seed=42, retrieval_config=None):
     """The shop, its examples and a trained retrieval export under ``work_dir``; returns
-    the export's path."""
+    the export's path. ``retrieval_config``: the trainer's (default: the pipeline's)."""
     # pylint: disable=import-outside-toplevel
     from pipeline import in_process
     from pipeline.sample_shop.generate import generate_shop
@@ -57,7 +57,8 @@ def prepare(work_dir, seed, scale, train_steps=600, model_seed=42):
     if not os.path.exists(os.path.join(export, "saved_model.pb")):
         args = in_process.trainer_fn_args(
             os.path.join(tdir, "transformed"), os.path.join(tdir, "transform_graph"),
-            os.path.join(work_dir, "train"), dict(RETRIEVAL_CONFIG, seed=model_seed),
+            os.path.join(work_dir, "train"),
+            dict(retrieval_config or RETRIEVAL_CONFIG, seed=model_seed),
             train_steps=train_steps)
         in_process.run_trainer(retrieval.run_fn, args)
     return export
@@ -120,13 +121,14 @@ def fallback(train, evaluation, assignments, profiles, k=K):
     return out
 
 
-def measure(work_dir, seed=0, scale=1.0, min_segment_size=20):
+def measure(work_dir, seed=0, scale=1.0, min_segment_size=20, train_steps=600,
+            retrieval_config=None):
     # pylint: disable=import-outside-toplevel
     from pipeline.components import user_segments as U
     from pipeline.sample_shop.truth import latent_groups
     from trainer.segments import SegmentConfig
     began = time.perf_counter()
-    export = prepare(work_dir, seed, scale)
+    export = prepare(work_dir, seed, scale, train_steps, retrieval_config=retrieval_config)
     raw = os.path.join(work_dir, "raw")
     train = U.read_units(os.path.join(raw, "Split-train"))
     evaluation = U.read_units(os.path.join(raw, "Split-eval"))
