@@ -205,7 +205,7 @@ def _served_ndcg_at_10(export, files):
 def test_ranking_evaluator_blesses_the_served_order(runs):
     """The ranking Evaluator judges NDCG@10 of the combined score over each eval context's
     candidate pool (the order the API serves), with AUC per head, sliced by user
-    activity."""
+    activity and by user segment (UserSegments' assignments; "none" without one)."""
     import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
     from tensorflow_model_analysis.writers import eval_config_writer  # pylint: disable=C0415
     cfg = runs["cfg"]
@@ -220,8 +220,12 @@ def test_ranking_evaluator_blesses_the_served_order(runs):
     for slice_key, _, _ in metrics:
         for column, value in slice_key:
             values[column].add(value)
-    assert set(values) == {"user_activity"}, dict(values)
+    assert set(values) == {"user_activity", "user_segment"}, dict(values)
     assert values["user_activity"] <= {"cold", "warm", "heavy"}
+    segment_slices = {v for v in values["user_segment"] if v != "none"}
+    assert segment_slices and all(v.isdigit() for v in segment_slices), values
+    assert any(s == (("user_segment", v),) and (o, n) == ("score", "ndcg")
+               for (s, o, n) in metrics for v in segment_slices)
     config = eval_config_writer.load_eval_run(first)[0]
     gated = {(spec.output_names[0], metric.class_name) for spec in config.metrics_specs
              for metric in spec.metrics if metric.per_slice_thresholds}
