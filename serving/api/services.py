@@ -64,10 +64,6 @@ class Services:
             raise
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
                                     settings.embedding_batch_size, self._versions_changed)
-        # the pushed user segments of the served retrieval version (serving/api/segments.py)
-        self.segments = SegmentShelf(
-            settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
-            settings.segment_max_history)
         self.recommender = self._recommender(self.catalog)
         metrics.catalog_items.set(len(self.catalog))
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
@@ -76,12 +72,17 @@ class Services:
                  else "as given (no pseudonym_key_file)")
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
+        # the pushed user segments of the served retrieval version (serving/api/segments.py)
+        self.segments = SegmentShelf(
+            settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
+            settings.segment_max_history)
 
     def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
         return Recommender(catalog, self.store, self.backend, self.settings,
                            observe=self.metrics.observe_stage,
                            versions=lambda: self.watcher.versions, text_index=text_index,
-                           segment_popular=self.segments.popular_for)
+                           segment_popular=lambda user, ctx: self.segments.popular_for(
+                               user, ctx))
 
     def update_catalog(self, updates) -> None:
         """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,
