@@ -17,6 +17,7 @@ from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.search_text import TextIndex
+from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
 from serving.events.erasure import read_key_file
 from serving.events.store import EventStore, open_event_store
@@ -73,6 +74,10 @@ class Services:
                  else "as given (no pseudonym_key_file)")
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
+        # the pushed user segments of the served retrieval version (serving/api/segments.py)
+        self.segments = SegmentShelf(
+            settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
+            settings.segment_max_history)
 
     def _build_index(self, embeddings):
         """Retrieval's index in the API over a version's raw candidate embeddings, or None
@@ -86,7 +91,9 @@ class Services:
     def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
         return Recommender(catalog, self.store, self.backend, self.settings,
                            observe=self.metrics.observe_stage,
-                           versions=lambda: self.watcher.versions, text_index=text_index)
+                           versions=lambda: self.watcher.versions, text_index=text_index,
+                           segment_popular=lambda user, ctx: self.segments.popular_for(
+                               user, ctx))
 
     def update_catalog(self, updates) -> None:
         """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,

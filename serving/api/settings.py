@@ -81,6 +81,9 @@ class Settings:
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
+    segments_dir: str = ""                  # <serving_dir>/segments of the pipeline ("" = none)
+    segment_max_history: int = 2            # users with at most this many engagements get
+                                            # their segment's popular items before the shop's
 
     def __post_init__(self):
         def need(ok: bool, name: str, what: str):
@@ -126,6 +129,7 @@ class Settings:
              and 1 <= self.max_history <= MAX_HISTORY, "max_history",
              f"must be a whole number of items between 1 and {MAX_HISTORY} (at least the "
              "models' history_length, or their histories are cut short)")
+        need(self.segment_max_history >= 0, "segment_max_history", "must be >= 0")
         need(self.auth in ("required", "off"), "auth", "expected required or off")
         try:
             parse_rate_limits(self.rate_limits)
