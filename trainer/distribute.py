@@ -167,7 +167,10 @@ def main(argv=None) -> int:
                                   os.path.join(args.out, model), configs.get(model, {}),
                                   args.train_steps)
         import_module(f"trainer.{model}").run_fn(fn_args, strategy)
-        print(f"{model}: trained with {type(strategy).__name__}, "
+        kind = ("MultiWorkerMirroredStrategy"   # its class is CollectiveAllReduceStrategy
+                if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                else type(strategy).__name__)
+        print(f"{model}: trained with {kind}, "
               f"{strategy.num_replicas_in_sync} replicas in sync, "
               f"{'chief: exported to ' + fn_args.serving_model_dir if is_chief(strategy) else 'worker: outputs discarded'}",
               flush=True)
