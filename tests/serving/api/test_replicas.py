@@ -19,7 +19,7 @@ from tests.serving.api.setup import (api_model_server, api_serving_dir, api_shop
 POLL_S = 0.5                    # the default shared_counts_poll_s
 SUGGESTIONS_REFRESH_S = 1.0     # shortened from 30 s for the test
 
-# two API processes importing TensorFlow and starting on 2 shared cores: ~60 s
+# two API processes importing TensorFlow and starting on 2 shared cores: 24-60 s
 pytestmark = pytest.mark.slow
 
 
