@@ -19,6 +19,7 @@ from serving.api.recommender import Recommender
 from serving.api.search_text import TextIndex
 from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
+from serving.api.shared_counts import SharedCounts
 from serving.events.erasure import read_key_file
 from serving.events.store import EventStore, open_event_store
 
@@ -78,6 +79,10 @@ class Services:
         self.segments = SegmentShelf(
             settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
             settings.segment_max_history)
+        # replicas on one Redis store follow its popularity and suggestions (shared_counts.py)
+        self.shared_counts = SharedCounts(self.store, lambda: self.catalog, self.suggestions,
+                                          settings.shared_counts_poll_s,
+                                          settings.shared_suggestions_refresh_s)
 
     def _build_index(self, embeddings):
         """Retrieval's index in the API over a version's raw candidate embeddings, or None
@@ -145,6 +150,7 @@ class Services:
                         "answers and retrying", self.settings.tfserving_grpc,
                         self.settings.startup_wait_s, self.watcher.last_error)
         self.watcher.start()
+        self.shared_counts.start()
         if self.settings.retention_days:
             self.purge_expired()
             self._purger = threading.Thread(target=self._purge_loop, name="event-purge",
@@ -180,6 +186,7 @@ class Services:
         new = events[result.new]
         engaged = new[new[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
         self.catalog.add_engagements(engaged[spec.ITEM_ID])
+        self.shared_counts.changed()
         searches = new[new[spec.EVENT_TYPE] == spec.SEARCH]
         for user, query in zip(searches[spec.USER_ID], searches[spec.QUERY]):
             self.suggestions.add(user, query)
@@ -198,6 +205,7 @@ class Services:
 
     def close(self) -> None:
         self._stopping.set()
+        self.shared_counts.stop()
         self.watcher.stop()
         self.backend.close()
         self.store.close()

@@ -78,6 +78,10 @@ class Settings:
     purge_interval_s: float = 3600.0        # how often expired events are purged
     erasure_key_file: str = ""              # key of the erasure list's hashes ("" = store's)
     event_store_synchronous: str = "NORMAL"     # SQLite durability: NORMAL | FULL
+    # Redis store: how often a replica checks the shared counts (popularity), and rebuilds
+    # the search suggestions from the store at most (serving/api/shared_counts.py)
+    shared_counts_poll_s: float = 0.5
+    shared_suggestions_refresh_s: float = 30.0
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
@@ -96,6 +100,8 @@ class Settings:
                  "no such file")
         need(self.retention_days >= 0, "retention_days", "must be >= 0 (0 = keep forever)")
         need(self.purge_interval_s > 0, "purge_interval_s", "must be > 0")
+        for name in ("shared_counts_poll_s", "shared_suggestions_refresh_s"):
+            need(getattr(self, name) > 0, name, "must be > 0")
         need(self.event_store_synchronous in ("NORMAL", "FULL"), "event_store_synchronous",
              "expected NORMAL or FULL")
         host, _, port = self.tfserving_grpc.rpartition(":")
