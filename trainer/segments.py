@@ -276,13 +276,18 @@ def plot(seg: Segmentation, segment_profiles: list, path: str, title: str = "") 
     for i, p in enumerate(segment_profiles):
         for t in p["top_categories"]:
             grid[i, tops.index(t["name"])] = t["share"]
-    image = right.imshow(grid, aspect="auto", cmap="Blues", vmin=0, vmax=max(grid.max(), 1e-9))
-    right.set_xticks(range(len(tops)), tops, rotation=60, ha="right", fontsize=8)
-    right.set_yticks(range(len(segment_profiles)),
-                     [f"{p['segment']}: {p['label']} ({p['size']} users)"
-                      for p in segment_profiles], fontsize=8)
+    if grid.size:
+        image = right.imshow(grid, aspect="auto", cmap="Blues", vmin=0,
+                             vmax=max(grid.max(), 1e-9))
+        right.set_xticks(range(len(tops)), tops, rotation=60, ha="right", fontsize=8)
+        right.set_yticks(range(len(segment_profiles)),
+                         [f"{p['segment']}: {p['label']} ({p['size']} users)"
+                          for p in segment_profiles], fontsize=8)
+        fig.colorbar(image, ax=right, fraction=0.04)
+    else:   # a catalog without categories (e.g. titles only): nothing to profile by
+        right.text(0.5, 0.5, "the catalog has no categories", ha="center", va="center")
+        right.set_axis_off()
     right.set_title("share of each segment's engagements per top category")
-    fig.colorbar(image, ax=right, fraction=0.04)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

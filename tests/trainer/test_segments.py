@@ -111,3 +111,20 @@ def test_profiles_name_the_planted_category_and_hold_no_user_id(tmp_path):
     assert report["segments"] == 3 and report["k_chosen"] == 3
     S.plot(seg, profiles, str(tmp_path / "segments.png"))
     assert (tmp_path / "segments.png").stat().st_size > 10_000
+
+
+def test_a_catalog_without_categories_is_segmented_and_plotted(tmp_path):
+    """Titles-only shops (e.g. the Home Depot search export) have no categories to profile
+    by: the report and its picture are still written."""
+    rng = np.random.default_rng(5)
+    users = [f"p_{i:032x}" for i in range(120)]
+    engaged = _engagements(users, np.repeat(np.arange(2), 60), rng).assign(category="")
+    shares, _ = S.category_shares(users, engaged)
+    cfg = S.SegmentConfig(k_min=2, k_max=4, min_segment_size=20, min_query_users=5)
+    vectors = np.concatenate([rng.normal(0, 1, (60, 8)) + 4, rng.normal(0, 1, (60, 8)) - 4])
+    seg = S.segment(S.features(vectors, shares, 1.0), cfg)
+    profiles = S.profiles(users, seg.labels, engaged, pd.DataFrame(
+        {"user_id": [], "query": []}), cfg)
+    assert seg.count == 2 and all(p["top_categories"] == [] for p in profiles)
+    S.plot(seg, profiles, str(tmp_path / "segments.png"))
+    assert (tmp_path / "segments.png").stat().st_size > 10_000
