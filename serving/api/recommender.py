@@ -89,12 +89,15 @@ class Recommender:
 
     def __init__(self, catalog: Catalog, store: EventStore, models: ModelBackend,
                  settings: Settings, observe: Callable[[str, float], None] | None = None,
-                 versions: Callable[[], dict] | None = None):
+                 versions: Callable[[], dict] | None = None,
+                 text_index: TextIndex | None = None):
         """``versions``: model name -> the version a request pins (the watcher's published
-        bundle, read once per request); None or a missing model: the served one."""
+        bundle, read once per request); None or a missing model: the served one.
+        ``text_index``: another recommender's, shared (an experiment's variants)."""
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
         self._versions = versions or dict
-        self.text_index = TextIndex(catalog, typo_tolerance=settings.typo_tolerance)
+        self.text_index = text_index or TextIndex(catalog,
+                                                  typo_tolerance=settings.typo_tolerance)
         self._observe = observe or (lambda stage, seconds: None)
         self._logged_failures: set[tuple[str, str]] = set()
 
