@@ -72,11 +72,11 @@ def _per_user(variants, impressions, attributions) -> dict[str, dict[str, np.nda
 
 
 def _num(x) -> float | None:
-    """A JSON-safe float (None for NaN / infinity)."""
+    """A JSON-safe float of 8 significant digits (None for NaN / infinity)."""
     if x is None:
         return None
     x = float(x)
-    return round(x, 8) if math.isfinite(x) else None
+    return float(f"{x:.8g}") if math.isfinite(x) else None
 
 
 def _interval(low, high) -> list:
