@@ -277,3 +277,19 @@ def test_a_store_error_while_logging_impressions_never_fails_the_answer(exp_clie
     answer = exp_client.get("/v1/recommend", params={"user_id": "reader", "k": 2})
     assert answer.status_code == 200 and len(answer.json()["items"]) == 2
     assert exp_client.app.state.services.impression_log.flush()
+
+
+def test_the_console_shows_the_report_with_its_p_values(exp_client):
+    import html
+    import re
+
+    report = exp_client.get("/v1/experiments/exp/report").json()
+    page = html.unescape(exp_client.get("/web/console/experiments").text)
+    assert "<h2>exp</h2>" in page and "max_category_share=1.0" in page and "ranking v1" in page
+    for variant, metrics in report["variants"].items():
+        assert re.search(rf'<th scope="row">{variant}</th>\s*<td>[^<]*</td>\s*'
+                         rf"<td>{metrics['users']:,}</td><td>{metrics['impressions']:,}</td>",
+                         page), variant
+    p_value = report["comparisons"]["B"]["ctr"]["p_value"]
+    assert ("%.3g" % p_value if p_value is not None else "–") in page
+    assert page.count('class="bars"') == 3
