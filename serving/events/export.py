@@ -12,7 +12,8 @@ in the data contract (docs/data.md), and ``export.json`` (what was written, from
   a ``view`` event: what the API showed, at the time it showed it. The pipeline's ranking
   examples (``pipeline/examples.py``) make one unit per (user, session, item): a view
   without a click, cart or purchase is a unit with every label 0, so the items shoppers were
-  shown and passed over become the ranking trainer's real negatives;
+  shown and passed over become the ranking trainer's real negatives (the two-stage rows of
+  pipeline/candidate_rows.py take them first as a context's negatives);
 * **users**: the shop folder's users table without the users erased from the store.
 
 User ids: the store holds what the API stored -- keyed pseudonyms when the API runs with a

@@ -184,3 +184,33 @@ def test_split_rows_drop_each_users_earlier_purchases_from_the_pools():
         by_user.setdefault(row[F.USER_ID], []).append(row[F.ITEM_ID])
     assert "a" not in by_user["u1"] and by_user["u1"][0] == "b"
     assert by_user["u2"][0] == "a", "bought at the context's own time: still a candidate"
+
+
+def test_train_negatives_are_first_the_items_the_user_passed_over_around_the_context():
+    cat = catalog()
+    shown_f = dict(unit("f", [], clicked=0), **{F.TIMESTAMP: 100 + 600})      # same session
+    shown_e_late = dict(unit("e", [], clicked=0), **{F.TIMESTAMP: 100 + 7200})  # 2 h later
+    other_user = dict(unit("b", [], clicked=0, user="u2"))
+    units = [unit("a", ["c"]), shown_f, shown_e_late, other_user]
+    passed = candidate_rows.Shown(units, cat)
+    assert list(passed.around("u1", 100)) == [cat.row["f"]]
+    assert list(passed.around("u2", 100)) == [cat.row["b"]]
+    for seed in range(5):                  # whatever the draw: f first, then one at random
+        generator = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 2,
+                                              seed=seed)
+        rows = []
+        try:
+            while True:
+                rows.append(next(generator))
+        except StopIteration as stop:
+            counts = stop.value
+        items = [r[F.ITEM_ID] for r in rows]
+        assert items[0] == "a" and "f" in items[1:] and len(items) == 3, items
+        assert counts.summary()["shown_negatives"] == 1
+    off = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 5, seed=0,
+                                    shown_negatives=False)
+    try:
+        while True:
+            next(off)
+    except StopIteration as stop:
+        assert stop.value.shown_negatives == 0
