@@ -230,7 +230,10 @@ class Services:
     def erase_user(self, user_id: str) -> int:
         """Delete every stored event of a user (erasure request); the store records a keyed
         hash so the next training export leaves the user out. Popularity and the query
-        suggestions are recounted."""
+        suggestions are recounted. Impressions still queued are written first, so the
+        erasure deletes them too."""
+        if self.impression_log is not None:
+            self.impression_log.flush()
         deleted = self.store.erase_user(self.user_key(user_id))
         self.catalog.set_popularity(self.store.engagement_counts())
         self.suggestions.reset(self.store.search_queries())
