@@ -96,17 +96,13 @@ class Counts:
             if len(positions) else None}
 
 
-class Purchases:
-    """What each user had bought before a moment, from the units' ``purchased`` labels: the
-    items of the user's units labelled purchased whose timestamp (the unit's first event) is
-    strictly before it. A unit that began earlier but whose purchase came later counts too
-    (the units keep no purchase times); the API's store has the exact purchase events."""
+class _Timeline:
+    """Catalog rows per user in time order, from (user_id, item_id, timestamp) triples; items
+    not in the catalog are ignored (they can never be candidates)."""
 
-    def __init__(self, purchases, catalog: RawCatalog):
-        """``purchases``: (user_id, item_id, timestamp) of every purchased unit; items not in
-        the catalog are ignored (they can never be candidates)."""
+    def __init__(self, triples, catalog: RawCatalog):
         by_user: dict = {}
-        for user, item, timestamp in purchases:
+        for user, item, timestamp in triples:
             row = catalog.row.get(item)
             if row is not None:
                 by_user.setdefault(user, []).append((int(timestamp), row))
@@ -116,44 +112,44 @@ class Purchases:
             self._times[user] = np.array([t for t, _ in found], np.int64)
             self._rows[user] = np.array([r for _, r in found], np.int64)
 
-    def before(self, user_id: str, timestamp: int) -> np.ndarray:
-        """Catalog rows the user bought before ``timestamp`` (may repeat)."""
+    def _between(self, user_id: str, low: int | None, high: int) -> np.ndarray:
+        """The user's rows with low <= timestamp < high (low None: from the first)."""
         times = self._times.get(user_id)
         if times is None:
             return np.zeros(0, np.int64)
-        return self._rows[user_id][:np.searchsorted(times, int(timestamp), side="left")]
+        lo = 0 if low is None else np.searchsorted(times, int(low), side="left")
+        return self._rows[user_id][lo:np.searchsorted(times, int(high), side="left")]
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._times.values())
 
 
-class Shown:
+class Purchases(_Timeline):
+    """What each user had bought before a moment, from the units' ``purchased`` labels: the
+    items of the user's units labelled purchased whose timestamp (the unit's first event) is
+    strictly before it. A unit that began earlier but whose purchase came later counts too
+    (the units keep no purchase times); the API's store has the exact purchase events.
+    ``purchases``: (user_id, item_id, timestamp) of every purchased unit."""
+
+    def before(self, user_id: str, timestamp: int) -> np.ndarray:
+        """Catalog rows the user bought before ``timestamp`` (may repeat)."""
+        return self._between(user_id, None, timestamp)
+
+
+class Shown(_Timeline):
     """Items each user was shown and passed over: the catalog rows of the units with every
-    label 0 (views without a click, cart, purchase or rating), by the unit's time."""
+    label 0 (views without a click, cart or purchase), by the unit's time."""
 
     def __init__(self, units, catalog: RawCatalog, window_s: int = spec.SESSION_GAP_SECONDS):
-        by_user: dict = {}
-        for unit in units:
-            if unit[F.CLICKED] or unit[F.ADDED_TO_CART] or unit[F.PURCHASED]:
-                continue
-            row = catalog.row.get(unit[F.ITEM_ID])
-            if row is not None:
-                by_user.setdefault(unit[F.USER_ID], []).append((int(unit[F.TIMESTAMP]), row))
+        super().__init__(((u[F.USER_ID], u[F.ITEM_ID], u[F.TIMESTAMP]) for u in units
+                          if not (u[F.CLICKED] or u[F.ADDED_TO_CART] or u[F.PURCHASED])),
+                         catalog)
         self.window_s = window_s
-        self._times, self._rows = {}, {}
-        for user, found in by_user.items():
-            found.sort()
-            self._times[user] = np.array([t for t, _ in found], np.int64)
-            self._rows[user] = np.array([r for _, r in found], np.int64)
 
     def around(self, user_id: str, timestamp: int) -> np.ndarray:
         """Catalog rows the user passed over within ``window_s`` of ``timestamp``."""
-        times = self._times.get(user_id)
-        if times is None:
-            return np.zeros(0, np.int64)
-        lo = np.searchsorted(times, int(timestamp) - self.window_s, side="left")
-        hi = np.searchsorted(times, int(timestamp) + self.window_s, side="right")
-        return self._rows[user_id][lo:hi]
+        return self._between(user_id, int(timestamp) - self.window_s,
+                             int(timestamp) + self.window_s + 1)
 
 
 def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,

@@ -41,6 +41,16 @@ class FakeExport:
                                                                           len(units))
 
 
+def drain(generator) -> tuple[list, object]:
+    """(every row, the Counts) of a split_rows generator."""
+    rows = []
+    try:
+        while True:
+            rows.append(next(generator))
+    except StopIteration as stop:
+        return rows, stop.value
+
+
 def tables(n=6):
     """Transitions c -> e (weight 3) and co-occurrence c ~ f."""
     import scipy.sparse as sp
@@ -87,14 +97,8 @@ def test_train_rows_sample_negatives_and_skip_contexts_without_the_target():
     cat, export = catalog(), FakeExport()
     units = [unit("a", ["c"]), unit("d", ["c"]),                # d: never a candidate
              unit("b", [], clicked=0), unit("b", ["d"], purchased=1, user="u2")]
-    generator = candidate_rows.split_rows(units, export, cat, tables(), "train", 2, seed=1,
-                                          batch_size=2)
-    rows = []
-    try:
-        while True:
-            rows.append(next(generator))
-    except StopIteration as stop:
-        counts = stop.value
+    rows, counts = drain(candidate_rows.split_rows(units, export, cat, tables(), "train", 2,
+                                                   seed=1, batch_size=2))
     assert export.calls == [2, 1], "clicked units only, in batches"
     summary = counts.summary()
     assert (summary["contexts"], summary["contexts_with_target_in_pool"]) == (3, 2)
@@ -196,21 +200,11 @@ def test_train_negatives_are_first_the_items_the_user_passed_over_around_the_con
     assert list(passed.around("u1", 100)) == [cat.row["f"]]
     assert list(passed.around("u2", 100)) == [cat.row["b"]]
     for seed in range(5):                  # whatever the draw: f first, then one at random
-        generator = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 2,
-                                              seed=seed)
-        rows = []
-        try:
-            while True:
-                rows.append(next(generator))
-        except StopIteration as stop:
-            counts = stop.value
+        rows, counts = drain(candidate_rows.split_rows(units, FakeExport(), cat, tables(),
+                                                       "train", 2, seed=seed))
         items = [r[F.ITEM_ID] for r in rows]
         assert items[0] == "a" and "f" in items[1:] and len(items) == 3, items
         assert counts.summary()["shown_negatives"] == 1
-    off = candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 5, seed=0,
-                                    shown_negatives=False)
-    try:
-        while True:
-            next(off)
-    except StopIteration as stop:
-        assert stop.value.shown_negatives == 0
+    _, counts = drain(candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 5,
+                                                seed=0, shown_negatives=False))
+    assert counts.shown_negatives == 0
