@@ -449,6 +449,16 @@ class RedisEventStore(EventStore):
         members = self._call(self.r.zrangebyscore, self._user(user_id, what), low, high)
         return [json.loads(m.split("|", 1)[1]) for m in members]
 
+    def _all_rows(self, users: list[str], what: str):
+        """(user, rows) of every user's ``what`` set, read in pipelined batches."""
+        for start in range(0, len(users), 500):
+            batch = users[start:start + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for user in batch:
+                pipe.zrange(self._user(user, what), 0, -1)
+            for user, members in zip(batch, self._call(pipe.execute)):
+                yield user, [json.loads(m.split("|", 1)[1]) for m in members]
+
     def _impression_rows(self, user_id, low, high) -> list[Impression]:
         return [Impression(*row) for row in self._rows(user_id, "impressions", low, high)]
 
@@ -468,22 +478,22 @@ class RedisEventStore(EventStore):
 
     def experiment_impressions(self, experiment):
         counts: dict[tuple[str, str], int] = {}
-        for user in self._experiment_users(experiment):
-            for i in self._impression_rows(user, "-inf", "+inf"):
+        for user, rows in self._all_rows(self._experiment_users(experiment), "impressions"):
+            for i in (Impression(*row) for row in rows):
                 if i.experiment == experiment:
                     counts[(i.variant, user)] = counts.get((i.variant, user), 0) + 1
         return [(variant, user, n) for (variant, user), n in counts.items()]
 
     def experiment_attributions(self, experiment):
-        return [a for user in self._experiment_users(experiment)
-                for a in (Attribution(*row) for row in
-                          self._rows(user, "attributed", "-inf", "+inf"))
-                if a.experiment == experiment]
+        return [a for _, rows in self._all_rows(self._experiment_users(experiment),
+                                                "attributed")
+                for a in (Attribution(*row) for row in rows) if a.experiment == experiment]
 
     def impressions(self):
         users = [u for u, _ in self._call(self.r.zrange, self.p + "impression_users", 0, -1,
                                           withscores=True)]
-        rows = [i for user in users for i in self._impression_rows(user, "-inf", "+inf")]
+        rows = [Impression(*row) for _, found in self._all_rows(users, "impressions")
+                for row in found]
         return sorted(rows, key=lambda i: i.timestamp)
 
     def purge_impressions(self, cutoff):

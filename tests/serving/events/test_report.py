@@ -11,18 +11,20 @@ from scipy import stats
 from serving.api.experiments import Experiment, Variant
 from serving.events.report import experiment_report, ratio_moments
 from serving.events.store import SqliteEventStore
+from tests.serving.api.setup import redis_url  # noqa: F401
 from tests.serving.events.test_impressions import credit, shown
+from tests.serving.events.test_store import _open_store
 
 EXPERIMENT = Experiment("exp", "salt", (Variant("A", 1), Variant("B", 1)), control="A")
 
 
-@pytest.fixture
-def report(tmp_path):
+@pytest.fixture(params=["sqlite", "redis"])
+def report(request, tmp_path):
     """A: users a1 (4 impressions, 1 click, bought 2 x 10.0), a2 (2 impressions, nothing),
     a3 (2 impressions, clicked the same item twice: one click);
     B: b1 (2 impressions, 2 clicks, bought 1 x 5.0 and 1 x 15.0), b2 (4 impressions, 1 click,
     bought 1 x 30.0)."""
-    store = SqliteEventStore(tmp_path / "events.sqlite3")
+    store = _open_store(request, tmp_path)
     a1 = shown("r1", "a1", ["i1", "i2"], 10) + shown("r2", "a1", ["i3", "i4"], 20)
     a2 = shown("r3", "a2", ["i1", "i2"], 10)
     a3 = shown("r4", "a3", ["i1", "i2"], 10)
