@@ -41,6 +41,9 @@ answers whose ``degraded`` list was not empty (a model stage failed and the API 
 without it) and the mean time of each stage (stage names as the API's ``/metrics`` reports
 them). The JSON's ``meta`` holds the mode, machine, seed and, for pushed models, the serving
 dir, shop, model versions served, catalog size and number of users.
+
+Retrieval top-K by nearest-neighbour index (exact brute force vs ScaNN in the API process:
+recall@100, latency, memory at 100k and 1M items) is measured by ``benchmarks/ann.py``.
 """
 import os
 

@@ -399,6 +399,7 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
             body = response.json()
             assert response.status_code == 200 and body["degraded"] == [], body
             assert body["strategy"] == "search" and len(body["items"]) == 10
+            _live_item_on_the_pushed_models(client, shop.items, record)
     finally:
         if backend is not None:
             backend.close()
@@ -408,6 +409,38 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
     with open(os.path.join(os.path.dirname(cfg.pipeline_root), "serving_warmup.json"), "w",
               encoding="utf-8") as f:      # numbers for the record (docs/serving.md)
         json.dump(record, f, indent=1)
+
+
+def _live_item_on_the_pushed_models(client, items, record):
+    """A product added live (issue #20): the pushed item tower encodes it from its texts
+    (its id is new to the model) and retrieval's top K holds it within a second, next to
+    the item whose texts it copies; its similar items share that item's top category."""
+    import time
+
+    import numpy as np
+
+    twin = items.iloc[int(np.argmax(items["title"].str.len()))]
+    new_id = "live-" + twin["item_id"]
+    started = time.perf_counter()
+    answer = client.post("/v1/catalog/updates", json={
+        "item_id": new_id, "title": twin["title"], "brand": twin["brand"],
+        "categories": twin["categories"], "description": twin["description"],
+        "price": 10.0})
+    assert answer.status_code == 200, answer.text
+    services = client.app.state.services
+    pinned = type("Pinned", (), {"model_versions": dict(services.watcher.versions)})()
+    ids, _ = services.recommender._top_k("", [], twin["title"], pinned)
+    record["live_item_s"] = round(time.perf_counter() - started, 3)
+    assert record["live_item_s"] < 1.0, record
+    assert new_id in ids, "the live item is in retrieval's top K for its own title"
+    catalog = services.catalog
+    row, twin_row = catalog.row(new_id), catalog.row(twin["item_id"])
+    cosine = float(catalog.embeddings[row] @ catalog.embeddings[twin_row])
+    others = catalog.embeddings @ catalog.embeddings[twin_row]
+    record["live_item_cosine_to_twin"] = round(cosine, 3)
+    assert cosine > np.quantile(others, 0.9), "encoded near the item with its texts"
+    body = client.get("/v1/search", params={"q": twin["title"], "k": 10}).json()
+    assert body["degraded"] == [] and new_id in [i["item_id"] for i in body["items"]], body
 
 
 def test_pushes_under_load_lose_no_answer_on_the_pushed_models(runs, tmp_path):

@@ -362,8 +362,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post(CATALOG_UPDATES, **_guarded(CATALOG_UPDATES, 400, 413, 422, 503))
     async def catalog_updates(request: Request):
-        """Live price / stock changes (operator): serving/api/catalog_updates.py. Body: one
-        ``{"item_id", "price", "in_stock"}`` object or a list of them; all or nothing."""
+        """Live catalog changes (operator): serving/api/catalog_updates.py. Body: one update
+        object (``item_id`` and any of price, in_stock, title, description, brand,
+        categories, or ``deleted: true``) or a list of them; all or nothing."""
         payload, refused = await json_body(request, "updates")
         if refused is not None:
             return refused
@@ -371,8 +372,10 @@ def create_app(settings: Settings) -> FastAPI:
 
         def validate_and_apply():
             updates = parse_updates(payload, svc.catalog, settings.max_events_per_request)
-            svc.catalog_updates.apply(updates)
-            return [svc.catalog.describe(svc.catalog.row(u.item_id)) for u in updates]
+            svc.update_catalog(updates)
+            catalog = svc.catalog
+            return [{"item_id": u.item_id, "deleted": True} if u.deleted is True
+                    else catalog.describe(catalog.row(u.item_id)) for u in updates]
 
         items = await limited(validate_and_apply)
         return {"updated": len(items), "items": items}

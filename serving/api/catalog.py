@@ -4,6 +4,13 @@ Rows are positions in the shop's items table. Embeddings come from the retrieval
 ``candidate_embedding`` signature (see model_backend) and are kept L2-normalised, so
 similarities are cosines; the item-to-item tables from its ``related_items``. Popularity =
 engagement counts, updated as events arrive.
+
+Live changes (serving/api/catalog_updates.py): price, stock and deletions change the arrays
+in place (copy-on-write: a request that already read them keeps a consistent view); new
+items and changed texts make a new Catalog (``grown``) that Services swaps in. Rows only
+ever get appended, so a row number means the same item in every generation of the catalog.
+*Live* rows (added or re-texted since the served model was trained) keep their raw
+candidate embeddings (``live_embeddings``): retrieval scores them next to the model's top K.
 """
 from __future__ import annotations
 
@@ -22,9 +29,11 @@ from trainer.candidates import brand_codes
 class Catalog:
     """Item columns as arrays + id lookup + embeddings + popularity (thread-safe updates)."""
 
-    def __init__(self, items: pd.DataFrame):
+    def __init__(self, items: pd.DataFrame, live=(), deleted=()):
+        """``live``: ids of items added or re-texted live; ``deleted``: ids deleted live."""
         if len(items) == 0:
             raise ValueError("the catalog is empty")
+        self.items = items
         self.ids = items[spec.ITEM_ID].to_numpy(dtype=object)
         self.index = pd.Index(self.ids)
         self._row = {item_id: i for i, item_id in enumerate(self.ids)}
@@ -41,8 +50,18 @@ class Catalog:
         self.brand_keys = np.array([str(b or "").strip().lower() for b in self.brands],
                                    dtype=object)
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
+        self.active = ~items[spec.ITEM_ID].isin(set(deleted)).to_numpy(dtype=bool)
+        self.live_rows = np.flatnonzero(items[spec.ITEM_ID].isin(set(live)).to_numpy())
+        self.live_embeddings: np.ndarray | None = None   # raw [len(live_rows), D]
+        # retrieval's index in the API (serving/api/ann.py) over the raw embeddings of the
+        # rows it was built with, and the retrieval version they came from (None: the
+        # served model's top_k answers)
+        self.ann = None
+        self.ann_version: int | None = None
         self.brand_codes = brand_codes(self.brands)
         self.item_to_item = None      # trainer.candidates.served_tables.ItemToItem, from the model
+        self.tables_version: int | None = None   # the retrieval version they were asked of
+        self.tables_answers: dict | None = None  # its related_items answers (rows in order)
         # The served retrieval version's history width: the candidate stage reads that many
         # of the user's most recent items, as the pipeline's two-stage rows did.
         self.history_length = F.HISTORY_LENGTH
@@ -58,6 +77,10 @@ class Catalog:
     def row(self, item_id: str) -> int | None:
         """Row of an item id, None if unknown."""
         return self._row.get(item_id)
+
+    def listed(self, row: int) -> bool:
+        """False for an item deleted live (its row stays: events still name it)."""
+        return bool(self.active[row])
 
     def rows(self, item_ids) -> np.ndarray:
         """Rows of the known ids, in order (unknown ids are skipped)."""
@@ -82,38 +105,115 @@ class Catalog:
 
     # ---- live changes ----
     def update_items(self, updates) -> None:
-        """Apply price / stock updates (``catalog_updates.ItemUpdate``, ids known). The
-        arrays are replaced, not changed in place: a request that already read them keeps a
-        consistent view."""
+        """Apply price / stock updates and deletions (``catalog_updates.ItemUpdate``, ids
+        known). The arrays are replaced, not changed in place: a request that already read
+        them keeps a consistent view."""
         if not updates:
             return
         with self._lock:
-            in_stock, prices, has_price = (self.in_stock.copy(), self.prices.copy(),
-                                           self.has_price.copy())
+            in_stock, prices, has_price, active = (
+                self.in_stock.copy(), self.prices.copy(), self.has_price.copy(),
+                self.active.copy())
             for update in updates:
                 row = self._row[update.item_id]
+                if update.deleted is True:
+                    active[row] = False
+                    continue
                 if update.in_stock is not UNSET:
                     in_stock[row] = bool(update.in_stock)
                 if update.price is not UNSET:
                     has_price[row] = update.price is not None
                     prices[row] = 0.0 if update.price is None else float(update.price)
-            self.in_stock, self.prices, self.has_price = in_stock, prices, has_price
+            self.in_stock, self.prices, self.has_price, self.active = (
+                in_stock, prices, has_price, active)
+
+    def current_items(self) -> pd.DataFrame:
+        """The items table as served now (live prices and stock included)."""
+        items = self.items.copy()
+        items[spec.PRICE] = np.where(self.has_price, self.prices, np.nan)
+        items[spec.IN_STOCK] = self.in_stock
+        return items
+
+    def grown(self, items: pd.DataFrame, live, deleted, encode) -> "Catalog":
+        """A new Catalog over ``items`` (this catalog's rows first, in order, then new ones)
+        with ``live`` ids (every live one: this catalog's and the new) and ``deleted`` ids,
+        carrying over popularity, the embeddings, the item-to-item tables (new rows have no
+        partners until the next retrieval version) and the history width. ``encode(catalog,
+        rows)`` gives the raw candidate embeddings of the new catalog's ``rows`` (the live
+        ones that are new or changed), from the version this catalog's came from; not called
+        before the model server answered (the watcher then encodes everything)."""
+        from trainer.candidates import served_tables
+
+        n = len(self)
+        if len(items) < n or list(items[spec.ITEM_ID][:n]) != list(self.ids):
+            raise ValueError("a grown catalog must keep every row of the old one in order")
+        out = Catalog(items, live=live, deleted=deleted)
+        out.popularity[:n] = self.popularity
+        out.history_length = self.history_length
+        # the index keeps answering over the rows it holds; new and re-texted rows are live
+        out.ann, out.ann_version = self.ann, self.ann_version
+        if self._embeddings is not None:
+            known = {}
+            if self.live_embeddings is not None:
+                known = {self.ids[row]: vector
+                         for row, vector in zip(self.live_rows, self.live_embeddings)}
+            changed = [r for r in out.live_rows
+                       if out.ids[r] not in known or self._text_changed(out, r)]
+            if changed:
+                for row, vector in zip(changed, encode(out, np.asarray(changed, np.int64))):
+                    known[out.ids[row]] = vector
+            live_raw = np.stack([known[out.ids[r]] for r in out.live_rows]).astype(
+                np.float32) if len(out.live_rows) else np.zeros(
+                    (0, self._embeddings.shape[1]), np.float32)
+            vectors = np.zeros((len(out), self._embeddings.shape[1]), np.float32)
+            vectors[:n] = self._embeddings
+            vectors[out.live_rows] = live_raw
+            out.set_embeddings(vectors, self.embeddings_version, live_raw=live_raw)
+        if self.tables_answers is not None:
+            answers = {key: _padded(value, len(out))
+                       for key, value in self.tables_answers.items()}
+            out.set_item_to_item(served_tables.build(out.ids, answers, self.tables_version),
+                                 self.tables_version, answers)
+        else:
+            out.set_item_to_item(self.item_to_item, self.tables_version)
+        return out
 
     # ---- embeddings ----
-    def set_embeddings(self, embeddings: np.ndarray, version: int | None) -> None:
-        """Install [N, D] candidate embeddings (normalised here) computed by model `version`."""
+    def set_ann(self, index, version: int | None) -> None:
+        """Install retrieval's index (serving/api/ann.py) built from ``version``'s raw
+        candidate embeddings of this catalog's rows."""
+        with self._lock:
+            self.ann, self.ann_version = index, version
+
+    def _text_changed(self, other: "Catalog", row: int) -> bool:
+        """Whether ``other`` (grown from this catalog) holds other texts for ``row``."""
+        return row >= len(self) or any(
+            mine[row] != theirs[row] for mine, theirs in (
+                (self.titles, other.titles), (self.descriptions, other.descriptions),
+                (self.brands, other.brands), (self.categories, other.categories)))
+
+    def set_embeddings(self, embeddings: np.ndarray, version: int | None,
+                       live_raw: np.ndarray | None = None) -> None:
+        """Install [N, D] candidate embeddings (normalised here) computed by model `version`;
+        the live rows' raw ones are kept (``live_raw``, else taken from ``embeddings``)."""
         if embeddings.shape[0] != len(self):
             raise ValueError(f"expected {len(self)} embeddings, got {embeddings.shape[0]}")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         normalised = (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
+        live = np.asarray(embeddings[self.live_rows] if live_raw is None else live_raw,
+                          np.float32)
         with self._lock:
             self._embeddings, self.embeddings_version = normalised, version
+            self.live_embeddings = live
 
-    def set_item_to_item(self, tables) -> None:
-        """Install the item-to-item sources (``trainer.candidates.served_tables.ItemToItem``) of the
-        served retrieval version, or None when it has none."""
+    def set_item_to_item(self, tables, version: int | None = None,
+                         answers: dict | None = None) -> None:
+        """Install the item-to-item sources (``trainer.candidates.served_tables.ItemToItem``)
+        of retrieval ``version``, or None when it has none; ``answers``: the related_items
+        answers they were built from (a grown catalog pads them)."""
         with self._lock:
-            self.item_to_item = tables
+            self.item_to_item, self.tables_version = tables, version
+            self.tables_answers = answers
 
     def set_history_length(self, length: int) -> None:
         """Install the served retrieval version's history width (``history_length``)."""
@@ -171,6 +271,16 @@ class Catalog:
                 "category": self.categories[row],
                 "price": float(self.prices[row]) if self.has_price[row] else None,
                 "in_stock": bool(self.in_stock[row])}
+
+
+def _padded(values: np.ndarray, n: int) -> np.ndarray:
+    """``values`` [M, ...] with rows of "" / 0 appended up to n (new items: no partners)."""
+    values = np.asarray(values)
+    pad = np.zeros((n - len(values),) + values.shape[1:], dtype=values.dtype)
+    if values.dtype == object or values.dtype.kind in "SU":
+        pad = np.full((n - len(values),) + values.shape[1:], b"" if values.dtype.kind == "S"
+                      else "", dtype=values.dtype)
+    return np.concatenate([values, pad])
 
 
 def _text(values: np.ndarray) -> np.ndarray:

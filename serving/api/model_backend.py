@@ -37,6 +37,7 @@ from trainer.candidates import served_tables
 log = logging.getLogger("serving.api.models")
 
 TOP_K, CANDIDATE_EMBEDDING, SCORE = "top_k", "candidate_embedding", "score"
+QUERY_EMBEDDING = "query_embedding"
 RANK_CANDIDATES = "rank_candidates"
 RELATED_ITEMS = served_tables.SIGNATURE
 HISTORY_USED = "history_used"    # trainer/signatures.py HISTORY_USED (no TF import here)
@@ -142,6 +143,21 @@ class ModelBackend:
         return ids, _checked(out["scores"][0], f"{self.retrieval_model} {TOP_K} scores",
                              (len(ids),))
 
+    def query_embedding(self, user_id: str, history: list[str], query: str,
+                        version: int | None = None) -> np.ndarray:
+        """The retrieval model's query embedding [D] of one context (what ``top_k`` scores
+        the catalog with): the API scores live catalog items with it."""
+        out = self._predict(self.retrieval_model, {
+            F.USER_ID: _strings([user_id]),
+            F.HISTORY_ITEM_IDS: _history(history, 1, self.max_history),
+            F.QUERY: _strings([query])}, QUERY_EMBEDDING, version,
+            output_filter=["embedding"])
+        embedding = _checked(out["embedding"], f"{self.retrieval_model} {QUERY_EMBEDDING}")
+        if embedding.ndim != 2 or embedding.shape[0] != 1:
+            raise BadModelOutput(f"{self.retrieval_model} {QUERY_EMBEDDING}: expected shape "
+                                 f"[1, D], got {embedding.shape}")
+        return embedding[0]
+
     def score(self, user_id: str, history: list[str],
               item_inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Ranking score of each item for this user context ([n] float)."""
@@ -195,16 +211,24 @@ class ModelBackend:
                              version: int | None = None) -> np.ndarray:
         """[N, D] candidate embeddings of the whole catalog, in batches (all from
         ``version`` when given: a push during the loop must not mix two versions)."""
+        return self.embed_rows(catalog, np.arange(len(catalog)), batch_size, version)
+
+    def embed_rows(self, catalog: Catalog, rows: np.ndarray, batch_size: int,
+                   version: int | None = None) -> np.ndarray:
+        """[len(rows), D] candidate embeddings of some catalog rows, in batches."""
         parts = []
-        for start in range(0, len(catalog), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(catalog)))
-            out = self.client.predict(self.retrieval_model, catalog.candidate_inputs(rows),
+        for start in range(0, len(rows), batch_size):
+            part = np.asarray(rows[start:start + batch_size], np.int64)
+            out = self.client.predict(self.retrieval_model, catalog.candidate_inputs(part),
                                       signature=CANDIDATE_EMBEDDING, version=version,
                                       output_filter=["embedding"])
-            parts.append(_checked(out["embedding"], f"{self.retrieval_model} "
-                                  f"{CANDIDATE_EMBEDDING} of items {start}..{rows[-1]}"
-                                  ).astype(np.float32))
-        return np.concatenate(parts)
+            embedding = _checked(out["embedding"], f"{self.retrieval_model} "
+                                 f"{CANDIDATE_EMBEDDING} of items {part[0]}..{part[-1]}")
+            if embedding.ndim != 2 or len(embedding) != len(part):
+                raise BadModelOutput(f"{self.retrieval_model} {CANDIDATE_EMBEDDING}: expected "
+                                     f"[{len(part)}, D], got {embedding.shape}")
+            parts.append(embedding.astype(np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     def related_items(self, catalog: Catalog, batch_size: int,
                       version: int | None = None) -> dict[str, np.ndarray]:
@@ -236,12 +260,17 @@ class ModelWatcher:
     """Keeps ``versions`` current and the catalog embeddings from the served retrieval model."""
 
     def __init__(self, backend: ModelBackend, catalog: Catalog, poll_s: float,
-                 batch_size: int, on_versions: Callable[[dict], None] | None = None):
+                 batch_size: int, on_versions: Callable[[dict], None] | None = None,
+                 build_index: Callable[[np.ndarray], object] | None = None):
+        """``build_index(raw embeddings)``: retrieval's index in the API for a catalog of
+        that size, or None when the served model's top_k answers (Services decides)."""
         self.backend, self.catalog = backend, catalog
+        self.build_index = build_index
         self.poll_s, self.batch_size = poll_s, batch_size
         self.on_versions = on_versions
         self.versions: dict[str, int] = {}
         self._tables_version: int | None = None
+        self._tables_catalog: Catalog | None = None    # the catalog they were installed in
         self.last_error: str | None = None
         self.last_poll: float | None = None     # time.monotonic() when a poll last finished
         self.poll_failures = 0                   # polls that ended in an error
@@ -265,18 +294,28 @@ class ModelWatcher:
             metadata = self.backend.served_metadata()
             versions = {name: meta.version for name, meta in metadata.items()}
             retrieval = versions[self.backend.retrieval_model]
-            if self.catalog.embeddings is None or self.catalog.embeddings_version != retrieval:
+            catalog = self.catalog     # one catalog for this poll (a live change may swap it)
+            if catalog.embeddings is None or catalog.embeddings_version != retrieval:
                 started = time.perf_counter()
-                embeddings = self.backend.candidate_embeddings(self.catalog, self.batch_size,
+                embeddings = self.backend.candidate_embeddings(catalog, self.batch_size,
                                                                version=retrieval)
-                self.catalog.set_embeddings(embeddings, retrieval)
+                catalog.set_embeddings(embeddings, retrieval)
                 log.info("catalog embeddings from %s version %s: %d items in %.1f s",
-                         self.backend.retrieval_model, retrieval, len(self.catalog),
+                         self.backend.retrieval_model, retrieval, len(catalog),
                          time.perf_counter() - started)
-            if self._tables_version != retrieval:
-                self.catalog.set_history_length(
+                index = self.build_index(embeddings) if self.build_index else None
+                catalog.set_ann(index, retrieval if index is not None else None)
+                if index is not None:
+                    log.info("retrieval index of version %s: %s, %d items, built in %.1f s",
+                             retrieval, index.method, index.size, index.build_seconds)
+            # a catalog swapped in since (serving/api/catalog_updates.py) carries the tables it
+            # grew from; asked again only when those are of another version
+            stale = self._tables_catalog is not catalog and catalog.tables_version != retrieval
+            if self._tables_version != retrieval or stale:
+                catalog.set_history_length(
                     served_history_length(metadata[self.backend.retrieval_model]))
-                self._refresh_tables(metadata[self.backend.retrieval_model], retrieval)
+                self._refresh_tables(catalog, metadata[self.backend.retrieval_model],
+                                     retrieval)
             if versions != self.versions:
                 log.info("models served: %s", versions)
             self.versions = versions
@@ -291,7 +330,7 @@ class ModelWatcher:
             self.last_poll = time.monotonic()
         return self.ready
 
-    def _refresh_tables(self, metadata: ModelMetadata, version: int) -> None:
+    def _refresh_tables(self, catalog: Catalog, metadata: ModelMetadata, version: int) -> None:
         """The item-to-item tables of retrieval ``version``; on a bad answer the previous
         tables stay (logged). A version without the signature has none. Transient serving
         errors propagate (the next poll retries)."""
@@ -300,20 +339,20 @@ class ModelWatcher:
             log.warning("%s version %s has no %s signature: recommendations use retrieval "
                         "candidates only (export it with trainer/related_items.py)", name,
                         version, RELATED_ITEMS)
-            self.catalog.set_item_to_item(None)
-            self._tables_version = version
+            catalog.set_item_to_item(None, version)
+            self._tables_version, self._tables_catalog = version, catalog
             return
         started = time.perf_counter()
-        answers = self.backend.related_items(self.catalog, self.batch_size, version=version)
-        self._tables_version = version
+        answers = self.backend.related_items(catalog, self.batch_size, version=version)
+        self._tables_version, self._tables_catalog = version, catalog
         try:
-            tables = served_tables.build(self.catalog.ids, answers, version)
+            tables = served_tables.build(catalog.ids, answers, version)
         except served_tables.BadTables as e:
-            kept = self.catalog.item_to_item
+            kept = catalog.item_to_item
             log.error("refused the item-to-item tables of %s version %s: %s; keeping %s", name,
                       version, e, f"those of version {kept.version}" if kept else "none")
             return
-        self.catalog.set_item_to_item(tables)
+        catalog.set_item_to_item(tables, version, answers)
         log.info("item-to-item tables from %s version %s in %.1f s: %s", name, version,
                  time.perf_counter() - started, tables.report)
 

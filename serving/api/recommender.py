@@ -93,7 +93,7 @@ class Recommender:
                  text_index: TextIndex | None = None):
         """``versions``: model name -> the version a request pins (the watcher's published
         bundle, read once per request); None or a missing model: the served one.
-        ``text_index``: another recommender's, shared (an experiment's variants)."""
+        ``text_index``: the catalog's (default: built here, in the background)."""
         self.catalog, self.store, self.models, self.settings = catalog, store, models, settings
         self._versions = versions or dict
         self.text_index = text_index or TextIndex(catalog,
@@ -128,9 +128,9 @@ class Recommender:
 
     def _allowed(self, purchased: set[str] | None = None,
                  in_stock_only: bool = True) -> np.ndarray:
-        allowed = self.catalog.in_stock.copy() if (
+        allowed = self.catalog.in_stock & self.catalog.active if (
             self.settings.filter_out_of_stock and in_stock_only) \
-            else np.ones(len(self.catalog), dtype=bool)
+            else self.catalog.active.copy()
         if purchased and self.settings.filter_purchased:
             allowed[self.catalog.rows(purchased)] = False
         return allowed
@@ -168,9 +168,7 @@ class Recommender:
             return [], []
         result = Recommendations([], "probe", model_versions=dict(self._versions()))
         try:
-            ids, scores = self.models.top_k(
-                user_id, ctx.history, ctx.query,
-                version=result.model_versions.get(self.models.retrieval_model))
+            ids, scores = self._top_k(user_id, ctx.history, ctx.query, result)
         except ServingError:
             return [], []
         allowed = self._allowed(ctx.purchased)
@@ -185,13 +183,55 @@ class Recommender:
         answer marked degraded) if the call fails."""
         try:
             with self._stage("retrieval"):
-                ids, scores = self.models.top_k(
-                    user_id, history, query,
-                    version=result.model_versions.get(self.models.retrieval_model))
+                ids, scores = self._top_k(user_id, history, query, result)
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0, np.int64), np.zeros(0)
         return self._allowed_rows(ids, scores, allowed)
+
+    def _top_k(self, user_id: str, history: list[str], query: str, result):
+        """Retrieval's top K (item ids, scores), best first: the served model's ``top_k``, or
+        the API's index (serving/api/ann.py, Settings.retrieval_index) searched with the
+        model's query embedding; merged with the catalog's live items (added or re-texted
+        since the model was trained) scored with the same query embedding (a live item's
+        indexed score, if any, is replaced by its live one: it was of its old text); still
+        the K best."""
+        catalog = self.catalog
+        index, live = catalog.ann, catalog.live_embeddings
+        has_live = live is not None and len(live) and catalog.embeddings_version is not None
+        query_vector = None
+        if index is not None and catalog.ann_version == catalog.embeddings_version:
+            with self._stage("index"):
+                query_vector = self._query_vector(user_id, history, query, index.dim)
+                rows, found = index.search(query_vector[None], self.settings.ann_top_k)
+            ids, scores = list(catalog.ids[rows[0]]), np.asarray(found[0], np.float64)
+        else:
+            version = result.model_versions.get(self.models.retrieval_model)
+            ids, scores = self.models.top_k(user_id, history, query, version=version)
+        if not has_live:
+            return ids, scores
+        with self._stage("live_items"):
+            if query_vector is None:
+                query_vector = self._query_vector(user_id, history, query, live.shape[1])
+            live_ids = catalog.ids[catalog.live_rows]
+            live_scores = live @ query_vector
+            live_set = set(live_ids)
+            keep = [i for i, item in enumerate(ids) if item not in live_set]
+            merged_ids = [ids[i] for i in keep] + list(live_ids)
+            merged = np.concatenate([np.asarray(scores, np.float64)[keep],
+                                     live_scores.astype(np.float64)])
+            order = np.argsort(-merged, kind="stable")[:max(len(ids), 1)]   # still K
+        return [merged_ids[i] for i in order], merged[order]
+
+    def _query_vector(self, user_id: str, history: list[str], query: str,
+                      dim: int) -> np.ndarray:
+        """The query embedding [dim] of the version the catalog's embeddings came from."""
+        vector = self.models.query_embedding(user_id, history, query,
+                                             version=self.catalog.embeddings_version)
+        if vector.shape != (dim,):
+            raise ServingError(f"query_embedding has shape {vector.shape}, the catalog's "
+                               f"embeddings {dim} columns", code="FAILED_PRECONDITION")
+        return vector.astype(np.float32)
 
     def _allowed_rows(self, ids, scores, allowed):
         """Catalog rows and scores of the retrieved ``ids`` that are ``allowed`` (order kept)."""
@@ -248,6 +288,8 @@ class Recommender:
         history_rows = self.catalog.rows(ctx.history)
         if strategy == "personalized" and emb is not None and len(history_rows) and len(rows):
             sims = emb[rows] @ emb[history_rows].T
+            # an item is not "similar to" itself: "Because you clicked X" on X says nothing
+            sims[np.asarray(rows)[:, None] == history_rows[None, :]] = -np.inf
             best = sims.argmax(axis=1)
             for i, j in enumerate(best):
                 if reasons[i] is None and sims[i, j] >= self.settings.reason_min_similarity:
@@ -348,7 +390,7 @@ class Recommender:
     def similar(self, item_id: str, k: int) -> Recommendations:
         """Nearest catalog neighbours of an item's candidate embedding (cosine)."""
         row = self.catalog.row(item_id)
-        if row is None:
+        if row is None or not self.catalog.listed(row):
             raise UnknownItem(item_id)
         if self.catalog.embeddings is None:
             raise NotReady("catalog embeddings are not loaded yet: the model server has "

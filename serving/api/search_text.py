@@ -25,12 +25,17 @@ def words(text: str) -> list[str]:
 class TextIndex:
     """Words of title, brand and category per item, and the BM25 index over title, brand,
     category path and description, built in a background thread (seconds for 100k items),
-    off the startup path; a search waits for it at most ``BUILD_WAIT_S``."""
+    off the startup path; a search waits for it at most ``BUILD_WAIT_S``. ``previous``: the
+    index of the catalog this one grew from (live catalog changes): it answers, over the rows
+    it holds, until this one is built."""
 
-    def __init__(self, catalog, background: bool = True, typo_tolerance: bool = True):
+    def __init__(self, catalog, background: bool = True, typo_tolerance: bool = True,
+                 previous: "TextIndex | None" = None):
         self.catalog, self.typo_tolerance = catalog, typo_tolerance
-        self._bm25: Bm25 | None = None
+        self._bm25: Bm25 | None = previous._bm25 if previous is not None else None
         self._built = threading.Event()
+        if self._bm25 is not None:
+            self._built.set()
         if background:
             threading.Thread(target=self._build, name="text-index", daemon=True).start()
         else:
@@ -64,7 +69,8 @@ class TextIndex:
         if k < 1 or not query.strip() or not self._built.wait(BUILD_WAIT_S) \
                 or self._bm25 is None:
             return []
-        rows, scores = self._bm25.top(query, k, allowed)
+        bm25 = self._bm25
+        rows, scores = bm25.top(query, k, allowed[:bm25.size])
         return list(zip(rows.tolist(), scores.tolist()))
 
     def spelling(self, query: str) -> dict[str, str]:

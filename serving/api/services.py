@@ -9,15 +9,17 @@ from pipeline.contract import spec
 from pipeline.contract.load import load_shop
 from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.examples import ENGAGEMENT_EVENTS
+from serving.api.ann import build_index
 from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
-from serving.api.catalog_updates import CatalogUpdates
+from serving.api.catalog_updates import CatalogUpdates, apply_to_items, merged
 from serving.api.experiments import (Experiment, Experiments, Variant, load_experiments,
                                      variant_settings)
 from serving.api.feedback import ImpressionLog, attribute, impressions_of
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import RANK_CANDIDATES, ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
+from serving.api.search_text import TextIndex
 from serving.api.settings import Settings
 from serving.events.erasure import read_key_file
 from serving.events.store import DAY_SECONDS, EventStore, now_seconds, open_event_store
@@ -39,8 +41,6 @@ class Services:
                            if settings.pseudonym_key_file else None)
         shop = load_shop(settings.shop_dir, on_bad_rows=settings.on_bad_rows,
                          pseudonyms=self.pseudonyms)
-        self.catalog = Catalog(shop.items)
-        metrics.catalog_items.set(len(self.catalog))
         self.store: EventStore = open_event_store(
             settings.event_store, retention_days=settings.retention_days or None,
             erasure_key=read_key_file(settings.erasure_key_file),
@@ -49,11 +49,15 @@ class Services:
             if self.store.import_shop_events(shop.events):
                 log.info("imported %d shop events into %s", len(shop.events),
                          settings.event_store)
+            # the live catalog changes kept for this export are re-applied (restart)
+            self.catalog_updates = CatalogUpdates(None, self.store, shop.items)
+            kept = self.catalog_updates.kept()
+            items, live, deleted = apply_to_items(shop.items, kept)
+            self.catalog = self.catalog_updates.catalog = Catalog(items, live, deleted)
+            if kept:
+                log.info("re-applied %d live catalog changes to this shop export (%d items "
+                         "added or re-texted, %d deleted)", len(kept), len(live), len(deleted))
             self.catalog.set_popularity(self.store.engagement_counts())
-            self.catalog_updates = CatalogUpdates(self.catalog, self.store, shop.items)
-            restored = self.catalog_updates.restore()
-            if restored:
-                log.info("re-applied %d live catalog updates to this shop export", restored)
             self.suggestions = QuerySuggestions(settings.autocomplete_min_users)
             self.suggestions.reset(self.store.search_queries())
             self.backend = ModelBackend.connect(
@@ -64,12 +68,11 @@ class Services:
             self.store.close()
             raise
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
-                                    settings.embedding_batch_size, self._versions_changed)
-        self.recommender = Recommender(self.catalog, self.store, self.backend, settings,
-                                       observe=metrics.observe_stage,
-                                       versions=lambda: self.watcher.versions)
-        self._variants = {(e.name, v.name): self._variant_recommender(v)
-                          for e in self.experiments.experiments for v in e.variants}
+                                    settings.embedding_batch_size, self._versions_changed,
+                                    build_index=self._build_index)
+        self.recommender = self._recommender(self.catalog)
+        self._variants = self._variant_recommenders()
+        metrics.catalog_items.set(len(self.catalog))
         self.impression_log = ImpressionLog(
             self.store, count=lambda result, n: metrics.impressions.labels(result).inc(n)) \
             if settings.log_impressions else None
@@ -80,23 +83,28 @@ class Services:
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def _variant_recommender(self, variant: Variant) -> Recommender:
-        """The recommender of an experiment's variant: the API's own when the variant changes
-        nothing, else one with its settings, ranking model and pinned ranking version (the
-        catalog, store, text index and model client shared)."""
-        if not (variant.settings or variant.ranking_model or variant.ranking_version):
-            return self.recommender
-        settings = variant_settings(self.settings, variant.settings)
-        backend = self.backend
-        if variant.ranking_model and variant.ranking_model != self.backend.ranking_model:
-            backend = ModelBackend(self.backend.client, self.backend.retrieval_model,
-                                   variant.ranking_model, max_history=self.settings.max_history)
-        pin = ({backend.ranking_model: variant.ranking_version}
-               if variant.ranking_version else {})
-        return Recommender(self.catalog, self.store, backend, settings,
-                           observe=self.metrics.observe_stage,
-                           versions=lambda: {**self.watcher.versions, **pin},
-                           text_index=self.recommender.text_index)
+    def _variant_recommenders(self) -> dict:
+        """(experiment, variant) -> the recommender of that variant over the current catalog:
+        the API's own when the variant changes nothing, else one with its settings, ranking
+        model and pinned ranking version (catalog, store, text index and model client
+        shared). Rebuilt when a catalog change swaps the catalog in."""
+        out = {}
+        for experiment in self.experiments.experiments:
+            for variant in experiment.variants:
+                if not (variant.settings or variant.ranking_model or variant.ranking_version):
+                    out[(experiment.name, variant.name)] = self.recommender
+                    continue
+                backend = self.backend
+                if variant.ranking_model and variant.ranking_model != backend.ranking_model:
+                    backend = ModelBackend(backend.client, backend.retrieval_model,
+                                           variant.ranking_model,
+                                           max_history=self.settings.max_history)
+                pin = ({backend.ranking_model: variant.ranking_version}
+                       if variant.ranking_version else {})
+                out[(experiment.name, variant.name)] = self._recommender(
+                    self.catalog, self.recommender.text_index, backend,
+                    variant_settings(self.settings, variant.settings), pin)
+        return out
 
     def route(self, user_key: str | None,
               surface: str) -> tuple[Recommender, tuple[Experiment, Variant] | None]:
@@ -136,6 +144,59 @@ class Services:
                                 experiment.name, variant.name, model,
                                 f" version {variant.ranking_version}"
                                 if variant.ranking_version else "", e)
+    def _build_index(self, embeddings):
+        """Retrieval's index in the API over a version's raw candidate embeddings, or None
+        when the served model's top_k answers (Settings.retrieval_index)."""
+        method, n = self.settings.retrieval_index, len(embeddings)
+        if method == "model" or (method == "auto" and n < self.settings.ann_min_items):
+            return None
+        return build_index(embeddings, "scann" if method == "auto" else method,
+                           seed=0, min_items_for_scann=1)
+
+    def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None,
+                     backend: ModelBackend | None = None, settings: Settings | None = None,
+                     pin: dict | None = None):
+        """A recommender over ``catalog``; an experiment's variant gives its own ``backend``
+        (another ranking model), ``settings`` and ``pin`` (model name -> version)."""
+        pin = pin or {}
+        return Recommender(catalog, self.store, backend or self.backend,
+                           settings or self.settings, observe=self.metrics.observe_stage,
+                           versions=(lambda: {**self.watcher.versions, **pin}) if pin
+                           else (lambda: self.watcher.versions), text_index=text_index)
+
+    def update_catalog(self, updates) -> None:
+        """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,
+        stock and deletions in place; new items and changed texts by a grown catalog whose
+        changed items the served retrieval version encodes (a ``ServingError`` refuses the
+        whole request: nothing applied or kept), swapped in once the changes are kept."""
+        self.catalog_updates.apply(updates, grow=self._grow)
+
+    def _grow(self, updates) -> None:
+        old = self.catalog
+        items, texts, deleted = apply_to_items(old.current_items(), merged({}, updates))
+        readded = {u.item_id for u in updates if u.changes_text}
+        live = set(old.ids[old.live_rows]) | texts
+        gone = (set(old.ids[~old.active]) - readded) | deleted
+        version = old.embeddings_version
+
+        def encode(catalog, rows):
+            return self.backend.embed_rows(catalog, rows, self.settings.embedding_batch_size,
+                                           version=version)
+
+        started = time.perf_counter()
+        new = old.grown(items, live, gone, encode)
+        text_index = TextIndex(new, typo_tolerance=self.settings.typo_tolerance,
+                               previous=self.recommender.text_index)
+        recommender = self._recommender(new, text_index)
+
+        def swap():
+            self.recommender = recommender
+            self.catalog = self.catalog_updates.catalog = self.watcher.catalog = new
+            self._variants = self._variant_recommenders()     # experiments see it too
+            self.metrics.catalog_items.set(len(new))
+            log.info("catalog now %d items (%d live) after %d changes in %.2f s", len(new),
+                     len(new.live_rows), len(updates), time.perf_counter() - started)
+        return swap
 
     def user_key(self, user_id: str | None) -> str | None:
         """The form of a user id the store and the models know: its pseudonym (or as given

@@ -17,6 +17,7 @@ from trainer.features import MAX_HISTORY_LENGTH
 ENV_PREFIX = "SHOPREC_"
 MAX_HISTORY = MAX_HISTORY_LENGTH      # the pipeline's cap on history_length
 DEFAULT_MAX_HISTORY = 50
+RETRIEVAL_INDEXES = ("model", "auto", "scann", "brute_force")
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,12 @@ class Settings:
     transition_candidates: int = 50         # candidates the item-to-item sources add at most
     cooccurrence_candidates: int = 50       # (with evidence in the history); 0 = none
     text_candidates: int = 50               # text neighbours (retrieval with a text tower)
+    # Retrieval's top K: "model" = the served model's top_k signature (exact, in TF
+    # Serving); "auto" = an index in the API (serving/api/ann.py: ScaNN) once the catalog
+    # has ann_min_items items, else the model's; "scann" / "brute_force" = that index always.
+    retrieval_index: str = "auto"
+    ann_min_items: int = 100_000
+    ann_top_k: int = 100                    # K of the API's index (as the pipeline's top K)
     lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
     typo_tolerance: bool = True             # search: unknown words read as the nearest ones
     autocomplete_min_users: int = 5         # a past query is suggested once this many users
@@ -117,6 +124,10 @@ class Settings:
                      "lexical_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
+        need(self.retrieval_index in RETRIEVAL_INDEXES, "retrieval_index",
+             f"expected one of {', '.join(RETRIEVAL_INDEXES)}")
+        need(self.ann_min_items >= 1, "ann_min_items", "must be >= 1")
+        need(1 <= self.ann_top_k <= 1000, "ann_top_k", "must be between 1 and 1000")
         need(self.autocomplete_min_users >= 2, "autocomplete_min_users",
              "must be >= 2 (1 would show one shopper's searches to others)")
         need(not isinstance(self.max_history, bool) and isinstance(self.max_history, int)

@@ -5,8 +5,9 @@
 Writes ``items.jsonl``, ``events.jsonl`` and (when the shop folder has one) ``users.jsonl``
 in the data contract (docs/data.md), and ``export.json`` (what was written, from where):
 
-* **items**: the shop folder's items with the live catalog updates the API keeps for that
-  export (``catalog_updates:<fingerprint>`` in the store's meta: prices and stock);
+* **items**: the shop folder's items with the live catalog changes the API keeps for that
+  export (``catalog_updates:<fingerprint>`` in the store's meta: prices, stock, new items,
+  changed texts; deleted items stay as rows, out of stock, so their events keep meaning);
 * **events**: every event of the store (the shop's imported ones and those the API
   received; erased users' and expired ones are already gone) plus every **impression** as
   a ``view`` event: what the API showed, at the time it showed it. The pipeline's ranking
@@ -44,26 +45,19 @@ from serving.events.store import EventStore, open_event_store
 log = logging.getLogger("serving.events.export")
 
 
-def updated_items(items: pd.DataFrame, store: EventStore) -> tuple[pd.DataFrame, int]:
-    """The items with the live updates kept for this export applied; how many items
-    changed."""
-    from serving.api.catalog_updates import items_fingerprint
+def updated_items(items: pd.DataFrame, store: EventStore) -> tuple[pd.DataFrame, dict]:
+    """The items with the live changes the API keeps for this export
+    (serving/api/catalog_updates.py: prices, stock, new items, changed texts, deletions)
+    applied; what changed. Deleted items stay as rows, out of stock: their past events keep
+    their meaning for training, and nothing recommends an out-of-stock item."""
+    from serving.api.catalog_updates import apply_to_items, items_fingerprint
 
     kept = json.loads(store.get_meta(f"catalog_updates:{items_fingerprint(items)}") or "{}")
-    items = items.copy()
-    row_of = {item: n for n, item in enumerate(items[spec.ITEM_ID])}
-    changed = 0
-    for item_id, fields in kept.items():
-        row = row_of.get(item_id)
-        if row is None:
-            continue
-        changed += 1
-        if "price" in fields:
-            items.iloc[row, items.columns.get_loc(spec.PRICE)] = (
-                np.nan if fields["price"] is None else float(fields["price"]))
-        if "in_stock" in fields:
-            items.iloc[row, items.columns.get_loc(spec.IN_STOCK)] = bool(fields["in_stock"])
-    return items, changed
+    updated, texts, deleted = apply_to_items(items, kept)
+    if deleted:
+        updated.loc[updated[spec.ITEM_ID].isin(deleted), spec.IN_STOCK] = False
+    return updated, {"changed": len(kept), "added_or_retexted": len(texts),
+                     "deleted": len(deleted)}
 
 
 def feedback_events(store: EventStore) -> tuple[pd.DataFrame, int]:
@@ -100,7 +94,7 @@ def export_feedback(store: EventStore, shop_dir, out_dir,
     shop = load_shop(shop_dir, on_bad_rows="quarantine")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, changed = updated_items(shop.items, store)
+    items, changes = updated_items(shop.items, store)
     items = items[list(spec.ITEM_COLUMNS)]
     events, impressions = feedback_events(store)
     known = set(items[spec.ITEM_ID])
@@ -110,7 +104,7 @@ def export_feedback(store: EventStore, shop_dir, out_dir,
         events = events[~unknown]
     _write_jsonl(items, out / "items.jsonl")
     _write_jsonl(events, out / "events.jsonl")
-    summary = {"source_shop": str(shop_dir), "items": len(items), "items_updated": changed,
+    summary = {"source_shop": str(shop_dir), "items": len(items), "item_changes": changes,
                "events": len(events), "impressions_as_views": impressions,
                "events_left_out_unknown_items": int(unknown.sum()),
                "user_ids": (f"pseudonymised (key id {pseudonyms.key_id})" if pseudonyms

@@ -75,8 +75,9 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
         """The item's page: its catalog fields and its similar items (without them, and
         saying why, while the catalog embeddings are not loaded)."""
         svc = request.app.state.services
-        row = svc.catalog.row(item_id)
-        if row is None:
+        catalog = svc.catalog
+        row = catalog.row(item_id)
+        if row is None or not catalog.listed(row):
             raise UnknownItem(item_id)          # 404 naming path parameter 'item_id'
         answer, unavailable = None, ""
         user_key = svc.user_key(user_id)
@@ -88,8 +89,8 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
         except NotReady as e:
             unavailable = str(e)
         return answer_page(request, "shop/product.html", answer, user_id=user_id or "",
-                           item={**svc.catalog.describe(row),
-                                 "description": _text(svc.catalog.descriptions[row])},
+                           item={**catalog.describe(row),
+                                 "description": _text(catalog.descriptions[row])},
                            unavailable=unavailable)
 
 

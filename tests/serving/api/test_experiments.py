@@ -293,3 +293,15 @@ def test_the_console_shows_the_report_with_its_p_values(exp_client):
     p_value = report["comparisons"]["B"]["ctr"]["p_value"]
     assert ("%.3g" % p_value if p_value is not None else "–") in page
     assert page.count('class="bars"') == 3
+
+
+def test_variants_follow_a_catalog_that_grows(exp_client):
+    services = exp_client.app.state.services
+    assert exp_client.post("/v1/catalog/updates", json={
+        "item_id": "exp-new", "title": "Gold building blocks castle",
+        "categories": "Toys > Building"}).status_code == 200
+    for key, recommender in services._variants.items():
+        assert recommender.catalog is services.catalog, key
+        assert recommender.catalog.row("exp-new") is not None
+    assert services._variants[("exp", "A")] is services.recommender
+    assert services._variants[("exp", "B")].settings.max_category_share == 1.0

@@ -139,3 +139,39 @@ def test_watcher_installs_refuses_and_drops_tables_per_retrieval_version(caplog)
     backend.version = 3                     # no related_items signature: no tables
     assert watcher.refresh() and catalog.item_to_item is None
 
+
+
+def test_a_grown_catalog_keeps_rows_tables_and_embeddings_and_encodes_only_changes():
+    """Catalog.grown (live new items, serving/api/catalog_updates.py): old rows keep their
+    number, tables and popularity; new rows have no partners; only new or re-texted items
+    are encoded."""
+    items = pd.DataFrame({"item_id": IDS, "title": ["A", "B", "C", "D"], "description": "",
+                          "brand": "", "categories": "X", "price": 1.0, "in_stock": True,
+                          "created_at": 0})
+    catalog = Catalog(items)
+    catalog.set_embeddings(np.eye(4, 5, dtype=np.float32), 7)
+    catalog.set_item_to_item(served_tables.build(IDS, GOOD, 7), 7, GOOD)
+    catalog.set_popularity({"a": 3})
+    grown_items = pd.concat([items, items.iloc[:1].assign(item_id="e", title="E")],
+                            ignore_index=True)
+    grown_items.loc[1, "title"] = "B2"
+    encoded = []
+
+    def encode(cat, rows):
+        encoded.append(cat.ids[rows].tolist())
+        return np.full((len(rows), 5), 2.0, np.float32)
+
+    grown = catalog.grown(grown_items, {"b", "e"}, {"c"}, encode)
+    assert encoded == [["b", "e"]]
+    assert grown.live_rows.tolist() == [1, 4] and grown.live_embeddings.tolist() == [[2.0] * 5] * 2
+    assert grown.embeddings_version == 7 and np.allclose(grown.embeddings[0], catalog.embeddings[0])
+    assert grown.popularity.tolist() == [3, 0, 0, 0, 0]
+    assert grown.listed(0) and not grown.listed(2)
+    table = grown.item_to_item.transitions.table.toarray()
+    assert table.shape == (5, 5) and table[:4, :4].tolist() == \
+        catalog.item_to_item.transitions.table.toarray().tolist() and not table[4].any()
+    again = grown.grown(grown.current_items(), {"b", "e"}, {"c"}, encode)
+    assert len(encoded) == 1, "nothing changed: nothing encoded again"
+    assert again.live_embeddings.tolist() == grown.live_embeddings.tolist()
+    with pytest.raises(ValueError, match="keep every row"):
+        catalog.grown(grown_items.iloc[1:], set(), set(), encode)

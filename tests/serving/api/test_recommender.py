@@ -373,3 +373,23 @@ def test_tables_swapped_during_a_request_do_not_break_its_reasons():
         "u1", k=4)
     assert rec.degraded == [] and catalog.ids[rec.items[0].row] == "toy3"
     assert rec.items[0].reason.type == "chosen_after"
+
+
+def test_an_item_of_the_history_is_never_explained_as_similar_to_itself(catalog):
+    from serving.events.store import UserContext
+
+    # every item points the same way except the books: book1's nearest item is book1
+    emb = np.tile([1.0, 0.0], (len(catalog), 1)).astype(np.float32)
+    books = [catalog.row(f"book{i}") for i in range(10)]
+    emb[books] = [0.0, 1.0]
+    emb[catalog.row("book2")] = [0.2, 1.0]
+    catalog.set_embeddings(emb, 1)
+    models = _Models(catalog, rank=lambda inputs: np.array(
+        [{"book1": 3.0, "book2": 2.0}.get(i, 0.0) for i in inputs["item_id"]]))
+    ctx = UserContext(["book1"], {"book1": "click"})
+    rec = _recommender(catalog, models, ctx).recommend("u1", k=10)
+    reasons = {catalog.ids[r.row]: r.reason for r in rec.items}
+    assert "book1" in reasons, "the stub retrieval offers the history item back"
+    assert reasons["book1"].item_id != "book1", reasons["book1"]
+    assert reasons["book2"].type == "similar_to_history" and \
+        reasons["book2"].item_id == "book1", "other items still name it"

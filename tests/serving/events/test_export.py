@@ -33,7 +33,10 @@ def filled_store(api_shop, api_model_server, tmp_path_factory):  # noqa: F811
             {"user_id": "shopper", "item_id": clicked, "event_type": "purchase"}]
         ).status_code == 200
         assert client.post("/v1/catalog/updates", json=[
-            {"item_id": "toy3", "price": 99.0, "in_stock": False}]).status_code == 200
+            {"item_id": "toy3", "price": 99.0, "in_stock": False},
+            {"item_id": "new1", "title": "Deluxe red velvet lipstick", "price": 12.5,
+             "categories": "Beauty > Makeup", "brand": "BeautyCo"},
+            {"item_id": "food9", "deleted": True}]).status_code == 200
         client.get("/v1/recommend", params={"user_id": "gone", "k": 3})
         assert client.delete("/v1/users/gone").status_code == 200
     return f"sqlite:///{db}", answer, clicked
@@ -51,7 +54,11 @@ def test_the_export_is_a_shop_folder_the_contract_accepts(filled_store, api_shop
     assert len(shop.events) == len(original.events) + 2 + len(answer["items"])
     toy3 = shop.items[shop.items[spec.ITEM_ID] == "toy3"].iloc[0]
     assert toy3[spec.PRICE] == 99.0 and not toy3[spec.IN_STOCK], "live updates applied"
-    assert summary["items_updated"] == 1
+    assert summary["item_changes"] == {"changed": 3, "added_or_retexted": 1, "deleted": 1}
+    added = shop.items[shop.items[spec.ITEM_ID] == "new1"].iloc[0]
+    assert added[spec.TITLE] == "Deluxe red velvet lipstick" and added[spec.PRICE] == 12.5
+    deleted = shop.items[shop.items[spec.ITEM_ID] == "food9"].iloc[0]
+    assert not deleted[spec.IN_STOCK], "a deleted item stays a row (its events), out of stock"
     mine = shop.events[shop.events[spec.USER_ID] == "shopper"]
     views = mine[mine[spec.EVENT_TYPE] == spec.VIEW]
     assert sorted(views[spec.ITEM_ID]) == sorted(i["item_id"] for i in answer["items"])
