@@ -315,8 +315,15 @@ def markdown(results: dict) -> str:
               "other salts; share of splits \"significant\" at p < 0.05 (about 0.05 "
               "expected): " + ", ".join(f"{label} {calibration['share_significant'][key]}"
                                         for key, label in METRICS) + ".", "",
-              f"Verdict: {results['verdict']}", ""]
+              verdict_text(results["verdict"]), ""]
     return "\n".join(lines)
+
+
+def verdict_text(verdict: dict) -> str:
+    alarms = ", ".join(verdict["aa_false_alarms"]) or "none"
+    return (f"Verdict: better model detected at p < 0.05: "
+            f"{'yes' if verdict['better_model_detected'] else 'no'}; A/A metrics with "
+            f"p < 0.05: {alarms}; {'passed' if verdict['passed'] else 'FAILED'}.")
 
 
 def draw_chart(results: dict, path: str) -> None:
