@@ -1,7 +1,7 @@
 # shoprec images. Cannot be built on the development machines (no Docker engine); kept minimal.
 #
 #   docker build --target pipeline -t shoprec-pipeline .   # Kubeflow / Vertex pipeline steps
-#   docker build --target api -t shoprec-api .             # recommendation API (serving/tfserving/docker-compose.yml)
+#   docker build --target api -t shoprec-api .             # recommendation API (deploy/docker-compose.yml, deploy/k8s)
 #
 # Target `pipeline`: the TFX 1.16 image plus our pinned extras and the shoprec package, so the
 # KFP v2 spec written by `tfx_pipeline.py --runner kubeflow_v2 --image <this image>` can resolve

@@ -11,7 +11,7 @@ export PYTHONHASHSEED := 0
 # ~40 s recompiling the stack. Cache bytecode (in .venv and __pycache__, both git-ignored).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: env demo test test-fast lock clean serve serve-demo bench-serving
+.PHONY: env test-deps demo test test-fast lock clean serve serve-demo bench-serving
 
 env: $(ENV_STAMP)
 
@@ -26,10 +26,19 @@ $(ENV_STAMP): requirements/lock.txt requirements/nodeps.txt setup.py
 	@touch $(ENV_STAMP)
 	@echo "environment ready: $(VENV)"
 
-test: env
+# Debian packages the tests need so that they run instead of skipping: redis-server for the
+# Redis event store and the API replica tests (each test starts its own server on a free
+# loopback port). Installed when missing (apt-get as root, else sudo), as .ci/run does.
+test-deps:
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian) for the Redis tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null \
+	  || { echo "error: could not install redis-server with apt-get (the Redis tests need it)" >&2; exit 1; }; }
+
+test: env test-deps
 	$(PY) -m pytest -ra --durations=30
 
-test-fast: env
+test-fast: env test-deps
 	$(PY) -m pytest -ra -m "not slow"
 
 lock:

@@ -52,10 +52,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import csv  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -433,7 +435,9 @@ def markdown(report: dict) -> str:
     lines += [f"{meta['date']}, {meta['machine']}, duration {meta['duration_s']} s per cell "
               f"after {meta['warmup_s']} s warm-up, load average {meta['load_before']} before "
               "the run. `degraded`: API answers given without a model stage "
-              "(its call failed).", "",
+              "(its call failed)." + (" API settings: " + ", ".join(
+                  f"`{k}={v}`" for k, v in meta["api_settings"].items()) + "."
+                  if meta.get("api_settings") else ""), "",
               "| catalog | target | concurrency | requests | errors | degraded | req/s | p50 ms "
               "| p95 ms | p99 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
@@ -478,7 +482,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--workdir", help="where synthetic shops and models, and the stack's logs, "
                                      "are written (default: temp)")
+    p.add_argument("--api-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="an API setting for the run (docs/api.md), e.g. retrieval_index=scann; "
+                        "recorded in the JSON's meta")
+    p.add_argument("--name", help="results file stem (default: serving, or serving_pushed)")
     args = p.parse_args(argv)
+    from serving.api.settings import Settings
+    names = {f.name for f in dataclasses.fields(Settings)}
+    args.api_settings = {}
+    for pair in args.api_setting:
+        name, _, value = pair.partition("=")
+        if name not in names or not value:
+            p.error(f"--api-setting {pair!r}: expected NAME=VALUE with NAME a setting of "
+                    f"serving/api/settings.py")
+        args.api_settings[name] = value
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+        p.error("--name: letters, digits, '_', '.', '-' only")
     if args.models == "pushed":
         if args.sizes is not None:
             p.error("--sizes is for --models synthetic (pushed models have their shop's "
@@ -521,6 +540,7 @@ def main(argv=None) -> int:
         timespec="seconds"), "commit": commit, "python": platform.python_version(),
         "machine": f"{os.cpu_count()} CPU cores", "duration_s": args.duration_s,
         "warmup_s": args.warmup_s, "seed": args.seed, "candidates": CANDIDATES,
+        "api_settings": args.api_settings,
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "model_server": "development stand-in (serving.standin.model_server), not TF Serving",
         "setup": {}}
@@ -538,7 +558,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         with LocalStack(str(setup.serving_dir), str(setup.shop_dir),
                         log_dir=str(workdir / f"logs_{setup.label}"), startup_timeout_s=600,
-                        api_settings={"rate_limits": "off"},               # measure capacity
+                        api_settings={"rate_limits": "off",               # measure capacity
+                                      **args.api_settings},
                         pseudonym_key_file=getattr(args, "pseudonym_key_file", None)) as stack:
             served = httpx.get(f"{stack.api_url}/readyz", timeout=10,
                                headers=stack.headers()).json().get("models", {})
@@ -566,7 +587,7 @@ def main(argv=None) -> int:
     meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = RESULT_NAME[args.models]
+    name = args.name or RESULT_NAME[args.models]
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"{name}.md").write_text(markdown(report))
     print(markdown(report))

@@ -113,6 +113,18 @@ class PipelineConfig:
     min_ranking_ndcg: float = 0.05
     max_ranking_ndcg_drop: float = 0.02
 
+    # User segments (pipeline/components/user_segments.py, docs/DESIGN.md "User segments"):
+    # k-means over the retrieval query tower's user vectors next to the users' top-category
+    # shares (weight segments_category_weight; 0 = the vectors alone), k in
+    # [segments_k_min, segments_k_max] chosen by silhouette; segments smaller than
+    # segments_min_size users are dissolved (the report's k-anonymity, docs/privacy.md).
+    # Pushed to <serving_dir>/segments/<retrieval version>/ with a pushed retrieval model.
+    segments: bool = True
+    segments_k_min: int = 2
+    segments_k_max: int = 16
+    segments_min_size: int = 20
+    segments_category_weight: float = 2.0
+
     enable_cache: bool = False
 
     def validate(self) -> "PipelineConfig":
@@ -149,7 +161,15 @@ class PipelineConfig:
                      "max_eval_contexts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 0")
-        for name in ("filter_purchased", "enable_cache"):
+        if not 2 <= self.segments_k_min <= self.segments_k_max:
+            problems.append(f"segments_k_min={self.segments_k_min}, segments_k_max="
+                            f"{self.segments_k_max}: need 2 <= k_min <= k_max")
+        if self.segments_min_size < 2:
+            problems.append(f"segments_min_size={self.segments_min_size}: must be >= 2")
+        if self.segments_category_weight < 0:
+            problems.append(f"segments_category_weight={self.segments_category_weight}: "
+                            "must be >= 0")
+        for name in ("filter_purchased", "enable_cache", "segments"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.domain_pretraining_steps < 0:

@@ -154,7 +154,8 @@ def two_stage_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
     head AUC over the pool rows (value + change thresholds) and mean label / prediction.
     No calibration band: every eval context holds one chosen item among its whole pool, so
     the label rate is the pool's, not the shop's click rate. Slices: overall, user
-    activity."""
+    activity and, with ``cfg.segments``, the user's segment (UserSegments; "none" for a user
+    without one)."""
     ndcg = _gated("NDCG", cfg.min_ranking_ndcg, cfg.max_ranking_ndcg_drop)
     ndcg.config = json.dumps({"gain_key": features.CLICKED})
     # k through `binarize`, not the metric's own top_k_list: thresholds are keyed by the
@@ -168,6 +169,7 @@ def two_stage_eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=RANKING_EVAL_SIGNATURE, label_keys=labels,
                                     prediction_keys={h: h for h in labels})],
-        slicing_specs=TWO_STAGE_SLICES,
+        slicing_specs=TWO_STAGE_SLICES + (
+            [tfma.SlicingSpec(feature_keys=[features.USER_SEGMENT])] if cfg.segments else []),
         metrics_specs=specs,
         options=_options())

@@ -12,6 +12,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.candidate_examples import CandidateExamples
 from pipeline.components.domain_pretraining import DomainPretraining
 from pipeline.components.shop_example_gen import ShopExampleGen
+from pipeline.components.user_segments import SegmentsPusher, UserSegments
 from pipeline.configs import RANKING_MODEL_NAME, RETRIEVAL_MODEL_NAME, PipelineConfig
 from trainer import features
 
@@ -112,6 +113,15 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         transform, schema_gen, cfg.retrieval_train_steps, cfg.retrieval_eval_steps,
         cfg.retrieval_custom_config(),
         base_model=domain_pretraining.outputs["model"] if domain_pretraining else None)
+    # User segments from the retrieval query tower over each user's train history (pushed
+    # next to the retrieval version they belong to, below); the ranking Evaluator slices by
+    # them through the two-stage eval rows.
+    user_segments = (UserSegments(
+        examples=example_gen.outputs["examples"], model=retrieval_trainer.outputs["model"],
+        k_min=cfg.segments_k_min, k_max=cfg.segments_k_max,
+        min_segment_size=cfg.segments_min_size,
+        category_weight=float(cfg.segments_category_weight), seed=cfg.seed)
+        if cfg.segments else None)
     # Two-stage rows: the candidates the API's pool gives for each click of the rank window
     # (which retrieval did not train on) and of the eval split, with the candidate features;
     # the ranking model learns and is judged on them.
@@ -122,7 +132,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         cooccurrence_candidates=cfg.cooccurrence_candidates,
         text_candidates=cfg.text_candidates, exclude_purchased=int(cfg.filter_purchased),
         seed=cfg.seed,
-        max_eval_contexts=cfg.max_eval_contexts)
+        max_eval_contexts=cfg.max_eval_contexts,
+        **({"segments": user_segments.outputs["segments"]} if user_segments else {}))
         if cfg.two_stage else None)
     # TFRS multi-task ranking (click, purchase, rating).
     ranking_trainer = _trainer(
@@ -138,9 +149,15 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
                   transform, *([domain_pretraining] if domain_pretraining else []),
                   retrieval_trainer, *([candidate_examples] if candidate_examples else []),
                   ranking_trainer]
-    components += _evaluate_and_push(
+    retrieval_push = _evaluate_and_push(
         RETRIEVAL_MODEL_NAME, example_gen.outputs["examples"], retrieval_trainer,
         eval_configs.retrieval_eval_config(cfg), cfg.serving_dir)
+    components += retrieval_push
+    if user_segments is not None:
+        components += [user_segments, SegmentsPusher(
+            segments=user_segments.outputs["segments"],
+            pushed_model=retrieval_push[-1].outputs["pushed_model"],
+            serving_dir=cfg.serving_dir)]
     components += _evaluate_and_push(
         RANKING_MODEL_NAME,
         (candidate_examples.outputs["candidate_examples"] if candidate_examples

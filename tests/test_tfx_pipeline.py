@@ -22,7 +22,7 @@ NODES = ("ShopExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "An
          "Transform", "retrieval_trainer", "CandidateExamples", "ranking_trainer",
          "latest_blessed_retrieval_resolver",
          "retrieval_evaluator", "retrieval_pusher", "latest_blessed_ranking_resolver",
-         "ranking_evaluator", "ranking_pusher")
+         "ranking_evaluator", "ranking_pusher", "UserSegments", "SegmentsPusher")
 
 
 def _blessed(pipeline_root, evaluator_id):
@@ -205,7 +205,7 @@ def _served_ndcg_at_10(export, files):
 def test_ranking_evaluator_blesses_the_served_order(runs):
     """The ranking Evaluator judges NDCG@10 of the combined score over each eval context's
     candidate pool (the order the API serves), with AUC per head, sliced by user
-    activity."""
+    activity and by user segment (UserSegments' assignments; "none" without one)."""
     import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
     from tensorflow_model_analysis.writers import eval_config_writer  # pylint: disable=C0415
     cfg = runs["cfg"]
@@ -220,8 +220,12 @@ def test_ranking_evaluator_blesses_the_served_order(runs):
     for slice_key, _, _ in metrics:
         for column, value in slice_key:
             values[column].add(value)
-    assert set(values) == {"user_activity"}, dict(values)
+    assert set(values) == {"user_activity", "user_segment"}, dict(values)
     assert values["user_activity"] <= {"cold", "warm", "heavy"}
+    segment_slices = {v for v in values["user_segment"] if v != "none"}
+    assert segment_slices and all(v.isdigit() for v in segment_slices), values
+    assert any(s == (("user_segment", v),) and (o, n) == ("score", "ndcg")
+               for (s, o, n) in metrics for v in segment_slices)
     config = eval_config_writer.load_eval_run(first)[0]
     gated = {(spec.output_names[0], metric.class_name) for spec in config.metrics_specs
              for metric in spec.metrics if metric.per_slice_thresholds}
@@ -472,3 +476,38 @@ def test_kubeflow_v2_spec_parses(tmp_path):
     assert pipeline_spec["pipelineInfo"]["name"] == "shoprec-demo"
     tasks = pipeline_spec["root"]["dag"]["tasks"]
     assert {"ShopExampleGen", "Transform", "retrieval_trainer", "ranking_pusher"} <= set(tasks)
+
+
+def test_user_segments_are_pushed_with_the_retrieval_version_and_hold_aggregates_only(runs):
+    """UserSegments (docs/DESIGN.md, "User segments"): the report, map and assignments next
+    to the pushed retrieval version; the report names no user and no segment is smaller
+    than segments_min_size; assignments use pseudonyms. The ARI vs the generator's planted
+    grouping is printed: the tiny shop has too few engagements per user to assert it (the
+    acceptance is measured on the scale-1 shop, tests/benchmarks/test_segments.py)."""
+    from pipeline.contract.load import load_shop  # pylint: disable=import-outside-toplevel
+    from pipeline.sample_shop.truth import latent_groups  # pylint: disable=import-outside-toplevel
+    from sklearn.metrics import adjusted_rand_score  # pylint: disable=import-outside-toplevel
+    cfg = runs["cfg"]
+    version = runs["first_versions"]["retrieval"][0]
+    assert pushed_versions(cfg.serving_dir, "segments") == [version]
+    pushed = os.path.join(cfg.serving_dir, "segments", version)
+    assert sorted(os.listdir(pushed)) == ["assignments.json", "segments.json", "segments.png"]
+    with open(os.path.join(pushed, "segments.json"), encoding="utf-8") as f:
+        text = f.read()
+    report = json.loads(text)
+    with open(os.path.join(pushed, "assignments.json"), encoding="utf-8") as f:
+        assignments = json.load(f)["users"]
+    assert report["segments"] >= 2, report
+    assert all(p["size"] >= cfg.segments_min_size for p in report["profiles"]), report
+    assert not re.search(r"p_[0-9a-f]{32}|u\d{6}", text)
+    assert assignments and all(u.startswith("p_") for u in assignments)
+    assert set(assignments.values()) == set(range(report["segments"]))
+    pseudonym = Pseudonyms.from_file(cfg.pseudonym_key_file)
+    truth = latent_groups(3, 0.05)
+    truth["user_id"] = [pseudonym(u) for u in truth["user_id"]]
+    truth = truth.set_index("user_id").loc[list(assignments)]
+    ari = adjusted_rand_score(truth["preferred_top"], list(assignments.values()))
+    print(f"tiny shop: {report['segments']} segments of {report['users']} users, ARI vs "
+          f"preferred_top {ari:.3f}")
+    assert ari > 0.0, ari           # better than chance
+    assert set(load_shop(cfg.data_dir).events["user_id"]).isdisjoint(assignments)

@@ -32,6 +32,9 @@ RANKING_OUTPUTS = tuple(RANKING_HEADS) + (RATING_HEAD,)
 
 T = TypeVar("T", bound="_Config")
 
+# prefix of the custom_config keys of tfx.extensions.google_cloud_ai_platform.Trainer
+CLOUD_TRAINER_PREFIX = "ai_platform_"
+
 
 @dataclasses.dataclass(frozen=True)
 class _Config:
@@ -59,7 +62,11 @@ class _Config:
     @classmethod
     def from_custom_config(cls: Type[T], custom_config: Optional[Mapping[str, Any]]) -> T:
         """Builds the config from a Trainer `custom_config` (None or {} -> all defaults)."""
-        given = dict(custom_config or {})
+        # TFX's Google Cloud Trainer (Vertex AI training, docs/deploy.md) reads its own keys
+        # (ai_platform_training_args, ai_platform_enable_vertex, ...) from the same
+        # custom_config and passes them on to run_fn: not ours to check
+        given = {key: value for key, value in dict(custom_config or {}).items()
+                 if not key.startswith(CLOUD_TRAINER_PREFIX)}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(given) - set(fields))
         if unknown:

@@ -59,7 +59,8 @@ OPTIONAL_FLOAT_FEATURES = (RETRIEVAL_SCORE, TRANSITION_SCORE, HISTORY_BRAND_SHAR
 # the source that put the candidate in the pool (strings; evaluation only, no model reads them).
 CONTEXT_ID = "context_id"              # one id per user context: TFMA's query_key
 CANDIDATE_SOURCE = "candidate_source"  # the source's feature name, e.g. retrieval_score
-OPTIONAL_STRING_FEATURES = (CONTEXT_ID, CANDIDATE_SOURCE)
+USER_SEGMENT = "user_segment"          # eval rows: the user's segment ("3"; "none"), a TFMA slice
+OPTIONAL_STRING_FEATURES = (CONTEXT_ID, CANDIDATE_SOURCE, USER_SEGMENT)
 
 STRING_FEATURES = (USER_ID, QUERY, ITEM_ID, TITLE, DESCRIPTION, BRAND, CATEGORY, TOP_CATEGORY)
 INT_FEATURES = (NUM_HISTORY, TIMESTAMP, IN_STOCK, CLICKED, ADDED_TO_CART, PURCHASED, HAS_RATING)

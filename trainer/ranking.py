@@ -23,6 +23,7 @@ import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from trainer import data
+from trainer import distribute
 from trainer import features as F
 from trainer import signatures
 from trainer import training
@@ -339,7 +340,13 @@ def evaluate(model: RankingModel, eval_patterns, spec, add_text=None) -> Dict:
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """TFX Trainer entry point: train on all train units, report eval metrics per head,
-    export."""
+    export. Runs under ``strategy``, else the one the environment names
+    (trainer/distribute.py: MultiWorkerMirroredStrategy when TF_CONFIG lists several
+    workers); in a multi-worker run only the chief's report and export are kept."""
+    distribute.run(_train_and_export, fn_args, strategy)
+
+
+def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     config = RankingConfig.from_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)

@@ -28,6 +28,7 @@ import tensorflow_transform as tft
 
 from trainer import catalog_softmax
 from trainer import data
+from trainer import distribute
 from trainer import features as F
 from trainer import related_items
 from trainer import retrieval_eval
@@ -382,7 +383,14 @@ def with_base_model(config: RetrievalConfig, base_model: Optional[str]) -> Retri
 
 
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
-    """TFX Trainer entry point: train, evaluate recall@K over the full catalog, export."""
+    """TFX Trainer entry point: train, evaluate recall@K over the full catalog, export.
+    Runs under ``strategy``, else the one the environment names (trainer/distribute.py:
+    MultiWorkerMirroredStrategy when TF_CONFIG lists several workers); in a multi-worker run
+    only the chief's report and export are kept."""
+    distribute.run(_train_and_export, fn_args, strategy)
+
+
+def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     config = with_base_model(RetrievalConfig.from_custom_config(fn_args.custom_config),
                              getattr(fn_args, "base_model", None))
     tf.keras.utils.set_random_seed(config.seed)

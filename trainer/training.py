@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
+from trainer import distribute
+
 METRICS_FILE = "metrics.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 
@@ -76,6 +78,7 @@ def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
     if not any(True for _ in dataset.take(1)):
         raise ValueError("the training split has no usable examples (check the train split and "
                          "its labels: retrieval trains on clicked == 1 units)")
+    dataset = distribute.sharded_by_data(dataset, model.distribute_strategy)
     recorder = BatchLossRecorder()
     callbacks = [recorder, ProgressLogger(int(train_steps) if train_steps else None)
                  ] + list(callbacks)

@@ -36,6 +36,7 @@ from tfx.types import standard_artifact_utils as artifact_utils
 from tfx.utils import path_utils
 
 from pipeline import candidate_rows, examples
+from pipeline.components.user_segments import ASSIGNMENTS_FILE, UserSegmentsArtifact
 from trainer import features as F
 
 REPORT_FILE = "candidate_examples.json"
@@ -167,9 +168,11 @@ def write_rows(rows, split_uri: str, transformed_uri: str, transform,
 def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri: str,
              transformed_uri: str, negatives: int, transition_candidates: int,
              cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0,
-             text_candidates: int = 50, exclude_purchased: bool = True) -> dict:
+             text_candidates: int = 50, exclude_purchased: bool = True,
+             segment_of: dict = None) -> dict:
     """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
-    report. ``examples_uri_of``: split name -> input split directory."""
+    report. ``examples_uri_of``: split name -> input split directory. ``segment_of``: user ->
+    segment (UserSegments), written into the eval rows as ``user_segment``."""
     if negatives < 1:
         raise ValueError(f"CandidateExamples: negatives must be >= 1, got {negatives}")
     if min(transition_candidates, cooccurrence_candidates, text_candidates) < 0:
@@ -209,6 +212,8 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
             progress=progress,
             max_contexts=max_eval_contexts if out_split == "eval" else 0,
             purchases=purchases)
+        if segment_of is not None and out_split == "eval":
+            rows = with_segments(rows, segment_of)
         counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
                                  os.path.join(transformed_uri, f"Split-{out_split}"), transform)
         report["splits"][out_split] = dict(counts.summary(), from_split=in_split)
@@ -218,6 +223,25 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
             "CandidateExamples: no training rows: no clicked unit of the "
             f"{F.RANK_SPLIT!r} split has its item among the candidates ({report['splits']})")
     return report
+
+
+def with_segments(rows_generator, segment_of: dict):
+    """The rows with ``user_segment`` (the user's segment, "none" without one), for the
+    ranking Evaluator's slice; returns the generator's value (``yield from``)."""
+    while True:
+        try:
+            row = next(rows_generator)
+        except StopIteration as stop:
+            return stop.value
+        segment = segment_of.get(row[F.USER_ID])
+        yield dict(row, **{F.USER_SEGMENT: "none" if segment is None else str(segment)})
+
+
+def read_assignments(segments_uri: str) -> dict:
+    """user -> segment of a UserSegments artifact."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    with tf.io.gfile.GFile(os.path.join(segments_uri, ASSIGNMENTS_FILE)) as f:
+        return json.load(f)["users"]
 
 
 def _write_counting(rows_generator, *where):
@@ -248,6 +272,7 @@ def CandidateExamples(  # pylint: disable=invalid-name
     max_eval_contexts: tfx.dsl.components.Parameter[int] = 0,
     text_candidates: tfx.dsl.components.Parameter[int] = 50,
     exclude_purchased: tfx.dsl.components.Parameter[int] = 1,
+    segments: tfx.dsl.components.InputArtifact[UserSegmentsArtifact] = None,
 ):
     """Two-stage ranking rows (module docstring)."""
     splits = artifact_utils.decode_split_names(examples.split_names)
@@ -259,7 +284,8 @@ def CandidateExamples(  # pylint: disable=invalid-name
                       path_utils.serving_model_path(model.uri), transform_graph.uri,
                       candidate_examples.uri, transformed_examples.uri, negatives,
                       transition_candidates, cooccurrence_candidates, seed, max_eval_contexts,
-                      text_candidates, bool(exclude_purchased))
+                      text_candidates, bool(exclude_purchased),
+                      read_assignments(segments.uri) if segments is not None else None)
     for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
                             (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
         artifact.split_names = artifact_utils.encode_split_names(names)

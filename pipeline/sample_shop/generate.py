@@ -72,6 +72,17 @@ def _prepare_dir(out_dir: Path) -> None:
             (out_dir / f"{name}.{ext}").unlink(missing_ok=True)
 
 
+def draw_population(seed: int, scale: float, cfg: SampleConfig = SampleConfig()):
+    """(catalog, users, the events' generator) of a seed and scale: the draws before the
+    events, so the users' latent tastes can be recovered without writing a shop
+    (pipeline/sample_shop/truth.py)."""
+    sizes = shop_sizes(scale, cfg)
+    catalog_rng, users_rng, events_rng = (np.random.default_rng(s) for s in
+                                          np.random.SeedSequence(seed).spawn(3))
+    catalog = make_catalog(catalog_rng, sizes["items"], cfg)
+    return catalog, make_users(users_rng, sizes["users"], catalog, cfg), events_rng
+
+
 def generate_shop(out_dir, seed: int = 0, scale: float = 1.0, fmt: str = "csv",
                   progress: bool = False, cfg: SampleConfig = SampleConfig()) -> dict:
     """Write a sample shop to `out_dir`; return counts (items, users, events, sessions,
@@ -80,10 +91,7 @@ def generate_shop(out_dir, seed: int = 0, scale: float = 1.0, fmt: str = "csv",
     out_dir = Path(out_dir)
     _prepare_dir(out_dir)
     sizes = shop_sizes(scale, cfg)
-    catalog_rng, users_rng, events_rng = (np.random.default_rng(s) for s in
-                                          np.random.SeedSequence(seed).spawn(3))
-    catalog = make_catalog(catalog_rng, sizes["items"], cfg)
-    users = make_users(users_rng, sizes["users"], catalog, cfg)
+    catalog, users, events_rng = draw_population(seed, scale, cfg)
     events, n_sessions = make_events(events_rng, catalog, users, sizes["sessions"], cfg,
                                      progress)
     tables = {"items": catalog.table, "users": users.table, "events": events}

@@ -31,6 +31,7 @@ class Population:
     fav_attr: np.ndarray     # (users, attribute values + 1) bool; last column (= -1) False
     activity: np.ndarray     # relative session rate
     signup: np.ndarray       # epoch seconds
+    main_top: np.ndarray     # index into TOPS: the top category most favourite leaves are in
 
 
 def _rows_choice(rng, weights: np.ndarray) -> np.ndarray:
@@ -121,5 +122,6 @@ def make_users(rng: np.random.Generator, n_users: int, catalog: Catalog,
                       price_start=price_start, price_end=price_end,
                       fav_brand=_favourite_brands(rng, main_top, favs),
                       fav_attr=_favourite_attributes(rng, catalog, n_users),
-                      activity=rng.lognormal(0.0, 1.0, n_users), signup=signup)
+                      activity=rng.lognormal(0.0, 1.0, n_users), signup=signup,
+                      main_top=main_top)
 

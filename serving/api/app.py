@@ -34,6 +34,7 @@ from serving.api.request_ids import HEADER as REQUEST_ID_HEADER
 from serving.api.request_ids import RequestIdMiddleware, request_id_of
 from serving.api.search_options import (MAX_CURSOR_CHARS, SORTS, BadSearchOptions,
                                         SearchOptions, decode_cursor, encode_cursor)
+from serving.api.segments import segment_answer
 from serving.api.services import Services
 from serving.api.settings import Settings
 from serving.client.clients import ServingError
@@ -49,13 +50,15 @@ SIMILAR = "/v1/items/{item_id:path}/similar"
 # the role each route needs; OPEN_PATHS are open to everyone (create_app checks that every
 # route is one or the other)
 USER = "/v1/users/{user_id:path}"
+SEGMENT = "/v1/users/{user_id:path}/segment"
 CATALOG_UPDATES = "/v1/catalog/updates"
 EXPERIMENTS = "/v1/experiments"
 EXPERIMENT_REPORT = "/v1/experiments/{name}/report"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
                "/v1/autocomplete": PUBLIC,
                "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR,
-               CATALOG_UPDATES: OPERATOR, EXPERIMENTS: OPERATOR, EXPERIMENT_REPORT: OPERATOR}
+               CATALOG_UPDATES: OPERATOR, SEGMENT: OPERATOR,
+               EXPERIMENTS: OPERATOR, EXPERIMENT_REPORT: OPERATOR}
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -379,6 +382,14 @@ def create_app(settings: Settings) -> FastAPI:
 
         items = await limited(validate_and_apply)
         return {"updated": len(items), "items": items}
+
+    @app.get(SEGMENT, **_guarded(SEGMENT, 404, 422))
+    async def user_segment(user_id: str = Path(..., min_length=1,
+                                               max_length=spec.MAX_ID_CHARS)):
+        """The user's segment (operator): its aggregate description. Personal data about
+        the shopper, so not for a shop front's key (docs/security.md). 404 when no segments
+        are loaded or the segmentation did not see the user."""
+        return await limited(segment_answer, services(), user_id)
 
     @app.delete(USER, **_guarded(USER, 422, 503))
     async def erase_user(user_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS)):

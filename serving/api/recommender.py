@@ -90,7 +90,8 @@ class Recommender:
     def __init__(self, catalog: Catalog, store: EventStore, models: ModelBackend,
                  settings: Settings, observe: Callable[[str, float], None] | None = None,
                  versions: Callable[[], dict] | None = None,
-                 text_index: TextIndex | None = None):
+                 text_index: TextIndex | None = None,
+                 segment_popular: Callable[[str, UserContext], list[str]] | None = None):
         """``versions``: model name -> the version a request pins (the watcher's published
         bundle, read once per request); None or a missing model: the served one.
         ``text_index``: the catalog's (default: built here, in the background)."""
@@ -99,6 +100,8 @@ class Recommender:
         self.text_index = text_index or TextIndex(catalog,
                                                   typo_tolerance=settings.typo_tolerance)
         self._observe = observe or (lambda stage, seconds: None)
+        # user, context -> item ids filled in before global popularity (serving/api/segments.py)
+        self._segment_popular = segment_popular or (lambda user_id, ctx: [])
         self._logged_failures: set[tuple[str, str]] = set()
 
     @contextmanager
@@ -155,7 +158,7 @@ class Recommender:
                                                    self.settings.max_category_share))
                 with self._stage("reasons"):
                     result.items = self._explain(pool.take(slice(0, k)), ctx, result.strategy)
-        self._fill_popular(result, allowed, k)
+        self._fill_popular(result, allowed, k, self._segment_popular(user_id, ctx))
         return result
 
     def stages(self, user_id: str) -> tuple[list[str], list[str]]:
@@ -315,13 +318,21 @@ class Recommender:
             out.append(Recommended(int(row), float(score), reason))
         return out
 
-    def _fill_popular(self, result: Recommendations, allowed: np.ndarray, k: int) -> None:
-        """Append popular allowed items (not already listed) until there are k."""
+    def _fill_popular(self, result: Recommendations, allowed: np.ndarray, k: int,
+                      segment_items: list[str] = ()) -> None:
+        """Append popular allowed items (not already listed) until there are k: first
+        ``segment_items`` (the user's segment's popular items), then the shop's."""
         missing = k - len(result.items)
         if missing <= 0:
             return
         allowed = allowed.copy()
         allowed[[r.row for r in result.items]] = False
+        for row in self.catalog.rows(segment_items):
+            if missing > 0 and allowed[row]:
+                allowed[row], missing = False, missing - 1
+                result.items.append(Recommended(int(row), float(self.catalog.popularity[row]),
+                                                Reason("segment_popular",
+                                                       "Popular with shoppers like you")))
         for row in self.catalog.popular(missing, allowed):
             top = self.catalog.top_categories[row] or "the shop"
             result.items.append(Recommended(int(row), float(self.catalog.popularity[row]),

@@ -20,7 +20,9 @@ from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import RANK_CANDIDATES, ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.search_text import TextIndex
+from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
+from serving.api.shared_counts import SharedCounts
 from serving.events.erasure import read_key_file
 from serving.events.store import DAY_SECONDS, EventStore, now_seconds, open_event_store
 
@@ -82,6 +84,14 @@ class Services:
                  else "as given (no pseudonym_key_file)")
         self._purger: threading.Thread | None = None
         self._stopping = threading.Event()
+        # the pushed user segments of the served retrieval version (serving/api/segments.py)
+        self.segments = SegmentShelf(
+            settings.segments_dir, lambda: self.watcher.versions.get(settings.retrieval_model),
+            settings.segment_max_history)
+        # replicas on one Redis store follow its popularity and suggestions (shared_counts.py)
+        self.shared_counts = SharedCounts(self.store, lambda: self.catalog, self.suggestions,
+                                          settings.shared_counts_poll_s,
+                                          settings.shared_suggestions_refresh_s)
 
     def _variant_recommenders(self) -> dict:
         """(experiment, variant) -> the recommender of that variant over the current catalog:
@@ -162,7 +172,9 @@ class Services:
         return Recommender(catalog, self.store, backend or self.backend,
                            settings or self.settings, observe=self.metrics.observe_stage,
                            versions=(lambda: {**self.watcher.versions, **pin}) if pin
-                           else (lambda: self.watcher.versions), text_index=text_index)
+                           else (lambda: self.watcher.versions), text_index=text_index,
+                           segment_popular=lambda user, ctx: self.segments.popular_for(
+                               user, ctx))
 
     def update_catalog(self, updates) -> None:
         """Apply validated live catalog changes (serving/api/catalog_updates.py): prices,
@@ -216,6 +228,7 @@ class Services:
                         self.settings.startup_wait_s, self.watcher.last_error)
         self.watcher.start()
         self.check_variant_models()
+        self.shared_counts.start()
         if self.settings.retention_days or (self.settings.impression_retention_days
                                             and self.settings.log_impressions):
             self.purge_expired()
@@ -267,6 +280,7 @@ class Services:
         new = events[result.new]
         engaged = new[new[spec.EVENT_TYPE].isin(ENGAGEMENT_EVENTS)]
         self.catalog.add_engagements(engaged[spec.ITEM_ID])
+        self.shared_counts.changed()
         searches = new[new[spec.EVENT_TYPE] == spec.SEARCH]
         for user, query in zip(searches[spec.USER_ID], searches[spec.QUERY]):
             self.suggestions.add(user, query)
@@ -304,6 +318,7 @@ class Services:
         self._stopping.set()
         if self.impression_log is not None:
             self.impression_log.close()
+        self.shared_counts.stop()
         self.watcher.stop()
         self.backend.close()
         self.store.close()

@@ -82,9 +82,16 @@ class Settings:
     log_impressions: bool = True            # store what answers showed (impressions)
     impression_retention_days: int = 90     # impressions and attributions older: deleted
     attribution_window_s: float = 86400.0   # an engagement credits an impression this recent
+    # Redis store: how often a replica checks the shared counts (popularity), and rebuilds
+    # the search suggestions from the store at most (serving/api/shared_counts.py)
+    shared_counts_poll_s: float = 0.5
+    shared_suggestions_refresh_s: float = 30.0
     max_events_per_request: int = 1000
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
+    segments_dir: str = ""                  # <serving_dir>/segments of the pipeline ("" = none)
+    segment_max_history: int = 2            # users with at most this many engagements get
+                                            # their segment's popular items before the shop's
 
     def __post_init__(self):
         def need(ok: bool, name: str, what: str):
@@ -101,6 +108,8 @@ class Settings:
              "must be >= 0 (0 = as long as the events)")
         need(0 < self.attribution_window_s <= 30 * 86400, "attribution_window_s",
              "must be in (0, 30 days] seconds")
+        for name in ("shared_counts_poll_s", "shared_suggestions_refresh_s"):
+            need(getattr(self, name) > 0, name, "must be > 0")
         need(self.event_store_synchronous in ("NORMAL", "FULL"), "event_store_synchronous",
              "expected NORMAL or FULL")
         host, _, port = self.tfserving_grpc.rpartition(":")
@@ -134,6 +143,7 @@ class Settings:
              and 1 <= self.max_history <= MAX_HISTORY, "max_history",
              f"must be a whole number of items between 1 and {MAX_HISTORY} (at least the "
              "models' history_length, or their histories are cut short)")
+        need(self.segment_max_history >= 0, "segment_max_history", "must be >= 0")
         need(self.auth in ("required", "off"), "auth", "expected required or off")
         try:
             parse_rate_limits(self.rate_limits)

@@ -59,6 +59,8 @@ class LocalStack:
         self.startup_timeout_s = startup_timeout_s
         self.processes: dict[str, subprocess.Popen] = {}
         self.api_settings = dict(api_settings or {})
+        # the user segments the pipeline pushes next to the models (docs/api.md)
+        self.api_settings.setdefault("segments_dir", os.path.join(self.serving_dir, "segments"))
         if pseudonym_key_file:          # the pipeline's key (docs/privacy.md)
             self.api_settings["pseudonym_key_file"] = os.path.abspath(pseudonym_key_file)
         self.keys: dict[str, str] = {}          # key name -> secret (made for this stack)

@@ -24,3 +24,28 @@ def test_two_stage_blessing_gates_ndcg_at_10_of_the_served_score_per_context():
     names = {key.name for key in thresholds}
     assert names == {"ndcg", "auc"}, names          # no calibration band on pool rows
     assert dict(config.model_specs[0].prediction_keys)["score"] == "score"
+
+
+def test_two_stage_evaluation_is_sliced_by_user_segment_when_segments_are_on():
+    sliced = {tuple(spec.feature_keys) for spec in
+              eval_configs.two_stage_eval_config(load_config()).slicing_specs}
+    assert ("user_segment",) in sliced and ("user_activity",) in sliced
+    off = eval_configs.two_stage_eval_config(load_config(segments=False)).slicing_specs
+    assert ("user_segment",) not in {tuple(spec.feature_keys) for spec in off}
+
+
+def test_eval_rows_carry_the_users_segment_and_the_counts_survive():
+    from pipeline.components.candidate_examples import with_segments  # pylint: disable=C0415
+
+    def rows():
+        yield {"user_id": "p_a", "item_id": "i1"}
+        yield {"user_id": "p_b", "item_id": "i2"}
+        return "counts"
+
+    got = []
+
+    def drain():
+        got.append((yield from with_segments(rows(), {"p_a": 3})))
+
+    out = list(drain())
+    assert [r["user_segment"] for r in out] == ["3", "none"] and got == ["counts"]

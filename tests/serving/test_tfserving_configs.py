@@ -1,9 +1,8 @@
 """serving/tfserving/: the files the stock TF Serving image runs with parse as the protos
-TF Serving reads, and docker-compose wires them to the Pusher's output."""
+TF Serving reads (deploy/docker-compose.yml and deploy/k8s wire them to the Pusher's output:
+tests/deploy)."""
 import os
 
-import pytest
-import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf import wrappers_pb2
 
@@ -51,11 +50,6 @@ def read(name):
         return f.read()
 
 
-@pytest.fixture(scope="module")
-def compose():
-    return yaml.safe_load(read("docker-compose.yml"))
-
-
 def test_models_config_serves_retrieval_and_ranking_from_pusher_output():
     models = load_model_config(os.path.join(TFSERVING, "models.config"),
                                base_path_mapping={"/models": "serving_models"})
@@ -76,24 +70,3 @@ def test_monitoring_config_enables_prometheus():
     config = text_format.Parse(read("monitoring.config"), _messages()["MonitoringConfig"]())
     assert config.prometheus_config.enable
     assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
-
-
-def test_compose_runs_stock_tfserving_with_the_repo_configs(compose):
-    tfs = compose["services"]["tfserving"]
-    assert tfs["image"].startswith("tensorflow/serving:2.16")
-    flags = dict(arg.lstrip("-").split("=", 1) for arg in tfs["command"])
-    assert flags["enable_batching"] == "true"
-    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in tfs["volumes"])
-    by_target = {target: source for source, target in mounts.items()}
-    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
-        source = by_target[flags[flag]]  # every config flag points at a mounted repo file
-        assert os.path.isfile(os.path.join(TFSERVING, source))
-    assert by_target["/models"] == "../../serving_models"
-    assert {"8500:8500", "8501:8501"} <= set(tfs["ports"])
-
-
-def test_compose_api_service_uses_dockerfile_api_target(compose):
-    api = compose["services"]["api"]
-    assert api["build"] == {"context": "../..", "dockerfile": "Dockerfile", "target": "api"}
-    assert api["environment"]["SHOPREC_TFSERVING_GRPC"] == "tfserving:8500"
-    assert api["environment"]["SHOPREC_TFSERVING_REST"] == "http://tfserving:8501"

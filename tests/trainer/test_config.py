@@ -134,3 +134,14 @@ def test_the_rankers_text_settings_reach_its_embedder_config():
     assert (text.description_chars, text.text_seq_len, text.text_mode) == (200, 64, "frozen")
     with pytest.raises(ValueError, match=r"RankingConfig.description_chars must be in"):
         RankingConfig.from_custom_config({"description_chars": -5})
+
+
+def test_the_cloud_trainers_own_keys_pass_through():
+    """Vertex AI training (tfx.extensions.google_cloud_ai_platform.Trainer) hands run_fn
+    the custom_config with its own keys still in it."""
+    config = RetrievalConfig.from_custom_config(
+        {"top_k": 7, "ai_platform_enable_vertex": True, "ai_platform_vertex_region": "r",
+         "ai_platform_training_args": {"worker_pool_specs": []}})
+    assert config == RetrievalConfig(top_k=7)
+    with pytest.raises(ValueError, match="ai_platfrom_enable_vertex"):
+        RankingConfig.from_custom_config({"ai_platfrom_enable_vertex": True})

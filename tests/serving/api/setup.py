@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module (``from tests.serving.api.setup import *``).
 The shop has four top categories of ten items; item ids say their category (``toy3``).
-Also ``redis_url``: a throwaway redis-server (skips when not installed).
+Also ``redis_url``: a throwaway redis-server (skips when not installed; fails under CI).
 ``make_settings`` turns auth off unless told otherwise; ``api_client`` authenticates with a
 key holding every role (no rate limit), made by ``write_keys``.
 Users: ``reader`` engaged with books (and bought ``book0``), ``searcher`` only searched for
@@ -11,6 +11,7 @@ toys, ``fan*`` users made ``beauty0`` and ``beauty1`` the most popular items.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import time
@@ -159,7 +160,9 @@ def redis_url(tmp_path_factory):
     """A throwaway redis-server on a free port (skips when the binary is absent)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+        # `make test` and .ci/run install it: in CI a missing server is a failure, not a skip
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "redis-server is not installed (Debian package redis-server; `make test-deps`)")
     port = portpicker.pick_unused_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -1,0 +1,156 @@
+"""Multi-worker training (trainer/distribute.py, issue #23 part 3): the strategy comes from
+TF_CONFIG; two worker processes on 127.0.0.1 train the retrieval and ranking models together
+under MultiWorkerMirroredStrategy on the synthetic shop, and only the chief exports."""
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+
+import numpy as np
+import portpicker
+import pytest
+import tensorflow as tf
+
+from trainer import distribute
+from trainer import features as F
+
+RETRIEVAL = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 32, "epochs": 1,
+             "learning_rate": 0.01, "top_k": 20, "eval_ks": [10, 20], "seed": 3,
+             "text_mode": "none"}
+RANKING = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 32, "epochs": 1,
+           "learning_rate": 0.01, "seed": 3}
+STEPS = 8
+
+
+def _tf_config(cluster, task_type, index):
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+def test_without_a_cluster_the_default_strategy_is_used():
+    assert distribute.strategy_from_env({}) is tf.distribute.get_strategy()
+    one = {"TF_CONFIG": _tf_config({"worker": ["127.0.0.1:1"]}, "worker", 0)}
+    assert distribute.worker_count(one) == 1
+    assert distribute.strategy_from_env(one) is tf.distribute.get_strategy()
+
+
+def test_chief_and_workers_are_counted_and_bad_config_is_named():
+    env = {"TF_CONFIG": _tf_config({"chief": ["a:1"], "worker": ["b:1", "c:1"],
+                                    "evaluator": ["d:1"]}, "worker", 1)}
+    assert distribute.worker_count(env) == 3, "an evaluator does not train"
+    with pytest.raises(ValueError, match="TF_CONFIG is not JSON"):
+        distribute.worker_count({"TF_CONFIG": "{cluster"})
+    with pytest.raises(ValueError, match="JSON object"):
+        distribute.worker_count({"TF_CONFIG": "[1]"})
+
+
+def _fake_strategy(cluster, task_type, task_id):
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_the_chief_is_the_chief_task_else_worker_zero():
+    with_chief = {"chief": ["a:1"], "worker": ["b:1"]}
+    assert distribute.is_chief(_fake_strategy(with_chief, "chief", 0))
+    assert not distribute.is_chief(_fake_strategy(with_chief, "worker", 0))
+    workers = {"worker": ["a:1", "b:1"]}
+    assert distribute.is_chief(_fake_strategy(workers, "worker", 0))
+    assert not distribute.is_chief(_fake_strategy(workers, "worker", 1))
+    assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+def test_a_workers_outputs_go_to_a_temporary_folder_that_is_deleted(tmp_path):
+    fn_args = types.SimpleNamespace(serving_model_dir=str(tmp_path / "export"),
+                                    model_run_dir=str(tmp_path / "run"), train_steps=3)
+    chief = tf.distribute.get_strategy()
+    with distribute.chief_outputs(fn_args, chief) as args:
+        assert args is fn_args
+    worker = _fake_strategy({"chief": ["a:1"], "worker": ["b:1"]}, "worker", 0)
+    with distribute.chief_outputs(fn_args, worker) as args:
+        scratch = os.path.dirname(args.serving_model_dir)
+        assert not scratch.startswith(str(tmp_path)) and "worker0" in scratch
+        assert args.train_steps == 3 and fn_args.serving_model_dir == str(tmp_path / "export")
+        os.makedirs(args.model_run_dir)
+    assert not os.path.exists(scratch)
+
+
+def test_single_process_datasets_keep_their_sharding():
+    dataset = tf.data.Dataset.range(4)
+    assert distribute.sharded_by_data(dataset, tf.distribute.get_strategy()) is dataset
+
+
+def _epoch_losses(log: str) -> list:
+    """The losses of Keras's epoch lines ("8/8 - 12s - loss: 2.6737 - ..."), one per model."""
+    return re.findall(rf"{STEPS}/{STEPS} - .*? - loss: ([0-9.e+-]+)", log)
+
+
+@pytest.mark.slow
+def test_two_workers_train_both_models_and_only_the_chief_exports(transformed_shop, tmp_path):
+    """A chief and a worker on loopback ports, as Vertex AI's two worker pools or a TFJob's
+    Chief and Worker replicas would be: both join MultiWorkerMirroredStrategy (2 replicas in
+    sync), train the same steps with all-reduced gradients (their reported losses are
+    identical), and the chief's SavedModels load and answer."""
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]}
+    out = tmp_path / "out"
+    procs, logs, temps = [], [], []
+    for task in ("chief", "worker"):
+        temp = tmp_path / f"tmp-{task}"
+        temp.mkdir()
+        log = open(tmp_path / f"{task}.log", "w+")
+        env = {**os.environ, "TF_CONFIG": _tf_config(cluster, task, 0), "TMPDIR": str(temp),
+               "TF_USE_LEGACY_KERAS": "1", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "trainer.distribute", "--models", "retrieval,ranking",
+             "--examples", transformed_shop.examples,
+             "--transform-graph", transformed_shop.transform_graph, "--out", str(out),
+             "--custom-config", json.dumps({"retrieval": RETRIEVAL, "ranking": RANKING}),
+             "--train-steps", str(STEPS)], stdout=log, stderr=subprocess.STDOUT, env=env))
+        logs.append(log)
+        temps.append(temp)
+    try:
+        codes = [p.wait(timeout=1500) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read())
+        log.close()
+    assert codes == [0, 0], "\n\n".join(t[-4000:] for t in texts)
+    chief, worker = texts
+    for model in ("retrieval", "ranking"):
+        assert f"{model}: trained with MultiWorkerMirroredStrategy, 2 replicas in sync, " \
+               f"chief: exported to {out / model / 'serving_model_dir'}" in chief
+        assert f"{model}: trained with MultiWorkerMirroredStrategy, 2 replicas in sync, " \
+               "worker: outputs discarded" in worker
+    losses = _epoch_losses(chief)
+    assert len(losses) == 2 and losses == _epoch_losses(worker), \
+        "synchronous training: one all-reduced loss per model on both workers"
+    assert not list(temps[1].iterdir()), "the worker's temporary outputs are deleted"
+
+    for model in ("retrieval", "ranking"):
+        metrics = json.loads((out / model / "model_run" / "metrics.json").read_text())
+        assert metrics["training"]["steps"] == STEPS
+        assert np.isfinite(metrics["training"]["loss_last"])
+    assert sorted(p.name for p in out.iterdir()) == ["ranking", "retrieval"]
+
+    import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # (registers the tokeniser ops of the export, as TF Serving links them)
+    retrieval = tf.saved_model.load(str(out / "retrieval" / "serving_model_dir"))
+    known = transformed_shop.rows[F.TRAIN_SPLIT][0]
+    answer = retrieval.signatures["top_k"](
+        user_id=tf.constant([known[F.USER_ID], "stranger"]),
+        history_item_ids=tf.constant([[known[F.ITEM_ID], ""], ["", ""]]),
+        query=tf.constant(["", "serum"]))
+    assert answer["item_ids"].shape == (2, RETRIEVAL["top_k"])
+    catalog = {item[F.ITEM_ID] for item in transformed_shop.rows["items"]}
+    assert {i.decode() for i in answer["item_ids"].numpy().ravel()} <= catalog
+    assert np.all(np.diff(answer["scores"].numpy(), axis=1) <= 1e-6), "best first"
+    ranking = tf.saved_model.load(str(out / "ranking" / "serving_model_dir"))
+    assert "score" in ranking.signatures
