@@ -11,7 +11,10 @@ sources of the same export (its ``related_items`` signature). Like the API (its
 context (``Purchases``); no stock filter: the catalog's stock is today's, not the context's.
 
 Rows of a context whose target is in the pool: ``"train"``: the target (the unit's labels)
-and ``negatives`` other pool items drawn uniformly without replacement (labels 0);
+and ``negatives`` other pool items (labels 0): first the pool items the user was **shown
+and passed over** around the context (``Shown``: the split's units of that user with every
+label 0 -- views, e.g. the API's impressions exported by serving/events/export.py -- dated
+within ``spec.SESSION_GAP_SECONDS`` of it), then items drawn uniformly without replacement;
 ``"eval"``: every pool item (the target with the unit's labels), so the evaluation ranks
 the whole pool as the API does. A context whose target is not in the pool has nothing to
 re-rank (no row; counted: the candidate stage's recall). Every row carries the candidate's
@@ -27,6 +30,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import examples
+from pipeline.contract import spec
 from trainer import features as F
 from trainer.candidates import context_features, served_tables
 from trainer.candidates.pool import Pool, build_pool
@@ -71,6 +75,7 @@ class Counts:
     pool_sizes: list = dataclasses.field(default_factory=list)
     target_sources: dict = dataclasses.field(default_factory=dict)
     target_positions: list = dataclasses.field(default_factory=list)  # 0-based, pool order
+    shown_negatives: int = 0        # train negatives the user was shown and passed over
 
     def summary(self) -> dict:
         positions = np.asarray(self.target_positions)
@@ -79,7 +84,7 @@ class Counts:
             "contexts": self.contexts, "contexts_with_target_in_pool": self.target_in_pool,
             "target_in_pool_share": self.target_in_pool / self.contexts if self.contexts
             else None,
-            "rows": self.rows,
+            "rows": self.rows, "shown_negatives": self.shown_negatives,
             "mean_pool_size": float(np.mean(self.pool_sizes)) if self.pool_sizes else None,
             "target_found_by": dict(sorted(self.target_sources.items())),
             # The pool's own order (no ranker) on the contexts whose target is a candidate:
@@ -91,17 +96,13 @@ class Counts:
             if len(positions) else None}
 
 
-class Purchases:
-    """What each user had bought before a moment, from the units' ``purchased`` labels: the
-    items of the user's units labelled purchased whose timestamp (the unit's first event) is
-    strictly before it. A unit that began earlier but whose purchase came later counts too
-    (the units keep no purchase times); the API's store has the exact purchase events."""
+class _Timeline:
+    """Catalog rows per user in time order, from (user_id, item_id, timestamp) triples; items
+    not in the catalog are ignored (they can never be candidates)."""
 
-    def __init__(self, purchases, catalog: RawCatalog):
-        """``purchases``: (user_id, item_id, timestamp) of every purchased unit; items not in
-        the catalog are ignored (they can never be candidates)."""
+    def __init__(self, triples, catalog: RawCatalog):
         by_user: dict = {}
-        for user, item, timestamp in purchases:
+        for user, item, timestamp in triples:
             row = catalog.row.get(item)
             if row is not None:
                 by_user.setdefault(user, []).append((int(timestamp), row))
@@ -111,15 +112,44 @@ class Purchases:
             self._times[user] = np.array([t for t, _ in found], np.int64)
             self._rows[user] = np.array([r for _, r in found], np.int64)
 
-    def before(self, user_id: str, timestamp: int) -> np.ndarray:
-        """Catalog rows the user bought before ``timestamp`` (may repeat)."""
+    def _between(self, user_id: str, low: int | None, high: int) -> np.ndarray:
+        """The user's rows with low <= timestamp < high (low None: from the first)."""
         times = self._times.get(user_id)
         if times is None:
             return np.zeros(0, np.int64)
-        return self._rows[user_id][:np.searchsorted(times, int(timestamp), side="left")]
+        lo = 0 if low is None else np.searchsorted(times, int(low), side="left")
+        return self._rows[user_id][lo:np.searchsorted(times, int(high), side="left")]
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._times.values())
+
+
+class Purchases(_Timeline):
+    """What each user had bought before a moment, from the units' ``purchased`` labels: the
+    items of the user's units labelled purchased whose timestamp (the unit's first event) is
+    strictly before it. A unit that began earlier but whose purchase came later counts too
+    (the units keep no purchase times); the API's store has the exact purchase events.
+    ``purchases``: (user_id, item_id, timestamp) of every purchased unit."""
+
+    def before(self, user_id: str, timestamp: int) -> np.ndarray:
+        """Catalog rows the user bought before ``timestamp`` (may repeat)."""
+        return self._between(user_id, None, timestamp)
+
+
+class Shown(_Timeline):
+    """Items each user was shown and passed over: the catalog rows of the units with every
+    label 0 (views without a click, cart or purchase), by the unit's time."""
+
+    def __init__(self, units, catalog: RawCatalog, window_s: int = spec.SESSION_GAP_SECONDS):
+        super().__init__(((u[F.USER_ID], u[F.ITEM_ID], u[F.TIMESTAMP]) for u in units
+                          if not (u[F.CLICKED] or u[F.ADDED_TO_CART] or u[F.PURCHASED])),
+                         catalog)
+        self.window_s = window_s
+
+    def around(self, user_id: str, timestamp: int) -> np.ndarray:
+        """Catalog rows the user passed over within ``window_s`` of ``timestamp``."""
+        return self._between(user_id, int(timestamp) - self.window_s,
+                             int(timestamp) + self.window_s + 1)
 
 
 def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
@@ -148,8 +178,10 @@ def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
 
 
 def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context_id: str,
-                 negatives: int, rng: np.random.Generator, counts: Counts) -> list:
-    """The rows of one context (module docstring); updates ``counts``."""
+                 negatives: int, rng: np.random.Generator, counts: Counts,
+                 shown=None) -> list:
+    """The rows of one context (module docstring); updates ``counts``. ``shown``: catalog
+    rows the user passed over around the context (train negatives first)."""
     if kind not in ROW_KINDS:
         raise ValueError(f"kind must be one of {ROW_KINDS}, got {kind!r}")
     counts.contexts += 1
@@ -165,7 +197,14 @@ def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context
     counts.target_sources[source] = counts.target_sources.get(source, 0) + 1
     others = np.delete(np.arange(len(pool)), position)
     if kind == "train":
-        chosen = rng.choice(others, size=min(negatives, len(others)), replace=False)
+        passed = others[np.isin(pool.rows[others], shown)] if shown is not None and len(
+            shown) else others[:0]
+        if len(passed):          # (no draw without: runs without views draw as before)
+            passed = rng.permutation(passed)[:negatives]
+        rest = np.setdiff1d(others, passed)
+        drawn = rng.choice(rest, size=min(negatives - len(passed), len(rest)), replace=False)
+        chosen = np.concatenate([passed, drawn]).astype(np.int64)
+        counts.shown_negatives += len(passed)
         picked = np.concatenate([[position], np.sort(chosen)]).astype(np.int64)
     else:
         picked = np.arange(len(pool))
@@ -220,14 +259,17 @@ class RetrievalExport:
 
 def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
                negatives: int, seed: int, counts_by_source=(50, 50, 50), batch_size: int = 256,
-               progress=None, max_contexts: int = 0, purchases: Purchases | None = None):
+               progress=None, max_contexts: int = 0, purchases: Purchases | None = None,
+               shown_negatives: bool = True):
     """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
     its ``Counts`` as the generator's value (``yield from``). ``max_contexts`` > 0: at most
     that many contexts, a seeded uniform sample kept in split order (``Counts.sampled_from``
     says of how many). ``purchases``: leave each user's earlier purchases out of the pools
-    (None: keep them)."""
+    (None: keep them). ``shown_negatives``: train negatives are first the pool items the
+    user passed over around the context (``Shown`` over ``units``)."""
     rng = np.random.default_rng(seed)
     counts = Counts()
+    shown = Shown(units, catalog) if shown_negatives and kind == "train" else None
     contexts = [u for u in units if u[F.CLICKED]]
     counts.clicked_units = len(contexts)
     if 0 < max_contexts < len(contexts):
@@ -243,8 +285,10 @@ def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind
             if pool is None:
                 counts.contexts += 1
                 continue
+            passed = (shown.around(unit[F.USER_ID], unit[F.TIMESTAMP])
+                      if shown is not None else None)
             yield from context_rows(unit, pool, catalog, kind, f"{kind}-{start + j}",
-                                    negatives, rng, counts)
+                                    negatives, rng, counts, passed)
         if progress is not None:
             progress(min(start + batch_size, len(contexts)), len(contexts))
     return counts

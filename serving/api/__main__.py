@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "off: no keys, every caller has every role (development only)")
     p.add_argument("--pseudonym-key-file",
                    help="user ids become the pipeline's keyed pseudonyms (docs/privacy.md)")
+    p.add_argument("--experiments-file",
+                   help="experiments (JSON or TOML; docs/api.md, \"Experiments\")")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
             shop_dir=args.shop, tfserving_grpc=args.tfserving_grpc,
             event_store=args.event_store, max_category_share=args.max_category_share,
             startup_wait_s=args.startup_wait_s, api_keys_file=args.api_keys_file,
-            auth=args.auth, pseudonym_key_file=args.pseudonym_key_file)
+            auth=args.auth, pseudonym_key_file=args.pseudonym_key_file,
+            experiments_file=args.experiments_file)
         if not os.path.isdir(settings.shop_dir):
             raise SettingsError(f"shop folder {settings.shop_dir!r} does not exist")
         keys_file = keys_file_setting(settings)   # missing or malformed: before TensorFlow

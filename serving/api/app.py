@@ -24,17 +24,21 @@ from pipeline.contract import spec
 from serving.api.access import ENDPOINT, AccessMiddleware, caller_of, unguarded_routes
 from serving.api.access import error_response as _error
 from serving.api.catalog_updates import CatalogUpdateError, parse_updates
+from serving.api.experiments import load_experiments
 from serving.api.health import Readiness
 from serving.api.keys import EVENTS, OPERATOR, PUBLIC, open_key_ring
 from serving.api.limits import Admission, Overloaded
 from serving.api.metrics import ApiMetrics
 from serving.api.recommender import NotReady, Recommendations, UnknownItem
+from serving.api.request_ids import HEADER as REQUEST_ID_HEADER
+from serving.api.request_ids import RequestIdMiddleware, request_id_of
 from serving.api.search_options import (MAX_CURSOR_CHARS, SORTS, BadSearchOptions,
                                         SearchOptions, decode_cursor, encode_cursor)
 from serving.api.segments import segment_answer
 from serving.api.services import Services
 from serving.api.settings import Settings
 from serving.client.clients import ServingError
+from serving.events.report import experiment_report
 from serving.events.store import EventStoreError, now_seconds
 from serving.events.validation import EventValidationError, FieldProblem, validate_events
 
@@ -48,10 +52,13 @@ SIMILAR = "/v1/items/{item_id:path}/similar"
 USER = "/v1/users/{user_id:path}"
 SEGMENT = "/v1/users/{user_id:path}/segment"
 CATALOG_UPDATES = "/v1/catalog/updates"
+EXPERIMENTS = "/v1/experiments"
+EXPERIMENT_REPORT = "/v1/experiments/{name}/report"
 ROUTE_ROLES = {"/v1/recommend": PUBLIC, "/v1/search": PUBLIC, SIMILAR: PUBLIC,
                "/v1/autocomplete": PUBLIC,
                "/v1/events": EVENTS, USER: OPERATOR, "/metrics": OPERATOR,
-               CATALOG_UPDATES: OPERATOR, SEGMENT: OPERATOR}
+               CATALOG_UPDATES: OPERATOR, SEGMENT: OPERATOR,
+               EXPERIMENTS: OPERATOR, EXPERIMENT_REPORT: OPERATOR}
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer",
@@ -115,6 +122,22 @@ def answer_body(svc: Services, metrics: ApiMetrics, endpoint: str, result: Recom
     return body
 
 
+def served_body(request: Request, endpoint: str, result: Recommendations,
+                user_key: str | None, assigned, first_position: int = 0, **extra) -> dict:
+    """``answer_body`` with the request's id and the user's experiment and variant (when
+    they are in one), its items logged as impressions (positions from ``first_position``:
+    a search page's offset)."""
+    svc: Services = request.app.state.services
+    request_id = request_id_of(request)
+    fields = {"request_id": request_id}
+    if assigned is not None:
+        fields.update(experiment=assigned[0].name, variant=assigned[1].name)
+    body = answer_body(svc, request.app.state.metrics, endpoint, result, **fields, **extra)
+    svc.log_impressions(request_id, user_key, endpoint, assigned,
+                        [item["item_id"] for item in body["items"]], first_position)
+    return body
+
+
 def query_error(name: str, message: str, value=None) -> RequestValidationError:
     """The 422 of a query parameter that breaks a rule (the error format names it)."""
     return RequestValidationError([{"loc": ("query", name), "type": "value_error",
@@ -160,6 +183,8 @@ def create_app(settings: Settings) -> FastAPI:
     """The API over the shop in ``settings.shop_dir`` and the models at
     ``settings.tfserving_grpc``; services start in the lifespan (bounded wait)."""
     metrics = ApiMetrics()
+    if settings.experiments_file:         # a bad file fails here, before anything starts
+        load_experiments(settings.experiments_file, settings)
     keys = open_key_ring(settings, lambda result: metrics.key_reloads.labels(result).inc())
 
     @asynccontextmanager
@@ -191,10 +216,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessMiddleware, router=app.router, route_roles=route_roles,
                        keys=keys, rate_limits=settings.role_rate_limits, metrics=metrics,
                        log_requests=settings.access_log)
+    app.add_middleware(RequestIdMiddleware)   # outside access: refusals carry the id too
     if settings.cors_allowed_origins:     # outermost: preflights and refusals get its headers
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
-                           allow_methods=["GET", "POST"], expose_headers=["Retry-After"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+                           allow_methods=["GET", "POST"],
+                           expose_headers=["Retry-After", REQUEST_ID_HEADER],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type",
+                                          REQUEST_ID_HEADER])
 
     def services() -> Services:
         return app.state.services
@@ -203,9 +231,6 @@ def create_app(settings: Settings) -> FastAPI:
         """Run blocking recommender work in a worker thread once admitted (at most
         ``max_concurrent_requests`` at a time, a bounded queue before them)."""
         return await app.state.admission.run(function, *args)
-
-    def answer(endpoint: str, result: Recommendations, **extra) -> dict:
-        return answer_body(services(), metrics, endpoint, result, **extra)
 
     k_param = Query(settings.default_k, ge=1, le=settings.max_k,
                     description=f"number of items (1..{settings.max_k})")
@@ -217,15 +242,19 @@ def create_app(settings: Settings) -> FastAPI:
         """``context`` (the user's history and session query) only for a key with the
         ``operator`` role: a shop front must not be able to read a user's history."""
         svc = services()
-        result = await limited(svc.recommender.recommend, svc.user_key(user_id), k)
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "recommend")
+        result = await limited(recommender.recommend, user_key, k)
         extra = {}
         if caller_of(request).can(OPERATOR):
             extra["context"] = {"history": result.history,
                                 "query": _clip(result.query, spec.MAX_QUERY_CHARS)}
-        return answer("recommend", result, user_id=user_id, k=k, **extra)
+        return served_body(request, "recommend", result, user_key, assigned, user_id=user_id,
+                           k=k, **extra)
 
     @app.get("/v1/search", **_guarded("/v1/search", 409, 422, 503))
-    async def search(q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
+    async def search(request: Request,
+                     q: str = Query(..., min_length=1, max_length=settings.max_query_chars),
                      user_id: str | None = Query(None, min_length=1,
                                                  max_length=spec.MAX_ID_CHARS),
                      k: int = k_param,
@@ -254,14 +283,16 @@ def create_app(settings: Settings) -> FastAPI:
                 options = options.page(offset)
         except BadSearchOptions as e:
             raise query_error(e.field, str(e)) from None
-        result = await limited(svc.recommender.search, q, svc.user_key(user_id), k, options,
-                               versions)
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "search")
+        result = await limited(recommender.search, q, user_key, k, options, versions)
         following = options.offset + len(result.items)
         next_cursor = (encode_cursor(q, options.page(following), result.model_versions)
                        if following < (result.total or 0) else None)
-        return answer("search", result, q=q, user_id=user_id, k=k, filters=options.filters,
-                      sort=options.sort, offset=options.offset, total=result.total,
-                      next_cursor=next_cursor)
+        return served_body(request, "search", result, user_key, assigned, options.offset,
+                           q=q, user_id=user_id, k=k, filters=options.filters,
+                           sort=options.sort, offset=options.offset, total=result.total,
+                           next_cursor=next_cursor)
 
     @app.get("/v1/autocomplete", **_guarded("/v1/autocomplete", 422))
     async def autocomplete(prefix: str = Query(..., min_length=1,
@@ -275,10 +306,21 @@ def create_app(settings: Settings) -> FastAPI:
                 "suggestions": [{"query": q, "users": n} for q, n in found]}
 
     @app.get(SIMILAR, **_guarded(SIMILAR, 404, 422, 503))
-    async def similar(item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
-                      k: int = k_param):
-        result = await limited(services().recommender.similar, item_id, k)
-        return answer("similar", result, item_id=item_id, k=k)
+    async def similar(request: Request,
+                      item_id: str = Path(..., min_length=1, max_length=spec.MAX_ID_CHARS),
+                      k: int = k_param,
+                      user_id: str | None = Query(None, min_length=1,
+                                                  max_length=spec.MAX_ID_CHARS,
+                                                  description="the shopper (optional): their "
+                                                              "experiment, and impressions "
+                                                              "their events are credited to")):
+        svc = services()
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "similar")
+        result = await limited(recommender.similar, item_id, k)
+        extra = {"user_id": user_id} if user_id is not None else {}
+        return served_body(request, "similar", result, user_key, assigned, item_id=item_id,
+                           k=k, **extra)
 
     async def json_body(request: Request, what: str):
         """(payload, None) of a JSON body of at most ``max_body_bytes``, or (None, the 4xx
@@ -357,6 +399,26 @@ def create_app(settings: Settings) -> FastAPI:
         deleted = await limited(services().erase_user, user_id)
         return {"erased": True, "events_deleted": deleted}
 
+    @app.get(EXPERIMENTS, **_guarded(EXPERIMENTS))
+    async def experiments():
+        """The experiments of ``experiments_file`` (operator): names, salts, traffic,
+        surfaces, control and variants with their weights and changes."""
+        return {"experiments": [experiment_summary(e)
+                                for e in services().experiments.experiments]}
+
+    @app.get(EXPERIMENT_REPORT, **_guarded(EXPERIMENT_REPORT, 404, 422, 503))
+    async def experiment_report_route(name: str = Path(..., min_length=1, max_length=64),
+                                      confidence: float = Query(0.95, gt=0.5, lt=1)):
+        """Per variant: users, impressions, clicks, CTR, conversion, revenue per user with
+        confidence intervals, and each variant against the control with p-values
+        (serving/events/report.py)."""
+        svc = services()
+        experiment = svc.experiments.get(name)
+        if experiment is None:
+            return _error(404, f"path parameter 'name': no experiment {name!r} (known: "
+                               f"{', '.join(e.name for e in svc.experiments.experiments) or 'none'})")
+        return await limited(experiment_report, svc.store, experiment, confidence)
+
     @app.get("/healthz")
     async def healthz():
         """Liveness: the process answers (on the event loop, no dependency is asked)."""
@@ -388,6 +450,17 @@ def create_app(settings: Settings) -> FastAPI:
     if unguarded:
         raise RuntimeError("routes the access middleware cannot guard: " + "; ".join(unguarded))
     return app
+
+
+def experiment_summary(experiment) -> dict:
+    """An experiment as GET /v1/experiments lists it."""
+    return {"name": experiment.name, "description": experiment.description,
+            "salt": experiment.salt, "traffic": experiment.traffic,
+            "surfaces": sorted(experiment.surfaces), "control": experiment.control,
+            "variants": [{"name": v.name, "weight": v.weight, "settings": v.settings,
+                          "ranking_model": v.ranking_model,
+                          "ranking_version": v.ranking_version,
+                          "description": v.description} for v in experiment.variants]}
 
 
 def _install_error_handlers(app: FastAPI) -> None:

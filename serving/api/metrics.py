@@ -37,6 +37,15 @@ class ApiMetrics:
                               ["event_type"], registry=r)
         self.answers = Counter("shoprec_api_recommendations", "Answers per strategy",
                                ["endpoint", "strategy"], registry=r)
+        self.experiment_answers = Counter(
+            "shoprec_api_experiment_answers", "Answers given to users in an experiment",
+            ["experiment", "variant"], registry=r)
+        self.impressions = Counter(
+            "shoprec_api_impressions", "Impressions (items shown) stored, or dropped (queue "
+            "full, event store error)", ["result"], registry=r)
+        self.attributions = Counter(
+            "shoprec_api_attributions", "Engagements credited to an impression",
+            ["event_type"], registry=r)
         self.degraded = Counter("shoprec_api_degraded", "Answers given without a model "
                                 "stage because its call failed", ["stage"], registry=r)
         self.ready = Gauge("shoprec_api_ready", "1 when GET /readyz would answer 200 (every "

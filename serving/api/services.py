@@ -13,15 +13,18 @@ from serving.api.ann import build_index
 from serving.api.autocomplete import QuerySuggestions
 from serving.api.catalog import Catalog
 from serving.api.catalog_updates import CatalogUpdates, apply_to_items, merged
+from serving.api.experiments import (Experiment, Experiments, Variant, load_experiments,
+                                     variant_settings)
+from serving.api.feedback import ImpressionLog, attribute, impressions_of
 from serving.api.metrics import ApiMetrics
-from serving.api.model_backend import ModelBackend, ModelWatcher
+from serving.api.model_backend import RANK_CANDIDATES, ModelBackend, ModelWatcher
 from serving.api.recommender import Recommender
 from serving.api.search_text import TextIndex
 from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
 from serving.api.shared_counts import SharedCounts
 from serving.events.erasure import read_key_file
-from serving.events.store import EventStore, open_event_store
+from serving.events.store import DAY_SECONDS, EventStore, now_seconds, open_event_store
 
 log = logging.getLogger("serving.api")
 
@@ -32,6 +35,8 @@ class Services:
     def __init__(self, settings: Settings, metrics: ApiMetrics):
         self.settings, self.metrics = settings, metrics
         started = time.perf_counter()
+        self.experiments = (load_experiments(settings.experiments_file, settings)
+                            if settings.experiments_file else Experiments())
         # Every user id that enters the API (shop export, requests, events) is turned into
         # the pipeline's pseudonym first (docs/privacy.md); without a key they stay as given.
         self.pseudonyms = (Pseudonyms.from_file(settings.pseudonym_key_file)
@@ -68,7 +73,11 @@ class Services:
                                     settings.embedding_batch_size, self._versions_changed,
                                     build_index=self._build_index)
         self.recommender = self._recommender(self.catalog)
+        self._variants = self._variant_recommenders()
         metrics.catalog_items.set(len(self.catalog))
+        self.impression_log = ImpressionLog(
+            self.store, count=lambda result, n: metrics.impressions.labels(result).inc(n)) \
+            if settings.log_impressions else None
         log.info("shop %s: %d items, %d events (%.1f s); user ids %s", settings.shop_dir,
                  len(self.catalog), len(shop.events), time.perf_counter() - started,
                  f"pseudonymised (key id {self.pseudonyms.key_id})" if self.pseudonyms
@@ -84,6 +93,67 @@ class Services:
                                           settings.shared_counts_poll_s,
                                           settings.shared_suggestions_refresh_s)
 
+    def _variant_recommenders(self) -> dict:
+        """(experiment, variant) -> the recommender of that variant over the current catalog:
+        the API's own when the variant changes nothing, else one with its settings, ranking
+        model and pinned ranking version (catalog, store, text index and model client
+        shared). Rebuilt when a catalog change swaps the catalog in."""
+        out = {}
+        for experiment in self.experiments.experiments:
+            for variant in experiment.variants:
+                if not (variant.settings or variant.ranking_model or variant.ranking_version):
+                    out[(experiment.name, variant.name)] = self.recommender
+                    continue
+                backend = self.backend
+                if variant.ranking_model and variant.ranking_model != backend.ranking_model:
+                    backend = ModelBackend(backend.client, backend.retrieval_model,
+                                           variant.ranking_model,
+                                           max_history=self.settings.max_history)
+                pin = ({backend.ranking_model: variant.ranking_version}
+                       if variant.ranking_version else {})
+                out[(experiment.name, variant.name)] = self._recommender(
+                    self.catalog, self.recommender.text_index, backend,
+                    variant_settings(self.settings, variant.settings), pin)
+        return out
+
+    def route(self, user_key: str | None,
+              surface: str) -> tuple[Recommender, tuple[Experiment, Variant] | None]:
+        """The recommender that answers this user on this surface, and their (experiment,
+        variant) when they are in one (serving/api/experiments.py)."""
+        assigned = self.experiments.assign(user_key, surface)
+        if assigned is None:
+            return self.recommender, None
+        experiment, variant = assigned
+        self.metrics.experiment_answers.labels(experiment.name, variant.name).inc()
+        return self._variants[(experiment.name, variant.name)], assigned
+
+    def log_impressions(self, request_id: str, user_key: str | None, surface: str,
+                        assigned, item_ids: list[str], offset: int = 0) -> None:
+        """Queue what an answer showed (nothing for requests without a user: no event can
+        be attributed to them)."""
+        if self.impression_log is None or not user_key or not item_ids:
+            return
+        experiment, variant = (assigned[0].name, assigned[1].name) if assigned else ("", "")
+        self.impression_log.log(impressions_of(request_id, user_key, item_ids, surface,
+                                               experiment, variant, now_seconds(), offset))
+
+    def check_variant_models(self) -> None:
+        """Warn about a variant ranking model or version the model server does not serve
+        (its answers would degrade to retrieval order)."""
+        for experiment in self.experiments.experiments:
+            for variant in experiment.variants:
+                if not (variant.ranking_model or variant.ranking_version):
+                    continue
+                model = variant.ranking_model or self.settings.ranking_model
+                try:
+                    self.backend.client.signature(model, RANK_CANDIDATES,
+                                                  version=variant.ranking_version)
+                except Exception as e:  # pylint: disable=broad-except  (a warning only)
+                    log.warning("experiment %s, variant %s: ranking model %s%s is not served "
+                                "(%s); its answers will degrade to retrieval order",
+                                experiment.name, variant.name, model,
+                                f" version {variant.ranking_version}"
+                                if variant.ranking_version else "", e)
     def _build_index(self, embeddings):
         """Retrieval's index in the API over a version's raw candidate embeddings, or None
         when the served model's top_k answers (Settings.retrieval_index)."""
@@ -93,10 +163,16 @@ class Services:
         return build_index(embeddings, "scann" if method == "auto" else method,
                            seed=0, min_items_for_scann=1)
 
-    def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None):
-        return Recommender(catalog, self.store, self.backend, self.settings,
-                           observe=self.metrics.observe_stage,
-                           versions=lambda: self.watcher.versions, text_index=text_index,
+    def _recommender(self, catalog: Catalog, text_index: TextIndex | None = None,
+                     backend: ModelBackend | None = None, settings: Settings | None = None,
+                     pin: dict | None = None):
+        """A recommender over ``catalog``; an experiment's variant gives its own ``backend``
+        (another ranking model), ``settings`` and ``pin`` (model name -> version)."""
+        pin = pin or {}
+        return Recommender(catalog, self.store, backend or self.backend,
+                           settings or self.settings, observe=self.metrics.observe_stage,
+                           versions=(lambda: {**self.watcher.versions, **pin}) if pin
+                           else (lambda: self.watcher.versions), text_index=text_index,
                            segment_popular=lambda user, ctx: self.segments.popular_for(
                                user, ctx))
 
@@ -128,6 +204,7 @@ class Services:
         def swap():
             self.recommender = recommender
             self.catalog = self.catalog_updates.catalog = self.watcher.catalog = new
+            self._variants = self._variant_recommenders()     # experiments see it too
             self.metrics.catalog_items.set(len(new))
             log.info("catalog now %d items (%d live) after %d changes in %.2f s", len(new),
                      len(new.live_rows), len(updates), time.perf_counter() - started)
@@ -150,16 +227,33 @@ class Services:
                         "answers and retrying", self.settings.tfserving_grpc,
                         self.settings.startup_wait_s, self.watcher.last_error)
         self.watcher.start()
+        self.check_variant_models()
         self.shared_counts.start()
-        if self.settings.retention_days:
+        if self.settings.retention_days or (self.settings.impression_retention_days
+                                            and self.settings.log_impressions):
             self.purge_expired()
             self._purger = threading.Thread(target=self._purge_loop, name="event-purge",
                                             daemon=True)
             self._purger.start()
         return self
 
+    def impression_cutoff(self, now: int | None = None) -> int | None:
+        """Epoch second before which impressions and attributions are deleted: the shorter
+        of the events' and the impressions' retention (None: kept)."""
+        days = [d for d in (self.settings.retention_days,
+                            self.settings.impression_retention_days) if d]
+        if not days:
+            return None
+        return (now_seconds() if now is None else now) - min(days) * DAY_SECONDS
+
     def purge_expired(self) -> int:
-        """Delete events past the retention; popularity is recounted when any went."""
+        """Delete events past the retention (popularity is recounted when any went), and
+        impressions and attributions past theirs."""
+        cutoff = self.impression_cutoff()
+        if cutoff is not None:
+            gone = self.store.purge_impressions(cutoff)
+            if gone:
+                log.info("deleted %d impressions dated before %d", gone, cutoff)
         deleted = self.store.purge_expired()
         if deleted:
             log.info("deleted %d events older than %d days", deleted,
@@ -192,12 +286,29 @@ class Services:
             self.suggestions.add(user, query)
         for event_type, n in new[spec.EVENT_TYPE].value_counts().items():
             self.metrics.events.labels(event_type).inc(int(n))
+        self._attribute(new)
         return result
+
+    def _attribute(self, events) -> None:
+        """Credit new engagements to the impressions before them; a failure is logged, the
+        events stay stored (the report then misses them)."""
+        if self.impression_log is None:
+            return
+        self.impression_log.flush()       # impressions of answers already given come first
+        try:
+            for a in attribute(self.store, self.catalog, events,
+                               self.settings.attribution_window_s):
+                self.metrics.attributions.labels(a.event_type).inc()
+        except Exception:  # pylint: disable=broad-except  (the events are stored)
+            log.exception("attributing %d events to impressions failed", len(events))
 
     def erase_user(self, user_id: str) -> int:
         """Delete every stored event of a user (erasure request); the store records a keyed
         hash so the next training export leaves the user out. Popularity and the query
-        suggestions are recounted."""
+        suggestions are recounted. Impressions still queued are written first, so the
+        erasure deletes them too."""
+        if self.impression_log is not None:
+            self.impression_log.flush()
         deleted = self.store.erase_user(self.user_key(user_id))
         self.catalog.set_popularity(self.store.engagement_counts())
         self.suggestions.reset(self.store.search_queries())
@@ -205,6 +316,8 @@ class Services:
 
     def close(self) -> None:
         self._stopping.set()
+        if self.impression_log is not None:
+            self.impression_log.close()
         self.shared_counts.stop()
         self.watcher.stop()
         self.backend.close()

@@ -78,6 +78,10 @@ class Settings:
     purge_interval_s: float = 3600.0        # how often expired events are purged
     erasure_key_file: str = ""              # key of the erasure list's hashes ("" = store's)
     event_store_synchronous: str = "NORMAL"     # SQLite durability: NORMAL | FULL
+    experiments_file: str = ""              # JSON/TOML experiments (serving/api/experiments.py)
+    log_impressions: bool = True            # store what answers showed (impressions)
+    impression_retention_days: int = 90     # impressions and attributions older: deleted
+    attribution_window_s: float = 86400.0   # an engagement credits an impression this recent
     # Redis store: how often a replica checks the shared counts (popularity), and rebuilds
     # the search suggestions from the store at most (serving/api/shared_counts.py)
     shared_counts_poll_s: float = 0.5
@@ -95,11 +99,15 @@ class Settings:
                 raise SettingsError(f"setting {name}={getattr(self, name)!r}: {what}")
 
         need(bool(self.shop_dir), "shop_dir", "the shop folder is required (--shop)")
-        for name in ("pseudonym_key_file", "erasure_key_file"):
+        for name in ("pseudonym_key_file", "erasure_key_file", "experiments_file"):
             need(not getattr(self, name) or os.path.isfile(getattr(self, name)), name,
                  "no such file")
         need(self.retention_days >= 0, "retention_days", "must be >= 0 (0 = keep forever)")
         need(self.purge_interval_s > 0, "purge_interval_s", "must be > 0")
+        need(self.impression_retention_days >= 0, "impression_retention_days",
+             "must be >= 0 (0 = as long as the events)")
+        need(0 < self.attribution_window_s <= 30 * 86400, "attribution_window_s",
+             "must be in (0, 30 days] seconds")
         for name in ("shared_counts_poll_s", "shared_suggestions_refresh_s"):
             need(getattr(self, name) > 0, name, "must be > 0")
         need(self.event_store_synchronous in ("NORMAL", "FULL"), "event_store_synchronous",

@@ -26,7 +26,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from serving.events.erasure import (KEY_ID_META, KEY_META, Erasure, ErasureKeyEr
                                     ErasureList, as_key, key_id, mismatch_message, new_key,
                                     user_hash)
 from serving.events.errors import EventStoreError
+from serving.events.impressions import Attribution, Impression
 from trainer import features
 
 __all__ = ["AddResult", "EventStore", "EventStoreError", "MIGRATIONS", "SqliteEventStore",
@@ -275,6 +276,43 @@ class EventStore(ABC):
         """Set a bookkeeping value unless it exists (atomically); the value now stored."""
 
     @abstractmethod
+    def events(self) -> pd.DataFrame:
+        """Every stored event as the contract's events frame (EVENT_COLUMNS, time order;
+        the feedback export, serving/events/export.py)."""
+
+    # ---- impressions and attributions (serving/events/impressions.py) ----
+
+    @abstractmethod
+    def add_impressions(self, impressions: list[Impression]) -> None:
+        """Store the items an answer showed."""
+
+    @abstractmethod
+    def latest_impression(self, user_id: str, item_id: str, since: int,
+                          until: int) -> Impression | None:
+        """The user's latest impression of the item with since <= timestamp <= until."""
+
+    @abstractmethod
+    def add_attributions(self, attributions: list[Attribution]) -> None:
+        """Store engagements credited to impressions."""
+
+    @abstractmethod
+    def experiment_impressions(self, experiment: str) -> list[tuple[str, str, int]]:
+        """(variant, user_id, impressions) of every user shown items in the experiment."""
+
+    @abstractmethod
+    def experiment_attributions(self, experiment: str) -> list[Attribution]:
+        """The attributions credited to the experiment's impressions."""
+
+    @abstractmethod
+    def impressions(self) -> list[Impression]:
+        """Every stored impression, oldest first (the feedback export)."""
+
+    @abstractmethod
+    def purge_impressions(self, cutoff: int) -> int:
+        """Delete impressions and attributions dated before ``cutoff``; how many
+        impressions."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise EventStoreError if the store cannot answer."""
 
@@ -363,7 +401,42 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             user_hash TEXT NOT NULL,
             erased_at INTEGER NOT NULL,
             events_deleted INTEGER NOT NULL);"""),
+    ("impressions (what answers showed) and the engagements attributed to them", """
+        CREATE TABLE impressions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            surface TEXT NOT NULL,
+            experiment TEXT NOT NULL DEFAULT '',
+            variant TEXT NOT NULL DEFAULT '',
+            timestamp INTEGER NOT NULL);
+        CREATE INDEX impressions_by_user_item ON impressions (user_id, item_id, timestamp);
+        CREATE INDEX impressions_by_time ON impressions (timestamp);
+        CREATE INDEX impressions_by_experiment ON impressions (experiment, variant, user_id);
+        CREATE TABLE attributions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            value REAL NOT NULL,
+            revenue REAL NOT NULL,
+            timestamp INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            surface TEXT NOT NULL,
+            experiment TEXT NOT NULL DEFAULT '',
+            variant TEXT NOT NULL DEFAULT '',
+            impression_timestamp INTEGER NOT NULL);
+        CREATE INDEX attributions_by_experiment ON attributions (experiment, variant);
+        CREATE INDEX attributions_by_user ON attributions (user_id);
+        CREATE INDEX attributions_by_time ON attributions (timestamp);"""),
 )
+_IMPRESSION_COLUMNS = ("request_id, user_id, item_id, position, surface, experiment, variant, "
+                       "timestamp")
+_ATTRIBUTION_COLUMNS = ("user_id, item_id, event_type, value, revenue, timestamp, request_id, "
+                        "position, surface, experiment, variant, impression_timestamp")
 _ENGAGED = tuple(sorted(ENGAGEMENT_EVENTS))
 _IN_ENGAGED = f"({','.join('?' * len(_ENGAGED))})"
 _INSERT = ("INSERT INTO events (user_id, item_id, event_type, value, query, session_id, "
@@ -511,6 +584,8 @@ class SqliteEventStore(EventStore):
     def _erase(self, user_id, hashed, erased_at):
         with self._transaction() as conn:
             deleted = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM attributions WHERE user_id = ?", (user_id,))
             conn.execute("INSERT INTO erasures (user_hash, erased_at, events_deleted) "
                          "VALUES (?, ?, ?)", (hashed, erased_at, deleted))
         self.checkpoint()
@@ -560,6 +635,58 @@ class SqliteEventStore(EventStore):
         return {(user, query) for user, query in self._query(
             "SELECT DISTINCT user_id, query FROM events WHERE event_type = ?",
             (spec.SEARCH,))}
+
+    def events(self):
+        rows = self._query("SELECT user_id, item_id, event_type, value, query, session_id, "
+                           "timestamp FROM events ORDER BY timestamp, id")
+        return events_frame(rows)
+
+    def add_impressions(self, impressions):
+        with self._transaction() as conn:
+            conn.executemany(f"INSERT INTO impressions ({_IMPRESSION_COLUMNS}) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?)",
+                             [astuple(i) for i in impressions])
+
+    def latest_impression(self, user_id, item_id, since, until):
+        rows = self._query(f"SELECT {_IMPRESSION_COLUMNS} FROM impressions WHERE user_id = ? "
+                           "AND item_id = ? AND timestamp BETWEEN ? AND ? "
+                           "ORDER BY timestamp DESC, id DESC LIMIT 1",
+                           (user_id, item_id, since, until))
+        return Impression(*rows[0]) if rows else None
+
+    def add_attributions(self, attributions):
+        with self._transaction() as conn:
+            conn.executemany(f"INSERT INTO attributions ({_ATTRIBUTION_COLUMNS}) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [astuple(a) for a in attributions])
+
+    def experiment_impressions(self, experiment):
+        return [tuple(r) for r in self._query(
+            "SELECT variant, user_id, COUNT(*) FROM impressions WHERE experiment = ? "
+            "GROUP BY variant, user_id", (experiment,))]
+
+    def experiment_attributions(self, experiment):
+        return [Attribution(*r) for r in self._query(
+            f"SELECT {_ATTRIBUTION_COLUMNS} FROM attributions WHERE experiment = ? "
+            "ORDER BY id", (experiment,))]
+
+    def impressions(self):
+        return [Impression(*r) for r in self._query(
+            f"SELECT {_IMPRESSION_COLUMNS} FROM impressions ORDER BY timestamp, id")]
+
+    def purge_impressions(self, cutoff):
+        deleted = 0
+        for table in ("impressions", "attributions"):
+            while True:
+                with self._transaction() as conn:
+                    n = conn.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+                                     "WHERE timestamp < ? LIMIT ?)",
+                                     (cutoff, self.purge_chunk)).rowcount
+                if table == "impressions":
+                    deleted += n
+                if n < self.purge_chunk:
+                    break
+        return deleted
 
     def get_meta(self, key):
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -613,6 +740,15 @@ def open_event_store(url: str, retention_days: int | None = None,
                                         erasure_key=erasure_key, **options)
     raise EventStoreError(f"unsupported event store URL {url!r}: use sqlite:///PATH or "
                           "redis://HOST:PORT/DB")
+
+
+def events_frame(rows) -> pd.DataFrame:
+    """The contract's events frame of (user_id, item_id, event_type, value, query,
+    session_id, timestamp) rows."""
+    frame = pd.DataFrame(list(rows), columns=list(spec.EVENT_COLUMNS))
+    frame[spec.VALUE] = pd.to_numeric(frame[spec.VALUE], errors="coerce").astype(float)
+    frame[spec.TIMESTAMP] = frame[spec.TIMESTAMP].astype("int64")
+    return frame
 
 
 def now_seconds() -> int:

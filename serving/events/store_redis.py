@@ -17,6 +17,11 @@ Keys (``prefix`` defaults to ``shoprec:``):
   item -> latest purchase's basis; ``expiry`` sorted set user -> earliest basis of their
   events (what a purge has to visit); ``erasure_log`` list, one
   ``<user hash>|<erased_at>|<events deleted>`` per erasure (serving/events/erasure.py).
+* impressions and attributions (serving/events/impressions.py): ``user:<id>:impressions``
+  and ``user:<id>:attributed`` sorted sets scored by time, members ``<seq>|<JSON row>``,
+  trimmed to the newest ``max_impressions_per_user``; ``impression_users`` sorted set
+  user -> earliest impression time (what an impression purge visits); ``experiment:<name>``
+  set of the users shown items in the experiment (the report's population).
 
 Adding a chunk of events, purging one user and erasing one user are Lua scripts: each runs
 atomically, so a retried batch can never be half-counted as duplicates and an erasure never
@@ -27,8 +32,10 @@ per-user log, so a purge or an erasure would miss their stream entries.
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from dataclasses import astuple
 
 import numpy as np
 import redis
@@ -36,7 +43,8 @@ import redis
 from pipeline.contract import spec
 from pipeline.examples import ENGAGEMENT_EVENTS
 from serving.events.erasure import Erasure
-from serving.events.store import AddResult, EventStore, EventStoreError, event_rows
+from serving.events.impressions import Attribution, Impression
+from serving.events.store import AddResult, EventStore, EventStoreError, event_rows, events_frame
 from trainer import features
 
 SCHEMA_VERSION = 2
@@ -193,8 +201,10 @@ class RedisEventStore(EventStore):
     def __init__(self, client: redis.Redis, prefix: str = "shoprec:", max_per_user: int = 1000,
                  max_searches: int = 20, max_log: int = 10_000_000,
                  retention_days: int | None = None, erasure_key: str | bytes | None = None,
-                 max_history: int = features.HISTORY_LENGTH):
+                 max_history: int = features.HISTORY_LENGTH,
+                 max_impressions_per_user: int = 5000):
         self.r, self.p = client, prefix
+        self.max_impressions_per_user = max_impressions_per_user
         self.max_per_user, self.max_searches, self.max_log = max_per_user, max_searches, max_log
         self._configure(retention_days, erasure_key, max_history)
         self.ping()
@@ -323,8 +333,20 @@ class RedisEventStore(EventStore):
             raise EventStoreError(f"redis: {e}") from None
 
     def _erase(self, user_id, hashed, erased_at):
-        return int(self._call(self._scripts["erase"], keys=[],
-                              args=[self.p, user_id, hashed, erased_at]))
+        deleted = int(self._call(self._scripts["erase"], keys=[],
+                                 args=[self.p, user_id, hashed, erased_at]))
+        self._forget_impressions(user_id)
+        return deleted
+
+    def _forget_impressions(self, user_id: str) -> None:
+        """Delete every impression and attribution of the user."""
+        shown = self._impression_rows(user_id, "-inf", "+inf")
+        pipe = self.r.pipeline(transaction=True)
+        for experiment in {i.experiment for i in shown if i.experiment}:
+            pipe.srem(self.p + f"experiment:{experiment}", user_id)
+        pipe.delete(self._user(user_id, "impressions"), self._user(user_id, "attributed"))
+        pipe.zrem(self.p + "impression_users", user_id)
+        self._call(pipe.execute)
 
     def erasure_records(self):
         records = []
@@ -388,6 +410,111 @@ class RedisEventStore(EventStore):
     def _setdefault_meta(self, key, value):
         self._call(self.r.hsetnx, self.p + "meta", key, value)
         return self.get_meta(key)
+
+    def events(self):
+        rows, start = [], "-"
+        while True:
+            entries = self._call(self.r.xrange, self.p + "events", min=start, count=_CHUNK)
+            if not entries:
+                break
+            for _, e in entries:
+                value = e.get("value", "")
+                rows.append((e["user_id"], e["item_id"], e["event_type"],
+                             float(value) if value else None, e.get("query", ""),
+                             e.get("session_id", ""), int(e["timestamp"])))
+            start = "(" + entries[-1][0]
+        frame = events_frame(rows)
+        return frame.sort_values(spec.TIMESTAMP, kind="stable").reset_index(drop=True)
+
+    # ---- impressions and attributions ----
+
+    def _add_rows(self, what: str, rows: list) -> None:
+        if not rows:
+            return
+        first = int(self._call(self.r.incrby, self.p + "impression_seq", len(rows)))
+        pipe = self.r.pipeline(transaction=True)
+        users = {}
+        for n, row in enumerate(rows, start=first - len(rows) + 1):
+            member = f"{n:0{_SEQ_DIGITS}d}|" + json.dumps(astuple(row))
+            pipe.zadd(self._user(row.user_id, what), {member: row.timestamp})
+            users[row.user_id] = min(row.timestamp, users.get(row.user_id, row.timestamp))
+            if what == "impressions" and row.experiment:
+                pipe.sadd(self.p + f"experiment:{row.experiment}", row.user_id)
+        for user, earliest in users.items():
+            pipe.zremrangebyrank(self._user(user, what), 0, -self.max_impressions_per_user - 1)
+            pipe.zadd(self.p + "impression_users", {user: earliest}, lt=True)
+        self._call(pipe.execute)
+
+    def _rows(self, user_id: str, what: str, low, high) -> list:
+        members = self._call(self.r.zrangebyscore, self._user(user_id, what), low, high)
+        return [json.loads(m.split("|", 1)[1]) for m in members]
+
+    def _all_rows(self, users: list[str], what: str):
+        """(user, rows) of every user's ``what`` set, read in pipelined batches."""
+        for start in range(0, len(users), 500):
+            batch = users[start:start + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for user in batch:
+                pipe.zrange(self._user(user, what), 0, -1)
+            for user, members in zip(batch, self._call(pipe.execute)):
+                yield user, [json.loads(m.split("|", 1)[1]) for m in members]
+
+    def _impression_rows(self, user_id, low, high) -> list[Impression]:
+        return [Impression(*row) for row in self._rows(user_id, "impressions", low, high)]
+
+    def add_impressions(self, impressions):
+        self._add_rows("impressions", list(impressions))
+
+    def latest_impression(self, user_id, item_id, since, until):
+        found = [i for i in self._impression_rows(user_id, since, until)
+                 if i.item_id == item_id]
+        return found[-1] if found else None
+
+    def add_attributions(self, attributions):
+        self._add_rows("attributed", list(attributions))
+
+    def _experiment_users(self, experiment: str) -> list[str]:
+        return sorted(self._call(self.r.smembers, self.p + f"experiment:{experiment}"))
+
+    def experiment_impressions(self, experiment):
+        counts: dict[tuple[str, str], int] = {}
+        for user, rows in self._all_rows(self._experiment_users(experiment), "impressions"):
+            for i in (Impression(*row) for row in rows):
+                if i.experiment == experiment:
+                    counts[(i.variant, user)] = counts.get((i.variant, user), 0) + 1
+        return [(variant, user, n) for (variant, user), n in counts.items()]
+
+    def experiment_attributions(self, experiment):
+        return [a for _, rows in self._all_rows(self._experiment_users(experiment),
+                                                "attributed")
+                for a in (Attribution(*row) for row in rows) if a.experiment == experiment]
+
+    def impressions(self):
+        users = [u for u, _ in self._call(self.r.zrange, self.p + "impression_users", 0, -1,
+                                          withscores=True)]
+        rows = [Impression(*row) for _, found in self._all_rows(users, "impressions")
+                for row in found]
+        return sorted(rows, key=lambda i: i.timestamp)
+
+    def purge_impressions(self, cutoff):
+        deleted = 0
+        users = self._call(self.r.zrangebyscore, self.p + "impression_users", "-inf",
+                           f"({cutoff}")
+        for user in users:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.zremrangebyscore(self._user(user, "impressions"), "-inf", f"({cutoff}")
+            pipe.zremrangebyscore(self._user(user, "attributed"), "-inf", f"({cutoff}")
+            pipe.zrange(self._user(user, "impressions"), 0, 0, withscores=True)
+            removed, _, first = self._call(pipe.execute)
+            deleted += int(removed)
+            if first:
+                self._call(self.r.zadd, self.p + "impression_users", {user: first[0][1]})
+            else:       # nothing shown to the user any more: out of every experiment's set
+                self._call(self.r.zrem, self.p + "impression_users", user)
+                for key in self._call(self.r.scan_iter,
+                                      match=_glob_escape(self.p + "experiment:") + "*"):
+                    self._call(self.r.srem, key, user)
+        return deleted
 
     def ping(self):
         self._call(self.r.ping)

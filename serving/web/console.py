@@ -1,6 +1,6 @@
 """The operator console's views as HTML fragments (``operator`` role, read-only): model
 versions served and every evaluation with its blessing, push and sliced metrics; pipeline
-runs with per-component times; the data-contract reports; live traffic."""
+runs with per-component times; the data-contract reports; live traffic; experiments."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
@@ -96,6 +96,31 @@ def traffic_view(request: Request) -> dict:
             "chart": chart, "ms": lambda v: milliseconds(v, LATENCY_BUCKETS[-1])}
 
 
+EXPERIMENT_METRICS = (("ctr", "CTR"), ("conversion", "conversion"),
+                      ("revenue_per_user", "revenue per user"))
+
+
+def experiments_view(request: Request) -> dict:
+    """Every configured experiment with its report (serving/events/report.py) and a chart
+    of each metric per variant."""
+    from serving.api.app import experiment_summary
+    from serving.events.report import experiment_report
+
+    svc = request.app.state.services
+    shown = []
+    for n, experiment in enumerate(svc.experiments.experiments):
+        report = experiment_report(svc.store, experiment)
+        variants = list(report["variants"])
+        charts = [bar_chart(f"experiment-{n}-{key}", f"{label} per variant ({experiment.name})",
+                            variants, {label: [report["variants"][v][key]["value"]
+                                               for v in variants]},
+                            "{:.2f}".format if key == "revenue_per_user" else "{:.3f}".format)
+                  for key, label in EXPERIMENT_METRICS]
+        shown.append({"summary": experiment_summary(experiment), "report": report,
+                      "charts": charts})
+    return {"experiments": shown, "metrics": EXPERIMENT_METRICS}
+
+
 def add_console_routes(app: FastAPI, config: WebConfig, prefix: str) -> None:
     """The fragment of each console view under ``prefix``."""
 
@@ -113,6 +138,10 @@ def add_console_routes(app: FastAPI, config: WebConfig, prefix: str) -> None:
     @app.get(f"{prefix}/data", include_in_schema=False)
     async def data(request: Request):
         return page(request, "data", await run_in_threadpool(data_view, config))
+
+    @app.get(f"{prefix}/experiments", include_in_schema=False)
+    async def experiments(request: Request):
+        return page(request, "experiments", await run_in_threadpool(experiments_view, request))
 
     @app.get(f"{prefix}/traffic", include_in_schema=False)
     def traffic(request: Request):

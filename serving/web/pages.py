@@ -21,7 +21,7 @@ log = logging.getLogger("serving.web")
 STATIC_DIR = Path(__file__).parent / "static"
 SHOP_FRAGMENTS, CONSOLE_FRAGMENTS = "/web/shop", "/web/console"
 CONSOLE_VIEWS = {"models": "Models", "runs": "Pipeline runs", "data": "Data checks",
-                 "traffic": "Live traffic"}
+                 "traffic": "Live traffic", "experiments": "Experiments"}
 WEB_ROUTE_ROLES = {
     f"{SHOP_FRAGMENTS}/recommendations": PUBLIC, f"{SHOP_FRAGMENTS}/search": PUBLIC,
     f"{SHOP_FRAGMENTS}/items/{{item_id:path}}": PUBLIC,

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import FastAPI, Path, Query, Request
 
 from pipeline.contract import spec
-from serving.api.app import answer_body, not_blank
+from serving.api.app import not_blank, served_body
 from serving.api.recommender import NotReady, UnknownItem
 from serving.api.search_options import SORTS, SearchOptions
 from serving.api.settings import Settings
@@ -46,8 +46,10 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
     async def recommendations(request: Request, user_id: str = user_param(True),
                               k: int = k_param(8)):
         svc = request.app.state.services
-        result = await computed(request, svc.recommender.recommend, svc.user_key(user_id), k)
-        answer = answer_body(svc, request.app.state.metrics, "recommend", result,
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "recommend")
+        result = await computed(request, recommender.recommend, user_key, k)
+        answer = served_body(request, "recommend", result, user_key, assigned,
                              user_id=user_id, k=k)
         return answer_page(request, "shop/recommendations.html", answer, user_id=user_id)
 
@@ -58,9 +60,11 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
                      sort: Literal[SORTS] = "relevance"):
         q = not_blank(q, "q")
         svc = request.app.state.services
-        result = await computed(request, svc.recommender.search, q, svc.user_key(user_id), k,
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "search")
+        result = await computed(request, recommender.search, q, user_key, k,
                                 SearchOptions(sort=sort))
-        answer = answer_body(svc, request.app.state.metrics, "search", result, q=q,
+        answer = served_body(request, "search", result, user_key, assigned, q=q,
                              user_id=user_id, k=k, sort=sort)
         return answer_page(request, "shop/search.html", answer, user_id=user_id or "", q=q)
 
@@ -76,9 +80,11 @@ def add_shop_routes(app: FastAPI, settings: Settings, prefix: str) -> None:
         if row is None or not catalog.listed(row):
             raise UnknownItem(item_id)          # 404 naming path parameter 'item_id'
         answer, unavailable = None, ""
+        user_key = svc.user_key(user_id)
+        recommender, assigned = svc.route(user_key, "similar")
         try:
-            result = await computed(request, svc.recommender.similar, item_id, k)
-            answer = answer_body(svc, request.app.state.metrics, "similar", result,
+            result = await computed(request, recommender.similar, item_id, k)
+            answer = served_body(request, "similar", result, user_key, assigned,
                                  item_id=item_id, k=k)
         except NotReady as e:
             unavailable = str(e)

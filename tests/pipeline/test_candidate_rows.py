@@ -41,6 +41,16 @@ class FakeExport:
                                                                           len(units))
 
 
+def drain(generator) -> tuple[list, object]:
+    """(every row, the Counts) of a split_rows generator."""
+    rows = []
+    try:
+        while True:
+            rows.append(next(generator))
+    except StopIteration as stop:
+        return rows, stop.value
+
+
 def tables(n=6):
     """Transitions c -> e (weight 3) and co-occurrence c ~ f."""
     import scipy.sparse as sp
@@ -87,14 +97,8 @@ def test_train_rows_sample_negatives_and_skip_contexts_without_the_target():
     cat, export = catalog(), FakeExport()
     units = [unit("a", ["c"]), unit("d", ["c"]),                # d: never a candidate
              unit("b", [], clicked=0), unit("b", ["d"], purchased=1, user="u2")]
-    generator = candidate_rows.split_rows(units, export, cat, tables(), "train", 2, seed=1,
-                                          batch_size=2)
-    rows = []
-    try:
-        while True:
-            rows.append(next(generator))
-    except StopIteration as stop:
-        counts = stop.value
+    rows, counts = drain(candidate_rows.split_rows(units, export, cat, tables(), "train", 2,
+                                                   seed=1, batch_size=2))
     assert export.calls == [2, 1], "clicked units only, in batches"
     summary = counts.summary()
     assert (summary["contexts"], summary["contexts_with_target_in_pool"]) == (3, 2)
@@ -184,3 +188,23 @@ def test_split_rows_drop_each_users_earlier_purchases_from_the_pools():
         by_user.setdefault(row[F.USER_ID], []).append(row[F.ITEM_ID])
     assert "a" not in by_user["u1"] and by_user["u1"][0] == "b"
     assert by_user["u2"][0] == "a", "bought at the context's own time: still a candidate"
+
+
+def test_train_negatives_are_first_the_items_the_user_passed_over_around_the_context():
+    cat = catalog()
+    shown_f = dict(unit("f", [], clicked=0), **{F.TIMESTAMP: 100 + 600})      # same session
+    shown_e_late = dict(unit("e", [], clicked=0), **{F.TIMESTAMP: 100 + 7200})  # 2 h later
+    other_user = dict(unit("b", [], clicked=0, user="u2"))
+    units = [unit("a", ["c"]), shown_f, shown_e_late, other_user]
+    passed = candidate_rows.Shown(units, cat)
+    assert list(passed.around("u1", 100)) == [cat.row["f"]]
+    assert list(passed.around("u2", 100)) == [cat.row["b"]]
+    for seed in range(5):                  # whatever the draw: f first, then one at random
+        rows, counts = drain(candidate_rows.split_rows(units, FakeExport(), cat, tables(),
+                                                       "train", 2, seed=seed))
+        items = [r[F.ITEM_ID] for r in rows]
+        assert items[0] == "a" and "f" in items[1:] and len(items) == 3, items
+        assert counts.summary()["shown_negatives"] == 1
+    _, counts = drain(candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 5,
+                                                seed=0, shown_negatives=False))
+    assert counts.shown_negatives == 0

@@ -207,7 +207,8 @@ def test_every_console_view_loads_without_javascript_errors(browser, pushed_stac
             _css(browser, f'a[href$="/console/{view}"]')[0].click()
         _wait(browser, lambda d, v=view: _css(d, f'.view[data-loaded="{v}"]'), f"view {view}")
         texts[view] = _css(browser, "#view-body")[0].text
-        assert _css(browser, "#view-body svg.bars"), f"{view}: no chart"
+        if view != "experiments":           # the stack runs no experiment: no chart
+            assert _css(browser, "#view-body svg.bars"), f"{view}: no chart"
         browser.save_screenshot(str(screenshots / f"console_{view}.png"))
         assert _errors(browser) == [], view
     models = texts["models"]

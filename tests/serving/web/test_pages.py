@@ -161,6 +161,14 @@ def test_traffic_view_counts_requests_answers_and_events(web_client):
     assert "Latency per recommendation stage (ms)" in page       # the SVG chart's title
 
 
+def test_experiments_view_without_experiments_says_what_to_set(web_client):
+    client, keys = web_client
+    page = client.get("/web/console/experiments", headers=keys["ops"])
+    assert page.status_code == 200 and "SHOPREC_EXPERIMENTS_FILE" in page.text
+    assert client.get("/web/console/experiments",
+                      headers=keys["shopfront"]).status_code == 403
+
+
 def test_latency_percentiles_follow_histogram_quantile():
     from serving.web.traffic import milliseconds, quantile
 
