@@ -154,6 +154,7 @@ class Services:
                                 experiment.name, variant.name, model,
                                 f" version {variant.ranking_version}"
                                 if variant.ranking_version else "", e)
+
     def _build_index(self, embeddings):
         """Retrieval's index in the API over a version's raw candidate embeddings, or None
         when the served model's top_k answers (Settings.retrieval_index)."""
