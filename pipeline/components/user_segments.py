@@ -48,7 +48,7 @@ SERVING_SUBDIR = "segments"          # <serving_dir>/segments/<retrieval version
 class UserSegmentsArtifact(tfx_artifact.Artifact):
     """The folder UserSegments writes (module docstring)."""
 
-    TYPE_NAME = "UserSegments"
+    TYPE_NAME = "shoprec.UserSegments"
 
 
 def read_units(split_uri: str) -> pd.DataFrame:

@@ -132,7 +132,9 @@ def test_two_workers_train_both_models_and_only_the_chief_exports(transformed_sh
     losses = _epoch_losses(chief)
     assert len(losses) == 2 and losses == _epoch_losses(worker), \
         "synchronous training: one all-reduced loss per model on both workers"
-    assert not list(temps[1].iterdir()), "the worker's temporary outputs are deleted"
+    # (TMPDIR also receives what libraries put there, e.g. autograph's generated files)
+    left = [p.name for p in temps[1].iterdir() if p.name.startswith("shoprec-")]
+    assert not left, f"the worker's temporary outputs are deleted: {left}"
 
     for model in ("retrieval", "ranking"):
         metrics = json.loads((out / model / "model_run" / "metrics.json").read_text())
