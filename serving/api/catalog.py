@@ -52,6 +52,8 @@ class Catalog:
         self.in_stock = items[spec.IN_STOCK].to_numpy(dtype=bool)
         self.active = ~items[spec.ITEM_ID].isin(set(deleted)).to_numpy(dtype=bool)
         self.live_rows = np.flatnonzero(items[spec.ITEM_ID].isin(set(live)).to_numpy())
+        self.live_ids = list(self.ids[self.live_rows])      # fixed for this catalog's life
+        self.live_id_set = frozenset(self.live_ids)
         self.live_embeddings: np.ndarray | None = None   # raw [len(live_rows), D]
         # retrieval's index in the API (serving/api/ann.py) over the raw embeddings of the
         # rows it was built with, and the retrieval version they came from (None: the

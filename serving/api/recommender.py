@@ -216,11 +216,9 @@ class Recommender:
         with self._stage("live_items"):
             if query_vector is None:
                 query_vector = self._query_vector(user_id, history, query, live.shape[1])
-            live_ids = catalog.ids[catalog.live_rows]
             live_scores = live @ query_vector
-            live_set = set(live_ids)
-            keep = [i for i, item in enumerate(ids) if item not in live_set]
-            merged_ids = [ids[i] for i in keep] + list(live_ids)
+            keep = [i for i, item in enumerate(ids) if item not in catalog.live_id_set]
+            merged_ids = [ids[i] for i in keep] + catalog.live_ids
             merged = np.concatenate([np.asarray(scores, np.float64)[keep],
                                      live_scores.astype(np.float64)])
             order = np.argsort(-merged, kind="stable")[:max(len(ids), 1)]   # still K
