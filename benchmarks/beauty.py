@@ -67,10 +67,12 @@ def _progress(desc):
 
 
 def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=1024,
-        on_model=None):
+        on_model=None, beyond=True):
     """Load, split, fit and evaluate ``models``; returns the results dict (see report.py).
 
     ``on_model(results)`` is called after each model with the results so far (to save them).
+    ``beyond``: also the beyond-accuracy metrics of each model's test lists
+    (protocol.item_facts: encodes the titles with MiniLM once).
     """
     overrides = overrides or {}
     unknown = set(overrides) - set(models)
@@ -90,6 +92,11 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
     stages["split"] = time.time() - start
     task = registry.FitTask(split.train, data.items, data.n_items, split.validation,
                             batch_size=batch_size)
+    facts = None
+    if beyond:
+        start = time.time()
+        facts = protocol.item_facts(split.train, data.items)
+        stages["beyond_accuracy_facts"] = time.time() - start
     results = {
         "dataset": {
             "name": os.path.basename(os.path.abspath(data_dir)),
@@ -104,8 +111,8 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
     }
     for name in tqdm(models, desc="models", dynamic_ncols=True):
         if name == PRODUCT:
-            row = beauty_product.product_row(data, data_dir, seed, **_product_options(
-                overrides.get(name)))
+            row = beauty_product.product_row(data, data_dir, seed, facts=facts,
+                                             **_product_options(overrides.get(name)))
             stages[f"{name}.fit"], stages[f"{name}.eval"] = row["fit_seconds"], row["eval_seconds"]
             results["models"][name] = row
             _report_row(name, row["test"], row["fit_seconds"])
@@ -127,7 +134,8 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
             scores = {"validation": None}
             scores.update({split_name: protocol.evaluate(
                 scorer, eval_set, data.n_items, batch_size,
-                progress=_progress(f"{row_name}: {split_name}"))
+                progress=_progress(f"{row_name}: {split_name}"),
+                facts=facts if split_name == "test" else None)
                 for split_name, eval_set in splits})
             eval_seconds = time.time() - start
             stages[f"{row_name}.fit"], stages[f"{row_name}.eval"] = fit_seconds, eval_seconds
@@ -142,7 +150,7 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
 def _product_options(values):
     """--set product.OPTION=VALUE as keyword arguments of beauty_product.product_row."""
     values = dict(values or {})
-    known = {"config", "work_dir", "replay_users", "threads"}
+    known = {"config", "work_dir", "replay_users", "threads", "reuse_pipeline"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {PRODUCT}; known: {sorted(known)}")
@@ -198,6 +206,9 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
     parser.add_argument("--batch-size", type=int, default=1024,
                         help="users per evaluation batch (bounds memory)")
+    parser.add_argument("--no-beyond-accuracy", dest="beyond", action="store_false",
+                        help="skip the beyond-accuracy metrics (and the MiniLM encoding of "
+                             "the titles they need)")
     parser.add_argument("--merge", action="store_true",
                         help="keep models of an existing result file that are not re-run")
     args = parser.parse_args(argv)
@@ -221,7 +232,7 @@ def main(argv=None):
             report.write(final["results"], args.out, stem)
 
         run(args.data, models, args.seed, args.max_users, parse_overrides(args.set),
-            args.batch_size, on_model=save)
+            args.batch_size, on_model=save, beyond=args.beyond)
     except (beauty_data.BeautyDataError, product_run.ProductRunError, ValueError,
             KeyError) as err:
         sys.exit(f"error: {err}")

@@ -113,10 +113,44 @@ def stage_metrics(api, users, asins, threads=2):
             "mean_pool_size": float(np.mean([len(c) for _, c in stages])) if users else 0.0}
 
 
+def index_lists(lists, asins, k=K):
+    """The API's answers (item ids) as catalog indices [U, k], -1 padding a short answer."""
+    position = {asin: i for i, asin in enumerate(asins)}
+    out = np.full((len(lists), k), -1, np.int64)
+    for row, ids in enumerate(lists):
+        if len(ids) > k:
+            raise ValueError(f"answer {row} has {len(ids)} items, more than k = {k}")
+        out[row, :len(ids)] = [position[i] for i in ids]
+    return out
+
+
+def _pipeline_or_reuse(shop, work_dir, config, seed, reuse, echo):
+    """The pipeline's report: a new run, or with ``reuse`` the run already in ``work_dir``
+    (its pushed models answer; only the API's side is measured again)."""
+    report_path = os.path.join(work_dir, "pipeline_report.json")
+    if reuse and os.path.exists(report_path):
+        with open(report_path, encoding="utf-8") as f:
+            report = json.load(f)
+        for model in ("retrieval", "ranking"):
+            if not (report.get("models", {}).get(model) or {}).get("pushed"):
+                raise ValueError(f"reuse_pipeline: the run in {work_dir} pushed no {model} "
+                                 f"model")
+        echo(f"pipeline: reusing the run in {work_dir} ({report.get('total_seconds')} s)")
+        return report, True
+    if reuse:
+        raise ValueError(f"reuse_pipeline: no pipeline run in {work_dir} ({report_path} is "
+                         f"missing)")
+    return run_pipeline(shop, work_dir, config, seed, echo), False
+
+
 def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
-                replay_users=500, threads=2, echo=tqdm.write):
+                replay_users=500, threads=2, echo=tqdm.write, facts=None,
+                reuse_pipeline=False):
     """The benchmark row of the product (module docstring): options, info (pipeline
-    report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics."""
+    report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics.
+    ``facts``: beyond-accuracy facts (protocol.item_facts): then the test metrics hold the
+    answers' beyond-accuracy metrics too. ``reuse_pipeline``: answer from the pipeline run
+    already in ``work_dir`` (fit seconds = its recorded wall time) instead of a new one."""
     # pylint: disable=import-outside-toplevel
     from serving.demo.local_stack import LocalStack
     work_dir = work_dir_for(work_dir, "shoprec_beauty_product_")
@@ -127,7 +161,7 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     with open(config, encoding="utf-8") as f:
         options = {"config_file": os.path.relpath(config, REPO), "config": json.load(f),
                    "api_settings": API_SETTINGS, "replay_users": replay_users,
-                   "threads": threads, "k": K}
+                   "threads": threads, "k": K, "reuse_pipeline": reuse_pipeline}
     seconds = {}
     started = time.time()
     shop, known = os.path.join(work_dir, "shop"), os.path.join(work_dir, "shop_known")
@@ -135,8 +169,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
                 "known": beauty_data.to_shop(data, known, hold_out_last=1)}
     seconds["shop_export"] = time.time() - started
     started = time.time()
-    report = run_pipeline(shop, work_dir, config, seed, echo)
-    seconds["pipeline"] = time.time() - started
+    report, reused = _pipeline_or_reuse(shop, work_dir, config, seed, reuse_pipeline, echo)
+    seconds["pipeline"] = (float(report.get("total_seconds") or 0.0) if reused
+                           else time.time() - started)
     users = test_users(data)
     asins = list(data.items.asin)
     stack = LocalStack(os.path.join(work_dir, "serving_models"), known,
@@ -161,6 +196,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
         finally:
             api.close()
         test = list_metrics(lists, users, asins)
+        if facts is not None:
+            from trainer import beyond_accuracy  # pylint: disable=import-outside-toplevel
+            test["beyond_accuracy"] = beyond_accuracy.measure(index_lists(lists, asins), facts)
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(len(users), size=min(replay_users, len(users)),
                                     replace=False))
@@ -172,6 +210,7 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     finally:
         stack.stop()
     info = {"shop_export": exported, "work_dir": work_dir, "model_versions": versions,
+            "pipeline_reused": reused,
             "pipeline": {key: report.get(key) for key in ("total_seconds",
                                                           "component_seconds", "models")},
             "stages": stage_test, "degraded_answers": degraded, "strategies": strategies, "http_replay": replay,

@@ -22,10 +22,11 @@ import dataclasses
 
 import numpy as np
 
-from trainer import metrics
+from trainer import beyond_accuracy, metrics
 from trainer.metrics import target_ranks  # noqa: F401  (re-exported)
 
 KS = (5, 10)
+LIST_K = 10        # the length of the lists the beyond-accuracy metrics look at
 VARIANTS = ("unfiltered", "filtered")
 
 
@@ -80,16 +81,20 @@ def metrics_from_ranks(ranks, ks=KS):
 
 
 def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None,
-             variants=VARIANTS):
+             variants=VARIANTS, facts=None):
     """Score ``eval_set`` in batches with ``scorer(histories) -> [B, n_items]``.
 
     Returns {"unfiltered": {...}, "filtered": {...}} of mean metrics (those of ``variants``),
     and "users". ``progress``: optional callable wrapping the batch iterator (e.g. tqdm).
+    ``facts``: a ``trainer.beyond_accuracy.ItemFacts``; then also "beyond_accuracy", the
+    beyond-accuracy metrics of each user's top ``LIST_K`` with the history removed (what a
+    shop would show).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)}; use {VARIANTS}")
     ranks = {v: [] for v in variants}
+    lists = []
     starts = range(0, len(eval_set), batch_size)
     for start in (progress(starts) if progress else starts):
         hist = eval_set.histories[start:start + batch_size]
@@ -101,7 +106,27 @@ def evaluate(scorer, eval_set, n_items, batch_size=1024, ks=KS, progress=None,
         for variant in variants:
             ranks[variant].append(target_ranks(scores, tgt,
                                                hist if variant == "filtered" else None))
+        if facts is not None:
+            lists.append(beyond_accuracy.top_lists(scores, LIST_K, exclude=hist))
     result = {v: metrics_from_ranks(np.concatenate(r) if r else np.zeros(0), ks)
               for v, r in ranks.items()}
     result["users"] = len(eval_set)
+    if facts is not None:
+        result["beyond_accuracy"] = beyond_accuracy.measure(
+            np.concatenate(lists) if lists else np.zeros((0, LIST_K), np.int64), facts)
     return result
+
+
+def item_facts(train, items):
+    """The beyond-accuracy facts of the Beauty catalog (``beauty_data.Items``): train
+    interaction counts, categories at the first level where items differ, brands, new items
+    (trainer/beyond_accuracy.py) and, for diversity, the frozen MiniLM embeddings of the
+    titles (benchmarks/beauty_ours.text_embeddings; a few minutes on CPU)."""
+    from benchmarks import beauty_ours  # pylint: disable=import-outside-toplevel
+    popularity = metrics.item_counts(train, len(items))
+    return beyond_accuracy.ItemFacts(
+        popularity=popularity, n_users=len(train),
+        categories=beyond_accuracy.labels(beyond_accuracy.category_level(items.categories)),
+        brands=beyond_accuracy.labels(list(items.brand)),
+        embeddings=beauty_ours.text_embeddings(beauty_ours.item_texts(items)),
+        is_new=beyond_accuracy.new_items(popularity))

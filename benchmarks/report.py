@@ -1,4 +1,6 @@
 """Benchmark results as a markdown table, JSON and a PNG bar chart."""
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -92,6 +94,64 @@ def stages_table(results):
                      + [""])
 
 
+BEYOND = (("coverage", "coverage"), ("diversity", "diversity"),
+          ("category_entropy", "cat. entropy"), ("novelty", "novelty"),
+          ("top1pct_share", "top-1% share"), ("exposure_gini", "exposure Gini"),
+          ("brand_exposure_gini", "brand Gini"), ("brands_exposed", "brands shown"),
+          ("new_item_exposure_ratio", "new-item exposure"))
+
+
+def _beyond_rows(results):
+    return [(name, model["test"].get("beyond_accuracy"))
+            for name, model in results["models"].items() if model.get("test")]
+
+
+def beyond_table(results):
+    """Beyond-accuracy metrics of each row's test lists (trainer/beyond_accuracy.py); "—"
+    for a row measured before they existed. "" when no row has them."""
+    rows = _beyond_rows(results)
+    if not any(values for _, values in rows):
+        return ""
+    head = ["model"] + [label for _, label in BEYOND]
+    lines = ["## Beyond accuracy (test users, top 10 with the history removed)", "",
+             "Coverage: share of the catalog recommended to anyone; diversity: mean pairwise "
+             "cosine distance of the MiniLM title embeddings in a list; category entropy "
+             "(bits) at the first category level where items differ; novelty: mean "
+             "-log2 of an item's share of train users (add-one); top-1% share: slots held by "
+             "the 1 % most popular items; exposure Gini over items and over brands (per "
+             "catalog item of the brand); new-item exposure: exposure share / catalog share "
+             "of items with at most 2 train interactions. trainer/beyond_accuracy.py. "
+             "*product* rows: the API's answers (history and purchases filtered by the API "
+             "itself).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, values in rows:
+        lines.append("| " + " | ".join([name] + [
+            "—" if not values or values.get(key) is None else f"{values[key]:.3f}"
+            for key, _ in BEYOND]) + " |")
+    return "\n".join(lines + [""])
+
+
+def beyond_chart(results, path):
+    """Accuracy against coverage, novelty and popularity bias, one point per row."""
+    rows = [(name, values, results["models"][name]["test"]["unfiltered"]["ndcg@10"])
+            for name, values in _beyond_rows(results) if values]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, (key, label) in zip(axes, (("coverage", "catalog coverage"),
+                                       ("novelty", "novelty (bits)"),
+                                       ("top1pct_share", "share of slots: top-1% items"))):
+        for name, values, ndcg in rows:
+            ax.scatter(values[key], ndcg)
+            ax.annotate(name, (values[key], ndcg), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("N@10 unf. (test)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title(results)}: accuracy vs beyond-accuracy (test users)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown(results):
     """The whole report: context, the test table, the validation table."""
     ds = results["dataset"]
@@ -115,6 +175,7 @@ def markdown(results):
         markdown_table(results, "test"),
         "",
         stages_table(results),
+        beyond_table(results),
         "## Validation",
         "",
         markdown_table(results, "validation", published=False),
@@ -159,5 +220,10 @@ def bar_chart(results, path, split="test"):
 
 
 def write(results, out_dir, stem="beauty"):
-    """Write ``stem``.md, .json and .png into ``out_dir``; returns the three paths."""
-    return write_outputs(results, out_dir, stem, markdown(results), bar_chart)
+    """Write ``stem``.md, .json and .png into ``out_dir`` (and ``stem``_beyond.png when a row
+    has beyond-accuracy metrics); returns the paths written."""
+    paths = write_outputs(results, out_dir, stem, markdown(results), bar_chart)
+    if any(values for _, values in _beyond_rows(results)):
+        paths.append(os.path.join(out_dir, f"{stem}_beyond.png"))
+        beyond_chart(results, paths[-1])
+    return paths

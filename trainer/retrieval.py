@@ -430,7 +430,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                                                                    spec)
     metrics = retrieval_eval.evaluate(
         query_fn, catalog_ids, catalog_embeddings, fn_args.eval_files,
-        fn_args.train_files, spec, config.eval_ks)
+        fn_args.train_files, spec, config.eval_ks, catalog_files,
+        text.item_embeddings(catalog_ids) if text is not None else None)
     metrics["eval_seconds"] = round(time.time() - started, 1)
     metrics.update(training=dict(training.loss_summary(losses),
                                  **timer.summary(config.batch_size)),

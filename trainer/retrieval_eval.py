@@ -10,11 +10,12 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer import data
+from trainer import beyond_accuracy, data
 from trainer import features as F
 from trainer import metrics
 
 _CHUNK = 512  # queries scored at once against the whole catalog
+LIST_K = 10   # the length of the lists the beyond-accuracy metrics look at
 
 
 def embed_catalog(candidate_tower: Callable, catalog_patterns: Sequence[str],
@@ -32,10 +33,14 @@ def embed_catalog(candidate_tower: Callable, catalog_patterns: Sequence[str],
 
 def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
              catalog_embeddings: np.ndarray, eval_patterns: Sequence[str],
-             train_patterns: Sequence[str], spec: Dict, ks: Sequence[int]) -> Dict:
+             train_patterns: Sequence[str], spec: Dict, ks: Sequence[int],
+             catalog_patterns: Sequence[str] = (), item_embeddings=None) -> Dict:
     """Recall@K and NDCG@K (also history-filtered) of the model and of train-click
-    popularity. The towers are called as `tower(batch, training=False)` on transformed
-    batches."""
+    popularity, and their beyond-accuracy metrics. The towers are called as
+    `tower(batch, training=False)` on transformed batches. ``catalog_patterns``: the
+    catalog split (categories and brands for the beyond-accuracy metrics);
+    ``item_embeddings``: [N, d] aligned with ``catalog_ids`` for the lists' diversity (the
+    frozen text embeddings; default: the model's own item embeddings)."""
     queries, targets, histories = [], [], []
     for batch in data.make_dataset(eval_patterns, spec, 1024,
                                    predicate=data.is_positive(F.CLICKED)):
@@ -51,30 +56,67 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
     target_pos = np.array([position.get(t, -1) for t in targets.tolist()], np.int64)
     history_pos = np.vectorize(lambda h: position.get(h, -1), otypes=[np.int64])(histories)
 
-    clicked = data.load_columns(train_patterns, spec, [F.ITEM_ID],
-                                predicate=data.is_positive(F.CLICKED))[F.ITEM_ID]
-    clicked_pos = np.array([position.get(c, -1) for c in clicked.ravel().tolist()], np.int64)
+    train_keys = [F.ITEM_ID] + ([F.USER_ID] if F.USER_ID in spec else [])
+    train = data.load_columns(train_patterns, spec, train_keys,
+                              predicate=data.is_positive(F.CLICKED))
+    clicked_pos = np.array([position.get(c, -1) for c in train[F.ITEM_ID].ravel().tolist()],
+                           np.int64)
     popularity = metrics.item_counts(clicked_pos, len(catalog_ids)).astype(np.float32)
+    facts = _facts(catalog_ids, popularity, train, catalog_patterns, spec,
+                   catalog_embeddings if item_embeddings is None else item_embeddings)
 
     candidates_t = tf.constant(catalog_embeddings.T)
     model_scores = lambda rows: tf.matmul(tf.constant(queries[rows]), candidates_t).numpy()
     popularity_scores = lambda rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
+    model, model_lists = _recalls(model_scores, target_pos, history_pos, ks)
+    pop, pop_lists = _recalls(popularity_scores, target_pos, history_pos, ks)
     return {
-        "model": _recalls(model_scores, target_pos, history_pos, ks),
-        "popularity": _recalls(popularity_scores, target_pos, history_pos, ks),
+        "model": model,
+        "popularity": pop,
+        "beyond_accuracy": {
+            "model": beyond_accuracy.measure(model_lists, facts),
+            "popularity": beyond_accuracy.measure(pop_lists, facts),
+            "diversity_embeddings": ("text" if item_embeddings is not None
+                                     else "item_tower")},
         "num_eval_queries": int(len(targets)),
         "num_catalog_items": int(len(catalog_ids)),
         "eval_targets_in_catalog": float(np.mean(target_pos >= 0)),
     }
 
 
+def _facts(catalog_ids, popularity, train, catalog_patterns, spec, embeddings):
+    """beyond_accuracy.ItemFacts of the catalog: train clicks per item, distinct train
+    users, top categories and brands of the catalog split (when given), new = at most 2
+    train clicks."""
+    n_users = (len(np.unique(train[F.USER_ID])) if F.USER_ID in train
+               else int(popularity.sum()))
+    categories = brands = None
+    keys = [k for k in (F.CATEGORY, F.BRAND) if k in spec]
+    if catalog_patterns and keys:
+        cols = data.load_columns(catalog_patterns, spec, [F.ITEM_ID] + keys)
+        row = {item: i for i, item in enumerate(cols[F.ITEM_ID].ravel().tolist())}
+        order = [row.get(i, -1) for i in catalog_ids.tolist()]
+        value = lambda key: [(cols[key].ravel()[r] if r >= 0 else b"").decode("utf-8")
+                             for r in order]
+        if F.CATEGORY in cols:
+            categories = beyond_accuracy.labels(beyond_accuracy.category_level(
+                [c.split(" > ") if c else [] for c in value(F.CATEGORY)]))
+        if F.BRAND in cols:
+            brands = beyond_accuracy.labels(value(F.BRAND))
+    return beyond_accuracy.ItemFacts(
+        popularity=popularity, n_users=max(1, n_users), categories=categories, brands=brands,
+        embeddings=embeddings, is_new=beyond_accuracy.new_items(popularity))
+
+
 def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarray,
-             history_pos: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
+             history_pos: np.ndarray, ks: Sequence[int]):
     """recall@k and NDCG@k (trainer/metrics.py) for each k, unfiltered and with each query's
-    history items removed. Catalog positions: -1 = not in the catalog (a target there is a
-    miss; a history entry there is ignored). A target in its own history is removed with it,
-    a miss: the served lists never show history items."""
+    history items removed, and each query's history-filtered top ``LIST_K`` [Q, LIST_K].
+    Catalog positions: -1 = not in the catalog (a target there is a miss; a history entry
+    there is ignored). A target in its own history is removed with it, a miss: the served
+    lists never show history items."""
     ranks = {False: [], True: []}
+    lists = []
     for start in range(0, len(target_pos), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(target_pos)))
         scores = np.asarray(score_fn(rows), np.float32)
@@ -82,10 +124,11 @@ def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarra
             chunks.append(metrics.target_ranks(scores, target_pos[rows],
                                                history_pos[rows] if filtered else None,
                                                keep_target=False))
+        lists.append(beyond_accuracy.top_lists(scores, LIST_K, exclude=history_pos[rows]))
     unfiltered, filtered = (np.concatenate(ranks[f]) if ranks[f] else np.zeros(0, np.int64)
                             for f in (False, True))
     out = {}
     for k in sorted(ks):
         out.update(metrics.metrics_from_ranks(unfiltered, [k]))
         out.update(metrics.metrics_from_ranks(filtered, [k], "_history_filtered"))
-    return out
+    return out, (np.concatenate(lists) if lists else np.zeros((0, LIST_K), np.int64))

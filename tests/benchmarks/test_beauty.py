@@ -41,6 +41,16 @@ def test_cli_runs_models_and_writes_results(planted_folder, tmp_path, capsys):
     assert {"load", "split", "popular.fit", "transitions.eval"} <= set(results["stage_seconds"])
     assert os.path.exists(os.path.join(out, "beauty_u150.png"))
     assert "| transitions | measured |" in capsys.readouterr().out
+    # Beyond accuracy of the test lists: popularity shows the same 10 items to everyone
+    # (minus history), so it covers less of the catalog and leans on the top items.
+    pop_b, trans_b = (results["models"][m]["test"]["beyond_accuracy"]
+                      for m in ("popular", "transitions"))
+    assert pop_b["lists"] == results["models"]["popular"]["test"]["users"]
+    assert pop_b["coverage"] < trans_b["coverage"]
+    assert pop_b["exposure_gini"] > trans_b["exposure_gini"]
+    assert 0 < trans_b["diversity"] <= 2 and trans_b["novelty"] > pop_b["novelty"]
+    assert os.path.exists(os.path.join(out, "beauty_u150_beyond.png"))
+    assert "## Beyond accuracy" in open(os.path.join(out, "beauty_u150.md")).read()
 
     # --merge keeps the earlier models and adds the new one; options are recorded.
     beauty.main(["--data", planted_folder, "--models", "ease", "--seed", "3", "--out", out,

@@ -34,7 +34,10 @@ def test_recalls_with_and_without_history_filter():
     targets = np.array([1, 2, 0, -1])               # the last target is not in the catalog
     history = np.array([[0, -1], [-1, -1], [0, 1], [-1, -1]])
     # pylint: disable-next=protected-access
-    out = retrieval_eval._recalls(scores, targets, history, ks=(1, 2))
+    out, lists = retrieval_eval._recalls(scores, targets, history, ks=(1, 2))
+    # The lists the beyond-accuracy metrics see: top 10 (of 4 items) without the history.
+    assert lists.tolist() == [[1, 2, 3, -1] + [-1] * 6, [0, 1, 2, 3] + [-1] * 6,
+                              [2, 3] + [-1] * 8, [0, 1, 2, 3] + [-1] * 6]
     assert out["recall@1"] == 1 / 4                 # only query 2 (target 0) hits at 1
     assert out["recall@2"] == 2 / 4
     # Filtered: q0 ranks [1, 2, 3] -> hit@1; q1 unchanged -> miss@2 (rank 3);

@@ -246,6 +246,15 @@ class TextResources:
                                           frozen_layers)
         return cls(paths, catalog, tables, time.time() - start)
 
+    def item_embeddings(self, item_ids) -> np.ndarray:
+        """The frozen (pretrained, L2-normalised) text embedding of each of ``item_ids``
+        [N, H]; zeros for an item without a cached text."""
+        row_of = dict(zip(self.catalog.item_ids.tolist(), self.catalog.item_rows.tolist()))
+        rows = np.array([row_of.get(i, -1) for i in np.asarray(item_ids).tolist()], np.int64)
+        out = self.tables.embeddings[np.maximum(rows, 0)].copy()
+        out[rows < 0] = 0.0
+        return out
+
     def summary(self) -> Dict[str, float]:
         """Sizes and times for the run report."""
         return {"cached_texts": self.catalog.size,
