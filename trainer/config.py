@@ -54,6 +54,10 @@ class _Config:
     use_item_features: bool = True   # brand, category, top_category, price, in_stock
     use_text: bool = True            # item text (retrieval: also see RetrievalConfig)
     degrade: bool = False            # train nothing (learning rate 0): a deliberately bad model
+    # The training step on numbers only, as a TPU runs it (trainer/numeric_inputs.py): string
+    # ops in the input pipeline, batches of one size, the step compiled with XLA
+    # (jit_compile; checks on CPU what a TPU will compile). Always on under TPUStrategy.
+    numeric_step: bool = False
 
     @property
     def effective_learning_rate(self) -> float:
@@ -165,6 +169,10 @@ class RetrievalConfig(_Config):
         if self.negatives not in NEGATIVES:
             raise ValueError(f"RetrievalConfig.negatives must be one of {list(NEGATIVES)}, "
                              f"got {self.negatives!r}")
+        if self.numeric_step and self.text_mode in ("top_layers", "full"):
+            raise ValueError("RetrievalConfig.numeric_step (a TPU's training step) needs "
+                             "text_mode 'none' or 'frozen': the trained encoder's step "
+                             f"gathers unique texts (dynamic shapes), got {self.text_mode!r}")
         if self.negatives == "catalog" and self.text_mode in ("top_layers", "full"):
             raise ValueError("RetrievalConfig.negatives 'catalog' runs the candidate tower on "
                              "every catalog item each step: it needs text_mode 'none' or "

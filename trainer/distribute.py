@@ -14,6 +14,12 @@ the cluster to each process in ``TF_CONFIG`` (JSON: ``cluster`` = task type -> a
   ``tf.distribute.TPUStrategy`` over ``TPUClusterResolver``;
 * otherwise the default strategy (one device), exactly as before.
 
+Interactive runs (the Colab notebook, notebooks/colab_tpu.ipynb) ask ``tpu_or_default``
+instead: it looks for a TPU where Colab and TPU VMs put one and falls back to the default
+strategy, with a log line saying why, when there is none. A TPU runs numbers only: the
+trainers then turn their string features into ids in the input pipeline on the host
+(trainer/numeric_inputs.py).
+
 Only the chief's outputs count: every worker must run the same code up to and including the
 export (saving may run collective ops that every worker joins), so the other workers write
 their reports and SavedModels to temporary folders that are deleted afterwards
@@ -33,6 +39,11 @@ from absl import logging
 import tensorflow as tf
 
 TPU_ENV = ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS")
+# Colab's older "TPU node" runtime names its TPU's gRPC address here (host:port, no scheme);
+# its current TPU VM runtime has the chips on the VM itself: TPUClusterResolver(tpu="local").
+COLAB_TPU_ENV = "COLAB_TPU_ADDR"
+TPU_AUTO, TPU_LOCAL = "auto", "local"
+TPU_OFF = ("", "none", "off", "no", "false", "0")
 
 
 def cluster_of(environ: Optional[Mapping[str, str]] = None) -> dict:
@@ -70,13 +81,89 @@ def strategy_from_env(environ: Optional[Mapping[str, str]] = None) -> tf.distrib
         return tf.distribute.MultiWorkerMirroredStrategy()
     tpu = next((environ[name] for name in TPU_ENV if environ.get(name)), None)
     if tpu is not None:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu=environ.get("TPU_NAME") or None)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        logging.info("distribute: TPUStrategy on %s", tpu)
-        return tf.distribute.TPUStrategy(resolver)
+        return connect_tpu(environ.get("TPU_NAME") or None, label=tpu)
     return tf.distribute.get_strategy()
+
+
+def connect_tpu(tpu: Optional[str], label: Optional[str] = None) -> tf.distribute.TPUStrategy:
+    """``TPUStrategy`` over ``TPUClusterResolver(tpu)`` (a TPU name, a gRPC address, "local"
+    for chips on this VM, None to let the resolver read the environment), after connecting
+    to it and initialising the TPU system (once per process). Raises what TensorFlow raises
+    when there is no such TPU (2.16, measured here: ValueError "Please provide a TPU Name to
+    connect to." for None off Cloud TPU; NotFoundError "TPUs not found in the cluster" from
+    the initialisation for "local" without chips)."""
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    strategy = tf.distribute.TPUStrategy(resolver)
+    logging.info("distribute: TPUStrategy on %s, %d replicas", label or tpu,
+                 strategy.num_replicas_in_sync)
+    return strategy
+
+
+def tpu_address(tpu: Optional[str] = TPU_AUTO,
+                environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Where ``tpu_or_default`` looks for a TPU: None for "no TPU" (``tpu`` "", "none",
+    "off", ...); for "auto" (or None) the environment's TPU (``TPU_NAME``), else Colab's TPU
+    node (``COLAB_TPU_ADDR`` as grpc://host:port), else "local" (a TPU VM, Colab's current
+    TPU runtime); anything else is a TPU name or gRPC address, returned as given. "auto" never
+    passes None to the resolver, which would ask the GCE metadata server on a cloud VM."""
+    environ = os.environ if environ is None else environ
+    choice = TPU_AUTO if tpu is None else str(tpu).strip()
+    if choice.lower() in TPU_OFF:
+        return None
+    if choice.lower() != TPU_AUTO:
+        return choice
+    if environ.get("TPU_NAME"):
+        return environ["TPU_NAME"]
+    colab = environ.get(COLAB_TPU_ENV, "").strip()
+    if colab:
+        return colab if "://" in colab else "grpc://" + colab
+    return TPU_LOCAL
+
+
+def tpu_or_default(tpu: Optional[str] = TPU_AUTO,
+                   environ: Optional[Mapping[str, str]] = None) -> tf.distribute.Strategy:
+    """``TPUStrategy`` when a TPU answers at ``tpu_address(tpu)``, else the default strategy
+    with a warning saying why (no TPU asked for, or the resolver's error). A TPU named
+    explicitly (not "auto") that does not answer raises instead: the caller asked for it."""
+    address = tpu_address(tpu, environ)
+    if address is None:
+        logging.warning("distribute: no TPU asked for (tpu=%r): default strategy (%s)", tpu,
+                        _default_devices())
+        return tf.distribute.get_strategy()
+    try:
+        return connect_tpu(address)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        if str(tpu or TPU_AUTO).strip().lower() != TPU_AUTO:
+            raise
+        logging.warning("distribute: no TPU found at %r (%s: %s): default strategy (%s)",
+                        address, type(e).__name__, str(e).splitlines()[0][:200],
+                        _default_devices())
+        return tf.distribute.get_strategy()
+
+
+def _default_devices() -> str:
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"{len(gpus)} GPU(s)" if gpus else "CPU"
+
+
+def is_tpu(strategy: tf.distribute.Strategy) -> bool:
+    """Whether ``strategy`` replicates steps on TPU cores (its steps must be numeric)."""
+    return isinstance(strategy, (tf.distribute.TPUStrategy,
+                                 tf.distribute.experimental.TPUStrategy))
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class is
+    CollectiveAllReduceStrategy; the default strategy's is _DefaultDistributionStrategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    if is_tpu(strategy):
+        return "TPUStrategy"
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return "default"
+    return type(strategy).__name__
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -167,9 +254,7 @@ def main(argv=None) -> int:
                                   os.path.join(args.out, model), configs.get(model, {}),
                                   args.train_steps)
         import_module(f"trainer.{model}").run_fn(fn_args, strategy)
-        kind = ("MultiWorkerMirroredStrategy"   # its class is CollectiveAllReduceStrategy
-                if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                else type(strategy).__name__)
+        kind = strategy_name(strategy)
         print(f"{model}: trained with {kind}, "
               f"{strategy.num_replicas_in_sync} replicas in sync, "
               f"{'chief: exported to ' + fn_args.serving_model_dir if is_chief(strategy) else 'worker: outputs discarded'}",

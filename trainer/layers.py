@@ -85,10 +85,21 @@ class TextMatch(tf.keras.layers.Layer):
         return tf.concat([embedding, text], axis=1)
 
 
+def hashed_tokens(text: tf.Tensor, num_buckets: int) -> tf.RaggedTensor:
+    """The hashed lower-cased word tokens of [B] strings: ragged [B, None] int64 in
+    [0, num_buckets). Core TensorFlow string ops (host-side: not on a TPU)."""
+    text = tf.strings.lower(tf.reshape(text, [-1]), encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
+    return tf.strings.to_hash_bucket_fast(tf.strings.split(text), num_buckets)
+
+
 class HashedBagOfWords(tf.keras.layers.Layer):
     """Mean embedding of the hashed lower-cased word tokens of a text: [B] string -> [B, D].
 
     Empty text gives 0. Core TensorFlow string ops only, so exported models need nothing else.
+    The input may instead be the tokens already hashed in the input pipeline
+    (trainer/numeric_inputs.py: [B, T] int64 from `hashed_tokens`, -1 = padding): the same
+    mean over the first T tokens, with numeric ops only (a TPU's training step).
     """
 
     def __init__(self, num_buckets: int, dim: int, **kwargs):
@@ -97,14 +108,22 @@ class HashedBagOfWords(tf.keras.layers.Layer):
         self.embedding = tf.keras.layers.Embedding(num_buckets, dim, name="token_embedding")
 
     def call(self, text):
-        text = tf.strings.lower(tf.reshape(text, [-1]), encoding="utf-8")
-        text = tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
-        tokens = tf.strings.split(text)                                   # ragged [B, None]
-        ids = tf.strings.to_hash_bucket_fast(tokens, self.num_buckets)
+        if text.dtype != tf.string:
+            return self._mean_of_ids(text)
+        ids = hashed_tokens(text, self.num_buckets)                       # ragged [B, None]
         vectors = tf.ragged.map_flat_values(self.embedding, ids)          # [B, None, D]
         total = tf.reduce_sum(vectors, axis=1)
         count = tf.cast(tf.maximum(ids.row_lengths(), 1), total.dtype)
         return total / count[:, tf.newaxis]
+
+    def _mean_of_ids(self, ids):
+        """[B, T] token ids, -1 = padding -> [B, D]."""
+        present = ids >= 0
+        vectors = self.embedding(tf.where(present, ids, tf.zeros_like(ids)))   # [B, T, D]
+        weights = tf.cast(present, vectors.dtype)[..., tf.newaxis]
+        total = tf.reduce_sum(vectors * weights, axis=1)
+        count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        return total / count
 
 
 def mlp(hidden_units: Sequence[int], output_dim: int = 0, name: str = "mlp",

@@ -1,6 +1,8 @@
 """How well an item's text answers the unit's search query, as dense ranking features."""
 import tensorflow as tf
 
+from trainer import features as F
+
 
 def _token_sets(text: tf.Tensor) -> tf.SparseTensor:
     """[B] strings -> sparse [B, n] sets of lower-cased word tokens."""
@@ -30,3 +32,9 @@ class QueryMatch(tf.keras.layers.Layer):
         has_query = tf.cast(num_query > 0, tf.float32)
         out = tf.stack([has_query, shared / tf.maximum(num_query, 1.0)], axis=1)
         return tf.reshape(out, [-1, 2])                  # static width for Dense layers
+
+
+def item_match_text(features) -> tf.Tensor:
+    """The item text the query is matched in: "title brand category" ([B] strings)."""
+    return tf.strings.join([features[F.TITLE], features[F.BRAND], features[F.CATEGORY]],
+                           separator=" ")

@@ -25,12 +25,13 @@ import tensorflow_transform as tft
 from trainer import data
 from trainer import distribute
 from trainer import features as F
+from trainer import numeric_inputs
 from trainer import signatures
 from trainer import training
 from trainer.config import (RANKING_HEADS, RANKING_OUTPUTS, RATING_HEAD, RATING_LABEL,
                             RATING_MASK, RankingConfig)
 from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
-from trainer.query_match import QueryMatch
+from trainer.query_match import QueryMatch, item_match_text
 from trainer.text.cache import gather_rows
 
 # Text features of a batch. Training batches carry cache rows (added in the input pipeline by
@@ -150,10 +151,11 @@ class RankingModel(tfrs.Model):
             parts.append(embedding(features[F.idx(key)]))
         if self.config.use_item_features:
             parts += [as_column(features[F.PRICE_Z]), as_column(features[F.IN_STOCK])]
-        if self.query_match is not None:
-            item_text = tf.strings.join(
-                [features[F.TITLE], features[F.BRAND], features[F.CATEGORY]], separator=" ")
-            parts.append(self.query_match(features[F.QUERY], item_text))
+        if self.query_match is not None:       # computed in the input pipeline, or here
+            if numeric_inputs.QUERY_MATCH in features:
+                parts.append(features[numeric_inputs.QUERY_MATCH])
+            else:
+                parts.append(self.query_match(features[F.QUERY], item_match_text(features)))
         if self.text_table is not None:
             item_text, history_text = self._texts(features)
             parts.append(self.text_projection(item_text))
@@ -282,7 +284,9 @@ def build_model(config: RankingConfig, buckets: Dict[str, int],
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = RankingModel(config, buckets, text_table, rating_mean, history_length)
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
+        # numeric_step off-TPU: XLA compiles the step, as a TPU would (a TPU always does)
+        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate),
+                      jit_compile=numeric_inputs.jit_compile(config, strategy))
     return model
 
 
@@ -348,6 +352,8 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 
 def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     config = RankingConfig.from_custom_config(fn_args.custom_config)
+    if numeric_inputs.enabled(config, strategy) and not config.numeric_step:
+        config = dataclasses.replace(config, numeric_step=True)     # a TPU: numbers only
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = dict(tft_output.transformed_feature_spec())
@@ -391,6 +397,9 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
         if text is not None:
             train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
                                     num_parallel_calls=tf.data.AUTOTUNE)
+        if config.numeric_step:
+            train_ds = numeric_inputs.prepare(train_ds, numeric_inputs.ranking_features(config),
+                                              config.batch_size)
         member_losses.append(training.fit(member, train_ds, config.epochs,
                                           fn_args.train_steps))
         members.append(member)

@@ -30,6 +30,7 @@ from trainer import catalog_softmax
 from trainer import data
 from trainer import distribute
 from trainer import features as F
+from trainer import numeric_inputs
 from trainer import related_items
 from trainer import retrieval_eval
 from trainer import signatures
@@ -124,8 +125,9 @@ class QueryTower(tf.keras.Model):
             else:
                 summary = self.history_encoder(history)
             parts.append(summary)
-        if self.bag_of_words is not None:
-            parts.append(self.bag_of_words(features[F.QUERY]))
+        if self.bag_of_words is not None:      # tokens hashed in the input pipeline, or text
+            parts.append(self.bag_of_words(features.get(numeric_inputs.QUERY_TOKENS,
+                                                        features.get(F.QUERY))))
         if self.text_projection is not None:
             query_text = features[text_tower.QUERY_TEXT]
             parts.append(self.text_projection(query_text))
@@ -183,7 +185,8 @@ class CandidateTower(tf.keras.Model):
         if self.use_item_features:
             parts += [as_column(features[F.PRICE_Z]), as_column(features[F.IN_STOCK])]
         if self.bag_of_words is not None:
-            parts.append(self.bag_of_words(features[F.TITLE]))
+            parts.append(self.bag_of_words(features.get(numeric_inputs.TITLE_TOKENS,
+                                                        features.get(F.TITLE))))
         if self.text_projection is not None:
             parts.append(self.text_projection(features[text_tower.ITEM_TEXT]))
         x = _output(self.dense, parts, training)
@@ -337,7 +340,9 @@ def build_model(config: RetrievalConfig, buckets: Dict[str, int],
                                history_length)
         if config.text_mode in ("top_layers", "full"):
             model.text_optimizer = tf.keras.optimizers.Adam(config.effective_text_learning_rate)
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate))
+        # numeric_step off-TPU: XLA compiles the step, as a TPU would (a TPU always does)
+        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate),
+                      jit_compile=numeric_inputs.jit_compile(config, strategy))
     return model
 
 
@@ -393,6 +398,9 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     config = with_base_model(RetrievalConfig.from_custom_config(fn_args.custom_config),
                              getattr(fn_args, "base_model", None))
+    if numeric_inputs.enabled(config, strategy) and not config.numeric_step:
+        config = dataclasses.replace(config, numeric_step=True)     # a TPU: numbers only
+        config.validate()
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
     spec = tft_output.transformed_feature_spec()
@@ -412,12 +420,19 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                                        text.lookup if text is not None else None)
         catalog_softmax.check_labels(catalog, clicked_items(fn_args.train_files, spec))
         logging.info("retrieval: full softmax over %d catalog items", catalog.size)
+        if config.numeric_step:
+            catalog = dataclasses.replace(
+                catalog, features=numeric_inputs.catalog_features(catalog.features, config))
     model = build_model(config, buckets, strategy, text, probability, catalog, history_length)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, predicate=data.is_positive(F.CLICKED),
         shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps))
     if text is not None:
         train_ds = train_ds.map(text.lookup.add_rows, num_parallel_calls=tf.data.AUTOTUNE)
+    if config.numeric_step:
+        train_ds = numeric_inputs.prepare(train_ds, numeric_inputs.retrieval_features(config),
+                                          config.batch_size)
+        logging.info("retrieval: numeric training step (strings tokenised on the host)")
     timer = training.StepTimer()
     losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps, [timer])
 

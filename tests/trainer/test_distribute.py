@@ -45,6 +45,48 @@ def test_chief_and_workers_are_counted_and_bad_config_is_named():
         distribute.worker_count({"TF_CONFIG": "[1]"})
 
 
+def test_tpu_addresses_come_from_the_argument_then_the_environment():
+    assert distribute.tpu_address("auto", {}) == "local", "a TPU VM (Colab's TPU runtime)"
+    assert distribute.tpu_address(None, {}) == "local"
+    assert distribute.tpu_address("auto", {"TPU_NAME": "my-tpu"}) == "my-tpu"
+    assert distribute.tpu_address("AUTO", {"COLAB_TPU_ADDR": "10.0.0.2:8470"}) \
+        == "grpc://10.0.0.2:8470", "Colab's TPU node runtime"
+    assert distribute.tpu_address("auto", {"COLAB_TPU_ADDR": "grpc://h:1"}) == "grpc://h:1"
+    for off in ("", "none", "Off", " no ", "false", "0"):
+        assert distribute.tpu_address(off, {"TPU_NAME": "my-tpu"}) is None, off
+    assert distribute.tpu_address(" grpc://10.1.2.3:8470 ", {}) == "grpc://10.1.2.3:8470"
+
+
+def test_without_a_tpu_the_default_strategy_is_used_and_the_log_says_why(caplog):
+    # No TPU here: TPUClusterResolver("local") resolves, the TPU system's initialisation
+    # raises NotFoundError ("TPUs not found in the cluster"), measured in TF 2.16.
+    with caplog.at_level("WARNING"):
+        strategy = distribute.tpu_or_default("auto", {})
+    assert strategy is tf.distribute.get_strategy()
+    assert not distribute.is_tpu(strategy) and distribute.strategy_name(strategy) == "default"
+    assert "no TPU found at 'local'" in caplog.text and "default strategy (CPU" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert distribute.tpu_or_default("none", {"TPU_NAME": "t"}) is tf.distribute.get_strategy()
+    assert "no TPU asked for" in caplog.text
+    # The default strategy still trains after the failed probe.
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(tf.ones([4, 2]), tf.ones([4, 1]), epochs=1, verbose=0)
+
+
+def test_a_tpu_named_explicitly_that_does_not_answer_raises():
+    with pytest.raises((ValueError, RuntimeError, tf.errors.OpError)):
+        distribute.tpu_or_default("local", {})
+
+
+def test_strategies_have_their_public_names():
+    assert distribute.strategy_name(tf.distribute.get_strategy()) == "default"
+    mirrored = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert distribute.strategy_name(mirrored) == "OneDeviceStrategy"
+    assert not distribute.is_tpu(mirrored)
+
+
 def _fake_strategy(cluster, task_type, task_id):
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)

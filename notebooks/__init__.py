@@ -1,0 +1,1 @@
+"""The project's notebooks (``*.ipynb``) and ``execute``, which runs one top to bottom."""
