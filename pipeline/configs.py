@@ -76,6 +76,11 @@ class PipelineConfig:
     extra_beam_args: tuple[str, ...] = ()
 
     # Trainers (custom_config is passed through to trainer/config.py, which validates it).
+    # Robust training is off unless these dicts turn it on (docs/DESIGN.md, "Adversarial
+    # training and DP-SGD"): adversarial_epsilon / _weight / _steps, and dp_noise_multiplier,
+    # dp_l2_norm_clip, dp_microbatches, dp_delta (a DP retrieval model also needs
+    # logq_correction false and related_items 0, so transition_candidates and
+    # cooccurrence_candidates 0 here).
     retrieval_train_steps: int = 600
     retrieval_eval_steps: int = 50
     ranking_train_steps: int = 600

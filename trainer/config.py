@@ -58,6 +58,21 @@ class _Config:
     # ops in the input pipeline, batches of one size, the step compiled with XLA
     # (jit_compile; checks on CPU what a TPU will compile). Always on under TPUStrategy.
     numeric_step: bool = False
+    # Adversarial training (trainer/adversarial.py; docs/DESIGN.md, "Adversarial training and
+    # DP-SGD"): the loss with the item-id and text embeddings moved `adversarial_epsilon` (L2,
+    # per example) along their loss gradient is added with weight `adversarial_weight`;
+    # `adversarial_steps` 1 = FGM, more = PGD steps of epsilon / steps projected to the ball.
+    adversarial_epsilon: float = 0.0  # 0 = off
+    adversarial_weight: float = 1.0
+    adversarial_steps: int = 1
+    # DP-SGD (trainer/dp.py, tensorflow-privacy's Keras optimizer): each microbatch's gradient
+    # clipped to `dp_l2_norm_clip`, Gaussian noise of `dp_noise_multiplier` x clip added to
+    # their sum; `dp_microbatches` per batch (0 = one per example; must divide batch_size).
+    # The run reports epsilon at `dp_delta` (0 = 1 / train examples) in metrics.json.
+    dp_noise_multiplier: float = 0.0  # 0 = off
+    dp_l2_norm_clip: float = 1.0
+    dp_microbatches: int = 0
+    dp_delta: float = 0.0
 
     @property
     def effective_learning_rate(self) -> float:
@@ -97,6 +112,48 @@ class _Config:
             raise ValueError(f"{name}.hidden_units must be positive, got {self.hidden_units}")
         if self.learning_rate < 0:
             raise ValueError(f"{name}.learning_rate must be >= 0, got {self.learning_rate}")
+        self._validate_robust_training()
+
+    @property
+    def uses_adversarial(self) -> bool:
+        return self.adversarial_epsilon > 0 and self.adversarial_weight > 0
+
+    @property
+    def uses_dp(self) -> bool:
+        return self.dp_noise_multiplier > 0
+
+    def _validate_robust_training(self) -> None:
+        name = type(self).__name__
+        if self.adversarial_epsilon < 0 or self.adversarial_weight < 0:
+            raise ValueError(f"{name}.adversarial_epsilon and adversarial_weight must be >= 0, "
+                             f"got {self.adversarial_epsilon}, {self.adversarial_weight}")
+        if not 1 <= self.adversarial_steps <= 10:
+            raise ValueError(f"{name}.adversarial_steps must be in [1, 10] (1 = FGM), got "
+                             f"{self.adversarial_steps}")
+        if self.dp_noise_multiplier < 0:
+            raise ValueError(f"{name}.dp_noise_multiplier must be >= 0 (0 = off), got "
+                             f"{self.dp_noise_multiplier}")
+        if self.dp_l2_norm_clip <= 0:
+            raise ValueError(f"{name}.dp_l2_norm_clip must be > 0, got {self.dp_l2_norm_clip}")
+        if self.dp_microbatches < 0 or (self.dp_microbatches
+                                        and self.batch_size % self.dp_microbatches):
+            raise ValueError(f"{name}.dp_microbatches must be 0 (one per example) or divide "
+                             f"batch_size ({self.batch_size}), got {self.dp_microbatches}")
+        if not 0.0 <= self.dp_delta < 1.0:
+            raise ValueError(f"{name}.dp_delta must be in [0, 1) (0 = 1 / train examples), "
+                             f"got {self.dp_delta}")
+        if self.uses_dp and self.uses_adversarial:
+            raise ValueError(f"{name}: DP-SGD (dp_noise_multiplier) and adversarial training "
+                             "(adversarial_epsilon) cannot be combined")
+        if self.uses_dp and self.numeric_step:
+            raise ValueError(f"{name}: DP-SGD (dp_noise_multiplier) is not available with "
+                             "numeric_step (the XLA/TPU training step): tensorflow-privacy's "
+                             "optimizer has not been checked under XLA")
+
+    @property
+    def dp_num_microbatches(self) -> int:
+        """Microbatches per batch under DP-SGD (dp_microbatches, 0 = the batch size)."""
+        return self.dp_microbatches or self.batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +212,7 @@ class RetrievalConfig(_Config):
     def validate(self) -> None:
         super().validate()
         self._validate_history_encoder()
+        self._validate_dp()
         if self.temperature <= 0:
             raise ValueError(f"RetrievalConfig.temperature must be > 0, got {self.temperature}")
         if self.top_k < 1 or any(k < 1 for k in self.eval_ks) or not self.eval_ks:
@@ -200,6 +258,34 @@ class RetrievalConfig(_Config):
             raise ValueError("RetrievalConfig.text_encoder_cache_dir must be a local directory "
                              "(exports are renamed into place under a file lock), got "
                              f"{self.text_encoder_cache_dir!r}")
+
+    def _validate_dp(self) -> None:
+        """DP-SGD in retrieval: the softmax of each example takes its negatives from its own
+        microbatch (per-microbatch clipping then bounds what one example changes), and nothing
+        else computed from the train split may enter the trained weights or the export."""
+        if not self.uses_dp:
+            return
+        problems = []
+        if self.batch_size // self.dp_num_microbatches < 2:
+            problems.append("dp_microbatches must leave >= 2 examples per microbatch (the "
+                            "softmax negatives come from the example's microbatch), got "
+                            f"{self.dp_microbatches} for batch_size {self.batch_size}")
+        if self.negatives != "in_batch":
+            problems.append("negatives must be 'in_batch'")
+        if self.text_mode not in ("none", "frozen"):
+            problems.append("text_mode must be 'none' or 'frozen' (one optimizer)")
+        if self.uses_sequence_objective:
+            problems.append("the sequence objective (sequence_objective_weight > 0) pairs "
+                            "positions across the batch")
+        if self.logq_correction:
+            problems.append("logq_correction must be false (the click shares are train "
+                            "statistics without noise)")
+        if self.related_items:
+            problems.append("related_items must be 0 (the item-to-item tables are train "
+                            "statistics without noise)")
+        if problems:
+            raise ValueError("RetrievalConfig with dp_noise_multiplier > 0: "
+                             + "; ".join(problems))
 
     def _validate_history_encoder(self) -> None:
         if self.history_encoder not in HISTORY_ENCODERS:
@@ -335,6 +421,10 @@ class RankingConfig(_Config):
         if not 1 <= self.ensemble_size <= 16:
             raise ValueError(f"RankingConfig.ensemble_size must be in [1, 16], got "
                              f"{self.ensemble_size}")
+        if self.uses_dp and self.ensemble_size > 1:
+            raise ValueError("RankingConfig: DP-SGD (dp_noise_multiplier) trains one model; "
+                             "an ensemble would spend the privacy budget ensemble_size times "
+                             f"(ensemble_size {self.ensemble_size})")
         if self.num_cross_layers < 0 or self.cross_projection_dim < 0:
             raise ValueError("RankingConfig.num_cross_layers and cross_projection_dim must be "
                              f">= 0, got {self.num_cross_layers}, {self.cross_projection_dim}")

@@ -58,8 +58,9 @@ def feature_names(patterns: Sequence[str]) -> set:
 def make_dataset(patterns: Sequence[str], feature_spec: Dict, batch_size: int, *,
                  predicate: Optional[Callable[[Dict[str, tf.Tensor]], tf.Tensor]] = None,
                  shuffle_buffer: int = 0, seed: Optional[int] = None,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """Batches of parsed examples (dict of tensors), optionally filtered, shuffled, repeated."""
+                 repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of parsed examples (dict of tensors), optionally filtered, shuffled, repeated;
+    `drop_remainder`: full batches only (DP-SGD's microbatches split every batch alike)."""
     files = _files(patterns)
     ds = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
     ds = ds.batch(1024).map(lambda s: tf.io.parse_example(s, feature_spec),
@@ -70,9 +71,9 @@ def make_dataset(patterns: Sequence[str], feature_spec: Dict, batch_size: int, *
             ds = ds.filter(predicate)
         if shuffle_buffer:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-    elif batch_size != 1024:
-        ds = ds.unbatch().batch(batch_size)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    elif batch_size != 1024 or drop_remainder:
+        ds = ds.unbatch().batch(batch_size, drop_remainder=drop_remainder)
     if repeat:
         ds = ds.repeat()
     options = tf.data.Options()

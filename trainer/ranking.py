@@ -22,8 +22,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
+from trainer import adversarial
 from trainer import data
 from trainer import distribute
+from trainer import dp
 from trainer import features as F
 from trainer import numeric_inputs
 from trainer import signatures
@@ -128,6 +130,16 @@ class RankingModel(tfrs.Model):
             metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
         self.loss_weight = config.loss_weight
         self.embedding_l2 = config.embedding_l2
+        # Adversarial training (trainer/adversarial.py): the item-id and item-text embeddings.
+        self.perturbation = (adversarial.EmbeddingPerturbation()
+                             if config.uses_adversarial else None)
+        if config.uses_dp:                  # per-example losses for DP-SGD (example_losses)
+            none = tf.keras.losses.Reduction.NONE
+            self.example_loss_fns = {
+                head: tf.keras.losses.BinaryCrossentropy(reduction=none)
+                for head in RANKING_HEADS}
+            self.example_loss_fns[RATING_HEAD] = tf.keras.losses.MeanSquaredError(
+                reduction=none)
 
     def _texts(self, features):
         """(item text [B, H], history texts [B, L, H]) from the embeddings or the cache rows."""
@@ -136,8 +148,11 @@ class RankingModel(tfrs.Model):
         return (gather_rows(self.text_table, features[ITEM_TEXT_ROW]),
                 gather_rows(self.text_table, features[HISTORY_TEXT_ROW]))
 
+    def _perturbed(self, name, x):
+        return self.perturbation(name, x) if self.perturbation is not None else x
+
     def _feature_vector(self, features):
-        item = self.item_embedding(features[F.idx(F.ITEM_ID)])
+        item = self._perturbed("item_id", self.item_embedding(features[F.idx(F.ITEM_ID)]))
         parts = [item] if self.config.use_item_id else []
         user_side = []
         if self.user_embedding is not None:
@@ -158,6 +173,7 @@ class RankingModel(tfrs.Model):
                 parts.append(self.query_match(features[F.QUERY], item_match_text(features)))
         if self.text_table is not None:
             item_text, history_text = self._texts(features)
+            item_text = self._perturbed("item_text", item_text)
             parts.append(self.text_projection(item_text))
             parts.append(text_affinity(history_text, item_text))
         parts += [as_column(features[key]) for key in self.config.external_features]
@@ -181,17 +197,52 @@ class RankingModel(tfrs.Model):
         return out
 
     def compute_loss(self, features, training=False):
-        predictions = self(features, training=training)
-        losses = [self.loss_weight[head] * self._head_loss(head, features, predictions[head],
-                                                           training)
-                  for head in RANKING_OUTPUTS if self.loss_weight[head] > 0]
-        batch_size = tf.shape(features[F.idx(F.ITEM_ID)])[0]
-        loss = global_batch_mean(tf.add_n(losses), batch_size)
+        if training and self.perturbation is not None:
+            c = self.config
+            loss = adversarial.adversarial_loss(
+                lambda: self._data_loss(features, training), self.perturbation,
+                c.adversarial_epsilon, c.adversarial_weight, c.adversarial_steps)
+        else:
+            loss = self._data_loss(features, training)
         if self.embedding_l2:
             context = tf.distribute.get_replica_context()  # penalty once over all replicas
             replicas = context.num_replicas_in_sync if context is not None else 1
             loss += self.embedding_l2 * self._embedding_norms() / replicas
         return loss
+
+    def _data_loss(self, features, training):
+        """The weighted head losses, as a global-batch mean."""
+        predictions = self(features, training=training)
+        losses = [self.loss_weight[head] * self._head_loss(head, features, predictions[head],
+                                                           training)
+                  for head in RANKING_OUTPUTS if self.loss_weight[head] > 0]
+        batch_size = tf.shape(features[F.idx(F.ITEM_ID)])[0]
+        return global_batch_mean(tf.add_n(losses), batch_size)
+
+    def example_losses(self, features):
+        """DP-SGD: each unit's weighted head losses [B] (rating only where rated), plus the
+        embedding L2 penalty on every example (data-independent, so clipping it with the
+        example's gradient costs no privacy)."""
+        predictions = self(features, training=True)
+        losses = []
+        for head in RANKING_OUTPUTS:
+            if self.loss_weight[head] <= 0:
+                continue
+            label = RATING_LABEL if head == RATING_HEAD else RANKING_HEADS[head]
+            value = self.example_loss_fns[head](
+                as_column(features[label]), predictions[head][:, tf.newaxis])
+            if head == RATING_HEAD:
+                value *= tf.reshape(tf.cast(features[RATING_MASK], tf.float32), [-1])
+            losses.append(self.loss_weight[head] * value)
+        loss = tf.add_n(losses)
+        if self.embedding_l2:
+            loss += self.embedding_l2 * self._embedding_norms()
+        return loss
+
+    def train_step(self, inputs):
+        if self.config.uses_dp:
+            return dp.train_step(self, inputs, self.example_losses)
+        return super().train_step(inputs)
 
     def _embedding_norms(self):
         """Sum of squares of the id and feature embedding tables."""
@@ -285,7 +336,8 @@ def build_model(config: RankingConfig, buckets: Dict[str, int],
     with strategy.scope():
         model = RankingModel(config, buckets, text_table, rating_mean, history_length)
         # numeric_step off-TPU: XLA compiles the step, as a TPU would (a TPU always does)
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate),
+        model.compile(optimizer=dp.optimizer(config) if config.uses_dp else
+                      tf.keras.optimizers.Adam(config.effective_learning_rate),
                       jit_compile=numeric_inputs.jit_compile(config, strategy))
     return model
 
@@ -342,6 +394,13 @@ def evaluate(model: RankingModel, eval_patterns, spec, add_text=None) -> Dict:
     return metrics
 
 
+def privacy_report(config: RankingConfig, fn_args, spec) -> Dict:
+    """trainer.dp.report for a DP ranking run: every train unit is an example."""
+    users = data.load_columns(fn_args.train_files, spec, [F.idx(F.USER_ID)])[F.idx(F.USER_ID)]
+    steps = dp.steps_of(len(users), config.batch_size, config.epochs, fn_args.train_steps)
+    return dp.report(config, len(users), steps, int(np.bincount(users.astype(np.int64)).max()))
+
+
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """TFX Trainer entry point: train on all train units, report eval metrics per head,
     export. Runs under ``strategy``, else the one the environment names
@@ -393,7 +452,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
             text_table = member.text_table          # one copy for every member
         train_ds = data.make_dataset(
             fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
-            seed=member_config.seed, repeat=bool(fn_args.train_steps))
+            seed=member_config.seed, repeat=bool(fn_args.train_steps),
+            drop_remainder=config.uses_dp)
         if text is not None:
             train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
                                     num_parallel_calls=tf.data.AUTOTUNE)
@@ -419,6 +479,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                 **{f"{head}_auc": alone[head]["auc"] for head in RANKING_HEADS}))
     if text is not None:
         metrics["text"] = text.summary()
+    if config.uses_dp:
+        metrics["privacy"] = privacy_report(config, fn_args, spec)
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
                               config.score_weight, text=add_text)

@@ -26,9 +26,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
+from trainer import adversarial
 from trainer import catalog_softmax
 from trainer import data
 from trainer import distribute
+from trainer import dp
 from trainer import features as F
 from trainer import numeric_inputs
 from trainer import related_items
@@ -80,6 +82,12 @@ def history_encoder(config: RetrievalConfig, item_embedding: tf.keras.layers.Emb
                            text_projection=text_projection, name="history")
 
 
+def _perturbed(tower, name, x):
+    """x through the tower's adversarial.EmbeddingPerturbation (set on the model when
+    adversarial training is on), else x."""
+    return tower.perturb(name, x) if tower.perturb is not None else x
+
+
 def _output(dense, parts, training):
     """L2-normalised MLP(concat(parts)): [B, D]."""
     return tf.math.l2_normalize(dense(tf.concat(parts, axis=1), training=training), axis=1)
@@ -111,6 +119,7 @@ class QueryTower(tf.keras.Model):
         self.text_projection = text_projection if config.use_query_text and bert else None
         self.text_match = text_match
         self.dense = mlp(config.hidden_units, dim, name="query_dense")
+        self.perturb = None                # adversarial.EmbeddingPerturbation, training only
 
     def call(self, features, training=False):
         parts, history_text, query_text = [], None, None
@@ -126,10 +135,10 @@ class QueryTower(tf.keras.Model):
                 summary = self.history_encoder(history)
             parts.append(summary)
         if self.bag_of_words is not None:      # tokens hashed in the input pipeline, or text
-            parts.append(self.bag_of_words(features.get(numeric_inputs.QUERY_TOKENS,
-                                                        features.get(F.QUERY))))
+            parts.append(_perturbed(self, "query_text", self.bag_of_words(
+                features.get(numeric_inputs.QUERY_TOKENS, features.get(F.QUERY)))))
         if self.text_projection is not None:
-            query_text = features[text_tower.QUERY_TEXT]
+            query_text = _perturbed(self, "query_text", features[text_tower.QUERY_TEXT])
             parts.append(self.text_projection(query_text))
         x = _output(self.dense, parts, training)
         if self.text_match is None:
@@ -174,25 +183,29 @@ class CandidateTower(tf.keras.Model):
         self.text_projection = text_projection if config.use_text and bert else None
         self.text_match = text_match
         self.dense = mlp(config.hidden_units, dim, name="candidate_dense")
+        self.perturb = None                # adversarial.EmbeddingPerturbation, training only
 
     def call(self, features, training=False):
         parts = []
         if self.item_embedding is not None:
-            parts.append(self.item_embedding(unknown_as_empty(
-                features[F.idx(F.ITEM_ID)], self.item_embedding.input_dim)))
+            parts.append(_perturbed(self, "item_id", self.item_embedding(unknown_as_empty(
+                features[F.idx(F.ITEM_ID)], self.item_embedding.input_dim))))
         for key, embedding in sorted(self.feature_embeddings.items()):
             parts.append(embedding(features[F.idx(key)]))
         if self.use_item_features:
             parts += [as_column(features[F.PRICE_Z]), as_column(features[F.IN_STOCK])]
         if self.bag_of_words is not None:
-            parts.append(self.bag_of_words(features.get(numeric_inputs.TITLE_TOKENS,
-                                                        features.get(F.TITLE))))
+            parts.append(_perturbed(self, "item_text", self.bag_of_words(
+                features.get(numeric_inputs.TITLE_TOKENS, features.get(F.TITLE)))))
+        item_text = None
+        if self.text_projection is not None or self.text_match is not None:
+            item_text = _perturbed(self, "item_text", features[text_tower.ITEM_TEXT])
         if self.text_projection is not None:
-            parts.append(self.text_projection(features[text_tower.ITEM_TEXT]))
+            parts.append(self.text_projection(item_text))
         x = _output(self.dense, parts, training)
         if self.text_match is None:
             return x
-        return self.text_match(x, features[text_tower.ITEM_TEXT])
+        return self.text_match(x, item_text)
 
 
 class RetrievalModel(tfrs.Model):
@@ -262,12 +275,26 @@ class RetrievalModel(tfrs.Model):
                               name="sequence_objective")
             if config.uses_sequence_objective else None)
         self.text_optimizer = None
+        self.adversarial = None
+        if config.uses_adversarial:
+            self.adversarial = dict(epsilon=config.adversarial_epsilon,
+                                    weight=config.adversarial_weight,
+                                    steps=config.adversarial_steps)
+            self.perturbation = adversarial.EmbeddingPerturbation()
+            self.query_tower.perturb = self.candidate_tower.perturb = self.perturbation
+        self.dp_microbatches = config.dp_num_microbatches if config.uses_dp else None
         # Summed softmax cross-entropy (distribution-safe), averaged in compute_loss.
         self.task = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             temperature=config.temperature,
             remove_accidental_hits=config.remove_accidental_hits)
+        # DP-SGD: the same softmax with per-example (unreduced) losses (example_losses).
+        self.dp_task = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
+            temperature=config.temperature,
+            remove_accidental_hits=config.remove_accidental_hits) if config.uses_dp else None
 
     def compute_loss(self, features, training=False):
         item_ids = features[F.idx(F.ITEM_ID)]
@@ -275,7 +302,12 @@ class RetrievalModel(tfrs.Model):
             features = dict(features, **self.text(features, training=training))
         if training and self.id_dropout > 0:        # cold users and cold items learn too
             features = drop_ids(features, self.id_dropout, self.seed)
-        loss = self.retrieval_loss(features, item_ids, training)
+        if training and self.adversarial is not None:
+            loss = adversarial.adversarial_loss(
+                lambda: self.retrieval_loss(features, item_ids, training), self.perturbation,
+                **self.adversarial)
+        else:
+            loss = self.retrieval_loss(features, item_ids, training)
         if training and self.sequence_objective is not None:
             history_text = (features[text_tower.HISTORY_TEXT]
                             if self.query_tower.use_history_text else None)
@@ -302,9 +334,30 @@ class RetrievalModel(tfrs.Model):
                              compute_batch_metrics=False)
         return global_batch_mean(loss_sum, tf.shape(queries)[0])
 
+    def example_losses(self, features):
+        """DP-SGD: each example's softmax cross-entropy [B] against the candidates of its own
+        microbatch only (`dp_microbatches` consecutive blocks of the batch), so a microbatch's
+        loss depends on its own examples alone and per-microbatch clipping bounds what one
+        example changes (docs/DESIGN.md, "Adversarial training and DP-SGD")."""
+        item_ids = features[F.idx(F.ITEM_ID)]
+        if self.text is not None:
+            features = dict(features, **self.text(features, training=True))
+        if self.id_dropout > 0:
+            features = drop_ids(features, self.id_dropout, self.seed)
+        queries = self.query_tower(features, training=True)
+        candidates = self.candidate_tower(features, training=True)
+        block = tf.range(tf.shape(queries)[0]) // (
+            tf.shape(queries)[0] // self.dp_microbatches)
+        return self.dp_task(queries, candidates, candidate_ids=(
+            item_ids if self.remove_accidental_hits else None), compute_metrics=False,
+            compute_batch_metrics=False,
+            score_mask=tf.equal(block[:, tf.newaxis], block[tf.newaxis, :]))
+
     def train_step(self, inputs):
         """tfrs.Model.train_step, with the encoder weights on their own optimizer (a small
-        learning rate) when they train."""
+        learning rate) when they train; DP-SGD's step (trainer/dp.py) when it is on."""
+        if self.dp_microbatches is not None:
+            return dp.train_step(self, inputs, self.example_losses)
         encoder_weights = self.text.encoder_weights if self.text is not None else []
         if not encoder_weights or self.text_optimizer is None:
             return super().train_step(inputs)
@@ -341,7 +394,8 @@ def build_model(config: RetrievalConfig, buckets: Dict[str, int],
         if config.text_mode in ("top_layers", "full"):
             model.text_optimizer = tf.keras.optimizers.Adam(config.effective_text_learning_rate)
         # numeric_step off-TPU: XLA compiles the step, as a TPU would (a TPU always does)
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.effective_learning_rate),
+        model.compile(optimizer=dp.optimizer(config) if config.uses_dp else
+                      tf.keras.optimizers.Adam(config.effective_learning_rate),
                       jit_compile=numeric_inputs.jit_compile(config, strategy))
     return model
 
@@ -426,7 +480,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     model = build_model(config, buckets, strategy, text, probability, catalog, history_length)
     train_ds = data.make_dataset(
         fn_args.train_files, spec, config.batch_size, predicate=data.is_positive(F.CLICKED),
-        shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps))
+        shuffle_buffer=config.shuffle_buffer, seed=config.seed, repeat=bool(fn_args.train_steps),
+        drop_remainder=config.uses_dp)
     if text is not None:
         train_ds = train_ds.map(text.lookup.add_rows, num_parallel_calls=tf.data.AUTOTUNE)
     if config.numeric_step:
@@ -451,6 +506,13 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     metrics.update(training=dict(training.loss_summary(losses),
                                  **timer.summary(config.batch_size)),
                    config=config.to_dict())
+    if config.uses_dp:          # the privacy unit: one clicked train unit
+        users = data.load_columns(fn_args.train_files, spec, [F.idx(F.USER_ID)],
+                                  predicate=data.is_positive(F.CLICKED))[F.idx(F.USER_ID)]
+        metrics["privacy"] = dp.report(
+            config, len(users), dp.steps_of(len(users), config.batch_size, config.epochs,
+                                            fn_args.train_steps),
+            int(np.bincount(users.astype(np.int64)).max()))
     if text is not None:
         metrics["text"] = text.summary()
         match = model.candidate_tower.text_match
