@@ -173,7 +173,8 @@ def _finish(results, on_model):
 
 
 def merge(previous, current):
-    """Models of ``previous`` not re-run in ``current`` are kept; same data and seed only."""
+    """Models of ``previous`` not re-run in ``current`` are kept (in their order); same data
+    and seed only."""
     for key in ("seed",):
         if previous.get(key) != current.get(key):
             raise ValueError(f"--merge: {key} differs ({previous.get(key)} vs "
@@ -182,12 +183,36 @@ def merge(previous, current):
         if previous["dataset"].get(key) != current["dataset"].get(key):
             raise ValueError(f"--merge: dataset {key} differs; use another --out or drop "
                              f"--merge")
-    models = {k: v for k, v in previous["models"].items() if k not in current["models"]}
+    # Re-run models keep their place in the table; new ones come last. A model re-measured
+    # from an earlier run's exports keeps that run's fit seconds (it was not trained again).
+    for name, row in current["models"].items():
+        if _reused(row) and name in previous["models"]:
+            row["info"]["fit_seconds_from"] = previous["models"][name].get("run")
+            row["fit_seconds"] = previous["models"][name]["fit_seconds"]
+    models = {k: current["models"].get(k, v) for k, v in previous["models"].items()}
     models.update(current["models"])
     stages = {k: v for k, v in previous["stage_seconds"].items()
               if k.split(".")[0] not in current["models"] and "." in k}
     stages.update(current["stage_seconds"])
     return {**current, "models": models, "stage_seconds": stages}
+
+
+def _reused(row):
+    """Whether a row measured exports of an earlier run (beauty_ours reuse_exports)."""
+    runs = (row.get("info") or {}).get("runs") or []
+    return bool(runs) and all(r.get("reused_export") for r in runs)
+
+
+def rename(results, old, new):
+    """``old``'s rows (and its companions' ``old_*``) recorded as ``new`` (``new_*``)."""
+    def renamed(key):
+        head, dot, tail = key.partition(".")
+        if head == old or head.startswith(old + "_"):
+            return new + head[len(old):] + dot + tail
+        return key
+    results["models"] = {renamed(k): v for k, v in results["models"].items()}
+    results["stage_seconds"] = {renamed(k): v for k, v in results["stage_seconds"].items()}
+    return results
 
 
 def main(argv=None):
@@ -209,6 +234,9 @@ def main(argv=None):
     parser.add_argument("--no-beyond-accuracy", dest="beyond", action="store_false",
                         help="skip the beyond-accuracy metrics (and the MiniLM encoding of "
                              "the titles they need)")
+    parser.add_argument("--name", default="",
+                        help="record the (one) model's rows under this name, e.g. a variant "
+                             "set with --set: --models ours --name ours_causal")
     parser.add_argument("--merge", action="store_true",
                         help="keep models of an existing result file that are not re-run")
     args = parser.parse_args(argv)
@@ -220,10 +248,14 @@ def main(argv=None):
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: "
                              f"{', '.join(registry.names() + [PRODUCT])}")
+        if args.name and len(models) != 1:
+            raise ValueError("--name needs exactly one model in --models")
         previous = _previous_results(args, stem)
         final = {}
 
         def save(results):
+            if args.name:
+                rename(results, models[0], args.name)
             for model in results["models"].values():
                 # So merged files say which run measured each model.
                 model.setdefault("run", {"command": command, "created": results["created"],

@@ -25,6 +25,7 @@ Everything written (examples, Transform output, exports) is derived from the res
 Amazon data: it goes to a temporary folder outside the repository (``work_dir``).
 """
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -124,14 +125,26 @@ def prepare(task, work_dir, min_history=0):
                                  counts=counts, seconds=seconds)
 
 
-def train(prepared, out_dir, config, train_steps=None):
+def train(prepared, out_dir, config, train_steps=None, reuse=False):
     """trainer.retrieval.run_fn with the FnArgs the TFX Trainer builds; returns the export
-    dir and the trainer's metrics.json."""
+    dir and the trainer's metrics.json. ``reuse``: an export already in ``out_dir`` trained
+    with the same config is returned as it is (re-measuring a model, not retraining it)."""
     # pylint: disable=import-outside-toplevel
     from pipeline import in_process as shop_examples
     from trainer import retrieval
     args = shop_examples.trainer_fn_args(prepared.examples, prepared.transform_graph, out_dir,
                                          dict(config), train_steps)
+    metrics_path = os.path.join(args.model_run_dir, "metrics.json")
+    if reuse and os.path.exists(os.path.join(args.serving_model_dir, "saved_model.pb")):
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+        trained = {k: v for k, v in metrics.get("config", {}).items() if k in config}
+        wanted = {k: v for k, v in config.items() if k in trained}
+        if trained != wanted:
+            raise ValueError(f"reuse_exports: the export in {out_dir} was trained with "
+                             f"{trained}, not {wanted}")
+        return types.SimpleNamespace(args=args, metrics=metrics,
+                                     export=args.serving_model_dir, reused=True)
     return shop_examples.run_trainer(retrieval.run_fn, args)
 
 
@@ -178,7 +191,7 @@ class ExportedScorer:
 
 def fit_ours(task, seed, candidates=({},), train_steps=None,
              config=None, work_dir="", min_history=0, deterministic=True,
-             select="ndcg@10"):
+             select="ndcg@10", reuse_exports=False):
     """The project's retrieval model (see the module docstring).
 
     ``config``: RetrievalConfig keys over ``BASE_CONFIG`` (seed = the benchmark seed);
@@ -186,11 +199,13 @@ def fit_ours(task, seed, candidates=({},), train_steps=None,
     validation ``select`` metric (unfiltered); ``train_steps``: None = the config's epochs;
     ``work_dir``: where examples, Transform output and exports go ("" = a new temp dir,
     never inside the repository); ``min_history``: skip training targets with fewer
-    preceding items; ``deterministic``: TF op determinism (reproducible runs).
+    preceding items; ``deterministic``: TF op determinism (reproducible runs);
+    ``reuse_exports``: measure the exports an earlier run left in ``work_dir`` (same configs)
+    instead of training again (the row's info says so).
     """
     with op_determinism(deterministic):
         return _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history,
-                         select)
+                         select, reuse_exports)
 
 
 @contextlib.contextmanager
@@ -209,7 +224,8 @@ def op_determinism(enabled=True):
             tf_config.disable_op_determinism()
 
 
-def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history, select):
+def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history, select,
+              reuse_exports=False):
     work_dir = work_dir or tempfile.mkdtemp(prefix="shoprec_beauty_ours_")
     if folders.inside_repo(work_dir):
         raise ValueError(f"work_dir {work_dir} is inside the repository; the examples derive "
@@ -225,7 +241,7 @@ def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history
         cfg = dict(BASE_CONFIG, seed=seed, **(config or {}))
         cfg.update(candidate)
         start = time.time()
-        run = train(prepared, os.path.join(work_dir, f"run{c}"), cfg, steps)
+        run = train(prepared, os.path.join(work_dir, f"run{c}"), cfg, steps, reuse_exports)
         train_seconds = time.time() - start
         start = time.time()
         scorer = ExportedScorer(run.export, task.items, task.batch_size)
@@ -240,7 +256,7 @@ def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history
                   "seconds": {"train_and_export": round(train_seconds, 1),
                               "load_and_embed_catalog": round(load_seconds, 1),
                               "validate": round(validate_seconds, 1)},
-                  "export": run.export}
+                  "export": run.export, "reused_export": getattr(run, "reused", False)}
         runs.append(record)
         score = metrics["unfiltered"][select]
         if best is None or score > best[0]:

@@ -133,3 +133,29 @@ def test_results_are_saved_after_each_model(planted_folder, tmp_path):
         registry._MODELS.pop("broken")
     saved = json.load(open(os.path.join(out, "beauty.json")))
     assert list(saved["models"]) == ["popular"]
+
+
+def test_name_renames_a_model_and_its_companions():
+    results = {"models": {"ours_ranked": {}, "ours_ranked_retrieval": {}},
+               "stage_seconds": {"load": 1.0, "ours_ranked.fit": 2.0,
+                                 "ours_ranked_retrieval.eval": 3.0}}
+    beauty.rename(results, "ours_ranked", "ranked_v2")
+    assert list(results["models"]) == ["ranked_v2", "ranked_v2_retrieval"]
+    assert set(results["stage_seconds"]) == {"load", "ranked_v2.fit",
+                                             "ranked_v2_retrieval.eval"}
+
+
+def test_merge_keeps_order_and_the_fit_seconds_of_a_reused_export():
+    dataset = {"users": 1, "items": 1, "interactions": 1, "max_users": None, "sha256": {}}
+    row = lambda fit, reused=None: {"fit_seconds": fit, "run": {"command": f"fit {fit}"},
+                                    "info": ({"runs": [{"reused_export": reused}]}
+                                             if reused is not None else {})}
+    previous = {"seed": 0, "dataset": dataset, "stage_seconds": {},
+                "models": {"a": row(5.0), "b": row(1200.0), "c": row(7.0)}}
+    current = {"seed": 0, "dataset": dataset, "stage_seconds": {},
+               "models": {"b": row(3.0, reused=True), "d": row(9.0, reused=False)}}
+    merged = beauty.merge(previous, current)
+    assert list(merged["models"]) == ["a", "b", "c", "d"]
+    assert merged["models"]["b"]["fit_seconds"] == 1200.0      # trained then, not now
+    assert merged["models"]["b"]["info"]["fit_seconds_from"] == {"command": "fit 1200.0"}
+    assert merged["models"]["d"]["fit_seconds"] == 9.0
