@@ -109,10 +109,16 @@ def write_raw_examples(task, raw_dir, min_history=0):
     return write_splits(raw_dir, splits)
 
 
-def prepare(task, work_dir, min_history=0):
+def prepare(task, work_dir, min_history=0, reuse=False):
     """Raw examples + tf.Transform output under ``work_dir``; a namespace the trainer test
-    helpers accept (``transform_graph``, ``examples``, ``raw``) plus counts and seconds."""
+    helpers accept (``transform_graph``, ``examples``, ``raw``) plus counts and seconds.
+    ``reuse``: the output an earlier run left in ``work_dir`` (counts None)."""
     from pipeline import in_process as shop_examples  # pylint: disable=import-outside-toplevel
+    graph_dir = os.path.join(work_dir, "transform_graph")
+    if reuse and os.path.isdir(os.path.join(graph_dir, "transform_fn")):
+        return types.SimpleNamespace(raw=os.path.join(work_dir, "raw"), transform_graph=graph_dir,
+                                     examples=os.path.join(work_dir, "transformed"),
+                                     counts=None, seconds={})
     seconds = {}
     start = time.time()
     raw = os.path.join(work_dir, "raw")
@@ -232,7 +238,7 @@ def _fit_ours(task, seed, candidates, train_steps, config, work_dir, min_history
                          "from research-only data: use a folder outside it")
     os.makedirs(work_dir, exist_ok=True)
     seconds = {}
-    prepared = prepare(task, work_dir, min_history)
+    prepared = prepare(task, work_dir, min_history, reuse_exports)
     seconds.update(prepared.seconds)
     runs, best = [], None
     for c, candidate in enumerate(candidates):

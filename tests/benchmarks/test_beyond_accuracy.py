@@ -16,7 +16,8 @@ def test_answers_with_diversification_on_and_off(runs, tmp_path):
     results = beyond_accuracy.measure(cfg.data_dir, cfg.serving_dir, str(tmp_path), seed=3,
                                       scale=0.05, pseudonym_key_file=cfg.pseudonym_key_file)
     rows = results["rows"]
-    assert set(rows) == {"diversify on", "diversify off", beyond_accuracy.REFERENCE}
+    assert set(rows) == {"diversify on", "diversify 0.7", "diversify off",
+                         beyond_accuracy.REFERENCE}
     on, off, popular = (rows[n] for n in ("diversify on", "diversify off",
                                           beyond_accuracy.REFERENCE))
     for row in (on, off):
