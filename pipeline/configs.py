@@ -30,6 +30,9 @@ TWO_STAGE_RANKING = {"use_user_id": False, "embedding_l2": 3e-3}
 
 BEAM_MODES = ("in_memory", "multi_processing", "multi_threading")
 RUNNERS = ("local", "kubeflow_v2")
+# PipelineConfig.tuning: which trainers get a Tuner ("" = none; trainer/tuning.py).
+TUNING = ("", "retrieval", "ranking", "both")
+TUNER_ALGORITHMS = ("random", "bayesian")
 
 
 @dataclasses.dataclass
@@ -90,6 +93,16 @@ class PipelineConfig:
     # catalog text for this many steps before retrieval training (BERT text modes only).
     domain_pretraining_steps: int = 0
     ranking_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Hyper-parameter search (trainer/tuning.py; docs/DESIGN.md, "Tuner"): "" (off),
+    # "retrieval", "ranking" or "both" add a TFX Tuner (KerasTuner, `tuner_algorithm` random
+    # or bayesian) before that trainer: `tuner_max_trials` trials of `tuner_steps` steps
+    # each, judged on a seeded `tuner_holdout_percent` % of the train split (the eval split
+    # stays unseen); the trainer applies the best values over its config.
+    tuning: str = ""
+    tuner_max_trials: int = 8
+    tuner_steps: int = 300
+    tuner_holdout_percent: int = 15
+    tuner_algorithm: str = "random"
     # Two-stage rows (pipeline/components/candidate_examples.py): sampled non-chosen pool
     # items per training context, and how many candidates each item-to-item source adds to
     # retrieval's top K (keep equal to the API's settings of the same names).
@@ -162,6 +175,20 @@ class PipelineConfig:
                      "session_gap_minutes", "ranking_negatives"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.tuning not in TUNING:
+            problems.append(f"tuning={self.tuning!r}: one of {', '.join(map(repr, TUNING))} "
+                            "('' = off)")
+        for name in ("tuner_max_trials", "tuner_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name}={value!r}: must be a whole number >= 1")
+        if isinstance(self.tuner_holdout_percent, bool) or not isinstance(
+                self.tuner_holdout_percent, int) or not 1 <= self.tuner_holdout_percent <= 50:
+            problems.append(f"tuner_holdout_percent={self.tuner_holdout_percent!r}: must be "
+                            "a whole number in [1, 50]")
+        if self.tuner_algorithm not in TUNER_ALGORITHMS:
+            problems.append(f"tuner_algorithm={self.tuner_algorithm!r}: one of "
+                            f"{', '.join(TUNER_ALGORITHMS)}")
         for name in ("transition_candidates", "cooccurrence_candidates", "text_candidates",
                      "max_eval_contexts"):
             if getattr(self, name) < 0:
@@ -211,6 +238,20 @@ class PipelineConfig:
         # default so unit tests and ablations opt in explicitly).
         return {"seed": self.seed, "top_k": self.retrieval_top_k,
                 **DEFAULT_RETRIEVAL_CONFIG, **self.retrieval_config}
+
+    def tunes(self, model: str) -> bool:
+        """A Tuner searches `model`'s ("retrieval" / "ranking") hyper-parameters."""
+        return self.tuning in (model, "both")
+
+    def tuner_custom_config(self, model: str) -> dict[str, Any]:
+        """The `model` Tuner's custom_config (trainer/tuning.py): that trainer's
+        custom_config and the search's settings."""
+        from trainer import tuning  # pylint: disable=import-outside-toplevel
+        trainer_config = (self.retrieval_custom_config() if model == RETRIEVAL_MODEL_NAME
+                          else self.ranking_custom_config())
+        return tuning.tuner_custom_config(trainer_config, self.tuner_max_trials,
+                                          self.tuner_holdout_percent, self.seed,
+                                          self.tuner_algorithm)
 
     @property
     def two_stage(self) -> bool:

@@ -19,6 +19,8 @@ from trainer import features
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RETRIEVAL_RUN_FN = "trainer.retrieval.run_fn"
 RANKING_RUN_FN = "trainer.ranking.run_fn"
+TUNER_FNS = {RETRIEVAL_MODEL_NAME: "trainer.tuning.retrieval_tuner_fn",
+             RANKING_MODEL_NAME: "trainer.tuning.ranking_tuner_fn"}
 
 
 def _latest_blessed(kind: str):
@@ -33,8 +35,22 @@ def _latest_blessed(kind: str):
     ).with_id(f"latest_blessed_{kind}_resolver")
 
 
+def _tuner(kind, examples, transform, schema_gen, cfg):
+    """KerasTuner search over `kind`'s hyper-parameters (trainer/tuning.py): trials of
+    cfg.tuner_steps steps on a holdout of the train split; the eval split is not read."""
+    return tfx.components.Tuner(
+        tuner_fn=TUNER_FNS[kind],
+        examples=examples,
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT],
+                                       num_steps=cfg.tuner_steps),
+        custom_config=cfg.tuner_custom_config(kind),
+    ).with_id(f"{kind}_tuner")
+
+
 def _trainer(kind, run_fn, examples, transform, schema_gen, train_steps, eval_steps,
-             custom_config, base_model=None):
+             custom_config, base_model=None, tuner=None):
     return tfx.components.Trainer(
         run_fn=run_fn,
         examples=examples,
@@ -44,6 +60,7 @@ def _trainer(kind, run_fn, examples, transform, schema_gen, train_steps, eval_st
         eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT], num_steps=eval_steps),
         custom_config=custom_config,
         base_model=base_model,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     ).with_id(f"{kind}_trainer")
 
 
@@ -107,12 +124,18 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
             "description_chars", 0))) if cfg.domain_pretraining_steps > 0 else None)
     if domain_pretraining is not None:
         domain_pretraining.add_upstream_node(anomalies_gate)
+    # Optional (tuning "retrieval" / "both"): KerasTuner picks the retrieval trainer's
+    # learning rate, width and temperature on a holdout of the train split.
+    retrieval_tuner = (_tuner(RETRIEVAL_MODEL_NAME, transform.outputs["transformed_examples"],
+                              transform, schema_gen, cfg)
+                       if cfg.tunes(RETRIEVAL_MODEL_NAME) else None)
     # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.
     retrieval_trainer = _trainer(
         RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform.outputs["transformed_examples"],
         transform, schema_gen, cfg.retrieval_train_steps, cfg.retrieval_eval_steps,
         cfg.retrieval_custom_config(),
-        base_model=domain_pretraining.outputs["model"] if domain_pretraining else None)
+        base_model=domain_pretraining.outputs["model"] if domain_pretraining else None,
+        tuner=retrieval_tuner)
     # User segments from the retrieval query tower over each user's train history (pushed
     # next to the retrieval version they belong to, below); the ranking Evaluator slices by
     # them through the two-stage eval rows.
@@ -135,20 +158,27 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         max_eval_contexts=cfg.max_eval_contexts,
         **({"segments": user_segments.outputs["segments"]} if user_segments else {}))
         if cfg.two_stage else None)
+    ranking_examples = (candidate_examples.outputs["transformed_examples"]
+                        if candidate_examples else transform.outputs["transformed_examples"])
+    # Optional (tuning "ranking" / "both"): KerasTuner picks the ranker's learning rate,
+    # deep layers and embedding L2 on a holdout of its train rows.
+    ranking_tuner = (_tuner(RANKING_MODEL_NAME, ranking_examples, transform, schema_gen, cfg)
+                     if cfg.tunes(RANKING_MODEL_NAME) else None)
+    if ranking_tuner is not None:
+        ranking_tuner.add_upstream_node(retrieval_trainer)
     # TFRS multi-task ranking (click, purchase, rating).
     ranking_trainer = _trainer(
-        RANKING_MODEL_NAME, RANKING_RUN_FN,
-        (candidate_examples.outputs["transformed_examples"] if candidate_examples
-         else transform.outputs["transformed_examples"]),
+        RANKING_MODEL_NAME, RANKING_RUN_FN, ranking_examples,
         transform, schema_gen, cfg.ranking_train_steps, cfg.ranking_eval_steps,
-        cfg.ranking_custom_config())
+        cfg.ranking_custom_config(), tuner=ranking_tuner)
     ranking_trainer.add_upstream_node(retrieval_trainer)
     # For each model: latest blessed baseline -> TFMA evaluation with thresholds -> push
     # blessed models to <serving_dir>/<model_name>/<version>/.
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   transform, *([domain_pretraining] if domain_pretraining else []),
+                  *([retrieval_tuner] if retrieval_tuner else []),
                   retrieval_trainer, *([candidate_examples] if candidate_examples else []),
-                  ranking_trainer]
+                  *([ranking_tuner] if ranking_tuner else []), ranking_trainer]
     retrieval_push = _evaluate_and_push(
         RETRIEVAL_MODEL_NAME, example_gen.outputs["examples"], retrieval_trainer,
         eval_configs.retrieval_eval_config(cfg), cfg.serving_dir)

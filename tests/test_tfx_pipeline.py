@@ -511,3 +511,18 @@ def test_user_segments_are_pushed_with_the_retrieval_version_and_hold_aggregates
           f"preferred_top {ari:.3f}")
     assert ari > 0.0, ari           # better than chance
     assert set(load_shop(cfg.data_dir).events["user_id"]).isdisjoint(assignments)
+
+
+def test_kubeflow_v2_spec_compiles_with_both_tuners(tmp_path):
+    """tuning "both": the Tuner components compile for Kubeflow v2 and feed the trainers."""
+    cfg = load_config(data_dir="gs://bucket/shop", pipeline_root=str(tmp_path / "kfp_root"),
+                      serving_dir="gs://bucket/serving_models", tuning="both",
+                      tuner_max_trials=2, tuner_steps=10)
+    path = tfx_pipeline.compile_kubeflow_v2(cfg, str(tmp_path / "spec.json"), "img:1")
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+    assert {"retrieval_tuner", "ranking_tuner"} <= set(tasks)
+    for model in ("retrieval", "ranking"):
+        inputs = tasks[f"{model}_trainer"]["inputs"]["artifacts"]["hyperparameters"]
+        assert inputs["taskOutputArtifact"]["producerTask"] == f"{model}_tuner", inputs

@@ -30,6 +30,7 @@ from trainer import features as F
 from trainer import numeric_inputs
 from trainer import signatures
 from trainer import training
+from trainer import tuning
 from trainer.config import (RANKING_HEADS, RANKING_OUTPUTS, RATING_HEAD, RATING_LABEL,
                             RATING_MASK, RankingConfig)
 from trainer.layers import HistoryEncoder, as_column, global_batch_mean, mlp
@@ -410,7 +411,12 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 
 
 def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
-    config = RankingConfig.from_custom_config(fn_args.custom_config)
+    # The Tuner's best values (fn_args.hyperparameters, tuning on) over the custom_config.
+    custom_config, tuned = tuning.apply_hyperparameters(
+        tuning.RANKING, fn_args.custom_config, getattr(fn_args, "hyperparameters", None))
+    if tuned:
+        logging.info("ranking: tuned hyper-parameters %s", tuned)
+    config = RankingConfig.from_custom_config(custom_config)
     if numeric_inputs.enabled(config, strategy) and not config.numeric_step:
         config = dataclasses.replace(config, numeric_step=True)     # a TPU: numbers only
     tf.keras.utils.set_random_seed(config.seed)
@@ -468,7 +474,7 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
 
     metrics = evaluate(model, fn_args.eval_files, spec, add_text)
     metrics.update(training=training.loss_summary(losses), config=config.to_dict(),
-                   train_mean_rating=mean_rating)
+                   train_mean_rating=mean_rating, hyperparameters=tuned)
     if len(members) > 1:
         # Each member alone on the eval split: what the mean adds.
         metrics["ensemble"] = []
@@ -482,6 +488,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     if config.uses_dp:
         metrics["privacy"] = privacy_report(config, fn_args, spec)
     training.write_report(fn_args.model_run_dir, metrics, losses, "ranking")
+    if not fn_args.serving_model_dir:       # a Tuner trial: judged by metrics.json alone
+        return
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
                               config.score_weight, text=add_text)
     signatures.write_warmup(fn_args, tft_output, "ranking")

@@ -40,6 +40,7 @@ from trainer.sequence import SequenceEncoder
 from trainer.sequence_objective import SequenceObjective
 from trainer.text import tower as text_tower
 from trainer import training
+from trainer import tuning
 from trainer.config import RetrievalConfig
 from trainer.layers import (HashedBagOfWords, HistoryEncoder, TextMatch, as_column,
                             global_batch_mean, mlp)
@@ -450,7 +451,12 @@ def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
 
 
 def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
-    config = with_base_model(RetrievalConfig.from_custom_config(fn_args.custom_config),
+    # The Tuner's best values (fn_args.hyperparameters, tuning on) over the custom_config.
+    custom_config, tuned = tuning.apply_hyperparameters(
+        tuning.RETRIEVAL, fn_args.custom_config, getattr(fn_args, "hyperparameters", None))
+    if tuned:
+        logging.info("retrieval: tuned hyper-parameters %s", tuned)
+    config = with_base_model(RetrievalConfig.from_custom_config(custom_config),
                              getattr(fn_args, "base_model", None))
     if numeric_inputs.enabled(config, strategy) and not config.numeric_step:
         config = dataclasses.replace(config, numeric_step=True)     # a TPU: numbers only
@@ -505,7 +511,7 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     metrics["eval_seconds"] = round(time.time() - started, 1)
     metrics.update(training=dict(training.loss_summary(losses),
                                  **timer.summary(config.batch_size)),
-                   config=config.to_dict())
+                   config=config.to_dict(), hyperparameters=tuned)
     if config.uses_dp:          # the privacy unit: one clicked train unit
         users = data.load_columns(fn_args.train_files, spec, [F.idx(F.USER_ID)],
                                   predicate=data.is_positive(F.CLICKED))[F.idx(F.USER_ID)]
@@ -536,6 +542,8 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
         logging.info("retrieval: item-to-item tables %s", metrics["related_items"])
         related = related_items.RelatedItems(tables, config.related_items)
     training.write_report(fn_args.model_run_dir, metrics, losses, "retrieval")
+    if not fn_args.serving_model_dir:       # a Tuner trial: judged by metrics.json alone
+        return
 
     started = time.time()
     signatures.export_retrieval(fn_args.serving_model_dir, model, tft_output, catalog_ids,

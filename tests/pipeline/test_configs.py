@@ -111,3 +111,42 @@ def test_the_beauty_configs_accept_a_history_length():
             values = json.load(f)
         values["history_length"] = 50
         assert load_config(**values).history_length == 50
+
+
+def test_tuning_is_off_by_default_and_its_settings_are_checked():
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    cfg = load_config()
+    assert cfg.tuning == "" and not cfg.tunes("retrieval") and not cfg.tunes("ranking")
+    assert not [c.id for c in create_pipeline(cfg).components if c.id.endswith("_tuner")]
+    with pytest.raises(ValueError, match=r"tuning='all': one of '', 'retrieval'"):
+        load_config(tuning="all")
+    with pytest.raises(ValueError, match="tuner_max_trials=0: must be a whole number >= 1"):
+        load_config(tuning="both", tuner_max_trials=0)
+    with pytest.raises(ValueError, match=r"tuner_holdout_percent=80: must be a whole number"):
+        load_config(tuner_holdout_percent=80)
+    with pytest.raises(ValueError, match="tuner_algorithm='grid'"):
+        load_config(tuner_algorithm="grid")
+
+
+@pytest.mark.parametrize("tuning", ["retrieval", "ranking", "both"])
+def test_a_tuner_feeds_its_trainer_the_best_hyperparameters(tuning):
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    cfg = load_config(tuning=tuning, tuner_max_trials=3, tuner_steps=20)
+    components = {c.id: c for c in create_pipeline(cfg).components}
+    ids = list(components)
+    for model in ("retrieval", "ranking"):
+        trainer = components[f"{model}_trainer"]
+        if not cfg.tunes(model):
+            assert f"{model}_tuner" not in components
+            assert "hyperparameters" not in trainer.inputs
+            continue
+        tuner = components[f"{model}_tuner"]
+        assert ids.index(f"{model}_tuner") < ids.index(f"{model}_trainer")
+        assert trainer.inputs["hyperparameters"].producer_component_id == f"{model}_tuner"
+        assert tuner.exec_properties["tuner_fn"] == f"trainer.tuning.{model}_tuner_fn"
+        custom = json.loads(tuner.exec_properties["custom_config"])
+        assert custom["max_trials"] == 3 and custom["seed"] == cfg.seed
+        expected = (cfg.retrieval_custom_config() if model == "retrieval"
+                    else cfg.ranking_custom_config())
+        assert custom["trainer"] == json.loads(json.dumps(expected))
+        assert json.loads(tuner.exec_properties["train_args"])["num_steps"] == 20
