@@ -51,7 +51,7 @@ NEW_ITEM_DAYS = 30
 
 def prepare(work_dir, seed, scale, echo=print):
     """The shop and a pipeline run that pushed both models under ``work_dir``; returns
-    (shop dir, serving dir, pipeline seconds or None when reused)."""
+    (shop dir, serving dir, {"reused": an earlier run's, "seconds": its wall time})."""
     # pylint: disable=import-outside-toplevel
     from benchmarks.product_run import run_pipeline
     from pipeline.sample_shop.generate import generate_shop
@@ -61,13 +61,18 @@ def prepare(work_dir, seed, scale, echo=print):
         generate_shop(shop, seed=seed, scale=scale)
     if all(os.path.isdir(os.path.join(serving, m)) and os.listdir(os.path.join(serving, m))
            for m in ("retrieval", "ranking")):
-        return shop, serving, None      # an earlier run's (its report says how long it took)
+        report = os.path.join(work_dir, "pipeline_report.json")
+        earlier = None
+        if os.path.exists(report):
+            with open(report, encoding="utf-8") as f:
+                earlier = json.load(f).get("total_seconds")
+        return shop, serving, {"reused": True, "seconds": earlier}
     config = os.path.join(work_dir, "pipeline_config.json")
     with open(config, "w", encoding="utf-8") as f:
         json.dump({}, f)            # the pipeline's defaults (pipeline/configs.py)
     started = time.time()
     run_pipeline(shop, work_dir, config, seed, echo)
-    return shop, serving, round(time.time() - started, 1)
+    return shop, serving, {"reused": False, "seconds": round(time.time() - started, 1)}
 
 
 def new_items(items, events, popularity, days=NEW_ITEM_DAYS):
@@ -238,9 +243,9 @@ def markdown(results):
             "—" if row.get(key) is None else f"{row[key]:.3f}" for key, _ in COLUMNS]) + " |")
     degraded = {n: r.get("degraded_answers") for n, r in results["rows"].items()
                 if r.get("api_settings")}
-    seconds = results.get("pipeline_seconds")
-    lines += ["", f"Degraded answers: {degraded}. Pipeline: "
-                  + (f"{seconds} s" if seconds else "an earlier run in the work folder")
+    pipeline = results.get("pipeline") or {}
+    lines += ["", f"Degraded answers: {degraded}. Pipeline: {pipeline.get('seconds')} s"
+                  + (" (an earlier run in the work folder)" if pipeline.get("reused") else "")
                   + f"; command: `{results.get('command', '')}`.", ""]
     return "\n".join(lines)
 
@@ -283,9 +288,9 @@ def main(argv=None) -> int:
     work = args.work_dir or tempfile.mkdtemp(prefix="shoprec_beyond_")
     os.makedirs(work, exist_ok=True)
     started = time.time()
-    shop, serving, pipeline_seconds = prepare(work, args.seed, args.scale)
+    shop, serving, pipeline = prepare(work, args.seed, args.scale)
     results = measure(shop, serving, work, args.seed, args.scale, args.max_users)
-    results.update(pipeline_seconds=pipeline_seconds, seconds=round(time.time() - started, 1),
+    results.update(pipeline=pipeline, seconds=round(time.time() - started, 1),
                    work_dir=work, command="python -m benchmarks.beyond_accuracy "
                    + " ".join(argv if argv is not None else sys.argv[1:]))
     paths = write_outputs(results, args.out, "beyond_accuracy", markdown(results), chart)
