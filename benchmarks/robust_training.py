@@ -45,18 +45,8 @@ NOISE_MULTIPLIERS = (0.5, 1.0, 2.0)
 
 def prepare(work_dir, seed, scale):
     """The sample shop's raw and transformed examples under `work_dir` (kept between runs)."""
-    # pylint: disable=import-outside-toplevel
-    from pipeline import in_process
-    from pipeline.sample_shop.generate import generate_shop
-    shop, raw, tdir = (os.path.join(work_dir, d) for d in ("shop", "raw", "t"))
-    if not os.path.exists(os.path.join(shop, "manifest.json")):
-        generate_shop(shop, seed=seed, scale=scale)
-    if not os.path.isdir(os.path.join(raw, "Split-catalog")):
-        in_process.write_examples(shop, raw)
-    if not os.path.isdir(os.path.join(tdir, "transform_graph")):
-        os.makedirs(tdir, exist_ok=True)
-        in_process.transform(raw, tdir)
-    return raw, tdir
+    from pipeline import in_process  # pylint: disable=import-outside-toplevel
+    return in_process.sample_shop_examples(work_dir, seed, scale)
 
 
 def train(work_dir, tdir, name, run_fn, config, steps):

@@ -43,16 +43,8 @@ def prepare(work_dir, seed, scale, train_steps=600, model_seed=42, retrieval_con
     the export's path. ``retrieval_config``: the trainer's (default: the pipeline's)."""
     # pylint: disable=import-outside-toplevel
     from pipeline import in_process
-    from pipeline.sample_shop.generate import generate_shop
     from trainer import retrieval
-    shop, raw, tdir = (os.path.join(work_dir, d) for d in ("shop", "raw", "t"))
-    if not os.path.exists(os.path.join(shop, "manifest.json")):
-        generate_shop(shop, seed=seed, scale=scale)
-    if not os.path.isdir(os.path.join(raw, "Split-catalog")):
-        in_process.write_examples(shop, raw)
-    if not os.path.isdir(os.path.join(tdir, "transform_graph")):
-        os.makedirs(tdir, exist_ok=True)
-        in_process.transform(raw, tdir)
+    _, tdir = in_process.sample_shop_examples(work_dir, seed, scale)
     export = os.path.join(work_dir, "train", "serving_model_dir")
     if not os.path.exists(os.path.join(export, "saved_model.pb")):
         args = in_process.trainer_fn_args(

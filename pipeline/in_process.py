@@ -126,6 +126,23 @@ def transform(raw_dir: str, out_dir: str, raw_spec=None, splits=SPLITS,
     return graph_dir, examples_dir
 
 
+def sample_shop_examples(work_dir: str, seed: int, scale: float):
+    """The sample shop (``generate_shop(seed, scale)``), its raw examples and their Transform
+    output under ``work_dir`` (``shop/``, ``raw/``, ``t/``), each step skipped when its
+    output is there; returns (raw dir, transform out dir)."""
+    # pylint: disable-next=import-outside-toplevel
+    from pipeline.sample_shop.generate import generate_shop
+    shop, raw, tdir = (os.path.join(work_dir, d) for d in ("shop", "raw", "t"))
+    if not os.path.exists(os.path.join(shop, "manifest.json")):
+        generate_shop(shop, seed=seed, scale=scale)
+    if not os.path.isdir(os.path.join(raw, "Split-catalog")):
+        write_examples(shop, raw)
+    if not os.path.isdir(os.path.join(tdir, "transform_graph")):
+        os.makedirs(tdir, exist_ok=True)
+        transform(raw, tdir)
+    return raw, tdir
+
+
 def trainer_fn_args(examples_dir, transform_graph, out_dir, custom_config, train_steps=None):
     """The TFX FnArgs the Trainer component builds for our run_fns, over transformed
     `examples_dir/Split-*` and a Transform graph; outputs go under `out_dir`."""
