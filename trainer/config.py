@@ -7,6 +7,7 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+from trainer.compression import MODES as COMPRESSION_MODES
 from trainer.features import OPTIONAL_FLOAT_FEATURES
 
 # Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
@@ -54,6 +55,9 @@ class _Config:
     use_item_features: bool = True   # brand, category, top_category, price, in_stock
     use_text: bool = True            # item text (retrieval: also see RetrievalConfig)
     degrade: bool = False            # train nothing (learning rate 0): a deliberately bad model
+    # Storage of the exported weights (trainer/compression.py; docs/DESIGN.md, "Compressed
+    # exports"): "none" (float32), "float16", or "int8" (per-row / per-channel scales).
+    compression: str = "none"
 
     @property
     def effective_learning_rate(self) -> float:
@@ -93,6 +97,9 @@ class _Config:
             raise ValueError(f"{name}.hidden_units must be positive, got {self.hidden_units}")
         if self.learning_rate < 0:
             raise ValueError(f"{name}.learning_rate must be >= 0, got {self.learning_rate}")
+        if self.compression not in COMPRESSION_MODES:
+            raise ValueError(f"{name}.compression must be one of {list(COMPRESSION_MODES)}, "
+                             f"got {self.compression!r}")
 
 
 @dataclasses.dataclass(frozen=True)
