@@ -196,6 +196,8 @@ class _Flow:
                 self.saves[var].append((scope, node))
             else:
                 self.reads[var].append((scope, node))
+                if _row_gathers(scope, node):
+                    self.gathered.add(var)
         elif op == "ResourceGather" and position == 0:
             if "batch_dims" in node.attr and node.attr["batch_dims"].i != 0:
                 self.problems[var].add(f"ResourceGather with batch_dims in {scope.name}")
@@ -272,57 +274,89 @@ def _unique(scope, base):
     return name
 
 
+def _row_gathers(scope, read) -> Optional[list]:
+    """The GatherV2 nodes (axis 0, no batch dims) that are the only consumers of a
+    ReadVariableOp's value (an embedding lookup on a tensor, as Keras 3 does), or None."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    consumers = scope.consumers(_refers_to(read.name, 0, "value"))
+    if scope.function is None or not consumers:
+        return None
+    for node, position in consumers:
+        if node.op != "GatherV2" or position != 0 or (
+                "batch_dims" in node.attr and node.attr["batch_dims"].i != 0):
+            return None
+        axis = scope.by_name.get(_Scope.source(node.input[2])[0])
+        if axis is None or axis.op != "Const" or int(
+                tf.make_ndarray(axis.attr["value"].tensor)) != 0:
+            return None
+    return [node for node, _ in consumers]
+
+
 def _rewrite_read(scope, node, stored_dtype, scale: Optional[np.ndarray], per_row: bool):
     """`node` (ReadVariableOp / ResourceGather) now yields the stored dtype; its consumers
-    read Cast(node) [* scale] instead."""
+    read the float32 values (Cast [* scales]). Rows gathered from the variable (ResourceGather,
+    or a read whose only consumers gather rows) are dequantised after the gather: only those
+    rows, with their own scales."""
+    node.attr["dtype"].type = stored_dtype
+    if node.op == "ResourceGather":
+        _dequantize_output(scope, node.name, "output", stored_dtype, scale, per_row,
+                           (node.input[1], node.attr["Tindices"]))
+        return
+    gathers = _row_gathers(scope, node)
+    if gathers is None:
+        _dequantize_output(scope, node.name, "value", stored_dtype, scale, per_row, None)
+        return
+    for gather in gathers:
+        gather.attr["Tparams"].type = stored_dtype
+        _dequantize_output(scope, gather.name, "output", stored_dtype, scale, per_row,
+                           (gather.input[1], gather.attr["Tindices"]))
+
+
+def _dequantize_output(scope, name, out_arg, stored_dtype, scale, per_row, rows_of):
+    """Consumers of output `out_arg` of node `name` (stored dtype) read Cast(it) [* scale]
+    instead. `rows_of` (indices ref, Tindices attr): the output holds rows of the variable
+    gathered with those indices."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow.core.framework import attr_value_pb2  # pylint: disable=import-outside-toplevel
-    out_arg = "value" if node.op == "ReadVariableOp" else "output"
-    old = scope.output_ref(node.name, out_arg)
-    node.attr["dtype"].type = stored_dtype
-    cast = scope.add(_node(_unique(scope, node.name + "/dequantize"), "Cast", [old],
-                           SrcT=_type_attr(stored_dtype), DstT=_type_attr(tf.float32.as_datatype_enum),
+    float32 = _type_attr(tf.float32.as_datatype_enum)
+    int32 = _type_attr(tf.int32.as_datatype_enum)
+    old = scope.output_ref(name, out_arg)
+    cast = scope.add(_node(_unique(scope, name + "/dequantize"), "Cast", [old],
+                           SrcT=_type_attr(stored_dtype), DstT=float32,
                            Truncate=attr_value_pb2.AttrValue(b=False)))
     new = scope.output_ref(cast.name, "y")
     added = {cast.name}
     if scale is not None:
-        if node.op == "ResourceGather" and per_row:
+        if rows_of is not None and per_row:
             # One scale per gathered row: gather the scales with the same indices.
-            rows = scope.add(_const(_unique(scope, node.name + "/row_scales"),
-                                    scale.reshape(-1)))
-            axis = scope.add(_const(_unique(scope, node.name + "/axis"),
-                                    np.array(0, np.int32)))
+            indices, tindices = rows_of
+            rows = scope.add(_const(_unique(scope, name + "/row_scales"), scale.reshape(-1)))
+            axis = scope.add(_const(_unique(scope, name + "/axis"), np.array(0, np.int32)))
             gathered = scope.add(_node(
-                _unique(scope, node.name + "/gather_scales"), "GatherV2",
-                [scope.output_ref(rows.name, "output"), node.input[1],
+                _unique(scope, name + "/gather_scales"), "GatherV2",
+                [scope.output_ref(rows.name, "output"), indices,
                  scope.output_ref(axis.name, "output")],
-                Tparams=_type_attr(tf.float32.as_datatype_enum),
-                Tindices=node.attr["Tindices"], Taxis=_type_attr(tf.int32.as_datatype_enum),
+                Tparams=float32, Tindices=tindices, Taxis=int32,
                 batch_dims=attr_value_pb2.AttrValue(i=0)))
-            minus_one = scope.add(_const(_unique(scope, node.name + "/last"),
-                                         np.array(-1, np.int32)))
+            last = scope.add(_const(_unique(scope, name + "/last"), np.array(-1, np.int32)))
             factor = scope.add(_node(
-                _unique(scope, node.name + "/expand_scales"), "ExpandDims",
+                _unique(scope, name + "/expand_scales"), "ExpandDims",
                 [scope.output_ref(gathered.name, "output"),
-                 scope.output_ref(minus_one.name, "output")],
-                T=_type_attr(tf.float32.as_datatype_enum),
-                Tdim=_type_attr(tf.int32.as_datatype_enum)))
-            added |= {rows.name, axis.name, gathered.name, minus_one.name, factor.name}
+                 scope.output_ref(last.name, "output")], T=float32, Tdim=int32))
+            added |= {rows.name, axis.name, gathered.name, last.name, factor.name}
             factor_ref = scope.output_ref(factor.name, "output")
         else:
             # A whole-variable read keeps the scales' keepdims shape; gathered rows of a
             # per-channel table broadcast against the scales without their axis 0.
-            shaped = scale if node.op == "ReadVariableOp" else scale.reshape(scale.shape[1:])
-            const = scope.add(_const(_unique(scope, node.name + "/scales"), shaped))
+            shaped = scale if rows_of is None else scale.reshape(scale.shape[1:])
+            const = scope.add(_const(_unique(scope, name + "/scales"), shaped))
             added.add(const.name)
             factor_ref = scope.output_ref(const.name, "output")
-        mul = scope.add(_node(_unique(scope, node.name + "/dequantized"), "Mul",
-                              [new, factor_ref], T=_type_attr(tf.float32.as_datatype_enum)))
+        mul = scope.add(_node(_unique(scope, name + "/dequantized"), "Mul",
+                              [new, factor_ref], T=float32))
         added.add(mul.name)
         new = scope.output_ref(mul.name, "z")
     scope.replace_uses(old, new, skip=added)
-    if scope.function is None:      # top-level refs "node" and "node:0" are the same tensor
-        scope.replace_uses(old + ":0", new, skip=added)
 
 
 def _retype_chain(scope, ref: str, dtype, backwards: bool) -> None:
