@@ -199,9 +199,10 @@ def quality(data: Dict, dirs: Dict[str, Dict]) -> Dict[str, Dict]:
     for mode, (ids, scores, ranking_scores) in outputs.items():
         overlap = np.mean([len(set(a[:10]) & set(b[:10])) / 10.0
                            for a, b in zip(ids, full_ids)])
+        def recall(k, _ids=ids):
+            return round(float(np.mean([t in row[:k] for t, row in zip(truth, _ids)])), 4)
         out[mode] = {
-            "recall_at_10": round(float(np.mean([t in row[:10] for t, row in zip(truth, ids)])), 4),
-            "recall_at_100": round(float(np.mean([t in row[:100] for t, row in zip(truth, ids)])), 4),
+            "recall_at_10": recall(10), "recall_at_100": recall(100),
             "top10_overlap_vs_full": round(float(overlap), 4),
             "retrieval_max_abs_score_diff": float(np.abs(scores - full_scores).max()),
             "ranking_click_auc": round(auc(labels, ranking_scores), 4),

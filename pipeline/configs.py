@@ -88,7 +88,8 @@ class PipelineConfig:
     ranking_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Storage of both exports' weights (trainer/compression.py; docs/DESIGN.md, "Compressed
     # exports"): "none" (float32), "float16" or "int8"; retrieval_config / ranking_config
-    # "compression" overrides it per model. Off: neither wins on the measured shop.
+    # "compression" overrides it per model. Off: they shrink the exports, but load, serve
+    # and rank no better (measured; docs/DESIGN.md).
     export_compression: str = "none"
     # Two-stage rows (pipeline/components/candidate_examples.py): sampled non-chosen pool
     # items per training context, and how many candidates each item-to-item source adds to

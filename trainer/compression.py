@@ -555,7 +555,8 @@ def _write_checkpoint(reader, replaced: Dict[str, np.ndarray], prefix: str) -> N
 def _write_fingerprint(export_dir: str) -> None:
     """fingerprint.pb of the rewritten files (TF records it at save time)."""
     try:
-        from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting  # pylint: disable=C0415
+        from tensorflow.python.saved_model.pywrap_saved_model import (  # pylint: disable=C0415
+            fingerprinting)
         data = fingerprinting.CreateFingerprintDef(export_dir)
     except Exception:  # noqa: BLE001  optional file: loaders do not need it
         return
@@ -571,29 +572,35 @@ def directory_bytes(path: str) -> int:
 
 def compress_in_place(export_dir: str, mode: str,
                       min_elements: int = MIN_ELEMENTS, keep=None) -> Optional[Dict]:
-    """The Trainers' export step: replaces the SavedModel in `export_dir` by its `mode`
-    compression (nothing for "none"); returns the report (None for "none")."""
+    """The Trainers' export step: replaces the SavedModel in `export_dir` (local or a
+    tf.io.gfile URL such as gs://) by its `mode` compression, assets and the warm-up file
+    kept (nothing for "none"); returns the report (None for "none")."""
     if check_mode(mode) == "none":
         return None
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    staging = tempfile.mkdtemp(prefix=".compress-", dir=parent)
-    target = os.path.join(staging, "model")
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    remote = "://" in export_dir
+    staging = tempfile.mkdtemp(prefix=".compress-", dir=None if remote else os.path.dirname(
+        os.path.abspath(export_dir)))
     try:
-        report = compress_saved_model(export_dir, target, mode, min_elements, keep)
+        source = export_dir
+        if remote:                      # the rewrite reads and writes local files
+            source = os.path.join(staging, "full")
+            _copy_tree(export_dir, source)
+        target = os.path.join(staging, "model")
+        report = compress_saved_model(source, target, mode, min_elements, keep)
         for name in ("saved_model.pb", "variables", "fingerprint.pb"):
             path = os.path.join(export_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-        for name in os.listdir(target):
-            destination = os.path.join(export_dir, name)
-            if name in ("saved_model.pb", "variables", "fingerprint.pb") or \
-                    not os.path.exists(destination):
-                shutil.move(os.path.join(target, name), destination)
-            elif name == "assets.extra":
-                shutil.copy2(os.path.join(target, name, REPORT_FILE),
-                             os.path.join(destination, REPORT_FILE))
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            elif tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+        _copy_tree(os.path.join(target, "variables"), os.path.join(export_dir, "variables"))
+        for name in ("saved_model.pb", "fingerprint.pb", os.path.join("assets.extra",
+                                                                      REPORT_FILE)):
+            if os.path.exists(os.path.join(target, name)):
+                tf.io.gfile.makedirs(os.path.dirname(os.path.join(export_dir, name)))
+                tf.io.gfile.copy(os.path.join(target, name), os.path.join(export_dir, name),
+                                 overwrite=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logging.info("compression: %s export %s: %d variables (%d values) rewritten, %d -> %d "
@@ -602,3 +609,14 @@ def compress_in_place(export_dir: str, mode: str,
                  report["size_bytes"]["compressed"],
                  [(k["variable"], k["reason"]) for k in report["kept_float32"]])
     return report
+
+
+def _copy_tree(source: str, destination: str) -> None:
+    """Copies a folder with tf.io.gfile (local paths or URLs on either side)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    for base, _, files in tf.io.gfile.walk(source):
+        relative = base[len(source):].lstrip("/")
+        out = os.path.join(destination, relative) if relative else destination
+        tf.io.gfile.makedirs(out)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(base, name), os.path.join(out, name), overwrite=True)
