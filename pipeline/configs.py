@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from pipeline import examples
+from trainer import compression
 from trainer import features as F
 
 PIPELINE_NAME = "shoprec"
@@ -103,6 +104,11 @@ class PipelineConfig:
     tuner_steps: int = 300
     tuner_holdout_percent: int = 15
     tuner_algorithm: str = "random"
+    # Storage of both exports' weights (trainer/compression.py; docs/DESIGN.md, "Compressed
+    # exports"): "none" (float32), "float16" or "int8"; retrieval_config / ranking_config
+    # "compression" overrides it per model. Off: they shrink the exports, but load, serve
+    # and rank no better (measured; docs/DESIGN.md).
+    export_compression: str = "none"
     # Two-stage rows (pipeline/components/candidate_examples.py): sampled non-chosen pool
     # items per training context, and how many candidates each item-to-item source adds to
     # retrieval's top K (keep equal to the API's settings of the same names).
@@ -204,6 +210,10 @@ class PipelineConfig:
         for name in ("filter_purchased", "enable_cache", "segments"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}: must be true or false")
+        try:
+            compression.check_mode(self.export_compression, "export_compression")
+        except ValueError as e:
+            problems.append(str(e))
         if self.domain_pretraining_steps < 0:
             problems.append(f"domain_pretraining_steps={self.domain_pretraining_steps}: "
                             "must be >= 0 (0 = off)")
@@ -237,7 +247,13 @@ class PipelineConfig:
         # retrieval_config says otherwise (trainer/config.py keeps "none" as the library
         # default so unit tests and ablations opt in explicitly).
         return {"seed": self.seed, "top_k": self.retrieval_top_k,
-                **DEFAULT_RETRIEVAL_CONFIG, **self.retrieval_config}
+                **DEFAULT_RETRIEVAL_CONFIG, **self._compression(), **self.retrieval_config}
+
+    def _compression(self) -> dict[str, Any]:
+        """The trainers' `compression` key; absent when "none" (their default), so the
+        default custom_configs stay what they were."""
+        mode = self.export_compression
+        return {} if mode == "none" else {"compression": mode}
 
     def tunes(self, model: str) -> bool:
         """A Tuner searches `model`'s ("retrieval" / "ranking") hyper-parameters."""
@@ -271,7 +287,7 @@ class PipelineConfig:
         # window holds few contexts per user and item. ranking_config overrides both.
         defaults = dict(TWO_STAGE_RANKING, external_features=self.two_stage_features()) \
             if self.two_stage else {}
-        return {"seed": self.seed, **defaults, **self.ranking_config}
+        return {"seed": self.seed, **defaults, **self._compression(), **self.ranking_config}
 
     def kubeflow_name(self) -> str:
         """KFP v2 pipeline names must match [a-z0-9][a-z0-9-]* (docs/DESIGN.md, "Pipeline")."""

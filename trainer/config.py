@@ -7,6 +7,7 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+from trainer.compression import MODES as COMPRESSION_MODES
 from trainer.features import OPTIONAL_FLOAT_FEATURES
 
 # Negatives of the retrieval softmax: the other clicked items of the batch (logQ-corrected),
@@ -73,6 +74,9 @@ class _Config:
     dp_l2_norm_clip: float = 1.0
     dp_microbatches: int = 0
     dp_delta: float = 0.0
+    # Storage of the exported weights (trainer/compression.py; docs/DESIGN.md, "Compressed
+    # exports"): "none" (float32), "float16", or "int8" (per-row / per-channel scales).
+    compression: str = "none"
 
     @property
     def effective_learning_rate(self) -> float:
@@ -112,6 +116,9 @@ class _Config:
             raise ValueError(f"{name}.hidden_units must be positive, got {self.hidden_units}")
         if self.learning_rate < 0:
             raise ValueError(f"{name}.learning_rate must be >= 0, got {self.learning_rate}")
+        if self.compression not in COMPRESSION_MODES:
+            raise ValueError(f"{name}.compression must be one of {list(COMPRESSION_MODES)}, "
+                             f"got {self.compression!r}")
         self._validate_robust_training()
 
     @property

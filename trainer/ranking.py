@@ -23,6 +23,7 @@ import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from trainer import adversarial
+from trainer import compression
 from trainer import data
 from trainer import distribute
 from trainer import dp
@@ -493,3 +494,5 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     signatures.export_ranking(fn_args.serving_model_dir, model, tft_output,
                               config.score_weight, text=add_text)
     signatures.write_warmup(fn_args, tft_output, "ranking")
+    # Weights stored as config.compression (docs/DESIGN.md, "Compressed exports").
+    compression.compress_in_place(fn_args.serving_model_dir, config.compression)

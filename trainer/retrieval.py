@@ -28,6 +28,7 @@ import tensorflow_transform as tft
 
 from trainer import adversarial
 from trainer import catalog_softmax
+from trainer import compression
 from trainer import data
 from trainer import distribute
 from trainer import dp
@@ -550,4 +551,6 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                                 catalog_embeddings, config.top_k, text=embedder,
                                 related=related)
     signatures.write_warmup(fn_args, tft_output, "retrieval")
+    # Weights stored as config.compression (docs/DESIGN.md, "Compressed exports").
+    compression.compress_in_place(fn_args.serving_model_dir, config.compression)
     logging.info("retrieval: exported in %.1f s", time.time() - started)
