@@ -18,6 +18,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -102,7 +104,13 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
               file=out)
         quiet.watch_components(total=len(ids), width=max(map(len, ids)))
     started = time.time()
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with contextlib.ExitStack() as stack:
+        if cfg.beam_mode == "external_pool" and not cfg.beam_worker_pool:
+            # A local Beam worker pool for this run (docs/DESIGN.md, "Distributed Beam runner").
+            from pipeline.beam_runners import worker_pool
+            cfg = dataclasses.replace(cfg, beam_worker_pool=stack.enter_context(worker_pool()))
+            pipeline = create_pipeline(cfg, metadata)
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     total = time.time() - started
     times = component_wall_times(cfg.metadata_path, cfg.pipeline_name, since=started)
     print_wall_times(times, total)      # in quiet mode: to the log (stdout is the log)

@@ -29,7 +29,9 @@ TWO_STAGE_FEATURES = (F.RETRIEVAL_SCORE, F.TRANSITION_SCORE, F.COOCCURRENCE_SCOR
 
 TWO_STAGE_RANKING = {"use_user_id": False, "embedding_l2": 3e-3}
 
-BEAM_MODES = ("in_memory", "multi_processing", "multi_threading")
+# "external_pool": PortableRunner, Beam's job service in the component, SDK harness processes
+# from a worker pool (pipeline/beam_runners.py; docs/DESIGN.md, "Distributed Beam runner").
+BEAM_MODES = ("in_memory", "multi_processing", "multi_threading", "external_pool")
 RUNNERS = ("local", "kubeflow_v2")
 # PipelineConfig.tuning: which trainers get a Tuner ("" = none; trainer/tuning.py).
 TUNING = ("", "retrieval", "ranking", "both")
@@ -77,6 +79,10 @@ class PipelineConfig:
     # --runner=DataflowRunner).
     beam_mode: str = "in_memory"
     beam_workers: int = 0                # 0 = one per core (multi_processing only)
+    # external_pool only: "host:port" of a Beam worker pool (python -m
+    # apache_beam.runners.worker.worker_pool_main --service_port=PORT); empty = the local
+    # runner starts one for the run (pipeline/beam_runners.py).
+    beam_worker_pool: str = ""
     extra_beam_args: tuple[str, ...] = ()
 
     # Trainers (custom_config is passed through to trainer/config.py, which validates it).
@@ -232,6 +238,10 @@ class PipelineConfig:
 
     def beam_pipeline_args(self) -> list[str]:
         """Beam args for every Beam-based component (DirectRunner unless extra args say else)."""
+        if self.beam_mode == "external_pool":
+            from pipeline import beam_runners  # pylint: disable=import-outside-toplevel
+            return (beam_runners.portable_args(self.beam_worker_pool or "localhost:50000")
+                    + list(self.extra_beam_args))
         args = [f"--direct_running_mode={self.beam_mode}"]
         workers = self.beam_workers if self.beam_mode == "multi_processing" else 1
         args.append(f"--direct_num_workers={workers}")
