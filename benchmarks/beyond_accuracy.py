@@ -115,10 +115,10 @@ def shop_facts(shop_tables, encode_titles=True):
     return facts, ids, history
 
 
-def relevance(lists, users, ids, shoppers, preferred):
+def relevance(lists, users, ids, shoppers, preferred, tops):
     """Mean expected clicks per list item under the planted tastes, and the share of list
     items in the shopper's planted favourite top category (``preferred``: user -> name;
-    the items' top categories come from the shop's catalog)."""
+    ``tops``: item id -> its top category in the shop's catalog)."""
     if shoppers is None:
         return {}
     ctr, on_top = [], []
@@ -128,7 +128,7 @@ def relevance(lists, users, ids, shoppers, preferred):
             continue
         click, _ = shoppers.probabilities(user, shown)
         ctr.append(float(np.mean(click)))
-        on_top.append(np.mean([shoppers.top_of[i] == preferred[user] for i in shown]))
+        on_top.append(np.mean([tops[i] == preferred[user] for i in shown]))
     return {"expected_ctr": float(np.mean(ctr)) if ctr else 0.0,
             "preferred_top_share": float(np.mean(on_top)) if on_top else 0.0}
 
@@ -138,7 +138,7 @@ def _answers(shop, serving, work_dir, settings, users, ids, pseudonym_key_file="
     answers by stage, seconds)."""
     # pylint: disable=import-outside-toplevel
     import portpicker
-    from benchmarks.product_run import InProcessApi
+    from benchmarks.product_run import API_SETTINGS, InProcessApi
     from serving.standin.model_config import ModelConfig
     from serving.standin.model_server import ModelServer
     row = {item: i for i, item in enumerate(ids)}
@@ -169,8 +169,6 @@ def _answers(shop, serving, work_dir, settings, users, ids, pseudonym_key_file="
     return lists, degraded, seconds
 
 
-API_SETTINGS = {"rate_limits": "off"}
-
 
 def measure(shop, serving, work_dir, seed=0, scale=1.0, max_users=None,
             pseudonym_key_file="", truth=True, encode_titles=True):
@@ -184,15 +182,14 @@ def measure(shop, serving, work_dir, seed=0, scale=1.0, max_users=None,
     if max_users:
         users = users[:max_users]
     shoppers = preferred = None
+    tops = dict(zip(tables.items[spec.ITEM_ID],
+                    [str(c).split(spec.CATEGORY_SEPARATOR)[0]
+                     for c in tables.items[spec.CATEGORIES]]))
     if truth:
         from benchmarks.ab_test import Shoppers, sample_truth
         from pipeline.sample_shop.truth import latent_groups
         catalog, population = sample_truth(seed, scale)
         shoppers = Shoppers(catalog, population)
-        tops = dict(zip(tables.items[spec.ITEM_ID],
-                        [str(c).split(spec.CATEGORY_SEPARATOR)[0]
-                         for c in tables.items[spec.CATEGORIES]]))
-        shoppers.top_of = tops
         groups = latent_groups(seed, scale)
         preferred = dict(zip(groups["user_id"], groups["preferred_top"]))
     rows = {}
@@ -201,7 +198,7 @@ def measure(shop, serving, work_dir, seed=0, scale=1.0, max_users=None,
                                             pseudonym_key_file, tag=f"setting{n}")
         rows[name] = {"api_settings": settings, "degraded_answers": degraded,
                       "seconds": round(seconds, 1), **B.measure(lists, facts),
-                      **relevance(lists, users, ids, shoppers, preferred)}
+                      **relevance(lists, users, ids, shoppers, preferred, tops)}
     order = np.argsort(-facts.popularity, kind="stable")
     row_of = {item: i for i, item in enumerate(ids)}
     popular = np.full((len(users), K), -1, np.int64)
@@ -209,7 +206,7 @@ def measure(shop, serving, work_dir, seed=0, scale=1.0, max_users=None,
         seen = {row_of[i] for i in history[user]}
         popular[n] = [i for i in order[:K + len(seen)] if i not in seen][:K]
     rows[REFERENCE] = {"api_settings": None, **B.measure(popular, facts),
-                       **relevance(popular, users, ids, shoppers, preferred)}
+                       **relevance(popular, users, ids, shoppers, preferred, tops)}
     return {"shop": {"seed": seed, "scale": scale, "items": len(ids), "users": len(users),
                      "new_items": int(facts.is_new.sum())},
             "k": K, "rows": rows}

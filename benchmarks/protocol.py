@@ -26,7 +26,7 @@ from trainer import beyond_accuracy, metrics
 from trainer.metrics import target_ranks  # noqa: F401  (re-exported)
 
 KS = (5, 10)
-LIST_K = 10        # the length of the lists the beyond-accuracy metrics look at
+LIST_K = beyond_accuracy.LIST_K
 VARIANTS = ("unfiltered", "filtered")
 
 

@@ -37,9 +37,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats
 
-METRICS = ("coverage", "diversity", "category_entropy", "novelty", "top1pct_share",
-           "exposure_gini", "brand_exposure_gini", "brands_exposed",
-           "new_item_exposure_ratio")
+LIST_K = 10                         # the list length the trainer and benchmarks measure
 NEW_ITEM_MAX_INTERACTIONS = 2       # default for ``new_items``: at most this many in train
 
 

@@ -15,7 +15,7 @@ from trainer import features as F
 from trainer import metrics
 
 _CHUNK = 512  # queries scored at once against the whole catalog
-LIST_K = 10   # the length of the lists the beyond-accuracy metrics look at
+LIST_K = beyond_accuracy.LIST_K
 
 
 def embed_catalog(candidate_tower: Callable, catalog_patterns: Sequence[str],
