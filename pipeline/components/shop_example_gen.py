@@ -1,10 +1,12 @@
 """ShopExampleGen: a TFX component turning a shop folder into train / eval / catalog examples.
 
-The executor validates the folder with the data contract (`load_shop`, policy `on_bad_rows`;
-a contract failure stops the run with the DataContractError message), writes the canonical
-events and items as Parquet to the executor's temporary dir, and runs the Beam pipeline of
-pipeline/components/example_beam.py on the pipeline's own `beam_pipeline_args` (in_memory,
-multi_processing, Flink, Dataflow ...). Example rules: pipeline/examples.py.
+The executor reads and validates the export with Beam I/O (pipeline/contract/beam_read.py:
+the data contract per chunk of rows, policy `on_bad_rows`, local or gs:// / s3:// folders,
+sharded `events-*.csv` tables; a contract failure stops the run with the DataContractError
+message), which writes the canonical events and items as Parquet to the executor's
+temporary dir, then runs the Beam pipeline of pipeline/components/example_beam.py on them;
+both on the pipeline's own `beam_pipeline_args` (in_memory, multi_processing, Flink,
+Dataflow ...). Example rules: pipeline/examples.py.
 
 Outputs
     examples: standard Examples, splits "train", ["rank",] "eval", "catalog" as
@@ -21,8 +23,6 @@ in data_dir change; run with enable_cache=False (the project default) when data 
 import datetime as dt
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Dict, List
 
@@ -37,6 +37,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from pipeline import examples
 from pipeline.components import example_beam
+from pipeline.contract import beam_read
 from trainer import features
 
 POLICIES = ("fail", "quarantine")
@@ -78,43 +79,34 @@ def check_parameters(data_dir: Any, on_bad_rows: Any, eval_fraction: Any,
                          f"got {session_gap_minutes!r}")
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri
-
-
 def _write_json(uri: str, payload: dict) -> None:
     with FileSystems.create(uri) as out:
         out.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _load_shop(data_dir: str, on_bad_rows: str, report_uri: str, pseudonyms=None):
-    """load_shop, with its quarantine files landing in report_uri (local or remote)."""
-    from pipeline.contract.load import load_shop
-
-    if on_bad_rows != "quarantine":
-        return load_shop(data_dir, on_bad_rows, pseudonyms=pseudonyms)
-    if not _is_remote(report_uri):
-        return load_shop(data_dir, on_bad_rows, report_dir=report_uri, pseudonyms=pseudonyms)
-    local = tempfile.mkdtemp(prefix="shop_report_")
-    try:
-        shop = load_shop(data_dir, on_bad_rows, report_dir=local, pseudonyms=pseudonyms)
-        for name in os.listdir(local):
-            with open(os.path.join(local, name), "rb") as src, \
-                    FileSystems.create(os.path.join(report_uri, name)) as dst:
-                dst.write(src.read())
-        return shop
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+def _write_quarantine(report, report_uri: str) -> None:
+    """quarantine.jsonl and quarantine_summary.json into report_uri (local or remote)."""
+    with FileSystems.create(os.path.join(report_uri, "quarantine.jsonl")) as out:
+        for row in report.quarantined:
+            out.write((row.to_json() + "\n").encode("utf-8"))
+    _write_json(os.path.join(report_uri, "quarantine_summary.json"), report.summary())
 
 
-def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
+def generate_shop_examples(make_pipeline, data_dir: str, on_bad_rows: str,
                            eval_fraction: float, session_gap_minutes: int, examples_uri: str,
                            report_uri: str, work_dir: str, pseudonym_key_file: str = "",
                            erasures_from: str = "", erasure_key_file: str = "",
                            rank_fraction: float = 0.0, eval_from: str = "",
                            rank_from: str = "",
-                           history_length: int = features.HISTORY_LENGTH) -> dict:
+                           history_length: int = features.HISTORY_LENGTH,
+                           chunk_rows: int = beam_read.CHUNK_ROWS) -> dict:
     """Validate the shop, run the Beam example pipeline, write and return the summary.
+
+    Two Beam pipelines from ``make_pipeline()`` (a fresh beam.Pipeline each call, e.g. the
+    executor's ``_make_beam_pipeline``): the data contract applied while reading the export
+    (pipeline/contract/beam_read.py: any Beam filesystem, sharded tables, ``chunk_rows``
+    records validated together), then example generation on the canonical rows it kept.
+    A contract failure raises DataContractError before examples are built.
 
     ``pseudonym_key_file``: user ids become keyed pseudonyms before anything is written
     ("" = raw ids; docs/privacy.md). ``erasures_from``: an event store URL whose erasure list
@@ -127,32 +119,35 @@ def generate_shop_examples(beam_pipeline, data_dir: str, on_bad_rows: str,
     check_parameters(data_dir, on_bad_rows, eval_fraction, session_gap_minutes,
                      rank_fraction, eval_from, rank_from, history_length)
     began = time.perf_counter()
-    pseudonyms = None
-    if pseudonym_key_file:
+    privacy = {"user_ids": "raw (no pseudonym_key_file)", "erased_events_removed": 0}
+    if pseudonym_key_file:     # read here first: a bad key file fails before any work
         from pipeline.contract.pseudonym import Pseudonyms
-        pseudonyms = Pseudonyms.from_file(pseudonym_key_file)
-    shop = _load_shop(data_dir, on_bad_rows, report_uri, pseudonyms)
-    privacy = {"user_ids": f"pseudonymised (key id {pseudonyms.key_id})" if pseudonyms
-               else "raw (no pseudonym_key_file)", "erased_events_removed": 0}
+        privacy["user_ids"] = (f"pseudonymised (key id "
+                               f"{Pseudonyms.from_file(pseudonym_key_file).key_id})")
     if erasures_from:
         from serving.events.erasure import read_erasures, read_key_file
-        kept = read_erasures(erasures_from, read_key_file(erasure_key_file)).exclude(
-            shop.events)
-        privacy["erased_events_removed"] = len(shop.events) - len(kept)
-        shop.events = kept.reset_index(drop=True)
+        read_erasures(erasures_from, read_key_file(erasure_key_file))   # key checked here
+    files = beam_read.find_shop_files(data_dir)
+    canonical_dir = os.path.join(work_dir, "canonical")
+    with make_pipeline() as p:
+        beam_read.add_validation(p, files, on_bad_rows, canonical_dir, pseudonym_key_file,
+                                 erasures_from, erasure_key_file, chunk_rows)
+    report, extra = beam_read.read_report(files, on_bad_rows, canonical_dir, data_dir)
+    if on_bad_rows == "quarantine":          # written even if nothing usable is left
+        _write_quarantine(report, report_uri)
+    privacy["erased_events_removed"] = extra["erased_events"]
+    if extra["erased_events"]:
         logging.info("ShopExampleGen: %d events of erased users removed",
-                     privacy["erased_events_removed"])
-    events_path, items_path = example_beam.write_canonical_tables(
-        shop.events, shop.items, work_dir)
-    table_report, catalog_size = shop.report.summary(), len(shop.items)
-    del shop                                  # the Beam pipeline reads the Parquet copies
+                     extra["erased_events"])
+    table_report, catalog_size = report.summary(), extra["items_kept"]
+    events_path, items_path = beam_read.canonical_patterns(canonical_dir)
     counts_path = os.path.join(work_dir, "example_counts.json")
     loaded = time.perf_counter()
-    with beam_pipeline as p:
+    with make_pipeline() as p:
         example_beam.build_pipeline(p, events_path, items_path, examples_uri, counts_path,
                                     eval_fraction, session_gap_minutes, rank_fraction,
                                     eval_from, rank_from, history_length)
-    logging.info("ShopExampleGen: load_shop + Parquet %.1f s, Beam pipeline %.1f s",
+    logging.info("ShopExampleGen: read + validate (Beam) %.1f s, examples (Beam) %.1f s",
                  loaded - began, time.perf_counter() - loaded)
     summary = {DATA_DIR: data_dir, EVAL_FRACTION: eval_fraction, RANK_FRACTION: rank_fraction,
                EVAL_FROM: eval_from or None, RANK_FROM: rank_from or None,
@@ -189,13 +184,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         examples_artifact = artifact_utils.get_single_instance(output_dict[EXAMPLES])
         report = artifact_utils.get_single_instance(output_dict[REPORT])
-        work_dir = os.path.join(self._get_tmp_dir(), "canonical")
+        work_dir = os.path.join(self._get_tmp_dir(), "shop")
         rank_fraction = float(exec_properties.get(RANK_FRACTION) or 0.0)
         eval_from = exec_properties.get(EVAL_FROM) or ""
         rank_from = exec_properties.get(RANK_FROM) or ""
         with_rank = examples.has_rank_split(rank_fraction, eval_from, rank_from)
         summary = generate_shop_examples(
-            self._make_beam_pipeline(), exec_properties[DATA_DIR],
+            self._make_beam_pipeline, exec_properties[DATA_DIR],
             exec_properties[ON_BAD_ROWS], float(exec_properties[EVAL_FRACTION]),
             int(exec_properties[SESSION_GAP_MINUTES]), examples_artifact.uri, report.uri,
             work_dir, exec_properties.get(PSEUDONYM_KEY_FILE) or "",

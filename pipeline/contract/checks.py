@@ -99,8 +99,9 @@ def _flag_duplicates(raw: RawTable, issues: RowIssues, name: str, ids: Parsed) -
                                f"duplicate {name} {key!r} (first seen at {where})"))
 
 
-def check_items(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
-    """Canonical items columns and the problems of each row."""
+def check_items(raw: RawTable, duplicates: bool = True) -> tuple[pd.DataFrame, RowIssues]:
+    """Canonical items columns and the problems of each row (``duplicates=False``: repeated
+    item ids are left to the caller, e.g. across the chunks of a Beam read)."""
     issues = RowIssues(raw)
     item_id = _required_text(raw, issues, spec.ITEM_ID)
     title = _required_text(raw, issues, spec.TITLE, "empty_title", "title must not be empty")
@@ -116,7 +117,8 @@ def check_items(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
     issues.add_parsed(spec.IN_STOCK, in_stock)
     created = parse_timestamp(_column(raw, spec.CREATED_AT))
     issues.add_parsed(spec.CREATED_AT, created, code="bad_timestamp")
-    _flag_duplicates(raw, issues, spec.ITEM_ID, item_id)
+    if duplicates:
+        _flag_duplicates(raw, issues, spec.ITEM_ID, item_id)
     categories = normalise_categories(texts[spec.CATEGORIES].values)
     for name, values in ((spec.ITEM_ID, item_id.values), (spec.TITLE, title.values),
                          (spec.DESCRIPTION, texts[spec.DESCRIPTION].values),
@@ -135,12 +137,14 @@ def check_items(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
     return frame, issues
 
 
-def check_users(raw: RawTable) -> tuple[pd.DataFrame, RowIssues]:
-    """Canonical users columns (user_id + free attributes as text) and row problems."""
+def check_users(raw: RawTable, duplicates: bool = True) -> tuple[pd.DataFrame, RowIssues]:
+    """Canonical users columns (user_id + free attributes as text) and row problems
+    (``duplicates``: as check_items)."""
     issues = RowIssues(raw)
     user_id = _required_text(raw, issues, spec.USER_ID)
     _flag_too_long(issues, spec.USER_ID, user_id.values)
-    _flag_duplicates(raw, issues, spec.USER_ID, user_id)
+    if duplicates:
+        _flag_duplicates(raw, issues, spec.USER_ID, user_id)
     data = {spec.USER_ID: user_id.values}
     for name in raw.columns:
         if name != spec.USER_ID:

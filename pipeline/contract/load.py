@@ -25,7 +25,8 @@ from pipeline.contract.tables import (RawTable, TableReadError, find_table_file,
                                unsupported_files)
 
 __all__ = ["DataContractError", "POLICIES", "Problem", "ShopTables", "ValidationReport",
-           "load_shop", "main"]
+           "column_problems", "load_shop", "main", "missing_file_problem", "require_rows",
+           "row_outcomes"]
 
 POLICIES = ("fail", "quarantine")
 
@@ -93,7 +94,7 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None,
         _pseudonymise(frames, report, pseudonyms)
     if report_dir is not None:        # written even if nothing usable is left: it says why
         report.write(Path(report_dir))
-    _require_rows(report, frames)
+    require_rows(report, {name: len(frame) for name, frame in frames.items()})
     users = frames.get("users", pd.DataFrame({spec.USER_ID: pd.Series(dtype=object)}))
     events = frames["events"].sort_values(spec.TIMESTAMP, kind="mergesort")
     return ShopTables(frames["items"].reset_index(drop=True), users.reset_index(drop=True),
@@ -128,9 +129,9 @@ def _read_tables(data_dir: Path) -> dict[str, RawTable]:
             problems.append(Problem(name, err.file, line, "" if line is None else str(line),
                                     None, "unreadable_file", err.message))
             continue
-        column_problems = _column_problems(name, raw)
-        problems.extend(column_problems)
-        if not column_problems:
+        found = column_problems(name, raw)
+        problems.extend(found)
+        if not found:
             raws[name] = raw
     if problems:
         raise DataContractError(problems, f"cannot use the shop data in {data_dir}")
@@ -139,13 +140,17 @@ def _read_tables(data_dir: Path) -> dict[str, RawTable]:
 
 def _missing_file_problem(data_dir: Path, name: str) -> Problem:
     """Problem for a required table that has no file, hinting at unsupported extensions."""
-    others = unsupported_files(data_dir, name)
+    return missing_file_problem(data_dir, name, unsupported_files(data_dir, name))
+
+
+def missing_file_problem(data_dir, name: str, others: list[str]) -> Problem:
+    """Problem for a required table without a file (``others``: its unsupported files)."""
     hint = f" (found {', '.join(others)}: unsupported format)" if others else ""
     return Problem(name, f"{name}.csv|parquet|jsonl", None, "", None, "missing_file",
                    f"required file is missing from {data_dir}{hint}")
 
 
-def _column_problems(name: str, raw: RawTable) -> list[Problem]:
+def column_problems(name: str, raw: RawTable) -> list[Problem]:
     """Missing required columns and (for items/events) unknown columns."""
     table = spec.TABLES[name]
     problems = []
@@ -178,19 +183,28 @@ def _bad_rows(issues: RowIssues, raw: RawTable) -> np.ndarray:
 def _apply_policy(name: str, raw: RawTable, frame: pd.DataFrame, issues: RowIssues,
                   report: ValidationReport) -> pd.DataFrame:
     """Record problems and counts for one table; return its frame without bad rows."""
-    for pos, field, code, message in issues.entries:
-        line = int(raw.lines[pos])
-        report.problems.append(Problem(name, raw.name, line, raw.location(line), field, code,
-                                       message))
-    for record in raw.bad_records:
-        report.problems.append(Problem(name, raw.name, record.line, raw.location(record.line),
-                                       None, "malformed_record", record.message))
-    bad = _bad_rows(issues, raw)
+    problems, quarantined, bad = row_outcomes(name, raw, issues, report.policy)
+    report.problems.extend(problems)
+    report.quarantined.extend(quarantined)
     report.tables[name] = TableCounts(raw.name, raw.rows_read, int((~bad).sum()),
                                       int(bad.sum()) + len(raw.bad_records))
-    if report.policy == "quarantine":
-        report.quarantined.extend(_quarantined_rows(name, raw, issues, bad))
     return frame[~bad]
+
+
+def row_outcomes(name: str, raw: RawTable, issues: RowIssues, policy: str):
+    """(problems, quarantined rows (policy "quarantine" only), bad-row mask) of one table or
+    one chunk of it: a problem per issue and per bad record, in file order per kind."""
+    problems = []
+    for pos, field, code, message in issues.entries:
+        line = int(raw.lines[pos])
+        problems.append(Problem(name, raw.name, line, raw.location(line), field, code,
+                                message))
+    for record in raw.bad_records:
+        problems.append(Problem(name, raw.name, record.line, raw.location(record.line),
+                                None, "malformed_record", record.message))
+    bad = _bad_rows(issues, raw)
+    quarantined = _quarantined_rows(name, raw, issues, bad) if policy == "quarantine" else []
+    return problems, quarantined, bad
 
 
 def _quarantined_rows(name: str, raw: RawTable, issues: RowIssues,
@@ -215,12 +229,13 @@ def _quarantined_rows(name: str, raw: RawTable, issues: RowIssues,
     return sorted(rows, key=lambda r: r.line)
 
 
-def _require_rows(report: ValidationReport, frames: dict[str, pd.DataFrame]) -> None:
-    """Items and events must keep at least one row, else nothing downstream can work."""
+def require_rows(report: ValidationReport, kept: dict[str, int]) -> None:
+    """Items and events must keep at least one row (``kept``: rows per table), else nothing
+    downstream can work."""
     empty = [Problem(name, report.tables[name].file, None, "", None, "no_rows",
                      "no usable rows" + (" left after quarantine"
                                          if report.tables[name].rows_read else ""))
-             for name in ("items", "events") if len(frames[name]) == 0]
+             for name in ("items", "events") if kept[name] == 0]
     if empty:
         raise DataContractError(empty + report.problems)
 

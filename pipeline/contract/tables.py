@@ -8,6 +8,7 @@ rows, malformed JSON lines) are kept aside as ``BadRecord`` so the caller can re
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -97,14 +98,34 @@ def read_table(path: Path) -> RawTable:
     if fmt is None:
         raise TableReadError(path.name, f"unsupported file type '{path.suffix}' "
                              f"(use one of {', '.join(FORMATS)})")
-    reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[fmt]
     try:
-        return reader(path)
-    except UnicodeDecodeError as err:
-        raise TableReadError(path.name,
-                             f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+        with open(path, "rb") as handle:
+            return next(iter_chunks(handle, path.name, fmt, None))
     except OSError as err:
         raise TableReadError(path.name, f"cannot read file: {err}") from err
+
+
+def iter_chunks(handle, name: str, fmt: str, chunk_rows: int | None):
+    """RawTables of at most ``chunk_rows`` records each (None: one) from a binary file object.
+
+    Locations stay those of the whole file; bad records belong to the chunk they occur in;
+    at least one chunk (maybe empty) is yielded for a usable file. Raises TableReadError for a
+    file-level problem (not UTF-8, bad header, malformed CSV quoting, unreadable Parquet),
+    possibly after earlier chunks were yielded. ``handle`` may be any readable stream (Beam's
+    FileSystems.open for gs:// or s3://); Parquet needs it seekable.
+    """
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(
+            chunk_rows, int) or chunk_rows < 1):
+        raise ValueError(f"chunk_rows must be an int >= 1 or None, got {chunk_rows!r}")
+    reader = {"csv": _csv_chunks, "parquet": _parquet_chunks, "jsonl": _jsonl_chunks}[fmt]
+    try:
+        yield from reader(handle, Path(name), chunk_rows)
+    except UnicodeDecodeError as err:
+        raise TableReadError(name, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
+def _full(count: int, chunk_rows: int | None) -> bool:
+    return chunk_rows is not None and count >= chunk_rows
 
 
 def _check_header(path: Path, columns: list[str], line: int | None) -> None:
@@ -121,83 +142,104 @@ def _check_header(path: Path, columns: list[str], line: int | None) -> None:
         seen.add(name)
 
 
-def _read_csv(path: Path) -> RawTable:
+def _csv_chunks(handle, path: Path, chunk_rows: int | None):
     """CSV with a header row; every value is a str. Blank lines are skipped."""
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text, strict=True)
+    header: list[str] | None = None
+    header_line, end = 1, 0
     rows: list[list[str]] = []
     lines: list[int] = []
     bad: list[BadRecord] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, strict=True)
-        header: list[str] | None = None
-        header_line = 1
-        end = 0
-        try:
-            for row in reader:
-                start, end = end + 1, reader.line_num
-                if not row:
-                    continue
-                if header is None:
-                    header = [name.strip() for name in row]
-                    header_line = start
-                    _check_header(path, header, header_line)
-                    width = len(header)
-                elif len(row) == width:
-                    rows.append(row)
-                    lines.append(start)
-                else:
-                    bad.append(BadRecord(start, f"has {len(row)} fields but the header has "
-                                         f"{width}", ",".join(row)))
-        except csv.Error as err:
-            raise TableReadError(path.name, f"malformed CSV in the record starting here: {err} "
-                                 "(unbalanced double quote?)", end + 1) from err
+
+    def chunk():
+        frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else \
+            pd.DataFrame({name: pd.Series(dtype=object) for name in header})
+        return RawTable(path, "csv", header, frame, np.asarray(lines, dtype=np.int64),
+                        list(bad), {name: header_line for name in header})
+
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row:
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                header_line = start
+                _check_header(path, header, header_line)
+                width = len(header)
+            elif len(row) == width:
+                rows.append(row)
+                lines.append(start)
+            else:
+                bad.append(BadRecord(start, f"has {len(row)} fields but the header has "
+                                     f"{width}", ",".join(row)))
+            if _full(len(rows) + len(bad), chunk_rows):
+                yield chunk()
+                rows, lines, bad = [], [], []
+    except csv.Error as err:
+        raise TableReadError(path.name, f"malformed CSV in the record starting here: {err} "
+                             "(unbalanced double quote?)", end + 1) from err
     if header is None:
         raise TableReadError(path.name, "no header row (the file is empty)")
-    frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else \
-        pd.DataFrame({name: pd.Series(dtype=object) for name in header})
-    return RawTable(path, "csv", header, frame, np.asarray(lines, dtype=np.int64), bad,
-                    {name: header_line for name in header})
+    yield chunk()
 
 
-def _read_jsonl(path: Path) -> RawTable:
-    """One JSON object per line; a key absent from a line reads as None. Blank lines skipped."""
+def _jsonl_chunks(handle, path: Path, chunk_rows: int | None):
+    """One JSON object per line; a key absent from a line reads as None. Blank lines skipped.
+
+    A chunk's columns are the keys seen up to its end (``column_lines``: where each first
+    appeared in the file)."""
     records: list[dict] = []
     lines: list[int] = []
     bad: list[BadRecord] = []
     first_seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                bad.append(BadRecord(number, f"malformed JSON: {err.msg} (column {err.colno})",
-                                     text.rstrip("\r\n")))
-                continue
-            except (ValueError, RecursionError) as err:   # a 5,000-digit number; [[[[...
-                bad.append(BadRecord(number, f"unreadable JSON: {json_problem(err)}",
-                                     text.rstrip("\r\n")))
-                continue
+    first_bad: list[BadRecord] = []
+
+    def chunk(last: bool):
+        columns = [name.strip() for name in first_seen]
+        if not columns and last:        # no key anywhere in the file
+            problem = first_bad[0] if first_bad else None
+            why = (f"; line {problem.line}: {problem.message}" if problem else
+                   " (every object is empty {})" if records else " (the file is empty)")
+            raise TableReadError(path.name, f"no JSON object records{why}")
+        if columns:
+            _check_header(path, columns, None)
+        data = {name.strip(): pd.Series([r.get(name) for r in records], dtype=object)
+                for name in first_seen}
+        frame = pd.DataFrame(data) if data else \
+            pd.DataFrame(index=pd.RangeIndex(len(records)))
+        return RawTable(path, "jsonl", columns, frame, np.asarray(lines, dtype=np.int64),
+                        list(bad), {name.strip(): line for name, line in first_seen.items()})
+
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig")
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad.append(BadRecord(number, f"malformed JSON: {err.msg} (column {err.colno})",
+                                 line.rstrip("\r\n")))
+        except (ValueError, RecursionError) as err:   # a 5,000-digit number; [[[[...
+            bad.append(BadRecord(number, f"unreadable JSON: {json_problem(err)}",
+                                 line.rstrip("\r\n")))
+        else:
             if not isinstance(record, dict):
                 bad.append(BadRecord(number, "expected a JSON object {...} on each line, got "
-                                     f"{type(record).__name__}", text.rstrip("\r\n")))
-                continue
-            if not first_seen.keys() >= record.keys():
-                for key in record:
-                    first_seen.setdefault(key, number)
-            records.append(record)
-            lines.append(number)
-    columns = [name.strip() for name in first_seen]
-    if not columns:
-        why = (f"; line {bad[0].line}: {bad[0].message}" if bad else
-               " (every object is empty {})" if records else " (the file is empty)")
-        raise TableReadError(path.name, f"no JSON object records{why}")
-    _check_header(path, columns, None)
-    data = {name.strip(): pd.Series([r.get(name) for r in records], dtype=object)
-            for name in first_seen}
-    frame = pd.DataFrame(data) if data else pd.DataFrame(index=pd.RangeIndex(len(records)))
-    return RawTable(path, "jsonl", columns, frame, np.asarray(lines, dtype=np.int64), bad,
-                    {name.strip(): line for name, line in first_seen.items()})
+                                     f"{type(record).__name__}", line.rstrip("\r\n")))
+            else:
+                if not first_seen.keys() >= record.keys():
+                    for key in record:
+                        first_seen.setdefault(key, number)
+                records.append(record)
+                lines.append(number)
+        if bad and not first_bad:
+            first_bad.append(bad[0])
+        if _full(len(records) + len(bad), chunk_rows):
+            yield chunk(last=False)
+            records, lines, bad = [], [], []
+    yield chunk(last=True)
 
 
 def json_problem(err: Exception) -> str:
@@ -207,24 +249,38 @@ def json_problem(err: Exception) -> str:
     return str(err).split(";")[0]      # "Exceeds the limit (4300 digits) for integer ..."
 
 
-def _read_parquet(path: Path) -> RawTable:
+def _parquet_chunks(handle, path: Path, chunk_rows: int | None):
     """Parquet columns with their types; integer columns with nulls keep Python ints."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, ValueError) as err:
+        source = pq.ParquetFile(handle)
+        names = source.schema_arrow.names
+        # pandas bookkeeping (a saved non-default index) is not shop data
+        keep = [n for n in names if not _PANDAS_INDEX.match(n)]
+        columns = [name.strip() for name in keep]
+        _check_header(path, columns, None)
+        if chunk_rows is None:
+            batches = [source.read(columns=keep)] if source.metadata.num_rows else []
+        else:
+            batches = source.iter_batches(batch_size=chunk_rows, columns=keep)
+        first = 1
+        for batch in batches:
+            yield _parquet_chunk(path, columns, batch, first)
+            first += batch.num_rows
+    except (pa.ArrowException, ValueError, OSError) as err:
         raise TableReadError(path.name, f"unreadable Parquet file: {err}") from err
-    # pandas bookkeeping (a saved non-default index) is not shop data
-    table = table.drop([n for n in table.column_names if _PANDAS_INDEX.match(n)])
-    columns = [name.strip() for name in table.column_names]
-    _check_header(path, columns, None)
-    frame = table.to_pandas(ignore_metadata=True, integer_object_nulls=True,
+    if first == 1:
+        yield _parquet_chunk(path, columns, source.schema_arrow.empty_table().select(keep), 1)
+
+
+def _parquet_chunk(path: Path, columns: list[str], batch, first: int) -> RawTable:
+    frame = batch.to_pandas(ignore_metadata=True, integer_object_nulls=True,
                             date_as_object=False)
     frame.columns = columns
     for name in columns:
         if isinstance(frame[name].dtype, pd.CategoricalDtype):
             frame[name] = frame[name].astype(object)
-    lines = np.arange(1, len(frame) + 1, dtype=np.int64)
+    lines = np.arange(first, first + len(frame), dtype=np.int64)
     return RawTable(path, "parquet", columns, frame.reset_index(drop=True), lines)

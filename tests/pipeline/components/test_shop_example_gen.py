@@ -53,7 +53,7 @@ def direct_pipeline():
 def run_executor(tmp_path, data_dir, on_bad_rows="fail", **options):
     uris = {name: str(tmp_path / name) for name in ("examples", "report", "work")}
     os.makedirs(uris["report"], exist_ok=True)
-    summary = seg.generate_shop_examples(direct_pipeline(), data_dir, on_bad_rows, 0.2, 30,
+    summary = seg.generate_shop_examples(direct_pipeline, data_dir, on_bad_rows, 0.2, 30,
                                          uris["examples"], uris["report"], uris["work"],
                                          **options)
     return uris, summary
