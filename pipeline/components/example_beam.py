@@ -162,7 +162,7 @@ class _SplitByTime(beam.DoFn):
         yield beam.pvalue.TaggedOutput(examples.split_of(row[0], *cutoffs), row)
 
 
-def _summary(_, cutoffs, split_counts, unit_splits):
+def _summary(_, cutoffs, split_counts, unit_splits, tallies=()):
     splits = {}
     for split in unit_splits:
         counts = dict(split_counts).get(split) or (0,) * (1 + len(_RATE_LABELS))
@@ -171,7 +171,7 @@ def _summary(_, cutoffs, split_counts, unit_splits):
         splits[split].update({f"{key}_rate": (counts[i + 1] / n if n else 0.0)
                               for i, key in enumerate(_RATE_LABELS)})
     return json.dumps({"cutoff_timestamp": cutoffs[0], "rank_cutoff_timestamp": cutoffs[1],
-                       "splits": splits}, sort_keys=True)
+                       "splits": splits, "tallies": dict(tallies)}, sort_keys=True)
 
 
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
@@ -201,15 +201,27 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
     items = (pipeline
              | "ReadItems" >> beam.io.ReadFromParquet(items_path)
              | "ItemFeatures" >> beam.Map(examples.item_features))
-    rows = (pipeline
-            | "ReadEvents" >> beam.io.ReadFromParquet(events_path)
-            | "KeyByUser" >> beam.Map(_event_tuple)
-            | "GroupByUser" >> beam.GroupByKey()
+    events = pipeline | "ReadEvents" >> beam.io.ReadFromParquet(events_path)
+    by_user = events | "KeyByUser" >> beam.Map(_event_tuple) | "GroupByUser" >> beam.GroupByKey()
+    rows = (by_user
             | "UserExamples" >> beam.FlatMapTuple(
                 _user_examples,
                 items=beam.pvalue.AsDict(
                     items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
-                gap_seconds=gap_seconds, history_length=history_length))
+                gap_seconds=gap_seconds, history_length=history_length)
+            # Materialise the units before the split: without this break, Beam 2.72's
+            # DirectRunner in multi_processing mode lost 0.5-2 % of the split's outputs at
+            # random (1.1M events; docs/DESIGN.md "Pipeline data at scale"). The tallies
+            # below catch any such loss on every runner.
+            | "MaterialiseUnits" >> beam.Reshuffle())
+    tallies = [
+        events | "CountEvents" >> beam.combiners.Count.Globally()
+        | "TallyEvents" >> beam.Map(lambda n: ("events_read", n)),
+        by_user | "GroupSizes" >> beam.MapTuple(lambda _, group: sum(1 for _ in group))
+        | "SumGrouped" >> beam.CombineGlobally(sum)
+        | "TallyGrouped" >> beam.Map(lambda n: ("events_grouped", n)),
+        rows | "CountUnits" >> beam.combiners.Count.Globally()
+        | "TallyUnits" >> beam.Map(lambda n: ("units", n))]
     if fixed[0] is not None:
         cutoffs = pipeline | "FixedCutoffs" >> beam.Create([fixed])
     else:
@@ -236,6 +248,7 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
          | "Summary" >> beam.Map(
              _summary,
              cutoffs=as_single(cutoffs), unit_splits=unit_splits,
+             tallies=beam.pvalue.AsList(tallies | "AllTallies" >> beam.Flatten()),
              split_counts=as_single(
                  label_counts | "AllLabels" >> beam.Flatten()
                  | "SumLabels" >> beam.CombinePerKey(_SumColumns(1 + len(_RATE_LABELS)))
@@ -244,7 +257,22 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
              summary_path, num_shards=1, shard_name_template=""))
 
 
-def read_summary(summary_path: str) -> dict:
-    """The counts the pipeline wrote (see _summary)."""
+def read_summary(summary_path: str, events_expected: int | None = None) -> dict:
+    """The counts the pipeline wrote (see _summary), checked: every event read is grouped,
+    every unit built lands in a split (and, with ``events_expected``, that many events were
+    read). Raises RuntimeError naming the step when a runner lost data."""
     with FileSystems.open(summary_path) as f:
-        return json.loads(f.read().decode("utf-8"))
+        summary = json.loads(f.read().decode("utf-8"))
+    tallies = summary.get("tallies", {})
+    written = sum(s["examples"] for s in summary["splits"].values())
+    checks = [("events read", events_expected, tallies.get("events_read")),
+              ("events grouped by user", tallies.get("events_read"),
+               tallies.get("events_grouped")),
+              ("units written to the splits", tallies.get("units"), written)]
+    for what, expected, got in checks:
+        if expected is not None and got != expected:
+            raise RuntimeError(
+                f"the Beam runner lost data: {what}: {got} of {expected}; the examples are "
+                f"incomplete (known with the DirectRunner's multi_processing mode, "
+                f"docs/DESIGN.md \"Pipeline data at scale\"; run with beam_mode in_memory)")
+    return summary

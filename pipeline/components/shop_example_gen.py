@@ -153,7 +153,7 @@ def generate_shop_examples(make_pipeline, data_dir: str, on_bad_rows: str,
                EVAL_FROM: eval_from or None, RANK_FROM: rank_from or None,
                SESSION_GAP_MINUTES: session_gap_minutes, HISTORY_LENGTH: history_length,
                "privacy": privacy, **table_report,
-               **example_beam.read_summary(counts_path)}
+               **example_beam.read_summary(counts_path, extra["events_written"])}
     summary["splits"][features.CATALOG_SPLIT] = {"examples": catalog_size}
     for key in ("cutoff", "rank_cutoff"):
         cutoff = summary[f"{key}_timestamp"]

@@ -479,5 +479,24 @@ def read_report(files: dict[str, TableFiles], policy: str, out_dir: str,
     report.quarantined.sort(key=lambda r: (order[r.table], file_order.get((r.table, r.file), 0),
                                            r.line))
     require_rows(report, {name: report.tables[name].rows_kept for name in ("items", "events")})
-    return report, {"erased_events": counts.get("erased_events", (0, 0, 0))[0],
-                    "items_kept": report.tables["items"].rows_kept}
+    extra = {"erased_events": counts.get("erased_events", (0, 0, 0))[0],
+             "items_kept": report.tables["items"].rows_kept}
+    extra["events_written"] = report.tables["events"].rows_kept - extra["erased_events"]
+    _check_written(out_dir, extra)
+    return report, extra
+
+
+def _check_written(out_dir: str, extra: dict) -> None:
+    """The Parquet shards hold every kept row (from their footers): a runner that lost
+    output raises here rather than training on part of the shop."""
+    import pyarrow.parquet as pq
+
+    for name, pattern, expected in zip(("events", "items"), canonical_patterns(out_dir),
+                                       (extra["events_written"], extra["items_kept"])):
+        rows = 0
+        for path in _match(pattern):
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                rows += pq.ParquetFile(f).metadata.num_rows
+        if rows != expected:
+            raise RuntimeError(f"the Beam runner lost data: {rows} of {expected} kept {name} "
+                               f"rows reached {pattern}")

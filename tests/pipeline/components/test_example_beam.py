@@ -1,5 +1,6 @@
 """The Beam example pipeline on a tiny shop, checked against the pure rules."""
 import glob
+import json
 import math
 
 import apache_beam as beam
@@ -145,3 +146,22 @@ def test_bad_parameters_and_tables_are_rejected(tmp_path):
         example_beam.build_pipeline(beam.Pipeline(), "e", "i", "u", "s", 0.1, 0)
     with pytest.raises(ValueError, match="eval_fraction"):
         example_beam.build_pipeline(beam.Pipeline(), "e", "i", "u", "s", 1.5, 30)
+
+
+def test_read_summary_refuses_counts_that_show_lost_data(tmp_path):
+    def summary(**tallies):
+        path = tmp_path / "summary.json"
+        path.write_text(json.dumps({"cutoff_timestamp": 5, "rank_cutoff_timestamp": None,
+                                    "splits": {"train": {"examples": 7},
+                                               "eval": {"examples": 2}},
+                                    "tallies": tallies}))
+        return str(path)
+
+    whole = summary(events_read=20, events_grouped=20, units=9)
+    assert example_beam.read_summary(whole, 20)["tallies"]["units"] == 9
+    with pytest.raises(RuntimeError, match="events read: 19 of 20"):
+        example_beam.read_summary(summary(events_read=19, events_grouped=19, units=9), 20)
+    with pytest.raises(RuntimeError, match="events grouped by user: 18 of 20"):
+        example_beam.read_summary(summary(events_read=20, events_grouped=18, units=9))
+    with pytest.raises(RuntimeError, match="units written to the splits: 9 of 10"):
+        example_beam.read_summary(summary(events_read=20, events_grouped=20, units=10))

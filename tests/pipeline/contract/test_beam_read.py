@@ -107,7 +107,7 @@ def test_same_outcome_as_load_shop_whatever_the_chunk_size(tmp_path, chunk_rows)
     assert event_rows(events) == event_rows(expected.events)
     assert sorted(items["item_id"]) == sorted(expected.items["item_id"]) == \
         ["A1", "A2", "A4"]
-    assert extra == {"erased_events": 0, "items_kept": 3}
+    assert extra == {"erased_events": 0, "items_kept": 3, "events_written": len(events)}
     # the duplicate is the later row, named with the first one's line; the cascade is named
     codes = {(p.table, p.line): p.code for p in report.problems}
     assert codes[("items", 7)] == "duplicate_id" and codes[("users", 4)] == "duplicate_id"
@@ -269,3 +269,17 @@ def test_reads_a_shop_on_a_non_local_filesystem(tmp_path):
     locations = {p.location for p in report.problems if p.table == "items"}
     assert "row 3" in locations                  # Parquet rows are named "row N"
     assert len(events) == len(load_shop(local, on_bad_rows="quarantine").events)
+
+
+def test_missing_output_rows_are_an_error_not_a_smaller_shop(tmp_path):
+    root = write_shop(tmp_path / "shop")
+    files = beam_read.find_shop_files(str(root))
+    out = tmp_path / "out"
+    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
+        beam_read.add_validation(p, files, "quarantine", str(out))
+    assert beam_read.read_report(files, "quarantine", str(out))[1]["events_written"] == 7
+    for path in glob.glob(str(out / "events-*.parquet")):    # as if a worker's output vanished
+        table = pq.read_table(path)
+        pq.write_table(table.slice(0, table.num_rows - 1), path)
+    with pytest.raises(RuntimeError, match="lost data: 6 of 7 kept events rows"):
+        beam_read.read_report(files, "quarantine", str(out))
