@@ -174,6 +174,13 @@ def _summary(_, cutoffs, split_counts, unit_splits, tallies=()):
                        "splits": splits, "tallies": dict(tallies)}, sort_keys=True)
 
 
+def _direct_multi_processing(pipeline: beam.Pipeline) -> bool:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    options = pipeline.options.view_as(DirectOptions)
+    return options.direct_running_mode == "multi_processing"
+
+
 def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                    examples_uri: str, summary_path: str, eval_fraction: float,
                    session_gap_minutes: int, rank_fraction: float = 0.0,
@@ -208,12 +215,13 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                 _user_examples,
                 items=beam.pvalue.AsDict(
                     items | "KeyItems" >> beam.Map(lambda i: (i[features.ITEM_ID], i))),
-                gap_seconds=gap_seconds, history_length=history_length)
-            # Materialise the units before the split: without this break, Beam 2.72's
-            # DirectRunner in multi_processing mode lost 0.5-2 % of the split's outputs at
-            # random (1.1M events; docs/DESIGN.md "Pipeline data at scale"). The tallies
-            # below catch any such loss on every runner.
-            | "MaterialiseUnits" >> beam.Reshuffle())
+                gap_seconds=gap_seconds, history_length=history_length))
+    if _direct_multi_processing(pipeline):
+        # Materialise the units before the split: without this break, Beam 2.72's
+        # DirectRunner in multi_processing mode lost 0.5-2 % of the split's outputs at
+        # random (1.1M events; docs/DESIGN.md "Pipeline data at scale"). Costs a shuffle
+        # of every example, so only there; the tallies below catch a loss on any runner.
+        rows = rows | "MaterialiseUnits" >> beam.Reshuffle()
     tallies = [
         events | "CountEvents" >> beam.combiners.Count.Globally()
         | "TallyEvents" >> beam.Map(lambda n: ("events_read", n)),

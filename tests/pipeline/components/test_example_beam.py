@@ -69,13 +69,17 @@ def key(example):
     return (example[features.USER_ID], example[features.ITEM_ID], example[features.TIMESTAMP])
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+@pytest.fixture(scope="module", params=["in_memory", "multi_processing"])
+def generated(tmp_path_factory, request):
+    """The pipeline's output in one process, and on two worker processes (where the units
+    are materialised before the split)."""
     tmp = tmp_path_factory.mktemp("beam")
     events, items = tiny_frames()
     events_path, items_path = example_beam.write_canonical_tables(events, items, str(tmp / "w"))
     uri, summary_path = str(tmp / "examples"), str(tmp / "summary.json")
-    options = PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    workers = 2 if request.param == "multi_processing" else 1
+    options = PipelineOptions([f"--direct_running_mode={request.param}",
+                               f"--direct_num_workers={workers}"])
     with beam.Pipeline(options=options) as p:
         example_beam.build_pipeline(p, events_path, items_path, uri, summary_path,
                                     eval_fraction=0.3, session_gap_minutes=30)
