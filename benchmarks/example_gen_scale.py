@@ -154,6 +154,9 @@ def markdown(results: dict) -> str:
             f"({r['workers']}) | {r['wall_seconds']:.0f} | {r['peak_tree_gib']:.2f} | "
             f"{r['peak_main_gib']:.2f} | {s.get('train', 0):,} / {s.get('eval', 0):,} / "
             f"{s.get('catalog', 0):,} |")
+    notes = [f"- {label}: {r['note']}" for label, r in results["rows"].items() if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
     lines += ["", f"Machine: {results['machine']}.", ""]
     return "\n".join(lines)
 
