@@ -218,7 +218,7 @@ def build_pipeline(pipeline: beam.Pipeline, events_path: str, items_path: str,
                 gap_seconds=gap_seconds, history_length=history_length))
     if _direct_multi_processing(pipeline):
         # Materialise the units before the split: without this break, Beam 2.72's
-        # DirectRunner in multi_processing mode lost 0.5-2 % of the split's outputs at
+        # DirectRunner in multi_processing mode lost up to 3 % of the split's outputs at
         # random (1.1M events; docs/DESIGN.md "Pipeline data at scale"). Costs a shuffle
         # of every example, so only there; the tallies below catch a loss on any runner.
         rows = rows | "MaterialiseUnits" >> beam.Reshuffle()
