@@ -47,7 +47,7 @@ EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_
 ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price",
                 "in_stock", "created_at")
 LINE_BITS = 40                    # seq = file index << LINE_BITS | line
-OUTPUTS = ("problems", "quarantined", "file_problems", "columns", "counts")
+OUTPUTS = ("problems", "quarantined", "file_problems", "columns", "counts")   # tagged, per step
 _ID = {"items": spec.ITEM_ID, "users": spec.USER_ID}
 
 
@@ -362,7 +362,7 @@ def add_validation(pipeline: beam.Pipeline, files: dict[str, TableFiles], policy
     if policy not in ("fail", "quarantine"):
         raise ValueError(f"policy must be fail or quarantine, got {policy!r}")
     privacy = _Privacy(pseudonym_key_file, erasures_from, erasure_key_file)
-    tags = ("problems", "quarantined", "file_problems", "columns", "counts")
+    tags = OUTPUTS
     outputs = {tag: [] for tag in tags}
     ids = {}
     for table in ("items", "users"):
