@@ -139,8 +139,9 @@ def markdown(results: dict) -> str:
                                   "loss curve and eval): each worker got the same batches, "
                                   "the input was not sharded across workers, so the second "
                                   "worker duplicates the first's work" if same else
-                                  "the two-worker run differs from one process (each worker "
-                                  "trains on its share of the batches)"))
+                                  "the two-worker run differs from one process (other "
+                                  "batches per worker, or per-process randomness such as "
+                                  "sampled negatives: this run does not tell them apart)"))
     lines += ["", f"Machine: {results['machine']}; both processes share its cores, so two "
               "workers here show the mechanism (same all-reduced loss on both, the chief "
               "exports), not a speed-up.", ""]
