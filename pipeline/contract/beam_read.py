@@ -33,6 +33,7 @@ import pandas as pd
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.components import example_beam
 from pipeline.contract import spec
 from pipeline.contract.checks import check_events, check_items, check_users
 from pipeline.contract.load import (column_problems, missing_file_problem, require_rows,
@@ -42,10 +43,9 @@ from pipeline.contract.report import (DataContractError, Problem, QuarantinedRow
 from pipeline.contract.tables import FORMATS, RawTable, TableReadError, iter_chunks
 
 CHUNK_ROWS = 50_000               # records validated together (one pandas frame per chunk)
-EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "query", "session_id",
-                 "timestamp", "seq")
-ITEM_COLUMNS = ("item_id", "title", "description", "brand", "categories", "price",
-                "in_stock", "created_at")
+# the canonical layout example_beam reads, plus the columns this step always fills
+EVENT_COLUMNS = example_beam.EVENT_COLUMNS + ("seq",)
+ITEM_COLUMNS = example_beam.ITEM_COLUMNS + tuple(example_beam.OPTIONAL_ITEM_COLUMNS)
 LINE_BITS = 40                    # seq = file index << LINE_BITS | line
 OUTPUTS = ("problems", "quarantined", "file_problems", "columns", "counts")   # tagged, per step
 _ID = {"items": spec.ITEM_ID, "users": spec.USER_ID}
