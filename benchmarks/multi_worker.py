@@ -7,10 +7,13 @@ The sample shop (seed, scale) goes through the project's example writer and Tran
 (pipeline/in_process.py, as in the pipeline); then ``python -m trainer.distribute`` (the
 code a Kubeflow TFJob's pods or Vertex AI's worker pools run) trains both models with the
 default configs: once without TF_CONFIG (default strategy), once as two processes with
-TF_CONFIG (chief on one port, worker on another; gradients all-reduced). Recorded: wall
-seconds, the strategy and replicas each run reports, the last training loss per model on
-each process, the chief's eval metrics (metrics.json) and whether its exports answer.
-Writes ``<out>/multi_worker.{md,json,png}``.
+TF_CONFIG (chief on one port, worker on another; gradients all-reduced). Retrieval's id
+dropout is off (CUSTOM_CONFIG): it draws its mask per replica over the replica's rows, so
+with it on the runs could not be compared step for step. Synchronous data parallelism
+splits each global batch between the workers, so a correct two-worker run trains exactly
+as the one-process run. Recorded: wall seconds, the strategy and replicas each run reports,
+the last training loss per model on each process, the chief's eval metrics (metrics.json)
+and whether its exports answer. Writes ``<out>/multi_worker.{md,json,png}``.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEM = "multi_worker"
 MODELS = ("retrieval", "ranking")
+CUSTOM_CONFIG = {"retrieval": {"id_dropout": 0.0}}
 
 
 def _free_ports(n: int) -> list:
@@ -43,7 +47,7 @@ def _launch(task, cluster, tdir, out, steps, log_path):
         [sys.executable, "-m", "trainer.distribute", "--models", ",".join(MODELS),
          "--examples", os.path.join(tdir, "transformed"),
          "--transform-graph", os.path.join(tdir, "transform_graph"), "--out", out,
-         "--train-steps", str(steps)], stdout=log, stderr=subprocess.STDOUT, env=env,
+         "--custom-config", json.dumps(CUSTOM_CONFIG), "--train-steps", str(steps)], stdout=log, stderr=subprocess.STDOUT, env=env,
         cwd=REPO)
     return proc, log
 
@@ -108,7 +112,8 @@ def markdown(results: dict) -> str:
     lines = ["# Multi-worker training (issue #23, part 3)", "",
              f"`python -m benchmarks.multi_worker --scale {results['scale']:g} --train-steps "
              f"{results['train_steps']}`: sample shop seed {results['seed']}, default model "
-             f"configs, {results['train_steps']} steps per model, `python -m "
+             f"configs but {json.dumps(results.get('custom_config', {}))} (id dropout draws "
+             f"per replica), {results['train_steps']} steps per model, `python -m "
              "trainer.distribute` per process; two processes = chief + worker on 127.0.0.1 "
              "(TF_CONFIG), MultiWorkerMirroredStrategy.", "",
              "| run | processes | wall s | strategy (as reported) | last loss retrieval / "
@@ -133,15 +138,15 @@ def markdown(results: dict) -> str:
         lines += ["", "Observed:", ""]
         for model in MODELS:
             a, b = (r["models"][model]["training"] for r in (one, two))
-            same = all(abs(a[k] - b[k]) < 1e-5 for k in ("loss_first", "loss_last"))
+            same = all(abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k]))
+                       for k in ("loss_first", "loss_last"))
             lines.append(
-                f"- {model}: " + ("**two workers trained exactly as one process** (same "
-                                  "loss curve and eval): each worker got the same batches, "
-                                  "the input was not sharded across workers, so the second "
-                                  "worker duplicates the first's work" if same else
-                                  "the two-worker run differs from one process (other "
-                                  "batches per worker, or per-process randomness such as "
-                                  "sampled negatives: this run does not tell them apart)"))
+                f"- {model}: " + ("two workers trained as one process (same losses and eval, "
+                                  "to float rounding): each global batch was split between "
+                                  "the workers and their gradients summed, as synchronous "
+                                  "data parallelism should" if same else
+                                  "**the two-worker run differs from one process**: the "
+                                  "model depends on how many workers trained it"))
     lines += ["", f"Machine: {results['machine']}; both processes share its cores, so two "
               "workers here show the mechanism (same all-reduced loss on both, the chief "
               "exports), not a speed-up.", ""]
@@ -183,7 +188,7 @@ def main(argv=None) -> int:
         runs[name] = run_case(name.replace(" ", "_"), tasks, tdir, work, args.train_steps)
     import psutil  # pylint: disable=import-outside-toplevel
     results = {"seed": args.seed, "scale": args.scale, "train_steps": args.train_steps,
-               "runs": runs, "machine": f"{os.cpu_count()} CPU cores, "
+               "custom_config": CUSTOM_CONFIG, "runs": runs, "machine": f"{os.cpu_count()} CPU cores, "
                f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"}
     from benchmarks.outputs import write_outputs  # pylint: disable=import-outside-toplevel
     text = markdown(results)

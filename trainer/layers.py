@@ -143,10 +143,50 @@ def as_column(x, dtype=tf.float32):
 def global_batch_mean(loss_sum: tf.Tensor, local_batch_size) -> tf.Tensor:
     """Sum of per-example losses on this replica -> its share of the global-batch mean.
 
-    Gradients are summed over replicas, so dividing by the global batch (local batch x
-    replicas) gives the mean loss under any tf.distribute strategy and batch size.
+    Gradients are summed over replicas, so dividing by the global batch (the local batch
+    sizes summed over replicas, which also holds for a last partial batch split unevenly)
+    gives the mean loss under any tf.distribute strategy and batch size.
     """
+    local = tf.cast(local_batch_size, loss_sum.dtype)
     context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
-    return loss_sum / (tf.cast(local_batch_size, loss_sum.dtype) * replicas)
+    if context is None or context.num_replicas_in_sync == 1:
+        return loss_sum / local
+    return loss_sum / tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
 
+
+def global_batch_candidates(candidates: tf.Tensor, *aligned: Optional[tf.Tensor]):
+    """In-batch softmax negatives from the whole global batch, not this replica's share.
+
+    Under N replicas each one holds 1/N of the global batch, so an in-batch softmax computed
+    per replica would score each query against 1/N of the candidates a single process sees:
+    fewer, easier negatives, and a model that depends on how many machines trained it. Here
+    every replica gathers all replicas' candidate rows and rotates them so that its own rows
+    come first, in order: row i is still the positive of local query i (TFRS `Retrieval`
+    labels the diagonal) and the other replicas' rows follow as extra negatives; the
+    gradient of each row flows back to the replica that computed it. `aligned` tensors
+    (candidate ids, sampling probabilities, pair masks; None passes through) get the same
+    treatment. One replica (the default strategy): unchanged. Local batches may differ in
+    size (a last partial batch).
+
+    The gather is a sum all-reduce of zero-padded blocks: `ReplicaContext.all_gather` goes
+    through a merge call whose destination is the tensor's device, which is unset inside
+    Keras's train step under MultiWorkerMirroredStrategy (TF 2.16: "destinations can not be
+    empty"), while all-reduce runs in the replica context on every strategy."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return (candidates, *aligned)
+    replicas = context.num_replicas_in_sync
+    replica = context.replica_id_in_sync_group
+    local = tf.shape(candidates)[0]
+    sizes = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                               tf.one_hot(replica, replicas, dtype=tf.int32) * local)
+    offset = tf.reduce_sum(sizes[:replica])
+    total = tf.reduce_sum(sizes)
+
+    def gathered(x):
+        padding = tf.concat([[[offset, total - offset - local]],
+                             tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
+        everything = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.pad(x, padding))
+        return tf.roll(everything, -offset, axis=0)
+
+    return (gathered(candidates), *[None if a is None else gathered(a) for a in aligned])

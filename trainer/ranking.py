@@ -124,12 +124,20 @@ class RankingModel(tfrs.Model):
         self.heads[RATING_HEAD] = tf.keras.layers.Dense(
             1, name=RATING_HEAD,
             bias_initializer=tf.keras.initializers.Constant(float(rating_mean)))
+        # Keras sums what a train step returns over the replicas (its "auto" reduction off
+        # TPU): right for the loss (each replica returns its share of the global mean), wrong
+        # for each replica's own AUC / RMSE, which would show as their sum. With several
+        # replicas the progress line carries the loss only; metrics.json is computed on the
+        # eval split after training either way.
+        replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.tasks = {head: tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.SUM),
-            metrics=[tf.keras.metrics.AUC(name=head + "_auc")]) for head in RANKING_HEADS}
+            metrics=[] if replicated else [tf.keras.metrics.AUC(name=head + "_auc")])
+            for head in RANKING_HEADS}
         self.tasks[RATING_HEAD] = tfrs.tasks.Ranking(
             loss=tf.keras.losses.MeanSquaredError(reduction=tf.keras.losses.Reduction.SUM),
-            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
+            metrics=[] if replicated else [
+                tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
         self.loss_weight = config.loss_weight
         self.embedding_l2 = config.embedding_l2
         # Adversarial training (trainer/adversarial.py): the item-id and item-text embeddings.

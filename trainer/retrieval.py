@@ -44,7 +44,7 @@ from trainer import training
 from trainer import tuning
 from trainer.config import RetrievalConfig
 from trainer.layers import (HashedBagOfWords, HistoryEncoder, TextMatch, as_column,
-                            global_batch_mean, mlp)
+                            global_batch_candidates, global_batch_mean, mlp)
 
 
 def unknown_as_empty(ids: tf.Tensor, num_buckets: int) -> tf.Tensor:
@@ -331,6 +331,7 @@ class RetrievalModel(tfrs.Model):
         ids = item_ids if self.remove_accidental_hits else None
         probability = (tf.gather(self.item_probability, item_ids)
                        if self.item_probability is not None else None)
+        candidates, ids, probability = global_batch_candidates(candidates, ids, probability)
         loss_sum = self.task(queries, candidates, candidate_sampling_probability=probability,
                              candidate_ids=ids, compute_metrics=False,
                              compute_batch_metrics=False)

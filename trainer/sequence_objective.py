@@ -18,7 +18,8 @@ Both score against the batch's target item vectors (`SequenceEncoder.item_vector
 item-id embedding plus projected text, tied with the encoder's inputs) with the loss the main
 task uses: TFRS `Retrieval` softmax over L2-normalised vectors at the same temperature, logQ
 correction with the same train click shares (history items are engaged items, whose shares
-follow the clicks) and removal of accidental hits. Every [B, L] pair slot stays in the softmax
+follow the clicks) and removal of accidental hits. Negatives come from every replica's slots
+(trainer/layers.py global_batch_candidates). Every [B, L] pair slot stays in the softmax
 with a static shape (no boolean_mask, so it runs on any device and under XLA); slots that are
 no pair carry weight 0 and are masked out as negatives.
 """
@@ -27,6 +28,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainer.layers import global_batch_candidates
 from trainer.sequence import SequenceEncoder
 
 
@@ -101,10 +103,14 @@ class SequenceObjective(tf.keras.layers.Layer):
         weight = tf.cast(pairs, queries.dtype)
         probability = (tf.gather(self.item_probability, ids)
                        if self.item_probability is not None else None)
-        score_mask = tf.broadcast_to(pairs[tf.newaxis], [tf.size(pairs), tf.size(pairs)])
+        # Negatives: every pair slot of the global batch (all replicas), this replica's first.
+        targets, candidate_ids, probability, candidate_pairs = global_batch_candidates(
+            targets, ids, probability, tf.cast(pairs, tf.int32))
+        score_mask = tf.broadcast_to(tf.cast(candidate_pairs, tf.bool)[tf.newaxis],
+                                     [tf.size(pairs), tf.size(candidate_pairs)])
         loss_sum = self.task(queries, targets, sample_weight=weight,
                              candidate_sampling_probability=probability,
-                             candidate_ids=ids if self.remove_accidental_hits else None,
+                             candidate_ids=candidate_ids if self.remove_accidental_hits else None,
                              compute_metrics=False, compute_batch_metrics=False,
                              score_mask=score_mask)
         return global_pair_mean(loss_sum, tf.reduce_sum(weight))

@@ -18,7 +18,10 @@ from trainer import features as F
 
 RETRIEVAL = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 32, "epochs": 1,
              "learning_rate": 0.01, "top_k": 20, "eval_ks": [10, 20], "seed": 3,
-             "text_mode": "none"}
+             "text_mode": "none",
+             # id dropout draws its mask per replica over the replica's rows, so a worker's
+             # draws differ from one process's over the whole batch: off, to compare runs.
+             "id_dropout": 0.0}
 RANKING = {"embedding_dim": 16, "hidden_units": [32], "batch_size": 32, "epochs": 1,
            "learning_rate": 0.01, "seed": 3}
 STEPS = 8
@@ -123,35 +126,61 @@ def test_single_process_datasets_keep_their_sharding():
     assert distribute.sharded_by_data(dataset, tf.distribute.get_strategy()) is dataset
 
 
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1.0}} -> {"a/b": 1.0}, numbers only."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
 def _epoch_losses(log: str) -> list:
     """The losses of Keras's epoch lines ("8/8 - 12s - loss: 2.6737 - ..."), one per model."""
     return re.findall(rf"{STEPS}/{STEPS} - .*? - loss: ([0-9.e+-]+)", log)
 
 
+def _start(task, cluster, out, transformed_shop, tmp_path):
+    """`python -m trainer.distribute` as `task` of `cluster` (None: one process, no
+    TF_CONFIG) -> (process, its log file, its TMPDIR)."""
+    temp = tmp_path / f"tmp-{task}"
+    temp.mkdir()
+    log = open(tmp_path / f"{task}.log", "w+")
+    env = {**os.environ, "TMPDIR": str(temp), "TF_USE_LEGACY_KERAS": "1",
+           "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    if cluster is not None:
+        env["TF_CONFIG"] = _tf_config(cluster, task, 0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer.distribute", "--models", "retrieval,ranking",
+         "--examples", transformed_shop.examples,
+         "--transform-graph", transformed_shop.transform_graph, "--out", str(out),
+         "--custom-config", json.dumps({"retrieval": RETRIEVAL, "ranking": RANKING}),
+         "--train-steps", str(STEPS)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    return process, log, temp
+
+
 @pytest.mark.slow
-def test_two_workers_train_both_models_and_only_the_chief_exports(transformed_shop, tmp_path):
+def test_two_workers_train_both_models_as_one_process_would_and_only_the_chief_exports(
+        transformed_shop, tmp_path):
     """A chief and a worker on loopback ports, as Vertex AI's two worker pools or a TFJob's
     Chief and Worker replicas would be: both join MultiWorkerMirroredStrategy (2 replicas in
     sync), train the same steps with all-reduced gradients (their reported losses are
-    identical), and the chief's SavedModels load and answer."""
+    identical), and the chief's SavedModels load and answer. Synchronous data parallelism
+    splits each global batch between the workers, so the pair must train exactly as one
+    process with the same batch size: the same losses step by step and the same eval
+    metrics. For retrieval this holds only because each worker's in-batch softmax takes
+    its negatives from the whole global batch (trainer/layers.py global_batch_candidates);
+    per-worker negatives would train another model on every cluster size."""
     ports = [portpicker.pick_unused_port() for _ in range(2)]
     cluster = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]}
-    out = tmp_path / "out"
-    procs, logs, temps = [], [], []
-    for task in ("chief", "worker"):
-        temp = tmp_path / f"tmp-{task}"
-        temp.mkdir()
-        log = open(tmp_path / f"{task}.log", "w+")
-        env = {**os.environ, "TF_CONFIG": _tf_config(cluster, task, 0), "TMPDIR": str(temp),
-               "TF_USE_LEGACY_KERAS": "1", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "trainer.distribute", "--models", "retrieval,ranking",
-             "--examples", transformed_shop.examples,
-             "--transform-graph", transformed_shop.transform_graph, "--out", str(out),
-             "--custom-config", json.dumps({"retrieval": RETRIEVAL, "ranking": RANKING}),
-             "--train-steps", str(STEPS)], stdout=log, stderr=subprocess.STDOUT, env=env))
-        logs.append(log)
-        temps.append(temp)
+    out, single_out = tmp_path / "out", tmp_path / "single"
+    started = [_start("chief", cluster, out, transformed_shop, tmp_path),
+               _start("worker", cluster, out, transformed_shop, tmp_path),
+               _start("single", None, single_out, transformed_shop, tmp_path)]
+    procs = [p for p, _, _ in started]
     try:
         codes = [p.wait(timeout=1500) for p in procs]
     finally:
@@ -160,20 +189,38 @@ def test_two_workers_train_both_models_and_only_the_chief_exports(transformed_sh
                 p.kill()
                 p.wait()
     texts = []
-    for log in logs:
+    for _, log, _ in started:
         log.seek(0)
         texts.append(log.read())
         log.close()
-    assert codes == [0, 0], "\n\n".join(t[-4000:] for t in texts)
-    chief, worker = texts
+    assert codes == [0, 0, 0], "\n\n".join(t[-4000:] for t in texts)
+    chief, worker, single = texts
+    temps = [temp for _, _, temp in started]
     for model in ("retrieval", "ranking"):
         assert f"{model}: trained with MultiWorkerMirroredStrategy, 2 replicas in sync, " \
                f"chief: exported to {out / model / 'serving_model_dir'}" in chief
         assert f"{model}: trained with MultiWorkerMirroredStrategy, 2 replicas in sync, " \
                "worker: outputs discarded" in worker
+        assert f"{model}: trained with default, 1 replicas in sync" in single
     losses = _epoch_losses(chief)
     assert len(losses) == 2 and losses == _epoch_losses(worker), \
         "synchronous training: one all-reduced loss per model on both workers"
+    assert "_auc" not in chief and "rating_rmse" not in chief, \
+        "no per-replica training metrics summed over replicas in the progress line"
+    for model in ("retrieval", "ranking"):
+        two = json.loads((out / model / "model_run" / "metrics.json").read_text())
+        one = json.loads((single_out / model / "model_run" / "metrics.json").read_text())
+        for key in ("loss_first", "loss_last"):
+            assert two["training"][key] == pytest.approx(one["training"][key], rel=1e-4), \
+                (model, key, two["training"], one["training"])
+        evaluated = {"retrieval": ("recall@10", "ndcg@10"),
+                     "ranking": ("click/auc", "purchase/auc")}[model]
+        flat_two, flat_one = _flatten(two), _flatten(one)
+        for name in evaluated:
+            keys = [k for k in flat_one if k.endswith(name)]
+            assert keys, (model, name, sorted(flat_one))
+            for k in keys:
+                assert flat_two[k] == pytest.approx(flat_one[k], abs=1e-3), (model, k)
     # (TMPDIR also receives what libraries put there, e.g. autograph's generated files)
     left = [p.name for p in temps[1].iterdir() if p.name.startswith("shoprec-")]
     assert not left, f"the worker's temporary outputs are deleted: {left}"

@@ -159,3 +159,123 @@ def test_text_match_adds_a_weighted_text_cosine_per_query_kind():
     assert float(tf.reduce_sum(q * c)) == pytest.approx(3.0, rel=1e-5)
     assert {w.name.split("/")[-1].split(":")[0] for w in match.trainable_weights} == {
         "search_weight_logit", "history_weight_logit"}
+
+
+# Runs in its own process: the CPU is split into two logical devices before TensorFlow
+# starts, so MirroredStrategy has two replicas, each with half of every batch.
+_TWO_REPLICAS = r'''
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import tensorflow_recommenders as tfrs
+from tests.trainer.test_layers import BUCKETS, _batch
+from trainer import retrieval
+from trainer.config import RetrievalConfig
+from trainer.layers import global_batch_candidates, global_batch_mean
+
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {}
+
+def replicas(fn, batch):
+    """Sum over the two replicas of fn(local half) -> (loss, gradients)."""
+    dist = two.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).unbatch().batch(len(next(iter(batch.values())))))
+    results = [two.run(tf.function(fn), args=(b,)) for b in dist][0]
+    def total(v):
+        if v is None:
+            return None
+        return sum(tf.convert_to_tensor(x).numpy() for x in two.experimental_local_results(v))
+    loss, grads = results
+    return total(loss), (total(grads) if not isinstance(grads, list)
+                         else [total(g) for g in grads])
+
+# 1. the gathered candidates: own rows first, then the other replica's; uneven halves
+def gather(b):
+    ctx = tf.distribute.get_replica_context()
+    values, ids, none = global_batch_candidates(b["v"], b["id"], None)
+    mine = tf.cast(ctx.replica_id_in_sync_group, tf.float32)
+    return tf.reduce_sum(values * 10.0 ** (mine * 5.0 + tf.range(5.0))), \
+        tf.cast(tf.size(ids), tf.float32) + (0.0 if none is None else 1e9)
+rows = {"v": tf.constant([1.0, 2.0, 3.0, 4.0, 5.0]), "id": tf.constant([7, 8, 9, 7, 8])}
+out["gathered"] = [float(x) for x in replicas(gather, rows)]
+
+# 2. a softmax over global negatives: loss and gradients as on one device, uneven halves
+task = tfrs.tasks.Retrieval(loss=tf.keras.losses.CategoricalCrossentropy(
+    from_logits=True, reduction="sum"), remove_accidental_hits=True)
+with two.scope():
+    w = tf.Variable(tf.eye(4) + 0.1)
+def softmax_loss(b):
+    with tf.GradientTape() as tape:
+        c, ids, p = global_batch_candidates(tf.matmul(b["c"], w), b["id"], b["p"])
+        loss = global_batch_mean(task(b["q"], c, candidate_sampling_probability=p,
+                                      candidate_ids=ids, compute_metrics=False,
+                                      compute_batch_metrics=False), tf.shape(b["q"])[0])
+    return loss, tape.gradient(loss, w)
+rng = np.random.default_rng(0)
+rows = {"q": rng.normal(size=(5, 4)).astype("float32"), "c": rng.normal(size=(5, 4)).astype("float32"),
+        "id": np.array([1, 2, 1, 3, 2]), "p": np.array([.1, .2, .1, .3, .2], "float32")}
+loss2, grad2 = replicas(softmax_loss, rows)
+loss1, grad1 = softmax_loss.__wrapped__(rows) if hasattr(softmax_loss, "__wrapped__") else softmax_loss(rows)
+out["softmax"] = [float(loss1), float(loss2), float(np.abs(grad1.numpy() - grad2).max())]
+
+# 3. the retrieval model's loss (main softmax + causal next-item objective)
+for encoder in ("pooled", "causal"):
+    config = RetrievalConfig(embedding_dim=8, hidden_units=(8,), text_mode="none",
+                             id_dropout=0.0, sequence_dropout=0.0, history_encoder=encoder)
+    tf.keras.utils.set_random_seed(1)
+    model2 = retrieval.build_model(config, BUCKETS, two)
+    tf.keras.utils.set_random_seed(1)
+    model1 = retrieval.build_model(config, BUCKETS)
+    batch = _batch()
+    model1.compute_loss(batch, training=True)
+    two.run(tf.function(lambda b: model2.compute_loss(b, training=True)), args=(
+        next(iter(two.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors(batch).unbatch().batch(8)))),))
+    model2.set_weights(model1.get_weights())
+    def model_loss(b, model=model2):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(b, training=True)
+        return loss, tape.gradient(loss, model.trainable_variables)
+    loss2, grads2 = replicas(model_loss, batch)
+    with tf.GradientTape() as tape:
+        loss1 = model1.compute_loss(batch, training=True)
+    grads1 = tape.gradient(loss1, model1.trainable_variables)
+    diff = max(float(np.abs(tf.convert_to_tensor(g1).numpy() - g2).max()     # relative
+                     / max(1.0, float(np.abs(g2).max())))
+               for g1, g2 in zip(grads1, grads2) if g1 is not None and g2 is not None)
+    assert sum(g is not None for g in grads2) == sum(g is not None for g in grads1)
+    out[encoder] = [float(loss1), float(loss2), diff]
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_two_replicas_take_softmax_negatives_from_the_whole_global_batch():
+    """Under two replicas (each with half of the batch) the retrieval losses and their
+    gradients are those of one device on the whole batch: every replica's in-batch softmax
+    sees all of the batch's candidates, its own rows first (trainer/layers.py
+    global_batch_candidates), and the mean divides by the global batch also when the halves
+    are uneven (5 rows: 3 + 2)."""
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], cwd=repo, text=True,
+                          capture_output=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT "):])
+    # replica 0 holds rows 1-3 and gathers [1,2,3 | 4,5]; replica 1 gathers [4,5 | 1,2,3]
+    first = 1 + 2 * 10 + 3 * 100 + 4 * 1e3 + 5 * 1e4
+    second = (4 + 5 * 10 + 1 * 100 + 2 * 1e3 + 3 * 1e4) * 1e5
+    assert out["gathered"][0] == pytest.approx(first + second, rel=1e-6)
+    assert out["gathered"][1] == 10, "ids gathered on both replicas (5 each), None kept"
+    for name in ("softmax", "pooled", "causal"):
+        one, two, gradient_gap = out[name]
+        assert two == pytest.approx(one, rel=1e-5), (name, out)
+        assert gradient_gap < 1e-5, (name, out)   # largest gap / largest gradient
