@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -36,11 +35,12 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.components import example_beam
 from pipeline.contract import spec
 from pipeline.contract.checks import check_events, check_items, check_users
-from pipeline.contract.load import (column_problems, missing_file_problem, require_rows,
-                                    row_outcomes)
+from pipeline.contract import files as files_lib
+from pipeline.contract.files import TableFiles, basename as _basename
+from pipeline.contract.load import column_problems, require_rows, row_outcomes
 from pipeline.contract.report import (DataContractError, Problem, QuarantinedRow, TableCounts,
                                       ValidationReport)
-from pipeline.contract.tables import FORMATS, RawTable, TableReadError, iter_chunks
+from pipeline.contract.tables import RawTable, TableReadError, iter_chunks
 
 CHUNK_ROWS = 50_000               # records validated together (one pandas frame per chunk)
 # the canonical layout example_beam reads, plus the columns this step always fills
@@ -51,70 +51,16 @@ OUTPUTS = ("problems", "quarantined", "file_problems", "columns", "counts")   # 
 _ID = {"items": spec.ITEM_ID, "users": spec.USER_ID}
 
 
-@dataclass(frozen=True)
-class TableFiles:
-    """One table's files (sorted URIs, one format) and how messages name them."""
-
-    table: str
-    fmt: str
-    uris: tuple
-
-    @property
-    def display(self) -> str:
-        names = [_basename(u) for u in self.uris]
-        if len(names) == 1:
-            return names[0]
-        return f"{self.table}-*.{_ext(self.fmt)} ({len(names)} files)"
-
-
-def _basename(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _ext(fmt: str) -> str:
-    return {v: k for k, v in FORMATS.items()}[fmt].lstrip(".")
-
-
 def _match(pattern: str) -> list[str]:
     result = FileSystems.match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
 def find_shop_files(data_dir: str) -> dict[str, TableFiles]:
-    """Every table's files in ``data_dir`` (a local folder or a Beam filesystem URI).
-
-    Raises DataContractError naming every file-level problem: the folder or a required
-    table missing (hinting at files of unsupported formats), a table in several formats.
-    """
-    data_dir = str(data_dir).rstrip("/")
-    remote = "://" in data_dir
-    if not remote and not os.path.isdir(data_dir):
-        raise DataContractError([Problem("", data_dir, None, "", None, "missing_file",
-                                         "shop data folder does not exist")])
-    found, problems = {}, []
-    for name, table in spec.TABLES.items():
-        by_fmt = {}
-        for ext, fmt in FORMATS.items():
-            uris = (_match(f"{data_dir}/{name}{ext}")
-                    + _match(f"{data_dir}/{name}-*{ext}"))
-            if uris:
-                by_fmt[fmt] = tuple(uris)
-        if len(by_fmt) > 1:
-            names = ", ".join(_basename(u) for uris in by_fmt.values() for u in uris[:3])
-            problems.append(Problem(name, f"{name}.*", None, "", None, "unreadable_file",
-                                    f"table '{name}' is given in several formats ({names}); "
-                                    "keep one format per table"))
-        elif by_fmt:
-            fmt, uris = next(iter(by_fmt.items()))
-            found[name] = TableFiles(name, fmt, uris)
-        elif table.required_file:
-            others = sorted({_basename(u) for pattern in (f"{name}.*", f"{name}-*")
-                             for u in _match(f"{data_dir}/{pattern}")
-                             if os.path.splitext(u)[1].lower() not in FORMATS})
-            problems.append(missing_file_problem(data_dir, name, others))
-    if problems:
-        raise DataContractError(problems, f"cannot use the shop data in {data_dir}")
-    return found
+    """Every table's files in ``data_dir`` (a local folder or a Beam filesystem URI), by the
+    rules of pipeline/contract/files.py (which raises DataContractError for file-level
+    problems)."""
+    return files_lib.find_shop_files(data_dir, _match)
 
 
 def _chunks(files: TableFiles, index: int, chunk_rows: int):

@@ -95,6 +95,8 @@ def _flag_duplicates(raw: RawTable, issues: RowIssues, name: str, ids: Parsed) -
         key = values.iat[i]
         first = raw.location(int(raw.lines[first_pos[key]]))
         where = first if raw.fmt == "parquet" else f"line {first}"
+        if raw.file_of(first_pos[key]) != raw.file_of(i):          # in an earlier shard
+            where = f"{raw.file_of(first_pos[key])} {where}"
         issues.entries.append((int(i), name, "duplicate_id",
                                f"duplicate {name} {key!r} (first seen at {where})"))
 

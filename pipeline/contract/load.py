@@ -21,8 +21,8 @@ from pipeline.contract.report import (DataContractError, Problem, QuarantinedRow
                                       ValidationReport)
 from pipeline.contract.pseudonym import Pseudonyms
 from pipeline.contract.checks import RowIssues, check_events, check_items, check_users
-from pipeline.contract.tables import (RawTable, TableReadError, find_table_file, read_table,
-                               unsupported_files)
+from pipeline.contract.files import TableFiles, find_shop_files, missing_file_problem
+from pipeline.contract.tables import RawTable, TableReadError, concat_tables, read_table
 
 __all__ = ["DataContractError", "POLICIES", "Problem", "ShopTables", "ValidationReport",
            "column_problems", "load_shop", "main", "missing_file_problem", "require_rows",
@@ -60,11 +60,8 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None,
     """
     if on_bad_rows not in POLICIES:
         raise ValueError(f"on_bad_rows must be one of {', '.join(POLICIES)}, got {on_bad_rows!r}")
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataContractError([Problem("", str(data_dir), None, "", None, "missing_file",
-                                         "shop data folder does not exist")])
-    raws = _read_tables(data_dir)
+    files = find_shop_files(str(data_dir))
+    raws = _read_tables(Path(data_dir), files)
     report = ValidationReport(on_bad_rows)
     items, item_issues = check_items(raws["items"])
     item_bad = _bad_rows(item_issues, raws["items"])
@@ -87,7 +84,8 @@ def load_shop(data_dir, on_bad_rows: str = "fail", report_dir=None,
             report.tables[name] = TableCounts(None)
             continue
         frames[name] = _apply_policy(name, raws[name], *checked[name], report)
-    report.problems.sort(key=lambda p: (spec.TABLE_NAMES.index(p.table), p.line or 0))
+    report.problems.sort(key=lambda p: (spec.TABLE_NAMES.index(p.table),
+                                        files[p.table].order(p.file), p.line or 0))
     if on_bad_rows == "fail" and report.problems:
         raise DataContractError(report.problems)
     if pseudonyms is not None:
@@ -112,42 +110,36 @@ def _pseudonymise(frames: dict, report: ValidationReport, pseudonyms: Pseudonyms
             row.raw = {**row.raw, spec.USER_ID: pseudonyms(row.raw[spec.USER_ID])}
 
 
-def _read_tables(data_dir: Path) -> dict[str, RawTable]:
-    """Find, read and column-check every table; raise with all file-level problems at once."""
+def _read_tables(data_dir: Path, files: dict[str, TableFiles]) -> dict[str, RawTable]:
+    """Read and column-check every table (its shards joined in name order); raise with all
+    file-level problems at once."""
     raws: dict[str, RawTable] = {}
     problems: list[Problem] = []
-    for name, table in spec.TABLES.items():
-        try:
-            path = find_table_file(data_dir, name)
-            if path is None:
-                if table.required_file:
-                    problems.append(_missing_file_problem(data_dir, name))
+    for name, table_files in files.items():
+        shards, found = [], []
+        for uri in table_files.uris:
+            try:
+                raw = read_table(Path(uri))
+            except TableReadError as err:
+                found.append(_file_problem(name, err))
                 continue
-            raw = read_table(path)
-        except TableReadError as err:
-            line = err.line
-            problems.append(Problem(name, err.file, line, "" if line is None else str(line),
-                                    None, "unreadable_file", err.message))
-            continue
-        found = column_problems(name, raw)
-        problems.extend(found)
+            found.extend(column_problems(name, raw))
+            shards.append(raw)
         if not found:
-            raws[name] = raw
+            try:
+                raws[name] = concat_tables(shards, table_files.display)
+            except TableReadError as err:
+                found.append(_file_problem(name, err))
+        problems.extend(found)
     if problems:
         raise DataContractError(problems, f"cannot use the shop data in {data_dir}")
     return raws
 
 
-def _missing_file_problem(data_dir: Path, name: str) -> Problem:
-    """Problem for a required table that has no file, hinting at unsupported extensions."""
-    return missing_file_problem(data_dir, name, unsupported_files(data_dir, name))
-
-
-def missing_file_problem(data_dir, name: str, others: list[str]) -> Problem:
-    """Problem for a required table without a file (``others``: its unsupported files)."""
-    hint = f" (found {', '.join(others)}: unsupported format)" if others else ""
-    return Problem(name, f"{name}.csv|parquet|jsonl", None, "", None, "missing_file",
-                   f"required file is missing from {data_dir}{hint}")
+def _file_problem(name: str, err: TableReadError) -> Problem:
+    line = err.line
+    return Problem(name, err.file, line, "" if line is None else str(line), None,
+                   "unreadable_file", err.message)
 
 
 def column_problems(name: str, raw: RawTable) -> list[Problem]:
@@ -197,11 +189,12 @@ def row_outcomes(name: str, raw: RawTable, issues: RowIssues, policy: str):
     problems = []
     for pos, field, code, message in issues.entries:
         line = int(raw.lines[pos])
-        problems.append(Problem(name, raw.name, line, raw.location(line), field, code,
+        problems.append(Problem(name, raw.file_of(pos), line, raw.location(line), field, code,
                                 message))
     for record in raw.bad_records:
-        problems.append(Problem(name, raw.name, record.line, raw.location(record.line),
-                                None, "malformed_record", record.message))
+        problems.append(Problem(name, record.file or raw.name, record.line,
+                                raw.location(record.line), None, "malformed_record",
+                                record.message))
     bad = _bad_rows(issues, raw)
     quarantined = _quarantined_rows(name, raw, issues, bad) if policy == "quarantine" else []
     return problems, quarantined, bad
@@ -219,14 +212,17 @@ def _quarantined_rows(name: str, raw: RawTable, issues: RowIssues,
         line = int(raw.lines[pos])
         entries = by_row[int(pos)]
         rows.append(QuarantinedRow(
-            name, raw.name, line, raw.location(line),
+            name, raw.file_of(int(pos)), line, raw.location(line),
             fields=[f for f, _, _ in entries], reasons=[c for _, c, _ in entries],
             messages=[m for _, _, m in entries],
             raw={c: values[pos] for c, values in columns.items()}))
     for record in raw.bad_records:
-        rows.append(QuarantinedRow(name, raw.name, record.line, raw.location(record.line), [],
-                                   ["malformed_record"], [record.message], record.raw))
-    return sorted(rows, key=lambda r: r.line)
+        rows.append(QuarantinedRow(name, record.file or raw.name, record.line,
+                                   raw.location(record.line), [], ["malformed_record"],
+                                   [record.message], record.raw))
+    order = {} if raw.row_files is None else {
+        file: i for i, file in enumerate(dict.fromkeys(raw.row_files))}
+    return sorted(rows, key=lambda r: (order.get(r.file, 0), r.line))
 
 
 def require_rows(report: ValidationReport, kept: dict[str, int]) -> None:

@@ -39,6 +39,7 @@ class BadRecord:
     line: int
     message: str
     raw: str
+    file: str = ""          # set when the record's table was read from several files
 
 
 @dataclass
@@ -57,11 +58,16 @@ class RawTable:
     lines: np.ndarray
     bad_records: list[BadRecord] = field(default_factory=list)
     column_lines: dict[str, int] = field(default_factory=dict)
+    row_files: np.ndarray | None = None     # file name of each row, for a table of shards
 
     @property
     def name(self) -> str:
-        """File name used in messages."""
+        """File name used in messages (a table of shards: "events-*.csv (3 files)")."""
         return self.path.name
+
+    def file_of(self, pos: int) -> str:
+        """The file row ``pos`` was read from."""
+        return self.name if self.row_files is None else str(self.row_files[pos])
 
     @property
     def rows_read(self) -> int:
@@ -73,23 +79,31 @@ class RawTable:
         return f"row {line}" if self.fmt == "parquet" else str(line)
 
 
-def find_table_file(data_dir: Path, table: str) -> Path | None:
-    """The single ``<table>.csv|parquet|jsonl`` in data_dir, or None if there is none.
-
-    Raises TableReadError if the table exists in more than one format.
-    """
-    found = [path for path in (data_dir / f"{table}{ext}" for ext in FORMATS) if path.is_file()]
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise TableReadError(f"{table}.*", f"table '{table}' is given in several formats "
-                             f"({names}); keep exactly one file per table")
-    return found[0] if found else None
-
-
-def unsupported_files(data_dir: Path, table: str) -> list[str]:
-    """Names of ``<table>.*`` files whose extension is not a supported format (for hints)."""
-    return sorted(p.name for p in data_dir.glob(f"{table}.*")
-                  if p.is_file() and p.suffix.lower() not in FORMATS)
+def concat_tables(raws: list[RawTable], name: str) -> RawTable:
+    """One RawTable of the shards ``raws`` (same format, the same columns in any order), in
+    their order, each row and bad record remembering its file; ``name`` names the whole
+    table in messages. Raises TableReadError naming a shard whose columns differ from the
+    first's."""
+    if len(raws) == 1:
+        return raws[0]
+    first = raws[0]
+    for raw in raws[1:]:
+        if set(raw.columns) != set(first.columns):
+            missing = [c for c in first.columns if c not in raw.columns]
+            extra = [c for c in raw.columns if c not in first.columns]
+            detail = "; ".join(part for part in (
+                f"lacks {', '.join(missing)}" if missing else "",
+                f"adds {', '.join(extra)}" if extra else "") if part)
+            raise TableReadError(raw.name, f"the shards of a table must have the same "
+                                 f"columns: {detail} (vs {first.name})",
+                                 raw.column_lines.get(raw.columns[0]) if raw.columns else None)
+    frame = pd.concat([raw.frame[first.columns] for raw in raws], ignore_index=True)
+    return RawTable(
+        Path(name), first.fmt, list(first.columns), frame,
+        np.concatenate([raw.lines for raw in raws]),
+        [BadRecord(r.line, r.message, r.raw, raw.name) for raw in raws for r in raw.bad_records],
+        dict(first.column_lines),
+        np.concatenate([np.full(len(raw.frame), raw.name, dtype=object) for raw in raws]))
 
 
 def read_table(path: Path) -> RawTable:

@@ -140,6 +140,37 @@ def test_sharded_tables_on_two_worker_processes_match_the_single_files(tmp_path)
          "duplicate item_id 'A2' (first seen at items-00000-of-00002.csv line 4)")]
 
 
+def test_load_shop_reads_sharded_tables_as_the_beam_read_does(tmp_path):
+    """The API and the CLI (load_shop) accept the sharded export the pipeline trains on, with
+    the same problems, file by file, and the same rows."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    split_csv(shards, "events", EVENTS, 3)
+    split_csv(shards, "items", ITEMS, 2)
+    (shards / "users.csv").write_text(USERS, encoding="utf-8")
+    loaded = load_shop(shards, on_bad_rows="quarantine")
+    report, _, events, items = run_validation(shards, tmp_path / "out")
+
+    def keyed(problems):
+        return sorted((p.table, p.file, p.line, p.field or "", p.code, p.message)
+                      for p in problems)
+    assert keyed(loaded.report.problems) == keyed(report.problems)
+    assert sorted((r.table, r.file, r.line, tuple(sorted(r.reasons)))
+                  for r in loaded.report.quarantined) == \
+        sorted((r.table, r.file, r.line, tuple(sorted(r.reasons))) for r in report.quarantined)
+    assert loaded.report.summary() == report.summary()
+    assert event_rows(loaded.events) == event_rows(events)
+    assert sorted(loaded.items["item_id"]) == sorted(items["item_id"]) == ["A1", "A2", "A4"]
+    assert loaded.report.tables["events"].file == "events-*.csv (3 files)"
+    # the report lists problems in export order: table, then shard, then line
+    files = [p.file for p in loaded.report.problems if p.table == "events"]
+    assert files == sorted(files)
+    with pytest.raises(DataContractError) as info:
+        load_shop(shards)
+    assert "items-00001-of-00002.csv:2: field 'item_id': duplicate item_id 'A2' (first seen " \
+           "at items-00000-of-00002.csv line 4)" in str(info.value).splitlines()
+
+
 def test_fail_policy_raises_every_problem_with_file_and_line(tmp_path):
     root = write_shop(tmp_path / "shop")
     with pytest.raises(DataContractError) as info:

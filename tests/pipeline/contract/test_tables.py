@@ -1,10 +1,10 @@
-"""Tests for pipeline/contract/tables.py: file lookup, readers and their line numbers."""
+"""Tests for pipeline/contract/tables.py: readers, their line numbers, tables of shards."""
 import json
 
 import pandas as pd
 import pytest
 
-from pipeline.contract.tables import TableReadError, find_table_file, read_table, unsupported_files
+from pipeline.contract.tables import TableReadError, concat_tables, read_table
 
 
 def write(path, text, encoding="utf-8"):
@@ -12,25 +12,31 @@ def write(path, text, encoding="utf-8"):
     return path
 
 
-# --- locating files ---------------------------------------------------------------------------
+# --- tables read from several files ----------------------------------------------------------
 
-def test_find_table_file_returns_the_single_file(tmp_path):
-    write(tmp_path / "items.jsonl", '{"a": 1}\n')
-    assert find_table_file(tmp_path, "items") == tmp_path / "items.jsonl"
-    assert find_table_file(tmp_path, "users") is None
+def test_shards_join_in_order_and_each_row_keeps_its_file_and_line(tmp_path):
+    first = read_table(write(tmp_path / "events-00000-of-00002.csv",
+                             "a,b\n1,x\n2,y,extra\n3,z\n"))
+    second = read_table(write(tmp_path / "events-00001-of-00002.csv", "b,a\nw,4\n"))
+    joined = concat_tables([first, second], "events-*.csv (2 files)")
+    assert joined.name == "events-*.csv (2 files)" and joined.columns == ["a", "b"]
+    assert joined.frame.to_dict("list") == {"a": ["1", "3", "4"], "b": ["x", "z", "w"]}
+    assert joined.lines.tolist() == [2, 4, 2]
+    assert [joined.file_of(i) for i in range(3)] == [
+        "events-00000-of-00002.csv", "events-00000-of-00002.csv", "events-00001-of-00002.csv"]
+    assert [(r.file, r.line) for r in joined.bad_records] == [("events-00000-of-00002.csv", 3)]
+    assert joined.rows_read == 4
+    assert concat_tables([first], "ignored") is first
+    assert first.file_of(0) == "events-00000-of-00002.csv"
 
 
-def test_find_table_file_rejects_two_formats_of_one_table(tmp_path):
-    write(tmp_path / "events.csv", "a\n")
-    write(tmp_path / "events.parquet", "x")
-    with pytest.raises(TableReadError, match=r"several formats \(events.csv, events.parquet\)"):
-        find_table_file(tmp_path, "events")
-
-
-def test_unsupported_files_lists_other_extensions(tmp_path):
-    write(tmp_path / "items.json", "[]")
-    write(tmp_path / "items.csv.gz", "")
-    assert unsupported_files(tmp_path, "items") == ["items.csv.gz", "items.json"]
+def test_shards_with_other_columns_are_refused_naming_the_shard(tmp_path):
+    first = read_table(write(tmp_path / "items-0.csv", "item_id,title\nA,x\n"))
+    other = read_table(write(tmp_path / "items-1.csv", "item_id,price\nB,1\n"))
+    with pytest.raises(TableReadError, match=r"items-1.csv:1: the shards of a table must have "
+                                             r"the same columns: lacks title; adds price "
+                                             r"\(vs items-0.csv\)"):
+        concat_tables([first, other], "items-*.csv (2 files)")
 
 
 # --- CSV --------------------------------------------------------------------------------------
