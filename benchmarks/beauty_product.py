@@ -143,14 +143,39 @@ def _pipeline_or_reuse(shop, work_dir, config, seed, reuse, echo):
     return run_pipeline(shop, work_dir, config, seed, echo), False
 
 
+def config_changes(config: dict, default: dict, prefix: str = "") -> list:
+    """["retrieval_config.history_encoder: 'causal' -> 'pooled'", ...]: where ``config``
+    differs from ``default`` (nested dicts compared key by key)."""
+    changes = []
+    for key in sorted(set(config) | set(default)):
+        mine, base = config.get(key, "(default)"), default.get(key, "(default)")
+        if isinstance(mine, dict) and isinstance(base, dict):
+            changes += config_changes(mine, base, f"{prefix}{key}.")
+        elif mine != base:
+            changes.append(f"{prefix}{key}: {base!r} -> {mine!r}")
+    return changes
+
+
+def choices_for(config: dict) -> str:
+    """What the row's configuration chose: CHOICES for the product's own configuration, and
+    for an ablation (another config file) what it changes first."""
+    with open(DEFAULT_CONFIG, encoding="utf-8") as f:
+        changes = config_changes(config, json.load(f))
+    if not changes:
+        return CHOICES
+    return (f"An ablation of the product: benchmarks/configs/beauty.json with "
+            f"{'; '.join(changes)}. The product's own choices: " + CHOICES)
+
+
 def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
                 replay_users=500, threads=2, echo=tqdm.write, facts=None,
-                reuse_pipeline=False):
+                reuse_pipeline=False, note=""):
     """The benchmark row of the product (module docstring): options, info (pipeline
     report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics.
     ``facts``: beyond-accuracy facts (protocol.item_facts): then the test metrics hold the
     answers' beyond-accuracy metrics too. ``reuse_pipeline``: answer from the pipeline run
-    already in ``work_dir`` (fit seconds = its recorded wall time) instead of a new one."""
+    already in ``work_dir`` (fit seconds = its recorded wall time) instead of a new one.
+    ``note``: a sentence kept with the row (e.g. what an ablation's earlier run measured)."""
     # pylint: disable=import-outside-toplevel
     from serving.demo.local_stack import LocalStack
     work_dir = work_dir_for(work_dir, "shoprec_beauty_product_")
@@ -214,9 +239,13 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
             "pipeline": {key: report.get(key) for key in ("total_seconds",
                                                           "component_seconds", "models")},
             "stages": stage_test, "degraded_answers": degraded, "strategies": strategies, "http_replay": replay,
-            "choices": CHOICES, "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}
-    return {"options": options, "info": info,
-            "fit_seconds": seconds["shop_export"] + seconds["pipeline"],
-            "eval_seconds": sum(v for k, v in seconds.items()
-                                if k not in ("shop_export", "pipeline")),
-            "validation": None, "test": test}
+            "choices": choices_for(options["config"]),
+            "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    row = {"options": options, "info": info,
+           "fit_seconds": seconds["shop_export"] + seconds["pipeline"],
+           "eval_seconds": sum(v for k, v in seconds.items()
+                               if k not in ("shop_export", "pipeline")),
+           "validation": None, "test": test}
+    if note:
+        row["note"] = str(note)
+    return row
