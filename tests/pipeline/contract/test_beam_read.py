@@ -118,13 +118,18 @@ def test_same_outcome_as_load_shop_whatever_the_chunk_size(tmp_path, chunk_rows)
     assert events.sort_values("seq")["event_type"].tolist()[:3] == ["view", "click", "search"]
 
 
+def write_sharded_shop(root):
+    """The messy shop with events in 3 shards and items in 2 (users one file)."""
+    root.mkdir()
+    split_csv(root, "events", EVENTS, 3)
+    split_csv(root, "items", ITEMS, 2)
+    (root / "users.csv").write_text(USERS, encoding="utf-8")
+    return root
+
+
 def test_sharded_tables_on_two_worker_processes_match_the_single_files(tmp_path):
     whole = write_shop(tmp_path / "whole")
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    split_csv(shards, "events", EVENTS, 3)
-    split_csv(shards, "items", ITEMS, 2)
-    (shards / "users.csv").write_text(USERS, encoding="utf-8")
+    shards = write_sharded_shop(tmp_path / "shards")
     expected = load_shop(whole, on_bad_rows="quarantine")
     report, _, events, items = run_validation(shards, tmp_path / "out",
                                               mode="multi_processing")
@@ -143,11 +148,7 @@ def test_sharded_tables_on_two_worker_processes_match_the_single_files(tmp_path)
 def test_load_shop_reads_sharded_tables_as_the_beam_read_does(tmp_path):
     """The API and the CLI (load_shop) accept the sharded export the pipeline trains on, with
     the same problems, file by file, and the same rows."""
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    split_csv(shards, "events", EVENTS, 3)
-    split_csv(shards, "items", ITEMS, 2)
-    (shards / "users.csv").write_text(USERS, encoding="utf-8")
+    shards = write_sharded_shop(tmp_path / "shards")
     loaded = load_shop(shards, on_bad_rows="quarantine")
     report, _, events, items = run_validation(shards, tmp_path / "out")
 
