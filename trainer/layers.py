@@ -168,25 +168,34 @@ def global_batch_candidates(candidates: tf.Tensor, *aligned: Optional[tf.Tensor]
     treatment. One replica (the default strategy): unchanged. Local batches may differ in
     size (a last partial batch).
 
-    The gather is a sum all-reduce of zero-padded blocks: `ReplicaContext.all_gather` goes
+    The gather is a sum all-reduce of zero-filled blocks: `ReplicaContext.all_gather` goes
     through a merge call whose destination is the tensor's device, which is unset inside
     Keras's train step under MultiWorkerMirroredStrategy (TF 2.16: "destinations can not be
-    empty"), while all-reduce runs in the replica context on every strategy."""
+    empty"), while all-reduce runs in the replica context on every strategy. The blocks'
+    sizes are all-reduced too, except on a TPU, where every replica has the same static
+    batch: there all shapes stay compile-time constants for XLA (`scatter_nd` places the
+    block, `gather` rotates; not run here, no TPU). Elsewhere a replica's static shape says
+    nothing about the others' (MirroredStrategy traces each replica with its own split)."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return (candidates, *aligned)
     replicas = context.num_replicas_in_sync
-    replica = context.replica_id_in_sync_group
-    local = tf.shape(candidates)[0]
-    sizes = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                               tf.one_hot(replica, replicas, dtype=tf.int32) * local)
-    offset = tf.reduce_sum(sizes[:replica])
-    total = tf.reduce_sum(sizes)
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    on_tpu = isinstance(tf.distribute.get_strategy(), (
+        tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+    if on_tpu and candidates.shape[0] is not None:   # TPU: the same static batch everywhere
+        local = int(candidates.shape[0])
+        offset, total = replica * local, local * replicas
+    else:
+        local = tf.shape(candidates)[0]
+        sizes = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                   tf.one_hot(replica, replicas, dtype=tf.int32) * local)
+        offset, total = tf.reduce_sum(sizes[:replica]), tf.reduce_sum(sizes)
+    rows = (offset + tf.range(local))[:, tf.newaxis]           # this replica's block
+    own_first = (tf.range(total) + offset) % total              # then the later replicas'
 
     def gathered(x):
-        padding = tf.concat([[[offset, total - offset - local]],
-                             tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
-        everything = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.pad(x, padding))
-        return tf.roll(everything, -offset, axis=0)
+        block = tf.scatter_nd(rows, x, tf.concat([[total], tf.shape(x)[1:]], axis=0))
+        return tf.gather(context.all_reduce(tf.distribute.ReduceOp.SUM, block), own_first)
 
     return (gathered(candidates), *[None if a is None else gathered(a) for a in aligned])

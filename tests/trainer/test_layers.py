@@ -192,15 +192,21 @@ def replicas(fn, batch):
     return total(loss), (total(grads) if not isinstance(grads, list)
                          else [total(g) for g in grads])
 
-# 1. the gathered candidates: own rows first, then the other replica's; uneven halves
+# 1. the gathered candidates: own rows first, then the other replica's; None passes through
 def gather(b):
-    ctx = tf.distribute.get_replica_context()
     values, ids, none = global_batch_candidates(b["v"], b["id"], None)
-    mine = tf.cast(ctx.replica_id_in_sync_group, tf.float32)
-    return tf.reduce_sum(values * 10.0 ** (mine * 5.0 + tf.range(5.0))), \
-        tf.cast(tf.size(ids), tf.float32) + (0.0 if none is None else 1e9)
+    assert none is None
+    return values, ids
+def per_replica(result):
+    return [[x.numpy().tolist() for x in two.experimental_local_results(t)] for t in result]
 rows = {"v": tf.constant([1.0, 2.0, 3.0, 4.0, 5.0]), "id": tf.constant([7, 8, 9, 7, 8])}
-out["gathered"] = [float(x) for x in replicas(gather, rows)]
+uneven = next(iter(two.experimental_distribute_dataset(               # 3 + 2 rows
+    tf.data.Dataset.from_tensors(rows).unbatch().batch(5))))
+out["uneven"] = per_replica(two.run(tf.function(gather), args=(uneven,)))
+static = two.experimental_distribute_values_from_function(            # 2 + 2, static shapes
+    lambda ctx: {"v": tf.constant([1.0, 2.0]) + 2.0 * ctx.replica_id_in_sync_group,
+                 "id": tf.constant([5, 6]) * (ctx.replica_id_in_sync_group + 1)})
+out["static"] = per_replica(two.run(tf.function(gather), args=(static,)))
 
 # 2. a softmax over global negatives: loss and gradients as on one device, uneven halves
 task = tfrs.tasks.Retrieval(loss=tf.keras.losses.CategoricalCrossentropy(
@@ -256,8 +262,8 @@ def test_two_replicas_take_softmax_negatives_from_the_whole_global_batch():
     """Under two replicas (each with half of the batch) the retrieval losses and their
     gradients are those of one device on the whole batch: every replica's in-batch softmax
     sees all of the batch's candidates, its own rows first (trainer/layers.py
-    global_batch_candidates), and the mean divides by the global batch also when the halves
-    are uneven (5 rows: 3 + 2)."""
+    global_batch_candidates; also with static per-replica shapes), and the mean divides by the
+    global batch also when the halves are uneven (5 rows: 3 + 2)."""
     import json  # pylint: disable=import-outside-toplevel
     import os  # pylint: disable=import-outside-toplevel
     import subprocess  # pylint: disable=import-outside-toplevel
@@ -271,10 +277,9 @@ def test_two_replicas_take_softmax_negatives_from_the_whole_global_batch():
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(lines[0][len("RESULT "):])
     # replica 0 holds rows 1-3 and gathers [1,2,3 | 4,5]; replica 1 gathers [4,5 | 1,2,3]
-    first = 1 + 2 * 10 + 3 * 100 + 4 * 1e3 + 5 * 1e4
-    second = (4 + 5 * 10 + 1 * 100 + 2 * 1e3 + 3 * 1e4) * 1e5
-    assert out["gathered"][0] == pytest.approx(first + second, rel=1e-6)
-    assert out["gathered"][1] == 10, "ids gathered on both replicas (5 each), None kept"
+    assert out["uneven"] == [[[1, 2, 3, 4, 5], [4, 5, 1, 2, 3]],
+                             [[7, 8, 9, 7, 8], [7, 8, 7, 8, 9]]]
+    assert out["static"] == [[[1, 2, 3, 4], [3, 4, 1, 2]], [[5, 6, 10, 12], [10, 12, 5, 6]]]
     for name in ("softmax", "pooled", "causal"):
         one, two, gradient_gap = out[name]
         assert two == pytest.approx(one, rel=1e-5), (name, out)
