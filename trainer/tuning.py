@@ -48,6 +48,7 @@ SEARCH_SPACES = {
 
 # Tuner custom_config keys (besides "trainer": the trainer's own custom_config).
 DEFAULTS = {"max_trials": 8, "holdout_percent": 15, "seed": 42, "algorithm": "random"}
+ORACLE_SEED_OFFSET = {RETRIEVAL: 0, RANKING: 1}
 HOLDOUT_DIR = "holdout"
 METRICS_FILE = "metrics.json"
 
@@ -301,9 +302,12 @@ def tuner_fn_for(model: str, fn_args):
     split = lambda name: [os.path.join(holdout, f"Split-{name}", "*")]
     trial_fn_args = _evolve(fn_args, train_files=split("train"),
                                         eval_files=split("eval"))
+    # Each model's search draws from its own seeded stream: with one seed, the retrieval and
+    # ranking searches (both starting with a learning rate) tried the same learning rates.
     oracle_args = dict(objective=keras_tuner.Objective(objective, direction="max"),
                        max_trials=settings["max_trials"], hyperparameters=hp,
-                       seed=settings["seed"], allow_new_entries=False)
+                       seed=settings["seed"] + ORACLE_SEED_OFFSET[model],
+                       allow_new_entries=False)
     oracle = (keras_tuner.oracles.RandomSearchOracle(**oracle_args)
               if settings["algorithm"] == "random"
               else keras_tuner.oracles.BayesianOptimizationOracle(**oracle_args))
