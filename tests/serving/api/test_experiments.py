@@ -166,6 +166,9 @@ def test_users_in_an_experiment_get_their_variant_on_every_surface(exp_client):
 
 
 def test_impressions_are_stored_with_positions_and_anonymous_answers_are_not(exp_client):
+    # Earlier tests' impressions may still be queued in the asynchronous log: write them
+    # first, so the count below sees only this test's requests.
+    exp_client.app.state.services.impression_log.flush()
     before = len(_store(exp_client).impressions())
     body = exp_client.get("/v1/recommend", params={"user_id": "fan1", "k": 4}).json()
     exp_client.get("/v1/search", params={"q": "toy"})                   # no user: not logged
