@@ -38,17 +38,32 @@ class ProductRunError(RuntimeError):
     """A stage of the product run failed; the message says which and where its log is."""
 
 
-def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print):
+# Where run_pipeline writes in its work_dir (names= overrides some).
+PIPELINE_FILES = {"pipeline_root": "pipeline_root", "metadata": "metadata.db",
+                  "serving": "serving_models", "report": "pipeline_report.json",
+                  "log": "pipeline.log"}
+
+
+def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print, overrides=None,
+                 names=None, require_push=True):
     """``tfx_pipeline.py --runner local`` on the export; returns its report (component wall
-    times from ML Metadata, the models' eval metrics, blessing and push)."""
-    report_path = os.path.join(work_dir, "pipeline_report.json")
+    times from ML Metadata, the models' eval metrics, blessing and push).
+
+    ``overrides``: PipelineConfig keys over the config file (``--set``); ``names``: file
+    names in ``work_dir`` other than ``PIPELINE_FILES`` (runs that share one pipeline root
+    and ML Metadata, each with its own report, so that a config with ``enable_cache``
+    reuses their unchanged components); ``require_push``: fail unless both models were
+    pushed."""
+    path = {key: os.path.join(work_dir, name)
+            for key, name in dict(PIPELINE_FILES, **(names or {})).items()}
+    report_path = path["report"]
     command = [sys.executable, os.path.join(REPO, "tfx_pipeline.py"), "--runner", "local",
                "--config", config_path, "--data", shop_dir,
-               "--pipeline-root", os.path.join(work_dir, "pipeline_root"),
-               "--metadata-path", os.path.join(work_dir, "metadata.db"),
-               "--serving-dir", os.path.join(work_dir, "serving_models"),
-               "--seed", str(seed), "--report", report_path,
-               "--log-file", os.path.join(work_dir, "pipeline.log")]
+               "--pipeline-root", path["pipeline_root"], "--metadata-path", path["metadata"],
+               "--serving-dir", path["serving"], "--seed", str(seed), "--report", report_path,
+               "--log-file", path["log"]]
+    for key, value in (overrides or {}).items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
     echo("pipeline: " + " ".join(command[1:]))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -57,10 +72,10 @@ def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print):
             echo("  " + line.rstrip())
     if proc.returncode:
         raise ProductRunError(f"the pipeline failed (exit {proc.returncode}); full log: "
-                              f"{os.path.join(work_dir, 'pipeline.log')}")
+                              f"{path['log']}")
     with open(report_path, encoding="utf-8") as f:
         report = json.load(f)
-    for model in ("retrieval", "ranking"):
+    for model in ("retrieval", "ranking") if require_push else ():
         result = report.get("models", {}).get(model, {})
         if not result.get("pushed"):
             raise ProductRunError(f"the pipeline did not push a {model} model (blessed: "

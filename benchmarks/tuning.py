@@ -1,7 +1,11 @@
-"""The Tuner on the sample shop: tuned vs default hyper-parameters (issue #22, part 1).
+"""The Tuner on the sample shop and on Beauty: tuned vs default hyper-parameters (issue #22,
+part 1).
 
     python -m benchmarks.tuning [--work-dir DIR] [--seeds 0 1] [--scale 0.3] [--trials 5]
         [--trial-steps 150] [--retrieval-steps 300] [--ranking-steps 300] [--out DIR]
+    python -m benchmarks.tuning --data ../shared/data/amazon_beauty_2014_5core [--seeds 0]
+        [--trials 5] [--trial-steps 1000] [--retrieval-steps 3000] [--ranking-trial-steps 1000]
+        [--no-pipeline]
 
 For each model the search is what the pipeline's Tuner component runs (trainer/tuning.py:
 the `tuner_fn`, then KerasTuner's search): `--trials` random-search trials of
@@ -17,6 +21,17 @@ Data: pipeline/in_process.py (generate, the pipeline's time split, Transform). R
 text mode "none" and no item-to-item tables; the ranker trains and is judged on impression
 units without the MiniLM text embedding (no two-stage rows in-process) — the pipeline's own
 defaults (frozen MiniLM, two-stage rows) cost more than this budget on 2 shared cores.
+
+With ``--data`` (an Amazon Beauty folder, benchmarks/README.md protocol) the retrieval model
+is searched in this process, on the examples of the Beauty benchmark's "ours" rows
+(``benchmarks.beauty_ours.prepare``: train = every user's items but the last two, eval = the
+**validation** targets; the test items are never read) with the product's retrieval choices
+(frozen MiniLM text, no user-id embedding, the causal history encoder over the last
+``features.HISTORY_LENGTH`` items) and the product's 3,000 training steps. The ranking model
+is searched inside the real pipeline instead (``ranking_in_pipeline``: two runs on the
+export without each user's last item, the second with the TFX Tuner before the ranking
+Trainer): Beauty has no impressions, and the product's ranker trains on the pipeline's
+two-stage rows, which only the pipeline builds. Written as ``tuning_beauty.{md,json,png}``.
 """
 import argparse
 import json
@@ -26,13 +41,21 @@ import time
 
 import numpy as np
 
+from benchmarks import folders
 from benchmarks.outputs import write_outputs
 from benchmarks.robust_training import _commit, prepare
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RETRIEVAL = {"text_mode": "none", "related_items": 0, "top_k": 100}
 RANKING = {"use_text_embedding": False}
+# Beauty: the product's retrieval choices (benchmarks/configs/beauty.json) over "ours".
+BEAUTY_RETRIEVAL = {"text_mode": "frozen", "use_user_id": False, "history_encoder": "causal",
+                    "related_items": 0, "top_k": 100}
+BEAUTY_VALIDATION_CONFIG = os.path.join(folders.REPO, "benchmarks", "configs",
+                                        "beauty_validation.json")
 HOLDOUT_PERCENT = 15
+BEAUTY_DEFAULTS = {"seeds": [0], "trials": 5, "trial_steps": 1000, "retrieval_steps": 3000}
+SAMPLE_DEFAULTS = {"seeds": [0, 1], "trials": 5, "trial_steps": 150, "retrieval_steps": 300}
 
 
 def _run(out, run_fn, tdir, config, steps, hyperparameters=None):
@@ -104,12 +127,81 @@ def search(work, tdir, model, config, trials, trial_steps, seed):
     return found
 
 
-def measure(work, tdir, seed, trials, trial_steps, steps):
+def prepare_beauty(data_dir, work):
+    """The Beauty benchmark's leave-one-out train part and validation targets as the
+    pipeline's transformed examples under ``work/t`` (kept between runs); returns (that
+    folder, a description of the data)."""
+    # pylint: disable=import-outside-toplevel
+    from benchmarks import beauty_data, beauty_ours, protocol, registry
+    data = beauty_data.load_beauty(data_dir)
+    split = protocol.leave_one_out(data.sequences, data.n_items)
+    task = registry.FitTask(split.train, data.items, data.n_items, split.validation)
+    tdir = os.path.join(work, "t")
+    prepared = beauty_ours.prepare(task, tdir, reuse=True)
+    return tdir, {"folder": os.path.basename(os.path.abspath(data_dir)),
+                  "users": len(data.sequences), "items": int(data.n_items),
+                  "validation_users": len(split.validation), "examples": prepared.counts}
+
+
+def _newest_json(pattern):
+    """The newest file matching ``pattern`` (a TFX artifact per execution), parsed."""
+    import glob  # pylint: disable=import-outside-toplevel
+    paths = sorted(glob.glob(pattern), key=os.path.getmtime)
+    if not paths:
+        raise FileNotFoundError(f"no file matches {pattern}")
+    with open(paths[-1], encoding="utf-8") as f:
+        return json.load(f)
+
+
+def ranking_in_pipeline(data_dir, work, seed, trials, trial_steps, echo=print):
+    """The ranking Tuner as a shop runs it, judged on Beauty's validation users.
+
+    The export without each user's last item (``beauty_data.to_shop(hold_out_last=1)``) goes
+    through the real pipeline twice with ``BEAUTY_VALIDATION_CONFIG`` (the product's config,
+    split times one day earlier: eval = the validation items, rank = the items before them;
+    ``enable_cache``), sharing one pipeline root and ML Metadata: first with the defaults,
+    then with ``tuning`` "ranking" (the TFX Tuner before the ranking Trainer). The second
+    run reuses every unchanged component (ExampleGen ... retrieval Trainer, the two-stage
+    rows), so the two rankers are trained on the same rows, and its Evaluator judges the
+    tuned ranker against the blessed default on the same eval contexts (a paired
+    comparison). Returns the two reports, the Tuner's trials and its best values."""
+    # pylint: disable=import-outside-toplevel
+    from benchmarks import beauty_data, product_run
+    shop = os.path.join(work, "shop_validation")
+    if not os.path.exists(os.path.join(shop, "events.csv")):
+        beauty_data.to_shop(beauty_data.load_beauty(data_dir), shop, hold_out_last=1)
+    pdir = os.path.join(work, "pipeline")
+    os.makedirs(pdir, exist_ok=True)
+    reports = {}
+    for name, overrides in (("default", {}),
+                            ("tuned", {"tuning": "ranking", "tuner_max_trials": trials,
+                                       "tuner_steps": trial_steps})):
+        names = {"pipeline_root": "root", "serving": f"serving_{name}",
+                 "report": f"report_{name}.json"}
+        path = os.path.join(pdir, names["report"])
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                reports[name] = json.load(f)
+        else:
+            reports[name] = product_run.run_pipeline(shop, pdir, BEAUTY_VALIDATION_CONFIG, seed,
+                                                     echo, overrides, names,
+                                                     require_push=False)
+    tuner = os.path.join(pdir, "root", "ranking_tuner")
+    return {"reports": reports,
+            "trials": _newest_json(os.path.join(tuner, "tuner_results", "*",
+                                                "tuner_results.json")),
+            "best": _newest_json(os.path.join(tuner, "best_hyperparameters", "*",
+                                              "best_hyperparameters.txt"))["values"],
+            "config": os.path.relpath(BEAUTY_VALIDATION_CONFIG, folders.REPO)}
+
+
+def measure(work, tdir, seed, trials, trial_steps, steps, beauty=False):
     # pylint: disable=import-outside-toplevel
     from trainer import ranking, retrieval
     rows = []
-    for model, run_fn, config in (("retrieval", retrieval.run_fn, RETRIEVAL),
-                                  ("ranking", ranking.run_fn, RANKING)):
+    models = ((("retrieval", retrieval.run_fn, BEAUTY_RETRIEVAL),) if beauty else
+              (("retrieval", retrieval.run_fn, RETRIEVAL), ("ranking", ranking.run_fn, RANKING)))
+    for model, run_fn, config in models:
         config = dict(config, seed=seed)
         found = search(work, tdir, model, config, trials, trial_steps, seed)
         default = _run(os.path.join(work, f"{model}_default"), run_fn, tdir, config,
@@ -141,20 +233,44 @@ def _minutes(results):
                for r in results["rows"]) / 60
 
 
-def markdown(results):
+def _header(results, seeds):
+    """The title and the settings paragraph (sample shop or Beauty)."""
     s = results["settings"]
-    seeds = ", ".join(str(seed) for seed in s["seeds"])
-    lines = ["# Tuner on the sample shop (issue #22, part 1)", "",
-             f"Sample shop seeds {seeds} (shop and model), scale {s['scale']:g}; KerasTuner "
-             "random search per seed, "
-             f"{s['trials']} trials of {s['trial_steps']} steps on a {HOLDOUT_PERCENT} % "
-             "holdout of the train split (the eval split unseen); final runs retrieval "
-             f"{s['steps']['retrieval']} / ranking {s['steps']['ranking']} steps on the whole "
-             "train split, judged on the eval split; retrieval text mode \"none\", ranking on "
-             "impression units without MiniLM; "
-             f"`python -m benchmarks.tuning --seeds {' '.join(map(str, s['seeds']))}`; "
-             f"commit {results['commit']}; searches and final runs {_minutes(results):.0f} "
-             "min on 2 shared cores.", "",
+    command = f"`python -m benchmarks.tuning --seeds {' '.join(map(str, s['seeds']))}"
+    if s.get("data"):
+        d = s["data"]
+        return ["# Tuner on Amazon Beauty, validation users (issue #22, part 1)", "",
+                f"{d['folder']}: {d['users']:,} users, {d['items']:,} items; examples of the "
+                "Beauty benchmark's \"ours\" rows (train = every user's items but the last "
+                f"two; eval split = the {d['validation_users']:,} validation targets, scored "
+                "over the full catalog; the test items are never read). Retrieval with the "
+                "product's choices (frozen MiniLM text, no user-id embedding, causal history "
+                "encoder over the last 10 items); model seed "
+                f"{seeds}; KerasTuner random search, {s['trials']} trials of "
+                f"{s['trial_steps']} steps on a {HOLDOUT_PERCENT} % holdout of the train "
+                f"split; final runs {s['steps']['retrieval']} steps (the product's budget) on "
+                f"the whole train split, judged on the validation targets; {command} --data "
+                f"DIR --trial-steps {s['trial_steps']} --retrieval-steps "
+                f"{s['steps']['retrieval']}`; commit {results['commit']}; search and final "
+                f"runs {_minutes(results):.0f} min on 2 cores. The ranking model is searched "
+                "inside the pipeline (the product's ranker trains on the pipeline's "
+                "two-stage rows; Beauty has no impressions)"
+                + (": last section." if results.get("pipeline_ranking") else
+                   ": not run here (--no-pipeline)."), ""]
+    return ["# Tuner on the sample shop (issue #22, part 1)", "",
+            f"Sample shop seeds {seeds} (shop and model), scale {s['scale']:g}; KerasTuner "
+            "random search per seed, "
+            f"{s['trials']} trials of {s['trial_steps']} steps on a {HOLDOUT_PERCENT} % "
+            "holdout of the train split (the eval split unseen); final runs retrieval "
+            f"{s['steps']['retrieval']} / ranking {s['steps']['ranking']} steps on the whole "
+            "train split, judged on the eval split; retrieval text mode \"none\", ranking on "
+            f"impression units without MiniLM; {command}`; commit {results['commit']}; "
+            f"searches and final runs {_minutes(results):.0f} min on 2 shared cores.", ""]
+
+
+def markdown(results):
+    seeds = ", ".join(str(seed) for seed in results["settings"]["seeds"])
+    lines = _header(results, seeds) + [
              "## Tuned minus defaults on the eval split (rating RMSE: lower is better)", "",
              "| model | seed | " + " | ".join(_SUMMARY) + " |", "|---|---|" + "---|" * len(_SUMMARY)]
     for r in results["rows"]:
@@ -188,7 +304,60 @@ def markdown(results):
                          + " | ".join(_f(trial[k], 3) if isinstance(trial[k], float)
                                       else str(trial[k]) for k in sorted(default_hp)) + " |")
         lines.append("")
+    if results.get("pipeline_ranking"):
+        lines += _pipeline_markdown(results["pipeline_ranking"], results["settings"])
     return "\n".join(lines)
+
+
+RANKING_METRICS = ("NDCG@10", "click AUC", "purchase AUC")
+
+
+def pipeline_ranking_rows(found):
+    """(name, metrics) of the pipeline's ranking Evaluator: the default run, the default
+    again as the tuned run's baseline (same model, same contexts), the tuned ranker."""
+    default, tuned = (found["reports"][k]["models"]["ranking"] for k in ("default", "tuned"))
+    return [("defaults (run 1)", default["metrics"]),
+            ("defaults, as run 2's baseline", tuned.get("baseline") or {}),
+            ("tuned (run 2)", tuned["metrics"])]
+
+
+def _pipeline_markdown(found, settings):
+    reports = found["reports"]
+    tuned = reports["tuned"]["models"]["ranking"]
+    seconds = reports["tuned"].get("component_seconds", {})
+    lines = ["## ranking, tuned inside the pipeline (validation users)", "",
+             f"`tfx_pipeline.py --config {found['config']}` (the product's config with split "
+             "times one day earlier: eval = each user's validation item, rank = the item "
+             "before it; `enable_cache`) on the export without each user's last item, twice "
+             "on one pipeline root: the defaults, then `--set tuning=\"ranking\" --set "
+             f"tuner_max_trials={settings['trials']} --set tuner_steps="
+             f"{settings['ranking_trial_steps']}`. The second run reuses every unchanged "
+             "component (its retrieval model and two-stage rows are the first run's), and "
+             "its Evaluator judges the tuned ranker against the blessed default on the same "
+             "eval contexts. Tuner "
+             f"{seconds.get('ranking_tuner', float('nan')):.0f} s, ranking Trainer "
+             f"{seconds.get('ranking_trainer', float('nan')):.0f} s; tuned ranker blessed: "
+             f"{tuned.get('blessed')}, pushed: {tuned.get('pushed')}"
+             + (f" (failed: {'; '.join(map(str, tuned['failed']))})" if tuned.get("failed")
+                else "") + ".", "",
+             "| ranker | " + " | ".join(RANKING_METRICS) + " |",
+             "|---|" + "---|" * len(RANKING_METRICS)]
+    for name, metrics in pipeline_ranking_rows(found):
+        lines.append(f"| {name} | " + " | ".join(_f(metrics.get(k)) for k in RANKING_METRICS)
+                     + " |")
+    names = sorted(k for k in found["trials"][0] if k not in ("trial_id", "score")) \
+        if found["trials"] else []
+    best = ", ".join(f"{k} {_f(v, 3) if isinstance(v, float) else v}"
+                     for k, v in sorted(found["best"].items()))
+    lines += ["", f"Best values (handed to the Trainer): {best}. Trials (holdout click AUC, "
+              "best first):", "", "| trial | click AUC | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for trial in found["trials"]:
+        lines.append(f"| {trial['trial_id']} | {_f(trial['score'])} | "
+                     + " | ".join(_f(trial[k], 3) if isinstance(trial[k], float)
+                                  else str(trial[k]) for k in names) + " |")
+    lines.append("")
+    return lines
 
 
 def chart(results, path):
@@ -196,8 +365,20 @@ def chart(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results["rows"]), figsize=(5.5 * len(results["rows"]), 4))
-    for ax, r in zip(np.atleast_1d(axes), results["rows"]):
+    panels = len(results["rows"]) + bool(results.get("pipeline_ranking"))
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    axes = np.atleast_1d(axes)
+    if results.get("pipeline_ranking"):
+        rows = pipeline_ranking_rows(results["pipeline_ranking"])
+        x = np.arange(len(RANKING_METRICS))
+        for i, (name, metrics) in enumerate(rows):
+            axes[-1].bar(x + (i - 1) * 0.27, [metrics.get(k) or 0.0 for k in RANKING_METRICS],
+                         0.27, label=name)
+        axes[-1].set_xticks(x, RANKING_METRICS, fontsize=8)
+        axes[-1].set_title("ranking in the pipeline: eval contexts (validation users)",
+                           fontsize=9)
+        axes[-1].legend(fontsize=7)
+    for ax, r in zip(axes, results["rows"]):
         keys = [k for k in r["default"]["quality"] if k != "rating_rmse"]
         x = np.arange(len(keys))
         ax.bar(x - 0.2, [r["default"]["quality"][k] for k in keys], 0.4, label="defaults")
@@ -213,33 +394,60 @@ def chart(results, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--data", default="",
+                        help="an Amazon Beauty folder: search retrieval on its validation "
+                             "users instead of the sample shop")
     parser.add_argument("--work-dir", default="/tmp/shoprec_tuning")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                        help="shop and model seeds; each gets its own search")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="shop and model seeds; each gets its own search (default: 0 1; "
+                             "Beauty 0)")
     parser.add_argument("--scale", type=float, default=0.3)
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--trial-steps", type=int, default=150)
-    parser.add_argument("--retrieval-steps", type=int, default=300)
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--trial-steps", type=int, help="default 150; Beauty 1000")
+    parser.add_argument("--retrieval-steps", type=int, help="default 300; Beauty 3000")
     parser.add_argument("--ranking-steps", type=int, default=300)
+    parser.add_argument("--ranking-trial-steps", type=int, default=1000,
+                        help="Beauty: steps of each ranking Tuner trial in the pipeline")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="Beauty: skip the two pipeline runs (ranking Tuner)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
+    for key, value in (BEAUTY_DEFAULTS if args.data else SAMPLE_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.data:
+        if folders.inside_repo(args.work_dir):
+            parser.error(f"--work-dir {args.work_dir} is inside the repository; what is "
+                         "written there derives from research-only data")
     started = time.perf_counter()
     steps = {"retrieval": args.retrieval_steps, "ranking": args.ranking_steps}
-    rows = []
+    rows, data = [], None
     for seed in args.seeds:
-        work = os.path.join(args.work_dir, f"s{seed}_{args.scale:g}")
-        _, tdir = prepare(work, seed, args.scale)
+        if args.data:
+            work = os.path.join(args.work_dir, "beauty")
+            tdir, data = prepare_beauty(args.data, work)
+            work = os.path.join(work, f"s{seed}")
+        else:
+            work = os.path.join(args.work_dir, f"s{seed}_{args.scale:g}")
+            _, tdir = prepare(work, seed, args.scale)
         rows += [dict(row, seed=seed) for row in measure(
             os.path.join(work, f"t{args.trials}x{args.trial_steps}"), tdir, seed,
-            args.trials, args.trial_steps, steps)]
-    results = {"settings": {"seeds": args.seeds, "scale": args.scale, "trials": args.trials,
-                            "trial_steps": args.trial_steps, "steps": steps,
-                            "holdout_percent": HOLDOUT_PERCENT,
-                            "retrieval_config": RETRIEVAL, "ranking_config": RANKING},
-               "rows": rows, "commit": _commit(),
+            args.trials, args.trial_steps, steps, beauty=bool(args.data))]
+    pipeline_ranking = None
+    if args.data and not args.no_pipeline:
+        pipeline_ranking = ranking_in_pipeline(args.data, os.path.join(args.work_dir, "beauty"),
+                                               args.seeds[0], args.trials,
+                                               args.ranking_trial_steps)
+    results = {"settings": {"seeds": args.seeds, "scale": None if args.data else args.scale,
+                            "ranking_trial_steps": args.ranking_trial_steps,
+                            "trials": args.trials, "trial_steps": args.trial_steps,
+                            "steps": steps, "holdout_percent": HOLDOUT_PERCENT, "data": data,
+                            "retrieval_config": BEAUTY_RETRIEVAL if args.data else RETRIEVAL,
+                            "ranking_config": None if args.data else RANKING},
+               "rows": rows, "pipeline_ranking": pipeline_ranking, "commit": _commit(),
                "seconds": round(time.perf_counter() - started, 1)}
     text = markdown(results)
-    write_outputs(results, args.out, "tuning", text, chart)
+    write_outputs(results, args.out, "tuning_beauty" if args.data else "tuning", text, chart)
     print(text)
     return 0
 
