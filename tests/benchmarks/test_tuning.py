@@ -16,6 +16,12 @@ def _row(model, seed, default, tuned, space, best):
             "tuned": {"quality": tuned, "hyperparameters": best, "seconds": 30.0}}
 
 
+def _assert_chart(results, folder):
+    path = folder / "chart.png"
+    tuning.chart(results, str(path))
+    assert path.stat().st_size > 1000
+
+
 def test_markdown_and_chart_show_tuned_minus_defaults(tmp_path):
     retrieval = {"recall@10": 0.3, "recall@50": 0.5, "recall@100": 0.6, "ndcg@10": 0.2}
     ranking = {"click_auc": 0.6, "purchase_auc": 0.6, "rating_rmse": 0.9}
@@ -31,8 +37,7 @@ def test_markdown_and_chart_show_tuned_minus_defaults(tmp_path):
     assert "| ranking | 0 |  |  |  |  | +0.0500 | +0.0000 | +0.0000 |" in text
     assert "searches and final runs 4 min" in text
     assert "| tuned: temperature 0.250 |" in text
-    tuning.chart(results, str(tmp_path / "tuning.png"))
-    assert (tmp_path / "tuning.png").stat().st_size > 1000
+    _assert_chart(results, tmp_path)
 
 
 def test_beauty_report_says_which_users_judge_and_what_was_not_searched():
@@ -93,8 +98,7 @@ def test_beauty_report_shows_the_pipeline_ranking_runs_paired(tmp_path):
     assert "| defaults, as run 2's baseline | 0.1400 | 0.7900 | 0.7900 |" in text
     assert "| tuned (run 2) | 0.1500 | 0.8000 | 0.7800 |" in text
     assert "| 02 | 0.8100 | 64x32 | 0.002 |" in text
-    tuning.chart(results, str(tmp_path / "tuning_beauty.png"))
-    assert (tmp_path / "tuning_beauty.png").stat().st_size > 1000
+    _assert_chart(results, tmp_path)
 
 
 def test_validation_config_makes_the_held_out_export_judge_validation_items():
