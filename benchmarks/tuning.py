@@ -223,6 +223,11 @@ def _f(value, digits=4):
     return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
 
 
+def _hp(value):
+    """A hyper-parameter value in a table: floats to 3 significant places."""
+    return _f(value, 3) if isinstance(value, float) else str(value)
+
+
 _SUMMARY = ("recall@10", "recall@50", "recall@100", "ndcg@10", "click_auc", "purchase_auc",
             "rating_rmse")
 
@@ -290,7 +295,7 @@ def markdown(results):
                   "|---|" + "---|" * (len(keys) + 1)]
         default_hp = found["search_space"]["values"]
         for name, row, hp in (("defaults", d, default_hp), ("tuned", t, t["hyperparameters"])):
-            described = ", ".join(f"{k} {_f(v, 3) if isinstance(v, float) else v}"
+            described = ", ".join(f"{k} {_hp(v)}"
                                   for k, v in sorted(hp.items()))
             lines.append(f"| {name}: {described} | "
                          + " | ".join(_f(row["quality"][k]) for k in keys)
@@ -301,8 +306,7 @@ def markdown(results):
                   "|---|---|" + "---|" * len(default_hp)]
         for trial in found["trials"]:
             lines.append(f"| {trial['trial']} | {_f(trial['score'])} | "
-                         + " | ".join(_f(trial[k], 3) if isinstance(trial[k], float)
-                                      else str(trial[k]) for k in sorted(default_hp)) + " |")
+                         + " | ".join(_hp(trial[k]) for k in sorted(default_hp)) + " |")
         lines.append("")
     if results.get("pipeline_ranking"):
         lines += _pipeline_markdown(results["pipeline_ranking"], results["settings"])
@@ -347,15 +351,14 @@ def _pipeline_markdown(found, settings):
                      + " |")
     names = sorted(k for k in found["trials"][0] if k not in ("trial_id", "score")) \
         if found["trials"] else []
-    best = ", ".join(f"{k} {_f(v, 3) if isinstance(v, float) else v}"
+    best = ", ".join(f"{k} {_hp(v)}"
                      for k, v in sorted(found["best"].items()))
     lines += ["", f"Best values (handed to the Trainer): {best}. Trials (holdout click AUC, "
               "best first):", "", "| trial | click AUC | " + " | ".join(names) + " |",
               "|---|---|" + "---|" * len(names)]
     for trial in found["trials"]:
         lines.append(f"| {trial['trial_id']} | {_f(trial['score'])} | "
-                     + " | ".join(_f(trial[k], 3) if isinstance(trial[k], float)
-                                  else str(trial[k]) for k in names) + " |")
+                     + " | ".join(_hp(trial[k]) for k in names) + " |")
     lines.append("")
     return lines
 
