@@ -31,8 +31,8 @@ from benchmarks import (product_run, search_data, search_methods,  # noqa: E402
                         search_product, search_protocol, search_report)
 from benchmarks.text_tower_report import environment, git_commit  # noqa: E402
 
-METHODS = ("random", "bm25", "minilm", "rrf", "product")
-DEFAULT_METHODS = ("random", "bm25", "minilm", "rrf")
+METHODS = ("random", "bm25", "minilm", "rrf", "linear", "product")
+DEFAULT_METHODS = ("random", "bm25", "minilm", "rrf", "linear")
 BASELINE = "bm25"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL = (
@@ -63,7 +63,7 @@ class _Stages:
         return result
 
 
-def _descriptions(bm25, rrf_k):
+def _descriptions(bm25, rrf_k, lexical_weight):
     stem = f"Snowball {bm25.stemmer_name} stemming" if bm25.stemmer_name else "no stemming"
     stop = f"'{bm25.stopwords}' stop words" if bm25.stopwords else "no stop words"
     return {
@@ -71,6 +71,8 @@ def _descriptions(bm25, rrf_k):
         "bm25": f"bm25s {_version('bm25s')} Lucene BM25, k1 {bm25.k1}, b {bm25.b}, {stem}, {stop}",
         "minilm": "zero-shot frozen MiniLM of trainer.text, the product's item text, cosine",
         "rrf": f"reciprocal-rank fusion of bm25 and minilm, k {rrf_k}",
+        "linear": f"the API's linear fusion (serving/api/search_fusion.py) of bm25 and "
+                  f"minilm z-scores, lexical weight {lexical_weight}",
         "product": "the product's /v1/search (Recommender.search) on the bundle the real "
                    "pipeline pushed after training on the train queries' search log; its "
                    "top 100 is the ranking (rerank = condensed: it orders the catalog)",
@@ -88,7 +90,7 @@ def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_
     built["bm25"], choices["bm25"] = stages.run(
         "bm25.tune", search_methods.tune_bm25, base, train, k1_grid, b_grid, batch_size,
         _progress("bm25: k1 x b on train queries"))
-    if "minilm" in methods or "rrf" in methods:
+    if {"minilm", "rrf", "linear"} & set(methods):
         paths = search_methods.encoder_paths()
         texts = sorted({q.text for q in train + test})
         # One call for both: each loads the encoder and traces it once.
@@ -102,6 +104,10 @@ def _build(data, train, test, methods, seed, k1_grid, b_grid, rrf_k_grid, batch_
         built["rrf"], choices["rrf"] = stages.run(
             "rrf.tune", search_methods.tune_rrf, [built["bm25"], built["minilm"]], train,
             rrf_k_grid, batch_size, _progress("rrf: k on train queries"))
+    if "linear" in methods:
+        built["linear"], choices["linear"] = stages.run(
+            "linear.tune", search_methods.tune_linear, built["bm25"], built["minilm"], train,
+            batch_size=batch_size, progress=_progress("linear: lexical weight on train queries"))
     if "product" in methods:
         built["product"] = search_product.ProductSearch(data, seed, **product_options)
         stages.run("product.start", built["product"].start)
@@ -136,7 +142,8 @@ def run(data_dir, methods=DEFAULT_METHODS, seed=0, k1_grid=search_methods.K1_GRI
         if "product" in built:
             built["product"].close()
     choices = built.pop("choices")
-    descriptions = _descriptions(built["bm25"], choices.get("rrf", {}).get("k"))
+    descriptions = _descriptions(built["bm25"], choices.get("rrf", {}).get("k"),
+                                 choices.get("linear", {}).get("lexical_weight"))
     results = {
         "dataset": search_data.describe(data_dir, data),
         "seed": seed, "protocol": PROTOCOL, "baseline": BASELINE,
@@ -219,15 +226,21 @@ def _numbers(text, name):
     return values
 
 
-def _settings(pairs):
+def _settings(pairs, option="--product-api-setting"):
     """["name=value", ...] -> {name: value}."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--product-api-setting {pair!r}: expected NAME=VALUE")
+            raise ValueError(f"{option} {pair!r}: expected NAME=VALUE")
         out[name.strip()] = value.strip()
     return out
+
+
+def _grid(pairs):
+    """["name=v1,v2", ...] -> {name: [v1, v2]} (numbers)."""
+    return {name: _numbers(values, f"--product-tune {name}")
+            for name, values in _settings(pairs, "--product-tune").items()}
 
 
 def main(argv=None):
@@ -256,6 +269,11 @@ def main(argv=None):
                         metavar="NAME=VALUE",
                         help="product: an API setting for the run (repeatable), e.g. "
                              "lexical_candidates=0 or typo_tolerance=false")
+    parser.add_argument("--product-tune", action="append", default=[],
+                        metavar="NAME=V1,V2,...",
+                        help="product: tune an API setting over these values on the "
+                             "pipeline's eval-split queries (repeatable: every combination), "
+                             "e.g. search_ranker_weight=0,0.5,1; test queries never take part")
     parser.add_argument("--product-reuse", action="store_true",
                         help="product: serve the bundle an earlier run pushed into "
                              "--product-work-dir (no export, no pipeline): measures "
@@ -276,7 +294,8 @@ def main(argv=None):
                                         "work_dir": args.product_work_dir,
                                         "replay_queries": args.product_replay_queries,
                                         "reuse": args.product_reuse,
-                                        "api_settings": _settings(args.product_api_setting)})
+                                        "api_settings": _settings(args.product_api_setting),
+                                        "tune": _grid(args.product_tune)})
     except (ValueError, product_run.ProductRunError) as err:   # SearchDataError: file + line
         sys.exit(f"error: {err}")
     results["command"] = command

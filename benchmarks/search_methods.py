@@ -1,9 +1,10 @@
-"""The search benchmark's baselines: random order, BM25 (bm25s), zero-shot MiniLM, RRF.
+"""The search benchmark's baselines: random order, BM25 (bm25s), zero-shot MiniLM, RRF, and
+the product's linear fusion (serving/api/search_fusion.py) of BM25 and zero-shot MiniLM.
 
 A method has ``scores(queries) -> float [len(queries), n_products]`` (every product scored
 for each ``search_data.Query``); a method whose scores depend on the candidate set also has
 ``rerank(queries) -> [scores of q.products for q in queries]`` (the products it is asked to
-order being only the judged ones). Tuning (``tune_bm25``, ``tune_rrf``) sees train queries only.
+order being only the judged ones). Tuning (``tune_bm25``, ``tune_rrf``, ``tune_linear``) sees train queries only.
 """
 import itertools
 import time
@@ -12,11 +13,12 @@ import zlib
 import numpy as np
 
 from benchmarks import search_protocol as protocol
-from serving.api import lexical
+from serving.api import lexical, search_fusion
 
 K1_GRID = (0.3, 0.6, 0.9, 1.2, 1.5, 2.0)
 B_GRID = (0.3, 0.5, 0.75, 0.9, 1.0)
 RRF_K_GRID = (0, 1, 5, 10, 20, 40, 60, 100, 200)
+LEXICAL_WEIGHT_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 class RandomOrder:
@@ -160,3 +162,31 @@ def tune_rrf(components, train_queries, k_grid=RRF_K_GRID, batch_size=256, progr
     grid = [_grid_row(per_k[k], k=k) for k in k_grid]
     best = max(grid, key=lambda row: row["selection"])     # first of equals: the smaller k
     return Fusion(components, best["k"]), {"k": best["k"], "grid": grid}
+
+
+class LinearFusion:
+    """The API's linear search fusion (``search_fusion.fuse``: z-scored BM25 and dense
+    scores over the catalog, mixed with ``lexical_weight``) of two components, without the
+    product's trained models: the zero-shot baseline of the product's first stage."""
+
+    def __init__(self, lexical, dense, lexical_weight):
+        self.lexical, self.dense, self.lexical_weight = lexical, dense, lexical_weight
+
+    def scores(self, queries):
+        return search_fusion.fuse(self.lexical.scores(queries), self.dense.scores(queries),
+                                  self.lexical_weight)
+
+
+def tune_linear(lexical, dense, train_queries, weight_grid=LEXICAL_WEIGHT_GRID,
+                batch_size=256, progress=None):
+    """The lexical weight of the grid with the best ``protocol.selection_score`` on
+    ``train_queries`` (each batch scored once). Returns (the LinearFusion,
+    {"lexical_weight", "grid"})."""
+    def score_fn(queries):
+        lex, den = lexical.scores(queries), dense.scores(queries)
+        return {w: search_fusion.fuse(lex, den, w) for w in weight_grid}
+    per_w = protocol.evaluate(score_fn, train_queries, batch_size, progress=progress)
+    grid = [_grid_row(per_w[w], lexical_weight=w) for w in weight_grid]
+    best = max(grid, key=lambda row: row["selection"])
+    return (LinearFusion(lexical, dense, best["lexical_weight"]),
+            {"lexical_weight": best["lexical_weight"], "grid": grid})

@@ -12,6 +12,10 @@
    process for an anonymous shopper, ``k`` = 100. The returned list is the ranking the
    protocol reads (``search_protocol.list_scores``: products not returned come after it and
    never count for Recall@100).
+   With ``tune`` (a grid of API settings, e.g. the search fusion's weights), each
+   combination first answers the pipeline's eval-split queries (train queries neither model
+   trained on: ``search_shop.pipeline_splits``), the best by ``selection_score`` is kept,
+   and the stack restarts with it. Test queries are never seen by the tuning.
 4. HTTP replay: a seeded sample of test queries through the running API's ``GET /v1/search``
    must return exactly the in-process lists; p50/p99 of those requests on the full catalog.
 
@@ -21,6 +25,8 @@ Everything derived from the research-only data goes to ``work_dir``, outside the
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import itertools
 import json
 import os
 import time
@@ -61,7 +67,7 @@ class ProductSearch:
     ``close()`` stops everything. ``info`` holds what the row reports."""
 
     def __init__(self, data, seed=0, config=DEFAULT_CONFIG, work_dir="", replay_queries=200,
-                 threads=2, reuse=False, api_settings=None, echo=tqdm.write):
+                 threads=2, reuse=False, api_settings=None, tune=None, echo=tqdm.write):
         if reuse and not work_dir:
             raise ValueError("reuse needs the work_dir of an earlier run")
         work_dir = work_dir_for(work_dir, "shoprec_search_product_")
@@ -74,6 +80,11 @@ class ProductSearch:
         # API settings of both the in-process services and the stack (strings, as the
         # environment gives them: SHOPREC_<NAME>)
         self.api_settings = {**API_SETTINGS, "max_k": str(K), **(api_settings or {})}
+        self.tune = {name: list(values) for name, values in (tune or {}).items()}
+        clash = set(self.tune) & set(api_settings or {})
+        if clash or any(not values for values in self.tune.values()):
+            raise ValueError(f"tune: every setting needs values and none may also be set: "
+                             f"{sorted(clash) or self.tune}")
         self.index = {pid: i for i, pid in enumerate(data.products.product_id)}
         self.stack = self.api = None
         self.lists = {}             # query text -> product indices, as answered
@@ -81,6 +92,7 @@ class ProductSearch:
         self.info = {"options": {"config_file": os.path.relpath(self.config_path, folders.REPO),
                                  "api_settings": self.api_settings, "k": K,
                                  "replay_queries": replay_queries, "threads": threads,
+                                 "tune": self.tune,
                                  "reused_pipeline_run": reuse},
                      "choices": CHOICES, "work_dir": work_dir}
 
@@ -101,8 +113,6 @@ class ProductSearch:
             raise
 
     def _start(self):
-        # pylint: disable=import-outside-toplevel
-        from serving.demo.local_stack import LocalStack
         shop = os.path.join(self.work_dir, "shop")
         config_path = os.path.join(self.work_dir, "pipeline_config.json")
         report_path = os.path.join(self.work_dir, "pipeline_report.json")
@@ -126,6 +136,23 @@ class ProductSearch:
                                  self.seed, self.echo)
         self.info.update(shop_export=exported, pipeline={
             key: report.get(key) for key in ("total_seconds", "component_seconds", "models")})
+        self._serve(shop)
+        if self.tune:
+            self.info["tuning"] = self._timed("tune", self._tune)
+            self.api_settings.update({name: str(value) for name, value in
+                                      self.info["tuning"]["chosen"].items()})
+            # the stack's API reads its settings when it starts
+            self.api.close()
+            self.stack.stop()
+            self.api = self.stack = None
+            self._serve(shop)
+        self.info["options"]["api_settings"] = dict(self.api_settings)
+        return self
+
+    def _serve(self, shop):
+        """The stack on the pushed bundle, and the in-process API on its model server."""
+        # pylint: disable=import-outside-toplevel
+        from serving.demo.local_stack import LocalStack
         self.stack = LocalStack(os.path.join(self.work_dir, "serving_models"), shop,
                                 log_dir=os.path.join(self.work_dir, "stack"),
                                 api_settings=self.api_settings,
@@ -137,7 +164,32 @@ class ProductSearch:
             f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}",
             **self.api_settings)
         self.info["model_versions"] = dict(self.api.services.watcher.versions)
-        return self
+
+    def _tune(self):
+        """Every combination of ``self.tune`` answers the pipeline's eval-split queries;
+        returns {"queries", "grid": [one row per combination], "chosen"} (the best
+        ``selection_score``; the first of equals)."""
+        queries = [q for q in search_shop.pipeline_splits(self.data)["eval"] if q.counted]
+        recommender = self.api.services.recommender
+        base, names, grid = recommender.settings, sorted(self.tune), []
+        combinations = list(itertools.product(*(self.tune[n] for n in names)))
+        try:
+            for values in tqdm(combinations, desc="product: tuning on eval-split queries"):
+                chosen = dict(zip(names, values))
+                recommender.settings = dataclasses.replace(base, **chosen)
+                self.lists = {}
+                per_query = search_protocol.evaluate(
+                    lambda qs: {"product": self.scores(qs)}, queries)["product"]
+                grid.append({**chosen, **{m: float(per_query[m].mean()) for m in
+                                          (search_protocol.CONDENSED, search_protocol.RECALL)},
+                             "selection": search_protocol.selection_score(per_query)})
+        finally:
+            recommender.settings = base
+            self.lists, self.degraded = {}, {}
+            self.seconds.pop("score_queries", None)
+        best = max(grid, key=lambda row: row["selection"])
+        return {"queries": len(queries), "grid": grid,
+                "chosen": {name: best[name] for name in names}}
 
     def _answer(self, text):
         ids, stages, _ = self.api.search(text, K)

@@ -77,6 +77,12 @@ def markdown(results):
             chosen = ", ".join(f"{k} = {v}" for k, v in tuning.items() if k != "grid")
             parts += [f"## {name}: chosen on train queries ({chosen})", "",
                       grid_table(tuning["grid"]), ""]
+        product_tuning = method.get("info", {}).get("tuning")
+        if product_tuning:
+            chosen = ", ".join(f"{k} = {v}" for k, v in product_tuning["chosen"].items())
+            parts += [f"## {name}: API settings chosen on the pipeline's eval-split queries "
+                      f"({product_tuning['queries']} train queries neither model trained on; "
+                      f"{chosen})", "", grid_table(product_tuning["grid"]), ""]
     parts += [f"Stages: {stages}. Options and details: the JSON file next to this one.", ""]
     return "\n".join(parts)
 

@@ -116,15 +116,30 @@ def to_shop(data, out_dir):
             "split_times": split_times(query_starts, clock)}
 
 
-def split_times(query_starts, end, rank_share=RANK_SHARE, eval_share=EVAL_SHARE):
-    """{"rank_from", "eval_from"} (ISO-8601) at query boundaries: the last ``eval_share`` of
-    the train queries form the eval split, the ``rank_share`` before them the rank split."""
-    n = len(query_starts)
+def _split_firsts(n, rank_share=RANK_SHARE, eval_share=EVAL_SHARE):
+    """(first rank-split query, first eval-split query) of ``n`` train queries in time order."""
     if n < 3:
         raise search_data.SearchDataError(f"{n} train queries with judgments: the pipeline "
                                           "needs at least 3 (train, rank and eval splits)")
     eval_first = min(n - 1, max(2, round(n * (1 - eval_share))))
     rank_first = min(eval_first - 1, max(1, round(n * (1 - eval_share - rank_share))))
+    return rank_first, eval_first
+
+
+def pipeline_splits(data):
+    """{"train", "rank", "eval"}: the train queries (with a judgment) in the pipeline split
+    their sessions fall in, as ``to_shop`` lays them out. The eval split's queries trained
+    neither model (they only judge the blessing): what serving-side choices are tuned on."""
+    train = [q for q in query_order(data.split("train", counted_only=False)) if q.grades.size]
+    rank_first, eval_first = _split_firsts(len(train))
+    return {"train": train[:rank_first], "rank": train[rank_first:eval_first],
+            "eval": train[eval_first:]}
+
+
+def split_times(query_starts, end, rank_share=RANK_SHARE, eval_share=EVAL_SHARE):
+    """{"rank_from", "eval_from"} (ISO-8601) at query boundaries: the last ``eval_share`` of
+    the train queries form the eval split, the ``rank_share`` before them the rank split."""
+    rank_first, eval_first = _split_firsts(len(query_starts), rank_share, eval_share)
     return {"rank_from": _iso(query_starts[rank_first]),
             "eval_from": _iso(query_starts[eval_first]), "end": _iso(end)}
 

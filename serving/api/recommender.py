@@ -9,8 +9,9 @@ ranking ``rank_candidates`` with the session's search query and the candidate st
 features -> diversify (at most ``max_category_share`` of k per top category) -> a reason per
 item naming its source. Users without engagements get the search-driven list when they
 searched in their current session, else the most popular items. Short lists are filled
-with popular items. search(query): retrieval with the query -> in stock -> ranking with the
-query. When a model call fails the answer degrades (retrieval -> popular or a lexical
+with popular items. search(query): BM25 and retrieval scores of every in-stock item fused
+(serving/api/search_fusion.py) -> the best as the pool -> ranking with the query, blended
+with the fused score. When a model call fails the answer degrades (retrieval -> popular or a lexical
 match, ranking -> candidate order), says so and logs why.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from serving.api.catalog import Catalog
 from serving.api.lexical import did_you_mean
 from serving.api.model_backend import ModelBackend
+from serving.api import search_fusion
 from serving.api.search_options import SearchOptions
 from serving.api.search_text import TextIndex, words
 from serving.api.settings import Settings
@@ -340,10 +342,12 @@ class Recommender:
     def search(self, query: str, user_id: str | None, k: int,
                options: SearchOptions | None = None,
                versions: dict | None = None) -> Recommendations:
-        """Items for a search text, personalised by the user's context when given: the
-        retrieval model's top K (query text, history) and BM25's best
-        ``lexical_candidates`` matches form the pool, which the ranking model orders with
-        the query; BM25 alone while the retrieval model cannot answer. ``options``: filters
+        """Items for a search text, personalised by the user's context when given. With
+        ``search_fusion`` "linear" (``_search_fused``): BM25 and the retrieval model's
+        scores (query text, history) of every allowed item are fused, the best form the
+        pool, and the answer blends the fused score with the ranking model's; "union"
+        (``_search_union``): retrieval's top K plus BM25's best matches in the ranking
+        model's order. BM25 alone while the retrieval model cannot answer. ``options``: filters
         (only matching items are candidates), sort and the page's offset
         (serving/api/search_options.py); ``versions``: model versions to pin (a cursor's),
         else the published ones. The answer's ``total`` is the length of the whole list."""
@@ -357,29 +361,20 @@ class Recommender:
         result = Recommendations([], "search", history=ctx.history, query=query,
                                  model_versions=dict(versions or self._versions()))
         query_words = set(words(query))
-        rows, scores = self._retrieve(user_id or "", ctx.history, query, allowed, result)
+        found = None
+        if self.settings.search_fusion == "linear":
+            found = self._search_fused(query, user_id or "", ctx.history, allowed,
+                                       options.offset + k, result)
+        rows, scores, lexical_rows = found or self._search_union(
+            query, user_id or "", ctx.history, allowed, options.offset + k, result)
         with self._stage("lexical"):
-            n = self.settings.lexical_candidates
-            lexical = self.text_index.search(
-                query, allowed, max(n, options.offset + k) if "retrieval" in result.degraded
-                else n)
             result.spelling = self.text_index.spelling(query)
             result.did_you_mean = did_you_mean(query, result.spelling)
-        if "retrieval" in result.degraded:
-            rows = np.array([row for row, _ in lexical], dtype=np.int64)
-            scores = np.array([score for _, score in lexical], dtype=np.float64)
-        else:
-            rows, scores = with_lexical(rows, scores, [row for row, _ in lexical])
-            if len(rows):
-                with self._stage("candidates"):
-                    pool = self._candidates(ctx.history, rows, scores, allowed, expand=False)
-                pool = self._rank(user_id or "", ctx.history, query, pool, result)
-                rows, scores = pool.rows, pool.scores
-        if options.sort != "relevance" and lexical:
+        if options.sort != "relevance" and len(lexical_rows):
             # A price sort lists what matched the query's words (BM25, typo tolerance
             # included), not every item retrieval found related: the cheapest related item
             # is rarely what a shopper sorting "lipstick" by price wants to see first.
-            matched = np.isin(rows, [row for row, _ in lexical])
+            matched = np.isin(rows, lexical_rows)
             rows, scores = rows[matched], scores[matched]
         order = options.order(self.catalog, rows)
         result.total = len(rows)
@@ -394,6 +389,84 @@ class Recommender:
                 reason = Reason("related_to_search", f"Related to “{query}”")
             result.items.append(Recommended(int(row), float(score), reason))
         return result
+
+    def _search_union(self, query: str, user_id: str, history: list[str], allowed,
+                      wanted: int, result) -> tuple:
+        """Search's ``union`` fusion: (rows, scores, BM25-matched rows): retrieval's top K
+        and BM25's best ``lexical_candidates`` matches form the pool, in the ranking
+        model's order; BM25's ``wanted`` best alone while retrieval cannot answer."""
+        rows, scores = self._retrieve(user_id, history, query, allowed, result)
+        with self._stage("lexical"):
+            n = self.settings.lexical_candidates
+            lexical = self.text_index.search(
+                query, allowed, max(n, wanted) if "retrieval" in result.degraded else n)
+        lexical_rows = np.array([row for row, _ in lexical], dtype=np.int64)
+        if "retrieval" in result.degraded:
+            return lexical_rows, np.array([sc for _, sc in lexical], np.float64), lexical_rows
+        rows, scores = with_lexical(rows, scores, lexical_rows)
+        if len(rows):
+            with self._stage("candidates"):
+                pool = self._candidates(history, rows, scores, allowed, expand=False)
+            pool = self._rank(user_id, history, query, pool, result)
+            rows, scores = pool.rows, pool.scores
+        return rows, scores, lexical_rows
+
+    def _dense_scores(self, user_id: str, history: list[str], query: str, result):
+        """float64 [N]: every catalog row's retrieval score (cosine of the query embedding
+        and the candidate embedding; live items scored with their live embeddings), or None
+        when the catalog has no embeddings yet; [] (and the answer marked degraded) when
+        the query embedding call fails."""
+        catalog = self.catalog
+        emb, live = catalog.embeddings, catalog.live_embeddings
+        if emb is None or catalog.embeddings_version is None:
+            return None
+        try:
+            with self._stage("retrieval"):
+                query_vector = self._query_vector(user_id, history, query, emb.shape[1])
+        except ServingError as e:
+            self._degrade(result, "retrieval", e)
+            return np.zeros(0)
+        dense = emb @ query_vector
+        if live is not None and len(live):
+            dense[catalog.live_rows] = live @ query_vector
+        return dense.astype(np.float64)
+
+    def _search_fused(self, query: str, user_id: str, history: list[str], allowed,
+                      wanted: int, result):
+        """Search's ``linear`` fusion over the whole catalog (serving/api/search_fusion.py):
+        (rows, scores, BM25-matched rows). BM25 and retrieval scores of every allowed item,
+        z-scored and mixed (``search_lexical_weight``); the best ``search_candidates`` form
+        the pool (features as in the pipeline's rows, retrieval's own score included); the
+        answer's order blends the fused score with the ranking model's
+        (``search_ranker_weight``; the fused order alone when ranking fails). BM25 alone
+        while retrieval cannot answer; None (the caller uses ``union``) while the catalog
+        has no embeddings yet."""
+        s, n = self.settings, len(self.catalog)
+        dense = self._dense_scores(user_id, history, query, result)
+        if dense is None:
+            return None
+        with self._stage("lexical"):
+            lexical = self.text_index.scores(query, n)
+        lexical = np.zeros(n) if lexical is None else lexical
+        matched = allowed & (lexical > 0)
+        lexical_rows = np.flatnonzero(matched)
+        if "retrieval" in result.degraded:
+            rows = search_fusion.top_rows(lexical, matched, max(s.search_candidates, wanted))
+            return rows, lexical[rows], lexical_rows
+        with self._stage("fusion"):
+            fused = search_fusion.fuse(lexical, dense, s.search_lexical_weight, allowed)
+            rows = search_fusion.top_rows(fused, allowed, max(s.search_candidates, wanted))
+        if not len(rows):
+            return rows, np.zeros(0), lexical_rows
+        with self._stage("candidates"):
+            pool = self._candidates(history, rows, dense[rows], allowed, expand=False)
+        pool = self._rank(user_id, history, query, pool, result)
+        final = fused[pool.rows] if "ranking" in result.degraded else search_fusion.blend(
+            fused[pool.rows], pool.scores, s.search_ranker_weight)
+        order = np.lexsort((pool.rows, -final))
+        # the answer's score: the blend through a logistic, so it reads 0-1 like a
+        # ranking model's score and keeps the order
+        return pool.rows[order], 1.0 / (1.0 + np.exp(-final[order])), lexical_rows
 
     # ---- similar items ----
     def similar(self, item_id: str, k: int) -> Recommendations:

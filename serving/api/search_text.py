@@ -73,6 +73,18 @@ class TextIndex:
         rows, scores = bm25.top(query, k, allowed[:bm25.size])
         return list(zip(rows.tolist(), scores.tolist()))
 
+    def scores(self, query: str, size: int) -> np.ndarray | None:
+        """float64 [size]: every row's BM25 score for the query text (typo tolerance
+        included; 0 for rows the index does not hold yet, e.g. items added since it was
+        built), or None while the index is not built (after waiting ``BUILD_WAIT_S``)."""
+        if not self._built.wait(BUILD_WAIT_S) or self._bm25 is None:
+            return None
+        out = np.zeros(size, np.float64)
+        if query.strip():
+            found = self._bm25.scores(query)[:size]
+            out[:found.size] = found
+        return out
+
     def spelling(self, query: str) -> dict[str, str]:
         """The query words typo tolerance read as other catalog words ({} until built)."""
         return self._bm25.spelling(query) if self._bm25 is not None else {}

@@ -18,6 +18,7 @@ ENV_PREFIX = "SHOPREC_"
 MAX_HISTORY = MAX_HISTORY_LENGTH      # the pipeline's cap on history_length
 DEFAULT_MAX_HISTORY = 50
 RETRIEVAL_INDEXES = ("model", "auto", "scann", "brute_force")
+SEARCH_FUSIONS = ("linear", "union")
 
 
 class SettingsError(ValueError):
@@ -47,6 +48,14 @@ class Settings:
     ann_min_items: int = 100_000
     ann_top_k: int = 100                    # K of the API's index (as the pipeline's top K)
     lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
+    # Search over the whole catalog: "linear" = z-scored BM25 and dense scores mixed with
+    # search_lexical_weight (serving/api/search_fusion.py), its best search_candidates
+    # ranked, the ranking model's order blended in with search_ranker_weight; "union" =
+    # the dense top K plus lexical_candidates BM25 matches, in the ranking model's order.
+    search_fusion: str = "linear"
+    search_lexical_weight: float = 0.4
+    search_candidates: int = 200
+    search_ranker_weight: float = 0.5
     typo_tolerance: bool = True             # search: unknown words read as the nearest ones
     autocomplete_min_users: int = 5         # a past query is suggested once this many users
                                             # searched it (k-anonymity of the search log)
@@ -132,6 +141,12 @@ class Settings:
         for name in ("transition_candidates", "cooccurrence_candidates", "text_candidates",
                      "lexical_candidates"):
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
+        need(self.search_fusion in SEARCH_FUSIONS, "search_fusion",
+             f"expected one of {', '.join(SEARCH_FUSIONS)}")
+        for name in ("search_lexical_weight", "search_ranker_weight"):
+            need(0 <= getattr(self, name) <= 1, name, "must be between 0 and 1")
+        need(1 <= self.search_candidates <= 1000, "search_candidates",
+             "must be between 1 and 1000")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")
         need(self.retrieval_index in RETRIEVAL_INDEXES, "retrieval_index",
              f"expected one of {', '.join(RETRIEVAL_INDEXES)}")

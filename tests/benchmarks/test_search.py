@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import search, search_data
+from benchmarks import search, search_data, search_shop
 from benchmarks.search_protocol import CONDENSED, RECALL, RERANK
 from tests.benchmarks.test_search_data import write_folder
 
@@ -101,7 +101,8 @@ def test_smoke_product_search_path_on_real_home_depot_products(tmp_path):
     search.main(["--data", folder, "--methods", "random,bm25,product", "--k1", "1.2",
                  "--b", "0.75", "--product-config", config,
                  "--product-work-dir", str(tmp_path / "work"),
-                 "--product-replay-queries", "20", "--out", out])
+                 "--product-replay-queries", "20", "--out", out,
+                 "--product-tune", "search_ranker_weight=0,1"])
     results = json.load(open(os.path.join(out, "search.json")))
     test = {name: {m: v["mean"] for m, v in row["test"].items()}
             for name, row in results["methods"].items()}
@@ -110,7 +111,16 @@ def test_smoke_product_search_path_on_real_home_depot_products(tmp_path):
     assert info["pipeline"]["models"]["retrieval"]["pushed"]
     assert info["pipeline"]["models"]["ranking"]["pushed"]
     assert info["degraded_answers"] == {} and info["short_lists"] == 0
-    assert info["http_replay"]["agree"] == info["http_replay"]["requests"] == 20
+    assert info["http_replay"]["agree"] == info["http_replay"]["requests"] == 20, \
+        "the restarted stack answers with the tuned setting, as the in-process API"
+    tuning = info["tuning"]
+    assert [row["search_ranker_weight"] for row in tuning["grid"]] == [0, 1]
+    assert tuning["queries"] == len([q for q in search_shop.pipeline_splits(
+        search_data.load_search(folder))["eval"] if q.counted]) > 0
+    best = max(tuning["grid"], key=lambda row: row["selection"])
+    assert tuning["chosen"] == {"search_ranker_weight": best["search_ranker_weight"]}
+    assert info["options"]["api_settings"]["search_ranker_weight"] == \
+        str(best["search_ranker_weight"])
     # On the smoke run (200 steps each) the product finds top-grade products as BM25 does
     # (recall@100 .925 vs .913, measured) and far more than random (.109).
     assert test["product"][RECALL] > test["random"][RECALL] + 0.5, test

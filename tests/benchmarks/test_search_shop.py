@@ -54,6 +54,12 @@ def test_split_times_hold_whole_queries_in_the_rank_and_eval_splits(tmp_path):
     per_split = [s for splits in split_of_query.values() for s in splits]
     assert per_split.count("eval") >= 1 and per_split.count("rank") >= 1
     assert per_split.count("train") >= 8
+    # pipeline_splits names the same queries per split (what product tuning reads)
+    named = search_shop.pipeline_splits(data)
+    assert {split: sorted(f"q{q.query_id}" for q in queries)
+            for split, queries in named.items()} == {
+        split: sorted(query for query, splits in split_of_query.items() if split in splits)
+        for split in ("train", "rank", "eval")}
 
 
 def test_export_refuses_the_repository_and_a_folder_without_train_judgments(tmp_path):

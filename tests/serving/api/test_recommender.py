@@ -207,10 +207,10 @@ class _Models:
         return self.rank(item_inputs)
 
 
-def _recommender(catalog, models, ctx):
+def _recommender(catalog, models, ctx, **settings):
     from serving.api.recommender import Recommender
 
-    return Recommender(catalog, _Store(ctx), models, Settings(shop_dir="unused"))
+    return Recommender(catalog, _Store(ctx), models, Settings(shop_dir="unused", **settings))
 
 
 def test_ranking_gets_the_query_titles_and_reorders_recommend_and_search(catalog):
@@ -228,7 +228,8 @@ def test_ranking_gets_the_query_titles_and_reorders_recommend_and_search(catalog
     assert (user_id, history, query) == ("u1", ["book1"], "blocks")
     assert set(inputs) == {"item_id", "title", "brand", "category", "price", "in_stock"}
     assert inputs["title"][0] == catalog.titles[catalog.row(inputs["item_id"][0])]
-    found = _recommender(catalog, models, ctx).search("red lipstick", None, k=3)
+    found = _recommender(catalog, models, ctx, search_fusion="union").search(
+        "red lipstick", None, k=3)
     assert models.calls[-1][:3] == ("", [], "red lipstick")
     assert found.degraded == [] and all(catalog.ids[r.row].startswith("toy")
                                         for r in found.items)
@@ -241,7 +242,8 @@ def test_missing_rank_candidates_degrades_to_retrieval_order_with_a_clear_log(ca
     error = InvalidArgument('Serving signature key "rank_candidates" not found.',
                             code="FAILED_PRECONDITION")
     models = _Models(catalog, rank_error=error)
-    recommender = _recommender(catalog, models, UserContext(["book1"], {"book1": "click"}))
+    recommender = _recommender(catalog, models, UserContext(["book1"], {"book1": "click"}),
+                               search_fusion="union")
     with caplog.at_level("WARNING", logger="serving.api.recommender"):
         rec = recommender.recommend("u1", k=3)
         found = recommender.search("blocks", "u1", k=3)
