@@ -43,7 +43,8 @@ from serving.events.impressions import SURFACES
 # from them at start-up (max_history sizes the model inputs, typo_tolerance the text index).
 OVERRIDABLE = ("max_category_share", "transition_candidates", "cooccurrence_candidates",
                "text_candidates", "lexical_candidates", "filter_purchased",
-               "filter_out_of_stock", "reason_min_similarity")
+               "filter_out_of_stock", "reason_min_similarity", "search_fusion",
+               "search_lexical_weight", "search_candidates", "search_ranker_weight")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EXPERIMENT_KEYS = {"name", "salt", "traffic", "surfaces", "control", "variants", "description"}
 VARIANT_KEYS = {"name", "weight", "settings", "ranking_model", "ranking_version",

@@ -86,3 +86,19 @@ def test_tuning_picks_the_best_setting_on_the_queries_it_is_given():
     assert fusion.k == 5 == info["k"]
     assert info["grid"][0]["selection"] == info["grid"][1]["selection"]
     assert info["grid"][0][protocol.RECALL] == 1.0
+
+
+def test_linear_fusion_is_the_apis_and_its_weight_is_chosen_on_the_given_queries():
+    from serving.api import search_fusion
+    lexical = Fixed([0.0, 0.0, 9.0, 1.0, 0.0])
+    dense = Fixed([0.9, 0.8, 0.1, 0.5, 0.2])
+    fused = methods.LinearFusion(lexical, dense, 0.5).scores([query("q"), query("r")])
+    assert fused == pytest.approx(np.tile(search_fusion.fuse(lexical.row, dense.row, 0.5),
+                                          (2, 1)))
+    # product 2 (the strong lexical match) is the top grade: only a lexical weight that
+    # lifts it into the first places wins the selection
+    train = [query("q", products=[2, 0], grades=[2, 0])]
+    model, info = methods.tune_linear(lexical, dense, train, weight_grid=(0.0, 0.8))
+    assert [row["lexical_weight"] for row in info["grid"]] == [0.0, 0.8]
+    assert model.lexical_weight == info["lexical_weight"] == 0.8
+    assert info["grid"][1]["selection"] > info["grid"][0]["selection"]
