@@ -72,6 +72,12 @@ def markdown(results):
         "",
     ]
     for name, method in results["methods"].items():
+        best = method.get("paired_to_best_baseline")
+        if best:
+            parts += [f"{name} vs the best baseline of each metric (paired): " + "; ".join(
+                f"{metric} vs {d['baseline']} {d['mean']:+.4f} ± {d['se']:.4f}"
+                for metric, d in best.items()) + ".", ""]
+    for name, method in results["methods"].items():
         tuning = method.get("choices", {})
         if "grid" in tuning:
             chosen = ", ".join(f"{k} = {v}" for k, v in tuning.items() if k != "grid")

@@ -32,6 +32,25 @@ def test_cli_writes_results_with_paired_differences(tmp_path, capsys):
     assert "| bm25 (bm25s" in capsys.readouterr().out
 
 
+def test_paired_to_best_picks_the_best_other_method_per_metric():
+    per_query = {
+        "random": {CONDENSED: np.array([0.9, 0.9]), RECALL: np.array([0.9, 0.9]),
+                   RERANK: np.array([0.9, 0.9])},
+        "bm25": {CONDENSED: np.array([0.5, 0.7]), RECALL: np.array([0.4, 0.2]),
+                 RERANK: np.array([0.5, 0.7])},
+        "rrf": {CONDENSED: np.array([0.4, 0.6]), RECALL: np.array([0.5, 0.3]),
+                RERANK: np.array([0.4, 0.6])},
+        "product": {CONDENSED: np.array([0.6, 0.6]), RECALL: np.array([0.6, 0.6]),
+                    RERANK: np.array([0.6, 0.6])}}
+    best = search.paired_to_best(per_query)
+    assert best[CONDENSED]["baseline"] == "bm25" and best[RECALL]["baseline"] == "rrf", \
+        "the floor (random) never counts as the best baseline"
+    assert best[CONDENSED]["mean"] == pytest.approx(0.0)
+    # differences .1 and .3: mean .2, standard error std(ddof=1) / sqrt(2) = .1
+    assert best[RECALL]["mean"] == pytest.approx(0.2) and best[RECALL]["se"] == \
+        pytest.approx(0.1)
+
+
 def test_cli_errors_name_the_file_and_line(tmp_path):
     folder = write_folder(tmp_path, queries="query_id\tquery\tsplit\n1\tnails\tdev\n")
     with pytest.raises(SystemExit, match=r"error: .*queries.tsv:2: split 'dev'"):
@@ -130,3 +149,6 @@ def test_smoke_product_search_path_on_real_home_depot_products(tmp_path):
     assert test["product"][RECALL] > test["random"][RECALL] + 0.5, test
     assert test["product"][RECALL] > test["bm25"][RECALL] - 0.1, test
     assert test["product"][CONDENSED] > test["random"][CONDENSED], test
+    best = results["methods"]["product"]["paired_to_best_baseline"][RECALL]
+    assert best["baseline"] == max(("bm25",), key=lambda m: test[m][RECALL])
+    assert best["mean"] == pytest.approx(test["product"][RECALL] - test["bm25"][RECALL])
