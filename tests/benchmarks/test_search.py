@@ -51,6 +51,20 @@ def test_paired_to_best_picks_the_best_other_method_per_metric():
         pytest.approx(0.1)
 
 
+def test_product_tuning_grid_is_checked_before_anything_runs(tmp_path):
+    from benchmarks.search_product import ProductSearch
+    data = search_data.load_search(write_folder(tmp_path / "data"))
+    work = str(tmp_path / "work")
+    with pytest.raises(ValueError, match="every setting needs values"):
+        ProductSearch(data, work_dir=work, tune={"search_ranker_weight": []})
+    with pytest.raises(ValueError, match="search_ranker_weight"):
+        ProductSearch(data, work_dir=work, tune={"search_ranker_weight": [0, 1]},
+                      api_settings={"search_ranker_weight": "0.5"})
+    with pytest.raises(SystemExit, match="--product-tune 'search_ranker_weight': expected"):
+        search.main(["--data", str(tmp_path / "data"), "--product-tune",
+                     "search_ranker_weight"])
+
+
 def test_cli_errors_name_the_file_and_line(tmp_path):
     folder = write_folder(tmp_path, queries="query_id\tquery\tsplit\n1\tnails\tdev\n")
     with pytest.raises(SystemExit, match=r"error: .*queries.tsv:2: split 'dev'"):
