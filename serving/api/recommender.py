@@ -11,8 +11,8 @@ item naming its source. Users without engagements get the search-driven list whe
 searched in their current session, else the most popular items. Short lists are filled
 with popular items. search(query): BM25 and retrieval scores of every in-stock item fused
 (serving/api/search_fusion.py) -> the best as the pool -> ranking with the query, blended
-with the fused score. When a model call fails the answer degrades (retrieval -> popular or a lexical
-match, ranking -> candidate order), says so and logs why.
+with the fused score. When a model call fails the answer degrades (retrieval -> popular or
+a lexical match, ranking -> candidate order), says so and logs why.
 """
 from __future__ import annotations
 
@@ -347,8 +347,8 @@ class Recommender:
         scores (query text, history) of every allowed item are fused, the best form the
         pool, and the answer blends the fused score with the ranking model's; "union"
         (``_search_union``): retrieval's top K plus BM25's best matches in the ranking
-        model's order. BM25 alone while the retrieval model cannot answer. ``options``: filters
-        (only matching items are candidates), sort and the page's offset
+        model's order. BM25 alone while the retrieval model cannot answer. ``options``:
+        filters (only matching items are candidates), sort and the page's offset
         (serving/api/search_options.py); ``versions``: model versions to pin (a cursor's),
         else the published ones. The answer's ``total`` is the length of the whole list."""
         options = options or SearchOptions()
