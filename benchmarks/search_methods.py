@@ -4,7 +4,8 @@ the product's linear fusion (serving/api/search_fusion.py) of BM25 and zero-shot
 A method has ``scores(queries) -> float [len(queries), n_products]`` (every product scored
 for each ``search_data.Query``); a method whose scores depend on the candidate set also has
 ``rerank(queries) -> [scores of q.products for q in queries]`` (the products it is asked to
-order being only the judged ones). Tuning (``tune_bm25``, ``tune_rrf``, ``tune_linear``) sees train queries only.
+order being only the judged ones). Tuning (``tune_bm25``, ``tune_rrf``, ``tune_linear``)
+sees train queries only.
 """
 import itertools
 import time
