@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from serving.api.search_fusion import top_rows
+
 STOPWORDS = "en"            # bm25s' English list (33 words, as Lucene's English analyzer)
 STEMMER = "english"         # Snowball English stemmer (PyStemmer)
 METHOD = "lucene"           # Lucene's BM25 (idf log(1 + (N - df + 0.5) / (df + 0.5)))
@@ -139,10 +141,8 @@ class Bm25:
         """(rows, scores) of the best ``k`` documents with a score > 0 (and ``allowed``),
         best first; ties by row."""
         scores = self.scores(query)
-        if allowed is not None:
-            scores = np.where(allowed, scores, 0.0)
-        hits = np.flatnonzero(scores > 0)
-        hits = hits[np.lexsort((hits, -scores[hits]))][:k]
+        matched = scores > 0 if allowed is None else (scores > 0) & allowed
+        hits = top_rows(scores, matched, k)
         return hits, scores[hits].astype(np.float64)
 
 
