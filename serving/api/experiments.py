@@ -44,7 +44,8 @@ from serving.events.impressions import SURFACES
 OVERRIDABLE = ("max_category_share", "transition_candidates", "cooccurrence_candidates",
                "text_candidates", "lexical_candidates", "filter_purchased",
                "filter_out_of_stock", "reason_min_similarity", "search_fusion",
-               "search_lexical_weight", "search_candidates", "search_ranker_weight")
+               "search_lexical_weight", "search_ngram_weight", "search_feedback_items",
+               "search_feedback_weight", "search_candidates", "search_ranker_weight")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EXPERIMENT_KEYS = {"name", "salt", "traffic", "surfaces", "control", "variants", "description"}
 VARIANT_KEYS = {"name", "weight", "settings", "ranking_model", "ranking_version",

@@ -11,6 +11,11 @@ letters counts one edit) within ``max_edits`` (1 for 4-7 letters, 2 from 8; none
 shorter words or words with digits, which are model numbers and sizes), the most frequent
 one on ties. ``spelling`` says what was replaced ("toliet" -> "toilet"), for a "did you
 mean".
+
+``CharNgramBm25`` is BM25 over the words' character n-grams (``#toilet#`` -> ``#to``,
+``toi``, ...): a misspelled, split or joined word ("fiber glass" for "fiberglass") still
+shares most of its n-grams with the catalog's spelling where whole words share nothing.
+Search fuses it beside the word index (serving/api/search_fusion.py).
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ K1, B = 1.2, 0.75           # Lucene's defaults (on Home Depot titles the tuned 
                             # scored the same within a standard error: benchmarks/README.md)
 CACHE_SIZE = 10_000         # corrections remembered (a dict cleared when full)
 TOKEN = re.compile(r"(?u)\b\w\w+\b")    # bm25s' token pattern (words of 2+ characters)
+NGRAM = 3                   # character n-grams (on Home Depot's train queries 3 beat 4 and
+                            # 3-5 in the fusion: docs/DESIGN.md "Character n-grams")
+_NGRAM_WORD = re.compile(r"(?u)\w+")   # words of any length: "2" in "2 in." counts
 
 
 def word_counts(texts: Sequence[str]) -> collections.Counter:
@@ -152,3 +160,39 @@ def did_you_mean(query: str, spelling: dict[str, str]) -> str | None:
     if not spelling:
         return None
     return TOKEN.sub(lambda m: spelling.get(m.group(0).lower(), m.group(0)), query)
+
+
+def char_ngrams(text: str, n: int = NGRAM) -> list[str]:
+    """The ``n``-character pieces of each lower-cased word of ``text``, the word marked at
+    both ends (``#``) so that beginnings and ends count: "Tile" -> "#ti", "til", "ile",
+    "le#"; a word shorter than ``n`` - 2 letters is one piece."""
+    out = []
+    for word in _NGRAM_WORD.findall(text.lower()):
+        marked = f"#{word}#"
+        out.extend(marked[i:i + n] for i in range(max(1, len(marked) - n + 1)))
+    return out
+
+
+class CharNgramBm25:
+    """BM25 (bm25s, Lucene scoring, ``k1``/``b`` Lucene's defaults) over the character
+    ``n``-grams of ``texts`` (``char_ngrams``): no stop words, no stemming (the n-grams
+    already match a word's variants). ``scores`` gives every document's score for a query
+    text."""
+
+    def __init__(self, texts: Sequence[str], n: int = NGRAM, k1: float = K1, b: float = B):
+        import bm25s  # pylint: disable=import-outside-toplevel
+        if n < 2:
+            raise ValueError(f"character n-grams need n >= 2, got {n}")
+        self.n = n
+        self.model = bm25s.BM25(k1=k1, b=b, method=METHOD)
+        tokens = [char_ngrams(text, n) for text in texts]
+        self.model.index(tokens, show_progress=False)
+        self.size = len(tokens)
+
+    def scores(self, query: str) -> np.ndarray:
+        """float32 [size]: every document's score for the query's n-grams (all 0 when none
+        is in the index)."""
+        ids = self.model.get_tokens_ids(char_ngrams(query, self.n))
+        if not ids:
+            return np.zeros(self.size, np.float32)
+        return np.asarray(self.model.get_scores_from_ids(ids), np.float32)

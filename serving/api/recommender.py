@@ -411,21 +411,28 @@ class Recommender:
             rows, scores = pool.rows, pool.scores
         return rows, scores, lexical_rows
 
-    def _dense_scores(self, user_id: str, history: list[str], query: str, result):
-        """float64 [N]: every catalog row's retrieval score (cosine of the query embedding
-        and the candidate embedding; live items scored with their live embeddings), or None
-        when the catalog has no embeddings yet; [] (and the answer marked degraded) when
-        the query embedding call fails."""
+    def _dense_query(self, user_id: str, history: list[str], query: str, result):
+        """The served query embedding of the catalog's embeddings version, or None when the
+        catalog has no embeddings yet; [] (and the answer marked degraded) when the query
+        embedding call fails."""
         catalog = self.catalog
-        emb, live = catalog.embeddings, catalog.live_embeddings
-        if emb is None or catalog.embeddings_version is None:
+        if catalog.embeddings is None or catalog.embeddings_version is None:
             return None
         try:
             with self._stage("retrieval"):
-                query_vector = self._query_vector(user_id, history, query, emb.shape[1])
+                return self._query_vector(user_id, history, query,
+                                          catalog.embeddings.shape[1])
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0)
+
+    def _dense_scores(self, query_vector: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """float64 [N]: every catalog row's retrieval score for ``query_vector`` (cosine of
+        the query and the candidate embeddings ``emb``; live items scored with their live
+        embeddings)."""
+        catalog = self.catalog
+        live = catalog.live_embeddings
+        query_vector = np.asarray(query_vector, np.float32)
         dense = emb @ query_vector
         if live is not None and len(live):
             dense[catalog.live_rows] = live @ query_vector
@@ -434,27 +441,45 @@ class Recommender:
     def _search_fused(self, query: str, user_id: str, history: list[str], allowed,
                       wanted: int, result):
         """Search's ``linear`` fusion over the whole catalog (serving/api/search_fusion.py):
-        (rows, scores, BM25-matched rows). BM25 and retrieval scores of every allowed item,
-        z-scored and mixed (``search_lexical_weight``); the best ``search_candidates`` form
-        the pool (features as in the pipeline's rows, retrieval's own score included); the
-        answer's order blends the fused score with the ranking model's
-        (``search_ranker_weight``; the fused order alone when ranking fails). BM25 alone
-        while retrieval cannot answer; None (the caller uses ``union``) while the catalog
-        has no embeddings yet."""
+        (rows, scores, BM25-matched rows). Every allowed item's BM25 scores (words:
+        ``search_lexical_weight``; character n-grams: ``search_ngram_weight``) and
+        retrieval score (the rest), z-scored and mixed; with ``search_feedback_weight``
+        the retrieval scores are taken again for the query moved towards the fused list's
+        first ``search_feedback_items`` items and the signals mixed again. The best
+        ``search_candidates`` form the pool (features as in the pipeline's rows,
+        retrieval's own score included); the answer's order blends the fused score with
+        the ranking model's (``search_ranker_weight``; the fused order alone when ranking
+        fails). BM25 alone while retrieval cannot answer; None (the caller uses ``union``)
+        while the catalog has no embeddings yet."""
         s, n = self.settings, len(self.catalog)
-        dense = self._dense_scores(user_id, history, query, result)
-        if dense is None:
+        query_vector = self._dense_query(user_id, history, query, result)
+        if query_vector is None:
             return None
         with self._stage("lexical"):
             lexical = self.text_index.scores(query, n)
+            ngrams = self.text_index.scores(query, n, "ngrams") if s.search_ngram_weight \
+                else None
         lexical = np.zeros(n) if lexical is None else lexical
+        ngrams = np.zeros(n) if ngrams is None else ngrams
         matched = allowed & (lexical > 0)
         lexical_rows = np.flatnonzero(matched)
         if "retrieval" in result.degraded:
             rows = search_fusion.top_rows(lexical, matched, max(s.search_candidates, wanted))
             return rows, lexical[rows], lexical_rows
         with self._stage("fusion"):
-            fused = search_fusion.fuse(lexical, dense, s.search_lexical_weight, allowed)
+            emb = self.catalog.embeddings
+
+            def fused_for(vector):
+                dense = self._dense_scores(vector, emb)
+                return dense, search_fusion.fuse(lexical, dense, s.search_lexical_weight,
+                                                 allowed, ngrams, s.search_ngram_weight)
+            dense, fused = fused_for(query_vector)
+            if s.search_feedback_weight:
+                first = search_fusion.top_rows(fused, allowed, s.search_feedback_items)
+                # the pool's retrieval feature stays the query's own cosine (as in the
+                # pipeline's rows); only the order uses the moved query
+                _, fused = fused_for(search_fusion.feedback_query(
+                    query_vector, emb[first], s.search_feedback_weight))
             rows = search_fusion.top_rows(fused, allowed, max(s.search_candidates, wanted))
         if not len(rows):
             return rows, np.zeros(0), lexical_rows

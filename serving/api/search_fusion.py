@@ -3,9 +3,15 @@
 Lexical (BM25) and dense (the retrieval model's query-item cosine) scores live on different
 scales, and a query's BM25 scores have a scale of their own (rare words score higher). Each
 is standardised over the items a search may return (z-score: minus the mean, over the
-standard deviation) and the two are mixed linearly. On the Home Depot train queries this
-fusion finds more of the top-grade products in its first 100 than reciprocal-rank fusion
-(ranks throw away how far ahead a strong match is; docs/DESIGN.md, "Search fusion").
+standard deviation) and they are mixed linearly: BM25 over words, optionally BM25 over
+character n-grams (typos, split and joined words), and the dense score. On the Home Depot
+train queries this fusion finds more of the top-grade products in its first 100 than
+reciprocal-rank fusion (ranks throw away how far ahead a strong match is; docs/DESIGN.md,
+"Search fusion").
+
+Pseudo-relevance feedback (``feedback_query``): the query vector moved towards the mean
+vector of the fused list's first few items, the dense scores taken again with it, and the
+signals fused again; it finds items described in other words than the query's.
 
 The same functions fuse the ranking model's order with that fused score in the API
 (``blend``), and build the benchmark's zero-shot baseline of the same fusion
@@ -40,13 +46,35 @@ def check_weight(name: str, weight: float) -> float:
 
 
 def fuse(lexical: np.ndarray, dense: np.ndarray, lexical_weight: float,
-         mask: np.ndarray | None = None) -> np.ndarray:
-    """``lexical_weight`` * z(lexical) + (1 - ``lexical_weight``) * z(dense), z-scores over
-    ``mask`` (the items a search may return); [..., N] float64. Weight 1 orders by BM25
-    alone, 0 by the dense score alone."""
+         mask: np.ndarray | None = None, ngrams: np.ndarray | None = None,
+         ngram_weight: float = 0.0) -> np.ndarray:
+    """``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams) + the rest of 1 *
+    z(dense), z-scores over ``mask`` (the items a search may return); [..., N] float64.
+    Lexical weight 1 orders by BM25 alone, both weights 0 by the dense score alone."""
     weight = check_weight("lexical_weight", lexical_weight)
-    return (weight * standardize(lexical, mask)
-            + (1.0 - weight) * standardize(dense, mask))
+    ngram_weight = check_weight("ngram_weight", ngram_weight)
+    if weight + ngram_weight > 1.0 + 1e-9:
+        raise ValueError(f"lexical_weight + ngram_weight must be at most 1, got {weight} + "
+                         f"{ngram_weight}")
+    fused = weight * standardize(lexical, mask)
+    if ngram_weight:
+        if ngrams is None:
+            raise ValueError("ngram_weight > 0 needs the n-gram scores")
+        fused = fused + ngram_weight * standardize(ngrams, mask)
+    return fused + max(1.0 - weight - ngram_weight, 0.0) * standardize(dense, mask)
+
+
+def feedback_query(query_vector: np.ndarray, item_vectors: np.ndarray,
+                   weight: float) -> np.ndarray:
+    """Pseudo-relevance feedback (Rocchio): ``query_vector`` + ``weight`` * the mean of
+    ``item_vectors`` [M, D] (the first items of a fused list); the query itself when there
+    are none or ``weight`` is 0."""
+    if weight < 0:
+        raise ValueError(f"feedback weight must be >= 0, got {weight}")
+    query_vector = np.asarray(query_vector, np.float64)
+    if not weight or not len(item_vectors):
+        return query_vector
+    return query_vector + weight * np.asarray(item_vectors, np.float64).mean(axis=0)
 
 
 def blend(fused: np.ndarray, ranker: np.ndarray, ranker_weight: float) -> np.ndarray:

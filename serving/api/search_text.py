@@ -1,6 +1,7 @@
 """Words of the catalog's item texts (why a result matches a search) and the catalog's BM25
-index (serving/api/lexical.py): search's lexical candidates beside the dense ones, and the
-whole answer when the retrieval model cannot answer (model server down)."""
+indexes (serving/api/lexical.py: words, and character n-grams): search's lexical signals
+beside the dense one, and the whole answer when the retrieval model cannot answer (model
+server down)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ import threading
 
 import numpy as np
 
-from serving.api.lexical import Bm25
+from serving.api.lexical import Bm25, CharNgramBm25
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -23,8 +24,9 @@ def words(text: str) -> list[str]:
 
 
 class TextIndex:
-    """Words of title, brand and category per item, and the BM25 index over title, brand,
-    category path and description, built in a background thread (seconds for 100k items),
+    """Words of title, brand and category per item, and the BM25 indexes (words; character
+    n-grams) over title, brand, category path and description, built in a background
+    thread (seconds for 100k items),
     off the startup path; a search waits for it at most ``BUILD_WAIT_S``. ``previous``: the
     index of the catalog this one grew from (live catalog changes): it answers, over the rows
     it holds, until this one is built."""
@@ -33,6 +35,7 @@ class TextIndex:
                  previous: "TextIndex | None" = None):
         self.catalog, self.typo_tolerance = catalog, typo_tolerance
         self._bm25: Bm25 | None = previous._bm25 if previous is not None else None
+        self._ngrams: CharNgramBm25 | None = previous._ngrams if previous is not None else None
         self._built = threading.Event()
         if self._bm25 is not None:
             self._built.set()
@@ -48,13 +51,15 @@ class TextIndex:
 
     def _build(self) -> None:
         c = self.catalog
+        texts = [" ".join(part for part in (c.titles[r], c.brands[r], c.categories[r],
+                                            c.descriptions[r]) if part)
+                 for r in range(len(c))]
         try:
-            self._bm25 = Bm25([" ".join(part for part in (c.titles[r], c.brands[r],
-                                                          c.categories[r], c.descriptions[r])
-                                        if part) for r in range(len(c))],
-                              typo_tolerance=self.typo_tolerance)
+            bm25 = Bm25(texts, typo_tolerance=self.typo_tolerance)
+            ngrams = CharNgramBm25(texts)
+            self._bm25, self._ngrams = bm25, ngrams
         except Exception:  # pylint: disable=broad-except  (search then answers without it)
-            log.exception("building the BM25 index of %d items failed: search has no "
+            log.exception("building the BM25 indexes of %d items failed: search has no "
                           "lexical candidates", len(c))
         finally:
             self._built.set()
@@ -73,15 +78,18 @@ class TextIndex:
         rows, scores = bm25.top(query, k, allowed[:bm25.size])
         return list(zip(rows.tolist(), scores.tolist()))
 
-    def scores(self, query: str, size: int) -> np.ndarray | None:
-        """float64 [size]: every row's BM25 score for the query text (typo tolerance
-        included; 0 for rows the index does not hold yet, e.g. items added since it was
-        built), or None while the index is not built (after waiting ``BUILD_WAIT_S``)."""
+    def scores(self, query: str, size: int, index: str = "words") -> np.ndarray | None:
+        """float64 [size]: every row's BM25 score for the query text in the ``index``
+        "words" (typo tolerance included) or "ngrams" (character n-grams); 0 for rows the
+        index does not hold yet (items added since it was built); None while the indexes
+        are not built (after waiting ``BUILD_WAIT_S``)."""
+        if index not in ("words", "ngrams"):
+            raise ValueError(f"index: expected words or ngrams, got {index!r}")
         if not self._built.wait(BUILD_WAIT_S) or self._bm25 is None:
             return None
         out = np.zeros(size, np.float64)
         if query.strip():
-            found = self._bm25.scores(query)[:size]
+            found = (self._bm25 if index == "words" else self._ngrams).scores(query)[:size]
             out[:found.size] = found
         return out
 

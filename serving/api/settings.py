@@ -48,12 +48,18 @@ class Settings:
     ann_min_items: int = 100_000
     ann_top_k: int = 100                    # K of the API's index (as the pipeline's top K)
     lexical_candidates: int = 100           # search: BM25 matches added to the dense ones
-    # Search over the whole catalog: "linear" = z-scored BM25 and dense scores mixed with
-    # search_lexical_weight (serving/api/search_fusion.py), its best search_candidates
-    # ranked, the ranking model's order blended in with search_ranker_weight; "union" =
-    # the dense top K plus lexical_candidates BM25 matches, in the ranking model's order.
+    # Search over the whole catalog: "linear" = z-scored BM25 (words: search_lexical_weight,
+    # character n-grams: search_ngram_weight) and dense scores (the rest) mixed
+    # (serving/api/search_fusion.py), the dense scores taken again with the query moved
+    # towards the first search_feedback_items items (search_feedback_weight; 0 = off), the
+    # best search_candidates ranked, the ranking model's order blended in with
+    # search_ranker_weight; "union" = the dense top K plus lexical_candidates BM25
+    # matches, in the ranking model's order.
     search_fusion: str = "linear"
-    search_lexical_weight: float = 0.4
+    search_lexical_weight: float = 0.3
+    search_ngram_weight: float = 0.15
+    search_feedback_items: int = 5
+    search_feedback_weight: float = 0.0
     search_candidates: int = 200
     search_ranker_weight: float = 0.5
     typo_tolerance: bool = True             # search: unknown words read as the nearest ones
@@ -143,8 +149,16 @@ class Settings:
             need(0 <= getattr(self, name) <= 500, name, "must be between 0 and 500")
         need(self.search_fusion in SEARCH_FUSIONS, "search_fusion",
              f"expected one of {', '.join(SEARCH_FUSIONS)}")
-        for name in ("search_lexical_weight", "search_ranker_weight"):
+        for name in ("search_lexical_weight", "search_ngram_weight", "search_ranker_weight"):
             need(0 <= getattr(self, name) <= 1, name, "must be between 0 and 1")
+        need(self.search_lexical_weight + self.search_ngram_weight <= 1, "search_ngram_weight",
+             f"search_lexical_weight + search_ngram_weight must be at most 1 (the dense "
+             f"score takes the rest), got {self.search_lexical_weight} + "
+             f"{self.search_ngram_weight}")
+        need(1 <= self.search_feedback_items <= 100, "search_feedback_items",
+             "must be between 1 and 100")
+        need(0 <= self.search_feedback_weight <= 10, "search_feedback_weight",
+             "must be between 0 (off) and 10")
         need(1 <= self.search_candidates <= 1000, "search_candidates",
              "must be between 1 and 1000")
         need(self.tfserving_retries >= 0, "tfserving_retries", "must be >= 0")

@@ -92,6 +92,29 @@ def test_typo_tolerance_reads_unknown_words_as_the_nearest_catalog_words():
     assert tolerant.with_params(0.9, 0.5).spelling("toliet") == {"toliet": "toilet"}
 
 
+def test_character_ngrams_match_split_joined_and_misspelled_words(catalog):
+    from serving.api.lexical import CharNgramBm25, char_ngrams
+
+    assert char_ngrams("Tile 2 in.") == ["#ti", "til", "ile", "le#", "#2#", "#in", "in#"]
+    assert char_ngrams("Tile", 4) == ["#til", "tile", "ile#"] and char_ngrams("") == []
+    texts = ["Fiberglass Ladder", "Wood Ladder", "Toilet Seat", "", "Sheetrock Screws"]
+    index = CharNgramBm25(texts)
+    for query, row in (("fiber glass", 0), ("sheet rock", 4), ("toliet", 2),
+                       ("woodladder", 1)):
+        scores = index.scores(query)
+        assert scores.argmax() == row and scores[3] == 0.0, (query, scores)
+    assert not index.scores("").any() and not index.scores("qqq zzz").any()
+    with pytest.raises(ValueError, match="n >= 2"):
+        CharNgramBm25(texts, n=1)
+    text_index = TextIndex(catalog, background=False)
+    scores = text_index.scores("velvetlipstik", len(catalog) + 2, "ngrams")
+    assert scores.shape == (len(catalog) + 2,) and scores[-2:].tolist() == [0.0, 0.0]
+    assert catalog.ids[scores.argmax()].startswith("beauty")
+    assert not text_index.scores("velvetlipstik", len(catalog)).any(), "no word matches"
+    with pytest.raises(ValueError, match="expected words or ngrams"):
+        text_index.scores("lipstick", len(catalog), "chars")
+
+
 def test_lexical_rows_join_the_pool_below_retrievals_lowest_score():
     from serving.api.recommender import with_lexical
 

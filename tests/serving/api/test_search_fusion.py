@@ -44,6 +44,34 @@ def test_fuse_weights_pick_lexical_dense_or_a_mix():
         search_fusion.blend(lexical, dense, 2.0)
 
 
+def test_fuse_adds_the_ngram_scores_with_their_own_weight():
+    lexical = np.array([0.0, 0.0, 9.0, 1.0, 0.0])
+    ngrams = np.array([0.0, 7.0, 0.0, 1.0, 0.0])
+    dense = np.array([0.9, 0.8, 0.1, 0.5, 0.2])
+    assert search_fusion.fuse(lexical, dense, 0.0, ngrams=ngrams, ngram_weight=1.0).argmax() \
+        == 1, "n-grams alone"
+    assert search_fusion.fuse(lexical, dense, 0.4, ngrams=ngrams, ngram_weight=0.0) == \
+        pytest.approx(search_fusion.fuse(lexical, dense, 0.4)), "weight 0: as without"
+    mixed = search_fusion.fuse(lexical, dense, 0.3, ngrams=ngrams, ngram_weight=0.3)
+    expected = (0.3 * search_fusion.standardize(lexical) + 0.3 * search_fusion.standardize(
+        ngrams) + 0.4 * search_fusion.standardize(dense))
+    assert mixed == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lexical_weight \\+ ngram_weight must be at most 1"):
+        search_fusion.fuse(lexical, dense, 0.7, ngrams=ngrams, ngram_weight=0.4)
+    with pytest.raises(ValueError, match="needs the n-gram scores"):
+        search_fusion.fuse(lexical, dense, 0.3, ngram_weight=0.3)
+
+
+def test_feedback_query_moves_the_query_towards_the_first_items_mean():
+    query = np.array([1.0, 0.0])
+    items = np.array([[0.0, 1.0], [0.0, 3.0]])
+    assert search_fusion.feedback_query(query, items, 0.5) == pytest.approx([1.0, 1.0])
+    assert search_fusion.feedback_query(query, items, 0.0) == pytest.approx(query)
+    assert search_fusion.feedback_query(query, np.zeros((0, 2)), 2.0) == pytest.approx(query)
+    with pytest.raises(ValueError, match="feedback weight must be >= 0"):
+        search_fusion.feedback_query(query, items, -1.0)
+
+
 def test_blend_keeps_the_fused_order_at_0_and_the_rankers_at_1():
     fused, ranker = np.array([3.0, 2.0, 1.0]), np.array([0.1, 0.2, 0.9])
     assert np.argsort(-search_fusion.blend(fused, ranker, 0.0)).tolist() == [0, 1, 2]
@@ -63,6 +91,11 @@ def test_settings_check_the_search_fusion_fields():
     for bad, match in ((dict(search_fusion="rrf"), "search_fusion"),
                        (dict(search_lexical_weight=1.2), "search_lexical_weight"),
                        (dict(search_ranker_weight=-0.5), "search_ranker_weight"),
+                       (dict(search_ngram_weight=-0.1), "search_ngram_weight"),
+                       (dict(search_lexical_weight=0.7, search_ngram_weight=0.4),
+                        "search_lexical_weight \\+ search_ngram_weight must be at most 1"),
+                       (dict(search_feedback_items=0), "search_feedback_items"),
+                       (dict(search_feedback_weight=-1.0), "search_feedback_weight"),
                        (dict(search_candidates=0), "search_candidates")):
         with pytest.raises(SettingsError, match=match):
             Settings(shop_dir="unused", **bad)
@@ -115,8 +148,10 @@ class _Store:
 
 
 def _search(catalog, models, query="velvet lipstick", k=10, **settings):
+    """The answer with ``settings``; the n-grams and feedback off unless set."""
     from serving.api.recommender import Recommender
     from serving.api.search_text import TextIndex
+    settings = {"search_ngram_weight": 0.0, "search_feedback_weight": 0.0, **settings}
     recommender = Recommender(catalog, _Store(), models,
                               Settings(shop_dir="unused", **settings),
                               text_index=TextIndex(catalog, background=False))
@@ -144,6 +179,30 @@ def test_linear_search_mixes_bm25_and_retrieval_then_blends_the_ranker(catalog):
         "search_candidates)"
     _, ids = _search(catalog, _Models(), search_candidates=5, search_lexical_weight=1.0)
     assert len(ids) == 10, "the pool grows to the page asked for"
+
+
+def test_linear_search_finds_joined_words_through_the_ngrams(catalog):
+    query = "velvetlipstick"        # no word of the catalog: BM25 over words finds nothing
+    found, ids = _search(catalog, _Models(), query, search_lexical_weight=0.0,
+                         search_ngram_weight=0.6, search_ranker_weight=0.0)
+    assert found.degraded == [] and set(ids) == {f"beauty{i}" for i in range(10)}
+    _, ids = _search(catalog, _Models(), query, search_lexical_weight=0.6,
+                     search_ngram_weight=0.0, search_ranker_weight=0.0)
+    assert ids == [f"food{i}" for i in range(10)], "without the n-grams: retrieval's order"
+
+
+def test_linear_search_feedback_moves_the_query_towards_its_first_matches(catalog):
+    """Retrieval's query points at the food items; the lipsticks lead the fused list on
+    their words. Feedback from the first 3 (lipsticks, pointing elsewhere) turns the dense
+    scores away from the food: the next places go to the other non-food items."""
+    common = dict(k=30, search_lexical_weight=0.6, search_ranker_weight=0.0)
+    _, plain = _search(catalog, _Models(), **common)
+    assert set(plain[:10]) == {f"beauty{i}" for i in range(10)}
+    assert plain[10:20] == [f"food{i}" for i in range(10)]
+    _, moved = _search(catalog, _Models(), search_feedback_items=3,
+                       search_feedback_weight=10.0, **common)
+    assert set(moved[:10]) == set(plain[:10])
+    assert not any(i.startswith("food") for i in moved[10:28]), moved
 
 
 def test_linear_search_degrades_to_the_fused_order_or_to_bm25(catalog):
