@@ -411,17 +411,16 @@ class Recommender:
             rows, scores = pool.rows, pool.scores
         return rows, scores, lexical_rows
 
-    def _dense_query(self, user_id: str, history: list[str], query: str, result):
-        """The served query embedding of the catalog's embeddings version, or None when the
-        catalog has no embeddings yet; [] (and the answer marked degraded) when the query
-        embedding call fails."""
-        catalog = self.catalog
-        if catalog.embeddings is None or catalog.embeddings_version is None:
+    def _dense_query(self, user_id: str, history: list[str], query: str, result,
+                     emb: np.ndarray | None):
+        """The served query embedding for the catalog's embeddings ``emb`` (its version's),
+        or None when the catalog has no embeddings yet; [] (and the answer marked
+        degraded) when the query embedding call fails."""
+        if emb is None or self.catalog.embeddings_version is None:
             return None
         try:
             with self._stage("retrieval"):
-                return self._query_vector(user_id, history, query,
-                                          catalog.embeddings.shape[1])
+                return self._query_vector(user_id, history, query, emb.shape[1])
         except ServingError as e:
             self._degrade(result, "retrieval", e)
             return np.zeros(0)
@@ -452,27 +451,30 @@ class Recommender:
         fails). BM25 alone while retrieval cannot answer; None (the caller uses ``union``)
         while the catalog has no embeddings yet."""
         s, n = self.settings, len(self.catalog)
-        query_vector = self._dense_query(user_id, history, query, result)
+        emb = self.catalog.embeddings       # one snapshot: a new version may be installed
+        query_vector = self._dense_query(user_id, history, query, result, emb)
         if query_vector is None:
             return None
         with self._stage("lexical"):
             lexical = self.text_index.scores(query, n)
-            ngrams = self.text_index.scores(query, n, "ngrams") if s.search_ngram_weight \
-                else None
+            ngrams = None
+            if s.search_ngram_weight:
+                ngrams = self.text_index.scores(query, n, "ngrams")
+                ngrams = np.zeros(n) if ngrams is None else ngrams
         lexical = np.zeros(n) if lexical is None else lexical
-        ngrams = np.zeros(n) if ngrams is None else ngrams
         matched = allowed & (lexical > 0)
         lexical_rows = np.flatnonzero(matched)
         if "retrieval" in result.degraded:
             rows = search_fusion.top_rows(lexical, matched, max(s.search_candidates, wanted))
             return rows, lexical[rows], lexical_rows
         with self._stage("fusion"):
-            emb = self.catalog.embeddings
+            mixed = search_fusion.lexical_mix(lexical, s.search_lexical_weight, allowed,
+                                              ngrams, s.search_ngram_weight)
 
             def fused_for(vector):
                 dense = self._dense_scores(vector, emb)
                 return dense, search_fusion.fuse(lexical, dense, s.search_lexical_weight,
-                                                 allowed, ngrams, s.search_ngram_weight)
+                                                 allowed, mixed=mixed)
             dense, fused = fused_for(query_vector)
             if s.search_feedback_weight:
                 first = search_fusion.top_rows(fused, allowed, s.search_feedback_items)

@@ -45,23 +45,34 @@ def check_weight(name: str, weight: float) -> float:
     return weight
 
 
-def fuse(lexical: np.ndarray, dense: np.ndarray, lexical_weight: float,
-         mask: np.ndarray | None = None, ngrams: np.ndarray | None = None,
-         ngram_weight: float = 0.0) -> np.ndarray:
-    """``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams) + the rest of 1 *
-    z(dense), z-scores over ``mask`` (the items a search may return); [..., N] float64.
-    Lexical weight 1 orders by BM25 alone, both weights 0 by the dense score alone."""
+def lexical_mix(lexical: np.ndarray, lexical_weight: float, mask: np.ndarray | None = None,
+                ngrams: np.ndarray | None = None, ngram_weight: float = 0.0):
+    """(``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams), the dense score's
+    weight: the rest of 1): the part of ``fuse`` that does not depend on the query vector,
+    computed once when the dense scores are taken twice (feedback)."""
     weight = check_weight("lexical_weight", lexical_weight)
     ngram_weight = check_weight("ngram_weight", ngram_weight)
     if weight + ngram_weight > 1.0 + 1e-9:
         raise ValueError(f"lexical_weight + ngram_weight must be at most 1, got {weight} + "
                          f"{ngram_weight}")
-    fused = weight * standardize(lexical, mask)
+    part = weight * standardize(lexical, mask)
     if ngram_weight:
         if ngrams is None:
             raise ValueError("ngram_weight > 0 needs the n-gram scores")
-        fused = fused + ngram_weight * standardize(ngrams, mask)
-    return fused + max(1.0 - weight - ngram_weight, 0.0) * standardize(dense, mask)
+        part = part + ngram_weight * standardize(ngrams, mask)
+    return part, max(1.0 - weight - ngram_weight, 0.0)
+
+
+def fuse(lexical: np.ndarray, dense: np.ndarray, lexical_weight: float,
+         mask: np.ndarray | None = None, ngrams: np.ndarray | None = None,
+         ngram_weight: float = 0.0, mixed: tuple | None = None) -> np.ndarray:
+    """``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams) + the rest of 1 *
+    z(dense), z-scores over ``mask`` (the items a search may return); [..., N] float64.
+    Lexical weight 1 orders by BM25 alone, both weights 0 by the dense score alone.
+    ``mixed``: ``lexical_mix`` of these arguments, when already computed."""
+    part, dense_weight = mixed or lexical_mix(lexical, lexical_weight, mask, ngrams,
+                                              ngram_weight)
+    return part + dense_weight * standardize(dense, mask)
 
 
 def feedback_query(query_vector: np.ndarray, item_vectors: np.ndarray,
