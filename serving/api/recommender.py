@@ -473,8 +473,7 @@ class Recommender:
 
             def fused_for(vector):
                 dense = self._dense_scores(vector, emb)
-                return dense, search_fusion.fuse(lexical, dense, s.search_lexical_weight,
-                                                 allowed, mixed=mixed)
+                return dense, search_fusion.with_dense(mixed, dense, allowed)
             dense, fused = fused_for(query_vector)
             if s.search_feedback_weight:
                 first = search_fusion.top_rows(fused, allowed, s.search_feedback_items)

@@ -49,7 +49,8 @@ def lexical_mix(lexical: np.ndarray, lexical_weight: float, mask: np.ndarray | N
                 ngrams: np.ndarray | None = None, ngram_weight: float = 0.0):
     """(``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams), the dense score's
     weight: the rest of 1): the part of ``fuse`` that does not depend on the query vector,
-    computed once when the dense scores are taken twice (feedback)."""
+    computed once when the dense scores are taken twice (feedback; ``with_dense``
+    completes it)."""
     weight = check_weight("lexical_weight", lexical_weight)
     ngram_weight = check_weight("ngram_weight", ngram_weight)
     if weight + ngram_weight > 1.0 + 1e-9:
@@ -63,16 +64,21 @@ def lexical_mix(lexical: np.ndarray, lexical_weight: float, mask: np.ndarray | N
     return part, max(1.0 - weight - ngram_weight, 0.0)
 
 
+def with_dense(mixed: tuple, dense: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The fused score from a ``lexical_mix`` (its part and the dense weight) and the dense
+    scores, z-scored over ``mask``; [..., N] float64."""
+    part, dense_weight = mixed
+    return part + dense_weight * standardize(dense, mask)
+
+
 def fuse(lexical: np.ndarray, dense: np.ndarray, lexical_weight: float,
          mask: np.ndarray | None = None, ngrams: np.ndarray | None = None,
-         ngram_weight: float = 0.0, mixed: tuple | None = None) -> np.ndarray:
+         ngram_weight: float = 0.0) -> np.ndarray:
     """``lexical_weight`` * z(lexical) + ``ngram_weight`` * z(ngrams) + the rest of 1 *
     z(dense), z-scores over ``mask`` (the items a search may return); [..., N] float64.
-    Lexical weight 1 orders by BM25 alone, both weights 0 by the dense score alone.
-    ``mixed``: ``lexical_mix`` of these arguments, when already computed."""
-    part, dense_weight = mixed or lexical_mix(lexical, lexical_weight, mask, ngrams,
-                                              ngram_weight)
-    return part + dense_weight * standardize(dense, mask)
+    Lexical weight 1 orders by BM25 alone, both weights 0 by the dense score alone."""
+    return with_dense(lexical_mix(lexical, lexical_weight, mask, ngrams, ngram_weight),
+                      dense, mask)
 
 
 def feedback_query(query_vector: np.ndarray, item_vectors: np.ndarray,
