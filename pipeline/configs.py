@@ -155,6 +155,15 @@ class PipelineConfig:
     segments_min_size: int = 20
     segments_category_weight: float = 2.0
 
+    # Search terms (pipeline/components/search_terms.py, docs/DESIGN.md "Search terms from
+    # the search log"): per item, the search texts after which shoppers engaged with it in
+    # the train and rank splits, only texts at least search_terms_min_users distinct users
+    # searched (docs/privacy.md), at most search_terms_max_per_item per item. Pushed to
+    # <serving_dir>/search_terms/<retrieval version>/; the API's BM25 word index reads them.
+    search_terms: bool = True
+    search_terms_min_users: int = 2
+    search_terms_max_per_item: int = 32
+
     enable_cache: bool = False
 
     def validate(self) -> "PipelineConfig":
@@ -213,7 +222,11 @@ class PipelineConfig:
         if self.segments_category_weight < 0:
             problems.append(f"segments_category_weight={self.segments_category_weight}: "
                             "must be >= 0")
-        for name in ("filter_purchased", "enable_cache", "segments"):
+        if self.search_terms_min_users < 2 or self.search_terms_max_per_item < 1:
+            problems.append(f"search_terms_min_users={self.search_terms_min_users}, "
+                            f"search_terms_max_per_item={self.search_terms_max_per_item}: "
+                            "need min_users >= 2 and max_per_item >= 1")
+        for name in ("filter_purchased", "enable_cache", "segments", "search_terms"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r}: must be true or false")
         try:

@@ -12,6 +12,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.candidate_examples import CandidateExamples
 from pipeline.components.domain_pretraining import DomainPretraining
 from pipeline.components.shop_example_gen import ShopExampleGen
+from pipeline.components.search_terms import SearchTerms, SearchTermsPusher
 from pipeline.components.user_segments import SegmentsPusher, UserSegments
 from pipeline.configs import RANKING_MODEL_NAME, RETRIEVAL_MODEL_NAME, PipelineConfig
 from trainer import features
@@ -116,6 +117,14 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
             analyze=[features.TRAIN_SPLIT],
             transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]))
     transform.add_upstream_node(anomalies_gate)
+    # What shoppers searched before choosing each item (train and rank splits, texts of at
+    # least search_terms_min_users users); pushed beside the retrieval version (below) for
+    # the API's BM25 word index.
+    search_terms = (SearchTerms(
+        examples=example_gen.outputs["examples"], min_users=cfg.search_terms_min_users,
+        max_per_item=cfg.search_terms_max_per_item) if cfg.search_terms else None)
+    if search_terms is not None:
+        search_terms.add_upstream_node(anomalies_gate)
     # Optional: masked-LM adaptation of MiniLM on the catalog text (off unless
     # domain_pretraining_steps > 0); the retrieval trainer then encodes with those weights.
     domain_pretraining = (DomainPretraining(
@@ -175,7 +184,8 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
     # For each model: latest blessed baseline -> TFMA evaluation with thresholds -> push
     # blessed models to <serving_dir>/<model_name>/<version>/.
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, *([domain_pretraining] if domain_pretraining else []),
+                  transform, *([search_terms] if search_terms else []),
+                  *([domain_pretraining] if domain_pretraining else []),
                   *([retrieval_tuner] if retrieval_tuner else []),
                   retrieval_trainer, *([candidate_examples] if candidate_examples else []),
                   *([ranking_tuner] if ranking_tuner else []), ranking_trainer]
@@ -188,6 +198,11 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
             segments=user_segments.outputs["segments"],
             pushed_model=retrieval_push[-1].outputs["pushed_model"],
             serving_dir=cfg.serving_dir)]
+    if search_terms is not None:
+        components.append(SearchTermsPusher(
+            search_terms=search_terms.outputs["search_terms"],
+            pushed_model=retrieval_push[-1].outputs["pushed_model"],
+            serving_dir=cfg.serving_dir))
     components += _evaluate_and_push(
         RANKING_MODEL_NAME,
         (candidate_examples.outputs["candidate_examples"] if candidate_examples

@@ -22,7 +22,8 @@ NODES = ("ShopExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "An
          "Transform", "retrieval_trainer", "CandidateExamples", "ranking_trainer",
          "latest_blessed_retrieval_resolver",
          "retrieval_evaluator", "retrieval_pusher", "latest_blessed_ranking_resolver",
-         "ranking_evaluator", "ranking_pusher", "UserSegments", "SegmentsPusher")
+         "ranking_evaluator", "ranking_pusher", "UserSegments", "SegmentsPusher", "SearchTerms",
+         "SearchTermsPusher")
 
 
 def _blessed(pipeline_root, evaluator_id):

@@ -35,6 +35,7 @@ from tfx.types import artifact as tfx_artifact
 from tfx.types import standard_artifact_utils as artifact_utils
 from tfx.utils import path_utils
 
+from pipeline.components.bundle_push import push_beside_retrieval
 from trainer import features as F
 from trainer import segments as S
 
@@ -177,20 +178,5 @@ def SegmentsPusher(  # pylint: disable=invalid-name
     serving_dir: tfx.dsl.components.Parameter[str],
 ):
     """Copy the segments next to the retrieval version they belong to (module docstring)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    pushed = pushed_model.get_int_custom_property("pushed") == 1
-    pushed_segments.set_int_custom_property("pushed", int(pushed))
-    if not pushed:
-        logging.info("SegmentsPusher: the retrieval model was not pushed; segments neither")
-        return
-    version = pushed_model.get_string_custom_property("pushed_version")
-    destination = os.path.join(serving_dir, SERVING_SUBDIR, version)
-    tf.io.gfile.makedirs(destination)
-    for name in BUNDLE_FILES:
-        source = os.path.join(segments.uri, name)
-        if tf.io.gfile.exists(source):
-            tf.io.gfile.copy(source, os.path.join(destination, name), overwrite=True)
-            tf.io.gfile.copy(source, os.path.join(pushed_segments.uri, name), overwrite=True)
-    pushed_segments.set_string_custom_property("pushed_destination", destination)
-    pushed_segments.set_string_custom_property("pushed_version", version)
-    logging.info("SegmentsPusher: segments pushed to %s", destination)
+    push_beside_retrieval("SegmentsPusher", segments.uri, BUNDLE_FILES, pushed_model,
+                          pushed_segments, serving_dir, SERVING_SUBDIR)
