@@ -163,7 +163,7 @@ class ProductSearch:
             "in_process_api_start", InProcessApi, shop,
             f"{self.stack.host}:{self.stack.grpc_port}",
             f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}",
-            **self.api_settings)
+            **self.stack.api_settings)     # the stack's API settings: its pushed folders too
         self.info["model_versions"] = dict(self.api.services.watcher.versions)
 
     def _tune(self):

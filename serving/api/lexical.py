@@ -57,11 +57,19 @@ def max_edits(word: str) -> int:
 class Bm25:
     """BM25 over ``texts`` (one per document): lower-cased, the library's token pattern
     (words of two or more characters), ``stopwords`` removed, Snowball ``stemmer`` (None:
-    none). ``scores`` gives every document's score for each query text."""
+    none). ``scores`` gives every document's score for each query text.
+
+    ``spelled_from`` (with ``typo_tolerance``): the texts whose words count as spelled
+    right and are what a misspelled word is read as (default: ``texts``). The API indexes
+    each item's text with the search texts shoppers typed before choosing it, misspellings
+    included; corrections still go to the catalog's own words, and a corrected query also
+    keeps the word as typed, which then matches the items shoppers chose after the same
+    misspelling."""
 
     def __init__(self, texts: Sequence[str] | None, k1: float = K1, b: float = B,
                  stopwords: str | None = STOPWORDS, stemmer: str | None = STEMMER,
-                 tokens=None, typo_tolerance: bool = False, words=None):
+                 tokens=None, typo_tolerance: bool = False, words=None,
+                 spelled_from: Sequence[str] | None = None, known=None):
         import bm25s  # pylint: disable=import-outside-toplevel
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and b in [0, 1], got k1={k1}, b={b}")
@@ -76,9 +84,14 @@ class Bm25:
         self.size = len(self.tokens)
         self.typo_tolerance = typo_tolerance
         # the catalog's lower-cased words and their counts: what a misspelled word may be
+        source = spelled_from if spelled_from is not None else texts
         self._words = words if words is not None else (
-            word_counts(texts) if typo_tolerance and texts is not None else None)
+            word_counts(source) if typo_tolerance and source is not None else None)
         self._vocabulary = sorted(self._words) if self._words else []
+        # stems spelled right: the index's own, or those of ``spelled_from``'s words
+        self._known = known if known is not None else (
+            frozenset(map(self._stem, self._words)) if spelled_from is not None
+            and self._words is not None else None)
         self._nearest_cache: dict[str, str | None] = {}
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
@@ -90,7 +103,7 @@ class Bm25:
     def with_params(self, k1: float, b: float) -> "Bm25":
         """The same tokens indexed with other k1 and b."""
         return Bm25(None, k1, b, self.stopwords, self.stemmer_name, tokens=self.tokens,
-                    typo_tolerance=self.typo_tolerance, words=self._words)
+                    typo_tolerance=self.typo_tolerance, words=self._words, known=self._known)
 
     def _stem(self, word: str) -> str:
         return self._stemmer.stemWord(word) if self._stemmer is not None else word
@@ -123,8 +136,9 @@ class Bm25:
         if not self.typo_tolerance:
             return {}
         out = {}
+        known = self._known if self._known is not None else self.model.vocab_dict
         for word in TOKEN.findall(query.lower()):
-            if word in out or self._stem(word) in self.model.vocab_dict:
+            if word in out or self._stem(word) in known:
                 continue
             nearest = self._nearest(word)
             if nearest is not None:
@@ -141,8 +155,13 @@ class Bm25:
 
     def scores(self, query: str) -> np.ndarray:
         """float32 [size]: every document's score for a query text (its misspelled words
-        read as ``spelling`` says, with ``typo_tolerance``)."""
-        query = did_you_mean(query, self.spelling(query)) or query
+        read as ``spelling`` says, with ``typo_tolerance``, and kept as typed too: a word
+        the index does not hold adds nothing)."""
+        spelling = self.spelling(query)
+        corrected = did_you_mean(query, spelling)
+        if corrected is not None:
+            typed = [word for word, read in spelling.items() if word != read]
+            query = " ".join([corrected, *typed])
         return self.scores_of_tokens(self.tokenize([query])[0])
 
     def top(self, query: str, k: int, allowed: np.ndarray | None = None):

@@ -29,40 +29,97 @@ class TextIndex:
     thread (seconds for 100k items),
     off the startup path; a search waits for it at most ``BUILD_WAIT_S``. ``previous``: the
     index of the catalog this one grew from (live catalog changes): it answers, over the rows
-    it holds, until this one is built."""
+    it holds, until this one is built, and lends its search terms.
+
+    ``terms`` (serving/api/search_terms.py, optional): what shoppers searched before choosing
+    each item; the word index reads them after the item's text (the n-gram index and the
+    words that explain a match do not). ``set_terms`` swaps in another version's terms: the
+    word index is rebuilt in the background and the old one answers until then."""
 
     def __init__(self, catalog, background: bool = True, typo_tolerance: bool = True,
-                 previous: "TextIndex | None" = None):
-        self.catalog, self.typo_tolerance = catalog, typo_tolerance
+                 previous: "TextIndex | None" = None, terms=None):
+        self.catalog, self.typo_tolerance, self.background = catalog, typo_tolerance, background
+        self.terms = terms if terms is not None or previous is None else previous.terms
         self._bm25: Bm25 | None = previous._bm25 if previous is not None else None
         self._ngrams: CharNgramBm25 | None = previous._ngrams if previous is not None else None
         self._built = threading.Event()
+        self._lock = threading.Lock()
+        self._generation = 0          # the newest build's; an older build never swaps in
         if self._bm25 is not None:
             self._built.set()
-        if background:
-            threading.Thread(target=self._build, name="text-index", daemon=True).start()
+        self._start(self._build, 0, self.terms)
+
+    def _start(self, build, generation, terms) -> None:
+        if self.background:
+            threading.Thread(target=build, args=(generation, terms), name="text-index",
+                             daemon=True).start()
         else:
-            self._build()
+            build(generation, terms)
+
+    @property
+    def terms_version(self) -> str | None:
+        return self.terms.version if self.terms is not None else None
+
+    def set_terms(self, terms) -> bool:
+        """Use ``terms`` (None: none) from now on; False when they are the version in use."""
+        version = terms.version if terms is not None else None
+        with self._lock:
+            if version == self.terms_version:
+                return False
+            self._generation += 1
+            self.terms, generation = terms, self._generation
+        log.info("search terms version %s: rebuilding the word index of %d items", version,
+                 len(self.catalog))
+        self._start(self._rebuild_words, generation, terms)
+        return True
 
     def words_of(self, row: int) -> frozenset[str]:
         """The item's words (title, brand, category), without stop words."""
         c = self.catalog
         return frozenset(words(f"{c.titles[row]} {c.brands[row]} {c.categories[row]}"))
 
-    def _build(self) -> None:
+    def _texts(self) -> list[str]:
         c = self.catalog
-        texts = [" ".join(part for part in (c.titles[r], c.brands[r], c.categories[r],
-                                            c.descriptions[r]) if part)
-                 for r in range(len(c))]
+        return [" ".join(part for part in (c.titles[r], c.brands[r], c.categories[r],
+                                           c.descriptions[r]) if part)
+                for r in range(len(c))]
+
+    def _word_index(self, texts: list[str], terms) -> Bm25:
+        """BM25 over each item's text and its search terms; typo tolerance corrects towards
+        the catalog's own words (shoppers' misspellings are in the terms)."""
+        if terms is None:
+            return Bm25(texts, typo_tolerance=self.typo_tolerance)
+        ids = self.catalog.ids
+        return Bm25([f"{text} {terms.items[ids[r]]}" if ids[r] in terms.items else text
+                     for r, text in enumerate(texts)],
+                    typo_tolerance=self.typo_tolerance, spelled_from=texts)
+
+    def _build(self, generation: int, terms) -> None:
+        texts = self._texts()
         try:
-            bm25 = Bm25(texts, typo_tolerance=self.typo_tolerance)
             ngrams = CharNgramBm25(texts)
-            self._bm25, self._ngrams = bm25, ngrams
+            bm25 = self._word_index(texts, terms)
+            with self._lock:
+                self._ngrams = ngrams
+                # terms swapped meanwhile: their rebuild replaces this (unless it came first)
+                if generation == self._generation or self._bm25 is None:
+                    self._bm25 = bm25
         except Exception:  # pylint: disable=broad-except  (search then answers without it)
             log.exception("building the BM25 indexes of %d items failed: search has no "
-                          "lexical candidates", len(c))
+                          "lexical candidates", len(self.catalog))
         finally:
             self._built.set()
+
+    def _rebuild_words(self, generation: int, terms) -> None:
+        try:
+            bm25 = self._word_index(self._texts(), terms)
+            with self._lock:
+                if generation == self._generation:
+                    self._bm25 = bm25
+        except Exception:  # pylint: disable=broad-except  (the old index keeps answering)
+            log.exception("rebuilding the word index of %d items with search terms version "
+                          "%s failed; the previous index answers", len(self.catalog),
+                          terms.version if terms is not None else None)
 
     @property
     def ready(self) -> bool:

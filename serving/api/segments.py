@@ -18,12 +18,10 @@ recommender fills with global popularity, as before.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import threading
 from typing import Callable
 
-log = logging.getLogger("serving.api.segments")
+from serving.api.pushed_files import VersionShelf
 
 REPORT_FILE = "segments.json"           # the names pipeline/components/user_segments.py writes
 ASSIGNMENTS_FILE = "assignments.json"
@@ -50,17 +48,6 @@ class Segments:
         return None if segment is None else self.profiles.get(int(segment))
 
 
-def _versions(base_dir: str) -> list[str]:
-    """Version folders under ``base_dir`` that hold both files, oldest first."""
-    try:
-        names = os.listdir(base_dir)
-    except OSError:
-        return []
-    found = [n for n in names if n.isdigit() and all(
-        os.path.isfile(os.path.join(base_dir, n, f)) for f in (REPORT_FILE, ASSIGNMENTS_FILE))]
-    return sorted(found, key=int)
-
-
 class SegmentShelf:
     """The segments of the served retrieval version (module docstring). ``served_version``:
     the retrieval version the API serves now (None: unknown yet)."""
@@ -68,32 +55,11 @@ class SegmentShelf:
     def __init__(self, base_dir: str, served_version: Callable[[], int | None],
                  max_history: int = 2):
         self.base_dir, self.max_history = base_dir, max_history
-        self._served_version = served_version
-        self._lock = threading.Lock()
-        self._loaded: tuple | None = None          # (wanted version, Segments | None)
+        self._shelf = VersionShelf(base_dir, (REPORT_FILE, ASSIGNMENTS_FILE), served_version,
+                                   Segments.load, "segments")
 
     def current(self) -> Segments | None:
-        if not self.base_dir:
-            return None
-        served = self._served_version()
-        wanted = str(served) if served is not None else None
-        with self._lock:
-            if self._loaded is not None and self._loaded[0] == wanted:
-                return self._loaded[1]
-            versions = _versions(self.base_dir)
-            pick = wanted if wanted in versions else (versions[-1] if versions else None)
-            segments = None
-            if pick is not None:
-                try:
-                    segments = Segments.load(os.path.join(self.base_dir, pick))
-                except (OSError, ValueError, KeyError) as e:
-                    log.warning("cannot read the segments of version %s under %s: %s", pick,
-                                self.base_dir, e)
-                if segments is not None and pick != wanted:
-                    log.warning("no segments for the served retrieval version %s under %s; "
-                                "using version %s", wanted, self.base_dir, pick)
-            self._loaded = (wanted, segments)
-            return segments
+        return self._shelf.current()
 
     def segment_of(self, user_key: str) -> tuple[Segments, dict] | None:
         """(the loaded segments, the user's profile), or None."""

@@ -18,7 +18,9 @@ from serving.api.experiments import (Experiment, Experiments, Variant, load_expe
 from serving.api.feedback import ImpressionLog, attribute, impressions_of
 from serving.api.metrics import ApiMetrics
 from serving.api.model_backend import RANK_CANDIDATES, ModelBackend, ModelWatcher
+from serving.api.pushed_files import VersionShelf
 from serving.api.recommender import Recommender
+from serving.api.search_terms import TERMS_FILE, SearchTerms
 from serving.api.search_text import TextIndex
 from serving.api.segments import SegmentShelf
 from serving.api.settings import Settings
@@ -72,7 +74,15 @@ class Services:
         self.watcher = ModelWatcher(self.backend, self.catalog, settings.model_poll_s,
                                     settings.embedding_batch_size, self._versions_changed,
                                     build_index=self._build_index)
-        self.recommender = self._recommender(self.catalog)
+        # what shoppers searched before choosing each item, pushed with the served retrieval
+        # version (serving/api/search_terms.py): the BM25 word index reads them
+        self.search_terms = VersionShelf(
+            settings.search_terms_dir, (TERMS_FILE,),
+            lambda: self.watcher.versions.get(settings.retrieval_model), SearchTerms.load,
+            "search terms")
+        self.recommender = self._recommender(self.catalog, TextIndex(
+            self.catalog, typo_tolerance=settings.typo_tolerance,
+            terms=self.search_terms.current()))
         self._variants = self._variant_recommenders()
         metrics.catalog_items.set(len(self.catalog))
         self.impression_log = ImpressionLog(
@@ -220,6 +230,8 @@ class Services:
 
     def _versions_changed(self, versions: dict[str, int]) -> None:
         self.metrics.set_versions(versions, self.catalog.embeddings_version)
+        # the search terms of the retrieval version now served (a rebuild when they differ)
+        self.recommender.text_index.set_terms(self.search_terms.current())
 
     def start(self) -> "Services":
         """Wait (bounded) for the model server, then keep polling it in the background."""

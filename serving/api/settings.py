@@ -105,6 +105,9 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_query_chars: int = spec.MAX_QUERY_CHARS   # the data contract's cap on event queries
     segments_dir: str = ""                  # <serving_dir>/segments of the pipeline ("" = none)
+    search_terms_dir: str = ""              # <serving_dir>/search_terms of the pipeline: what
+                                            # shoppers searched before choosing each item,
+                                            # read by search's BM25 word index ("" = none)
     segment_max_history: int = 2            # users with at most this many engagements get
                                             # their segment's popular items before the shop's
 

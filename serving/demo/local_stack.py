@@ -61,6 +61,8 @@ class LocalStack:
         self.api_settings = dict(api_settings or {})
         # the user segments the pipeline pushes next to the models (docs/api.md)
         self.api_settings.setdefault("segments_dir", os.path.join(self.serving_dir, "segments"))
+        self.api_settings.setdefault("search_terms_dir",
+                                     os.path.join(self.serving_dir, "search_terms"))
         if pseudonym_key_file:          # the pipeline's key (docs/privacy.md)
             self.api_settings["pseudonym_key_file"] = os.path.abspath(pseudonym_key_file)
         self.keys: dict[str, str] = {}          # key name -> secret (made for this stack)
