@@ -365,7 +365,8 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
                             event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}",
                             startup_wait_s=300, max_category_share=1.0,
                             filter_purchased=False, filter_out_of_stock=False, auth="off",
-                            pseudonym_key_file=cfg.pseudonym_key_file)
+                            pseudonym_key_file=cfg.pseudonym_key_file,
+                            search_terms_dir=os.path.join(cfg.serving_dir, "search_terms"))
         names = Pseudonyms.from_file(cfg.pseudonym_key_file)
         assert settings.tfserving_deadline_s == 2.0
         backend = ModelBackend.connect(f"127.0.0.1:{server.grpc_port}", deadline_s=60,
@@ -404,6 +405,11 @@ def test_api_on_the_pushed_models_is_warm_and_ranks_with_the_query(runs, tmp_pat
             body = response.json()
             assert response.status_code == 200 and body["degraded"] == [], body
             assert body["strategy"] == "search" and len(body["items"]) == 10
+            # the word index reads the search terms pushed with the served retrieval version
+            text_index = client.app.state.services.recommender.text_index
+            assert client.get("/readyz").json()["search_terms_version"] == \
+                text_index.terms_version == str(health["models"]["retrieval"]), health
+            assert text_index.terms.items
             _live_item_on_the_pushed_models(client, shop.items, record)
     finally:
         if backend is not None:
@@ -512,6 +518,29 @@ def test_user_segments_are_pushed_with_the_retrieval_version_and_hold_aggregates
           f"preferred_top {ari:.3f}")
     assert ari > 0.0, ari           # better than chance
     assert set(load_shop(cfg.data_dir).events["user_id"]).isdisjoint(assignments)
+
+
+def test_search_terms_are_pushed_with_the_retrieval_version_and_name_no_user(runs):
+    """SearchTerms (docs/DESIGN.md, "Search terms from the search log"): the file next to the
+    pushed retrieval version; only catalog items, only search texts at least
+    search_terms_min_users distinct users engaged after, and no user id."""
+    from pipeline.contract.load import load_shop  # pylint: disable=import-outside-toplevel
+    from serving.api.autocomplete import normalise  # pylint: disable=import-outside-toplevel
+    cfg = runs["cfg"]
+    version = runs["first_versions"]["retrieval"][0]
+    assert pushed_versions(cfg.serving_dir, "search_terms") == [version]
+    with open(os.path.join(cfg.serving_dir, "search_terms", version, "search_terms.json"),
+              encoding="utf-8") as f:
+        text = f.read()
+    report = json.loads(text)
+    shop = load_shop(cfg.data_dir, on_bad_rows="quarantine")
+    searched = {normalise(q) for q in shop.events["query"] if q}
+    assert report["min_users"] == cfg.search_terms_min_users and report["items"], report
+    assert set(report["items"]) <= set(shop.items["item_id"])
+    assert {t for terms in report["items"].values() for t in terms} <= searched
+    assert all(0 < len(terms) <= cfg.search_terms_max_per_item
+               for terms in report["items"].values())
+    assert not re.search(r"p_[0-9a-f]{32}|u\d{6}", text)
 
 
 def test_kubeflow_v2_spec_compiles_with_both_tuners(tmp_path):

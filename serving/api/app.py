@@ -439,7 +439,8 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ready", "checks": report.as_dict(), "models": svc.watcher.versions,
                 "catalog_items": len(svc.catalog),
                 "embeddings_version": svc.catalog.embeddings_version,
-                "item_to_item_version": tables.version if tables else None}
+                "item_to_item_version": tables.version if tables else None,
+                "search_terms_version": svc.recommender.text_index.terms_version}
 
     @app.get("/metrics", **_guarded("/metrics"))
     def metrics_endpoint():

@@ -130,3 +130,5 @@ def test_search_finds_an_item_by_what_shoppers_searched_before_choosing_it(terms
     assert "toy4" in found and "toy4" not in [item["item_id"] for item in without]
     # its reason is the shopper's own search, not words its text does not have
     assert "related_to_search" in json.dumps(with_terms[found.index("toy4")])
+    assert [client.get("/readyz").json()["search_terms_version"]
+            for client in terms_apis] == ["1", None]
