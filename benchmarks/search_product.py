@@ -44,7 +44,8 @@ CHOICES = ("benchmarks/configs/homedepot.json: retrieval with no user-id embeddi
            "session is its own pseudonymous shopper), top 100, and since stop 40 MiniLM's top "
            "2 layers fine-tuned on the search log (text_mode top_layers, text lr 1e-4, 800 "
            "steps; chosen in a scratch check on train queries, docs/DESIGN.md); ranker "
-           "defaults; split times from the export (10 % of train queries each for rank and "
+           "defaults; the pipeline's search terms (since stop 42: texts of >= 2 users from "
+           "the train and rank splits, read by the API's BM25 word index); split times from the export (10 % of train queries each for rank and "
            "eval). Nothing was chosen on test queries.")
 
 
@@ -165,6 +166,9 @@ class ProductSearch:
             f"sqlite:///{os.path.join(self.work_dir, 'in_process_events.sqlite3')}",
             **self.stack.api_settings)     # the stack's API settings: its pushed folders too
         self.info["model_versions"] = dict(self.api.services.watcher.versions)
+        # the pushed search terms the word index reads (None: none were pushed)
+        self.info["search_terms_version"] = \
+            self.api.services.recommender.text_index.terms_version
 
     def _tune(self):
         """Every combination of ``self.tune`` answers the pipeline's eval-split queries;

@@ -148,6 +148,8 @@ def test_smoke_product_search_path_on_real_home_depot_products(tmp_path):
     assert info["pipeline"]["models"]["retrieval"]["pushed"]
     assert info["pipeline"]["models"]["ranking"]["pushed"]
     assert info["degraded_answers"] == {} and info["short_lists"] == 0
+    # the search log's terms were pushed with the retrieval model and read by the API
+    assert info["search_terms_version"] == str(info["model_versions"]["retrieval"]), info
     assert info["http_replay"]["agree"] == info["http_replay"]["requests"] == 20, \
         "the restarted stack answers with the tuned setting, as the in-process API"
     tuning = info["tuning"]
