@@ -33,9 +33,9 @@ from tfx.types import standard_artifact_utils as artifact_utils
 from pipeline.components.bundle_push import push_beside_retrieval
 from pipeline.components.user_segments import read_units
 from serving.api.autocomplete import normalise
+from serving.api.search_terms import TERMS_FILE   # the name the API reads
 from trainer import features as F
 
-TERMS_FILE = "search_terms.json"
 SERVING_SUBDIR = "search_terms"      # <serving_dir>/search_terms/<retrieval version>/
 SPLITS = (F.TRAIN_SPLIT, F.RANK_SPLIT)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-TERMS_FILE = "search_terms.json"        # the name pipeline/components/search_terms.py writes
+TERMS_FILE = "search_terms.json"        # what pipeline/components/search_terms.py writes
 
 
 class SearchTerms:
