@@ -215,6 +215,10 @@ class RetrievalConfig(_Config):
     # over every [batch, N] slot costs N squared (history 50, batch 256: 2.4 s a step on 2
     # CPU cores for all 49 pairs, 0.13 s for 10); older items still feed the encoder.
     sequence_objective_positions: int = 10
+    # The objective's negatives: the batch's other pair slots (logQ-corrected, like the main
+    # loss's "in_batch") or every catalog item for every pair ("catalog": SASRec's full
+    # softmax cross-entropy, for catalogs small enough to score whole each step).
+    sequence_objective_negatives: str = "in_batch"
 
     def validate(self) -> None:
         super().validate()
@@ -316,6 +320,9 @@ class RetrievalConfig(_Config):
         if self.sequence_objective_weight < 0:
             raise ValueError("RetrievalConfig.sequence_objective_weight must be >= 0, got "
                              f"{self.sequence_objective_weight}")
+        if self.sequence_objective_negatives not in NEGATIVES:
+            raise ValueError("RetrievalConfig.sequence_objective_negatives must be one of "
+                             f"{list(NEGATIVES)}, got {self.sequence_objective_negatives!r}")
         if not 0.0 < self.sequence_mask_rate < 1.0:
             raise ValueError("RetrievalConfig.sequence_mask_rate must be in (0, 1), got "
                              f"{self.sequence_mask_rate}")
@@ -324,6 +331,12 @@ class RetrievalConfig(_Config):
     def uses_sequence_objective(self) -> bool:
         """The transformer history encoder's auxiliary loss is on."""
         return self.history_encoder != "pooled" and self.sequence_objective_weight > 0
+
+    @property
+    def uses_catalog(self) -> bool:
+        """Some loss scores every catalog item each step (the catalog split is loaded)."""
+        return self.negatives == "catalog" or (
+            self.uses_sequence_objective and self.sequence_objective_negatives == "catalog")
 
     @property
     def uses_logq(self) -> bool:

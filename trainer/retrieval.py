@@ -232,12 +232,12 @@ class RetrievalModel(tfrs.Model):
                              "(text_tower.TextResources); use text_mode 'none' without them")
         if config.uses_logq and item_probability is None:
             raise ValueError("logq_correction needs item_probability (train click shares)")
-        if config.negatives == "catalog" and catalog is None:
-            raise ValueError("negatives 'catalog' needs the catalog's tower inputs "
-                             "(catalog_softmax.load)")
-        if (config.negatives == "catalog" and config.uses_bert and config.use_text
-                and catalog.text_rows is None):
-            raise ValueError("negatives 'catalog' with item text needs the catalog's text rows "
+        if config.uses_catalog and catalog is None:
+            raise ValueError("negatives or sequence_objective_negatives 'catalog' needs the "
+                             "catalog's tower inputs (catalog_softmax.load)")
+        if (config.uses_catalog and config.uses_bert and catalog.text_rows is None
+                and (config.use_text or config.use_history_text)):
+            raise ValueError("a 'catalog' softmax with item texts needs the catalog's text rows "
                              "(catalog_softmax.load(..., lookup=text.lookup))")
         # One item-id table for history items (query side) and candidates.
         item_embedding = tf.keras.layers.Embedding(buckets[F.ITEM_ID], dim,
@@ -274,6 +274,8 @@ class RetrievalModel(tfrs.Model):
                               config.remove_accidental_hits, self.item_probability,
                               config.sequence_mask_rate, config.seed + 4,
                               config.sequence_objective_positions,
+                              catalog=(catalog if config.sequence_objective_negatives
+                                       == "catalog" else None),
                               name="sequence_objective")
             if config.uses_sequence_objective else None)
         self.text_optimizer = None
@@ -314,7 +316,8 @@ class RetrievalModel(tfrs.Model):
             history_text = (features[text_tower.HISTORY_TEXT]
                             if self.query_tower.use_history_text else None)
             loss += self.sequence_weight * self.sequence_objective(
-                features[F.idx(F.HISTORY_ITEM_IDS)], history_text, training=training)
+                features[F.idx(F.HISTORY_ITEM_IDS)], history_text, training=training,
+                text_embeddings=self.text.embeddings if self.text is not None else None)
         return loss
 
     def retrieval_loss(self, features, item_ids, training=False):
@@ -477,11 +480,16 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     probability = (item_click_probability(fn_args.train_files, spec, buckets[F.ITEM_ID])
                    if config.uses_logq else None)
     catalog = None
-    if config.negatives == "catalog":
+    if config.uses_catalog:
         catalog = catalog_softmax.load(catalog_files, spec, buckets[F.ITEM_ID],
                                        text.lookup if text is not None else None)
-        catalog_softmax.check_labels(catalog, clicked_items(fn_args.train_files, spec))
-        logging.info("retrieval: full softmax over %d catalog items", catalog.size)
+        if config.negatives == "catalog":
+            catalog_softmax.check_labels(catalog, clicked_items(fn_args.train_files, spec))
+        logging.info("retrieval: full softmax over %d catalog items (%s)", catalog.size,
+                     ", ".join(name for name, value in (
+                         ("retrieval loss", config.negatives),
+                         ("sequence objective", config.sequence_objective_negatives
+                          if config.uses_sequence_objective else "")) if value == "catalog"))
         if config.numeric_step:
             catalog = dataclasses.replace(
                 catalog, features=numeric_inputs.catalog_features(catalog.features, config))

@@ -14,21 +14,31 @@ Added to the two-tower retrieval loss (trainer/retrieval.py) with weight
 `positions` (RetrievalConfig.sequence_objective_positions) keeps the pairs to the most recent
 positions: the encoder reads the whole history, the loss's cost stays that of a short one.
 
-Both score against the batch's target item vectors (`SequenceEncoder.item_vectors`: the shared
+Negatives (`RetrievalConfig.sequence_objective_negatives`). "in_batch": both score against the
+batch's target item vectors (`SequenceEncoder.item_vectors`: the shared
 item-id embedding plus projected text, tied with the encoder's inputs) with the loss the main
 task uses: TFRS `Retrieval` softmax over L2-normalised vectors at the same temperature, logQ
 correction with the same train click shares (history items are engaged items, whose shares
 follow the clicks) and removal of accidental hits. Negatives come from every replica's slots
 (trainer/layers.py global_batch_candidates). Every [B, L] pair slot stays in the softmax
 with a static shape (no boolean_mask, so it runs on any device and under XLA); slots that are
-no pair carry weight 0 and are masked out as negatives.
+no pair carry weight 0 and are masked out as negatives. "catalog": every pair scores every
+catalog item (the encoder's item vectors of the whole catalog split, frozen texts included) in a
+full softmax at the same temperature, as SASRec's cross-entropy does (Klenitskiy & Vasilev,
+RecSys 2023): no sampling, so no logQ and no accidental hits; a history item outside the
+catalog (out-of-vocabulary) is no target. Cost: [pairs, catalog] logits a step, so it suits
+catalogs of up to some 10^4-10^5 items.
 """
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainer import features as F
+from trainer.catalog_softmax import Catalog
 from trainer.layers import global_batch_candidates
+from trainer.text.cache import gather_rows
 from trainer.sequence import SequenceEncoder
 
 
@@ -52,14 +62,17 @@ def global_pair_mean(loss_sum: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
 class SequenceObjective(tf.keras.layers.Layer):
     """The encoder's auxiliary loss on a training batch: mean softmax cross-entropy per pair.
 
-    call(history [B, L] int, history_text [B, L, H] or None) -> scalar; 0 when the batch has
-    no pair. `item_probability` [item buckets]: the logQ click shares (None: no correction).
+    call(history [B, L] int, history_text [B, L, H] or None, text_embeddings) -> scalar; 0
+    when the batch has no pair. `item_probability` [item buckets]: the logQ click shares (None:
+    no correction). With `catalog` (catalog_softmax.Catalog) the negatives are every catalog
+    item; `text_embeddings` [T, H] (the run's frozen text table) then gives the catalog items'
+    texts when the history has texts.
     """
 
     def __init__(self, encoder: SequenceEncoder, temperature: float,
                  remove_accidental_hits: bool, item_probability: Optional[tf.Tensor] = None,
                  mask_rate: float = 0.2, seed: Optional[int] = None, positions: int = 0,
-                 **kwargs):
+                 catalog: Optional[Catalog] = None, **kwargs):
         super().__init__(**kwargs)
         if positions < 0:
             raise ValueError(f"SequenceObjective: positions must be >= 0, got {positions}")
@@ -75,8 +88,16 @@ class SequenceObjective(tf.keras.layers.Layer):
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             temperature=temperature, remove_accidental_hits=remove_accidental_hits)
+        self.temperature = float(temperature)
+        self.catalog_items = self.catalog_positions = self.catalog_text_rows = None
+        if catalog is not None:
+            self.catalog_items = tf.constant(
+                np.asarray(catalog.features[F.idx(F.ITEM_ID)]).astype(np.int64))
+            self.catalog_positions = tf.constant(catalog.positions)
+            if catalog.text_rows is not None:
+                self.catalog_text_rows = tf.constant(catalog.text_rows)
 
-    def call(self, history, history_text=None, training=None):
+    def call(self, history, history_text=None, training=None, text_embeddings=None):
         targets = self.encoder.item_vectors(history, history_text)
         real = tf.not_equal(history, 0)
         length = history.shape[1]
@@ -92,7 +113,35 @@ class SequenceObjective(tf.keras.layers.Layer):
             queries = self.encoder.sequence_outputs(history, history_text, masked=masked,
                                                     training=training)[:, :p]
             targets, ids = targets[:, :p], history[:, :p]
+        if self.catalog_items is not None:
+            return self.catalog_loss(queries, ids, pairs, history_text is not None,
+                                     text_embeddings)
         return self.pair_loss(queries, targets, ids, pairs)
+
+    def catalog_vectors(self, with_text: bool, text_embeddings=None):
+        """The encoder's item vector of every catalog item: [N, D]."""
+        text = None
+        if with_text:
+            if text_embeddings is None or self.catalog_text_rows is None:
+                raise ValueError("sequence objective over the catalog with history texts needs "
+                                 "the catalog's text rows and the run's text embeddings")
+            text = gather_rows(text_embeddings, self.catalog_text_rows)[tf.newaxis]
+        return self.encoder.item_vectors(self.catalog_items[tf.newaxis], text)[0]
+
+    def catalog_loss(self, queries, ids, pairs, with_text: bool, text_embeddings=None):
+        """queries [B, P, D], ids and pairs [B, P] -> mean over the pairs of the softmax
+        cross-entropy over every catalog item (label: the pair's item's catalog row)."""
+        dim = tf.shape(queries)[-1]
+        queries = tf.math.l2_normalize(tf.reshape(queries, [-1, dim]), axis=1)
+        candidates = tf.math.l2_normalize(
+            tf.cast(self.catalog_vectors(with_text, text_embeddings), queries.dtype), axis=1)
+        labels = tf.gather(self.catalog_positions,
+                           tf.cast(tf.reshape(ids, [-1]), tf.int32))       # -1: not in catalog
+        weight = tf.cast(tf.logical_and(tf.reshape(pairs, [-1]), labels >= 0), queries.dtype)
+        logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(labels, 0), logits=logits)
+        return global_pair_mean(tf.reduce_sum(losses * weight), tf.reduce_sum(weight))
 
     def pair_loss(self, queries, targets, ids, pairs):
         """queries, targets [B, P, D], ids and pairs [B, P] -> mean loss over the pairs."""

@@ -139,6 +139,60 @@ def test_objective_positions_keep_the_pairs_to_the_most_recent_items(causal):
         SequenceObjective(encoder, 0.1, True, positions=-1)
 
 
+def _sequence_catalog(text_rows=None):
+    """Items 1..20 of 30 vocabulary buckets (padding 0, OOV 29); 21..28 are outside it."""
+    from trainer import catalog_softmax  # pylint: disable=import-outside-toplevel
+    return catalog_softmax.from_columns({F.idx(F.ITEM_ID): np.arange(1, 21)}, 30, text_rows)
+
+
+def _softmax_loss(queries, candidates, labels, temperature=0.1):
+    """numpy: mean over labels of -log softmax(cos(q, c) / T)[label]."""
+    q = queries / np.linalg.norm(queries, axis=-1, keepdims=True)
+    c = candidates / np.linalg.norm(candidates, axis=-1, keepdims=True)
+    logits = q @ c.T / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_softmax[np.arange(len(labels)), labels]))
+
+
+@pytest.mark.parametrize("with_text", [False, True])
+def test_catalog_objective_is_the_full_softmax_over_every_catalog_item(with_text):
+    """Causal pairs (each prefix predicts the next more recent item) scored against all 20
+    catalog items; an item outside the catalog (25) or OOV (29) is no target."""
+    encoder, items = _encoder(True)
+    table = np.random.default_rng(3).normal(size=(21, TEXT)).astype(np.float32)
+    catalog = _sequence_catalog(np.arange(1, 21, dtype=np.int32) if with_text else None)
+    objective = SequenceObjective(encoder, temperature=0.1, remove_accidental_hits=True,
+                                  positions=0, catalog=catalog)
+    history = _history([4, 7, 25, 2], [29, 3, 9], [11])     # most recent first
+    rows = np.where(history.numpy() <= 20, history.numpy(), -1)
+    texts = (tf.constant(table[np.maximum(rows, 0)] * (rows > 0)[..., None])
+             if with_text else None)
+    loss = objective(history, texts, training=True,
+                     text_embeddings=tf.constant(table) if with_text else None)
+    outputs = encoder.sequence_outputs(history, texts).numpy()
+    catalog_ids = tf.constant(np.arange(1, 21)[None])
+    vectors = encoder.item_vectors(
+        catalog_ids, tf.constant(table[None, 1:21]) if with_text else None).numpy()[0]
+    # pairs (row, query position, target item): 7 -> 4 (25 -> 7 too), 9 -> 3; 25 and 29 never
+    pairs = [(0, 1, 4), (0, 2, 7), (1, 2, 3)]
+    expected = _softmax_loss(np.stack([outputs[b, t] for b, t, _ in pairs]), vectors,
+                             np.array([item - 1 for _, _, item in pairs]))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    with tf.GradientTape() as tape:
+        loss = objective(history, texts, training=True,
+                         text_embeddings=tf.constant(table) if with_text else None)
+    gradient = tape.gradient(loss, items.embeddings)
+    # every catalog item's row is a negative, even one no pair names (item 20)
+    assert float(tf.norm(tf.convert_to_tensor(gradient)[20])) > 0
+    empty = tf.zeros([2, L], tf.int64)
+    assert float(objective(empty, None if not with_text else tf.zeros([2, L, TEXT]),
+                           training=True, text_embeddings=tf.constant(table))) == 0.0
+    if with_text:
+        with pytest.raises(ValueError, match="needs the catalog's text rows and the run's"):
+            objective(history, texts, training=True)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("sequence_objective_positions", -1, r"sequence_objective_positions must be >= 0"),
     ("history_encoder", "lstm", r"history_encoder must be one of \['pooled', 'causal'"),
@@ -149,6 +203,8 @@ def test_objective_positions_keep_the_pairs_to_the_most_recent_items(causal):
     ("sequence_objective_weight", -1, "sequence_objective_weight must be >= 0"),
     ("sequence_mask_rate", 0, r"sequence_mask_rate must be in \(0, 1\)"),
     ("sequence_layers", 1.5, "sequence_layers must be an integer"),
+    ("sequence_objective_negatives", "sampled",
+     r"sequence_objective_negatives must be one of \['in_batch', 'catalog'\]"),
 ])
 def test_bad_sequence_settings_name_the_field(key, value, message):
     given = {"history_encoder": "causal", key: value} if key != "history_encoder" else {
@@ -163,6 +219,10 @@ def test_sequence_config_defaults_and_needs():
     assert (config.sequence_layers, config.sequence_heads) == (2, 2)
     assert config.sequence_dropout == 0.2 and config.sequence_mask_rate == 0.2
     assert config.sequence_objective_positions == 10
+    assert config.sequence_objective_negatives == "in_batch" and not config.uses_catalog
+    assert RetrievalConfig(history_encoder="causal",
+                           sequence_objective_negatives="catalog").uses_catalog
+    assert not RetrievalConfig(sequence_objective_negatives="catalog").uses_catalog  # pooled
     assert RetrievalConfig(history_encoder="causal").uses_sequence_objective
     assert not RetrievalConfig(history_encoder="causal",
                                sequence_objective_weight=0).uses_sequence_objective
@@ -172,13 +232,23 @@ def test_sequence_config_defaults_and_needs():
                                             "use_history": False})
 
 
-@pytest.mark.parametrize("kind", ["causal", "bidirectional"])
-def test_retrieval_model_trains_with_the_sequence_encoder_under_a_strategy(kind):
-    from trainer import retrieval  # pylint: disable=import-outside-toplevel
+@pytest.mark.parametrize("kind, negatives", [("causal", "in_batch"),
+                                              ("bidirectional", "in_batch"),
+                                              ("causal", "catalog")])
+def test_retrieval_model_trains_with_the_sequence_encoder_under_a_strategy(kind, negatives):
+    from trainer import catalog_softmax, retrieval  # pylint: disable=import-outside-toplevel
     config = RetrievalConfig(embedding_dim=8, hidden_units=(8,), text_mode="none",
-                             history_encoder=kind, sequence_dropout=0.5)
+                             history_encoder=kind, sequence_dropout=0.5,
+                             sequence_objective_negatives=negatives)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    model = retrieval.build_model(config, BUCKETS, strategy)
+    catalog = (catalog_softmax.from_columns({F.idx(F.ITEM_ID): np.arange(1, 9)},
+                                            BUCKETS[F.ITEM_ID])
+               if negatives == "catalog" else None)
+    if catalog is not None:
+        with pytest.raises(ValueError, match="sequence_objective_negatives 'catalog' needs"):
+            retrieval.build_model(config, BUCKETS, strategy)
+    model = retrieval.build_model(config, BUCKETS, strategy, catalog=catalog)
+    assert (model.sequence_objective.catalog_items is not None) == (catalog is not None)
     assert isinstance(model.query_tower.history_encoder, SequenceEncoder)
     batch = _batch(16)
     history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=2,
