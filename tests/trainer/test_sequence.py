@@ -354,11 +354,15 @@ def test_pooled_default_keeps_the_attention_pooling_encoder():
 @pytest.mark.slow
 def test_causal_run_trains_exports_and_serves_raw_histories(transformed_shop, tmp_path):
     from trainer import retrieval  # pylint: disable=import-outside-toplevel
-    config = dict(RETRIEVAL_CONFIG, history_encoder="causal", related_items=0)
+    # The next-item objective over the whole catalog (the Beauty product's setting): run_fn
+    # loads the catalog split with its item texts for it.
+    config = dict(RETRIEVAL_CONFIG, history_encoder="causal", related_items=0,
+                  sequence_objective_negatives="catalog")
     run = shop_runs.run(retrieval.run_fn, shop_runs.fn_args(
         transformed_shop, str(tmp_path), config, train_steps=6))
     assert run.metrics["training"]["steps"] == 6
     assert run.metrics["config"]["history_encoder"] == "causal"
+    assert run.metrics["config"]["sequence_objective_negatives"] == "catalog"
     loaded = tf.saved_model.load(run.export)
     out = loaded.signatures["top_k"](
         user_id=tf.constant(["user_001", "never_seen_user", "user_002"]),
