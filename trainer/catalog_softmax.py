@@ -116,15 +116,28 @@ class CatalogSoftmax(tf.Module):
             out[F.idx(F.ITEM_ID)] = tf.where(keep, ids, tf.zeros_like(ids))
         return out
 
+    @property
+    def item_indices(self) -> tf.Tensor:
+        """The catalog's item-id indices [N], one per row."""
+        return self._features[F.idx(F.ITEM_ID)]
+
+    @property
+    def has_text(self) -> bool:
+        return self._text_rows is not None
+
     def labels(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Catalog rows [B] of clicked item indices [B] (-1 when absent)."""
         return tf.gather(self._positions, tf.reshape(tf.cast(item_ids, tf.int32), [-1]))
 
-    def loss_sum(self, queries: tf.Tensor, candidates: tf.Tensor,
-                 item_ids: tf.Tensor) -> tf.Tensor:
+    def loss_sum(self, queries: tf.Tensor, candidates: tf.Tensor, item_ids: tf.Tensor,
+                 weights: Optional[tf.Tensor] = None) -> tf.Tensor:
         """Sum over the batch of -log softmax(q . c / temperature)[label]: queries [B, D],
-        candidates [n_catalog, D] (the tower on `tower_features`), item_ids [B]."""
+        candidates [n_catalog, D] (the tower on `tower_features`), item_ids [B]. With
+        `weights` [B] each term is weighted, and an item without a catalog row must weigh 0
+        (its term is computed on row 0, then dropped)."""
+        labels = self.labels(item_ids)
+        if weights is not None:
+            labels = tf.maximum(labels, 0)
         logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=self.labels(item_ids), logits=logits)
-        return tf.reduce_sum(losses)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_sum(losses if weights is None else losses * weights)

@@ -31,14 +31,13 @@ catalogs of up to some 10^4-10^5 items.
 """
 from typing import Optional
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from trainer import features as F
-from trainer.catalog_softmax import Catalog
+from trainer.catalog_softmax import Catalog, CatalogSoftmax
 from trainer.layers import global_batch_candidates
-from trainer.text.cache import gather_rows
+from trainer.text import tower as text_tower
 from trainer.sequence import SequenceEncoder
 
 
@@ -88,23 +87,16 @@ class SequenceObjective(tf.keras.layers.Layer):
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             temperature=temperature, remove_accidental_hits=remove_accidental_hits)
-        self.temperature = float(temperature)
-        self.catalog_items = self.catalog_positions = self.catalog_text_rows = None
-        if catalog is not None:
-            self.catalog_items = tf.constant(
-                np.asarray(catalog.features[F.idx(F.ITEM_ID)]).astype(np.int64))
-            self.catalog_positions = tf.constant(catalog.positions)
-            if catalog.text_rows is not None:
-                self.catalog_text_rows = tf.constant(catalog.text_rows)
+        self.catalog = (CatalogSoftmax(catalog, temperature, name="sequence_catalog")
+                        if catalog is not None else None)
 
     def call(self, history, history_text=None, training=None, text_embeddings=None):
-        targets = self.encoder.item_vectors(history, history_text)
         real = tf.not_equal(history, 0)
         length = history.shape[1]
         if self.encoder.causal:
             p = length - 1 if not self.positions else min(self.positions, length - 1)
             outputs = self.encoder.sequence_outputs(history, history_text, training=training)
-            queries, targets, ids = outputs[:, 1:p + 1], targets[:, :p], history[:, :p]
+            queries, ids = outputs[:, 1:p + 1], history[:, :p]
             pairs = tf.logical_and(real[:, 1:p + 1], real[:, :p])
         else:
             p = length if not self.positions else min(self.positions, length)
@@ -112,21 +104,26 @@ class SequenceObjective(tf.keras.layers.Layer):
             masked = tf.pad(pairs, [[0, 0], [0, length - p]])
             queries = self.encoder.sequence_outputs(history, history_text, masked=masked,
                                                     training=training)[:, :p]
-            targets, ids = targets[:, :p], history[:, :p]
-        if self.catalog_items is not None:
+            ids = history[:, :p]
+        if self.catalog is not None:
             return self.catalog_loss(queries, ids, pairs, history_text is not None,
                                      text_embeddings)
+        targets = self.encoder.item_vectors(history, history_text)[:, :p]
         return self.pair_loss(queries, targets, ids, pairs)
+
+    @property
+    def catalog_items(self) -> Optional[tf.Tensor]:
+        """The catalog's item indices [N] when the negatives are the catalog, else None."""
+        return self.catalog.item_indices if self.catalog is not None else None
 
     def catalog_vectors(self, with_text: bool, text_embeddings=None):
         """The encoder's item vector of every catalog item: [N, D]."""
-        text = None
-        if with_text:
-            if text_embeddings is None or self.catalog_text_rows is None:
-                raise ValueError("sequence objective over the catalog with history texts needs "
-                                 "the catalog's text rows and the run's text embeddings")
-            text = gather_rows(text_embeddings, self.catalog_text_rows)[tf.newaxis]
-        return self.encoder.item_vectors(self.catalog_items[tf.newaxis], text)[0]
+        if with_text and (text_embeddings is None or not self.catalog.has_text):
+            raise ValueError("sequence objective over the catalog with history texts needs "
+                             "the catalog's text rows and the run's text embeddings")
+        features = self.catalog.tower_features(text_embeddings if with_text else None)
+        text = features[text_tower.ITEM_TEXT][tf.newaxis] if with_text else None
+        return self.encoder.item_vectors(features[F.idx(F.ITEM_ID)][tf.newaxis], text)[0]
 
     def catalog_loss(self, queries, ids, pairs, with_text: bool, text_embeddings=None):
         """queries [B, P, D], ids and pairs [B, P] -> mean over the pairs of the softmax
@@ -135,13 +132,11 @@ class SequenceObjective(tf.keras.layers.Layer):
         queries = tf.math.l2_normalize(tf.reshape(queries, [-1, dim]), axis=1)
         candidates = tf.math.l2_normalize(
             tf.cast(self.catalog_vectors(with_text, text_embeddings), queries.dtype), axis=1)
-        labels = tf.gather(self.catalog_positions,
-                           tf.cast(tf.reshape(ids, [-1]), tf.int32))       # -1: not in catalog
-        weight = tf.cast(tf.logical_and(tf.reshape(pairs, [-1]), labels >= 0), queries.dtype)
-        logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.maximum(labels, 0), logits=logits)
-        return global_pair_mean(tf.reduce_sum(losses * weight), tf.reduce_sum(weight))
+        ids = tf.reshape(ids, [-1])
+        in_catalog = self.catalog.labels(ids) >= 0           # an OOV item is no target
+        weight = tf.cast(tf.logical_and(tf.reshape(pairs, [-1]), in_catalog), queries.dtype)
+        return global_pair_mean(self.catalog.loss_sum(queries, candidates, ids, weight),
+                                tf.reduce_sum(weight))
 
     def pair_loss(self, queries, targets, ids, pairs):
         """queries, targets [B, P, D], ids and pairs [B, P] -> mean loss over the pairs."""
