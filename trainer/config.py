@@ -5,6 +5,7 @@ Every key has a default; unknown keys, wrong types and out-of-range values raise
 """
 import dataclasses
 import os
+import re
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from trainer.compression import MODES as COMPRESSION_MODES
@@ -20,6 +21,8 @@ TEXT_MODES = ("none", "frozen", "top_layers", "full")
 # HistoryEncoder), or self-attention (trainer/sequence.py) with a next-item objective on every
 # prefix (causal, SASRec) or a masked-item objective (bidirectional, Bert4Rec).
 HISTORY_ENCODERS = ("pooled", "causal", "bidirectional")
+# What early stopping may watch: a retrieval_eval metric of the eval split (trainer/metrics.py).
+EARLY_STOPPING_METRIC = re.compile(r"(recall|ndcg)@([1-9][0-9]*)(_history_filtered)?")
 MINILM_LAYERS = 6                    # transformer layers of the pretrained MiniLM
 MAX_DESCRIPTION_CHARS = 10_000       # the data contract's cap (pipeline/contract/spec.py)
 
@@ -219,10 +222,21 @@ class RetrievalConfig(_Config):
     # loss's "in_batch") or every catalog item for every pair ("catalog": SASRec's full
     # softmax cross-entropy, for catalogs small enough to score whole each step).
     sequence_objective_negatives: str = "in_batch"
+    # Early stopping on the eval split (trainer/early_stopping.py; 0 = off): after every epoch
+    # (with TrainArgs.num_steps: every `early_stopping_every_steps` steps, 0 = one pass over
+    # the clicked train units, the budget rounded up to whole checks) the eval split's
+    # `early_stopping_metric` over the full catalog is measured; training stops after
+    # `early_stopping_patience` checks without a better value, and the best check's weights
+    # are evaluated and exported. `epochs` / num_steps become the maximum. The eval split
+    # then chooses the training length: keep a validation period there, not the test one.
+    early_stopping_patience: int = 0
+    early_stopping_metric: str = "ndcg@10"   # (recall|ndcg)@K[_history_filtered]
+    early_stopping_every_steps: int = 0
 
     def validate(self) -> None:
         super().validate()
         self._validate_history_encoder()
+        self._validate_early_stopping()
         self._validate_dp()
         if self.temperature <= 0:
             raise ValueError(f"RetrievalConfig.temperature must be > 0, got {self.temperature}")
@@ -326,6 +340,21 @@ class RetrievalConfig(_Config):
         if not 0.0 < self.sequence_mask_rate < 1.0:
             raise ValueError("RetrievalConfig.sequence_mask_rate must be in (0, 1), got "
                              f"{self.sequence_mask_rate}")
+
+    def _validate_early_stopping(self) -> None:
+        if self.early_stopping_patience < 0 or self.early_stopping_every_steps < 0:
+            raise ValueError("RetrievalConfig.early_stopping_patience and "
+                             "early_stopping_every_steps must be >= 0 (0 = off / one pass "
+                             f"over the train split), got {self.early_stopping_patience}, "
+                             f"{self.early_stopping_every_steps}")
+        if not EARLY_STOPPING_METRIC.fullmatch(self.early_stopping_metric):
+            raise ValueError("RetrievalConfig.early_stopping_metric must be recall@K or "
+                             "ndcg@K, optionally with '_history_filtered' (e.g. 'ndcg@10'), "
+                             f"got {self.early_stopping_metric!r}")
+
+    @property
+    def uses_early_stopping(self) -> bool:
+        return self.early_stopping_patience > 0
 
     @property
     def uses_sequence_objective(self) -> bool:

@@ -32,6 +32,7 @@ from trainer import compression
 from trainer import data
 from trainer import distribute
 from trainer import dp
+from trainer import early_stopping
 from trainer import features as F
 from trainer import numeric_inputs
 from trainer import related_items
@@ -433,6 +434,44 @@ class TowerWithText:
         return self.tower(features, training=training)
 
 
+class EvalTowers:
+    """The trained towers as evaluation and export call them: each with the text features of
+    the evaluation embedder (frozen MiniLM: built once; a trained encoder: rebuilt per call,
+    its item table re-encoded with the current weights). Call -> (embedder, query, candidate)."""
+
+    def __init__(self, config: RetrievalConfig, model, text):
+        self.config, self.model, self.text = config, model, text
+        self.embedder = None
+
+    def __call__(self):
+        embedder = self.embedder
+        if embedder is None and self.text is not None:
+            embedder = text_tower.build_embedder(self.config, self.text.catalog,
+                                                 self.text.tables, self.text.paths,
+                                                 self.model.text)
+            if self.config.text_mode == "frozen":
+                self.embedder = embedder
+        return (embedder,
+                TowerWithText(self.model.query_tower, embedder and embedder.query_features),
+                TowerWithText(self.model.candidate_tower,
+                              embedder and embedder.candidate_features))
+
+
+def _early_stopping(config: RetrievalConfig, towers: EvalTowers, catalog_files, eval_files,
+                    spec) -> early_stopping.EarlyStopping:
+    """Checks `config.early_stopping_metric` of the eval split over the full catalog."""
+    eval_set = retrieval_eval.EvalSet.load(eval_files, spec)
+    k = early_stopping.metric_k(config.early_stopping_metric)
+
+    def measure() -> float:
+        _, query_fn, candidate_fn = towers()
+        ids, embeddings = retrieval_eval.embed_catalog(candidate_fn, catalog_files, spec)
+        return eval_set.model_metrics(query_fn, ids, embeddings, [k])[
+            config.early_stopping_metric]
+
+    return early_stopping.EarlyStopping(config, measure)
+
+
 def with_base_model(config: RetrievalConfig, base_model: Optional[str]) -> RetrievalConfig:
     """The Trainer's `base_model` (a DomainPretraining output: `<dir>/backbone` is a keras-hub
     preset of adapted MiniLM weights) becomes the text backbone, unless the config names one."""
@@ -505,13 +544,17 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                                           config.batch_size)
         logging.info("retrieval: numeric training step (strings tokenised on the host)")
     timer = training.StepTimer()
-    losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps, [timer])
+    towers = EvalTowers(config, model, text)
+    stopper = steps_per_check = None
+    if config.uses_early_stopping:
+        stopper = _early_stopping(config, towers, catalog_files, fn_args.eval_files, spec)
+        steps_per_check = early_stopping.steps_between_checks(
+            config, fn_args.train_steps, lambda: len(clicked_items(fn_args.train_files, spec)))
+    losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps,
+                          [timer] + (stopper.callbacks if stopper else []), steps_per_check)
 
     started = time.time()
-    embedder = (text_tower.build_embedder(config, text.catalog, text.tables, text.paths,
-                                          model.text) if text is not None else None)
-    query_fn = TowerWithText(model.query_tower, embedder and embedder.query_features)
-    candidate_fn = TowerWithText(model.candidate_tower, embedder and embedder.candidate_features)
+    embedder, query_fn, candidate_fn = towers()
     catalog_ids, catalog_embeddings = retrieval_eval.embed_catalog(candidate_fn, catalog_files,
                                                                    spec)
     metrics = retrieval_eval.evaluate(
@@ -522,6 +565,9 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     metrics.update(training=dict(training.loss_summary(losses),
                                  **timer.summary(config.batch_size)),
                    config=config.to_dict(), hyperparameters=tuned)
+    if stopper is not None:
+        metrics["early_stopping"] = stopper.report()
+        stopper.plot(fn_args.model_run_dir)
     if config.uses_dp:          # the privacy unit: one clicked train unit
         users = data.load_columns(fn_args.train_files, spec, [F.idx(F.USER_ID)],
                                   predicate=data.is_positive(F.CLICKED))[F.idx(F.USER_ID)]

@@ -41,32 +41,20 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
     catalog split (categories and brands for the beyond-accuracy metrics);
     ``item_embeddings``: [N, d] aligned with ``catalog_ids`` for the lists' diversity (the
     frozen text embeddings; default: the model's own item embeddings)."""
-    queries, targets, histories = [], [], []
-    for batch in data.make_dataset(eval_patterns, spec, 1024,
-                                   predicate=data.is_positive(F.CLICKED)):
-        queries.append(query_tower(batch, training=False).numpy())
-        targets.append(batch[F.ITEM_ID].numpy())
-        histories.append(batch[F.HISTORY_ITEM_IDS].numpy())
-    if not queries:
-        raise ValueError("the eval split has no clicked units to evaluate retrieval on")
-    queries, targets = np.concatenate(queries), np.concatenate(targets)
-    histories = np.concatenate(histories)
-
-    position = {item: i for i, item in enumerate(catalog_ids.tolist())}
-    target_pos = np.array([position.get(t, -1) for t in targets.tolist()], np.int64)
-    history_pos = np.vectorize(lambda h: position.get(h, -1), otypes=[np.int64])(histories)
+    eval_set = EvalSet.load(eval_patterns, spec)
+    queries = eval_set.queries(query_tower)
+    target_pos, history_pos = eval_set.positions(catalog_ids)
+    targets = eval_set.targets
 
     train_keys = [F.ITEM_ID] + ([F.USER_ID] if F.USER_ID in spec else [])
     train = data.load_columns(train_patterns, spec, train_keys,
                               predicate=data.is_positive(F.CLICKED))
-    clicked_pos = np.array([position.get(c, -1) for c in train[F.ITEM_ID].ravel().tolist()],
-                           np.int64)
+    clicked_pos = _positions_of(catalog_ids, train[F.ITEM_ID].ravel())
     popularity = metrics.item_counts(clicked_pos, len(catalog_ids)).astype(np.float32)
     facts = _facts(catalog_ids, popularity, train, catalog_patterns, spec,
                    catalog_embeddings if item_embeddings is None else item_embeddings)
 
-    candidates_t = tf.constant(catalog_embeddings.T)
-    model_scores = lambda rows: tf.matmul(tf.constant(queries[rows]), candidates_t).numpy()
+    model_scores = _dot_scores(queries, catalog_embeddings)
     popularity_scores = lambda rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
     model, model_lists = _recalls(model_scores, target_pos, history_pos, ks)
     pop, pop_lists = _recalls(popularity_scores, target_pos, history_pos, ks)
@@ -82,6 +70,53 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
         "num_catalog_items": int(len(catalog_ids)),
         "eval_targets_in_catalog": float(np.mean(target_pos >= 0)),
     }
+
+
+class EvalSet:
+    """The eval split's clicked units, read once (transformed batches, targets, histories),
+    scored as often as needed: after training, and at every early-stopping check."""
+
+    def __init__(self, batches, targets: np.ndarray, histories: np.ndarray):
+        self.batches, self.targets, self.histories = batches, targets, histories
+
+    @classmethod
+    def load(cls, eval_patterns: Sequence[str], spec: Dict) -> "EvalSet":
+        batches = list(data.make_dataset(eval_patterns, spec, 1024,
+                                         predicate=data.is_positive(F.CLICKED)))
+        if not batches:
+            raise ValueError("the eval split has no clicked units to evaluate retrieval on")
+        return cls(batches, np.concatenate([b[F.ITEM_ID].numpy() for b in batches]),
+                   np.concatenate([b[F.HISTORY_ITEM_IDS].numpy() for b in batches]))
+
+    def queries(self, query_tower: Callable) -> np.ndarray:
+        """[Q, D] query embeddings, `query_tower(batch, training=False)` per batch."""
+        return np.concatenate([query_tower(b, training=False).numpy() for b in self.batches])
+
+    def positions(self, catalog_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Catalog rows of the targets [Q] and of the history items [Q, H]; -1 = not there."""
+        return (_positions_of(catalog_ids, self.targets),
+                _positions_of(catalog_ids, self.histories))
+
+    def model_metrics(self, query_tower: Callable, catalog_ids: np.ndarray,
+                      catalog_embeddings: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
+        """Recall@K and NDCG@K (also history-filtered) of the model alone: what early
+        stopping watches, without the popularity and beyond-accuracy parts of `evaluate`."""
+        queries = self.queries(query_tower)
+        target_pos, history_pos = self.positions(catalog_ids)
+        return _recalls(_dot_scores(queries, catalog_embeddings), target_pos, history_pos,
+                        ks)[0]
+
+
+def _dot_scores(queries: np.ndarray, catalog_embeddings: np.ndarray) -> Callable:
+    """rows -> [len(rows), N] dot products of those queries with every catalog item."""
+    candidates_t = tf.constant(catalog_embeddings.T)
+    return lambda rows: tf.matmul(tf.constant(queries[rows]), candidates_t).numpy()
+
+
+def _positions_of(catalog_ids: np.ndarray, items: np.ndarray) -> np.ndarray:
+    position = {item: i for i, item in enumerate(catalog_ids.tolist())}
+    flat = np.array([position.get(i, -1) for i in np.asarray(items).ravel().tolist()], np.int64)
+    return flat.reshape(np.shape(items))
 
 
 def _facts(catalog_ids, popularity, train, catalog_patterns, spec, embeddings):

@@ -1,5 +1,6 @@
 """The Keras training loop both trainers share, and the run report they write."""
 import json
+import math
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -71,10 +72,12 @@ class StepTimer(tf.keras.callbacks.Callback):
 
 
 def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
-        train_steps: Optional[int], callbacks: Sequence[tf.keras.callbacks.Callback] = ()
-        ) -> List[float]:
+        train_steps: Optional[int], callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+        steps_per_epoch: Optional[int] = None) -> List[float]:
     """Trains `model`; exactly `train_steps` batches when given (TFX TrainArgs.num_steps, the
-    dataset must then repeat), else `epochs` passes. Returns the per-batch losses."""
+    dataset must then repeat), else `epochs` passes. ``steps_per_epoch`` (with train_steps):
+    the budget runs as Keras epochs of that many steps, rounded up to whole epochs, so
+    epoch-end callbacks (early stopping) see it in parts. Returns the per-batch losses."""
     if not any(True for _ in dataset.take(1)):
         raise ValueError("the training split has no usable examples (check the train split and "
                          "its labels: retrieval trains on clicked == 1 units)")
@@ -83,8 +86,9 @@ def fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int,
     callbacks = [recorder, ProgressLogger(int(train_steps) if train_steps else None)
                  ] + list(callbacks)
     if train_steps:
-        model.fit(dataset, epochs=1, steps_per_epoch=int(train_steps), callbacks=callbacks,
-                  verbose=2)
+        every = min(int(steps_per_epoch or train_steps), int(train_steps))
+        model.fit(dataset, epochs=math.ceil(int(train_steps) / every), steps_per_epoch=every,
+                  callbacks=callbacks, verbose=2)
     else:
         model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=2)
     return recorder.losses
@@ -127,7 +131,14 @@ def _plot_losses(path: str, losses: List[float], title: str) -> None:
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Writes a matplotlib figure as PNG to ``path`` (local or a tf.io.gfile URL) and closes it."""
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
     fig.tight_layout()
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     local = path if "://" not in path else "/tmp/" + os.path.basename(path)
     fig.savefig(local, dpi=100)
     plt.close(fig)
