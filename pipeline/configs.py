@@ -293,6 +293,15 @@ class PipelineConfig:
                                           self.tuner_algorithm)
 
     @property
+    def retrieval_eval_split(self) -> str:
+        """The split the retrieval Trainer evaluates on (fn_args.eval_files): the rank split
+        when its early stopping is on and that split exists (a validation period between
+        train and eval, so the Evaluator's eval split never chooses the training length),
+        else the eval split."""
+        stops = int(self.retrieval_custom_config().get("early_stopping_patience", 0)) > 0
+        return F.RANK_SPLIT if stops and self.two_stage else F.EVAL_SPLIT
+
+    @property
     def two_stage(self) -> bool:
         """The ranking model learns and is judged on two-stage rows (a rank split exists)."""
         return examples.has_rank_split(self.rank_fraction, self.eval_from, self.rank_from)

@@ -51,14 +51,14 @@ def _tuner(kind, examples, transform, schema_gen, cfg):
 
 
 def _trainer(kind, run_fn, examples, transform, schema_gen, train_steps, eval_steps,
-             custom_config, base_model=None, tuner=None):
+             custom_config, base_model=None, tuner=None, eval_split=features.EVAL_SPLIT):
     return tfx.components.Trainer(
         run_fn=run_fn,
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT], num_steps=train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT], num_steps=eval_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[eval_split], num_steps=eval_steps),
         custom_config=custom_config,
         base_model=base_model,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
@@ -115,7 +115,9 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         custom_config=cfg.transform_custom_config(),
         splits_config=tfx.proto.SplitsConfig(
             analyze=[features.TRAIN_SPLIT],
-            transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]))
+            transform=[features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT]
+            + ([cfg.retrieval_eval_split] if cfg.retrieval_eval_split != features.EVAL_SPLIT
+               else [])))
     transform.add_upstream_node(anomalies_gate)
     # What shoppers searched before choosing each item (train and rank splits, texts of at
     # least search_terms_min_users users); pushed beside the retrieval version (below) for
@@ -139,12 +141,13 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
                               transform, schema_gen, cfg)
                        if cfg.tunes(RETRIEVAL_MODEL_NAME) else None)
     # TFRS two-tower retrieval; exports query/candidate embeddings and top-K over the catalog.
+    # With early stopping its eval files are the rank split (cfg.retrieval_eval_split).
     retrieval_trainer = _trainer(
         RETRIEVAL_MODEL_NAME, RETRIEVAL_RUN_FN, transform.outputs["transformed_examples"],
         transform, schema_gen, cfg.retrieval_train_steps, cfg.retrieval_eval_steps,
         cfg.retrieval_custom_config(),
         base_model=domain_pretraining.outputs["model"] if domain_pretraining else None,
-        tuner=retrieval_tuner)
+        tuner=retrieval_tuner, eval_split=cfg.retrieval_eval_split)
     # User segments from the retrieval query tower over each user's train history (pushed
     # next to the retrieval version they belong to, below); the ranking Evaluator slices by
     # them through the two-stage eval rows.

@@ -32,7 +32,11 @@ def runs(tmp_path_factory):
                   retrieval_train_steps=150, retrieval_eval_steps=5,
                   ranking_train_steps=100, ranking_eval_steps=5,
                   min_retrieval_recall=0.0, min_click_auc=0.0, min_purchase_auc=0.0,
-                  min_ranking_ndcg=0.0)
+                  min_ranking_ndcg=0.0,
+                  # early stopping on: the retrieval Trainer checks the rank split every 50
+                  # steps (pipeline.configs.PipelineConfig.retrieval_eval_split)
+                  retrieval_config={"early_stopping_patience": 2,
+                                    "early_stopping_every_steps": 50})
     good = load_config(**common)
     first = tfx_pipeline.run_local(good)
     first_versions = {m: pushed_versions(good.serving_dir, m) for m in ("retrieval", "ranking")}
@@ -40,7 +44,8 @@ def runs(tmp_path_factory):
     # with the cache on it reuses the first run's ExampleGen, statistics, schema and
     # Transform outputs (same inputs and settings), as a shop's re-run would.
     degraded = load_config(**{**common, "retrieval_train_steps": 10, "ranking_train_steps": 10,
-                              "enable_cache": True, "retrieval_config": {"degrade": True},
+                              "enable_cache": True,
+                              "retrieval_config": {**common["retrieval_config"], "degrade": True},
                               "ranking_config": {"degrade": True}})
     second = tfx_pipeline.run_local(degraded)
     return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}

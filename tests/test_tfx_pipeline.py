@@ -120,6 +120,30 @@ def test_report_has_each_models_blessing_push_and_metrics(runs):
     assert "recall@100 vs baseline" in second["retrieval"]["failed"]
 
 
+def test_retrieval_early_stopping_watches_the_rank_split(runs):
+    """The good run stops early on the rank split (tests/conftest.py): checks every 50 of its
+    150 steps, the evaluated model is the best check's, on the rank window's clicks."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    root = runs["cfg"].pipeline_root
+    paths = sorted(glob.glob(os.path.join(root, "retrieval_trainer", "model_run", "*",
+                                          "metrics.json")),
+                   key=lambda p: int(p.split(os.sep)[-2]))
+    with open(paths[0], encoding="utf-8") as f:
+        metrics = json.load(f)
+    report = metrics["early_stopping"]
+    steps = [c["steps"] for c in report["checks"]]
+    assert steps == [50, 100, 150][:len(steps)] and (len(steps) == 3 or report["stopped_early"])
+    assert metrics["model"]["ndcg@10"] == pytest.approx(report["best_value"], abs=1e-6)
+    assert os.path.exists(os.path.join(os.path.dirname(paths[0]), "validation_curve.png"))
+    rank_files = glob.glob(os.path.join(root, "ShopExampleGen", "examples", "*", "Split-rank",
+                                        "*"))
+    clicks = 0
+    for record in tf.data.TFRecordDataset(rank_files, "GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        clicks += int(example.features.feature["clicked"].int64_list.value[0])
+    assert clicks > 0 and metrics["num_eval_queries"] == clicks
+
+
 def _candidate_report(pipeline_root):
     """CandidateExamples' report of the first run."""
     paths = sorted(glob.glob(os.path.join(pipeline_root, "CandidateExamples",

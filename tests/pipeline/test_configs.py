@@ -150,3 +150,26 @@ def test_a_tuner_feeds_its_trainer_the_best_hyperparameters(tuning):
                     else cfg.ranking_custom_config())
         assert custom["trainer"] == json.loads(json.dumps(expected))
         assert json.loads(tuner.exec_properties["train_args"])["num_steps"] == 20
+
+
+@pytest.mark.parametrize("rank_fraction, patience, split", [
+    (0.1, 0, "eval"), (0.1, 2, "rank"), (0.0, 2, "eval")])
+def test_retrieval_early_stopping_reads_the_rank_split_when_there_is_one(
+        rank_fraction, patience, split):
+    """The retrieval Trainer's eval files (what its early stopping watches) are the rank
+    split, a validation period, when early stopping is on and the split exists; Transform
+    then transforms it too. The Evaluators keep blessing on the eval split."""
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    cfg = load_config(rank_fraction=rank_fraction,
+                      retrieval_config={"early_stopping_patience": patience})
+    assert cfg.retrieval_eval_split == split
+    components = {c.id: c for c in create_pipeline(cfg).components}
+    eval_args = json.loads(components["retrieval_trainer"].exec_properties["eval_args"])
+    assert eval_args["splits"] == [split]
+    ranking_args = json.loads(components["ranking_trainer"].exec_properties["eval_args"])
+    assert ranking_args["splits"] == ["eval"]
+    transformed = json.loads(components["Transform"].exec_properties["splits_config"])
+    assert (split in transformed["transform"]) and ("eval" in transformed["transform"])
+    assert ("rank" in transformed["transform"]) == (split == "rank")
+    for evaluator in ("retrieval_evaluator", "ranking_evaluator"):
+        assert json.loads(components[evaluator].exec_properties["example_splits"]) == ["eval"]
