@@ -308,6 +308,10 @@ class RetrievalConfig(_Config):
         if self.related_items:
             problems.append("related_items must be 0 (the item-to-item tables are train "
                             "statistics without noise)")
+        if self.uses_early_stopping:
+            problems.append("early_stopping_patience must be 0 (the kept weights would be "
+                            "chosen on eval data without noise, and the accounted steps "
+                            "are the planned ones)")
         if problems:
             raise ValueError("RetrievalConfig with dp_noise_multiplier > 0: "
                              + "; ".join(problems))

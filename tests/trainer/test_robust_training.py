@@ -38,6 +38,8 @@ def test_options_are_off_by_default_and_checked():
                                             "dp_microbatches": 8})
     with pytest.raises(ValueError, match=">= 2 examples per microbatch"):
         RetrievalConfig.from_custom_config(dict(DP_RETRIEVAL, dp_microbatches=0))
+    with pytest.raises(ValueError, match="early_stopping_patience must be 0"):
+        RetrievalConfig.from_custom_config(dict(DP_RETRIEVAL, early_stopping_patience=2))
     assert RetrievalConfig.from_custom_config(DP_RETRIEVAL).dp_num_microbatches == 8
 
 
