@@ -104,7 +104,7 @@ class EvalSet:
         queries = self.queries(query_tower)
         target_pos, history_pos = self.positions(catalog_ids)
         return _recalls(_dot_scores(queries, catalog_embeddings), target_pos, history_pos,
-                        ks)[0]
+                        ks, with_lists=False)[0]
 
 
 def _dot_scores(queries: np.ndarray, catalog_embeddings: np.ndarray) -> Callable:
@@ -144,9 +144,10 @@ def _facts(catalog_ids, popularity, train, catalog_patterns, spec, embeddings):
 
 
 def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarray,
-             history_pos: np.ndarray, ks: Sequence[int]):
+             history_pos: np.ndarray, ks: Sequence[int], with_lists: bool = True):
     """recall@k and NDCG@k (trainer/metrics.py) for each k, unfiltered and with each query's
-    history items removed, and each query's history-filtered top ``LIST_K`` [Q, LIST_K].
+    history items removed, and each query's history-filtered top ``LIST_K`` [Q, LIST_K]
+    (``with_lists`` false: [Q, 0], not computed).
     Catalog positions: -1 = not in the catalog (a target there is a miss; a history entry
     there is ignored). A target in its own history is removed with it, a miss: the served
     lists never show history items."""
@@ -159,11 +160,14 @@ def _recalls(score_fn: Callable[[np.ndarray], np.ndarray], target_pos: np.ndarra
             chunks.append(metrics.target_ranks(scores, target_pos[rows],
                                                history_pos[rows] if filtered else None,
                                                keep_target=False))
-        lists.append(beyond_accuracy.top_lists(scores, LIST_K, exclude=history_pos[rows]))
+        if with_lists:
+            lists.append(beyond_accuracy.top_lists(scores, LIST_K, exclude=history_pos[rows]))
     unfiltered, filtered = (np.concatenate(ranks[f]) if ranks[f] else np.zeros(0, np.int64)
                             for f in (False, True))
     out = {}
     for k in sorted(ks):
         out.update(metrics.metrics_from_ranks(unfiltered, [k]))
         out.update(metrics.metrics_from_ranks(filtered, [k], "_history_filtered"))
+    if not with_lists:
+        return out, np.zeros((len(target_pos), 0), np.int64)
     return out, (np.concatenate(lists) if lists else np.zeros((0, LIST_K), np.int64))

@@ -44,6 +44,10 @@ def test_recalls_with_and_without_history_filter():
     # q2's target is in its history -> removed, a miss.
     assert out["recall@1_history_filtered"] == 1 / 4
     assert out["recall@2_history_filtered"] == 1 / 4
+    # Without the lists (early stopping's checks): the same metrics, no lists
+    # pylint: disable-next=protected-access
+    same, none = retrieval_eval._recalls(scores, targets, history, ks=(1, 2), with_lists=False)
+    assert same == out and none.shape == (4, 0)
 
 
 def test_auc_exact_with_ties_and_degenerate_labels():
