@@ -75,7 +75,7 @@ class EarlyStopping:
         """The checks, the best one (its weights are the model's after training) and whether
         patience ran out before the budget."""
         checks = self.validation.checks
-        best = max(checks, key=lambda c: c["value"]) if checks else None
+        best = checks[self.stopper.best_epoch] if checks else None     # Keras' choice
         return {"metric": self.config.early_stopping_metric,
                 "patience": self.config.early_stopping_patience,
                 "checks": checks,
