@@ -298,7 +298,9 @@ class PipelineConfig:
         when its early stopping is on and that split exists (a validation period between
         train and eval, so the Evaluator's eval split never chooses the training length),
         else the eval split."""
-        stops = int(self.retrieval_custom_config().get("early_stopping_patience", 0)) > 0
+        from trainer.config import RetrievalConfig  # pylint: disable=import-outside-toplevel
+        stops = RetrievalConfig.from_custom_config(
+            self.retrieval_custom_config()).uses_early_stopping
         return F.RANK_SPLIT if stops and self.two_stage else F.EVAL_SPLIT
 
     @property

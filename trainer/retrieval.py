@@ -457,10 +457,9 @@ class EvalTowers:
                               embedder and embedder.candidate_features))
 
 
-def _early_stopping(config: RetrievalConfig, towers: EvalTowers, catalog_files, eval_files,
-                    spec) -> early_stopping.EarlyStopping:
+def _early_stopping(config: RetrievalConfig, towers: EvalTowers, catalog_files,
+                    eval_set: retrieval_eval.EvalSet, spec) -> early_stopping.EarlyStopping:
     """Checks `config.early_stopping_metric` of the eval split over the full catalog."""
-    eval_set = retrieval_eval.EvalSet.load(eval_files, spec)
     k = early_stopping.metric_k(config.early_stopping_metric)
 
     def measure() -> float:
@@ -545,9 +544,10 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
         logging.info("retrieval: numeric training step (strings tokenised on the host)")
     timer = training.StepTimer()
     towers = EvalTowers(config, model, text)
-    stopper = steps_per_check = None
-    if config.uses_early_stopping:
-        stopper = _early_stopping(config, towers, catalog_files, fn_args.eval_files, spec)
+    stopper = steps_per_check = eval_set = None
+    if config.uses_early_stopping:      # the eval split, read once for the checks and report
+        eval_set = retrieval_eval.EvalSet.load(fn_args.eval_files, spec)
+        stopper = _early_stopping(config, towers, catalog_files, eval_set, spec)
         steps_per_check = early_stopping.steps_between_checks(
             config, fn_args.train_steps, lambda: len(clicked_items(fn_args.train_files, spec)))
     losses = training.fit(model, train_ds, config.epochs, fn_args.train_steps,
@@ -560,7 +560,7 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
     metrics = retrieval_eval.evaluate(
         query_fn, catalog_ids, catalog_embeddings, fn_args.eval_files,
         fn_args.train_files, spec, config.eval_ks, catalog_files,
-        text.item_embeddings(catalog_ids) if text is not None else None)
+        text.item_embeddings(catalog_ids) if text is not None else None, eval_set)
     metrics["eval_seconds"] = round(time.time() - started, 1)
     metrics.update(training=dict(training.loss_summary(losses),
                                  **timer.summary(config.batch_size)),

@@ -5,7 +5,7 @@ among the K best-scored catalog items. "history_filtered" variants drop the item
 query's own history from the ranking first (DESIGN §6: report both). Ranks, ties and the
 metrics are those of trainer/metrics.py, shared with the benchmarks.
 """
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -34,14 +34,16 @@ def embed_catalog(candidate_tower: Callable, catalog_patterns: Sequence[str],
 def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
              catalog_embeddings: np.ndarray, eval_patterns: Sequence[str],
              train_patterns: Sequence[str], spec: Dict, ks: Sequence[int],
-             catalog_patterns: Sequence[str] = (), item_embeddings=None) -> Dict:
+             catalog_patterns: Sequence[str] = (), item_embeddings=None,
+             eval_set: Optional["EvalSet"] = None) -> Dict:
     """Recall@K and NDCG@K (also history-filtered) of the model and of train-click
     popularity, and their beyond-accuracy metrics. The towers are called as
     `tower(batch, training=False)` on transformed batches. ``catalog_patterns``: the
     catalog split (categories and brands for the beyond-accuracy metrics);
     ``item_embeddings``: [N, d] aligned with ``catalog_ids`` for the lists' diversity (the
-    frozen text embeddings; default: the model's own item embeddings)."""
-    eval_set = EvalSet.load(eval_patterns, spec)
+    frozen text embeddings; default: the model's own item embeddings). ``eval_set``: the
+    split already read (early stopping's), else it is read from ``eval_patterns``."""
+    eval_set = eval_set or EvalSet.load(eval_patterns, spec)
     queries = eval_set.queries(query_tower)
     target_pos, history_pos = eval_set.positions(catalog_ids)
     targets = eval_set.targets
