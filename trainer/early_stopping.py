@@ -95,7 +95,8 @@ class EarlyStopping:
 
         fig, ax = plt.subplots(figsize=(7, 4))
         steps = [c["steps"] for c in report["checks"]]
-        ax.plot(steps, [c["value"] for c in report["checks"]], marker="o", label="eval split")
+        ax.plot(steps, [c["value"] for c in report["checks"]], marker="o",
+                label="the Trainer's eval files (the pipeline's rank split if it has one)")
         ax.axvline(report["best_steps"], color="grey", linestyle="--",
                    label=f"kept: check {report['best_epoch']}")
         ax.set_xlabel("training step")
