@@ -43,7 +43,8 @@ def evaluate(query_tower: Callable, catalog_ids: np.ndarray,
     ``item_embeddings``: [N, d] aligned with ``catalog_ids`` for the lists' diversity (the
     frozen text embeddings; default: the model's own item embeddings). ``eval_set``: the
     split already read (early stopping's), else it is read from ``eval_patterns``."""
-    eval_set = eval_set or EvalSet.load(eval_patterns, spec)
+    if eval_set is None:
+        eval_set = EvalSet.load(eval_patterns, spec)
     queries = eval_set.queries(query_tower)
     target_pos, history_pos = eval_set.positions(catalog_ids)
     targets = eval_set.targets
