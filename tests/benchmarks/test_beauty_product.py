@@ -24,6 +24,18 @@ def test_list_metrics_find_the_target_in_the_returned_list():
     assert out["filtered"]["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0) / 3)
 
 
+def test_retrieval_share_at_counts_targets_within_each_cutoff_of_the_returned_list():
+    asins = ["a", "b", "c", "d", "e"]
+    users = [("u1", np.array([0]), 1),             # target b at rank 1 (0-based)
+             ("u2", np.array([1]), 4),             # target e at rank 2
+             ("u3", np.array([2]), 3)]             # target d not retrieved
+    retrieved = [["a", "b", "c"], ["a", "b", "e"], ["a", "b", "c"]]
+    shares = beauty_product.retrieval_share_at(retrieved, users, asins, cutoffs=(1, 2, 10))
+    # Cutoffs past the longest list are left out; the list's own length (its K) is added.
+    assert shares == {1: 0.0, 2: pytest.approx(1 / 3), 3: pytest.approx(2 / 3)}
+    assert beauty_product.retrieval_share_at([], [], asins) == {}
+
+
 def test_test_users_are_the_leave_one_out_test_set(planted_folder):  # noqa: F811
     data = beauty_data.load_beauty(planted_folder, max_users=20, seed=1)
     users = beauty_product.test_users(data)
@@ -92,3 +104,7 @@ def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
     assert stages["retrieval"]["users"] == 2000 and stages["mean_pool_size"] > 100
     assert 0 < stages["retrieval"]["unfiltered"]["recall@10"] < stages["pool_share"]
     assert stages["pool_share"] >= product["test"]["unfiltered"]["recall@10"] - 0.01
+    shares = stages["retrieval_share_at"]   # the smoke config's retrieval top K is 100
+    assert sorted(shares) == [10, 50, 100] and shares[10] <= shares[50] <= shares[100]
+    assert shares[10] == pytest.approx(stages["retrieval"]["unfiltered"]["recall@10"])
+    assert shares[100] <= stages["pool_share"] + 0.01   # the pool leaves out purchases
