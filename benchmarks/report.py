@@ -82,16 +82,29 @@ def stages_table(results):
         lines.append("| " + " | ".join(
             [name] + [_fmt(retrieval[v][m]) for v in ("unfiltered", "filtered")
                       for m in ("recall@10", "ndcg@10")]
-            + [f"{stages['pool_share']:.4f}", f"{stages['mean_pool_size']:.1f}"]) + " |")
+            + [_shares(stages.get("retrieval_share_at")),
+               f"{stages['pool_share']:.4f}", f"{stages['mean_pool_size']:.1f}"]) + " |")
     if not lines:
         return ""
     head = ["model", "retrieval R@10 unf.", "retrieval N@10 unf.", "retrieval R@10 filt.",
-            "retrieval N@10 filt.", "targets in pool", "mean pool size"]
+            "retrieval N@10 filt.", "targets in retrieval's first k", "targets in pool",
+            "mean pool size"]
     return "\n".join(["## Product stages (test users)", "",
                       "The served retrieval model's top K alone, and the share of test targets "
-                      "among the candidates the ranker orders (its ceiling).", "",
+                      "among the candidates the ranker orders (its ceiling); in between, the "
+                      "share among retrieval's first k items for k from 100 to its K (the "
+                      "pool's retrieval part).", "",
                       "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + lines
                      + [""])
+
+
+def _shares(shares):
+    """"100: 0.1234, 400: 0.2345" of retrieval_share_at from k = 100 on; "—" when not measured (rows
+    from before it was)."""
+    if not shares:
+        return "—"
+    return ", ".join(f"{int(k)}: {v:.4f}" for k, v in sorted(
+        ((int(k), v) for k, v in shares.items())) if int(k) >= 100) or "—"
 
 
 BEYOND = (("coverage", "coverage"), ("diversity", "diversity"),

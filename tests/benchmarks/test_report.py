@@ -53,7 +53,13 @@ def test_product_stages_table_only_for_rows_that_measured_them():
         "pool_share": 0.4567, "mean_pool_size": 180.25}}}
     table = report.stages_table(results).splitlines()
     assert table[0] == "## Product stages (test users)" and len(table) == 7
-    assert table[-1] == "| product | 0.2000 | 0.0750 | 0.2500 | 0.0750 | 0.4567 | 180.2 |"
+    assert table[-1] == "| product | 0.2000 | 0.0750 | 0.2500 | 0.0750 | — | 0.4567 | 180.2 |"
+    # JSON keys of the cutoffs are strings once the results went through a file.
+    results["models"]["product"]["info"]["stages"]["retrieval_share_at"] = {
+        "10": 0.2, "100": 0.3, "400": 0.41}
+    table = report.stages_table(results).splitlines()
+    assert table[-1] == ("| product | 0.2000 | 0.0750 | 0.2500 | 0.0750 | 100: 0.3000, "
+                         "400: 0.4100 | 0.4567 | 180.2 |")
     assert "## Product stages" in report.markdown(results)
 
 
