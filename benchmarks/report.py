@@ -99,8 +99,8 @@ def stages_table(results):
 
 
 def _shares(shares):
-    """"100: 0.1234, 400: 0.2345" of retrieval_share_at from k = 100 on; "—" when not measured (rows
-    from before it was)."""
+    """"100: 0.1234, 400: 0.2345": retrieval_share_at from k = 100 on; "—" when not
+    measured (rows from before it was)."""
     if not shares:
         return "—"
     return ", ".join(f"{int(k)}: {v:.4f}" for k, v in sorted(
