@@ -104,7 +104,8 @@ def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
     assert stages["retrieval"]["users"] == 2000 and stages["mean_pool_size"] > 100
     assert 0 < stages["retrieval"]["unfiltered"]["recall@10"] < stages["pool_share"]
     assert stages["pool_share"] >= product["test"]["unfiltered"]["recall@10"] - 0.01
-    shares = stages["retrieval_share_at"]   # the smoke config's retrieval top K is 100
+    # the smoke config's retrieval top K is 100; JSON turned the cutoffs into strings
+    shares = {int(k): share for k, share in stages["retrieval_share_at"].items()}
     assert sorted(shares) == [10, 50, 100] and shares[10] <= shares[50] <= shares[100]
     assert shares[10] == pytest.approx(stages["retrieval"]["unfiltered"]["recall@10"])
     assert shares[100] <= stages["pool_share"] + 0.01   # the pool leaves out purchases
