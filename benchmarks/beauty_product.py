@@ -41,11 +41,11 @@ from tqdm import tqdm
 from benchmarks import beauty_data, folders, protocol
 from benchmarks.product_run import (API_SETTINGS, InProcessApi, http_replay, run_pipeline,
                                     work_dir_for)
+from pipeline import candidate_rows
 
 REPO = folders.REPO
 DEFAULT_CONFIG = os.path.join(REPO, "benchmarks", "configs", "beauty.json")
 K = 10
-RETRIEVAL_CUTOFFS = (10, 50, 100, 200, 300, 400, 500)
 CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM text, no "
            "user-id embedding, in-batch softmax; chosen on validation NDCG@10, "
            "benchmarks/README.md) with the causal (SASRec-style) history "
@@ -124,16 +124,16 @@ def stage_metrics(api, users, asins, threads=2):
             "retrieval_share_at": retrieval_share_at([ids for ids, _ in stages], users, asins)}
 
 
-def retrieval_share_at(retrieved, users, asins, cutoffs=RETRIEVAL_CUTOFFS):
+def retrieval_share_at(retrieved, users, asins,
+                       cutoffs=candidate_rows.RETRIEVAL_CUTOFFS):
     """{k: share of the users' targets among retrieval's first k items}, for each cutoff
     up to the longest list retrieval returned (its K): how the pool's retrieval part would
     grow or shrink with the exported top K (pipeline ``retrieval_top_k``)."""
     longest = max((len(ids) for ids in retrieved), default=0)
     position = [{item: p for p, item in enumerate(ids)} for ids in retrieved]
-    ranks = np.asarray([rank_of.get(asins[target], longest)
-                        for rank_of, (_, _, target) in zip(position, users)], np.int64)
-    return {int(k): float(np.mean(ranks < k)) if len(ranks) else 0.0
-            for k in sorted(set(cutoffs) | {longest}) if 0 < k <= longest}
+    return candidate_rows.shares_within(
+        [rank_of.get(asins[target], longest) for rank_of, (_, _, target) in zip(position, users)],
+        longest, cutoffs)
 
 
 def index_lists(lists, asins, k=K):

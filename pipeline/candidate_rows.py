@@ -40,6 +40,20 @@ _USER_SIDE = (F.USER_ID, F.HISTORY_ITEM_IDS, F.NUM_HISTORY, F.QUERY, F.TIMESTAMP
 _NO_LABELS = {F.CLICKED: 0, F.ADDED_TO_CART: 0, F.PURCHASED: 0, F.RATING: 0.0,
               F.HAS_RATING: 0}
 ROW_KINDS = ("train", "eval")
+# Cutoffs of retrieval's own list at which the report counts the targets found: how the
+# pool's retrieval part would change with the exported top K (``retrieval_top_k``).
+RETRIEVAL_CUTOFFS = (10, 50, 100, 200, 300, 400, 500)
+
+
+def shares_within(ranks, longest: int, cutoffs=RETRIEVAL_CUTOFFS) -> dict:
+    """{k: share of ``ranks`` (0-based positions of each target in a ranked list; ``longest``
+    or more when absent) below k}, for each cutoff up to ``longest`` (the lists' length,
+    always a cutoff). {} without ranks or lists."""
+    ranks = np.asarray(ranks, np.int64)
+    if not len(ranks):
+        return {}
+    return {int(k): float(np.mean(ranks < k))
+            for k in sorted(set(cutoffs) | {longest}) if 0 < k <= longest}
 
 
 @dataclasses.dataclass
@@ -76,6 +90,8 @@ class Counts:
     target_sources: dict = dataclasses.field(default_factory=dict)
     target_positions: list = dataclasses.field(default_factory=list)  # 0-based, pool order
     shown_negatives: int = 0        # train negatives the user was shown and passed over
+    retrieval_ranks: list = dataclasses.field(default_factory=list)  # target's, per context
+    retrieval_k: int = 0            # the longest top-K list retrieval returned
 
     def summary(self) -> dict:
         positions = np.asarray(self.target_positions)
@@ -87,6 +103,11 @@ class Counts:
             "rows": self.rows, "shown_negatives": self.shown_negatives,
             "mean_pool_size": float(np.mean(self.pool_sizes)) if self.pool_sizes else None,
             "target_found_by": dict(sorted(self.target_sources.items())),
+            # Retrieval's own list, before the other sources and the purchase filter: the
+            # share of contexts whose target is within its first k, k up to the exported K.
+            "target_in_retrieval_first_k": {
+                str(k): v for k, v in shares_within(self.retrieval_ranks,
+                                                    self.retrieval_k).items()},
             # The pool's own order (no ranker) on the contexts whose target is a candidate:
             # the baseline of the ranker's NDCG@10 on the same rows.
             "pool_order_recall_at_10": float((positions < 10).mean()) if len(positions)
@@ -279,6 +300,9 @@ def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind
         batch = contexts[start:start + batch_size]
         ids, scores = export.top_k(batch)
         for j, unit in enumerate(batch):
+            counts.retrieval_k = max(counts.retrieval_k, len(ids[j]))
+            counts.retrieval_ranks.append(
+                ids[j].index(unit[F.ITEM_ID]) if unit[F.ITEM_ID] in ids[j] else len(ids[j]))
             bought = (purchases.before(unit[F.USER_ID], unit[F.TIMESTAMP])
                       if purchases is not None else None)
             pool = pool_of(unit, ids[j], scores[j], catalog, tables, counts_by_source, bought)

@@ -103,6 +103,8 @@ def test_train_rows_sample_negatives_and_skip_contexts_without_the_target():
     summary = counts.summary()
     assert (summary["contexts"], summary["contexts_with_target_in_pool"]) == (3, 2)
     assert summary["target_in_pool_share"] == pytest.approx(2 / 3)
+    # retrieval's own list (a, b, zzz) holds a and b: 2 of 3 targets within its first 3
+    assert summary["target_in_retrieval_first_k"] == {"3": pytest.approx(2 / 3)}
     by_context = {}
     for row in rows:
         by_context.setdefault(row[F.CONTEXT_ID], []).append(row)
@@ -115,6 +117,14 @@ def test_train_rows_sample_negatives_and_skip_contexts_without_the_target():
     assert second[0][F.PURCHASED] == 1 and second[0][F.USER_ID] == "u2"
     assert len(second) == 2, "u2's pool (a, b: no item-to-item evidence for d) has 1 other"
     assert summary["rows"] == len(rows) == 5
+
+
+def test_shares_within_counts_ranks_below_each_cutoff_up_to_the_list_length():
+    ranks = [0, 1, 4, 9, 9]                 # 9: absent from lists of 9 items
+    assert candidate_rows.shares_within(ranks, 9, cutoffs=(1, 2, 5, 20)) == {
+        1: pytest.approx(.2), 2: pytest.approx(.4), 5: pytest.approx(.6), 9: pytest.approx(.6)}
+    assert candidate_rows.shares_within([], 9) == {}
+    assert candidate_rows.shares_within([0], 0) == {}     # no list, no cutoff
 
 
 def test_bad_kind_and_empty_catalog_are_refused():
