@@ -171,7 +171,8 @@ def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
                                                  "cooccurrence_score", "text_score"}, split
         shares = {int(k): v for k, v in split["target_in_retrieval_first_k"].items()}
         assert max(shares) == cfg.retrieval_top_k, shares     # cutoffs up to the top K
-        assert list(shares.values()) == sorted(shares.values()), shares
+        in_order = [shares[k] for k in sorted(shares)]
+        assert in_order == sorted(in_order) and in_order[0] < in_order[-1], shares
     assert train["rows"] <= train["contexts_with_target_in_pool"] * (cfg.ranking_negatives + 1)
     assert train["rows"] > train["contexts_with_target_in_pool"] * cfg.ranking_negatives // 2
     assert evaluation["rows"] >= evaluation["contexts_with_target_in_pool"] * cfg.retrieval_top_k
