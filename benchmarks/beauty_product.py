@@ -63,10 +63,10 @@ CHOICES = ("benchmarks/configs/beauty.json: retrieval as 'ours' (frozen MiniLM t
            "validation users; a top 400, tried in the product_top400 row, raised the pool's "
            "ceiling but cost 19 ms of median latency and did not raise the answer, so the "
            "top 100 stays: docs/DESIGN.md 'Step 5'); item texts take a description's first "
-           "300 characters when the folder has descriptions (description_chars; Beauty's items.tsv has none, so "
-           "its item texts are title | brand | category); everything else the pipeline's "
-           "defaults. No value was chosen on test users; the Evaluators' blessing on the eval "
-           "split (= the test items) is a pass/fail gate, not a choice.")
+           "300 characters when the folder has descriptions (description_chars; Beauty's "
+           "items.tsv has none, so its item texts are title | brand | category); everything "
+           "else the pipeline's defaults. No value was chosen on test users; the Evaluators' "
+           "blessing on the eval split (= the test items) is a pass/fail gate, not a choice.")
 
 
 def test_users(data):
@@ -261,7 +261,8 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
             "pipeline_reused": reused,
             "pipeline": {key: report.get(key) for key in ("total_seconds",
                                                           "component_seconds", "models")},
-            "stages": stage_test, "degraded_answers": degraded, "strategies": strategies, "http_replay": replay,
+            "stages": stage_test, "degraded_answers": degraded, "strategies": strategies,
+            "http_replay": replay,
             "choices": choices_for(options["config"]),
             "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}
     row = {"options": options, "info": info,
