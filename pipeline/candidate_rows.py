@@ -301,8 +301,8 @@ def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind
         ids, scores = export.top_k(batch)
         for j, unit in enumerate(batch):
             counts.retrieval_k = max(counts.retrieval_k, len(ids[j]))
-            counts.retrieval_ranks.append(
-                ids[j].index(unit[F.ITEM_ID]) if unit[F.ITEM_ID] in ids[j] else len(ids[j]))
+            counts.retrieval_ranks.append(next(
+                (r for r, item in enumerate(ids[j]) if item == unit[F.ITEM_ID]), len(ids[j])))
             bought = (purchases.before(unit[F.USER_ID], unit[F.TIMESTAMP])
                       if purchases is not None else None)
             pool = pool_of(unit, ids[j], scores[j], catalog, tables, counts_by_source, bought)
