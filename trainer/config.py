@@ -202,6 +202,9 @@ class RetrievalConfig(_Config):
     description_chars: int = 0
     text_learning_rate: float = 5e-5  # Adam on the encoder weights (top_layers, full)
     text_encoder_cache_dir: str = ""  # local dir of exported encoders; "" = default_cache_dir()
+    # Read the pretrained embeddings of texts already encoded on this machine (and store the
+    # new ones) beside the encoder export: trainer/text/embedding_store.py.
+    reuse_text_embeddings: bool = True
     text_backbone: str = ""          # keras-hub preset dir of adapted weights; "" = pretrained
     # The candidate stage's item-to-item tables (trainer/related_items.py), fitted on the
     # train split and exported in the `related_items` signature: partners kept per item
@@ -429,6 +432,7 @@ class RankingConfig(_Config):
     text_seq_len: int = 32
     description_chars: int = 0       # as RetrievalConfig.description_chars, for the ranker's cache
     text_encoder_cache_dir: str = ""
+    reuse_text_embeddings: bool = True    # as RetrievalConfig.reuse_text_embeddings
     # Features computed outside the model (names from trainer.features.
     # OPTIONAL_FLOAT_FEATURES: earlier stages' scores such as "retrieval_score", user-candidate
     # statistics such as "history_brand_share"): each goes into the cross features and into a
@@ -509,7 +513,9 @@ class RankingConfig(_Config):
         return RetrievalConfig(
             text_mode="frozen", use_text=True, use_query_text=False, use_history=True,
             use_history_text=True, text_seq_len=self.text_seq_len,
-            description_chars=self.description_chars, text_encoder_cache_dir=self.text_encoder_cache_dir, seed=self.seed)
+            description_chars=self.description_chars,
+            text_encoder_cache_dir=self.text_encoder_cache_dir,
+            reuse_text_embeddings=self.reuse_text_embeddings, seed=self.seed)
 
 
 def _check_description_chars(cls_name: str, value: int) -> None:

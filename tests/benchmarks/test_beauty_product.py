@@ -81,7 +81,7 @@ def test_smoke_product_beats_transitions_on_real_beauty_subsample(tmp_path):
     out = str(tmp_path / "results")
     config = os.path.join(beauty_product.REPO, "benchmarks", "configs", "beauty_smoke.json")
     beauty.main(["--data", REAL_DATA, "--max-users", "2000", "--seed", "0", "--out", out,
-                 "--models", "transitions,product",
+                 "--models", "transitions,product", "--no-beyond-accuracy",
                  "--set", f"product.config={json.dumps(config)}",
                  "--set", f"product.work_dir={json.dumps(str(tmp_path / 'work'))}",
                  "--set", "product.replay_users=100"])

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer import features as F
+from trainer.text import embedding_store
 from trainer.text import encoder as text_encoder
 
 # Row features added by `RowLookup.add_rows` (-1 = no text: empty, padding or not cached).
@@ -147,6 +148,7 @@ class TextTables:
     token_ids: Optional[np.ndarray] = None      # [N, L] int32 (top_layers, full)
     padding_mask: Optional[np.ndarray] = None   # [N, L] int32 (top_layers, full)
     seconds: float = 0.0
+    stored_rows: int = 0                   # embeddings read from the store, not encoded
 
 
 def trim_padding(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -157,44 +159,67 @@ def trim_padding(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 
 def encode_tables(texts: np.ndarray, paths: text_encoder.TextEncoderPaths, mode: str,
-                  num_frozen_layers: int = 0, batch_size: int = 64) -> TextTables:
+                  num_frozen_layers: int = 0, batch_size: int = 64,
+                  store: Optional[embedding_store.EmbeddingStore] = None) -> TextTables:
     """Encodes `texts` once with the pretrained encoder for `mode` (frozen | top_layers | full):
     always the final embeddings; top_layers also the outputs of the first
     `num_frozen_layers` layers; top_layers and full also the token ids. Texts are batched by
-    length and each batch is cut to its longest text."""
+    length and each batch is cut to its longest text.
+
+    `store` (trainer/text/embedding_store.py): final embeddings already stored are read, not
+    encoded, and the ones encoded here are added. top_layers encodes every text all the same
+    (the lower layers' outputs are not stored) but takes stored embeddings where it finds
+    them, so every mode reads one embedding per text."""
     start = time.time()
+    texts = np.asarray(texts, dtype=object)
     info = paths.info()
     length, width = info["seq_len"], info["hidden_dim"]
-    tokenizer = text_encoder.load_tokenizer(paths)
-    lower, upper = text_encoder.encoder_stages(text_encoder.load_encoder(paths),
-                                               num_frozen_layers)
     n = len(texts)
+    embeddings = np.zeros([n, width], np.float32)
+    stored = np.zeros([n], bool)
+    if store is not None:
+        embeddings, stored = store.lookup(texts)
+    new = np.flatnonzero(~stored)
+    # top_layers needs every text's lower-layer outputs; frozen and full only the new texts'
+    encode_rows = np.arange(n) if mode == "top_layers" else new
+    token_rows = np.arange(n) if mode in ("top_layers", "full") else new
     token_ids = np.zeros([n, length], np.int32)
     padding_mask = np.zeros([n, length], np.int32)
-    for begin in range(0, n, 1024):
-        tokens = tokenizer(tf.constant(texts[begin:begin + 1024].tolist(), tf.string))
-        token_ids[begin:begin + 1024] = tokens["token_ids"].numpy()
-        padding_mask[begin:begin + 1024] = tokens["padding_mask"].numpy()
-
-    @tf.function(input_signature=[{"token_ids": tf.TensorSpec([None, None], tf.int32),
-                                   "padding_mask": tf.TensorSpec([None, None], tf.int32)}])
-    def encode(tokens):
-        stage = lower(trim_padding(tokens), training=False)
-        return stage["hidden"], upper(stage, training=False)["embedding"]
-
-    embeddings = np.zeros([n, width], np.float32)
+    if len(token_rows):
+        tokenizer = text_encoder.load_tokenizer(paths)
+        for begin in range(0, len(token_rows), 1024):
+            rows = token_rows[begin:begin + 1024]
+            tokens = tokenizer(tf.constant(texts[rows].tolist(), tf.string))
+            token_ids[rows] = tokens["token_ids"].numpy()
+            padding_mask[rows] = tokens["padding_mask"].numpy()
     lower_hidden = np.zeros([n, length, width], np.float16) if mode == "top_layers" else None
-    order = np.argsort(padding_mask.sum(axis=1), kind="stable")
-    for begin in range(0, n, batch_size):
-        rows = order[begin:begin + batch_size]
-        hidden, embedding = encode({"token_ids": token_ids[rows],
-                                    "padding_mask": padding_mask[rows]})
-        embeddings[rows] = embedding.numpy()
-        if lower_hidden is not None:
-            lower_hidden[rows, :hidden.shape[1]] = hidden.numpy().astype(np.float16)
-    tables = TextTables(embeddings=embeddings, lower_hidden=lower_hidden)
+    if len(encode_rows):
+        lower, upper = text_encoder.encoder_stages(text_encoder.load_encoder(paths),
+                                                   num_frozen_layers)
+
+        @tf.function(input_signature=[{"token_ids": tf.TensorSpec([None, None], tf.int32),
+                                       "padding_mask": tf.TensorSpec([None, None], tf.int32)}])
+        def encode(tokens):
+            stage = lower(trim_padding(tokens), training=False)
+            return stage["hidden"], upper(stage, training=False)["embedding"]
+
+        fresh = ~stored
+        order = encode_rows[np.argsort(padding_mask[encode_rows].sum(axis=1), kind="stable")]
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin:begin + batch_size]
+            hidden, embedding = encode({"token_ids": token_ids[rows],
+                                        "padding_mask": padding_mask[rows]})
+            keep = fresh[rows]
+            embeddings[rows[keep]] = embedding.numpy()[keep]
+            if lower_hidden is not None:
+                lower_hidden[rows, :hidden.shape[1]] = hidden.numpy().astype(np.float16)
+    if store is not None and len(new):
+        store.add(texts[new], embeddings[new])
+    tables = TextTables(embeddings=embeddings, lower_hidden=lower_hidden,
+                        stored_rows=int(stored.sum()))
     if mode in ("top_layers", "full"):
         tables.token_ids, tables.padding_mask = token_ids, padding_mask
     tables.seconds = time.time() - start
-    logging.info("text cache: %d texts encoded (%s mode) in %.1f s", n, mode, tables.seconds)
+    logging.info("text cache: %d texts (%d from the embedding store, %d encoded; %s mode) in "
+                 "%.1f s", n, tables.stored_rows, len(encode_rows), mode, tables.seconds)
     return tables

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from trainer import features as F
 from trainer.text import cache as text_cache
+from trainer.text import embedding_store
 from trainer.text import encoder as text_encoder
 from trainer.config import RetrievalConfig
 from trainer.text.savedmodel_layer import SavedModelLayer
@@ -242,8 +243,10 @@ class TextResources:
             catalog = catalog.items_only()
         frozen_layers = (paths.info()["num_layers"] - config.text_top_layers
                          if config.text_mode == "top_layers" else 0)
+        store = (embedding_store.EmbeddingStore.of(paths) if config.reuse_text_embeddings
+                 else None)
         tables = text_cache.encode_tables(catalog.texts, paths, config.text_mode,
-                                          frozen_layers)
+                                          frozen_layers, store=store)
         return cls(paths, catalog, tables, time.time() - start)
 
     def item_embeddings(self, item_ids) -> np.ndarray:
@@ -260,6 +263,7 @@ class TextResources:
         return {"cached_texts": self.catalog.size,
                 "cached_item_texts": self.catalog.num_item_texts,
                 "cached_queries": self.catalog.size - self.catalog.num_item_texts,
+                "stored_texts_read": self.tables.stored_rows,
                 "encode_seconds": round(self.tables.seconds, 1),
                 "prepare_seconds": round(self.seconds, 1),
                 "encoder": self.paths.root}
