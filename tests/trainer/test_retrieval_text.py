@@ -66,6 +66,8 @@ def test_text_model_beats_popularity_and_reports_its_text_cache(text_run):
     queries = {row[F.QUERY] for row in shop.rows[F.TRAIN_SPLIT] if row[F.QUERY]}
     assert text["cached_texts"] - text["cached_item_texts"] <= len(queries)
     assert 0.5 * shop.catalog_size < text["cached_item_texts"] <= shop.catalog_size
+    # the embedding store serves item texts only, never the train queries
+    assert 0 <= text["stored_texts_read"] <= text["cached_item_texts"]
     assert text["match_weight_search"] > 0 and text["match_weight_history"] > 0
 
 

@@ -158,18 +158,34 @@ def trim_padding(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {key: value[:, :length] for key, value in inputs.items()}
 
 
+def same_length_batches(lengths: np.ndarray, batch_size: int):
+    """Positions of ``lengths`` in batches of at most ``batch_size`` texts of one length
+    (shortest first). With every batch padded to ``batch_size`` rows and cut to its length,
+    each text is encoded with the same shapes and so the same float32 operations whatever the
+    other texts are: a text encoded today alone equals the same text encoded yesterday with
+    the whole catalog, bit for bit (what the embedding store relies on)."""
+    order = np.argsort(lengths, kind="stable")
+    for length in np.unique(lengths):
+        same = order[lengths[order] == length]
+        for begin in range(0, len(same), batch_size):
+            yield same[begin:begin + batch_size]
+
+
 def encode_tables(texts: np.ndarray, paths: text_encoder.TextEncoderPaths, mode: str,
                   num_frozen_layers: int = 0, batch_size: int = 64,
-                  store: Optional[embedding_store.EmbeddingStore] = None) -> TextTables:
+                  store: Optional[embedding_store.EmbeddingStore] = None,
+                  stored_texts: Optional[int] = None) -> TextTables:
     """Encodes `texts` once with the pretrained encoder for `mode` (frozen | top_layers | full):
     always the final embeddings; top_layers also the outputs of the first
     `num_frozen_layers` layers; top_layers and full also the token ids. Texts are batched by
-    length and each batch is cut to its longest text.
+    their length (same_length_batches), so no padding is encoded.
 
     `store` (trainer/text/embedding_store.py): final embeddings already stored are read, not
     encoded, and the ones encoded here are added. top_layers encodes every text all the same
     (the lower layers' outputs are not stored) but takes stored embeddings where it finds
-    them, so every mode reads one embedding per text."""
+    them, so every mode reads one embedding per text. `stored_texts`: only `texts[:k]` use
+    the store (a TextCatalog's item texts: its search queries are personal data and never
+    stored, docs/privacy.md); None = all."""
     start = time.time()
     texts = np.asarray(texts, dtype=object)
     info = paths.info()
@@ -177,8 +193,9 @@ def encode_tables(texts: np.ndarray, paths: text_encoder.TextEncoderPaths, mode:
     n = len(texts)
     embeddings = np.zeros([n, width], np.float32)
     stored = np.zeros([n], bool)
+    storable = n if stored_texts is None else min(int(stored_texts), n)
     if store is not None:
-        embeddings, stored = store.lookup(texts)
+        embeddings[:storable], stored[:storable] = store.lookup(texts[:storable])
     new = np.flatnonzero(~stored)
     # top_layers needs every text's lower-layer outputs; frozen and full only the new texts'
     encode_rows = np.arange(n) if mode == "top_layers" else new
@@ -204,17 +221,21 @@ def encode_tables(texts: np.ndarray, paths: text_encoder.TextEncoderPaths, mode:
             return stage["hidden"], upper(stage, training=False)["embedding"]
 
         fresh = ~stored
-        order = encode_rows[np.argsort(padding_mask[encode_rows].sum(axis=1), kind="stable")]
-        for begin in range(0, len(order), batch_size):
-            rows = order[begin:begin + batch_size]
-            hidden, embedding = encode({"token_ids": token_ids[rows],
-                                        "padding_mask": padding_mask[rows]})
+        for rows in same_length_batches(padding_mask[encode_rows].sum(axis=1), batch_size):
+            rows = encode_rows[rows]
+            # every batch [batch_size, its texts' length]: a text's encoding is then the
+            # same whichever texts share its batch (see same_length_batches)
+            padded = np.concatenate([rows, np.repeat(rows[:1], batch_size - len(rows))])
+            hidden, embedding = encode({"token_ids": token_ids[padded],
+                                        "padding_mask": padding_mask[padded]})
+            hidden, embedding = hidden.numpy()[:len(rows)], embedding.numpy()[:len(rows)]
             keep = fresh[rows]
-            embeddings[rows[keep]] = embedding.numpy()[keep]
+            embeddings[rows[keep]] = embedding[keep]
             if lower_hidden is not None:
-                lower_hidden[rows, :hidden.shape[1]] = hidden.numpy().astype(np.float16)
-    if store is not None and len(new):
-        store.add(texts[new], embeddings[new])
+                lower_hidden[rows, :hidden.shape[1]] = hidden.astype(np.float16)
+    to_store = new[new < storable]
+    if store is not None and len(to_store):
+        store.add(texts[to_store], embeddings[to_store])
     tables = TextTables(embeddings=embeddings, lower_hidden=lower_hidden,
                         stored_rows=int(stored.sum()))
     if mode in ("top_layers", "full"):

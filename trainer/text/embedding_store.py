@@ -1,22 +1,21 @@
 """Frozen MiniLM text embeddings kept beside the encoder export they came from, so a text is
 encoded once per machine: by the first Trainer of a run that needs it, then read by the
 other Trainer (retrieval, then ranking, read the same catalog) and by later runs (a shop's
-next run encodes only its new items and queries).
+next run encodes only its new items).
 
 Layout: ``<export root>/embeddings/shard-*.npz``, each shard holding ``keys`` (uint8 [n, 16]:
 the first 16 bytes of the SHA-256 of the UTF-8 text) and ``embeddings`` (float32 [n, H]). The
 export root's name already pins the weights package, the sequence length and the backbone
 (trainer/text/encoder.cache_key), so a key needs only the text. A run writes one new shard
 with what it encoded (a temporary file renamed into place: readers never see half a shard,
-concurrent writers never share a file). The store keeps no raw text: a search query reaches
-it only as a hash.
+concurrent writers never share a file). The trainers store catalog item texts only, never
+search queries (personal data, docs/privacy.md), and the store keeps no raw text.
 
-Exactness: the encoder's output for a text depends on the other texts of its batch in the
-last bits (batches are cut to their longest text; float32 sums in another order), about
-1e-7. A run whose texts are all stored reads what the run that stored them computed, so the
-same inputs give the same embeddings; a run that adds new texts encodes those in batches of
-their own. Set ``reuse_text_embeddings`` false in the trainer config to encode everything
-afresh.
+Exactness: texts are encoded in batches of one token length with a fixed number of rows
+(trainer/text/cache.same_length_batches), so an embedding does not depend on which other texts
+were encoded with it: what the store returns equals a fresh encoding bit for bit, and a run
+gives the same models with an empty or a full store. Set ``reuse_text_embeddings`` false in
+the trainer config to encode everything afresh all the same.
 """
 import hashlib
 import os

@@ -246,7 +246,8 @@ class TextResources:
         store = (embedding_store.EmbeddingStore.of(paths) if config.reuse_text_embeddings
                  else None)
         tables = text_cache.encode_tables(catalog.texts, paths, config.text_mode,
-                                          frozen_layers, store=store)
+                                          frozen_layers, store=store,
+                                          stored_texts=catalog.num_item_texts)
         return cls(paths, catalog, tables, time.time() - start)
 
     def item_embeddings(self, item_ids) -> np.ndarray:

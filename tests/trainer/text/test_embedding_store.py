@@ -52,6 +52,13 @@ def test_unreadable_or_misshapen_shards_are_skipped_with_a_warning(tmp_path, cap
     assert "shard-0-broken.npz" in warnings and "shard-1-wide.npz" in warnings
 
 
+def test_batches_hold_texts_of_one_length_shortest_first():
+    lengths = np.array([5, 3, 5, 5, 3, 9])
+    batches = [b.tolist() for b in text_cache.same_length_batches(lengths, batch_size=2)]
+    assert batches == [[1, 4], [0, 2], [3], [5]]
+    assert list(text_cache.same_length_batches(np.zeros([0], int), 4)) == []
+
+
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     return ensure_text_encoder(encoder_cache(tmp_path_factory), SEQ_LEN)
@@ -63,12 +70,13 @@ def test_encode_tables_reads_stored_texts_and_encodes_only_new_ones(paths, tmp_p
     fresh = text_cache.encode_tables(TEXTS, paths, "frozen")
     first = text_cache.encode_tables(TEXTS[:3], paths, "frozen", store=store)
     assert first.stored_rows == 0 and len(store.shards()) == 1
-    np.testing.assert_allclose(first.embeddings, fresh.embeddings[:3], atol=1e-6)
+    # bit for bit: a text's encoding does not depend on the texts encoded with it
+    np.testing.assert_array_equal(first.embeddings, fresh.embeddings[:3])
     # The query is new: encoded and stored; the three item texts are read as stored.
     second = text_cache.encode_tables(TEXTS, paths, "frozen", store=store)
     assert second.stored_rows == 3 and len(store.shards()) == 2
     np.testing.assert_array_equal(second.embeddings[:3], first.embeddings)
-    np.testing.assert_allclose(second.embeddings[3], fresh.embeddings[3], atol=1e-6)
+    np.testing.assert_array_equal(second.embeddings, fresh.embeddings)
     again = text_cache.encode_tables(TEXTS[::-1], paths, "frozen", store=store)
     assert again.stored_rows == 4 and len(store.shards()) == 2     # nothing new to store
     np.testing.assert_array_equal(again.embeddings[::-1], second.embeddings)
@@ -81,3 +89,14 @@ def test_encode_tables_reads_stored_texts_and_encodes_only_new_ones(paths, tmp_p
     assert top.stored_rows == 4
     np.testing.assert_array_equal(top.lower_hidden, plain.lower_hidden)
     np.testing.assert_array_equal(top.embeddings, second.embeddings)
+
+
+@pytest.mark.slow
+def test_only_the_first_texts_use_the_store_when_asked(paths, tmp_path):
+    """A run's TextCatalog stores its item texts, never its search queries (personal data)."""
+    store = EmbeddingStore(str(tmp_path), paths.info()["hidden_dim"])
+    tables = text_cache.encode_tables(TEXTS, paths, "frozen", store=store, stored_texts=3)
+    assert store.lookup(TEXTS)[1].tolist() == [True, True, True, False]
+    again = text_cache.encode_tables(TEXTS, paths, "frozen", store=store, stored_texts=3)
+    assert again.stored_rows == 3
+    np.testing.assert_array_equal(again.embeddings, tables.embeddings)
