@@ -3,7 +3,7 @@ encoded once per machine: by the first Trainer of a run that needs it, then read
 other Trainer (retrieval, then ranking, read the same catalog) and by later runs (a shop's
 next run encodes only its new items).
 
-Layout: ``<export root>/embeddings/shard-*.npz``, each shard holding ``keys`` (uint8 [n, 16]:
+Layout: ``<export root>/embeddings_v1/shard-*.npz``, each shard holding ``keys`` (uint8 [n, 16]:
 the first 16 bytes of the SHA-256 of the UTF-8 text) and ``embeddings`` (float32 [n, H]). The
 export root's name already pins the weights package, the sequence length and the backbone
 (trainer/text/encoder.cache_key), so a key needs only the text. A run writes one new shard
@@ -27,7 +27,9 @@ from typing import Sequence, Tuple
 from absl import logging
 import numpy as np
 
-STORE_DIR = "embeddings"
+# Bump the version when what encode_tables computes for a text changes (batching, pooling):
+# embeddings stored before are then not read.
+STORE_DIR = "embeddings_v1"
 KEY_BYTES = 16
 
 
