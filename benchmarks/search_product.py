@@ -143,11 +143,11 @@ class ProductSearch:
             self.info["tuning"] = self._timed("tune", self._tune)
             self.api_settings.update({name: str(value) for name, value in
                                       self.info["tuning"]["chosen"].items()})
-            # the stack's API reads its settings when it starts
+            # the stack's API reads its settings when it starts; the model server goes on
             self.api.close()
-            self.stack.stop()
-            self.api = self.stack = None
-            self._serve(shop)
+            self.api = None
+            self._timed("api_restart", self.stack.restart_api, self.api_settings)
+            self._in_process_api(shop)
         self.info["options"]["api_settings"] = dict(self.api_settings)
         return self
 
@@ -160,6 +160,10 @@ class ProductSearch:
                                 api_settings=self.api_settings,
                                 startup_timeout_s=900.0)
         self._timed("stack_start", self.stack.start)
+        self._in_process_api(shop)
+
+    def _in_process_api(self, shop):
+        """The in-process API on the stack's model server, with the stack's API settings."""
         self.api = self._timed(
             "in_process_api_start", InProcessApi, shop,
             f"{self.stack.host}:{self.stack.grpc_port}",

@@ -112,22 +112,43 @@ class LocalStack:
 
     def start(self, foreground_logs: bool = False) -> "LocalStack":
         """Start both services and wait until the API is ready (or raise StackError)."""
-        settings = {f"SHOPREC_{name.upper()}": str(value)
-                    for name, value in self.api_settings.items()}
-        for name, command in self.commands().items():
-            log = None if foreground_logs else open(self.log_dir / f"{name}.log", "wb")
-            self.processes[name] = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT if log else None,
-                env={**os.environ, "PYTHONUNBUFFERED": "1",
-                     **(settings if name == "api" else {})})
-            if log:
-                log.close()
+        for name in self.commands():
+            self._spawn(name, foreground_logs)
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def restart_api(self, api_settings: dict[str, str]) -> "LocalStack":
+        """Restart the API alone with ``api_settings`` merged into its settings (it reads them
+        when it starts), the model server going on serving what it loaded; waits until the
+        new API is ready (or raises StackError, with the stack stopped)."""
+        if "model_server" not in self.processes:
+            raise StackError("restart_api: the stack is not running (call start first)")
+        self._stop_process("api", 20.0)
+        self.api_settings.update({name: str(value) for name, value in api_settings.items()})
+        self._spawn("api", False, append_log=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, foreground_logs: bool, append_log: bool = False) -> None:
+        settings = {f"SHOPREC_{key.upper()}": str(value)
+                    for key, value in self.api_settings.items()}
+        log = None if foreground_logs else open(self.log_dir / f"{name}.log",
+                                                "ab" if append_log else "wb")
+        self.processes[name] = subprocess.Popen(
+            self.commands()[name], stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 **(settings if name == "api" else {})})
+        if log:
+            log.close()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -158,22 +179,23 @@ class LocalStack:
 
     def stop(self, timeout_s: float = 20.0) -> dict[str, int]:
         """SIGTERM the API, then the model server; SIGKILL what is left after timeout_s."""
-        codes = {}
-        for name in ("api", "model_server"):
-            proc = self.processes.get(name)
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=timeout_s)
-                # uvicorn re-raises SIGTERM after its graceful shutdown: that is a clean exit
-                codes[name] = 0 if code == -signal.SIGTERM else code
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
+        codes = {name: self._stop_process(name, timeout_s) for name in ("api", "model_server")
+                 if name in self.processes}
         self.processes.clear()
         return codes
+
+    def _stop_process(self, name: str, timeout_s: float) -> int:
+        """SIGTERM one service, SIGKILL after ``timeout_s``; its exit code (0 = clean)."""
+        proc = self.processes.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=timeout_s)
+            # uvicorn re-raises SIGTERM after its graceful shutdown: that is a clean exit
+            return 0 if code == -signal.SIGTERM else code
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
     def __enter__(self):
         return self.start()
