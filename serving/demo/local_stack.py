@@ -114,12 +114,7 @@ class LocalStack:
         """Start both services and wait until the API is ready (or raise StackError)."""
         for name in self.commands():
             self._spawn(name, foreground_logs)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._ready_or_stopped()
 
     def restart_api(self, api_settings: dict[str, str]) -> "LocalStack":
         """Restart the API alone with ``api_settings`` merged into its settings (it reads them
@@ -130,6 +125,10 @@ class LocalStack:
         self._stop_process("api", 20.0)
         self.api_settings.update({name: str(value) for name, value in api_settings.items()})
         self._spawn("api", False, append_log=True)
+        return self._ready_or_stopped()
+
+    def _ready_or_stopped(self) -> "LocalStack":
+        """Waits until the API is ready; on any failure stops the stack before raising."""
         try:
             self._wait_ready()
         except BaseException:
