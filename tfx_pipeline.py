@@ -96,7 +96,7 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
 
     os.makedirs(os.path.dirname(os.path.abspath(cfg.metadata_path)), exist_ok=True)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path)
-    pipeline = create_pipeline(cfg, metadata)
+    pipeline = create_pipeline(cfg, metadata, local_run=True)
     out = quiet.out if quiet else sys.stdout
     if quiet:
         ids = [component.id for component in pipeline.components]
@@ -109,7 +109,7 @@ def run_local(cfg: configs.PipelineConfig, report_path=None,
             # A local Beam worker pool for this run (docs/DESIGN.md, "Distributed Beam runner").
             from pipeline.beam_runners import worker_pool
             cfg = dataclasses.replace(cfg, beam_worker_pool=stack.enter_context(worker_pool()))
-            pipeline = create_pipeline(cfg, metadata)
+            pipeline = create_pipeline(cfg, metadata, local_run=True)
         tfx.orchestration.LocalDagRunner().run(pipeline)
     total = time.time() - started
     times = component_wall_times(cfg.metadata_path, cfg.pipeline_name, since=started)

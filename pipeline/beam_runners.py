@@ -96,12 +96,12 @@ def worker_pool(log_path: Optional[str] = None, python: str = sys.executable,
             log.close()
 
 
-def data_pipeline(cfg, metadata_connection_config=None):
+def data_pipeline(cfg, metadata_connection_config=None, local_run: bool = False):
     """The pipeline of `cfg` cut after Transform (DATA_COMPONENTS): examples, statistics,
-    schema, validation and tf.Transform, no training."""
+    schema, validation and tf.Transform, no training (`local_run`: as create_pipeline's)."""
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
     from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
-    full = create_pipeline(cfg, metadata_connection_config)
+    full = create_pipeline(cfg, metadata_connection_config, local_run)
     components = [c for c in full.components if c.id in DATA_COMPONENTS]
     for component in components:        # TFX refuses edges to nodes left out
         for node in list(component.downstream_nodes):
@@ -126,5 +126,5 @@ def run_data_pipeline(cfg) -> float:
         metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
             cfg.metadata_path)
         started = time.time()
-        tfx.orchestration.LocalDagRunner().run(data_pipeline(cfg, metadata))
+        tfx.orchestration.LocalDagRunner().run(data_pipeline(cfg, metadata, local_run=True))
         return time.time() - started

@@ -7,7 +7,7 @@ import os
 
 from tfx import v1 as tfx
 
-from pipeline import eval_configs
+from pipeline import beam_dependencies, eval_configs
 from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.candidate_examples import CandidateExamples
 from pipeline.components.domain_pretraining import DomainPretraining
@@ -84,8 +84,11 @@ def _evaluate_and_push(kind, examples, trainer, eval_config, serving_dir):
     return [resolver, evaluator, pusher]
 
 
-def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
-    """Builds the pipeline for `cfg` (validated). `metadata_connection_config` None = runner's."""
+def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None,
+                    local_run: bool = False) -> tfx.dsl.Pipeline:
+    """Builds the pipeline for `cfg` (validated). `metadata_connection_config` None = runner's.
+    `local_run`: LocalDagRunner runs it on this machine, so its Beam args may carry the TFX
+    package built once here (pipeline/beam_dependencies.py; not for a compiled pipeline)."""
     cfg.validate()
     # Reads the shop's items/users/events, validates them against the data contract, and
     # joins each impression with item features and the user's history as of that moment
@@ -218,4 +221,5 @@ def create_pipeline(cfg: PipelineConfig, metadata_connection_config=None) -> tfx
         components=components,
         enable_cache=cfg.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=cfg.beam_pipeline_args())
+        beam_pipeline_args=(beam_dependencies.with_tfx_package(cfg.beam_pipeline_args())
+                            if local_run else cfg.beam_pipeline_args()))

@@ -40,6 +40,13 @@ T = TypeVar("T", bound="_Config")
 CLOUD_TRAINER_PREFIX = "ai_platform_"
 
 
+def cache_root() -> str:
+    """Where shoprec keeps what it builds once per machine (the text encoder export and its
+    stored embeddings, the TFX package for Beam): $SHOPREC_CACHE_DIR, or ~/.cache/shoprec."""
+    return os.environ.get("SHOPREC_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "shoprec")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Config:
     """Fields shared by the retrieval and ranking trainers."""
@@ -403,9 +410,7 @@ class RetrievalConfig(_Config):
         ~/.cache/shoprec/text_encoder."""
         if self.text_encoder_cache_dir:
             return self.text_encoder_cache_dir
-        root = os.environ.get("SHOPREC_CACHE_DIR") or os.path.join(
-            os.path.expanduser("~"), ".cache", "shoprec")
-        return os.path.join(root, "text_encoder")
+        return os.path.join(cache_root(), "text_encoder")
 
 
 @dataclasses.dataclass(frozen=True)
