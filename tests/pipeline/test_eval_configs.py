@@ -26,6 +26,29 @@ def test_two_stage_blessing_gates_ndcg_at_10_of_the_served_score_per_context():
     assert dict(config.model_specs[0].prediction_keys)["score"] == "score"
 
 
+def test_tfma_takes_every_model_type_from_the_config_without_loading_the_model(monkeypatch):
+    """Without a model_type TFMA tries each model (and the baseline) as Keras before falling
+    back to tf_generic; with it, TFMA's own resolution never touches the model."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tensorflow_model_analysis.utils import model_util  # pylint: disable=C0415
+    loads = []
+
+    def recorded_load(path, *_, **__):
+        loads.append(path)
+        raise OSError(f"no model at {path}")
+
+    monkeypatch.setattr(tf.keras.models, "load_model", recorded_load)
+    cfg = load_config()
+    for config in (eval_configs.retrieval_eval_config(cfg), eval_configs.ranking_eval_config(cfg),
+                   eval_configs.two_stage_eval_config(cfg)):
+        for spec in config.model_specs:
+            assert model_util.get_model_type(spec, "/models/candidate") == "tf_generic"
+    assert loads == []
+    unnamed = type(config.model_specs[0])(signature_name="serving_default")
+    assert model_util.get_model_type(unnamed, "/models/candidate") == "tf_generic"
+    assert loads == ["/models/candidate"], "TFMA guesses an unnamed type by loading"
+
+
 def test_two_stage_evaluation_is_sliced_by_user_segment_when_segments_are_on():
     sliced = {tuple(spec.feature_keys) for spec in
               eval_configs.two_stage_eval_config(load_config()).slicing_specs}

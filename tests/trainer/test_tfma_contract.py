@@ -44,7 +44,8 @@ def test_tfma_reproduces_trainer_metrics(retrieval_run, ranking_run, transformed
     import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
     options = tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
     retrieval_config = tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="eval_hit_at_k", prediction_key="hit_at_k",
+        model_specs=[tfma.ModelSpec(model_type=tfma.TF_GENERIC,
+                                    signature_name="eval_hit_at_k", prediction_key="hit_at_k",
                                     label_key=F.CLICKED, example_weight_key=F.CLICKED)],
         metrics_specs=[tfma.MetricsSpec(
             metrics=[tfma.MetricConfig(class_name="MeanPrediction")])],
