@@ -150,7 +150,8 @@ def run(data_dir, models, seed=0, max_users=None, overrides=None, batch_size=102
 def _product_options(values):
     """--set product.OPTION=VALUE as keyword arguments of beauty_product.product_row."""
     values = dict(values or {})
-    known = {"config", "work_dir", "replay_users", "threads", "reuse_pipeline", "note"}
+    known = {"config", "work_dir", "replay_users", "threads", "reuse_pipeline", "rerun_from",
+             "note"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {PRODUCT}; known: {sorted(known)}")

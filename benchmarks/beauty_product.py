@@ -146,10 +146,16 @@ def index_lists(lists, asins, k=K):
     return out
 
 
-def _pipeline_or_reuse(shop, work_dir, config, seed, reuse, echo):
+def _pipeline_or_reuse(shop, work_dir, config, seed, reuse, echo, rerun_from=""):
     """The pipeline's report: a new run, or with ``reuse`` the run already in ``work_dir``
-    (its pushed models answer; only the API's side is measured again)."""
+    (its pushed models answer; only the API's side is measured again), or with
+    ``rerun_from`` (component ids) a partial run of the pipeline on the run in ``work_dir``
+    (``_partial_run``)."""
     report_path = os.path.join(work_dir, "pipeline_report.json")
+    if rerun_from:
+        if reuse:
+            raise ValueError("reuse_pipeline and rerun_from exclude each other")
+        return _partial_run(shop, work_dir, config, seed, echo, rerun_from, report_path), False
     if reuse and os.path.exists(report_path):
         with open(report_path, encoding="utf-8") as f:
             report = json.load(f)
@@ -163,6 +169,36 @@ def _pipeline_or_reuse(shop, work_dir, config, seed, reuse, echo):
         raise ValueError(f"reuse_pipeline: no pipeline run in {work_dir} ({report_path} is "
                          f"missing)")
     return run_pipeline(shop, work_dir, config, seed, echo), False
+
+
+def _partial_run(shop, work_dir, config, seed, echo, rerun_from, report_path):
+    """``tfx_pipeline.py --from-nodes rerun_from`` on the run in ``work_dir``: the named
+    components and what depends on them run again with ``config`` (e.g. the ranking Trainer
+    with another ranking_config), the others' outputs are the earlier run's. Each model the
+    partial run evaluated must have been pushed (the served model is the new one); the
+    report keeps the earlier run's results for the models it did not touch, and the earlier
+    report under ``base_run``."""
+    if not os.path.exists(report_path):
+        raise ValueError(f"rerun_from: no pipeline run in {work_dir} ({report_path} is "
+                         f"missing)")
+    with open(report_path, encoding="utf-8") as f:
+        base = json.load(f)
+    report = run_pipeline(shop, work_dir, config, seed, echo, require_push=False,
+                          args=("--from-nodes", rerun_from))
+    models = dict(base.get("models", {}))
+    for model, result in report.get("models", {}).items():
+        if result.get("blessed") is None:          # its Evaluator did not run
+            continue
+        if not result.get("pushed"):
+            raise ValueError(f"rerun_from: the partial run did not push a {model} model "
+                             f"(blessed: {result.get('blessed')}; failed thresholds: "
+                             f"{result.get('failed')}); the earlier model would answer")
+        models[model] = result
+    report.update(models=models, base_run={key: base.get(key) for key in (
+        "total_seconds", "component_seconds", "models", "config")})
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
 
 
 def config_changes(config: dict, default: dict, prefix: str = "") -> list:
@@ -191,12 +227,15 @@ def choices_for(config: dict) -> str:
 
 def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
                 replay_users=500, threads=2, echo=tqdm.write, facts=None,
-                reuse_pipeline=False, note=""):
+                reuse_pipeline=False, rerun_from="", note=""):
     """The benchmark row of the product (module docstring): options, info (pipeline
     report, per-stage seconds, degraded answers, replay), fit/eval seconds, test metrics.
     ``facts``: beyond-accuracy facts (protocol.item_facts): then the test metrics hold the
     answers' beyond-accuracy metrics too. ``reuse_pipeline``: answer from the pipeline run
-    already in ``work_dir`` (fit seconds = its recorded wall time) instead of a new one.
+    already in ``work_dir`` (fit seconds = its recorded wall time) instead of a new one;
+    ``rerun_from``: component ids, a partial run of the pipeline on the run already in
+    ``work_dir`` from those components on (fit seconds = the partial run's wall time; the
+    earlier run's report is kept in the row's pipeline info).
     ``note``: a sentence kept with the row (e.g. what an ablation's earlier run measured)."""
     # pylint: disable=import-outside-toplevel
     from serving.demo.local_stack import LocalStack
@@ -208,7 +247,8 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
     with open(config, encoding="utf-8") as f:
         options = {"config_file": os.path.relpath(config, REPO), "config": json.load(f),
                    "api_settings": API_SETTINGS, "replay_users": replay_users,
-                   "threads": threads, "k": K, "reuse_pipeline": reuse_pipeline}
+                   "threads": threads, "k": K, "reuse_pipeline": reuse_pipeline,
+                   "rerun_from": rerun_from}
     seconds = {}
     started = time.time()
     shop, known = os.path.join(work_dir, "shop"), os.path.join(work_dir, "shop_known")
@@ -216,7 +256,8 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
                 "known": beauty_data.to_shop(data, known, hold_out_last=1)}
     seconds["shop_export"] = time.time() - started
     started = time.time()
-    report, reused = _pipeline_or_reuse(shop, work_dir, config, seed, reuse_pipeline, echo)
+    report, reused = _pipeline_or_reuse(shop, work_dir, config, seed, reuse_pipeline, echo,
+                                        rerun_from)
     seconds["pipeline"] = (float(report.get("total_seconds") or 0.0) if reused
                            else time.time() - started)
     users = test_users(data)
@@ -259,8 +300,9 @@ def product_row(data, data_dir, seed=0, config=DEFAULT_CONFIG, work_dir="",
         stack.stop()
     info = {"shop_export": exported, "work_dir": work_dir, "model_versions": versions,
             "pipeline_reused": reused,
-            "pipeline": {key: report.get(key) for key in ("total_seconds",
-                                                          "component_seconds", "models")},
+            "pipeline": {key: report.get(key) for key in (
+                "total_seconds", "component_seconds", "models", "partial_run", "base_run")
+                if key in report},
             "stages": stage_test, "degraded_answers": degraded, "strategies": strategies,
             "http_replay": replay,
             "choices": choices_for(options["config"]),

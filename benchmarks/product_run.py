@@ -45,7 +45,7 @@ PIPELINE_FILES = {"pipeline_root": "pipeline_root", "metadata": "metadata.db",
 
 
 def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print, overrides=None,
-                 names=None, require_push=True):
+                 names=None, require_push=True, args=()):
     """``tfx_pipeline.py --runner local`` on the export; returns its report (component wall
     times from ML Metadata, the models' eval metrics, blessing and push).
 
@@ -53,7 +53,7 @@ def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print, overrides=No
     names in ``work_dir`` other than ``PIPELINE_FILES`` (runs that share one pipeline root
     and ML Metadata, each with its own report, so that a config with ``enable_cache``
     reuses their unchanged components); ``require_push``: fail unless both models were
-    pushed."""
+    pushed; ``args``: further tfx_pipeline.py arguments (e.g. ``--from-nodes``)."""
     path = {key: os.path.join(work_dir, name)
             for key, name in dict(PIPELINE_FILES, **(names or {})).items()}
     report_path = path["report"]
@@ -64,6 +64,7 @@ def run_pipeline(shop_dir, work_dir, config_path, seed, echo=print, overrides=No
                "--log-file", path["log"]]
     for key, value in (overrides or {}).items():
         command += ["--set", f"{key}={json.dumps(value)}"]
+    command += list(args)
     echo("pipeline: " + " ".join(command[1:]))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,

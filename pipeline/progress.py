@@ -95,9 +95,10 @@ class ComponentProgress(logging.Handler):
             self.handleError(record)  # logging reports it on stderr, the run goes on)
 
     # progress lines -------------------------------------------------------------------
-    def _prefix(self, name: str) -> str:
-        count = f"{self._count:>{len(str(self.total))}}/{self.total}" if self.total else (
-            f"{self._count:>2}")
+    def _prefix(self, name: str, counted: bool = True) -> str:
+        number = self._count if counted else "-"
+        count = f"{number:>{len(str(self.total))}}/{self.total}" if self.total else (
+            f"{number:>2}")
         return f"[{count}] {name:<{self.width}}"
 
     def _write(self, text: str) -> None:
@@ -144,9 +145,14 @@ class ComponentProgress(logging.Handler):
             self._end_line("(cached)" if self._cached else "")
 
     def skip(self, name: str) -> None:
+        """A component a partial run leaves out (its outputs are an earlier run's): one
+        line, not counted among the `total` that run."""
         with self._lock:
-            self.start(name)
-            self._end_line("skipped")
+            if self.current is not None:
+                self._end_line("?")
+            self._write(f"{chr(13) if self.live else ''}{self._prefix(name, counted=False)}"
+                        f"         skipped (an earlier run's outputs)"
+                        f"{chr(27) + '[K' if self.live else ''}\n")
 
     def fail(self) -> Optional[str]:
         """Marks the running component (if any) FAILED; returns its name."""

@@ -46,6 +46,8 @@ def runs(tmp_path_factory):
     degraded = load_config(**{**common, "retrieval_train_steps": 10, "ranking_train_steps": 10,
                               "enable_cache": True,
                               "retrieval_config": {**common["retrieval_config"], "degrade": True},
-                              "ranking_config": {"degrade": True}})
+                              # listwise: the ranker reads whole contexts of the
+                              # CandidateExamples rows (trainer/data.make_context_dataset)
+                              "ranking_config": {"degrade": True, "listwise_weight": 1.0}})
     second = tfx_pipeline.run_local(degraded)
     return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}

@@ -584,3 +584,50 @@ def test_kubeflow_v2_spec_compiles_with_both_tuners(tmp_path):
     for model in ("retrieval", "ranking"):
         inputs = tasks[f"{model}_trainer"]["inputs"]["artifacts"]["hyperparameters"]
         assert inputs["taskOutputArtifact"]["producerTask"] == f"{model}_tuner", inputs
+
+
+def test_a_partial_run_reruns_its_components_on_the_previous_runs_outputs(runs, tmp_path):
+    """tfx_pipeline.run_local(from_nodes=..., to_nodes=...) is TFX's partial run: only the
+    components between them run, on the previous run's artifacts (here a copy of the
+    session's ML Metadata, so the shared run is untouched)."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+    from ml_metadata import metadata_store  # pylint: disable=import-outside-toplevel
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=import-outside-toplevel
+    from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
+    from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+    cfg = runs["cfg"]
+    components = create_pipeline(cfg, tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        str(tmp_path / "unused.db"))).components
+    # TFX's selection: downstream of a from-node, upstream of a to-node
+    assert tfx_pipeline.partial_nodes(components, ["ranking_trainer"]) == [
+        "ranking_trainer", "ranking_evaluator", "ranking_pusher"]
+    assert tfx_pipeline.partial_nodes(components, ["Transform"], ["retrieval_trainer"]) == [
+        "Transform", "retrieval_trainer"]
+    with pytest.raises(ValueError, match="unknown component id.*'rankin_trainer'"):
+        tfx_pipeline.partial_nodes(components, ["rankin_trainer"])
+
+    shutil.copy(cfg.metadata_path, tmp_path / "metadata.db")
+    partial = dataclasses.replace(cfg, metadata_path=str(tmp_path / "metadata.db"),
+                                  pipeline_root=str(tmp_path / "root"),
+                                  serving_dir=str(tmp_path / "serving"))
+    report = tfx_pipeline.run_local(partial, from_nodes=["UserSegments"],
+                                    to_nodes=["UserSegments"])
+    assert report["partial_run"] == ["UserSegments"]
+    assert list(report["component_seconds"]) == ["UserSegments"]
+    assert report["cached_components"] == [] and report["models"] == {}
+    assert os.listdir(tmp_path / "root") == ["UserSegments"]     # nothing else was written
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = str(tmp_path / "metadata.db")
+    store = metadata_store.MetadataStore(connection)
+    context = store.get_context_by_type_and_name("node", f"{cfg.pipeline_name}.UserSegments")
+    latest = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([latest.id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    uris = [a.uri for a in store.get_artifacts_by_id(inputs)]
+    # its inputs are the session run's artifacts, under that run's pipeline root
+    assert uris and all(uri.startswith(cfg.pipeline_root) for uri in uris), uris
+    with pytest.raises(ValueError, match="holds no run"):
+        tfx_pipeline.run_local(dataclasses.replace(
+            partial, metadata_path=str(tmp_path / "none" / "metadata.db")),
+            from_nodes=["UserSegments"])

@@ -457,6 +457,12 @@ class RankingConfig(_Config):
         ("click", 1.0), ("purchase", 1.0), ("rating", 1.0))
     score_weights: Tuple[Tuple[str, float], ...] = (
         ("click", 1.0), ("purchase", 1.0), ("rating", 0.0))
+    # Listwise term (docs/DESIGN.md, "Listwise ranking loss"): > 0 trains on whole user
+    # contexts (the two-stage rows of one context, trainer/data.make_context_dataset) and
+    # adds, per binary head, this weight x the head's loss weight x a softmax cross-entropy
+    # over each context's rows (the chosen item against its pool negatives) to the pointwise
+    # losses. Needs the rows' `context_id` (CandidateExamples writes it); 0 = pointwise only.
+    listwise_weight: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         values = super().to_dict()
@@ -505,6 +511,14 @@ class RankingConfig(_Config):
                                  f"are {list(RANKING_OUTPUTS)}")
             if any(w < 0 for w in weights.values()):
                 raise ValueError(f"RankingConfig.{key} must be >= 0, got {weights}")
+        if self.listwise_weight < 0:
+            raise ValueError(f"RankingConfig.listwise_weight must be >= 0, got "
+                             f"{self.listwise_weight}")
+        if self.listwise_weight and (self.uses_dp or self.numeric_step):
+            raise ValueError(
+                "RankingConfig.listwise_weight needs whole contexts in a batch; DP-SGD "
+                "(per-example losses) and numeric_step (a TPU's fixed-size batches, which "
+                "split contexts) do not keep them: set listwise_weight 0 with those")
         if not any(self.loss_weight.values()):
             raise ValueError("RankingConfig.loss_weights: at least one head must be > 0")
         unknown = [f for f in self.external_features if f not in OPTIONAL_FLOAT_FEATURES]

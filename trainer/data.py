@@ -81,6 +81,59 @@ def make_dataset(patterns: Sequence[str], feature_spec: Dict, batch_size: int, *
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+CONTEXT_SEGMENT = "ranking_context_segment"   # [N] int64: a batch row's context, 0..C-1
+
+
+def group_sizes(patterns: Sequence[str], key: str) -> np.ndarray:
+    """Rows per group of ``key`` (a string feature), in file order; raises unless each
+    group's rows are contiguous (what a reader batching whole groups relies on)."""
+    values = load_columns(patterns, {key: tf.io.FixedLenFeature([], tf.string)}, [key])[key]
+    if not len(values):
+        raise ValueError(f"no examples in {list(patterns)}")
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    if len(starts) != len(set(values.tolist())):
+        raise ValueError(f"the rows of a '{key}' are not contiguous in {list(patterns)}: a "
+                         f"context's rows must be written together (CandidateExamples does)")
+    return np.diff(np.r_[starts, len(values)])
+
+
+def make_context_dataset(patterns: Sequence[str], feature_spec: Dict, key: str,
+                         batch_size: int, *, shuffle_buffer: int = 0,
+                         seed: Optional[int] = None, repeat: bool = False) -> tf.data.Dataset:
+    """Batches of whole groups: the rows sharing ``key`` (contiguous in the files, e.g. the
+    two-stage rows of one user context) stay together and groups are shuffled as units.
+    A batch holds ``batch_size // largest group`` groups (at least one), flattened: each
+    feature [N, ...] over its N rows, plus CONTEXT_SEGMENT [N], the row's group 0..C-1."""
+    sizes = group_sizes(patterns, key)
+    largest = int(sizes.max())
+    files = _files(patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
+    ds = ds.batch(1024).map(lambda s: tf.io.parse_example(s, feature_spec)).unbatch()
+    # Consecutive rows of one key form a window; a window closes when full (`largest` rows)
+    # or at the end of the input. Keys are hashed: a collision only merges two groups if
+    # their windows are open at once, i.e. never for contiguous groups.
+    ds = ds.group_by_window(
+        key_func=lambda row: tf.strings.to_hash_bucket_fast(row[key], 2 ** 62),
+        reduce_func=lambda _, rows: rows.batch(largest), window_size=largest)
+    if shuffle_buffer:
+        groups = max(1, shuffle_buffer // max(1, int(round(sizes.mean()))))
+        ds = ds.shuffle(groups, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.ragged_batch(max(1, batch_size // largest))
+
+    def flatten(batch):
+        rows = next(iter(batch.values()))
+        out = {k: v.values for k, v in batch.items()}
+        out[CONTEXT_SEGMENT] = rows.value_rowids()
+        return out
+
+    ds = ds.map(flatten, num_parallel_calls=tf.data.AUTOTUNE)
+    if repeat:
+        ds = ds.repeat()
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 def is_positive(label_key: str) -> Callable[[Dict[str, tf.Tensor]], tf.Tensor]:
     """Predicate for `make_dataset`: the example's `label_key` is > 0."""
     return lambda example: tf.reshape(example[label_key], []) > 0

@@ -190,6 +190,11 @@ class RankingModel(tfrs.Model):
         return tf.concat(parts, axis=1)
 
     def call(self, features, training=False):
+        return {head: tf.sigmoid(value) if head in RANKING_HEADS else value
+                for head, value in self._raw_outputs(features, training).items()}
+
+    def _raw_outputs(self, features, training):
+        """{head: [B]}: the binary heads' logits, the rating in stars."""
         x0 = self._feature_vector(features)
         x = x0
         for cross in self.cross_layers:
@@ -202,7 +207,6 @@ class RankingModel(tfrs.Model):
                 for key in self.config.external_features:
                     value += self.wide_weights[f"{head}/{key}"] * tf.reshape(
                         tf.cast(features[key], tf.float32), [-1])
-                value = tf.sigmoid(value)
             out[head] = value
         return out
 
@@ -221,13 +225,25 @@ class RankingModel(tfrs.Model):
         return loss
 
     def _data_loss(self, features, training):
-        """The weighted head losses, as a global-batch mean."""
-        predictions = self(features, training=training)
+        """The weighted head losses, as a global-batch mean; with `listwise_weight` and
+        batches of whole contexts (data.CONTEXT_SEGMENT) plus the weighted listwise terms,
+        as a global mean over the contexts that hold a positive."""
+        raw = self._raw_outputs(features, training)
+        predictions = {head: tf.sigmoid(value) if head in RANKING_HEADS else value
+                       for head, value in raw.items()}
         losses = [self.loss_weight[head] * self._head_loss(head, features, predictions[head],
                                                            training)
                   for head in RANKING_OUTPUTS if self.loss_weight[head] > 0]
         batch_size = tf.shape(features[F.idx(F.ITEM_ID)])[0]
-        return global_batch_mean(tf.add_n(losses), batch_size)
+        loss = global_batch_mean(tf.add_n(losses), batch_size)
+        if self.config.listwise_weight and data.CONTEXT_SEGMENT in features:
+            for head, label in RANKING_HEADS.items():
+                weight = self.config.listwise_weight * self.loss_weight[head]
+                if weight > 0:
+                    total, contexts = listwise_loss(raw[head], features[label],
+                                                    features[data.CONTEXT_SEGMENT])
+                    loss += weight * global_batch_mean(total, contexts)
+        return loss
 
     def example_losses(self, features):
         """DP-SGD: each unit's weighted head losses [B] (rating only where rated), plus the
@@ -271,6 +287,27 @@ class RankingModel(tfrs.Model):
         labels = as_column(features[RANKING_HEADS[head]])
         return self.tasks[head](labels=labels, predictions=prediction[:, tf.newaxis],
                                 training=training)
+
+
+def listwise_loss(logits: tf.Tensor, labels: tf.Tensor, segments: tf.Tensor):
+    """Softmax cross-entropy of each context's rows: logits, labels (>= 0, e.g. clicked) and
+    segments (the row's context) [N]. Per context with a positive label, -sum_i p_i *
+    log softmax(logits)_i, p = labels / their sum (ListNet's loss, what TF-Ranking calls
+    softmax loss). Returns (sum over those contexts, their count); contexts without a
+    positive add nothing."""
+    logits = tf.reshape(tf.cast(logits, tf.float32), [-1])
+    labels = tf.reshape(tf.cast(labels, tf.float32), [-1])
+    segments = tf.reshape(tf.cast(segments, tf.int32), [-1])
+    n = tf.shape(logits)[0]                 # at most one context per row
+    top = tf.math.unsorted_segment_max(logits, segments, n)
+    top = tf.stop_gradient(tf.where(tf.math.is_finite(top), top, 0.0))
+    shifted = logits - tf.gather(top, segments)
+    log_norm = tf.math.log(tf.math.unsorted_segment_sum(tf.exp(shifted), segments, n)
+                           + 1e-30)
+    log_softmax = shifted - tf.gather(log_norm, segments)
+    mass = tf.math.unsorted_segment_sum(labels, segments, n)
+    share = tf.math.divide_no_nan(labels, tf.gather(mass, segments))
+    return -tf.reduce_sum(share * log_softmax), tf.reduce_sum(tf.cast(mass > 0, tf.float32))
 
 
 class RankingEnsemble(tf.keras.Model):
@@ -411,6 +448,23 @@ def privacy_report(config: RankingConfig, fn_args, spec) -> Dict:
     return dp.report(config, len(users), steps, int(np.bincount(users.astype(np.int64)).max()))
 
 
+def train_dataset(config: RankingConfig, fn_args, spec, seed: int) -> tf.data.Dataset:
+    """Shuffled training batches: rows, or with `listwise_weight` whole contexts (the rows of
+    one `context_id`, data.make_context_dataset)."""
+    if not config.listwise_weight:
+        return data.make_dataset(
+            fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
+            seed=seed, repeat=bool(fn_args.train_steps), drop_remainder=config.uses_dp)
+    if F.CONTEXT_ID not in data.feature_names(fn_args.train_files):
+        raise ValueError(f"ranking: listwise_weight {config.listwise_weight} needs the rows' "
+                         f"'{F.CONTEXT_ID}' (two-stage rows from CandidateExamples); these "
+                         f"examples have none: set listwise_weight 0")
+    spec = dict(spec, **{F.CONTEXT_ID: tf.io.FixedLenFeature([], tf.string)})
+    return data.make_context_dataset(
+        fn_args.train_files, spec, F.CONTEXT_ID, config.batch_size,
+        shuffle_buffer=config.shuffle_buffer, seed=seed, repeat=bool(fn_args.train_steps))
+
+
 def run_fn(fn_args, strategy: Optional[tf.distribute.Strategy] = None) -> None:
     """TFX Trainer entry point: train on all train units, report eval metrics per head,
     export. Runs under ``strategy``, else the one the environment names
@@ -465,10 +519,7 @@ def _train_and_export(fn_args, strategy: tf.distribute.Strategy) -> None:
                              history_length)
         if member.text_table is not None:
             text_table = member.text_table          # one copy for every member
-        train_ds = data.make_dataset(
-            fn_args.train_files, spec, config.batch_size, shuffle_buffer=config.shuffle_buffer,
-            seed=member_config.seed, repeat=bool(fn_args.train_steps),
-            drop_remainder=config.uses_dp)
+        train_ds = train_dataset(config, fn_args, spec, member_config.seed)
         if text is not None:
             train_ds = train_ds.map(lambda batch: add_text_rows(text.lookup, batch),
                                     num_parallel_calls=tf.data.AUTOTUNE)

@@ -55,6 +55,39 @@ def test_product_options_are_checked(planted_folder, tmp_path, argv, message):  
                      "product"] + argv)
 
 
+def test_a_partial_rerun_keeps_the_untouched_models_and_needs_a_push(tmp_path, monkeypatch):
+    base = {"total_seconds": 5000.0, "component_seconds": {"retrieval_trainer": 4000.0},
+            "config": {"retrieval_top_k": 400},
+            "models": {"retrieval": {"blessed": True, "pushed": True, "pushed_version": "1"},
+                       "ranking": {"blessed": True, "pushed": True, "pushed_version": "2"}}}
+    report_path = tmp_path / "pipeline_report.json"
+    calls = []
+
+    def fake_run_pipeline(shop, work_dir, config, seed, echo, require_push, args):
+        calls.append((require_push, args))
+        return {"total_seconds": 600.0, "component_seconds": {"ranking_trainer": 500.0},
+                "partial_run": ["ranking_trainer", "ranking_evaluator", "ranking_pusher"],
+                "models": {"ranking": ranking}}
+    monkeypatch.setattr(beauty_product, "run_pipeline", fake_run_pipeline)
+    with pytest.raises(ValueError, match="no pipeline run"):
+        beauty_product._partial_run("shop", str(tmp_path), "c.json", 0, print,  # pylint: disable=protected-access
+                                    "ranking_trainer", str(report_path))
+    report_path.write_text(json.dumps(base))
+    ranking = {"blessed": True, "pushed": True, "pushed_version": "3"}
+    report = beauty_product._partial_run("shop", str(tmp_path), "c.json", 0, print,  # pylint: disable=protected-access
+                                         "ranking_trainer", str(report_path))
+    assert calls == [(False, ("--from-nodes", "ranking_trainer"))]
+    assert report["models"] == {"retrieval": base["models"]["retrieval"], "ranking": ranking}
+    assert report["base_run"]["total_seconds"] == 5000.0 and report["total_seconds"] == 600.0
+    assert json.loads(report_path.read_text()) == report        # the merged report is kept
+    # a re-run model that was not pushed: the earlier model would answer, so it fails
+    report_path.write_text(json.dumps(base))
+    ranking = {"blessed": False, "pushed": False, "failed": ["NDCG@10"]}
+    with pytest.raises(ValueError, match="did not push a ranking model"):
+        beauty_product._partial_run("shop", str(tmp_path), "c.json", 0, print,  # pylint: disable=protected-access
+                                    "ranking_trainer", str(report_path))
+
+
 def test_committed_configs_split_the_export_clock_into_leave_one_out():
     # pylint: disable=import-outside-toplevel
     from pipeline import examples
