@@ -457,7 +457,7 @@ class RankingConfig(_Config):
         ("click", 1.0), ("purchase", 1.0), ("rating", 1.0))
     score_weights: Tuple[Tuple[str, float], ...] = (
         ("click", 1.0), ("purchase", 1.0), ("rating", 0.0))
-    # Listwise term (docs/DESIGN.md, "Listwise ranking loss"): > 0 trains on whole user
+    # Listwise term (docs/DESIGN.md, "Step 6: a listwise ranker"): > 0 trains on whole user
     # contexts (the two-stage rows of one context, trainer/data.make_context_dataset) and
     # adds, per binary head, this weight x the head's loss weight x a softmax cross-entropy
     # over each context's rows (the chosen item against its pool negatives) to the pointwise
