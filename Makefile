@@ -18,7 +18,10 @@ env: $(ENV_STAMP)
 # Idempotent: rebuilt only when the pins change. uv resolves nothing here: it installs the lock.
 $(ENV_STAMP): requirements/lock.txt requirements/nodeps.txt setup.py
 	@command -v $(PYTHON_BOOT) >/dev/null || { echo "error: $(PYTHON_BOOT) not found (shoprec needs CPython 3.11)"; exit 1; }
-	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@# A .venv without a working pip (an interrupted make env) is made again, not reused.
+	@$(PY) -m pip --version >/dev/null 2>&1 || { test ! -e $(VENV) || \
+	  echo "$(VENV) is incomplete (an interrupted make env?): creating it again"; \
+	  $(PYTHON_BOOT) -m venv --clear $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(PY) -m uv pip install -q -p $(PY) -r requirements/lock.txt
 	$(PY) -m uv pip install -q -p $(PY) --no-deps -r requirements/nodeps.txt
