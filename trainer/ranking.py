@@ -190,8 +190,7 @@ class RankingModel(tfrs.Model):
         return tf.concat(parts, axis=1)
 
     def call(self, features, training=False):
-        return {head: tf.sigmoid(value) if head in RANKING_HEADS else value
-                for head, value in self._raw_outputs(features, training).items()}
+        return _as_outputs(self._raw_outputs(features, training))
 
     def _raw_outputs(self, features, training):
         """{head: [B]}: the binary heads' logits, the rating in stars."""
@@ -229,8 +228,7 @@ class RankingModel(tfrs.Model):
         batches of whole contexts (data.CONTEXT_SEGMENT) plus the weighted listwise terms,
         as a global mean over the contexts that hold a positive."""
         raw = self._raw_outputs(features, training)
-        predictions = {head: tf.sigmoid(value) if head in RANKING_HEADS else value
-                       for head, value in raw.items()}
+        predictions = _as_outputs(raw)
         losses = [self.loss_weight[head] * self._head_loss(head, features, predictions[head],
                                                            training)
                   for head in RANKING_OUTPUTS if self.loss_weight[head] > 0]
@@ -287,6 +285,12 @@ class RankingModel(tfrs.Model):
         labels = as_column(features[RANKING_HEADS[head]])
         return self.tasks[head](labels=labels, predictions=prediction[:, tf.newaxis],
                                 training=training)
+
+
+def _as_outputs(raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """`RankingModel._raw_outputs` -> outputs: probabilities of the binary heads."""
+    return {head: tf.sigmoid(value) if head in RANKING_HEADS else value
+            for head, value in raw.items()}
 
 
 def listwise_loss(logits: tf.Tensor, labels: tf.Tensor, segments: tf.Tensor):
