@@ -14,7 +14,10 @@ Rows of a context whose target is in the pool: ``"train"``: the target (the unit
 and ``negatives`` other pool items (labels 0): first the pool items the user was **shown
 and passed over** around the context (``Shown``: the split's units of that user with every
 label 0 -- views, e.g. the API's impressions exported by serving/events/export.py -- dated
-within ``spec.SESSION_GAP_SECONDS`` of it), then items drawn uniformly without replacement;
+within ``spec.SESSION_GAP_SECONDS`` of it), then, with ``hard_negatives`` > 0, up to that many
+drawn from the pool's first ``hard_window`` places (retrieval's best-scored items: the
+ones that compete with the target for the top of the answer), then items drawn uniformly
+without replacement;
 ``"eval"``: every pool item (the target with the unit's labels), so the evaluation ranks
 the whole pool as the API does. A context whose target is not in the pool has nothing to
 re-rank (no row; counted: the candidate stage's recall). Every row carries the candidate's
@@ -90,6 +93,7 @@ class Counts:
     target_sources: dict = dataclasses.field(default_factory=dict)
     target_positions: list = dataclasses.field(default_factory=list)  # 0-based, pool order
     shown_negatives: int = 0        # train negatives the user was shown and passed over
+    hard_negatives: int = 0         # train negatives drawn from the pool's first places
     retrieval_ranks: list = dataclasses.field(default_factory=list)  # target's, per context
     retrieval_k: int = 0            # the longest top-K list retrieval returned
 
@@ -101,6 +105,7 @@ class Counts:
             "target_in_pool_share": self.target_in_pool / self.contexts if self.contexts
             else None,
             "rows": self.rows, "shown_negatives": self.shown_negatives,
+            "hard_negatives": self.hard_negatives,
             "mean_pool_size": float(np.mean(self.pool_sizes)) if self.pool_sizes else None,
             "target_found_by": dict(sorted(self.target_sources.items())),
             # Retrieval's own list, before the other sources and the purchase filter: the
@@ -200,9 +205,10 @@ def pool_of(unit: dict, top_ids, top_scores, catalog: RawCatalog, tables,
 
 def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context_id: str,
                  negatives: int, rng: np.random.Generator, counts: Counts,
-                 shown=None) -> list:
+                 shown=None, hard_negatives: int = 0, hard_window: int = 50) -> list:
     """The rows of one context (module docstring); updates ``counts``. ``shown``: catalog
-    rows the user passed over around the context (train negatives first)."""
+    rows the user passed over around the context (train negatives first);
+    ``hard_negatives``: then up to that many from the pool's first ``hard_window`` places."""
     if kind not in ROW_KINDS:
         raise ValueError(f"kind must be one of {ROW_KINDS}, got {kind!r}")
     counts.contexts += 1
@@ -222,10 +228,16 @@ def context_rows(unit: dict, pool: Pool, catalog: RawCatalog, kind: str, context
             shown) else others[:0]
         if len(passed):          # (no draw without: runs without views draw as before)
             passed = rng.permutation(passed)[:negatives]
-        rest = np.setdiff1d(others, passed)
-        drawn = rng.choice(rest, size=min(negatives - len(passed), len(rest)), replace=False)
-        chosen = np.concatenate([passed, drawn]).astype(np.int64)
+        hard = others[:0]
+        if hard_negatives:       # (no draw when off: runs without it draw as before)
+            hard = np.setdiff1d(others[others < hard_window], passed)
+            hard = rng.permutation(hard)[:min(hard_negatives, negatives - len(passed))]
+        rest = np.setdiff1d(others, np.concatenate([passed, hard]))
+        drawn = rng.choice(rest, size=min(negatives - len(passed) - len(hard), len(rest)),
+                           replace=False)
+        chosen = np.concatenate([passed, hard, drawn]).astype(np.int64)
         counts.shown_negatives += len(passed)
+        counts.hard_negatives += len(hard)
         picked = np.concatenate([[position], np.sort(chosen)]).astype(np.int64)
     else:
         picked = np.arange(len(pool))
@@ -281,13 +293,14 @@ class RetrievalExport:
 def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind: str,
                negatives: int, seed: int, counts_by_source=(50, 50, 50), batch_size: int = 256,
                progress=None, max_contexts: int = 0, purchases: Purchases | None = None,
-               shown_negatives: bool = True):
+               shown_negatives: bool = True, hard_negatives: int = 0, hard_window: int = 50):
     """Yield the rows of every clicked unit of ``units`` (one split, in order) and return
     its ``Counts`` as the generator's value (``yield from``). ``max_contexts`` > 0: at most
     that many contexts, a seeded uniform sample kept in split order (``Counts.sampled_from``
     says of how many). ``purchases``: leave each user's earlier purchases out of the pools
     (None: keep them). ``shown_negatives``: train negatives are first the pool items the
-    user passed over around the context (``Shown`` over ``units``)."""
+    user passed over around the context (``Shown`` over ``units``); ``hard_negatives`` /
+    ``hard_window``: ``context_rows``."""
     rng = np.random.default_rng(seed)
     counts = Counts()
     shown = Shown(units, catalog) if shown_negatives and kind == "train" else None
@@ -312,7 +325,8 @@ def split_rows(units, export: RetrievalExport, catalog: RawCatalog, tables, kind
             passed = (shown.around(unit[F.USER_ID], unit[F.TIMESTAMP])
                       if shown is not None else None)
             yield from context_rows(unit, pool, catalog, kind, f"{kind}-{start + j}",
-                                    negatives, rng, counts, passed)
+                                    negatives, rng, counts, passed, hard_negatives,
+                                    hard_window)
         if progress is not None:
             progress(min(start + batch_size, len(contexts)), len(contexts))
     return counts

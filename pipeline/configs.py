@@ -119,6 +119,11 @@ class PipelineConfig:
     # items per training context, and how many candidates each item-to-item source adds to
     # retrieval's top K (keep equal to the API's settings of the same names).
     ranking_negatives: int = 20
+    # Of those, up to `ranking_hard_negatives` are drawn from the pool's first
+    # `ranking_hard_window` places (retrieval's best-scored items, which compete with the
+    # target for the top of the answer) instead of uniformly; 0 = all uniform.
+    ranking_hard_negatives: int = 0
+    ranking_hard_window: int = 50
     # Eval contexts the ranking Evaluator judges (a seeded sample; 0 = all): each brings its
     # whole pool (~140 rows on the sample shop), and TFMA took 625 s on all 1,264 of them.
     # The same sample judges the candidate and the blessed baseline (a paired comparison).
@@ -193,7 +198,7 @@ class PipelineConfig:
             problems.append(f"beam_mode={self.beam_mode!r}: one of {', '.join(BEAM_MODES)}")
         for name in ("retrieval_train_steps", "ranking_train_steps",
                      "retrieval_eval_steps", "ranking_eval_steps", "retrieval_top_k",
-                     "session_gap_minutes", "ranking_negatives"):
+                     "session_gap_minutes", "ranking_negatives", "ranking_hard_window"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 1")
         if self.tuning not in TUNING:
@@ -214,6 +219,9 @@ class PipelineConfig:
                      "max_eval_contexts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)}: must be >= 0")
+        if not 0 <= self.ranking_hard_negatives <= self.ranking_negatives:
+            problems.append(f"ranking_hard_negatives={self.ranking_hard_negatives}: must be "
+                            f"in [0, ranking_negatives = {self.ranking_negatives}]")
         if not 2 <= self.segments_k_min <= self.segments_k_max:
             problems.append(f"segments_k_min={self.segments_k_min}, segments_k_max="
                             f"{self.segments_k_max}: need 2 <= k_min <= k_max")

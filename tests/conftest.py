@@ -48,6 +48,8 @@ def runs(tmp_path_factory):
                               "retrieval_config": {**common["retrieval_config"], "degrade": True},
                               # listwise: the ranker reads whole contexts of the
                               # CandidateExamples rows (trainer/data.make_context_dataset)
-                              "ranking_config": {"degrade": True, "listwise_weight": 1.0}})
+                              "ranking_config": {"degrade": True, "listwise_weight": 1.0},
+                              # and part of its negatives from the pools' first places
+                              "ranking_hard_negatives": 5, "ranking_hard_window": 30})
     second = tfx_pipeline.run_local(degraded)
     return {"cfg": good, "first": first, "second": second, "first_versions": first_versions}

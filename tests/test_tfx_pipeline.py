@@ -144,14 +144,14 @@ def test_retrieval_early_stopping_watches_the_rank_split(runs):
     assert clicks > 0 and metrics["num_eval_queries"] == clicks
 
 
-def _candidate_report(pipeline_root):
-    """CandidateExamples' report of the first run."""
+def _candidate_report(pipeline_root, run: int = 0):
+    """CandidateExamples' report of the first run (``run`` -1: of the last)."""
     paths = sorted(glob.glob(os.path.join(pipeline_root, "CandidateExamples",
                                           "candidate_examples", "*", "candidate_examples.json")),
                    key=lambda p: int(p.split(os.sep)[-2]))
     assert paths, "no CandidateExamples report"
-    with open(paths[0], encoding="utf-8") as f:
-        return json.load(f), os.path.dirname(paths[0])
+    with open(paths[run], encoding="utf-8") as f:
+        return json.load(f), os.path.dirname(paths[run])
 
 
 def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
@@ -175,6 +175,13 @@ def test_candidate_examples_hold_the_apis_pool_for_each_click(runs):
         assert in_order == sorted(in_order) and in_order[0] < in_order[-1], shares
     assert train["rows"] <= train["contexts_with_target_in_pool"] * (cfg.ranking_negatives + 1)
     assert train["rows"] > train["contexts_with_target_in_pool"] * cfg.ranking_negatives // 2
+    assert report["hard_negatives"] == train["hard_negatives"] == 0     # the default: off
+    # The second run draws up to 5 of each context's negatives from the pools' first 30
+    # places (after the items the user was shown and passed over).
+    second, _ = _candidate_report(cfg.pipeline_root, run=-1)
+    assert (second["hard_negatives"], second["hard_window"]) == (5, 30)
+    hard = second["splits"]["train"]
+    assert 0 < hard["hard_negatives"] <= 5 * hard["contexts_with_target_in_pool"], hard
     assert evaluation["rows"] >= evaluation["contexts_with_target_in_pool"] * cfg.retrieval_top_k
     assert report["item_to_item"]["transition_pairs"] > 0, report["item_to_item"]
     assert report["item_to_item"]["text_pairs"] > 0, report["item_to_item"]   # frozen MiniLM

@@ -169,12 +169,16 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
              transformed_uri: str, negatives: int, transition_candidates: int,
              cooccurrence_candidates: int, seed: int, max_eval_contexts: int = 0,
              text_candidates: int = 50, exclude_purchased: bool = True,
-             segment_of: dict = None) -> dict:
+             segment_of: dict = None, hard_negatives: int = 0, hard_window: int = 50) -> dict:
     """Write the output splits under ``out_uri`` (raw) and ``transformed_uri`` and return the
     report. ``examples_uri_of``: split name -> input split directory. ``segment_of``: user ->
     segment (UserSegments), written into the eval rows as ``user_segment``."""
     if negatives < 1:
         raise ValueError(f"CandidateExamples: negatives must be >= 1, got {negatives}")
+    if not 0 <= hard_negatives <= negatives or hard_window < 1:
+        raise ValueError(f"CandidateExamples: hard_negatives must be in [0, negatives = "
+                         f"{negatives}] and hard_window >= 1, got {hard_negatives} and "
+                         f"{hard_window}")
     if min(transition_candidates, cooccurrence_candidates, text_candidates) < 0:
         raise ValueError("CandidateExamples: transition_candidates, cooccurrence_candidates "
                          "and text_candidates must be >= 0")
@@ -193,7 +197,8 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
         read_purchases(examples_uri_of(split))
         for split in (F.TRAIN_SPLIT, F.RANK_SPLIT, F.EVAL_SPLIT)), catalog) \
         if exclude_purchased else None
-    report = {"negatives": negatives, "seed": seed, "max_eval_contexts": max_eval_contexts,
+    report = {"negatives": negatives, "hard_negatives": hard_negatives,
+              "hard_window": hard_window, "seed": seed, "max_eval_contexts": max_eval_contexts,
               "exclude_purchased": exclude_purchased,
               "purchased_units": len(purchases) if purchases is not None else None,
               "transition_candidates": transition_candidates,
@@ -211,7 +216,7 @@ def generate(examples_uri_of, export_dir: str, transform_graph_uri: str, out_uri
             (transition_candidates, cooccurrence_candidates, text_candidates),
             progress=progress,
             max_contexts=max_eval_contexts if out_split == "eval" else 0,
-            purchases=purchases)
+            purchases=purchases, hard_negatives=hard_negatives, hard_window=hard_window)
         if segment_of is not None and out_split == "eval":
             rows = with_segments(rows, segment_of)
         counts = _write_counting(rows, os.path.join(out_uri, f"Split-{out_split}"),
@@ -272,6 +277,8 @@ def CandidateExamples(  # pylint: disable=invalid-name
     max_eval_contexts: tfx.dsl.components.Parameter[int] = 0,
     text_candidates: tfx.dsl.components.Parameter[int] = 50,
     exclude_purchased: tfx.dsl.components.Parameter[int] = 1,
+    hard_negatives: tfx.dsl.components.Parameter[int] = 0,
+    hard_window: tfx.dsl.components.Parameter[int] = 50,
     segments: tfx.dsl.components.InputArtifact[UserSegmentsArtifact] = None,
 ):
     """Two-stage ranking rows (module docstring)."""
@@ -285,7 +292,8 @@ def CandidateExamples(  # pylint: disable=invalid-name
                       candidate_examples.uri, transformed_examples.uri, negatives,
                       transition_candidates, cooccurrence_candidates, seed, max_eval_contexts,
                       text_candidates, bool(exclude_purchased),
-                      read_assignments(segments.uri) if segments is not None else None)
+                      read_assignments(segments.uri) if segments is not None else None,
+                      hard_negatives, hard_window)
     for artifact, names in ((candidate_examples, list(SOURCE_SPLITS)),
                             (transformed_examples, [*SOURCE_SPLITS, F.CATALOG_SPLIT])):
         artifact.split_names = artifact_utils.encode_split_names(names)

@@ -218,3 +218,49 @@ def test_train_negatives_are_first_the_items_the_user_passed_over_around_the_con
     _, counts = drain(candidate_rows.split_rows(units, FakeExport(), cat, tables(), "train", 5,
                                                 seed=0, shown_negatives=False))
     assert counts.shown_negatives == 0
+
+
+class DeepExport:
+    """top_k: retrieval ranks the 40 items i00..i39 in order, whatever the context."""
+
+    def top_k(self, units):
+        ids = [f"i{k:02d}" for k in range(40)]
+        return [ids] * len(units), np.array([np.linspace(1.0, 0.0, 40)] * len(units))
+
+
+def deep_catalog():
+    items = [examples.catalog_example(examples.item_features({
+        "item_id": f"i{k:02d}", "title": f"title {k}", "description": "", "brand": "",
+        "categories": "Cat", "price": 1.0, "in_stock": True})) for k in range(40)]
+    return candidate_rows.RawCatalog.of(items)
+
+
+def test_hard_negatives_come_from_the_pools_first_places_the_rest_uniformly():
+    cat = deep_catalog()
+    units = [unit("i30", []) for _ in range(200)]     # the target at retrieval rank 30
+
+    def negatives_by_rank(**kwargs):
+        rows, counts = drain(candidate_rows.split_rows(units, DeepExport(), cat, None, "train",
+                                                       6, seed=3, **kwargs))
+        ranks = np.array([int(r[F.ITEM_ID][1:]) for r in rows if not r[F.CLICKED]])
+        assert len(ranks) == 200 * 6 and counts.summary()["rows"] == 200 * 7
+        for context in range(200):          # no item twice in a context, never the target
+            mine = ranks[context * 6:(context + 1) * 6]
+            assert len(set(mine)) == 6 and 30 not in mine
+        return ranks, counts.summary()["hard_negatives"]
+
+    uniform, hard_count = negatives_by_rank()
+    assert hard_count == 0
+    assert (uniform < 5).mean() == pytest.approx(5 / 39, abs=0.04)
+    mixed, hard_count = negatives_by_rank(hard_negatives=4, hard_window=5)
+    assert hard_count == 200 * 4
+    # 4 of 6 from ranks 0-4 each context, the other 2 uniform over the other 34 items
+    per_context = (mixed.reshape(200, 6) < 5).sum(axis=1)
+    assert per_context.min() >= 4 and per_context.mean() == pytest.approx(4 + 2 * 1 / 34,
+                                                                           abs=0.1)
+    # a window smaller than the count: the window's items, the rest uniform
+    small, hard_count = negatives_by_rank(hard_negatives=4, hard_window=2)
+    assert hard_count == 200 * 2 and ((small.reshape(200, 6) < 2).sum(axis=1) == 2).all()
+    # off: the draw is the one the runs before this option made (same seed, same rows)
+    again, _ = negatives_by_rank(hard_negatives=0, hard_window=5)
+    assert (again == uniform).all()

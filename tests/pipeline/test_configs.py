@@ -63,6 +63,11 @@ def test_two_stage_ranking_is_the_default_and_rank_fraction_is_checked():
         load_config(rank_fraction=0.9)
     with pytest.raises(ValueError, match="ranking_negatives=0"):
         load_config(ranking_negatives=0)
+    with pytest.raises(ValueError, match=r"ranking_hard_negatives=21: must be in \[0, "
+                                         r"ranking_negatives = 20\]"):
+        load_config(ranking_hard_negatives=21)
+    with pytest.raises(ValueError, match="ranking_hard_window=0"):
+        load_config(ranking_hard_window=0)
     with pytest.raises(ValueError, match="transition_candidates=-1"):
         load_config(transition_candidates=-1)
 
