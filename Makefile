@@ -38,8 +38,11 @@ test-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null \
 	  || { echo "error: could not install redis-server with apt-get (the Redis tests need it)" >&2; exit 1; }; }
 
+# Two pytest-xdist workers (the suite leaves a core idle for long stretches alone); tests
+# sharing a costly session fixture stay in one worker (tests/conftest.py, COSTLY_FIXTURES).
+TEST_WORKERS ?= 2
 test: env test-deps
-	$(PY) -m pytest -ra --durations=30
+	$(PY) -m pytest -ra --durations=30 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: env test-deps
 	$(PY) -m pytest -ra -m "not slow"

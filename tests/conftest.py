@@ -7,6 +7,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402  (after the environment above)
 
 
+# Session fixtures that cost minutes: every test using one runs in the same pytest-xdist
+# worker (`make test` runs `-n 2 --dist loadgroup`), so each is built once per session
+# instead of once per worker. The first match names the group.
+COSTLY_FIXTURES = (
+    ("runs", "pipeline_runs"),                     # two sample-shop pipeline runs (~5 min)
+    ("transformed_shop", "trainer_shop"), ("transformed_shop_long", "trainer_shop"),
+    ("retrieval_run", "trainer_shop"), ("ranking_run", "trainer_shop"),
+    ("retrieval_run_long", "trainer_shop"), ("ranking_run_long", "trainer_shop"),
+    ("api_serving_dir", "serving_api"), ("standin_server", "serving_standin"),
+)
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the marks
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        group = next((g for fixture, g in COSTLY_FIXTURES if fixture in names), None)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pushed_versions(serving_dir, model):
     base = os.path.join(serving_dir, model)
     return sorted(os.listdir(base)) if os.path.isdir(base) else []
